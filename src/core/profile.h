@@ -1,0 +1,44 @@
+/* Profiles: the shapes vGPU instances are cut from, and the value syntax
+ * shared by the configuration file and `vgpuctl set`.  No I/O. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/ledger.h"
+
+typedef enum {
+  VGPU_SHARE_BEST_EFFORT = 0,
+  VGPU_SHARE_EQUAL = 1,
+  VGPU_SHARE_FIXED = 2,
+} VgpuShareMode;
+
+typedef struct VgpuProfile {
+  char *name;
+  char *description;
+  uint64_t vram;          /* bytes, 0 = unlimited */
+  uint64_t max_resources; /* 0 = unlimited */
+  uint64_t max_contexts;
+  uint64_t max_clients;
+  VgpuShareMode share;
+  uint32_t weight;  /* fixed-share weight, 1..10000 */
+  uint32_t fps_cap; /* 0 = none */
+  uint32_t heads;   /* display heads, 1..16 */
+} VgpuProfile;
+
+VgpuProfile *vgpu_profile_copy(const VgpuProfile *p);
+void vgpu_profile_free(VgpuProfile *p);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuProfile, vgpu_profile_free)
+
+/* "0", "4096", "64K", "256M", "1G", "1.5G", "512MiB", "unlimited"
+ * (binary units; "unlimited" and "0" both mean no limit). */
+bool vgpu_parse_size(const char *s, uint64_t *out, GError **error);
+/* Non-negative integer, or "unlimited" (0). */
+bool vgpu_parse_count(const char *s, uint64_t *out, GError **error);
+/* "256 MiB", "1.5 GiB", "512 B"; 0 -> "unlimited" when zero_is_unlimited. */
+char *vgpu_format_size(uint64_t bytes, bool zero_is_unlimited);
+const char *vgpu_share_mode_name(VgpuShareMode m);
+bool vgpu_share_mode_parse(const char *s, VgpuShareMode *out);
+/* Fills ledger limits (VGPU_RES_VRAM, _OBJECTS, _CONTEXTS). */
+void vgpu_profile_limits(const VgpuProfile *p, uint64_t limits[VGPU_RES_N_QUOTA]);

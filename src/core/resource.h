@@ -1,0 +1,67 @@
+/* A GPU resource as tenants describe it (vtest RESOURCE_CREATE*, virtio-gpu
+ * RESOURCE_CREATE_3D), and the byte size we charge for it against the VRAM
+ * quota.  Pure functions, no I/O. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* pipe_texture_target values used by virgl */
+enum {
+  VGPU_TARGET_BUFFER = 0,
+  VGPU_TARGET_1D = 1,
+  VGPU_TARGET_2D = 2,
+  VGPU_TARGET_3D = 3,
+  VGPU_TARGET_CUBE = 4,
+  VGPU_TARGET_RECT = 5,
+  VGPU_TARGET_1D_ARRAY = 6,
+  VGPU_TARGET_2D_ARRAY = 7,
+  VGPU_TARGET_CUBE_ARRAY = 8,
+  VGPU_TARGET_MAX = 8,
+};
+
+/* virgl bind flags we look at */
+enum {
+  VGPU_BIND_DISPLAY_TARGET = 1u << 7,
+  VGPU_BIND_CUSTOM = 1u << 17,
+};
+
+typedef struct VgpuResourceDesc {
+  uint32_t handle;
+  uint32_t target;
+  uint32_t format; /* virgl_formats */
+  uint32_t bind;
+  uint32_t width;
+  uint32_t height;
+  uint32_t depth;
+  uint32_t array_size;
+  uint32_t last_level;
+  uint32_t nr_samples;
+  uint32_t flags;
+} VgpuResourceDesc;
+
+/* Format block geometry: bytes per block and block width/height in pixels.
+ * Returns false for a format id we do not know. */
+typedef struct VgpuFormatInfo {
+  uint8_t block_bytes;
+  uint8_t block_w;
+  uint8_t block_h;
+} VgpuFormatInfo;
+
+bool vgpu_format_info(uint32_t virgl_format, VgpuFormatInfo *out);
+
+/* Hard sanity caps independent of any quota (a tenant may lower them). */
+#define VGPU_RESOURCE_MAX_DIM 16384u
+#define VGPU_RESOURCE_MAX_DEPTH 2048u
+#define VGPU_RESOURCE_MAX_LAYERS 2048u
+#define VGPU_RESOURCE_MAX_SAMPLES 32u
+
+/* Validates the description (target, format, dimensions, levels, samples)
+ * and computes the bytes of all mip levels, layers and samples with overflow
+ * checks.  Returns 0, -EINVAL (malformed) or -EOVERFLOW. */
+int vgpu_resource_size(const VgpuResourceDesc *d, uint64_t *bytes, const char **why);
+
+/* Size in bytes of one mip level's row and image, for transfer box checks. */
+int vgpu_resource_level_layout(const VgpuResourceDesc *d, uint32_t level, uint64_t *row_bytes,
+                               uint64_t *image_bytes, uint32_t *level_w, uint32_t *level_h,
+                               uint32_t *level_d);

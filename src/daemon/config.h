@@ -1,0 +1,58 @@
+/* vgpud configuration: a GKeyFile (vgpud.conf(5)) or the embedded default.
+ * Groups: [daemon], [profile NAME], [instance NAME].  Loading fails on any
+ * unknown group or key or bad value with "FILE:LINE: reason". */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/profile.h"
+#include "util/log.h"
+
+typedef struct VgpuInstanceConfig {
+  char *name;    /* [a-zA-Z0-9_-]{1,31} */
+  char *profile; /* name of a profile in the same config */
+  /* Effective settings: the profile's, overridden by keys in the group. */
+  VgpuProfile eff; /* eff.name is the profile name */
+  guint socket_mode; /* default 0666 */
+} VgpuInstanceConfig;
+
+typedef struct VgpuConfig {
+  char *source;      /* file path or "<embedded>" */
+  char *runtime_dir; /* NULL: the default (see vgpu_default_runtime_dir) */
+  VgpuLogLevel log_level;
+  char *renderer;    /* "virgl" (default) or "null" */
+  char *render_node; /* NULL or "auto": first /dev/dri/renderD*, else surfaceless */
+  char *worker_path; /* NULL: vgpu-worker beside vgpud, then VGPU_LIBEXECDIR */
+  guint idle_timeout_s;      /* 0 = none */
+  uint32_t max_submit_bytes; /* per SUBMIT_CMD */
+  bool sandbox;              /* seccomp in workers (default true) */
+  GPtrArray *profiles;  /* VgpuProfile* */
+  GPtrArray *instances; /* VgpuInstanceConfig* */
+} VgpuConfig;
+
+VgpuConfig *vgpu_config_load_file(const char *path, GError **error);
+VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source,
+                                  GError **error);
+VgpuConfig *vgpu_config_load_default(GError **error);
+const char *vgpu_config_default_text(void);
+void vgpu_config_free(VgpuConfig *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuConfig, vgpu_config_free)
+
+const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *name);
+const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const char *name);
+
+bool vgpu_instance_name_valid(const char *name);
+/* A new instance config from a profile (vgpuctl create). */
+VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p);
+VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
+void vgpu_instance_config_free(VgpuInstanceConfig *ic);
+/* One `key=value` as in an [instance] group ("vram", "max-resources",
+ * "max-contexts", "max-clients", "fps-cap", "gpu-share", "weight", "heads",
+ * "socket-mode").  Used by the loader and by `vgpuctl set`. */
+bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
+                              GError **error);
+
+/* /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu otherwise (or /tmp/vgpu-UID). */
+char *vgpu_default_runtime_dir(void);

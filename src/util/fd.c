@@ -1,0 +1,167 @@
+#include "util/fd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void vgpu_close(int fd) {
+  int saved = errno;
+  /* Linux always releases the fd, even on EINTR: never retry close(). */
+  (void)close(fd);
+  errno = saved;
+}
+
+int vgpu_write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int vgpu_writev_all(int fd, struct iovec *iov, int iovcnt) {
+  while (iovcnt > 0) {
+    ssize_t n = writev(fd, iov, iovcnt);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = (char *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
+  }
+  return 0;
+}
+
+int vgpu_read_all(int fd, void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0)
+      return -EPIPE;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int vgpu_send_fd(int sock, int fd) {
+  char byte = 0;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  memset(&ctl, 0, sizeof(ctl));
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof(ctl.buf)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  for (;;) {
+    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n == 1)
+      return 0;
+    if (n < 0 && errno == EINTR)
+      continue;
+    return n < 0 ? -errno : -EIO;
+  }
+}
+
+int vgpu_recv_fds(int sock, int *fds, int max_fds) {
+  char byte;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  char ctl[CMSG_SPACE(sizeof(int) * 16)];
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+                       .msg_controllen = sizeof(ctl)};
+  ssize_t n;
+  do {
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return -errno;
+  if (n == 0)
+    return -EPIPE;
+  int got = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; i++) {
+      int f;
+      memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (got < max_fds)
+        fds[got++] = f;
+      else
+        vgpu_close(f);
+    }
+  }
+  return got;
+}
+
+int vgpu_set_nonblock(int fd, bool nonblock) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0)
+    return -errno;
+  fl = nonblock ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+int vgpu_set_cloexec(int fd, bool cloexec) {
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0)
+    return -errno;
+  fl = cloexec ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
+  return fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0;
+}
+
+int vgpu_peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
+  struct ucred cred;
+  socklen_t len = sizeof(cred);
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+    return -errno;
+  if (pid)
+    *pid = cred.pid;
+  if (uid)
+    *uid = cred.uid;
+  if (gid)
+    *gid = cred.gid;
+  return 0;
+}
+
+int vgpu_count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return -errno;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}

@@ -1,0 +1,41 @@
+/* File-descriptor ownership and the few socket helpers every process needs.
+ * GLib 2.74 has no g_autofd, so this is ours. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+static inline void vgpu_closep(int *fd);
+#define vgpu_autofd __attribute__((cleanup(vgpu_closep)))
+
+/* Returns the fd and leaves -1 behind, like g_steal_pointer. */
+static inline int vgpu_steal_fd(int *fd) {
+  int r = *fd;
+  *fd = -1;
+  return r;
+}
+
+void vgpu_close(int fd);
+static inline void vgpu_closep(int *fd) {
+  if (*fd >= 0)
+    vgpu_close(*fd);
+  *fd = -1;
+}
+
+/* All return 0 or a negative errno; EINTR is retried. */
+int vgpu_write_all(int fd, const void *buf, size_t len);
+int vgpu_writev_all(int fd, struct iovec *iov, int iovcnt);
+int vgpu_read_all(int fd, void *buf, size_t len);
+/* Sends one data byte (0) carrying one fd in SCM_RIGHTS. */
+int vgpu_send_fd(int sock, int fd);
+/* Receives up to max_fds fds with one byte; returns number of fds or -errno. */
+int vgpu_recv_fds(int sock, int *fds, int max_fds);
+int vgpu_set_nonblock(int fd, bool nonblock);
+int vgpu_set_cloexec(int fd, bool cloexec);
+/* Peer credentials of a connected AF_UNIX socket. */
+int vgpu_peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+/* Number of open fds of this process (for leak checks and metrics). */
+int vgpu_count_fds(void);
