@@ -1,1 +1,650 @@
-/* being written */
+/* Executes vtest commands for one client.  Validation of structure lives in
+ * vtest_decode.c; this file checks meaning (handles, boxes, backing sizes,
+ * quotas) before anything reaches the renderer. */
+#include "vtest/vtest_session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/profile.h"
+#include "util/fd.h"
+
+#define VTEST_CTX_ID 1u
+/* Mesa's backing can be a little larger than the tight layout (aligned
+ * display-target strides); anything far beyond is refused. */
+#define BACKING_SLACK (64u * 1024u)
+
+typedef struct VtestResource {
+  VgpuResourceDesc desc;
+  uint64_t charge; /* VRAM bytes charged */
+  int shm_fd;
+  void *shm;
+  size_t shm_size;
+  struct iovec iov; /* must outlive the renderer resource */
+} VtestResource;
+
+struct VtestSession {
+  VgpuRenderer *r;
+  int sock;
+  VtestSessionConfig cfg;
+  char name[64];
+  bool named;
+  bool ctx_created;
+  uint32_t version;
+  GHashTable *resources; /* handle -> VtestResource* */
+  uint32_t fence_submitted;
+  uint32_t fence_completed;
+  GByteArray *out;
+  uint8_t *scratch; /* aligned copy of an unaligned command stream */
+  size_t scratch_cap;
+  VtestEnd end;
+  char *end_reason;
+};
+
+static void resource_free(VtestSession *s, VtestResource *res);
+
+static void on_fence(void *user, uint32_t fence) {
+  VtestSession *s = user;
+  /* Fences are mergeable: a report of N completes everything <= N. */
+  if ((int32_t)(fence - s->fence_completed) > 0)
+    s->fence_completed = fence;
+}
+
+VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionConfig *cfg) {
+  VtestSession *s = g_new0(VtestSession, 1);
+  s->r = r;
+  s->sock = sock;
+  s->cfg = *cfg;
+  if (s->cfg.max_version == 0 || s->cfg.max_version > VTEST_PROTOCOL_VERSION)
+    s->cfg.max_version = VTEST_PROTOCOL_VERSION;
+  s->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->out = g_byte_array_sized_new(4096);
+  r->fence_cb = on_fence;
+  r->fence_user = s;
+  return s;
+}
+
+void vtest_session_free(VtestSession *s) {
+  if (!s)
+    return;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->resources);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    g_hash_table_iter_remove(&it);
+    resource_free(s, v);
+  }
+  g_hash_table_unref(s->resources);
+  if (s->ctx_created) {
+    s->r->ops->context_destroy(s->r, VTEST_CTX_ID);
+    if (s->cfg.ledger)
+      vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, VGPU_RES_CONTEXTS, 1);
+  }
+  s->r->fence_cb = NULL;
+  s->r->fence_user = NULL;
+  g_byte_array_unref(s->out);
+  g_free(s->scratch);
+  g_free(s->end_reason);
+  g_free(s);
+}
+
+VtestEnd vtest_session_end_kind(const VtestSession *s) { return s->end; }
+const char *vtest_session_end_reason(const VtestSession *s) {
+  return s->end_reason ? s->end_reason : "";
+}
+const char *vtest_session_client_name(const VtestSession *s) { return s->name; }
+guint vtest_session_resource_count(const VtestSession *s) {
+  return g_hash_table_size(s->resources);
+}
+
+const char *vtest_end_name(VtestEnd e) {
+  static const char *const names[] = {"none",     "disconnect", "violation", "quota",
+                                      "renderer", "io",         "idle"};
+  return (unsigned)e < G_N_ELEMENTS(names) ? names[e] : "?";
+}
+
+static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...) {
+  if (s->end == VTEST_END_NONE) {
+    va_list ap;
+    va_start(ap, fmt);
+    s->end_reason = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    s->end = kind;
+  }
+  return false;
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void out_u32(VtestSession *s, uint32_t v) {
+  v = GUINT32_TO_LE(v);
+  g_byte_array_append(s->out, (const guint8 *)&v, 4);
+}
+
+static void out_hdr(VtestSession *s, uint32_t len, uint32_t id) {
+  out_u32(s, len);
+  out_u32(s, id);
+}
+
+bool vtest_session_flush(VtestSession *s) {
+  if (s->out->len == 0)
+    return true;
+  int r = 0;
+  if (s->sock >= 0)
+    r = vgpu_write_all(s->sock, s->out->data, s->out->len);
+  g_byte_array_set_size(s->out, 0);
+  if (r < 0)
+    return end_session(s, VTEST_END_IO, "writing a reply failed: %s", g_strerror(-r));
+  return true;
+}
+
+/* The fd travels in its own sendmsg after the reply bytes: Mesa reads the
+ * header with read() and would drop a descriptor attached to it. */
+static bool send_fd(VtestSession *s, int fd) {
+  if (!vtest_session_flush(s))
+    return false;
+  if (s->sock < 0)
+    return true;
+  int r = vgpu_send_fd(s->sock, fd);
+  if (r < 0)
+    return end_session(s, VTEST_END_IO, "passing a buffer fd failed: %s", g_strerror(-r));
+  return true;
+}
+
+/* ---- context, fences ---------------------------------------------------- */
+
+static bool quota_fail(VtestSession *s, VgpuResKind kind, uint64_t amount, const char *what) {
+  VgpuLedgerInstance *in =
+      vgpu_ledger_instance(s->cfg.ledger, vgpu_ledger_slot(s->cfg.ledger, s->cfg.slot)->instance);
+  uint64_t limit = atomic_load(&in->limit[kind]);
+  uint64_t used = atomic_load(&in->used[kind]);
+  if (kind == VGPU_RES_VRAM) {
+    g_autofree char *a = vgpu_format_size(amount, false);
+    g_autofree char *u = vgpu_format_size(used, false);
+    g_autofree char *l = vgpu_format_size(limit, true);
+    return end_session(s, VTEST_END_QUOTA, "%s needs %s but VRAM limit %s is reached (%s in use)",
+                       what, a, l, u);
+  }
+  return end_session(s, VTEST_END_QUOTA, "%s refused: %s limit %" G_GUINT64_FORMAT
+                     " reached (%" G_GUINT64_FORMAT " in use)", what,
+                     vgpu_res_kind_name(kind), limit, used);
+}
+
+static bool charge(VtestSession *s, VgpuResKind kind, uint64_t amount, const char *what) {
+  if (!s->cfg.ledger || amount == 0)
+    return true;
+  if (vgpu_ledger_reserve(s->cfg.ledger, s->cfg.slot, kind, amount) < 0)
+    return quota_fail(s, kind, amount, what);
+  return true;
+}
+
+static void uncharge(VtestSession *s, VgpuResKind kind, uint64_t amount) {
+  if (s->cfg.ledger && amount)
+    vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, kind, amount);
+}
+
+static void count(VtestSession *s, VgpuResKind kind, uint64_t amount) {
+  if (s->cfg.ledger)
+    vgpu_ledger_count(s->cfg.ledger, s->cfg.slot, kind, amount);
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The renderer context is created by the first command that needs it. */
+static bool ensure_context(VtestSession *s) {
+  if (s->ctx_created)
+    return true;
+  if (!charge(s, VGPU_RES_CONTEXTS, 1, "renderer context"))
+    return false;
+  int r = s->r->ops->context_create(s->r, VTEST_CTX_ID, 0, s->name);
+  if (r < 0) {
+    uncharge(s, VGPU_RES_CONTEXTS, 1);
+    return end_session(s, VTEST_END_RENDERER, "renderer context creation failed: %s",
+                       g_strerror(-r));
+  }
+  s->ctx_created = true;
+  return true;
+}
+
+static bool fences_pending(VtestSession *s) {
+  return s->fence_completed != s->fence_submitted;
+}
+
+/* Sleeps on the renderer's fence fd; never spins. */
+static void wait_fences(VtestSession *s) {
+  uint64_t t0 = now_ns();
+  s->r->ops->poll(s->r);
+  while (fences_pending(s)) {
+    int fd = s->r->ops->get_poll_fd(s->r);
+    if (fd >= 0) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      (void)poll(&p, 1, 100);
+    } else {
+      g_usleep(200);
+    }
+    s->r->ops->poll(s->r);
+  }
+  count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+}
+
+/* ---- resources ---------------------------------------------------------- */
+
+static void resource_free(VtestSession *s, VtestResource *res) {
+  if (s->ctx_created)
+    s->r->ops->ctx_detach_resource(s->r, VTEST_CTX_ID, res->desc.handle);
+  s->r->ops->resource_unref(s->r, res->desc.handle);
+  if (res->shm)
+    munmap(res->shm, res->shm_size);
+  if (res->shm_fd >= 0)
+    vgpu_close(res->shm_fd);
+  uncharge(s, VGPU_RES_VRAM, res->charge);
+  uncharge(s, VGPU_RES_OBJECTS, 1);
+  g_free(res);
+}
+
+/* A sealed memfd: the client maps it, but cannot shrink it under us. */
+static int create_backing(size_t size, void **map) {
+  vgpu_autofd int fd = memfd_create("vgpu-vtest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0)
+    return -errno;
+  if (ftruncate(fd, (off_t)size) < 0 ||
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+    return -errno;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    return -errno;
+  *map = p;
+  return vgpu_steal_fd(&fd);
+}
+
+static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
+  const VgpuResourceDesc *d = &cmd->u.create.desc;
+  uint32_t data_size = cmd->u.create.data_size;
+  const char *why = NULL;
+  uint64_t size;
+
+  if (d->handle == 0)
+    return end_session(s, VTEST_END_VIOLATION, "resource handle 0 is reserved");
+  if (g_hash_table_contains(s->resources, GUINT_TO_POINTER(d->handle)))
+    return end_session(s, VTEST_END_VIOLATION, "resource handle %u is already in use", d->handle);
+  int r = vgpu_resource_size(d, &size, &why);
+  if (r < 0)
+    return end_session(s, VTEST_END_VIOLATION, "invalid resource %u: %s", d->handle,
+                       why ? why : g_strerror(-r));
+  if ((uint64_t)data_size > 2 * size + BACKING_SLACK)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "resource %u asks for a %u-byte backing, far beyond its %" G_GUINT64_FORMAT
+                       " bytes",
+                       d->handle, data_size, size);
+  if (!ensure_context(s))
+    return false;
+
+  uint64_t bytes = MAX(size, (uint64_t)data_size);
+  char what[64];
+  g_snprintf(what, sizeof(what), "resource %u", d->handle);
+  if (!charge(s, VGPU_RES_OBJECTS, 1, what))
+    return false;
+  if (!charge(s, VGPU_RES_VRAM, bytes, what)) {
+    uncharge(s, VGPU_RES_OBJECTS, 1);
+    return false;
+  }
+
+  VtestResource *res = g_new0(VtestResource, 1);
+  res->desc = *d;
+  res->charge = bytes;
+  res->shm_fd = -1;
+  if (data_size > 0) {
+    res->shm_fd = create_backing(data_size, &res->shm);
+    if (res->shm_fd < 0) {
+      int e = -res->shm_fd;
+      res->shm_fd = -1;
+      uncharge(s, VGPU_RES_VRAM, bytes);
+      uncharge(s, VGPU_RES_OBJECTS, 1);
+      g_free(res);
+      return end_session(s, VTEST_END_RENDERER, "cannot allocate a %u-byte backing: %s",
+                         data_size, g_strerror(e));
+    }
+    res->shm_size = data_size;
+    res->iov.iov_base = res->shm;
+    res->iov.iov_len = data_size;
+  }
+  r = s->r->ops->resource_create(s->r, d, res->shm ? &res->iov : NULL, res->shm ? 1 : 0);
+  if (r < 0) {
+    if (res->shm)
+      munmap(res->shm, res->shm_size);
+    if (res->shm_fd >= 0)
+      vgpu_close(res->shm_fd);
+    uncharge(s, VGPU_RES_VRAM, bytes);
+    uncharge(s, VGPU_RES_OBJECTS, 1);
+    g_free(res);
+    return end_session(s, VTEST_END_VIOLATION, "renderer refused resource %u: %s", d->handle,
+                       g_strerror(-r));
+  }
+  s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, d->handle);
+  g_hash_table_insert(s->resources, GUINT_TO_POINTER(d->handle), res);
+  if (v2 && res->shm_fd >= 0)
+    return send_fd(s, res->shm_fd);
+  return true;
+}
+
+static bool cmd_resource_unref(VtestSession *s, uint32_t handle) {
+  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(handle));
+  /* Unknown handles are ignored, as the reference server does: harmless. */
+  if (!res)
+    return true;
+  g_hash_table_remove(s->resources, GUINT_TO_POINTER(handle));
+  resource_free(s, res);
+  return true;
+}
+
+/* Checks the box against the level and returns the tightly packed size of
+ * the transferred region (what the renderer reads or writes). */
+static bool check_box(VtestSession *s, const VtestResource *res, const VtestTransfer *t,
+                      uint64_t *tight, uint64_t *row_bytes, uint64_t *image_bytes) {
+  const VgpuResourceDesc *d = &res->desc;
+  uint32_t lw, lh, ld;
+  uint64_t level_row, level_img;
+  if (vgpu_resource_level_layout(d, t->level, &level_row, &level_img, &lw, &lh, &ld) < 0)
+    return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u: level %u out of range",
+                       t->handle, t->level);
+  /* Array layers and cube faces are addressed through z. */
+  uint64_t max_z = ld;
+  if (d->target != VGPU_TARGET_3D)
+    max_z = MAX(d->array_size, 1u);
+  const VgpuBox *b = &t->box;
+  if ((uint64_t)b->x + b->w > lw || (uint64_t)b->y + b->h > lh || (uint64_t)b->z + b->d > max_z)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "transfer box %ux%ux%u at %u,%u,%u outside resource %u (%ux%ux%" G_GUINT64_FORMAT
+                       ", level %u)",
+                       b->w, b->h, b->d, b->x, b->y, b->z, t->handle, lw, lh, max_z, t->level);
+  VgpuFormatInfo fi;
+  if (!vgpu_format_info(d->format, &fi))
+    return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u of unknown format",
+                       t->handle);
+  uint64_t bw = (b->w + fi.block_w - 1) / fi.block_w;
+  uint64_t bh = (b->h + fi.block_h - 1) / fi.block_h;
+  *row_bytes = bw * fi.block_bytes;
+  *image_bytes = *row_bytes * bh;
+  *tight = *image_bytes * b->d; /* all factors < 2^32 and small: no overflow */
+  return true;
+}
+
+static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir dir) {
+  const VtestTransfer *t = &cmd->u.transfer;
+  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
+  if (!res)
+    return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
+  if (!res->shm)
+    return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u, which has no backing",
+                       t->handle);
+  uint64_t tight, row, img;
+  if (!check_box(s, res, t, &tight, &row, &img))
+    return false;
+  /* data_size is not checked: Mesa 22.3 sends aligned sizes larger than the
+   * backing.  What the renderer touches is offset + tight. */
+  if ((uint64_t)t->offset + tight > res->shm_size)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "transfer on resource %u reaches byte %" G_GUINT64_FORMAT
+                       " of a %zu-byte backing",
+                       t->handle, (uint64_t)t->offset + tight, res->shm_size);
+  int r = s->r->ops->transfer(s->r, VTEST_CTX_ID, t->handle, dir, t->level, 0, 0, &t->box,
+                              t->offset, NULL, 0);
+  if (r < 0)
+    return end_session(s, VTEST_END_VIOLATION, "renderer refused transfer on resource %u: %s",
+                       t->handle, g_strerror(-r));
+  if (dir == VGPU_TRANSFER_FROM_HOST && (res->desc.bind & VGPU_BIND_DISPLAY_TARGET))
+    count(s, VGPU_RES_FRAMES, 1);
+  return true;
+}
+
+/* Protocol 0 transfers carry the data inline in both directions. */
+static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir dir) {
+  const VtestTransfer *t = &cmd->u.transfer;
+  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
+  if (!res)
+    return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
+  uint64_t tight, row, img;
+  if (!check_box(s, res, t, &tight, &row, &img))
+    return false;
+  uint64_t stride = t->stride ? t->stride : row;
+  uint64_t layer = t->layer_stride ? t->layer_stride : img;
+  if (stride < row || layer < img)
+    return end_session(s, VTEST_END_VIOLATION, "transfer strides smaller than the box");
+  /* Bytes the renderer walks with these strides. */
+  uint64_t rows = row ? img / row : 0;
+  uint64_t need = (t->box.d - 1) * layer + (rows - 1) * stride + row;
+  if (t->box.d == 0 || rows == 0)
+    need = 0;
+  if (need > t->data_size)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "transfer of %u bytes cannot hold the %" G_GUINT64_FORMAT "-byte box",
+                       t->data_size, need);
+  void *buf = dir == VGPU_TRANSFER_TO_HOST ? (void *)t->data : g_try_malloc0(t->data_size);
+  if (!buf && t->data_size)
+    return end_session(s, VTEST_END_RENDERER, "out of memory for a %u-byte read-back",
+                       t->data_size);
+  struct iovec iov = {.iov_base = buf, .iov_len = t->data_size};
+  int r = s->r->ops->transfer(s->r, VTEST_CTX_ID, t->handle, dir, t->level, t->stride,
+                              t->layer_stride, &t->box, 0, &iov, 1);
+  if (dir == VGPU_TRANSFER_FROM_HOST) {
+    if (r >= 0)
+      g_byte_array_append(s->out, buf, t->data_size); /* raw, no header */
+    g_free(buf);
+  }
+  if (r < 0)
+    return end_session(s, VTEST_END_VIOLATION, "renderer refused transfer on resource %u: %s",
+                       t->handle, g_strerror(-r));
+  return true;
+}
+
+/* ---- everything else ----------------------------------------------------- */
+
+static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
+  if (!ensure_context(s))
+    return false;
+  uint32_t ndw = cmd->u.submit.ndw;
+  const void *dw = cmd->u.submit.dw;
+  if (((uintptr_t)dw & 3) != 0) {
+    size_t bytes = (size_t)ndw * 4;
+    if (s->scratch_cap < bytes) {
+      g_free(s->scratch);
+      s->scratch = g_malloc(bytes);
+      s->scratch_cap = bytes;
+    }
+    memcpy(s->scratch, dw, bytes);
+    dw = s->scratch;
+  }
+  uint64_t t0 = now_ns();
+  int r = s->r->ops->submit(s->r, VTEST_CTX_ID, dw, ndw);
+  if (r < 0)
+    return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
+                       ndw, g_strerror(-r));
+  s->fence_submitted++;
+  r = s->r->ops->create_fence(s->r, s->fence_submitted);
+  count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+  if (r < 0)
+    return end_session(s, VTEST_END_RENDERER, "creating a fence failed: %s", g_strerror(-r));
+  return true;
+}
+
+static bool cmd_busy_wait(VtestSession *s, const VtestCmd *cmd) {
+  /* The handle is not tracked per resource: "idle" means everything
+   * submitted before is done, which is what Mesa's fences need. */
+  if (cmd->u.busy_wait.flags & VTEST_BUSY_WAIT_FLAG_WAIT) {
+    if (!vtest_session_flush(s))
+      return false;
+    wait_fences(s);
+  } else if (fences_pending(s)) {
+    s->r->ops->poll(s->r);
+  }
+  out_hdr(s, 1, VTEST_CMD_RESOURCE_BUSY_WAIT);
+  out_u32(s, fences_pending(s) ? 1 : 0);
+  return true;
+}
+
+static bool cmd_caps(VtestSession *s, uint32_t set, uint32_t reply_id) {
+  uint32_t ver = 0, size = 0;
+  int r = s->r->ops->get_capset(s->r, set, &ver, &size);
+  if (r < 0 || size == 0)
+    return end_session(s, VTEST_END_RENDERER, "renderer has no capability set %u", set);
+  guint off = s->out->len;
+  out_hdr(s, size + 1, reply_id); /* LEN counts bytes plus one */
+  g_byte_array_set_size(s->out, off + 8 + size);
+  memset(s->out->data + off + 8, 0, size);
+  r = s->r->ops->fill_capset(s->r, set, ver, s->out->data + off + 8);
+  if (r < 0)
+    return end_session(s, VTEST_END_RENDERER, "filling capability set %u failed", set);
+  return true;
+}
+
+static bool cmd_create_renderer(VtestSession *s, const VtestCmd *cmd) {
+  if (s->named)
+    return end_session(s, VTEST_END_VIOLATION, "second CREATE_RENDERER");
+  size_t n = MIN(cmd->u.create_renderer.name_len, sizeof(s->name) - 1);
+  size_t i;
+  for (i = 0; i < n && cmd->u.create_renderer.name[i]; i++) {
+    char c = cmd->u.create_renderer.name[i];
+    s->name[i] = g_ascii_isprint(c) ? c : '?';
+  }
+  s->name[i] = '\0';
+  s->named = true;
+  return true;
+}
+
+static bool execute(VtestSession *s, const VtestCmd *cmd) {
+  if (!s->named && cmd->id != VTEST_CMD_CREATE_RENDERER)
+    return end_session(s, VTEST_END_VIOLATION, "%s before CREATE_RENDERER",
+                       vtest_cmd_name(cmd->id));
+  switch (cmd->id) {
+  case VTEST_CMD_CREATE_RENDERER:
+    return cmd_create_renderer(s, cmd);
+  case VTEST_CMD_PING_PROTOCOL_VERSION:
+    out_hdr(s, 0, VTEST_CMD_PING_PROTOCOL_VERSION);
+    return true;
+  case VTEST_CMD_PROTOCOL_VERSION: {
+    uint32_t v = MIN(cmd->u.version, s->cfg.max_version);
+    if (v == 1)
+      v = 0; /* version 1 was never a complete protocol */
+    s->version = v;
+    out_hdr(s, 1, VTEST_CMD_PROTOCOL_VERSION);
+    out_u32(s, v);
+    return true;
+  }
+  case VTEST_CMD_GET_CAPS2:
+    return cmd_caps(s, 2, VTEST_CMD_RESOURCE_CREATE); /* reply id 2, as Mesa expects */
+  case VTEST_CMD_GET_CAPS:
+    return cmd_caps(s, 1, VTEST_CMD_GET_CAPS);
+  case VTEST_CMD_RESOURCE_CREATE:
+    return cmd_resource_create(s, cmd, false);
+  case VTEST_CMD_RESOURCE_CREATE2:
+    return cmd_resource_create(s, cmd, true);
+  case VTEST_CMD_RESOURCE_UNREF:
+    return cmd_resource_unref(s, cmd->u.handle);
+  case VTEST_CMD_SUBMIT_CMD:
+    return cmd_submit(s, cmd);
+  case VTEST_CMD_RESOURCE_BUSY_WAIT:
+    return cmd_busy_wait(s, cmd);
+  case VTEST_CMD_TRANSFER_GET2:
+    return cmd_transfer2(s, cmd, VGPU_TRANSFER_FROM_HOST);
+  case VTEST_CMD_TRANSFER_PUT2:
+    return cmd_transfer2(s, cmd, VGPU_TRANSFER_TO_HOST);
+  case VTEST_CMD_TRANSFER_GET:
+    return cmd_transfer_v0(s, cmd, VGPU_TRANSFER_FROM_HOST);
+  case VTEST_CMD_TRANSFER_PUT:
+    return cmd_transfer_v0(s, cmd, VGPU_TRANSFER_TO_HOST);
+  default:
+    return end_session(s, VTEST_END_VIOLATION, "unexpected command %u", cmd->id);
+  }
+}
+
+bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size_t *consumed,
+                           size_t *need) {
+  size_t off = 0;
+  uint64_t ncmds = 0;
+  bool ok = s->end == VTEST_END_NONE;
+  *need = VTEST_HDR_SIZE;
+  while (ok) {
+    VtestCmd cmd;
+    const char *why = NULL;
+    VtestDecodeResult d = vtest_decode(buf + off, len - off, &s->cfg.limits, &cmd, need, &why);
+    if (d == VTEST_DECODE_NEED_MORE)
+      break;
+    if (d == VTEST_DECODE_INVALID) {
+      uint32_t hdr[2] = {0, 0};
+      memcpy(hdr, buf + off, MIN(len - off, sizeof(hdr)));
+      ok = end_session(s, VTEST_END_VIOLATION, "%s (command id %u, length %u)", why,
+                       GUINT32_FROM_LE(hdr[1]), GUINT32_FROM_LE(hdr[0]));
+      break;
+    }
+    ok = execute(s, &cmd);
+    off += cmd.size;
+    ncmds++;
+  }
+  *consumed = off;
+  count(s, VGPU_RES_COMMANDS, ncmds);
+  return ok;
+}
+
+VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms) {
+  size_t cap = 256 * 1024, len = 0;
+  g_autofree uint8_t *buf = g_malloc(cap);
+  for (;;) {
+    size_t used = 0, need = VTEST_HDR_SIZE;
+    if (!vtest_session_process(s, buf, len, &used, &need))
+      break;
+    if (used) {
+      memmove(buf, buf + used, len - used);
+      len -= used;
+    }
+    if (need > cap) {
+      /* Bounded by the decoder's limits before we get here. */
+      cap = need;
+      buf = g_realloc(buf, cap);
+    }
+    if (!vtest_session_flush(s))
+      break;
+    if (idle_timeout_ms > 0) {
+      struct pollfd p = {.fd = s->sock, .events = POLLIN};
+      int pr = poll(&p, 1, idle_timeout_ms);
+      if (pr == 0) {
+        end_session(s, VTEST_END_IDLE, "idle for %d s", idle_timeout_ms / 1000);
+        break;
+      }
+    }
+    ssize_t n = read(s->sock, buf + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == ECONNRESET && len == 0) {
+      /* A client killed between commands resets the connection. */
+      end_session(s, VTEST_END_DISCONNECT, "client disconnected (connection reset)");
+      break;
+    }
+    if (n < 0) {
+      end_session(s, VTEST_END_IO, "reading from the client failed: %s", g_strerror(errno));
+      break;
+    }
+    if (n == 0) {
+      if (len > 0)
+        end_session(s, VTEST_END_IO, "client hung up in the middle of a command (%zu bytes left)",
+                    len);
+      else
+        end_session(s, VTEST_END_DISCONNECT, "client disconnected");
+      break;
+    }
+    len += (size_t)n;
+    count(s, VGPU_RES_BYTES_IN, (uint64_t)n);
+  }
+  vtest_session_flush(s);
+  return s->end;
+}

@@ -1,3 +1,177 @@
-/* being written */
-int main(void);
-int main(void) { return 1; }
+/* vgpu-worker: serves one vtest client on one instance.  Started by vgpud
+ * with the client connection and the ledger inherited (see the worker
+ * contract in docs/ARCHITECTURE.md). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/ledger.h"
+#include "render/renderer.h"
+#include "util/fd.h"
+#include "util/log.h"
+#include "vtest/vtest_session.h"
+#include "worker/sandbox.h"
+
+enum {
+  WORKER_EXIT_OK = 0,
+  WORKER_EXIT_ERROR = 1,
+  WORKER_EXIT_VIOLATION = 2,
+  WORKER_EXIT_QUOTA = 3,
+  WORKER_EXIT_RENDERER = 4,
+};
+
+typedef struct {
+  gint client_fd;
+  gint ledger_fd;
+  gint slot;
+  gchar *instance;
+  gint client_pid;
+  gint client_uid;
+  gchar *renderer;
+  gchar *render_node;
+  gchar *log_level;
+  gint64 max_submit_bytes;
+  gint idle_timeout;
+  gboolean no_sandbox;
+  gboolean version;
+} WorkerArgs;
+
+static int exit_code_for(VtestEnd end) {
+  switch (end) {
+  case VTEST_END_DISCONNECT:
+  case VTEST_END_IDLE:
+  case VTEST_END_IO:
+    return WORKER_EXIT_OK;
+  case VTEST_END_VIOLATION:
+    return WORKER_EXIT_VIOLATION;
+  case VTEST_END_QUOTA:
+    return WORKER_EXIT_QUOTA;
+  case VTEST_END_RENDERER:
+    return WORKER_EXIT_RENDERER;
+  default:
+    return WORKER_EXIT_ERROR;
+  }
+}
+
+static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
+  GOptionEntry entries[] = {
+      {"client-fd", 0, 0, G_OPTION_ARG_INT, &a->client_fd, "Connected client socket", "FD"},
+      {"ledger-fd", 0, 0, G_OPTION_ARG_INT, &a->ledger_fd, "Ledger memfd (omit: no quota)", "FD"},
+      {"slot", 0, 0, G_OPTION_ARG_INT, &a->slot, "Ledger slot of this worker", "N"},
+      {"instance", 0, 0, G_OPTION_ARG_STRING, &a->instance, "Instance name (for logs)", "NAME"},
+      {"client-pid", 0, 0, G_OPTION_ARG_INT, &a->client_pid, "Client pid (for logs)", "PID"},
+      {"client-uid", 0, 0, G_OPTION_ARG_INT, &a->client_uid, "Client uid (for logs)", "UID"},
+      {"renderer", 0, 0, G_OPTION_ARG_STRING, &a->renderer, "virgl (default) or null", "NAME"},
+      {"render-node", 0, 0, G_OPTION_ARG_STRING, &a->render_node, "DRM render node", "PATH"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &a->log_level, "error|warning|info|debug", "L"},
+      {"max-submit-bytes", 0, 0, G_OPTION_ARG_INT64, &a->max_submit_bytes,
+       "Largest command stream accepted", "N"},
+      {"idle-timeout", 0, 0, G_OPTION_ARG_INT, &a->idle_timeout,
+       "End the session after this many idle seconds (0: never)", "S"},
+      {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
+      {"version", 0, 0, G_OPTION_ARG_NONE, &a->version, "Print the version", NULL},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- serve one vtest client (started by vgpud)");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  return g_option_context_parse(ctx, &argc, &argv, error);
+}
+
+int main(int argc, char **argv) {
+  WorkerArgs a = {.client_fd = -1, .ledger_fd = -1, .slot = -1, .client_pid = 0};
+  g_autoptr(GError) error = NULL;
+  vgpu_log_init("vgpu-worker", VGPU_LOG_INFO);
+  if (!parse_args(argc, argv, &a, &error)) {
+    fprintf(stderr, "vgpu-worker: %s\n", error->message);
+    return WORKER_EXIT_ERROR;
+  }
+  if (a.version) {
+    printf("vgpu-worker %s\n", VGPU_VERSION);
+    return 0;
+  }
+  VgpuLogLevel level;
+  if (a.log_level && vgpu_log_level_parse(a.log_level, &level))
+    vgpu_log_set_level(level);
+  g_autofree char *tag = g_strdup_printf("%s client %d", a.instance ? a.instance : "?",
+                                         a.client_pid);
+  vgpu_log_set_tag(tag);
+
+  /* Never outlive the supervisor: it is the one that reclaims our slot. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1 && a.ledger_fd >= 0) {
+    vgpu_error("supervisor already gone");
+    return WORKER_EXIT_ERROR;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  struct stat st;
+  if (a.client_fd < 0 || fstat(a.client_fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+    vgpu_error("--client-fd must name a connected socket");
+    return WORKER_EXIT_ERROR;
+  }
+  vgpu_set_nonblock(a.client_fd, false);
+
+  g_autoptr(VgpuLedger) ledger = NULL;
+  if (a.ledger_fd >= 0) {
+    ledger = vgpu_ledger_map(a.ledger_fd, &error);
+    if (!ledger || a.slot < 0 || a.slot >= VGPU_LEDGER_MAX_SLOTS) {
+      vgpu_error("ledger: %s", error ? error->message : "bad --slot");
+      return WORKER_EXIT_ERROR;
+    }
+  }
+
+  VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
+  g_autoptr(VgpuRenderer) renderer =
+      vgpu_renderer_new(a.renderer ? a.renderer : "virgl", &rcfg, NULL, NULL, &error);
+  if (!renderer) {
+    vgpu_error("renderer: %s", error->message);
+    return WORKER_EXIT_RENDERER;
+  }
+
+  if (!a.no_sandbox) {
+    bool filtered;
+    if (!vgpu_sandbox_apply(&filtered, &error)) {
+      vgpu_error("sandbox: %s", error->message);
+      return WORKER_EXIT_ERROR;
+    }
+    if (!filtered)
+      vgpu_debug("built without libseccomp: only no_new_privs applied");
+  }
+
+  VtestSessionConfig scfg = {.ledger = ledger, .slot = (uint32_t)MAX(a.slot, 0),
+                             .limits = VTEST_DEFAULT_LIMITS};
+  if (a.max_submit_bytes > 0)
+    scfg.limits.max_submit_bytes = (uint32_t)MIN(a.max_submit_bytes, (gint64)UINT32_MAX);
+  vgpu_debug("serving with %s", renderer->ops->describe(renderer));
+
+  g_autoptr(VtestSession) session = vtest_session_new(renderer, a.client_fd, &scfg);
+  VtestEnd end = vtest_session_run(session, a.idle_timeout > 0 ? a.idle_timeout * 1000 : 0);
+  const char *who = vtest_session_client_name(session);
+  const char *reason = vtest_session_end_reason(session);
+  switch (end) {
+  case VTEST_END_DISCONNECT:
+    vgpu_info("%s%s%s", *who ? who : "", *who ? ": " : "", reason);
+    break;
+  case VTEST_END_VIOLATION:
+    vgpu_warn("%s%sprotocol violation, session ended: %s", who, *who ? ": " : "", reason);
+    break;
+  case VTEST_END_QUOTA:
+    vgpu_warn("%s%squota exceeded, session ended: %s", who, *who ? ": " : "", reason);
+    break;
+  default:
+    vgpu_warn("%s%ssession ended (%s): %s", who, *who ? ": " : "", vtest_end_name(end), reason);
+    break;
+  }
+  g_clear_pointer(&session, vtest_session_free);
+  g_clear_pointer(&renderer, vgpu_renderer_free);
+  vgpu_close(a.client_fd);
+  g_free(a.instance);
+  g_free(a.renderer);
+  g_free(a.render_node);
+  g_free(a.log_level);
+  return exit_code_for(end);
+}

@@ -1,0 +1,58 @@
+/* One vtest client session: executes decoded commands against a renderer,
+ * charging the ledger before anything is allocated.
+ *
+ * The session never logs; when it ends it reports why (end kind + a
+ * sentence) and the worker writes the one log line. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/ledger.h"
+#include "render/renderer.h"
+#include "vtest/vtest_decode.h"
+
+typedef enum {
+  VTEST_END_NONE = 0,
+  VTEST_END_DISCONNECT, /* client hung up between commands */
+  VTEST_END_VIOLATION,  /* malformed or hostile input */
+  VTEST_END_QUOTA,      /* a request beyond the instance's limits */
+  VTEST_END_RENDERER,   /* the renderer failed on valid input */
+  VTEST_END_IO,         /* socket error, or hang-up mid-message */
+  VTEST_END_IDLE,       /* idle timeout */
+} VtestEnd;
+
+typedef struct VtestSessionConfig {
+  VgpuLedger *ledger; /* NULL: no quota (tests) */
+  uint32_t slot;
+  VtestLimits limits;
+  uint32_t max_version; /* highest protocol version to agree to */
+} VtestSessionConfig;
+
+typedef struct VtestSession VtestSession;
+
+/* The session takes ownership of neither the renderer nor the socket.
+ * sock < 0 discards every reply (fuzzing). */
+VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionConfig *cfg);
+void vtest_session_free(VtestSession *s);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VtestSession, vtest_session_free)
+
+/* Executes every complete command in buf; *consumed is the bytes used and
+ * *need the total size the next command needs (at least header size).
+ * Returns false when the session has ended (see end_kind). */
+bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size_t *consumed,
+                           size_t *need);
+/* Writes buffered replies; false on a socket error. */
+bool vtest_session_flush(VtestSession *s);
+/* Serves the socket until the session ends; idle_timeout_ms <= 0: none. */
+VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms);
+
+VtestEnd vtest_session_end_kind(const VtestSession *s);
+const char *vtest_session_end_reason(const VtestSession *s);
+const char *vtest_end_name(VtestEnd e);
+/* The name the client gave in CREATE_RENDERER (printable), or "". */
+const char *vtest_session_client_name(const VtestSession *s);
+/* Live resources (for tests). */
+guint vtest_session_resource_count(const VtestSession *s);
