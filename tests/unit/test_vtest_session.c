@@ -1,3 +1,309 @@
-/* being written */
-int main(void);
-int main(void) { return 77; }
+/* vtest session on the null renderer: replies byte for byte as Mesa reads
+ * them, fd passing, sealing, quota refusals that charge nothing, and the
+ * books balancing when the session ends. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/ledger.h"
+#include "render/renderer.h"
+#include "util/fd.h"
+#include "vtest/vtest_session.h"
+
+typedef struct {
+  int sv[2];
+  VgpuLedger *ledger;
+  int inst, slot;
+  VgpuRenderer *r;
+  VtestSession *s;
+  uint8_t in[65536];
+  size_t n;
+} Fix;
+
+static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
+  Fix *f = calloc(1, sizeof(*f));
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
+  f->ledger = vgpu_ledger_create(NULL);
+  uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = vram, [VGPU_RES_OBJECTS] = objects,
+                                       [VGPU_RES_CONTEXTS] = 4};
+  f->inst = vgpu_ledger_instance_add(f->ledger, "t0", limits);
+  f->slot = vgpu_ledger_slot_claim(f->ledger, (uint32_t)f->inst, 42, 0);
+  f->r = vgpu_renderer_null_new(NULL, NULL);
+  VtestSessionConfig cfg = {.ledger = f->ledger, .slot = (uint32_t)f->slot,
+                            .limits = VTEST_DEFAULT_LIMITS};
+  f->s = vtest_session_new(f->r, f->sv[0], &cfg);
+  *state = f;
+  return 0;
+}
+
+static int setup(void **state) { return setup_limits(state, 64u << 20, 100); }
+static int setup_tiny(void **state) { return setup_limits(state, 1u << 20, 3); }
+
+static int teardown(void **state) {
+  Fix *f = *state;
+  vtest_session_free(f->s);
+  vgpu_renderer_free(f->r);
+  vgpu_ledger_free(f->ledger);
+  close(f->sv[0]);
+  close(f->sv[1]);
+  free(f);
+  return 0;
+}
+
+static void put32(Fix *f, uint32_t v) {
+  memcpy(f->in + f->n, &v, 4);
+  f->n += 4;
+}
+
+static void cmd(Fix *f, uint32_t id, uint32_t len, const uint32_t *w, int nw) {
+  put32(f, len);
+  put32(f, id);
+  for (int i = 0; i < nw; i++)
+    put32(f, w[i]);
+}
+
+static void name(Fix *f) {
+  cmd(f, VTEST_CMD_CREATE_RENDERER, 5, NULL, 0);
+  memcpy(f->in + f->n, "test", 5);
+  f->n += 5;
+}
+
+/* Runs what was queued; returns whether the session is still alive. */
+static bool run(Fix *f) {
+  size_t used, need;
+  bool ok = vtest_session_process(f->s, f->in, f->n, &used, &need);
+  if (ok)
+    assert_int_equal(used, f->n);
+  f->n = 0;
+  assert_true(vtest_session_flush(f->s) || !ok);
+  return ok;
+}
+
+static void expect(Fix *f, const uint32_t *w, int nw) {
+  uint32_t got[16];
+  assert_int_equal(vgpu_read_all(f->sv[1], got, (size_t)nw * 4), 0);
+  assert_memory_equal(got, w, (size_t)nw * 4);
+}
+
+static void create2(Fix *f, uint32_t h, uint32_t target, uint32_t fmt, uint32_t bind,
+                    uint32_t w, uint32_t hgt, uint32_t data) {
+  uint32_t a[11] = {h, target, fmt, bind, w, hgt, 1, target == 0 ? 0 : 1, 0, 0, data};
+  cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, a, 11);
+}
+
+static void test_handshake_like_mesa(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PING_PROTOCOL_VERSION, 0, NULL, 0);
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 0}, 2);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){0, 10, 1, 7, 0}, 5);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){2}, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 11, 2}, 3);
+  cmd(f, VTEST_CMD_GET_CAPS2, 0, NULL, 0);
+  cmd(f, VTEST_CMD_GET_CAPS, 0, NULL, 0);
+  assert_true(run(f));
+  uint32_t h[2];
+  static uint8_t caps[2048];
+  assert_int_equal(vgpu_read_all(f->sv[1], h, 8), 0);
+  assert_int_equal(h[0], 1377); /* bytes + 1 */
+  assert_int_equal(h[1], 2);    /* GET_CAPS2 answers with id 2 */
+  assert_int_equal(vgpu_read_all(f->sv[1], caps, 1376), 0);
+  assert_int_equal(vgpu_read_all(f->sv[1], h, 8), 0);
+  assert_int_equal(h[0], 309);
+  assert_int_equal(h[1], 1);
+  assert_int_equal(vgpu_read_all(f->sv[1], caps, 308), 0);
+}
+
+static void test_version_negotiation(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){7}, 1);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){1}, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 11, 2, 1, 11, 0}, 6);
+}
+
+static void test_command_before_create_renderer(void **state) {
+  Fix *f = *state;
+  cmd(f, VTEST_CMD_PING_PROTOCOL_VERSION, 0, NULL, 0);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "before CREATE_RENDERER"));
+}
+
+static void test_create_passes_sealed_memfd(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 1, 2, 2, 138, 300, 300, 360000);
+  assert_true(run(f));
+  int fd = -1;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  assert_true(fd >= 0);
+  assert_int_equal(lseek(fd, 0, SEEK_END), 360000);
+  int seals = fcntl(fd, F_GET_SEALS);
+  assert_true(seals & F_SEAL_SHRINK);
+  assert_int_equal(ftruncate(fd, 4096), -1); /* the client cannot pull it from under us */
+  VgpuLedgerSlot *sl = vgpu_ledger_slot(f->ledger, (uint32_t)f->slot);
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_VRAM]), 360000);
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_OBJECTS]), 1);
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_CONTEXTS]), 1);
+  /* TRANSFER_GET2 with Mesa's aligned data_size larger than the backing
+   * is fine; it counts a frame because the resource is a display target. */
+  cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 0, 0, 0, 300, 300, 1, 364800, 0}, 10);
+  assert_true(run(f));
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_FRAMES]), 1);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){1}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){77}, 1); /* unknown: ignored */
+  assert_true(run(f));
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_VRAM]), 0);
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_OBJECTS]), 0);
+  close(fd);
+}
+
+static void test_duplicate_and_zero_handles(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 3, 0, 64, 16, 64, 1, 0);
+  create2(f, 3, 0, 64, 16, 64, 1, 0);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "already in use"));
+  assert_int_equal(vtest_session_resource_count(f->s), 1);
+}
+
+static void test_transfer_outside_resource(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 1, 2, 2, 138, 16, 16, 1024);
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 8, 0, 0, 16, 16, 1, 1024, 0}, 10);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 1"));
+}
+
+static void test_transfer_past_backing(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 1, 2, 2, 138, 16, 16, 1024);
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){1, 0, 0, 0, 0, 4, 4, 1, 64, 1000}, 10);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "backing"));
+}
+
+static void test_transfer_unknown_handle(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){9, 0, 0, 0, 0, 1, 1, 1, 4, 0}, 10);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+}
+
+static void test_vram_quota_refuses_before_allocating(void **state) {
+  Fix *f = *state; /* 1 MiB, 3 objects */
+  name(f);
+  create2(f, 1, 2, 2, 138, 256, 256, 262144); /* 256 KiB */
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  create2(f, 2, 2, 2, 138, 1024, 1024, 4194304); /* 4 MiB: over */
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "VRAM limit"));
+  VgpuLedgerInstance *in = vgpu_ledger_instance(f->ledger, (uint32_t)f->inst);
+  assert_int_equal(atomic_load(&in->used[VGPU_RES_VRAM]), 262144);
+  assert_int_equal(atomic_load(&in->used[VGPU_RES_OBJECTS]), 1);
+  assert_int_equal(atomic_load(&in->refusals), 1);
+  assert_int_equal(vtest_session_resource_count(f->s), 1);
+  /* Ending the session gives everything back. */
+  vtest_session_free(f->s);
+  f->s = NULL;
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+    assert_int_equal(atomic_load(&in->used[k]), 0);
+}
+
+static void test_object_quota(void **state) {
+  Fix *f = *state; /* 3 objects */
+  name(f);
+  for (uint32_t h = 1; h <= 4; h++)
+    create2(f, h, 0, 64, 16, 64, 1, 0);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "resources limit 3"));
+}
+
+static void test_partial_commands(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PING_PROTOCOL_VERSION, 0, NULL, 0);
+  size_t used, need;
+  /* Cut inside the second command: only the first is executed. */
+  assert_true(vtest_session_process(f->s, f->in, 17 + 3, &used, &need));
+  assert_int_equal(used, 17);
+  assert_int_equal(need, 8);
+  assert_true(vtest_session_process(f->s, f->in + used, f->n - used, &used, &need));
+  assert_int_equal(used, 8);
+  assert_true(vtest_session_flush(f->s));
+  expect(f, (uint32_t[]){0, 10}, 2);
+  f->n = 0;
+}
+
+static void test_submit_and_busy_wait(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){0, 0}, 2);
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 1}, 2);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 7, 0}, 3);
+}
+
+static void test_v0_transfer_get_is_raw(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){0}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){7, 2, 2, 2, 4, 4, 1, 1, 0, 0}, 10);
+  cmd(f, VTEST_CMD_TRANSFER_GET, 11, (uint32_t[]){7, 0, 16, 64, 0, 0, 0, 4, 4, 1, 64}, 11);
+  assert_true(run(f));
+  uint8_t got[12 + 64];
+  assert_int_equal(vgpu_read_all(f->sv[1], got, sizeof(got)), 0);
+  /* version reply, then 64 raw bytes with no header */
+  assert_int_equal(((uint32_t *)got)[1], 11);
+  for (int i = 12; i < 76; i++)
+    assert_int_equal(got[i], 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_handshake_like_mesa, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_version_negotiation, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_command_before_create_renderer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_create_passes_sealed_memfd, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_duplicate_and_zero_handles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transfer_outside_resource, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transfer_past_backing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transfer_unknown_handle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_vram_quota_refuses_before_allocating, setup_tiny,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_object_quota, setup_tiny, teardown),
+      cmocka_unit_test_setup_teardown(test_partial_commands, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit_and_busy_wait, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v0_transfer_get_is_raw, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,78 @@
+/* libFuzzer target for the vtest front-end: every input is fed through the
+ * decoder and then, as one client's byte stream, through a whole session on
+ * the null renderer with a small quota, so validation, quota refusals and
+ * resource bookkeeping are all reached.  ASan/UBSan catch what goes wrong;
+ * the checks below catch books that do not balance. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ledger.h"
+#include "render/renderer.h"
+#include "vtest/vtest_decode.h"
+#include "vtest/vtest_session.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static VgpuLedger *ledger;
+static int inst;
+
+static void decode_all(const uint8_t *data, size_t size, const VtestLimits *lim) {
+  size_t off = 0;
+  while (off < size) {
+    VtestCmd cmd;
+    size_t need;
+    const char *why = NULL;
+    VtestDecodeResult r = vtest_decode(data + off, size - off, lim, &cmd, &need, &why);
+    if (r != VTEST_DECODE_OK) {
+      if (r == VTEST_DECODE_NEED_MORE && need <= size - off)
+        abort(); /* claimed to need bytes it already had */
+      if (r == VTEST_DECODE_INVALID && !why)
+        abort(); /* every refusal must say why */
+      return;
+    }
+    if (cmd.size < VTEST_HDR_SIZE || cmd.size > size - off)
+      abort();
+    off += cmd.size;
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* Small limits so fuzzing reaches the refusal paths quickly. */
+  VtestLimits lim = {.max_name_bytes = 256, .max_submit_bytes = 1 << 16,
+                     .max_transfer_bytes = 1 << 16};
+  decode_all(data, size, &lim);
+
+  if (!ledger) {
+    ledger = vgpu_ledger_create(NULL);
+    uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = 4u << 20, [VGPU_RES_OBJECTS] = 64,
+                                         [VGPU_RES_CONTEXTS] = 1};
+    inst = vgpu_ledger_instance_add(ledger, "fuzz", limits);
+  }
+  int slot = vgpu_ledger_slot_claim(ledger, (uint32_t)inst, 1, 0);
+  VgpuRenderer *r = vgpu_renderer_null_new(NULL, NULL);
+  VtestSessionConfig cfg = {.ledger = ledger, .slot = (uint32_t)slot, .limits = lim};
+  VtestSession *s = vtest_session_new(r, -1, &cfg);
+  /* Feed in two uneven pieces to exercise partial commands. */
+  uint8_t *buf = malloc(size + 1);
+  memcpy(buf, data, size);
+  size_t len = size / 3, off = 0, consumed, need;
+  bool alive = true;
+  while (alive) {
+    alive = vtest_session_process(s, buf + off, len - off, &consumed, &need);
+    off += consumed;
+    if (len == size || !alive)
+      break;
+    len = size;
+  }
+  vtest_session_free(s);
+  vgpu_renderer_free(r);
+  free(buf);
+  /* A finished session must have released everything it charged. */
+  VgpuLedgerSlot *sl = vgpu_ledger_slot(ledger, (uint32_t)slot);
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+    if (atomic_load(&sl->used[k]) != 0)
+      abort();
+  vgpu_ledger_slot_reclaim(ledger, (uint32_t)slot);
+  return 0;
+}
