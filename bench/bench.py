@@ -167,21 +167,38 @@ class Bench:
         p.logpath = logf.name
         return p
 
+    def reap(self, p, timeout):
+        """Waits with wait4 so the client's CPU time (rusage) is kept."""
+        if p.returncode is not None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            except ChildProcessError:
+                p.returncode = -1
+                return True
+            if pid == p.pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                p.cpu_s = ru.ru_utime + ru.ru_stime
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def stop_proc(self, p, sig=signal.SIGTERM, grace=5.0):
-        if p is None or p.poll() is not None:
+        if p is None or p.returncode is not None or self.reap(p, 0):
             return
         try:
             os.killpg(p.pid, sig)  # the group we created with start_new_session
         except ProcessLookupError:
-            return
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
+            pass
+        if not self.reap(p, grace):
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            p.wait()
+            self.reap(p, 30)
 
     def cleanup(self):
         for p in reversed(self.procs):
@@ -196,6 +213,7 @@ class Bench:
                              start_new_session=True)
         os.close(w)
         self.procs.append(p)
+        self.xvfb_pid = p.pid
         num = b""
         deadline = time.time() + 15
         while time.time() < deadline and not num.endswith(b"\n"):
@@ -322,6 +340,7 @@ class Bench:
         server = self.server_of(config)
         sampler = ServerSampler(server) if server else None
         sup0 = proc_stat(server)[1] if server else None
+        x0 = proc_stat(self.xvfb_pid)[1]
         t0 = time.monotonic()
         if sampler:
             sampler.start()
@@ -339,14 +358,13 @@ class Bench:
         else:
             limit = time.monotonic() + len(GLMARK2_SCENES) * self.scene_seconds * 4 + 60
             for c in clients:
-                try:
-                    c.wait(max(1.0, limit - time.monotonic()))
-                except subprocess.TimeoutExpired:
+                if not self.reap(c, max(1.0, limit - time.monotonic())):
                     self.stop_proc(c)
         wall = time.monotonic() - t0
         if sampler:
             sampler.stop()
         sup1 = proc_stat(server)[1] if server else None
+        x1 = proc_stat(self.xvfb_pid)[1]
         per_tenant = []
         errors = []
         for c in clients:
@@ -373,6 +391,9 @@ class Bench:
             res["worker_rss_kib"] = rss
             res["worker_rss_mean_kib"] = sum(rss) / len(rss) if rss else None
             res["worker_cpu_s"] = sum(sampler.cpu_ticks.values()) / CLK_TCK
+        cpu = [getattr(c, "cpu_s", None) for c in clients]
+        res["client_cpu_s"] = sum(cpu) if None not in cpu else None
+        res["xvfb_cpu_pct"] = 100.0 * (x1 - x0) / CLK_TCK / wall
         res["errors"] = errors
         return res
 

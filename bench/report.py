@@ -31,6 +31,8 @@ def summarize(runs):
                            default=None),
             "srv_cpu": mean([100.0 * r["worker_cpu_s"] / r["wall_s"]
                              for r in rs if "worker_cpu_s" in r]),
+            "cli_cpu": mean([100.0 * r["client_cpu_s"] / r["wall_s"]
+                             for r in rs if r.get("client_cpu_s") is not None]),
             "rss_mib": (sum(rss) / len(rss) / 1024.0) if rss else None,
             "scenes": [s for r in rs for s in r.get("scenes", []) if s],
             "per_tenant": [r["per_tenant_fps"] for r in rs],
@@ -56,7 +58,8 @@ def print_report(meta, runs):
     for cfg, why in meta["unavailable"].items():
         print(f"  {cfg}: not measured ({why})")
     hdr = (f"{'config':12s} {'scenario':10s} {'FPS(agg)':>9s} {'x native':>8s} {'x ref':>6s} "
-           f"{'fair':>5s} {'sup CPU%':>8s} {'srv CPU%':>8s} {'RSS MiB':>8s} {'x refRSS':>8s}")
+           f"{'fair':>5s} {'sup CPU%':>8s} {'srv CPU%':>8s} {'cli CPU%':>8s} {'RSS MiB':>8s} "
+           f"{'x refRSS':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for sc in scenarios:
@@ -70,13 +73,15 @@ def print_report(meta, runs):
                   f"{fmt(ratio(v['fps'], nat), '8.2f'):>8s} "
                   f"{fmt(ratio(v['fps'], ref.get('fps')), '6.2f'):>6s} "
                   f"{fmt(v['fairness'], '5.3f'):>5s} {fmt(v['sup_cpu'], '8.2f'):>8s} "
-                  f"{fmt(v['srv_cpu'], '8.1f'):>8s} {fmt(v['rss_mib'], '8.1f'):>8s} "
+                  f"{fmt(v['srv_cpu'], '8.1f'):>8s} {fmt(v['cli_cpu'], '8.1f'):>8s} "
+                  f"{fmt(v['rss_mib'], '8.1f'):>8s} "
                   f"{fmt(ratio(v['rss_mib'], ref.get('rss_mib')), '8.2f'):>8s}")
     print()
     print("FPS(agg): sum over tenants (glxgears: mean of the 5 s lines after the first;")
     print("  glmark2: mean FPS of the scenes).  fair: Jain's index over tenants.")
     print("sup CPU%: server main process (vgpud / virgl_test_server) utime+stime over")
     print("  the run's wall time, % of one core.  srv CPU%: its per-client processes.")
+    print("cli CPU%: the clients' own CPU time (wait4 rusage), same unit.")
     print("RSS MiB: mean over per-client processes of each one's peak VmRSS.")
 
     print_scenes(s, configs)
