@@ -358,12 +358,18 @@ static bool check_box(VtestSession *s, const VtestResource *res, const VtestTran
   if (vgpu_resource_level_layout(d, t->level, &level_row, &level_img, &lw, &lh, &ld) < 0)
     return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u: level %u out of range",
                        t->handle, t->level);
-  /* Array layers and cube faces are addressed through z. */
-  uint64_t max_z = ld;
-  if (d->target != VGPU_TARGET_3D)
+  /* Array layers and cube faces are addressed through z, except for 1D
+   * arrays, whose layers gallium puts in y. */
+  uint64_t max_y = lh, max_z = ld;
+  if (d->target == VGPU_TARGET_1D_ARRAY) {
+    max_y = MAX(d->array_size, 1u);
+    max_z = 1;
+  } else if (d->target != VGPU_TARGET_3D) {
     max_z = MAX(d->array_size, 1u);
+  }
   const VgpuBox *b = &t->box;
-  if ((uint64_t)b->x + b->w > lw || (uint64_t)b->y + b->h > lh || (uint64_t)b->z + b->d > max_z)
+  if ((uint64_t)b->x + b->w > lw || (uint64_t)b->y + b->h > max_y ||
+      (uint64_t)b->z + b->d > max_z)
     return end_session(s, VTEST_END_VIOLATION,
                        "transfer box %ux%ux%u at %u,%u,%u outside resource %u (%ux%ux%" G_GUINT64_FORMAT
                        ", level %u)",
