@@ -84,13 +84,22 @@ def proc_rss_kib(pid):
     return None
 
 
-def children_of(ppid):
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def children_of(ppid, comm=None):
+    """Live children of ppid; only those named comm when given."""
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         st = proc_stat(int(name))
-        if st and st[0] == ppid:
+        if st and st[0] == ppid and (comm is None or proc_comm(int(name)) == comm):
             out.append(int(name))
     return out
 
@@ -106,9 +115,10 @@ def jain(xs):
 class ServerSampler(threading.Thread):
     """Samples a server's per-client children: peak VmRSS and CPU ticks."""
 
-    def __init__(self, server_pid, period=0.25):
+    def __init__(self, server_pid, comm=None, period=0.25):
         super().__init__(daemon=True)
         self.server_pid = server_pid
+        self.comm = comm
         self.period = period
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -116,7 +126,7 @@ class ServerSampler(threading.Thread):
         self.cpu_ticks = {}
 
     def sample(self):
-        for pid in children_of(self.server_pid):
+        for pid in children_of(self.server_pid, self.comm):
             rss = proc_rss_kib(pid)
             st = proc_stat(pid)
             with self.lock:
@@ -241,9 +251,7 @@ class Bench:
 
     # -- vgpud
     def vgpud_config(self):
-        lines = ["[daemon]", "log-level=warning", "",
-                 "[profile bench]", "description=benchmark tenant", "vram=4G",
-                 f"max-clients={TENANTS}", ""]
+        lines = ["[profile bench]", "vram=4G", f"max-clients={TENANTS}", ""]
         for i in range(TENANTS):
             lines += [f"[instance t{i}]", "profile=bench", ""]
         return "\n".join(lines)
@@ -338,7 +346,8 @@ class Bench:
             for s in GLMARK2_SCENES:
                 cmd += ["-b", f"{s}:duration={self.scene_seconds}"]
         server = self.server_of(config)
-        sampler = ServerSampler(server) if server else None
+        comm = "vgpu-worker" if config.startswith("vgpud") else None
+        sampler = ServerSampler(server, comm) if server else None
         sup0 = proc_stat(server)[1] if server else None
         x0 = proc_stat(self.xvfb_pid)[1]
         t0 = time.monotonic()
