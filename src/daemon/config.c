@@ -1,1 +1,462 @@
-/* being written */
+/* vgpud configuration: GKeyFile groups [daemon], [profile NAME] and
+ * [instance NAME], validated completely before anything is applied.
+ * GKeyFile does not report line numbers, so errors are located by scanning
+ * the text for the group header or key line. */
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char default_config[] =
+    "# vgpud built-in configuration (vgpud --print-default-config).\n"
+    "# See vgpud.conf(5).\n"
+    "\n"
+    "[daemon]\n"
+    "log-level=info\n"
+    "renderer=virgl\n"
+    "render-node=auto\n"
+    "\n"
+    "[profile tiny]\n"
+    "description=Quota demonstrations and tests: 8 MiB, two clients\n"
+    "vram=8M\n"
+    "max-resources=256\n"
+    "max-contexts=4\n"
+    "max-clients=2\n"
+    "gpu-share=equal\n"
+    "\n"
+    "[profile small]\n"
+    "description=A desktop session or a light 3D application\n"
+    "vram=256M\n"
+    "max-resources=4096\n"
+    "max-contexts=16\n"
+    "max-clients=4\n"
+    "gpu-share=equal\n"
+    "\n"
+    "[profile medium]\n"
+    "description=3D applications and games\n"
+    "vram=1G\n"
+    "max-resources=16384\n"
+    "max-contexts=64\n"
+    "max-clients=8\n"
+    "gpu-share=equal\n"
+    "\n"
+    "[profile large]\n"
+    "description=Heavy rendering with a guaranteed double share of GPU time\n"
+    "vram=4G\n"
+    "max-resources=65536\n"
+    "max-contexts=256\n"
+    "max-clients=16\n"
+    "gpu-share=fixed\n"
+    "weight=200\n"
+    "\n"
+    "[instance vgpu0]\n"
+    "profile=small\n"
+    "\n"
+    "[instance vgpu1]\n"
+    "profile=medium\n";
+
+const char *vgpu_config_default_text(void) { return default_config; }
+
+/* ---- line numbers ------------------------------------------------------- */
+
+typedef struct {
+  GHashTable *lines; /* "group" or "group\nkey" -> line (1-based) */
+  const char *source;
+} LineMap;
+
+static void line_map_build(LineMap *m, const char *data, gssize len, const char *source) {
+  m->lines = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  m->source = source;
+  g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  g_autofree char *group = NULL;
+  for (int i = 0; lines[i]; i++) {
+    char *l = g_strstrip(lines[i]);
+    if (!*l || *l == '#')
+      continue;
+    if (*l == '[') {
+      char *end = strrchr(l, ']');
+      if (end) {
+        g_free(group);
+        group = g_strndup(l + 1, (size_t)(end - l - 1));
+        g_hash_table_insert(m->lines, g_strdup(group), GINT_TO_POINTER(i + 1));
+      }
+      continue;
+    }
+    char *eq = strchr(l, '=');
+    if (eq && group) {
+      g_autofree char *key = g_strstrip(g_strndup(l, (size_t)(eq - l)));
+      g_autofree char *k = g_strdup_printf("%s\n%s", group, key);
+      if (!g_hash_table_contains(m->lines, k))
+        g_hash_table_insert(m->lines, g_steal_pointer(&k), GINT_TO_POINTER(i + 1));
+    }
+  }
+}
+
+static int line_of(const LineMap *m, const char *group, const char *key) {
+  g_autofree char *k = key ? g_strdup_printf("%s\n%s", group, key) : g_strdup(group);
+  return GPOINTER_TO_INT(g_hash_table_lookup(m->lines, k));
+}
+
+static bool fail_at(GError **error, const LineMap *m, const char *group, const char *key,
+                    const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+static bool fail_at(GError **error, const LineMap *m, const char *group, const char *key,
+                    const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  int line = line_of(m, group, key);
+  if (!line && key)
+    line = line_of(m, group, NULL);
+  g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, "%s:%d: %s", m->source,
+              line, msg);
+  return false;
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+bool vgpu_instance_name_valid(const char *name) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n >= VGPU_NAME_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!g_ascii_isalnum(name[i]) && name[i] != '-' && name[i] != '_')
+      return false;
+  return true;
+}
+
+/* Keys shared by [profile] and [instance] groups. */
+static bool profile_set(VgpuProfile *p, const char *key, const char *value, GError **error) {
+  uint64_t v;
+  if (g_str_equal(key, "vram"))
+    return vgpu_parse_size(value, &p->vram, error);
+  if (g_str_equal(key, "max-resources"))
+    return vgpu_parse_count(value, &p->max_resources, error);
+  if (g_str_equal(key, "max-contexts"))
+    return vgpu_parse_count(value, &p->max_contexts, error);
+  if (g_str_equal(key, "max-clients"))
+    return vgpu_parse_count(value, &p->max_clients, error);
+  if (g_str_equal(key, "gpu-share")) {
+    if (vgpu_share_mode_parse(value, &p->share))
+      return true;
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "\"%s\" is not a share mode (best-effort, equal, fixed)", value);
+    return false;
+  }
+  if (g_str_equal(key, "weight") || g_str_equal(key, "fps-cap") || g_str_equal(key, "heads")) {
+    if (!vgpu_parse_count(value, &v, error))
+      return false;
+    uint64_t lo = g_str_equal(key, "fps-cap") ? 0 : 1;
+    uint64_t hi = g_str_equal(key, "weight") ? 10000 : g_str_equal(key, "heads") ? 16 : 1000;
+    if (v < lo || v > hi) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "%s must be between %" G_GUINT64_FORMAT " and %" G_GUINT64_FORMAT, key, lo, hi);
+      return false;
+    }
+    if (g_str_equal(key, "weight"))
+      p->weight = (uint32_t)v;
+    else if (g_str_equal(key, "fps-cap"))
+      p->fps_cap = (uint32_t)v;
+    else
+      p->heads = (uint32_t)v;
+    return true;
+  }
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "unknown key \"%s\"", key);
+  return false;
+}
+
+bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
+                              GError **error) {
+  if (g_str_equal(key, "socket-mode")) {
+    guint64 mode;
+    if (!g_ascii_string_to_unsigned(value, 8, 0, 0777, &mode, NULL)) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "\"%s\" is not an octal file mode such as 0660", value);
+      return false;
+    }
+    ic->socket_mode = (guint)mode;
+    return true;
+  }
+  if (g_str_equal(key, "description") || g_str_equal(key, "profile")) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "\"%s\" cannot be set on an instance",
+                key);
+    return false;
+  }
+  return profile_set(&ic->eff, key, value, error);
+}
+
+static void profile_defaults(VgpuProfile *p) {
+  memset(p, 0, sizeof(*p));
+  p->share = VGPU_SHARE_EQUAL;
+  p->weight = 100;
+  p->heads = 1;
+}
+
+VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p) {
+  VgpuInstanceConfig *ic = g_new0(VgpuInstanceConfig, 1);
+  ic->name = g_strdup(name);
+  ic->profile = g_strdup(p->name);
+  ic->eff = *p;
+  ic->eff.name = g_strdup(p->name);
+  ic->eff.description = g_strdup(p->description);
+  ic->socket_mode = 0666;
+  return ic;
+}
+
+VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic) {
+  VgpuInstanceConfig *c = vgpu_instance_config_new(ic->name, &ic->eff);
+  g_free(c->profile);
+  c->profile = g_strdup(ic->profile);
+  c->socket_mode = ic->socket_mode;
+  return c;
+}
+
+void vgpu_instance_config_free(VgpuInstanceConfig *ic) {
+  if (!ic)
+    return;
+  g_free(ic->name);
+  g_free(ic->profile);
+  g_free(ic->eff.name);
+  g_free(ic->eff.description);
+  g_free(ic);
+}
+
+/* ---- groups ------------------------------------------------------------- */
+
+static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **error) {
+  g_auto(GStrv) keys = g_key_file_get_keys(kf, "daemon", NULL, NULL);
+  for (int i = 0; keys && keys[i]; i++) {
+    const char *k = keys[i];
+    g_autofree char *v = g_key_file_get_value(kf, "daemon", k, NULL);
+    g_autoptr(GError) e = NULL;
+    uint64_t n;
+    if (g_str_equal(k, "runtime-dir")) {
+      if (!g_path_is_absolute(v))
+        return fail_at(error, m, "daemon", k, "runtime-dir must be an absolute path");
+      g_free(c->runtime_dir);
+      c->runtime_dir = g_strdup(v);
+    } else if (g_str_equal(k, "log-level")) {
+      if (!vgpu_log_level_parse(v, &c->log_level))
+        return fail_at(error, m, "daemon", k,
+                       "bad value \"%s\" for log-level (error, warning, info, debug)", v);
+    } else if (g_str_equal(k, "renderer")) {
+      if (!g_str_equal(v, "virgl") && !g_str_equal(v, "null"))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for renderer (virgl, null)", v);
+      g_free(c->renderer);
+      c->renderer = g_strdup(v);
+    } else if (g_str_equal(k, "render-node")) {
+      if (!g_str_equal(v, "auto") && !g_path_is_absolute(v))
+        return fail_at(error, m, "daemon", k, "render-node must be auto or an absolute path");
+      g_free(c->render_node);
+      c->render_node = g_strdup(v);
+    } else if (g_str_equal(k, "worker")) {
+      if (!g_path_is_absolute(v))
+        return fail_at(error, m, "daemon", k, "worker must be an absolute path");
+      g_free(c->worker_path);
+      c->worker_path = g_strdup(v);
+    } else if (g_str_equal(k, "idle-timeout")) {
+      if (!vgpu_parse_count(v, &n, &e))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for idle-timeout: %s", v,
+                       e->message);
+      c->idle_timeout_s = (guint)n;
+    } else if (g_str_equal(k, "max-submit-bytes")) {
+      if (!vgpu_parse_size(v, &n, &e) || n == 0 || n > (1u << 30))
+        return fail_at(error, m, "daemon", k,
+                       "bad value \"%s\" for max-submit-bytes: %s", v,
+                       e ? e->message : "must be between 1 byte and 1 GiB");
+      c->max_submit_bytes = (uint32_t)n;
+    } else if (g_str_equal(k, "sandbox")) {
+      gboolean b = g_key_file_get_boolean(kf, "daemon", k, &e);
+      if (e)
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for sandbox (true, false)", v);
+      c->sandbox = b;
+    } else {
+      return fail_at(error, m, "daemon", k, "unknown key \"%s\" in [daemon]", k);
+    }
+  }
+  return true;
+}
+
+static bool load_profile(VgpuConfig *c, GKeyFile *kf, const char *group, const char *name,
+                         const LineMap *m, GError **error) {
+  if (!vgpu_instance_name_valid(name))
+    return fail_at(error, m, group, NULL, "invalid profile name \"%s\" (letters, digits, - and _)",
+                   name);
+  if (vgpu_config_find_profile(c, name))
+    return fail_at(error, m, group, NULL, "profile \"%s\" defined twice", name);
+  g_autoptr(VgpuProfile) p = g_new0(VgpuProfile, 1);
+  profile_defaults(p);
+  p->name = g_strdup(name);
+  g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
+  for (int i = 0; keys && keys[i]; i++) {
+    g_autofree char *v = g_key_file_get_value(kf, group, keys[i], NULL);
+    g_autoptr(GError) e = NULL;
+    if (g_str_equal(keys[i], "description")) {
+      g_free(p->description);
+      p->description = g_strdup(v);
+    } else if (!profile_set(p, keys[i], v, &e)) {
+      if (g_error_matches(e, G_IO_ERROR, G_IO_ERROR_NOT_FOUND))
+        return fail_at(error, m, group, keys[i], "unknown key \"%s\" in [%s]", keys[i], group);
+      return fail_at(error, m, group, keys[i], "bad value \"%s\" for %s: %s", v, keys[i],
+                     e->message);
+    }
+  }
+  g_ptr_array_add(c->profiles, g_steal_pointer(&p));
+  return true;
+}
+
+static bool load_instance(VgpuConfig *c, GKeyFile *kf, const char *group, const char *name,
+                          const LineMap *m, GError **error) {
+  if (!vgpu_instance_name_valid(name))
+    return fail_at(error, m, group, NULL,
+                   "invalid instance name \"%s\" (1-31 letters, digits, - and _)", name);
+  if (vgpu_config_find_instance(c, name))
+    return fail_at(error, m, group, NULL, "instance \"%s\" defined twice", name);
+  g_autofree char *pname = g_key_file_get_value(kf, group, "profile", NULL);
+  if (!pname)
+    return fail_at(error, m, group, NULL, "[%s] needs a profile= key", group);
+  const VgpuProfile *p = vgpu_config_find_profile(c, pname);
+  if (!p)
+    return fail_at(error, m, group, "profile", "unknown profile \"%s\"", pname);
+  VgpuInstanceConfig *ic = vgpu_instance_config_new(name, p);
+  g_ptr_array_add(c->instances, ic);
+  g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
+  for (int i = 0; keys && keys[i]; i++) {
+    if (g_str_equal(keys[i], "profile"))
+      continue;
+    g_autofree char *v = g_key_file_get_value(kf, group, keys[i], NULL);
+    g_autoptr(GError) e = NULL;
+    if (!vgpu_instance_config_set(ic, keys[i], v, &e)) {
+      if (g_error_matches(e, G_IO_ERROR, G_IO_ERROR_NOT_FOUND) ||
+          g_error_matches(e, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED))
+        return fail_at(error, m, group, keys[i], "unknown key \"%s\" in [%s]", keys[i], group);
+      return fail_at(error, m, group, keys[i], "bad value \"%s\" for %s: %s", v, keys[i],
+                     e->message);
+    }
+  }
+  return true;
+}
+
+/* The first line GKeyFile could not have parsed, for syntax errors. */
+static int first_bad_line(const char *data, gssize len) {
+  g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  for (int i = 0; lines[i]; i++) {
+    char *l = g_strstrip(lines[i]);
+    if (!*l || *l == '#' || (*l == '[' && strchr(l, ']')) || strchr(l, '='))
+      continue;
+    return i + 1;
+  }
+  return 0;
+}
+
+/* "profile  small" -> "small" (a pointer into the group name). */
+static const char *group_arg(const char *group) {
+  const char *p = strchr(group, ' ');
+  while (p && *p == ' ')
+    p++;
+  return p ? p : "";
+}
+
+VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source,
+                                  GError **error) {
+  g_autoptr(GKeyFile) kf = g_key_file_new();
+  g_autoptr(GError) e = NULL;
+  if (!g_key_file_load_from_data(kf, data, len < 0 ? (gsize)-1 : (gsize)len, G_KEY_FILE_NONE,
+                                 &e)) {
+    g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%d: %s", source,
+                first_bad_line(data, len), e->message);
+    return NULL;
+  }
+  LineMap m;
+  line_map_build(&m, data, len, source);
+  g_autoptr(VgpuConfig) c = g_new0(VgpuConfig, 1);
+  c->source = g_strdup(source);
+  c->log_level = VGPU_LOG_INFO;
+  c->renderer = g_strdup("virgl");
+  c->max_submit_bytes = 64u << 20;
+  c->sandbox = true;
+  c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
+  c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
+
+  g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+  bool ok = true;
+  /* Profiles first: instances refer to them wherever they stand. */
+  for (int pass = 0; pass < 2 && ok; pass++) {
+    for (int i = 0; groups[i] && ok; i++) {
+      const char *g = groups[i];
+      if (g_str_equal(g, "daemon")) {
+        if (pass == 0)
+          ok = load_daemon(c, kf, &m, error);
+      } else if (g_str_has_prefix(g, "profile ")) {
+        if (pass == 0)
+          ok = load_profile(c, kf, g, group_arg(g), &m, error);
+      } else if (g_str_has_prefix(g, "instance ")) {
+        if (pass == 1)
+          ok = load_instance(c, kf, g, group_arg(g), &m, error);
+      } else if (pass == 0) {
+        ok = fail_at(error, &m, g, NULL,
+                     "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])", g);
+      }
+    }
+  }
+  g_hash_table_unref(m.lines);
+  return ok ? g_steal_pointer(&c) : NULL;
+}
+
+VgpuConfig *vgpu_config_load_file(const char *path, GError **error) {
+  g_autofree char *data = NULL;
+  gsize len;
+  if (!g_file_get_contents(path, &data, &len, error))
+    return NULL;
+  return vgpu_config_load_data(data, (gssize)len, path, error);
+}
+
+VgpuConfig *vgpu_config_load_default(GError **error) {
+  return vgpu_config_load_data(default_config, -1, "<embedded>", error);
+}
+
+void vgpu_config_free(VgpuConfig *c) {
+  if (!c)
+    return;
+  g_free(c->source);
+  g_free(c->runtime_dir);
+  g_free(c->renderer);
+  g_free(c->render_node);
+  g_free(c->worker_path);
+  if (c->profiles)
+    g_ptr_array_unref(c->profiles);
+  if (c->instances)
+    g_ptr_array_unref(c->instances);
+  g_free(c);
+}
+
+const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *name) {
+  for (guint i = 0; i < c->profiles->len; i++) {
+    const VgpuProfile *p = g_ptr_array_index(c->profiles, i);
+    if (g_str_equal(p->name, name))
+      return p;
+  }
+  return NULL;
+}
+
+const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const char *name) {
+  for (guint i = 0; i < c->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(c->instances, i);
+    if (g_str_equal(ic->name, name))
+      return ic;
+  }
+  return NULL;
+}
+
+char *vgpu_default_runtime_dir(void) {
+  if (geteuid() == 0)
+    return g_strdup("/run/vgpu");
+  const char *xdg = g_getenv("XDG_RUNTIME_DIR");
+  if (xdg && g_path_is_absolute(xdg))
+    return g_build_filename(xdg, "vgpu", NULL);
+  return g_strdup_printf("/tmp/vgpu-%u", (unsigned)getuid());
+}
