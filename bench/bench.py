@@ -251,7 +251,12 @@ class Bench:
 
     # -- vgpud
     def vgpud_config(self):
-        lines = ["[profile bench]", "vram=4G", f"max-clients={TENANTS}", ""]
+        lines = []
+        worker = os.path.join(self.build, "src/worker/vgpu-worker")
+        if os.access(worker, os.X_OK):
+            # The build tree keeps the worker beside the sources, not beside vgpud.
+            lines += ["[daemon]", f"worker={worker}", ""]
+        lines += ["[profile bench]", "vram=4G", f"max-clients={TENANTS}", ""]
         for i in range(TENANTS):
             lines += [f"[instance t{i}]", "profile=bench", ""]
         return "\n".join(lines)
