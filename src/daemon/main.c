@@ -1,3 +1,246 @@
-/* being written */
-int main(void);
-int main(void) { return 1; }
+/* vgpud: the vGPU supervisor daemon (see vgpud(8)). */
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/config.h"
+#include "daemon/supervisor.h"
+#include "util/fd.h"
+#include "util/log.h"
+#include "vgpu-config.h"
+#if HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+typedef struct {
+  char *config;
+  char *runtime_dir;
+  gboolean foreground;
+  char *log_level;
+  gboolean check_config;
+  gboolean print_default;
+  gboolean version;
+} Options;
+
+typedef struct {
+  GMainLoop *loop;
+  VgpuSupervisor *sup;
+} Daemon;
+
+static gboolean on_term(gpointer user) {
+  Daemon *d = user;
+  vgpu_info("shutting down");
+  g_main_loop_quit(d->loop);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean on_hup(gpointer user) {
+  Daemon *d = user;
+  g_autoptr(GError) e = NULL;
+  if (!vgpu_supervisor_reload(d->sup, &e))
+    vgpu_error("reload failed, keeping the running configuration: %s", e->message);
+  return G_SOURCE_CONTINUE;
+}
+
+/* Holds DIR/vgpud.pid locked for the daemon's lifetime. */
+static int take_pidfile(const char *path, GError **error) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", path,
+                g_strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    char buf[32] = "";
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    g_strchomp(buf);
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY, "another vgpud (pid %s) is using %s",
+                *buf ? buf : "?", dir);
+    vgpu_close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void write_pid(int fd) {
+  char buf[32];
+  int n = g_snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) == 0)
+    (void)pwrite(fd, buf, (size_t)n, 0);
+}
+
+/* Detaches: the parent exits once the child reports (through a pipe) that
+ * its sockets are listening, so `vgpud && vgpuctl list` works. */
+static int daemonize(const char *logfile, int *ready_fd) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0)
+    return -errno;
+  pid_t pid = fork();
+  if (pid < 0)
+    return -errno;
+  if (pid > 0) {
+    close(p[1]);
+    char c = 1;
+    ssize_t n = read(p[0], &c, 1);
+    _exit(n == 1 && c == 0 ? 0 : 1);
+  }
+  close(p[0]);
+  setsid();
+  int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (nul >= 0) {
+    dup2(nul, STDIN_FILENO);
+    dup2(nul, STDOUT_FILENO);
+  }
+  if (log >= 0)
+    dup2(log, STDERR_FILENO);
+  if (nul > 2)
+    close(nul);
+  if (log > 2)
+    close(log);
+  *ready_fd = p[1];
+  return 0;
+}
+
+static void report_ready(int ready_fd, bool ok) {
+  if (ready_fd >= 0) {
+    char c = ok ? 0 : 1;
+    (void)write(ready_fd, &c, 1);
+    close(ready_fd);
+  }
+}
+
+int main(int argc, char **argv) {
+  Options o = {0};
+  GOptionEntry entries[] = {
+      {"config", 'c', 0, G_OPTION_ARG_FILENAME, &o.config,
+       "Configuration file (default: the embedded configuration)", "FILE"},
+      {"runtime-dir", 'r', 0, G_OPTION_ARG_FILENAME, &o.runtime_dir,
+       "Sockets and pid file (default: /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu)", "DIR"},
+      {"foreground", 'f', 0, G_OPTION_ARG_NONE, &o.foreground,
+       "Stay in the foreground and log to stderr", NULL},
+      {"log-level", 'l', 0, G_OPTION_ARG_STRING, &o.log_level, "error, warning, info or debug",
+       "LEVEL"},
+      {"check-config", 0, 0, G_OPTION_ARG_NONE, &o.check_config,
+       "Load the configuration, print a summary and exit", NULL},
+      {"print-default-config", 0, 0, G_OPTION_ARG_NONE, &o.print_default,
+       "Print the embedded configuration and exit", NULL},
+      {"version", 'V', 0, G_OPTION_ARG_NONE, &o.version, "Print the version and exit", NULL},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  g_autoptr(GOptionContext) octx = g_option_context_new("- multi-tenant virtual GPU daemon");
+  g_option_context_set_description(
+      octx, "Serves vGPU instances to Mesa virpipe clients (vtest). See vgpud(8), vgpud.conf(5).\n"
+            "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration.");
+  g_option_context_add_main_entries(octx, entries, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!g_option_context_parse(octx, &argc, &argv, &error)) {
+    fprintf(stderr, "vgpud: %s (try --help)\n", error->message);
+    return 2;
+  }
+  if (o.version) {
+    printf("vgpud %s\n", VGPU_VERSION);
+    return 0;
+  }
+  if (o.print_default) {
+    fputs(vgpu_config_default_text(), stdout);
+    return 0;
+  }
+  vgpu_log_init("vgpud", VGPU_LOG_INFO);
+  VgpuConfig *cfg = o.config ? vgpu_config_load_file(o.config, &error)
+                             : vgpu_config_load_default(&error);
+  if (!cfg) {
+    fprintf(stderr, "vgpud: %s\n", error->message);
+    return 1;
+  }
+  VgpuLogLevel level = cfg->log_level;
+  if (o.log_level && !vgpu_log_level_parse(o.log_level, &level)) {
+    fprintf(stderr, "vgpud: bad --log-level \"%s\" (error, warning, info, debug)\n", o.log_level);
+    return 2;
+  }
+  vgpu_log_set_level(level);
+  if (o.check_config) {
+    printf("%s: OK, %u profile(s), %u instance(s)\n", cfg->source, cfg->profiles->len,
+           cfg->instances->len);
+    for (guint i = 0; i < cfg->instances->len; i++) {
+      VgpuInstanceConfig *ic = g_ptr_array_index(cfg->instances, i);
+      printf("  %s: profile %s\n", ic->name, ic->profile);
+    }
+    vgpu_config_free(cfg);
+    return 0;
+  }
+
+  g_autofree char *dir = g_strdup(o.runtime_dir ? o.runtime_dir : cfg->runtime_dir);
+  if (!dir)
+    dir = vgpu_default_runtime_dir();
+  bool created_dir = !g_file_test(dir, G_FILE_TEST_IS_DIR);
+  if (g_mkdir_with_parents(dir, 0755) < 0) {
+    fprintf(stderr, "vgpud: cannot create runtime directory %s: %s\n", dir, g_strerror(errno));
+    return 1;
+  }
+  g_autofree char *pidpath = g_build_filename(dir, "vgpud.pid", NULL);
+  int pidfd = take_pidfile(pidpath, &error);
+  if (pidfd < 0) {
+    fprintf(stderr, "vgpud: %s\n", error->message);
+    return 1;
+  }
+  int ready_fd = -1;
+  if (!o.foreground) {
+    g_autofree char *logfile = g_build_filename(dir, "vgpud.log", NULL);
+    if (daemonize(logfile, &ready_fd) < 0) {
+      fprintf(stderr, "vgpud: cannot detach: %s\n", g_strerror(errno));
+      return 1;
+    }
+  }
+  write_pid(pidfd);
+  signal(SIGPIPE, SIG_IGN);
+
+  VgpuSupervisorOptions sopt = {.runtime_dir = dir, .config_path = o.config};
+  Daemon d = {0};
+  d.sup = vgpu_supervisor_new(cfg, &sopt, &error);
+  if (!d.sup || !vgpu_supervisor_start(d.sup, &error)) {
+    vgpu_error("cannot start: %s", error->message);
+    if (o.foreground)
+      fprintf(stderr, "vgpud: %s\n", error->message);
+    report_ready(ready_fd, false);
+    if (d.sup)
+      vgpu_supervisor_stop(d.sup);
+    vgpu_supervisor_free(d.sup);
+    (void)unlink(pidpath);
+    return 1;
+  }
+  d.loop = g_main_loop_new(NULL, FALSE);
+  g_unix_signal_add(SIGTERM, on_term, &d);
+  g_unix_signal_add(SIGINT, on_term, &d);
+  g_unix_signal_add(SIGHUP, on_hup, &d);
+  vgpu_info("vgpud %s ready: runtime dir %s, configuration %s", VGPU_VERSION, dir,
+            vgpu_supervisor_config_source(d.sup));
+  report_ready(ready_fd, true);
+#if HAVE_SYSTEMD
+  sd_notify(0, "READY=1");
+#endif
+  g_main_loop_run(d.loop);
+#if HAVE_SYSTEMD
+  sd_notify(0, "STOPPING=1");
+#endif
+  vgpu_supervisor_stop(d.sup);
+  vgpu_supervisor_free(d.sup);
+  g_main_loop_unref(d.loop);
+  (void)unlink(pidpath);
+  vgpu_close(pidfd);
+  if (created_dir)
+    (void)rmdir(dir);
+  vgpu_info("stopped");
+  g_free(o.config);
+  g_free(o.runtime_dir);
+  g_free(o.log_level);
+  return 0;
+}

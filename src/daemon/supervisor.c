@@ -1,1 +1,592 @@
-/* being written */
+/* Supervisor: accepts clients on each instance's socket, checks the client
+ * limit, claims a ledger slot and hands the connection to a new
+ * vgpu-worker; when a worker exits, for whatever reason, logs why and
+ * reclaims its slot so the instance's usage is again what its live tenants
+ * hold.  Event driven: no timers, no polling. */
+#include "daemon/supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <glob.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/profile.h"
+#include "vgpu-config.h"
+#include "daemon/control.h"
+#include "util/fd.h"
+#include "util/log.h"
+
+struct VgpuSupervisor {
+  VgpuConfig *cfg;
+  char *runtime_dir;
+  char *config_path;
+  char *worker_path;
+  char *render_node;
+  VgpuLedger *ledger;
+  GHashTable *instances; /* name -> VgpuInstance* */
+  VgpuControl *control;
+  gint64 started_us;
+};
+
+static void instance_free(VgpuInstance *in);
+
+/* ---- worker binary and render node --------------------------------------- */
+
+static char *find_worker(const VgpuConfig *cfg, GError **error) {
+  g_autoptr(GPtrArray) tried = g_ptr_array_new_with_free_func(g_free);
+  if (cfg->worker_path)
+    g_ptr_array_add(tried, g_strdup(cfg->worker_path));
+  else {
+    const char *env = g_getenv("VGPU_WORKER");
+    if (env && *env)
+      g_ptr_array_add(tried, g_strdup(env));
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    if (self) {
+      g_autofree char *dir = g_path_get_dirname(self);
+      g_ptr_array_add(tried, g_build_filename(dir, "vgpu-worker", NULL));
+      g_ptr_array_add(tried, g_build_filename(dir, "..", "worker", "vgpu-worker", NULL));
+    }
+    g_ptr_array_add(tried, g_build_filename(VGPU_LIBEXECDIR, "vgpu-worker", NULL));
+  }
+  for (guint i = 0; i < tried->len; i++) {
+    const char *p = g_ptr_array_index(tried, i);
+    if (access(p, X_OK) == 0)
+      return g_canonicalize_filename(p, NULL);
+  }
+  g_ptr_array_add(tried, NULL);
+  g_autofree char *list = g_strjoinv(", ", (char **)tried->pdata);
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+              "no executable vgpu-worker found (tried %s); set worker= in [daemon]", list);
+  return NULL;
+}
+
+static char *find_render_node(const VgpuConfig *cfg) {
+  if (cfg->render_node && !g_str_equal(cfg->render_node, "auto"))
+    return g_strdup(cfg->render_node);
+  glob_t g;
+  char *found = NULL;
+  if (glob("/dev/dri/renderD*", 0, NULL, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc && !found; i++) {
+      int fd = open(g.gl_pathv[i], O_RDWR | O_CLOEXEC);
+      if (fd >= 0) {
+        found = g_strdup(g.gl_pathv[i]);
+        close(fd);
+      }
+    }
+    globfree(&g);
+  }
+  return found;
+}
+
+/* ---- workers ------------------------------------------------------------- */
+
+static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
+  static const char *const reasons[] = {"client disconnected", "internal error",
+                                        "protocol violation", "quota refusal",
+                                        "renderer failure"};
+  *crashed = false;
+  if (WIFEXITED(status)) {
+    int code = WEXITSTATUS(status);
+    if ((unsigned)code < G_N_ELEMENTS(reasons))
+      g_snprintf(buf, len, "%s (exit %d)", reasons[code], code);
+    else
+      g_snprintf(buf, len, "exit status %d", code);
+    *crashed = code == 1 || code == 4;
+  } else if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    g_snprintf(buf, len, "%s by SIG%s%s", sig == SIGKILL ? "killed" : "crashed",
+               sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+               WCOREDUMP(status) ? " (core dumped)" : "");
+    *crashed = true;
+  } else {
+    g_snprintf(buf, len, "status 0x%x", status);
+  }
+}
+
+static void maybe_finish_draining(VgpuInstance *in) {
+  if (!in->draining || g_hash_table_size(in->workers) > 0)
+    return;
+  vgpu_info("%s: removed (last tenant left)", in->cfg->name);
+  g_hash_table_remove(in->sup->instances, in->cfg->name);
+}
+
+static void on_worker_exit(GPid pid, gint status, gpointer user) {
+  VgpuWorker *w = user;
+  VgpuInstance *in = w->inst;
+  VgpuSupervisor *s = in->sup;
+  char why[128];
+  bool crashed;
+  describe_exit(status, why, sizeof(why), &crashed);
+  VgpuLedgerInstance *li = vgpu_ledger_instance(s->ledger, (uint32_t)in->ledger_index);
+  if (crashed)
+    atomic_fetch_add(&li->worker_crashes, 1);
+  uint64_t vram = vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)w->slot);
+  VgpuLogLevel lvl = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? VGPU_LOG_INFO
+                                                                   : VGPU_LOG_WARN;
+  g_autofree char *vs = vgpu_format_size(vram, false);
+  vgpu_log(lvl, "%s: client pid %d worker %d ended: %s; slot %d reclaimed (%s)", in->cfg->name,
+           (int)w->client_pid, (int)pid, why, w->slot, vs);
+  g_spawn_close_pid(pid);
+  w->watch = 0; /* this source ends itself after the callback */
+  g_hash_table_remove(in->workers, GINT_TO_POINTER(pid));
+  maybe_finish_draining(in);
+}
+
+static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid) {
+  VgpuSupervisor *s = in->sup;
+  int slot = vgpu_ledger_slot_claim(s->ledger, (uint32_t)in->ledger_index, cpid, cuid);
+  if (slot < 0) {
+    vgpu_warn("%s: refused client pid %d uid %u: no free ledger slot (%d tenants in all)",
+              in->cfg->name, (int)cpid, (unsigned)cuid, VGPU_LEDGER_MAX_SLOTS);
+    return false;
+  }
+  g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(argv, g_strdup(s->worker_path));
+  g_ptr_array_add(argv, g_strdup("--client-fd=3"));
+  g_ptr_array_add(argv, g_strdup("--ledger-fd=4"));
+  g_ptr_array_add(argv, g_strdup_printf("--slot=%d", slot));
+  g_ptr_array_add(argv, g_strdup_printf("--instance=%s", in->cfg->name));
+  g_ptr_array_add(argv, g_strdup_printf("--client-pid=%d", (int)cpid));
+  g_ptr_array_add(argv, g_strdup_printf("--client-uid=%u", (unsigned)cuid));
+  g_ptr_array_add(argv, g_strdup_printf("--renderer=%s", s->cfg->renderer));
+  if (s->render_node)
+    g_ptr_array_add(argv, g_strdup_printf("--render-node=%s", s->render_node));
+  g_ptr_array_add(argv,
+                  g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
+  g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
+  if (s->cfg->idle_timeout_s)
+    g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
+  if (!s->cfg->sandbox)
+    g_ptr_array_add(argv, g_strdup("--no-sandbox"));
+  g_ptr_array_add(argv, NULL);
+
+  int source_fds[2] = {client_fd, s->ledger->fd};
+  int target_fds[2] = {3, 4};
+  GPid pid;
+  g_autoptr(GError) error = NULL;
+  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv->pdata, NULL,
+                                        G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL,
+                                        NULL, NULL, -1, -1, -1, source_fds, target_fds, 2, &pid,
+                                        NULL, NULL, NULL, &error)) {
+    vgpu_error("%s: cannot start a worker for client pid %d: %s", in->cfg->name, (int)cpid,
+               error->message);
+    vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)slot);
+    return false;
+  }
+  vgpu_ledger_slot_set_worker(s->ledger, (uint32_t)slot, pid);
+  VgpuWorker *w = g_new0(VgpuWorker, 1);
+  w->inst = in;
+  w->pid = pid;
+  w->slot = slot;
+  w->client_pid = cpid;
+  w->client_uid = cuid;
+  g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
+  w->watch = g_child_watch_add(pid, on_worker_exit, w);
+  vgpu_info("%s: client pid %d uid %u connected: worker %d, slot %d", in->cfg->name, (int)cpid,
+            (unsigned)cuid, (int)pid, slot);
+  return true;
+}
+
+static gboolean on_accept(gint fd, GIOCondition cond, gpointer user) {
+  VgpuInstance *in = user;
+  for (;;) {
+    vgpu_autofd int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno != EAGAIN && errno != EINTR)
+        vgpu_warn("%s: accept: %s", in->cfg->name, g_strerror(errno));
+      break;
+    }
+    pid_t cpid = 0;
+    uid_t cuid = (uid_t)-1;
+    vgpu_peer_cred(c, &cpid, &cuid, NULL);
+    guint live = g_hash_table_size(in->workers);
+    if (in->draining) {
+      vgpu_warn("%s: refused client pid %d uid %u: instance is being removed", in->cfg->name,
+                (int)cpid, (unsigned)cuid);
+      continue;
+    }
+    if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
+      vgpu_warn("%s: refused client pid %d uid %u: client limit %" G_GUINT64_FORMAT " reached",
+                in->cfg->name, (int)cpid, (unsigned)cuid, in->cfg->eff.max_clients);
+      VgpuLedgerInstance *li = vgpu_ledger_instance(in->sup->ledger, (uint32_t)in->ledger_index);
+      atomic_fetch_add(&li->refusals, 1);
+      continue;
+    }
+    spawn_worker(in, c, cpid, cuid);
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+/* ---- instances ----------------------------------------------------------- */
+
+static int listen_unix(const char *path, guint mode, GError **error) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(a.sun_path)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FILENAME_TOO_LONG, "socket path too long: %s", path);
+    return -1;
+  }
+  strcpy(a.sun_path, path);
+  vgpu_autofd int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  (void)unlink(path);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, mode) < 0 ||
+      listen(fd, 64) < 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "listening on %s: %s", path,
+                g_strerror(errno));
+    return -1;
+  }
+  return vgpu_steal_fd(&fd);
+}
+
+static void instance_stop_listening(VgpuInstance *in) {
+  if (in->listen_watch)
+    g_source_remove(in->listen_watch);
+  in->listen_watch = 0;
+  if (in->listen_fd >= 0) {
+    vgpu_close(in->listen_fd);
+    in->listen_fd = -1;
+    (void)unlink(in->socket_path);
+    (void)rmdir(in->dir);
+  }
+}
+
+static void worker_forget(gpointer p) {
+  VgpuWorker *w = p;
+  if (w->watch)
+    g_source_remove(w->watch);
+  g_free(w);
+}
+
+static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *ic, bool runtime,
+                                  GError **error) {
+  uint64_t limits[VGPU_RES_N_QUOTA];
+  vgpu_profile_limits(&ic->eff, limits);
+  int idx = vgpu_ledger_instance_add(s->ledger, ic->name, limits);
+  if (idx < 0) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE, "at most %d instances",
+                VGPU_LEDGER_MAX_INSTANCES);
+    return NULL;
+  }
+  VgpuInstance *in = g_new0(VgpuInstance, 1);
+  in->sup = s;
+  in->cfg = vgpu_instance_config_copy(ic);
+  in->ledger_index = idx;
+  in->listen_fd = -1;
+  in->runtime_origin = runtime;
+  in->workers = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, worker_forget);
+  in->dir = g_build_filename(s->runtime_dir, ic->name, NULL);
+  in->socket_path = g_build_filename(in->dir, "vtest.sock", NULL);
+  if (g_mkdir_with_parents(in->dir, 0755) < 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "creating %s: %s", in->dir,
+                g_strerror(errno));
+    instance_free(in);
+    return NULL;
+  }
+  in->listen_fd = listen_unix(in->socket_path, ic->socket_mode, error);
+  if (in->listen_fd < 0) {
+    instance_free(in);
+    return NULL;
+  }
+  in->listen_watch = g_unix_fd_add(in->listen_fd, G_IO_IN, on_accept, in);
+  g_autofree char *vram = vgpu_format_size(ic->eff.vram, true);
+  vgpu_info("%s: listening on %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT " clients max)",
+            ic->name, in->socket_path, ic->profile, vram, ic->eff.max_clients);
+  return in;
+}
+
+static void instance_free(VgpuInstance *in) {
+  if (!in)
+    return;
+  instance_stop_listening(in);
+  g_hash_table_unref(in->workers);
+  if (in->ledger_index >= 0)
+    vgpu_ledger_instance_remove(in->sup->ledger, (uint32_t)in->ledger_index);
+  vgpu_instance_config_free(in->cfg);
+  g_free(in->dir);
+  g_free(in->socket_path);
+  g_free(in);
+}
+
+static void instance_apply(VgpuInstance *in, const VgpuInstanceConfig *ic) {
+  uint64_t limits[VGPU_RES_N_QUOTA];
+  vgpu_profile_limits(&ic->eff, limits);
+  vgpu_ledger_instance_set_limits(in->sup->ledger, (uint32_t)in->ledger_index, limits);
+  if (ic->socket_mode != in->cfg->socket_mode)
+    (void)chmod(in->socket_path, ic->socket_mode);
+  vgpu_instance_config_free(in->cfg);
+  in->cfg = vgpu_instance_config_copy(ic);
+}
+
+static void instance_drain(VgpuInstance *in) {
+  in->draining = true;
+  instance_stop_listening(in);
+  guint n = g_hash_table_size(in->workers);
+  if (n)
+    vgpu_info("%s: draining: no new clients, %u tenant(s) keep running", in->cfg->name, n);
+  maybe_finish_draining(in);
+}
+
+/* ---- public --------------------------------------------------------------- */
+
+VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions *opt,
+                                    GError **error) {
+  g_autofree char *worker = find_worker(cfg, error);
+  if (!worker)
+    return NULL;
+  VgpuSupervisor *s = g_new0(VgpuSupervisor, 1);
+  s->cfg = cfg;
+  s->runtime_dir = g_strdup(opt->runtime_dir);
+  s->config_path = g_strdup(opt->config_path);
+  s->worker_path = g_steal_pointer(&worker);
+  s->render_node = find_render_node(cfg);
+  s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                       (GDestroyNotify)instance_free);
+  s->started_us = g_get_monotonic_time();
+  s->ledger = vgpu_ledger_create(error);
+  if (!s->ledger) {
+    vgpu_supervisor_free(s);
+    return NULL;
+  }
+  vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
+            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
+  return s;
+}
+
+bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
+  for (guint i = 0; i < s->cfg->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(s->cfg->instances, i);
+    VgpuInstance *in = instance_new(s, ic, false, error);
+    if (!in)
+      return false;
+    g_hash_table_insert(s->instances, in->cfg->name, in);
+  }
+  s->control = vgpu_control_new(s, error);
+  return s->control != NULL;
+}
+
+void vgpu_supervisor_stop(VgpuSupervisor *s) {
+  g_clear_pointer(&s->control, vgpu_control_free);
+  GHashTableIter it;
+  gpointer v;
+  guint n = 0;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuInstance *in = v;
+    instance_stop_listening(in);
+    GHashTableIter wi;
+    gpointer w;
+    g_hash_table_iter_init(&wi, in->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &w)) {
+      kill(((VgpuWorker *)w)->pid, SIGTERM);
+      n++;
+    }
+  }
+  /* Let the child watches reclaim; whoever is still there after 3 s is
+   * killed. */
+  gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
+  bool killed = false;
+  for (;;) {
+    guint left = 0;
+    g_hash_table_iter_init(&it, s->instances);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+      left += g_hash_table_size(((VgpuInstance *)v)->workers);
+    if (left == 0)
+      break;
+    if (!killed && g_get_monotonic_time() > deadline) {
+      vgpu_warn("%u worker(s) still running after 3 s: killing", left);
+      g_hash_table_iter_init(&it, s->instances);
+      while (g_hash_table_iter_next(&it, NULL, &v)) {
+        GHashTableIter wi;
+        gpointer w;
+        g_hash_table_iter_init(&wi, ((VgpuInstance *)v)->workers);
+        while (g_hash_table_iter_next(&wi, NULL, &w))
+          kill(((VgpuWorker *)w)->pid, SIGKILL);
+      }
+      killed = true;
+    }
+    g_main_context_iteration(NULL, FALSE);
+    g_usleep(10000);
+  }
+  if (n)
+    vgpu_info("stopped %u worker(s)", n);
+  g_hash_table_remove_all(s->instances);
+}
+
+void vgpu_supervisor_free(VgpuSupervisor *s) {
+  if (!s)
+    return;
+  g_clear_pointer(&s->control, vgpu_control_free);
+  if (s->instances)
+    g_hash_table_unref(s->instances);
+  vgpu_ledger_free(s->ledger);
+  vgpu_config_free(s->cfg);
+  g_free(s->runtime_dir);
+  g_free(s->config_path);
+  g_free(s->worker_path);
+  g_free(s->render_node);
+  g_free(s);
+}
+
+bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error) {
+  VgpuConfig *next = s->config_path ? vgpu_config_load_file(s->config_path, error)
+                                    : vgpu_config_load_default(error);
+  if (!next)
+    return false;
+  guint added = 0, removed = 0, changed = 0;
+  /* Removed config instances drain; runtime ones are not the file's. */
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    if (!in->runtime_origin && !in->draining && !vgpu_config_find_instance(next, in->cfg->name)) {
+      instance_drain(in);
+      removed++;
+    }
+  }
+  for (guint i = 0; i < next->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(next->instances, i);
+    VgpuInstance *in = g_hash_table_lookup(s->instances, ic->name);
+    if (in && in->draining) {
+      vgpu_warn("%s: still draining; re-added once its last tenant leaves", ic->name);
+      continue;
+    }
+    if (in) {
+      if (in->runtime_origin) {
+        vgpu_warn("%s: defined in %s and created at run time; keeping the run-time one",
+                  ic->name, next->source);
+        continue;
+      }
+      if (memcmp(&in->cfg->eff.vram, &ic->eff.vram,
+                 sizeof(VgpuProfile) - G_STRUCT_OFFSET(VgpuProfile, vram)) != 0 ||
+          in->cfg->socket_mode != ic->socket_mode || g_strcmp0(in->cfg->profile, ic->profile)) {
+        instance_apply(in, ic);
+        changed++;
+      }
+      continue;
+    }
+    g_autoptr(GError) e = NULL;
+    in = instance_new(s, ic, false, &e);
+    if (!in) {
+      vgpu_error("%s: cannot add: %s", ic->name, e->message);
+      continue;
+    }
+    g_hash_table_insert(s->instances, in->cfg->name, in);
+    added++;
+  }
+  vgpu_log_set_level(next->log_level);
+  vgpu_config_free(s->cfg);
+  s->cfg = next;
+  vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
+            removed, changed);
+  return true;
+}
+
+const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) { return s->cfg; }
+VgpuLedger *vgpu_supervisor_ledger(VgpuSupervisor *s) { return s->ledger; }
+const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) { return s->runtime_dir; }
+const char *vgpu_supervisor_config_source(VgpuSupervisor *s) { return s->cfg->source; }
+gint64 vgpu_supervisor_started_us(VgpuSupervisor *s) { return s->started_us; }
+
+static gint by_name(gconstpointer a, gconstpointer b) {
+  const VgpuInstance *x = *(VgpuInstance *const *)a, *y = *(VgpuInstance *const *)b;
+  return strcmp(x->cfg->name, y->cfg->name);
+}
+
+GPtrArray *vgpu_supervisor_instances(VgpuSupervisor *s) {
+  GPtrArray *a = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    g_ptr_array_add(a, v);
+  g_ptr_array_sort(a, by_name);
+  return a;
+}
+
+VgpuInstance *vgpu_supervisor_find(VgpuSupervisor *s, const char *name) {
+  return name ? g_hash_table_lookup(s->instances, name) : NULL;
+}
+
+VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *name,
+                                              const char *profile, GError **error) {
+  if (!vgpu_instance_name_valid(name)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "invalid instance name \"%s\" (1-31 letters, digits, - and _)", name ? name : "");
+    return NULL;
+  }
+  if (g_hash_table_contains(s->instances, name)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS, "instance \"%s\" already exists", name);
+    return NULL;
+  }
+  const VgpuProfile *p = profile ? vgpu_config_find_profile(s->cfg, profile) : NULL;
+  if (!p) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "unknown profile \"%s\" (vgpuctl profiles lists them)", profile ? profile : "");
+    return NULL;
+  }
+  VgpuInstanceConfig *ic = vgpu_instance_config_new(name, p);
+  VgpuInstance *in = instance_new(s, ic, true, error);
+  vgpu_instance_config_free(ic);
+  if (!in)
+    return NULL;
+  g_hash_table_insert(s->instances, in->cfg->name, in);
+  vgpu_info("%s: created from profile %s", name, profile);
+  return in;
+}
+
+bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool force,
+                                      GError **error) {
+  VgpuInstance *in = vgpu_supervisor_find(s, name);
+  if (!in || in->draining) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no instance \"%s\"", name ? name : "");
+    return false;
+  }
+  guint n = g_hash_table_size(in->workers);
+  if (n && !force) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                "instance \"%s\" has %u connected tenant(s); use --force to end them", name, n);
+    return false;
+  }
+  vgpu_info("%s: destroyed%s", name, n ? " (force: ending its tenants)" : "");
+  GHashTableIter it;
+  gpointer w;
+  g_hash_table_iter_init(&it, in->workers);
+  while (g_hash_table_iter_next(&it, NULL, &w))
+    kill(((VgpuWorker *)w)->pid, SIGKILL);
+  instance_drain(in);
+  return true;
+}
+
+bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings,
+                         GError **error) {
+  VgpuInstance *in = vgpu_supervisor_find(s, name);
+  if (!in || in->draining) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no instance \"%s\"", name ? name : "");
+    return false;
+  }
+  g_autoptr(GString) what = g_string_new(NULL);
+  VgpuInstanceConfig *next = vgpu_instance_config_copy(in->cfg);
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, settings);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    g_autoptr(GError) e = NULL;
+    if (!vgpu_instance_config_set(next, k, v, &e)) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s=%s: %s", (char *)k,
+                  (char *)v, e->message);
+      vgpu_instance_config_free(next);
+      return false;
+    }
+    g_string_append_printf(what, " %s=%s", (char *)k, (char *)v);
+  }
+  instance_apply(in, next);
+  vgpu_instance_config_free(next);
+  vgpu_info("%s: set%s", name, what->str);
+  return true;
+}
