@@ -46,6 +46,7 @@ static struct virgl_renderer_callbacks virgl_cbs = {
     .get_drm_fd = virgl_get_drm_fd,
 };
 
+static void virgl_debug(const char *fmt, va_list ap) G_GNUC_PRINTF(1, 0);
 static void virgl_debug(const char *fmt, va_list ap) {
   if (vgpu_log_get_level() < VGPU_LOG_DEBUG)
     return;

@@ -1,0 +1,72 @@
+# vgpu: the two commands a new user runs are `make demo` and `make check`.
+# Everything else is here for developers and CI.
+
+MESON ?= meson
+BUILD ?= build
+BUILD_SAN ?= build-san
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
+# check: how long the fuzzer runs inside `make check`
+CHECK_FUZZ_SECONDS ?= 20
+
+# Sanitizer runs: Mesa, LLVM, EGL and virglrenderer keep allocations until
+# exit; tests/lsan.supp names those libraries (never our code).
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: all deps build build-san check demo bench fuzz install clean help
+
+all: build
+
+help:
+	@echo "make demo    set up, build, and show real GL programs on two vGPUs"
+	@echo "make check   set up, build with ASan/UBSan, run every test"
+	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server"
+	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
+	@echo "make deps | build | install | clean"
+
+deps:
+	@sh scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD) --buildtype=release -Db_ndebug=false
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# One clang build with ASan+UBSan serves the unit, integration and fuzz
+# suites, so everything `make check` runs is sanitized.
+$(BUILD_SAN)/build.ninja:
+	CC=clang $(MESON) setup $(BUILD_SAN) -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dfuzzing=true --buildtype=debugoptimized -Dwerror=true
+
+build-san: deps $(BUILD_SAN)/build.ninja
+	ninja -C $(BUILD_SAN)
+
+check: build-san
+	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
+	-$(SAN_ENV) VGPU_FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) \
+	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1
+	@python3 scripts/test-summary.py $(BUILD_SAN)
+
+demo: build
+	@sh scripts/demo.sh $(BUILD)
+
+bench: build
+	@sh bench/run.sh
+
+$(BUILD_FUZZ)/build.ninja:
+	CC=clang $(MESON) setup $(BUILD_FUZZ) -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dfuzzing=true --buildtype=debugoptimized
+
+fuzz: deps $(BUILD_FUZZ)/build.ninja
+	ninja -C $(BUILD_FUZZ)
+	$(SAN_ENV) VGPU_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	  $(MESON) test -C $(BUILD_FUZZ) --suite fuzz --print-errorlogs --timeout-multiplier 0
+
+install: build
+	$(MESON) install -C $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) out
