@@ -11,7 +11,7 @@ CHECK_FUZZ_SECONDS ?= 20
 
 # Sanitizer runs: Mesa, LLVM, EGL and virglrenderer keep allocations until
 # exit; tests/lsan.supp names those libraries (never our code).
-SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1 \
+SAN_ENV = ASAN_OPTIONS=abort_on_error=0:strict_string_checks=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 

@@ -10,13 +10,28 @@
 #include <seccomp.h>
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define VGPU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VGPU_SANITIZED 1
+#endif
+#endif
+#ifndef VGPU_SANITIZED
+#define VGPU_SANITIZED 0
+#endif
+
 #if HAVE_SECCOMP
 /* A deny list, not an allow list: Mesa's drivers (llvmpipe threads, the
  * JIT, DRM ioctls on real GPUs) use a wide and version-dependent set of
  * syscalls, and a missing one would break rendering in ways tenants cannot
  * diagnose.  What is listed here is never needed to render. */
 static const int denied_syscalls[] = {
-    SCMP_SYS(execve),        SCMP_SYS(execveat),        SCMP_SYS(ptrace),
+    SCMP_SYS(execve),        SCMP_SYS(execveat),
+#if !VGPU_SANITIZED
+    /* LeakSanitizer stops the world with ptrace at exit. */
+    SCMP_SYS(ptrace),
+#endif
     SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev), SCMP_SYS(mount),
     SCMP_SYS(umount2),       SCMP_SYS(pivot_root),      SCMP_SYS(chroot),
     SCMP_SYS(setns),         SCMP_SYS(unshare),         SCMP_SYS(kexec_load),
