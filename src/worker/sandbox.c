@@ -5,20 +5,10 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
+#include "util/sanitize.h"
 #include "vgpu-config.h"
 #if HAVE_SECCOMP
 #include <seccomp.h>
-#endif
-
-#if defined(__SANITIZE_ADDRESS__)
-#define VGPU_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define VGPU_SANITIZED 1
-#endif
-#endif
-#ifndef VGPU_SANITIZED
-#define VGPU_SANITIZED 0
 #endif
 
 #if HAVE_SECCOMP

@@ -14,10 +14,11 @@
 #include "render/renderer.h"
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/sanitize.h"
 #include "vtest/vtest_session.h"
 #include "worker/sandbox.h"
 
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if VGPU_SANITIZED
 /* Sanitizer builds: at exit, LeakSanitizer finds blocks allocated from
  * llvmpipe's JIT code, which it cannot attribute or suppress by library.
  * The code this worker runs per command is leak-checked by the session

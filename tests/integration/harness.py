@@ -1,0 +1,229 @@
+"""Shared helpers for vgpu's integration tests: an Xvfb, a vgpud on a
+private runtime directory, its control socket, and real GL clients run
+through vgpu-run.  Python standard library only.
+
+Exit codes follow meson: 0 pass, 77 skip (with the reason printed),
+anything else fail."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+VGPUD = os.environ.get("VGPUD", "vgpud")
+VGPU_RUN = os.environ.get("VGPU_RUN", "vgpu-run")
+VGPUCTL = os.environ.get("VGPUCTL", "vgpuctl")
+SOURCE_DIR = os.environ.get("VGPU_SOURCE_DIR", os.path.dirname(os.path.abspath(__file__)) + "/../..")
+PIGLIT_BIN = "/usr/lib/x86_64-linux-gnu/piglit/bin"
+
+
+def skip(reason):
+    print(f"SKIP: {reason}")
+    sys.exit(SKIP)
+
+
+def need(*programs):
+    for p in programs:
+        if not shutil.which(p) and not os.path.exists(p):
+            skip(f"{p} is not installed (make deps installs it)")
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def sanitizer_env(env):
+    supp = os.path.join(SOURCE_DIR, "tests", "lsan.supp")
+    env.setdefault("ASAN_OPTIONS", "abort_on_error=0")
+    if os.path.exists(supp):
+        env.setdefault("LSAN_OPTIONS", f"suppressions={supp}:print_suppressions=0")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+class Xvfb:
+    def __init__(self):
+        need("Xvfb")
+        for n in range(90, 200):
+            if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
+                self.display = f":{n}"
+                break
+        self.proc = subprocess.Popen(
+            ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(f"/tmp/.X11-unix/X{self.display[1:]}"), 20, "Xvfb")
+        time.sleep(0.2)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+DEFAULT_CONFIG = """
+[profile test]
+vram=512M
+max-resources=65536
+max-contexts=16
+max-clients=8
+
+[instance vgpu0]
+profile=test
+
+[instance vgpu1]
+profile=test
+"""
+
+
+class Daemon:
+    """vgpud --foreground on a private runtime directory."""
+
+    def __init__(self, config=DEFAULT_CONFIG, log_level="info"):
+        self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
+        self.dir = os.path.join(self.tmp, "run")
+        self.config_path = os.path.join(self.tmp, "vgpud.conf")
+        self.log_path = os.path.join(self.tmp, "vgpud.log")
+        args = [VGPUD, "--foreground", "--runtime-dir", self.dir, "--log-level", log_level]
+        if config is not None:
+            with open(self.config_path, "w") as f:
+                f.write(config)
+            args += ["--config", self.config_path]
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=sanitizer_env(dict(os.environ)), start_new_session=True)
+        wait_for(lambda: os.path.exists(os.path.join(self.dir, "control.sock")) or self.proc.poll() is not None,
+                 30, "vgpud's control socket")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"vgpud exited at start:\n{self.log_text()}")
+
+    def socket(self, instance):
+        return os.path.join(self.dir, instance, "vtest.sock")
+
+    def control(self, request, uid=None):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(os.path.join(self.dir, "control.sock"))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        return json.loads(data)
+
+    def show(self, instance):
+        r = self.control({"command": "show", "name": instance})
+        assert r["ok"], r
+        return r["instance"]
+
+    def usage(self, instance):
+        return self.show(instance)["usage"]
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, pattern, timeout=20):
+        return wait_for(lambda: re.search(pattern, self.log_text()), timeout, f"log line /{pattern}/")
+
+    def wait_idle(self, instance, timeout=20):
+        """Waits until the instance has no tenants and returns its usage."""
+        return wait_for(lambda: (lambda u: u if u["clients"] == 0 else None)(self.usage(instance)),
+                        timeout, f"{instance} to have no tenants")
+
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self, expect_rc=0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError("vgpud did not stop within 20 s of SIGTERM")
+        rc = self.proc.returncode
+        text = self.log_text()
+        if "ERROR: AddressSanitizer" in text or "runtime error:" in text or "LeakSanitizer" in text:
+            raise AssertionError(f"sanitizer report in vgpud's log:\n{text[-4000:]}")
+        if expect_rc is not None and rc != expect_rc:
+            raise AssertionError(f"vgpud exited with {rc}, expected {expect_rc}:\n{text[-3000:]}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def client(daemon, instance, argv, display, **kw):
+    """Starts a GL program on an instance through vgpu-run."""
+    env = dict(os.environ, DISPLAY=display)
+    return subprocess.Popen([VGPU_RUN, "--runtime-dir", daemon.dir, "--instance", instance, "--"] + argv,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, **kw)
+
+
+def reference_client(sock, argv, display, **kw):
+    env = dict(os.environ, DISPLAY=display)
+    return subprocess.Popen([VGPU_RUN, "--socket", sock, "--"] + argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, **kw)
+
+
+class ReferenceServer:
+    """virgl_test_server 0.10.4 on its own socket (only --socket-path=P works)."""
+
+    def __init__(self, tmpdir):
+        need("virgl_test_server")
+        self.sock = os.path.join(tmpdir, "ref.sock")
+        self.proc = subprocess.Popen(["virgl_test_server", "--use-egl-surfaceless",
+                                      f"--socket-path={self.sock}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_for(lambda: os.path.exists(self.sock), 20, "virgl_test_server's socket")
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+def finish(p, timeout=60):
+    """Output of a client started with a `timeout` wrapper or one that ends."""
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+    return p.returncode, out
+
+
+def fps_values(text):
+    return [float(x) for x in re.findall(r"frames in [\d.]+ seconds = ([\d.]+) FPS", text)]
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
