@@ -2,6 +2,7 @@
  * with the client connection and the ledger inherited (see the worker
  * contract in docs/ARCHITECTURE.md). */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,13 @@ typedef struct {
   gboolean version;
 } WorkerArgs;
 
+static void args_clear(WorkerArgs *a) {
+  g_free(a->instance);
+  g_free(a->renderer);
+  g_free(a->render_node);
+  g_free(a->log_level);
+}
+
 static int exit_code_for(VtestEnd end) {
   switch (end) {
   case VTEST_END_DISCONNECT:
@@ -94,7 +102,7 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
 }
 
 int main(int argc, char **argv) {
-  WorkerArgs a = {.client_fd = -1, .ledger_fd = -1, .slot = -1, .client_pid = 0};
+  __attribute__((cleanup(args_clear))) WorkerArgs a = {.client_fd = -1, .ledger_fd = -1, .slot = -1, .client_pid = 0};
   g_autoptr(GError) error = NULL;
   vgpu_log_init("vgpu-worker", VGPU_LOG_INFO);
   if (!parse_args(argc, argv, &a, &error)) {
@@ -134,6 +142,20 @@ int main(int argc, char **argv) {
       vgpu_error("ledger: %s", error ? error->message : "bad --slot");
       return WORKER_EXIT_ERROR;
     }
+  }
+
+  /* Start the renderer (EGL, llvmpipe: tens of milliseconds) only once the
+   * client has sent something: a client that connects and leaves costs a
+   * fork and an exec, nothing more. */
+  struct pollfd pfd = {.fd = a.client_fd, .events = POLLIN};
+  int pr;
+  do {
+    pr = poll(&pfd, 1, a.idle_timeout > 0 ? a.idle_timeout * 1000 : -1);
+  } while (pr < 0 && errno == EINTR);
+  char peek;
+  if (pr == 0 || recv(a.client_fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+    vgpu_info("client left before sending a command");
+    return WORKER_EXIT_OK;
   }
 
   VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
@@ -181,9 +203,5 @@ int main(int argc, char **argv) {
   g_clear_pointer(&session, vtest_session_free);
   g_clear_pointer(&renderer, vgpu_renderer_free);
   vgpu_close(a.client_fd);
-  g_free(a.instance);
-  g_free(a.renderer);
-  g_free(a.render_node);
-  g_free(a.log_level);
   return exit_code_for(end);
 }
