@@ -346,7 +346,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->config_path = g_strdup(opt->config_path);
   s->worker_path = g_steal_pointer(&worker);
   s->render_node = find_render_node(cfg);
-  s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+  /* Keys are copies: an instance's cfg (and its name) is replaced on resize. */
+  s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        (GDestroyNotify)instance_free);
   s->started_us = g_get_monotonic_time();
   s->ledger = vgpu_ledger_create(error);
@@ -365,7 +366,7 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
     VgpuInstance *in = instance_new(s, ic, false, error);
     if (!in)
       return false;
-    g_hash_table_insert(s->instances, in->cfg->name, in);
+    g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   }
   s->control = vgpu_control_new(s, error);
   return s->control != NULL;
@@ -476,7 +477,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error) {
       vgpu_error("%s: cannot add: %s", ic->name, e->message);
       continue;
     }
-    g_hash_table_insert(s->instances, in->cfg->name, in);
+    g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
     added++;
   }
   vgpu_log_set_level(next->log_level);
@@ -535,7 +536,7 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
   vgpu_instance_config_free(ic);
   if (!in)
     return NULL;
-  g_hash_table_insert(s->instances, in->cfg->name, in);
+  g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   vgpu_info("%s: created from profile %s", name, profile);
   return in;
 }
