@@ -91,6 +91,7 @@ class Daemon:
 
     def __init__(self, config=DEFAULT_CONFIG, log_level="info"):
         self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
+        os.chmod(self.tmp, 0o755)  # tests also act as an unprivileged user
         self.dir = os.path.join(self.tmp, "run")
         self.config_path = os.path.join(self.tmp, "vgpud.conf")
         self.log_path = os.path.join(self.tmp, "vgpud.log")
