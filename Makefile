@@ -51,7 +51,7 @@ check: build-san
 	@python3 scripts/test-summary.py $(BUILD_SAN)
 
 demo: build
-	@sh scripts/demo.sh $(BUILD)
+	@python3 scripts/demo.py $(BUILD)
 
 bench: build
 	@sh bench/run.sh

@@ -71,7 +71,6 @@ static void test_call(void **state) {
     _exit(write(sv[1], reply, strlen(reply)) > 0 ? 0 : 1);
   }
   close(sv[1]);
-  g_autofree char *path = NULL;
   GError *e = NULL;
   /* Wrap the connected socket the way vgpu_ctl_connect would. */
   char tmpl[] = "/tmp/vgpu-ctl-test-XXXXXX";
