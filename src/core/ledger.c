@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <gio/gio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -20,7 +19,7 @@ const char *vgpu_res_kind_name(VgpuResKind kind) {
 static VgpuLedger *ledger_wrap(int fd, size_t size, GError **error) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "mapping the ledger: %s",
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "mapping the ledger: %s",
                 g_strerror(errno));
     return NULL;
   }
@@ -36,7 +35,7 @@ VgpuLedger *vgpu_ledger_create(GError **error) {
   vgpu_autofd int fd = memfd_create("vgpu-ledger", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0 || ftruncate(fd, (off_t)size) < 0 ||
       fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "creating the ledger: %s",
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "creating the ledger: %s",
                 g_strerror(errno));
     return NULL;
   }
@@ -54,13 +53,13 @@ VgpuLedger *vgpu_ledger_create(GError **error) {
 VgpuLedger *vgpu_ledger_map(int fd, GError **error) {
   struct stat st;
   if (fstat(fd, &st) < 0 || (size_t)st.st_size != sizeof(VgpuLedgerHeader)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                 "ledger fd %d is not a ledger of this version", fd);
     return NULL;
   }
   VgpuLedger *l = ledger_wrap(fd, sizeof(VgpuLedgerHeader), error);
   if (l && (l->hdr->magic != VGPU_LEDGER_MAGIC || l->hdr->version != VGPU_LEDGER_VERSION)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "ledger has a bad magic or version");
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "ledger has a bad magic or version");
     l->fd = -1; /* the caller still owns the fd */
     vgpu_ledger_free(l);
     return NULL;

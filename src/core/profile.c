@@ -3,7 +3,6 @@
 #include "core/profile.h"
 
 #include <errno.h>
-#include <gio/gio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +29,7 @@ static bool is_unlimited(const char *s) {
 
 bool vgpu_parse_size(const char *s, uint64_t *out, GError **error) {
   if (!s || !*s) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "empty size");
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "empty size");
     return false;
   }
   if (is_unlimited(s)) {
@@ -83,11 +82,11 @@ bool vgpu_parse_size(const char *s, uint64_t *out, GError **error) {
     return true;
   }
 bad:
-  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+  g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
               "\"%s\" is not a size (examples: 4096, 64K, 256M, 1.5G, unlimited)", s);
   return false;
 overflow:
-  g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "size \"%s\" is too large", s);
+  g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "size \"%s\" is too large", s);
   return false;
 }
 
@@ -99,7 +98,7 @@ bool vgpu_parse_count(const char *s, uint64_t *out, GError **error) {
   guint64 v;
   g_autoptr(GError) e = NULL;
   if (!s || !g_ascii_string_to_unsigned(s, 10, 0, G_MAXUINT32, &v, &e)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                 "\"%s\" is not a count (a whole number, or unlimited)", s ? s : "");
     return false;
   }

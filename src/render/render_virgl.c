@@ -3,7 +3,6 @@
  * worker process and this back-end can be instantiated once. */
 #include <errno.h>
 #include <fcntl.h>
-#include <gio/gio.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -189,7 +188,7 @@ static const VgpuRendererOps virgl_ops = {
 VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCallback cb,
                                       void *user, GError **error) {
   if (the_renderer) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_EXIST,
                 "virglrenderer is already initialised in this process");
     return NULL;
   }
@@ -211,7 +210,7 @@ VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCa
   virgl_set_debug_callback(virgl_debug);
   int ret = virgl_renderer_init(v, flags, &virgl_cbs);
   if (ret) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "virglrenderer initialisation failed (%s)",
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "virglrenderer initialisation failed (%s)",
                 g_strerror(ABS(ret)));
     g_free(v->render_node);
     g_free(v);

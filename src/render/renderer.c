@@ -1,6 +1,5 @@
 #include "render/renderer.h"
 
-#include <gio/gio.h>
 
 VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
                                 VgpuFenceCallback cb, void *user, GError **error) {
@@ -10,7 +9,7 @@ VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
   if (name == NULL || g_strcmp0(name, "virgl") == 0)
     return vgpu_renderer_virgl_new(cfg, cb, user, error);
 #endif
-  g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+  g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
               "unknown renderer \"%s\" (built-in: %s)", name ? name : "(default)",
               HAVE_VIRGL ? "virgl, null" : "null");
   return NULL;

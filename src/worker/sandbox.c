@@ -1,7 +1,6 @@
 #include "worker/sandbox.h"
 
 #include <errno.h>
-#include <gio/gio.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -42,14 +41,14 @@ static const int denied_syscalls[] = {
 bool vgpu_sandbox_apply(bool *applied_filter, GError **error) {
   *applied_filter = false;
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "no_new_privs: %s",
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "no_new_privs: %s",
                 g_strerror(errno));
     return false;
   }
 #if HAVE_SECCOMP
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (!ctx) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "seccomp_init failed");
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "seccomp_init failed");
     return false;
   }
   int r = 0;
@@ -75,7 +74,7 @@ bool vgpu_sandbox_apply(bool *applied_filter, GError **error) {
     r = seccomp_load(ctx);
   seccomp_release(ctx);
   if (r < 0) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "installing the seccomp filter: %s",
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "installing the seccomp filter: %s",
                 g_strerror(-r));
     return false;
   }

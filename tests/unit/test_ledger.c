@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,6 +97,7 @@ static void test_killed_process_reclaimed(void **state) {
   int s = vgpu_ledger_slot_claim(l, (uint32_t)inst, 1, 0);
   int p[2];
   assert_int_equal(pipe(p), 0);
+  fflush(NULL); /* the child must not repeat buffered output */
   pid_t pid = fork();
   if (pid == 0) {
     VgpuLedger *mine = vgpu_ledger_map(dup(l->fd), NULL);
@@ -123,6 +125,7 @@ static void test_killed_process_reclaimed(void **state) {
 static void test_death_holding_the_lock(void **state) {
   int keep = vgpu_ledger_slot_claim(l, (uint32_t)inst, 1, 0);
   assert_int_equal(vgpu_ledger_reserve(l, (uint32_t)keep, VGPU_RES_VRAM, 300), 0);
+  fflush(NULL); /* the child must not repeat buffered output */
   pid_t pid = fork();
   if (pid == 0) {
     VgpuLedgerInstance *in = vgpu_ledger_instance(l, (uint32_t)inst);
