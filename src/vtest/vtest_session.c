@@ -461,7 +461,7 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
     return false;
   uint32_t ndw = cmd->u.submit.ndw;
   const void *dw = cmd->u.submit.dw;
-  if (((uintptr_t)dw & 3) != 0) {
+  if (ndw > 0 && ((uintptr_t)dw & 3) != 0) {
     size_t bytes = (size_t)ndw * 4;
     if (s->scratch_cap < bytes) {
       g_free(s->scratch);

@@ -89,7 +89,7 @@ profile=test
 class Daemon:
     """vgpud --foreground on a private runtime directory."""
 
-    def __init__(self, config=DEFAULT_CONFIG, log_level="info"):
+    def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None):
         self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
         os.chmod(self.tmp, 0o755)  # tests also act as an unprivileged user
         self.dir = os.path.join(self.tmp, "run")
@@ -102,7 +102,8 @@ class Daemon:
             args += ["--config", self.config_path]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=sanitizer_env(dict(os.environ)), start_new_session=True)
+                                     env=sanitizer_env(dict(os.environ, **(env or {}))),
+                                     start_new_session=True)
         wait_for(lambda: os.path.exists(os.path.join(self.dir, "control.sock")) or self.proc.poll() is not None,
                  30, "vgpud's control socket")
         if self.proc.poll() is not None:

@@ -269,6 +269,8 @@ static void test_submit_and_busy_wait(void **state) {
   Fix *f = *state;
   name(f);
   cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){0, 0}, 2);
+  /* Unaligned (after the 13-byte name) and empty: found by the fuzzer. */
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 0, NULL, 0);
   cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 1}, 2);
   assert_true(run(f));
   expect(f, (uint32_t[]){1, 7, 0}, 3);
