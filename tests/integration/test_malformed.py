@@ -165,6 +165,15 @@ def main():
         vt.well_behaved_session(path)
         u = d.wait_idle("vgpu0")
         assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
+        # The bystander never noticed any of it.
+        assert bystander.poll() is None, "the other instance's client died"
+        rc, out = h.finish(bystander, 90)
+        fps = h.fps_values(out)
+        assert len(fps) >= 3 and min(fps) > 0, out
+        print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}")
+        # Counted once the bystander's worker is gone too (its child watch
+        # holds a pidfd while it runs).
+        d.wait_idle("vgpu1", timeout=60)
         try:
             h.wait_for(lambda: h.fd_count(d.pid()) == fd_base, 10, "vgpud's fd count to settle")
         except AssertionError:
@@ -172,15 +181,11 @@ def main():
         fds = h.fd_count(d.pid())
         rss = h.rss_kib(d.pid())
         print(f"vgpud fds {fd_base} -> {fds}; RSS after 300 cycles {rss_base} KiB, after 1000 {rss} KiB")
-        assert fds == fd_base, f"vgpud fd count {fd_base} -> {fds}"
+        p = d.pid()
+        open_fds = [os.readlink(f"/proc/{p}/fd/{f}") for f in os.listdir(f"/proc/{p}/fd")]
+        assert fds == fd_base, f"vgpud fd count {fd_base} -> {fds}: {open_fds}"
         assert rss <= rss_base + 4096, f"vgpud RSS grew from {rss_base} to {rss} KiB"
 
-        # The bystander never noticed any of it.
-        assert bystander.poll() is None, "the other instance's client died"
-        rc, out = h.finish(bystander, 90)
-        fps = h.fps_values(out)
-        assert len(fps) >= 3 and min(fps) > 0, out
-        print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}")
         d.stop()
     finally:
         d.kill()
