@@ -87,7 +87,8 @@ static int null_transfer(VgpuRenderer *r, uint32_t ctx, uint32_t handle, VgpuTra
     return -EINVAL;
   if (dir == VGPU_TRANSFER_FROM_HOST && iov)
     for (unsigned i = 0; i < niov; i++)
-      memset(iov[i].iov_base, 0, iov[i].iov_len);
+      if (iov[i].iov_len)
+        memset(iov[i].iov_base, 0, iov[i].iov_len);
   return 0;
 }
 

@@ -436,6 +436,8 @@ static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDi
     return end_session(s, VTEST_END_VIOLATION,
                        "transfer of %u bytes cannot hold the %" G_GUINT64_FORMAT "-byte box",
                        t->data_size, need);
+  if (t->data_size == 0)
+    return true; /* an empty box: nothing to move, and no reply bytes */
   void *buf = dir == VGPU_TRANSFER_TO_HOST ? (void *)t->data : g_try_malloc0(t->data_size);
   if (!buf && t->data_size)
     return end_session(s, VTEST_END_RENDERER, "out of memory for a %u-byte read-back",
