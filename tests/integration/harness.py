@@ -229,3 +229,18 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def run(test, needs=("Xvfb",), config=DEFAULT_CONFIG, env=None):
+    """Runs test(xvfb, daemon) with both started and always stopped; the
+    daemon must then stop cleanly (exit 0, no sanitizer report)."""
+    need("Xvfb", *needs)
+    x = Xvfb()
+    d = Daemon(config, env=env)
+    try:
+        test(x, d)
+        d.stop()
+    finally:
+        d.kill()
+        x.stop()
+    sys.exit(0)

@@ -2,55 +2,46 @@
 """Real Mesa clients (glxgears) render through vgpud on two vGPU instances,
 one at a time and both at once; usage is visible while they run and back
 to zero after."""
-import sys
 import time
 
 import harness as h
 
 
-def main():
-    h.need("glxgears", "Xvfb")
-    x = h.Xvfb()
-    d = h.Daemon()
-    try:
-        for inst in ("vgpu0", "vgpu1"):
-            rc, out = h.finish(h.client(d, inst, ["timeout", "-s", "INT", "7", "glxgears", "-info"],
-                                        x.display), 60)
-            assert "GL_RENDERER   = virgl" in out, f"{inst}: no virgl renderer in:\n{out}"
-            assert h.fps_values(out), f"{inst}: no frame rate reported:\n{out}"
-            print(f"{inst}: {out.splitlines()[0]} ... {h.fps_values(out)[0]:.0f} FPS")
-            u = d.wait_idle(inst)
-            assert u["vram"] == 0 and u["resources"] == 0 and u["contexts"] == 0, u
-            assert u["frames"] > 0, u
+def test(x, d):
+    for inst in ("vgpu0", "vgpu1"):
+        rc, out = h.finish(h.client(d, inst, ["timeout", "-s", "INT", "7", "glxgears", "-info"],
+                                    x.display), 60)
+        assert "GL_RENDERER   = virgl" in out, f"{inst}: no virgl renderer in:\n{out}"
+        assert h.fps_values(out), f"{inst}: no frame rate reported:\n{out}"
+        print(f"{inst}: {out.splitlines()[0]} ... {h.fps_values(out)[0]:.0f} FPS")
+        u = d.wait_idle(inst)
+        assert u["vram"] == 0 and u["resources"] == 0 and u["contexts"] == 0, u
+        assert u["frames"] > 0, u
 
-        # Both at once: each renders, each instance sees only its own tenant.
-        a = h.client(d, "vgpu0", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
-        b = h.client(d, "vgpu1", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
-        time.sleep(4)
-        s0, s1 = d.show("vgpu0"), d.show("vgpu1")
-        time.sleep(2)
-        t0 = d.show("vgpu0")
-        for s in (s0, s1):
-            assert s["usage"]["clients"] == 1, s
-            assert len(s["tenants"]) == 1 and s["tenants"][0]["vram"] > 0, s
-            assert s["usage"]["vram"] == s["tenants"][0]["vram"], s
-        assert t0["usage"]["frames"] > s0["usage"]["frames"], "vgpu0 stopped presenting frames"
-        _, out_a = h.finish(a, 60)
-        _, out_b = h.finish(b, 60)
-        fa, fb = h.fps_values(out_a), h.fps_values(out_b)
-        assert fa and fa[-1] > 0, out_a
-        assert fb and fb[-1] > 0, out_b
-        print(f"concurrent: vgpu0 {fa[-1]:.0f} FPS, vgpu1 {fb[-1]:.0f} FPS")
-        for inst in ("vgpu0", "vgpu1"):
-            u = d.wait_idle(inst)
-            assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-        log = d.log_text()
-        assert log.count("connected: worker") == 4, log
-        d.stop()
-    finally:
-        d.kill()
-        x.stop()
+    # Both at once: each renders, each instance sees only its own tenant.
+    a = h.client(d, "vgpu0", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
+    b = h.client(d, "vgpu1", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
+    time.sleep(4)
+    s0, s1 = d.show("vgpu0"), d.show("vgpu1")
+    time.sleep(2)
+    t0 = d.show("vgpu0")
+    for s in (s0, s1):
+        assert s["usage"]["clients"] == 1, s
+        assert len(s["tenants"]) == 1 and s["tenants"][0]["vram"] > 0, s
+        assert s["usage"]["vram"] == s["tenants"][0]["vram"], s
+    assert t0["usage"]["frames"] > s0["usage"]["frames"], "vgpu0 stopped presenting frames"
+    _, out_a = h.finish(a, 60)
+    _, out_b = h.finish(b, 60)
+    fa, fb = h.fps_values(out_a), h.fps_values(out_b)
+    assert fa and fa[-1] > 0, out_a
+    assert fb and fb[-1] > 0, out_b
+    print(f"concurrent: vgpu0 {fa[-1]:.0f} FPS, vgpu1 {fb[-1]:.0f} FPS")
+    for inst in ("vgpu0", "vgpu1"):
+        u = d.wait_idle(inst)
+        assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
+    log = d.log_text()
+    assert log.count("connected: worker") == 4, log
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    h.run(test, needs=("glxgears",))

@@ -7,7 +7,6 @@ is back at its baseline and its memory has not grown."""
 import os
 import socket
 import struct
-import sys
 import time
 
 import harness as h
@@ -45,152 +44,143 @@ def hostile(d, path, payload_fn, reason, n_seen):
     return n_seen + 1
 
 
-def main():
-    h.need("glxgears", "Xvfb")
-    x = h.Xvfb()
-    # A small ASan quarantine (sanitizer builds) so RSS measures what vgpud
-    # keeps, not freed memory ASan holds back to catch use-after-free.
-    d = h.Daemon(CONFIG, env={"ASAN_OPTIONS": "abort_on_error=0:quarantine_size_mb=1"})
+def test(x, d):
+    path = d.socket("vgpu0")
+    vt.well_behaved_session(path)
+    d.wait_idle("vgpu0")
+    time.sleep(0.5)  # let vgpud close the control connection wait_idle used
+    fd_base = h.fd_count(d.pid())
+    bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "60", "glxgears"], x.display)
+    h.wait_for(lambda: d.usage("vgpu1")["frames"] > 10, 30, "the bystander to render")
+
+    name = b"hostile\0"
+    hello = cmd(vt.CREATE_RENDERER, raw=name, length=len(name))
+    n = 0
+    n = hostile(d, path, lambda c: c.send(hello + cmd(999)), "unknown command id", n)
+    n = hostile(d, path, lambda c: c.send(cmd(vt.PING)), "before CREATE_RENDERER", n)
+    n = hostile(d, path, lambda c: c.send(hello + struct.pack("<II", 1 << 30, vt.SUBMIT_CMD)),
+                "submit limit", n)
+    n = hostile(d, path, lambda c: c.send(struct.pack("<II", 1 << 20, vt.CREATE_RENDERER)),
+                "name length out of range", n)
+    n = hostile(d, path, lambda c: c.send(hello + cmd(vt.BUSY_WAIT, (0, 0, 0), length=3)),
+                "length does not match", n)
+    n = hostile(d, path, lambda c: c.send(hello + cmd(15, (1,))), "protocol version 3", n)
+
+    def unknown_handle(c):
+        c.handshake()
+        c.transfer_get2(77, (0, 0, 0, 1, 1, 1), 4)
+    n = hostile(d, path, unknown_handle, "unknown resource 77", n)
+
+    def duplicate(c):
+        c.handshake()
+        os.close(c.create2(5, 0, 64, 16, 64, 1, 64))
+        c.send(cmd(vt.RESOURCE_CREATE2, (5, 0, 64, 16, 64, 1, 1, 1, 0, 0, 64)))
+    n = hostile(d, path, duplicate, "already in use", n)
+
+    def outside(c):
+        c.handshake()
+        os.close(c.create2(1, 2, 1, 2, 64, 64, 64 * 64 * 4))
+        c.transfer_get2(1, (0, 0, 0, 128, 64, 1), 64 * 64 * 4)
+    n = hostile(d, path, outside, "outside resource 1", n)
+
+    def past_backing(c):
+        c.handshake()
+        os.close(c.create2(1, 2, 1, 2, 64, 64, 64 * 64 * 4))
+        c.transfer_put2(1, (0, 0, 0, 64, 64, 1), 16, offset=4096)
+    n = hostile(d, path, past_backing, "backing", n)
+
+    def huge_backing(c):
+        c.handshake()
+        c.send(cmd(vt.RESOURCE_CREATE2, (1, 0, 64, 16, 64, 1, 1, 1, 0, 0, 1 << 30)))
+    n = hostile(d, path, huge_backing, "far beyond", n)
+
+    def bad_resource(c):
+        c.handshake()
+        c.send(cmd(vt.RESOURCE_CREATE2, (1, 2, 9999, 2, 64, 64, 1, 1, 0, 0, 0)))
+    n = hostile(d, path, bad_resource, "unknown format", n)
+
+    def overflow(c):
+        c.handshake()
+        c.send(cmd(vt.RESOURCE_CREATE2, (1, 2, 31, 2, 16384, 16384, 1, 2048, 14, 32, 0)))
+    n = hostile(d, path, overflow, "VRAM limit", n)
+
+    # Truncated command, then hang-up: logged, nothing else happens.
+    c = vt.VtestClient(path)
+    c.send(hello + struct.pack("<II", 100, vt.SUBMIT_CMD) + b"\0" * 10)
+    c.close()
+    d.wait_log(r"vgpu0 client %d: .*hung up in the middle of a command" % ME)
+    print("ok: disconnect mid-message")
+
+    # Harmless quirks Mesa 22.3 sends are accepted.
+    c = vt.VtestClient(path)
+    c.handshake(b"quirks")
+    fd = c.create2(1, 2, 1, 1 << 7 | 2, 300, 300, 360000)
+    c.transfer_get2(1, (0, 0, 0, 300, 300, 1), 364800)  # aligned size > backing
+    c.transfer_put2(1, (0, 0, 0, 300, 1, 1), 1200)      # LEN counts unsent data
+    c.unref(42)                                           # unknown handle: ignored
+    assert c.busy_wait(1) == 0
+    c.close()
+    os.close(fd)
+    print("ok: Mesa quirks accepted")
+
+    # A flood of passed descriptors rides along with valid commands: the
+    # worker reads with read(), so the kernel drops them; nothing leaks.
+    c = vt.VtestClient(path)
+    c.handshake(b"fds")
+    devnull = [os.open("/dev/null", os.O_RDONLY) for _ in range(64)]
+    for _ in range(100):
+        c.s.sendmsg([cmd(vt.PING)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      struct.pack(f"{len(devnull)}i", *devnull))])
+    for _ in range(100):
+        assert c.recv_words(2) == (0, vt.PING)
+    worker = d.show("vgpu0")["tenants"][0]["worker_pid"]
+    assert h.fd_count(worker) < 40, f"worker holds {h.fd_count(worker)} fds"
+    assert c.busy_wait(0) == 0
+    c.close()
+    for f in devnull:
+        os.close(f)
+    print("ok: fd flood")
+
+    # 1000 connect/disconnect cycles, some leaving half a header behind.
+    d.wait_idle("vgpu0")
+    rss_base = None
+    for i in range(1000):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        if i % 3 == 0:
+            s.send(b"\x09\x00\x00")
+        s.close()
+        if i % 50 == 49:
+            d.wait_idle("vgpu0", timeout=60)
+            if i == 299:
+                rss_base = h.rss_kib(d.pid())
+    d.wait_idle("vgpu0", timeout=60)
+    vt.well_behaved_session(path)
+    u = d.wait_idle("vgpu0")
+    assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
+    # The bystander never noticed any of it.
+    assert bystander.poll() is None, "the other instance's client died"
+    rc, out = h.finish(bystander, 90)
+    fps = h.fps_values(out)
+    assert len(fps) >= 3 and min(fps) > 0, out
+    print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}")
+    # Counted once the bystander's worker is gone too (its child watch
+    # holds a pidfd while it runs).
+    d.wait_idle("vgpu1", timeout=60)
     try:
-        path = d.socket("vgpu0")
-        vt.well_behaved_session(path)
-        d.wait_idle("vgpu0")
-        time.sleep(0.5)  # let vgpud close the control connection wait_idle used
-        fd_base = h.fd_count(d.pid())
-        bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "60", "glxgears"], x.display)
-        h.wait_for(lambda: d.usage("vgpu1")["frames"] > 10, 30, "the bystander to render")
-
-        name = b"hostile\0"
-        hello = cmd(vt.CREATE_RENDERER, raw=name, length=len(name))
-        n = 0
-        n = hostile(d, path, lambda c: c.send(hello + cmd(999)), "unknown command id", n)
-        n = hostile(d, path, lambda c: c.send(cmd(vt.PING)), "before CREATE_RENDERER", n)
-        n = hostile(d, path, lambda c: c.send(hello + struct.pack("<II", 1 << 30, vt.SUBMIT_CMD)),
-                    "submit limit", n)
-        n = hostile(d, path, lambda c: c.send(struct.pack("<II", 1 << 20, vt.CREATE_RENDERER)),
-                    "name length out of range", n)
-        n = hostile(d, path, lambda c: c.send(hello + cmd(vt.BUSY_WAIT, (0, 0, 0), length=3)),
-                    "length does not match", n)
-        n = hostile(d, path, lambda c: c.send(hello + cmd(15, (1,))), "protocol version 3", n)
-
-        def unknown_handle(c):
-            c.handshake()
-            c.transfer_get2(77, (0, 0, 0, 1, 1, 1), 4)
-        n = hostile(d, path, unknown_handle, "unknown resource 77", n)
-
-        def duplicate(c):
-            c.handshake()
-            os.close(c.create2(5, 0, 64, 16, 64, 1, 64))
-            c.send(cmd(vt.RESOURCE_CREATE2, (5, 0, 64, 16, 64, 1, 1, 1, 0, 0, 64)))
-        n = hostile(d, path, duplicate, "already in use", n)
-
-        def outside(c):
-            c.handshake()
-            os.close(c.create2(1, 2, 1, 2, 64, 64, 64 * 64 * 4))
-            c.transfer_get2(1, (0, 0, 0, 128, 64, 1), 64 * 64 * 4)
-        n = hostile(d, path, outside, "outside resource 1", n)
-
-        def past_backing(c):
-            c.handshake()
-            os.close(c.create2(1, 2, 1, 2, 64, 64, 64 * 64 * 4))
-            c.transfer_put2(1, (0, 0, 0, 64, 64, 1), 16, offset=4096)
-        n = hostile(d, path, past_backing, "backing", n)
-
-        def huge_backing(c):
-            c.handshake()
-            c.send(cmd(vt.RESOURCE_CREATE2, (1, 0, 64, 16, 64, 1, 1, 1, 0, 0, 1 << 30)))
-        n = hostile(d, path, huge_backing, "far beyond", n)
-
-        def bad_resource(c):
-            c.handshake()
-            c.send(cmd(vt.RESOURCE_CREATE2, (1, 2, 9999, 2, 64, 64, 1, 1, 0, 0, 0)))
-        n = hostile(d, path, bad_resource, "unknown format", n)
-
-        def overflow(c):
-            c.handshake()
-            c.send(cmd(vt.RESOURCE_CREATE2, (1, 2, 31, 2, 16384, 16384, 1, 2048, 14, 32, 0)))
-        n = hostile(d, path, overflow, "VRAM limit", n)
-
-        # Truncated command, then hang-up: logged, nothing else happens.
-        c = vt.VtestClient(path)
-        c.send(hello + struct.pack("<II", 100, vt.SUBMIT_CMD) + b"\0" * 10)
-        c.close()
-        d.wait_log(r"vgpu0 client %d: .*hung up in the middle of a command" % ME)
-        print("ok: disconnect mid-message")
-
-        # Harmless quirks Mesa 22.3 sends are accepted.
-        c = vt.VtestClient(path)
-        c.handshake(b"quirks")
-        fd = c.create2(1, 2, 1, 1 << 7 | 2, 300, 300, 360000)
-        c.transfer_get2(1, (0, 0, 0, 300, 300, 1), 364800)  # aligned size > backing
-        c.transfer_put2(1, (0, 0, 0, 300, 1, 1), 1200)      # LEN counts unsent data
-        c.unref(42)                                           # unknown handle: ignored
-        assert c.busy_wait(1) == 0
-        c.close()
-        os.close(fd)
-        print("ok: Mesa quirks accepted")
-
-        # A flood of passed descriptors rides along with valid commands: the
-        # worker reads with read(), so the kernel drops them; nothing leaks.
-        c = vt.VtestClient(path)
-        c.handshake(b"fds")
-        devnull = [os.open("/dev/null", os.O_RDONLY) for _ in range(64)]
-        for _ in range(100):
-            c.s.sendmsg([cmd(vt.PING)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                          struct.pack(f"{len(devnull)}i", *devnull))])
-        for _ in range(100):
-            assert c.recv_words(2) == (0, vt.PING)
-        worker = d.show("vgpu0")["tenants"][0]["worker_pid"]
-        assert h.fd_count(worker) < 40, f"worker holds {h.fd_count(worker)} fds"
-        assert c.busy_wait(0) == 0
-        c.close()
-        for f in devnull:
-            os.close(f)
-        print("ok: fd flood")
-
-        # 1000 connect/disconnect cycles, some leaving half a header behind.
-        d.wait_idle("vgpu0")
-        rss_base = None
-        for i in range(1000):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(path)
-            if i % 3 == 0:
-                s.send(b"\x09\x00\x00")
-            s.close()
-            if i % 50 == 49:
-                d.wait_idle("vgpu0", timeout=60)
-                if i == 299:
-                    rss_base = h.rss_kib(d.pid())
-        d.wait_idle("vgpu0", timeout=60)
-        vt.well_behaved_session(path)
-        u = d.wait_idle("vgpu0")
-        assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-        # The bystander never noticed any of it.
-        assert bystander.poll() is None, "the other instance's client died"
-        rc, out = h.finish(bystander, 90)
-        fps = h.fps_values(out)
-        assert len(fps) >= 3 and min(fps) > 0, out
-        print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}")
-        # Counted once the bystander's worker is gone too (its child watch
-        # holds a pidfd while it runs).
-        d.wait_idle("vgpu1", timeout=60)
-        try:
-            h.wait_for(lambda: h.fd_count(d.pid()) == fd_base, 10, "vgpud's fd count to settle")
-        except AssertionError:
-            pass
-        fds = h.fd_count(d.pid())
-        rss = h.rss_kib(d.pid())
-        print(f"vgpud fds {fd_base} -> {fds}; RSS after 300 cycles {rss_base} KiB, after 1000 {rss} KiB")
-        p = d.pid()
-        open_fds = [os.readlink(f"/proc/{p}/fd/{f}") for f in os.listdir(f"/proc/{p}/fd")]
-        assert fds == fd_base, f"vgpud fd count {fd_base} -> {fds}: {open_fds}"
-        assert rss <= rss_base + 4096, f"vgpud RSS grew from {rss_base} to {rss} KiB"
-
-        d.stop()
-    finally:
-        d.kill()
-        x.stop()
+        h.wait_for(lambda: h.fd_count(d.pid()) == fd_base, 10, "vgpud's fd count to settle")
+    except AssertionError:
+        pass
+    fds = h.fd_count(d.pid())
+    rss = h.rss_kib(d.pid())
+    print(f"vgpud fds {fd_base} -> {fds}; RSS after 300 cycles {rss_base} KiB, after 1000 {rss} KiB")
+    p = d.pid()
+    open_fds = [os.readlink(f"/proc/{p}/fd/{f}") for f in os.listdir(f"/proc/{p}/fd")]
+    assert fds == fd_base, f"vgpud fd count {fd_base} -> {fds}: {open_fds}"
+    assert rss <= rss_base + 4096, f"vgpud RSS grew from {rss_base} to {rss} KiB"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A small ASan quarantine (sanitizer builds) so RSS measures what vgpud
+    # keeps, not freed memory ASan holds back to catch use-after-free.
+    h.run(test, needs=("glxgears",), config=CONFIG, env={"ASAN_OPTIONS": "abort_on_error=0:quarantine_size_mb=1"})

@@ -4,7 +4,6 @@ server virgl_test_server 0.10.4, in the same run: at least 30 tests over
 FBOs, textures, GLSL, compute, transform feedback and queries."""
 import os
 import re
-import sys
 
 import harness as h
 
@@ -45,13 +44,10 @@ def result(out):
     return m[-1] if m else "crash"
 
 
-def main():
-    h.need("Xvfb", os.path.join(BIN, "shader_runner"), "virgl_test_server")
-    x = h.Xvfb()
-    d = h.Daemon()
+def test(x, d):
     ref = h.ReferenceServer(d.tmp)
-    rows, differ = [], []
     try:
+        rows, differ = [], []
         for group, tests in TESTS.items():
             for t in tests:
                 argv = ["timeout", "60"] + argv_for(t)
@@ -74,12 +70,9 @@ def main():
         assert len(ran) >= 30, f"only {len(ran)} tests produced a result"
         u = d.wait_idle("vgpu0")
         assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-        d.stop()
+
     finally:
         ref.stop()
-        d.kill()
-        x.stop()
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    h.run(test, needs=(os.path.join(BIN, "shader_runner"), "virgl_test_server",))

@@ -4,7 +4,6 @@ reaches the renderer, with one log line naming instance, client pid and the
 limit, while a client on another instance keeps rendering; raising the
 limit at run time lets a new client in."""
 import re
-import sys
 import time
 
 import harness as h
@@ -26,60 +25,52 @@ profile=tiny
 """
 
 
-def main():
-    h.need("glxgears", "Xvfb")
-    x = h.Xvfb()
-    d = h.Daemon(CONFIG)
-    try:
-        big = h.client(d, "big", ["timeout", "-s", "INT", "16", "glxgears"], x.display)
-        time.sleep(3)
-        frames_before = d.usage("big")["frames"]
-        # glxgears needs about 2.3 MB (two 300x300 targets and two vertex
-        # buffers): the 1 MiB instance must refuse it.
-        tiny = h.client(d, "tiny", ["glxgears"], x.display)
-        rc, out = h.finish(tiny, 60)
-        assert rc != 0, f"the tiny client was not refused:\n{out}"
-        line = d.wait_log(r"tiny client (\d+): glxgears: quota exceeded, session ended: .*VRAM limit 1 MiB")
-        assert int(line.group(1)) == tiny.pid, (line.group(0), tiny.pid)
-        print("refusal:", line.group(0))
-        d.wait_log(r"tiny: client pid %d worker \d+ ended: quota refusal" % tiny.pid)
-        u = d.wait_idle("tiny")
-        assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-        assert u["refusals"] >= 1, u
-        # Nothing the tiny instance did touched the big one.
-        time.sleep(2)
-        assert d.usage("big")["frames"] > frames_before, "big stopped rendering"
-        rc, out = h.finish(big, 60)
-        fps = h.fps_values(out)
-        assert len(fps) >= 2 and min(fps) > 0, out
-        print(f"big kept rendering: {fps}")
+def test(x, d):
+    big = h.client(d, "big", ["timeout", "-s", "INT", "16", "glxgears"], x.display)
+    time.sleep(3)
+    frames_before = d.usage("big")["frames"]
+    # glxgears needs about 2.3 MB (two 300x300 targets and two vertex
+    # buffers): the 1 MiB instance must refuse it.
+    tiny = h.client(d, "tiny", ["glxgears"], x.display)
+    rc, out = h.finish(tiny, 60)
+    assert rc != 0, f"the tiny client was not refused:\n{out}"
+    line = d.wait_log(r"tiny client (\d+): glxgears: quota exceeded, session ended: .*VRAM limit 1 MiB")
+    assert int(line.group(1)) == tiny.pid, (line.group(0), tiny.pid)
+    print("refusal:", line.group(0))
+    d.wait_log(r"tiny: client pid %d worker \d+ ended: quota refusal" % tiny.pid)
+    u = d.wait_idle("tiny")
+    assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
+    assert u["refusals"] >= 1, u
+    # Nothing the tiny instance did touched the big one.
+    time.sleep(2)
+    assert d.usage("big")["frames"] > frames_before, "big stopped rendering"
+    rc, out = h.finish(big, 60)
+    fps = h.fps_values(out)
+    assert len(fps) >= 2 and min(fps) > 0, out
+    print(f"big kept rendering: {fps}")
 
-        # Raising the limit at run time admits a new client.
-        r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "64M"}})
-        assert r["ok"] and r["instance"]["limits"]["vram"] == 64 << 20, r
-        rc, out = h.finish(h.client(d, "tiny", ["timeout", "-s", "INT", "7", "glxgears"], x.display), 60)
-        assert h.fps_values(out), f"tiny did not render after the resize:\n{out}"
+    # Raising the limit at run time admits a new client.
+    r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "64M"}})
+    assert r["ok"] and r["instance"]["limits"]["vram"] == 64 << 20, r
+    rc, out = h.finish(h.client(d, "tiny", ["timeout", "-s", "INT", "7", "glxgears"], x.display), 60)
+    assert h.fps_values(out), f"tiny did not render after the resize:\n{out}"
 
-        # Shrinking below use kills nobody: it refuses allocations that no
-        # longer fit.  vtest has no error reply, so a refused allocation ends
-        # that client's session (logged as a quota refusal, not a kill).
-        p = h.client(d, "tiny", ["timeout", "-s", "INT", "10", "glxgears"], x.display)
-        h.wait_for(lambda: d.usage("tiny")["vram"] > (2 << 20), 20, "tiny's client to allocate")
-        r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "1M"}})
-        assert r["ok"] and r["instance"]["usage"]["vram"] > (1 << 20), r
-        rc, out = h.finish(h.client(d, "tiny", ["glxgears"], x.display), 60)
-        assert rc != 0, "a new client was admitted past the shrunk limit"
-        h.finish(p, 60)
-        u = d.wait_idle("tiny")
-        assert (u["vram"], u["resources"]) == (0, 0), u
-        assert u["worker_crashes"] == 0, u
-        assert "SIGKILL" not in d.log_text()
-        assert d.show("tiny")["limits"]["vram"] == 1 << 20
-        d.stop()
-    finally:
-        d.kill()
-        x.stop()
+    # Shrinking below use kills nobody: it refuses allocations that no
+    # longer fit.  vtest has no error reply, so a refused allocation ends
+    # that client's session (logged as a quota refusal, not a kill).
+    p = h.client(d, "tiny", ["timeout", "-s", "INT", "10", "glxgears"], x.display)
+    h.wait_for(lambda: d.usage("tiny")["vram"] > (2 << 20), 20, "tiny's client to allocate")
+    r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "1M"}})
+    assert r["ok"] and r["instance"]["usage"]["vram"] > (1 << 20), r
+    rc, out = h.finish(h.client(d, "tiny", ["glxgears"], x.display), 60)
+    assert rc != 0, "a new client was admitted past the shrunk limit"
+    h.finish(p, 60)
+    u = d.wait_idle("tiny")
+    assert (u["vram"], u["resources"]) == (0, 0), u
+    assert u["worker_crashes"] == 0, u
+    assert "SIGKILL" not in d.log_text()
+    assert d.show("tiny")["limits"]["vram"] == 1 << 20
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    h.run(test, needs=("glxgears",), config=CONFIG)
