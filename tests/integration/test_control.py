@@ -129,6 +129,18 @@ def test(x, d):
     p = subprocess.run([h.VGPU_RUN, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "--instance" in p.stdout
 
+    # As a normal user: through an unprivileged user namespace where the
+    # kernel allows one, else the documented error.
+    p = subprocess.run(NOBODY + ["env", f"DISPLAY={x.display}", h.VGPU_RUN, "--runtime-dir", d.dir,
+                                 "--instance", "vgpu0", "--", "timeout", "-s", "INT", "6",
+                                 "glxgears", "-info"], capture_output=True, text=True, timeout=60)
+    if "unprivileged user namespaces are disabled" in p.stderr:
+        assert p.returncode == 125, p.stderr
+        print("vgpu-run as nobody: user namespaces disabled here, clear error given")
+    else:
+        assert "GL_RENDERER   = virgl" in p.stdout, p.stdout + p.stderr
+        print("vgpu-run as nobody: rendered through a user namespace")
+
     # SIGTERM: exit 0, sockets, pid file and instance directories gone.
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=20) == 0
