@@ -8,10 +8,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "vgpu-config.h"
-#if HAVE_SYSTEMD
-#include <systemd/sd-journal.h>
-#endif
 
 static struct {
   char program[32];
@@ -35,7 +31,7 @@ static bool stderr_is_journal(void) {
 void vgpu_log_init(const char *program, VgpuLogLevel level) {
   g_strlcpy(log_state.program, program, sizeof(log_state.program));
   log_state.level = level;
-  log_state.journal = HAVE_SYSTEMD && stderr_is_journal();
+  log_state.journal = stderr_is_journal();
 }
 
 void vgpu_log_set_level(VgpuLogLevel level) { log_state.level = level; }
@@ -73,15 +69,15 @@ void vgpu_log(VgpuLogLevel level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-#if HAVE_SYSTEMD
   if (log_state.journal) {
+    /* journald reads a "<priority>" prefix on stream lines and adds its own
+     * time stamp and the program name; no libsystemd needed, so workers
+     * stay small. */
     static const int prio[] = {3, 4, 6, 7};
-    sd_journal_send("MESSAGE=%s%s%s", log_state.tag, log_state.tag[0] ? ": " : "", msg,
-                    "PRIORITY=%d", prio[level], "SYSLOG_IDENTIFIER=%s", log_state.program,
-                    "VGPU_TAG=%s", log_state.tag, NULL);
+    fprintf(stderr, "<%d>%s%s%s\n", prio[level], log_state.tag, log_state.tag[0] ? ": " : "",
+            msg);
     return;
   }
-#endif
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;

@@ -2,8 +2,8 @@
  *
  * Low layers return negative errno and do not log; daemons and workers log
  * through this module.  Lines go to stderr as "program[pid]: LEVEL tag: msg"
- * (the tag names the instance and tenant) or to the journal when stderr is
- * connected to it. */
+ * (the tag names the instance and tenant), or with journald's priority
+ * prefix ("<4>...") when stderr is connected to the journal. */
 #pragma once
 
 #include <glib.h>
