@@ -9,8 +9,6 @@
 #include <json-glib/json-glib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -350,23 +348,15 @@ static gboolean on_control_accept(gint fd, GIOCondition cond, gpointer user) {
 
 VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {
   g_autofree char *path = g_build_filename(vgpu_supervisor_runtime_dir(s), "control.sock", NULL);
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(a.sun_path)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FILENAME_TOO_LONG, "socket path too long: %s", path);
-    return NULL;
-  }
-  strcpy(a.sun_path, path);
-  vgpu_autofd int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  (void)unlink(path);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0666) < 0 ||
-      listen(fd, 16) < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "control socket %s: %s", path,
-                g_strerror(errno));
+  int fd = vgpu_listen_unix(path, 0666, 16);
+  if (fd < 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(-fd), "control socket %s: %s", path,
+                g_strerror(-fd));
     return NULL;
   }
   VgpuControl *c = g_new0(VgpuControl, 1);
   c->sup = s;
-  c->fd = vgpu_steal_fd(&fd);
+  c->fd = fd;
   c->path = g_steal_pointer(&path);
   c->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal, conn_free, NULL);
   c->watch = g_unix_fd_add(c->fd, G_IO_IN, on_control_accept, c);

@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -228,21 +227,11 @@ static gboolean on_accept(gint fd, GIOCondition cond, gpointer user) {
 /* ---- instances ----------------------------------------------------------- */
 
 static int listen_unix(const char *path, guint mode, GError **error) {
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(a.sun_path)) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FILENAME_TOO_LONG, "socket path too long: %s", path);
-    return -1;
-  }
-  strcpy(a.sun_path, path);
-  vgpu_autofd int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  (void)unlink(path);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, mode) < 0 ||
-      listen(fd, 64) < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "listening on %s: %s", path,
-                g_strerror(errno));
-    return -1;
-  }
-  return vgpu_steal_fd(&fd);
+  int fd = vgpu_listen_unix(path, mode, 64);
+  if (fd < 0)
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(-fd), "listening on %s: %s", path,
+                g_strerror(-fd));
+  return fd;
 }
 
 static void instance_stop_listening(VgpuInstance *in) {

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 void vgpu_close(int fd) {
@@ -137,6 +139,24 @@ int vgpu_set_cloexec(int fd, bool cloexec) {
     return -errno;
   fl = cloexec ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
   return fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0;
+}
+
+int vgpu_listen_unix(const char *path, unsigned mode, int backlog) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(a.sun_path))
+    return -ENAMETOOLONG;
+  strcpy(a.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return -errno;
+  (void)unlink(path);
+  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, mode) < 0 ||
+      listen(fd, backlog) < 0) {
+    int e = -errno;
+    vgpu_close(fd);
+    return e;
+  }
+  return fd;
 }
 
 int vgpu_peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
