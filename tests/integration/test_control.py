@@ -122,6 +122,18 @@ def test(x, d):
     rc, out = h.finish(g, 60)
     assert len(h.fps_values(out)) >= 2, f"vgpu0's tenant was disturbed:\n{out}"
 
+    # A bad file stops start-up with FILE:LINE; a second vgpud on the same
+    # runtime directory is refused.
+    bad = os.path.join(d.tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write("[profile p]\nvram=12Q\n")
+    p = subprocess.run([h.VGPUD, "--foreground", "--config", bad, "--runtime-dir",
+                        os.path.join(d.tmp, "other")], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and f"{bad}:2: bad value \"12Q\" for vram" in p.stderr, p.stderr
+    p = subprocess.run([h.VGPUD, "--foreground", "--runtime-dir", d.dir], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and f"another vgpud (pid {d.pid()}) is using" in p.stderr, p.stderr
+
     # vgpu-run's errors.
     p = subprocess.run([h.VGPU_RUN, "--runtime-dir", d.dir, "--instance", "nosuch", "--", "true"],
                        capture_output=True, text=True)
