@@ -1,5 +1,6 @@
 /* vgpuctl: the operator's view of vgpud (see vgpuctl(1)). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +295,9 @@ static int cmd_admin(const Opts *o, JsonObject *req, const char *done) {
 
 int main(int argc, char **argv) {
   Opts o = {.interval = 1.0};
+  /* A daemon that goes away mid-request is an error to report, not a
+   * reason to die silently. */
+  signal(SIGPIPE, SIG_IGN);
   g_autoptr(GPtrArray) args = g_ptr_array_new();
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
