@@ -82,6 +82,20 @@ static void print_json(JsonObject *o) {
   puts(s);
 }
 
+/* A read command: returns the reply for the human printer, or NULL when
+ * there is nothing left to do (*rc says how it went: an error was reported,
+ * or --json already printed the reply). */
+static JsonObject *read_command(const Opts *o, const char *cmd, const char *name, int *rc) {
+  *rc = EXIT_OK;
+  JsonObject *r = call(o, vgpu_ctl_request(cmd, name), rc);
+  if (r && o->json) {
+    print_json(r);
+    json_object_unref(r);
+    return NULL;
+  }
+  return r;
+}
+
 static uint64_t u64(JsonObject *o, const char *k) {
   return o && json_object_has_member(o, k) ? (uint64_t)json_object_get_int_member(o, k) : 0;
 }
@@ -109,14 +123,10 @@ static void add_instance_row(VgpuTable *t, JsonObject *in) {
 }
 
 static int cmd_list(const Opts *o) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("list", NULL), &rc);
+  int rc;
+  g_autoptr(JsonObject) r = read_command(o, "list", NULL, &rc);
   if (!r)
     return rc;
-  if (o->json) {
-    print_json(r);
-    return EXIT_OK;
-  }
   JsonArray *a = json_object_get_array_member(r, "instances");
   g_autoptr(VgpuTable) t = vgpu_table_new(list_headers);
   for (guint i = 0; i < json_array_get_length(a); i++)
@@ -129,14 +139,10 @@ static int cmd_list(const Opts *o) {
 }
 
 static int cmd_show(const Opts *o, const char *name) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("show", name), &rc);
+  int rc;
+  g_autoptr(JsonObject) r = read_command(o, "show", name, &rc);
   if (!r)
     return rc;
-  if (o->json) {
-    print_json(r);
-    return EXIT_OK;
-  }
   JsonObject *in = json_object_get_object_member(r, "instance");
   JsonObject *l = json_object_get_object_member(in, "limits");
   JsonObject *u = json_object_get_object_member(in, "usage");
@@ -179,14 +185,10 @@ static int cmd_show(const Opts *o, const char *name) {
 }
 
 static int cmd_profiles(const Opts *o) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("profiles", NULL), &rc);
+  int rc;
+  g_autoptr(JsonObject) r = read_command(o, "profiles", NULL, &rc);
   if (!r)
     return rc;
-  if (o->json) {
-    print_json(r);
-    return EXIT_OK;
-  }
   static const char *const h[] = {"PROFILE", "VRAM",  "RESOURCES", "CONTEXTS",   "CLIENTS",
                                   "SHARE",   "HEADS", "FPS CAP",   "DESCRIPTION", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
@@ -212,14 +214,10 @@ static int cmd_profiles(const Opts *o) {
 }
 
 static int cmd_status(const Opts *o) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("status", NULL), &rc);
+  int rc;
+  g_autoptr(JsonObject) r = read_command(o, "status", NULL, &rc);
   if (!r)
     return rc;
-  if (o->json) {
-    print_json(r);
-    return EXIT_OK;
-  }
   JsonObject *d = json_object_get_object_member(r, "daemon");
   g_autofree char *up = vgpu_format_uptime(u64(d, "uptime_s"));
   printf("vgpud %s, pid %" G_GUINT64_FORMAT ", up %s\n", json_object_get_string_member(d, "version"),

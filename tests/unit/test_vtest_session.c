@@ -180,14 +180,20 @@ static void test_duplicate_and_zero_handles(void **state) {
   assert_int_equal(vtest_session_resource_count(f->s), 1);
 }
 
-static void test_transfer_outside_resource(void **state) {
-  Fix *f = *state;
+/* Creates resource 1 (16x16 BGRX display target, 1 KiB backing) and drops
+ * the memfd the session passes back. */
+static void create_small_target(Fix *f) {
   name(f);
   create2(f, 1, 2, 2, 138, 16, 16, 1024);
   assert_true(run(f));
   int fd;
   assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
   close(fd);
+}
+
+static void test_transfer_outside_resource(void **state) {
+  Fix *f = *state;
+  create_small_target(f);
   cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 8, 0, 0, 16, 16, 1, 1024, 0}, 10);
   assert_false(run(f));
   assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 1"));
@@ -195,12 +201,7 @@ static void test_transfer_outside_resource(void **state) {
 
 static void test_transfer_past_backing(void **state) {
   Fix *f = *state;
-  name(f);
-  create2(f, 1, 2, 2, 138, 16, 16, 1024);
-  assert_true(run(f));
-  int fd;
-  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
-  close(fd);
+  create_small_target(f);
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){1, 0, 0, 0, 0, 4, 4, 1, 64, 1000}, 10);
   assert_false(run(f));
   assert_non_null(strstr(vtest_session_end_reason(f->s), "backing"));
