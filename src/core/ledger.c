@@ -162,6 +162,14 @@ static void instance_lock(VgpuLedger *l, VgpuLedgerInstance *in) {
   pthread_mutex_consistent(&in->lock);
 }
 
+void vgpu_ledger_instance_lock(VgpuLedger *l, uint32_t inst) {
+  instance_lock(l, vgpu_ledger_instance(l, inst));
+}
+
+void vgpu_ledger_instance_unlock(VgpuLedger *l, uint32_t inst) {
+  pthread_mutex_unlock(&vgpu_ledger_instance(l, inst)->lock);
+}
+
 uint64_t vgpu_ledger_slot_reclaim(VgpuLedger *l, uint32_t slot) {
   VgpuLedgerSlot *s = vgpu_ledger_slot(l, slot);
   if (atomic_load(&s->state) != VGPU_SLOT_ACTIVE)

@@ -102,6 +102,10 @@ void vgpu_ledger_instance_set_limits(VgpuLedger *l, uint32_t inst,
 /* Frees the record; callers make sure no slot still refers to it. */
 void vgpu_ledger_instance_remove(VgpuLedger *l, uint32_t inst);
 VgpuLedgerInstance *vgpu_ledger_instance(VgpuLedger *l, uint32_t inst);
+/* Holds the instance lock so a reader sees the instance totals and its
+ * slots' quota kinds agree (reservations are held for a few instructions). */
+void vgpu_ledger_instance_lock(VgpuLedger *l, uint32_t inst);
+void vgpu_ledger_instance_unlock(VgpuLedger *l, uint32_t inst);
 
 /* Claims a slot for a new worker of `inst`; returns slot index or -ENOSPC. */
 int vgpu_ledger_slot_claim(VgpuLedger *l, uint32_t inst, pid_t client_pid, uid_t client_uid);

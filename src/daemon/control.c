@@ -57,6 +57,8 @@ static void add_str(JsonBuilder *b, const char *k, const char *v) {
 static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants) {
   VgpuLedger *l = vgpu_supervisor_ledger(s);
   VgpuLedgerInstance *li = vgpu_ledger_instance(l, (uint32_t)in->ledger_index);
+  /* One consistent picture: the totals equal the sum of the tenants'. */
+  vgpu_ledger_instance_lock(l, (uint32_t)in->ledger_index);
   json_builder_begin_object(b);
   add_str(b, "name", in->cfg->name);
   add_str(b, "profile", in->cfg->profile);
@@ -115,6 +117,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
     json_builder_end_array(b);
   }
   json_builder_end_object(b);
+  vgpu_ledger_instance_unlock(l, (uint32_t)in->ledger_index);
 }
 
 static void build_profile(JsonBuilder *b, const VgpuProfile *p) {

@@ -3,10 +3,11 @@
 reaches the renderer, with one log line naming instance, client pid and the
 limit, while a client on another instance keeps rendering; raising the
 limit at run time lets a new client in."""
-import re
+import os
 import time
 
 import harness as h
+from vtest_client import RESOURCE_CREATE2, VtestClient, cmd
 
 CONFIG = """
 [profile big]
@@ -56,15 +57,26 @@ def test(x, d):
     assert h.fps_values(out), f"tiny did not render after the resize:\n{out}"
 
     # Shrinking below use kills nobody: it refuses allocations that no
-    # longer fit.  vtest has no error reply, so a refused allocation ends
-    # that client's session (logged as a quota refusal, not a kill).
-    p = h.client(d, "tiny", ["timeout", "-s", "INT", "10", "glxgears"], x.display)
-    h.wait_for(lambda: d.usage("tiny")["vram"] > (2 << 20), 20, "tiny's client to allocate")
+    # longer fit.  A scripted client holds exactly 2 MiB (a real program's
+    # usage moves from frame to frame, which would make the check racy).
+    holder = VtestClient(d.socket("tiny"))
+    holder.handshake(b"holder")
+    fd = holder.create2(1, 2, 1, 1 << 7 | 2 | 8, 1024, 512, 1024 * 512 * 4)
+    assert holder.busy_wait(0) == 0
+    assert d.usage("tiny")["vram"] == 2 << 20, d.usage("tiny")
     r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "1M"}})
-    assert r["ok"] and r["instance"]["usage"]["vram"] > (1 << 20), r
+    assert r["ok"] and r["instance"]["usage"]["vram"] == 2 << 20, r
+    # The holder's session goes on: its resource is still there to use.
+    holder.transfer_put2(1, (0, 0, 0, 64, 64, 1), 64 * 64 * 4)
+    assert holder.busy_wait(1) == 0, "the holder was ended by the shrink"
     rc, out = h.finish(h.client(d, "tiny", ["glxgears"], x.display), 60)
     assert rc != 0, "a new client was admitted past the shrunk limit"
-    h.finish(p, 60)
+    # The holder's next allocation no longer fits: refused, session ended.
+    holder.send(cmd(RESOURCE_CREATE2, (2, 2, 1, 2, 64, 64, 1, 1, 0, 0, 64 * 64 * 4)))
+    assert holder.closed_by_server(), "an allocation past the shrunk limit was accepted"
+    holder.close()
+    os.close(fd)
+    d.wait_log(r"tiny client %d: holder: quota exceeded" % os.getpid())
     u = d.wait_idle("tiny")
     assert (u["vram"], u["resources"]) == (0, 0), u
     assert u["worker_crashes"] == 0, u

@@ -141,6 +141,27 @@ static void test_death_holding_the_lock(void **state) {
   assert_int_equal(used(VGPU_RES_VRAM), 0);
 }
 
+/* A reader holding the instance lock sees totals no reservation can move. */
+static void test_reader_lock_holds_reservations(void **state) {
+  int s = vgpu_ledger_slot_claim(l, (uint32_t)inst, 1, 0);
+  vgpu_ledger_instance_lock(l, (uint32_t)inst);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    VgpuLedger *mine = vgpu_ledger_map(dup(l->fd), NULL);
+    _exit(mine && vgpu_ledger_reserve(mine, (uint32_t)s, VGPU_RES_VRAM, 64) == 0 ? 0 : 1);
+  }
+  usleep(100 * 1000);
+  assert_int_equal(used(VGPU_RES_VRAM), 0);
+  assert_int_equal(atomic_load(&vgpu_ledger_slot(l, (uint32_t)s)->used[VGPU_RES_VRAM]), 0);
+  vgpu_ledger_instance_unlock(l, (uint32_t)inst);
+  int st;
+  waitpid(pid, &st, 0);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_int_equal(used(VGPU_RES_VRAM), 64);
+  assert_int_equal(vgpu_ledger_slot_reclaim(l, (uint32_t)s), 64);
+}
+
 static void test_map_checks(void **state) {
   int fd[2];
   assert_int_equal(pipe(fd), 0);
@@ -174,6 +195,7 @@ int main(void) {
       cmocka_unit_test(test_counters_are_not_limited),
       cmocka_unit_test(test_killed_process_reclaimed),
       cmocka_unit_test(test_death_holding_the_lock),
+      cmocka_unit_test(test_reader_lock_holds_reservations),
       cmocka_unit_test(test_map_checks),
       cmocka_unit_test(test_instance_table_full),
   };
