@@ -36,19 +36,23 @@ bool vgpu_parse_size(const char *s, uint64_t *out, GError **error) {
     *out = 0;
     return true;
   }
-  /* Digits with at most one decimal point, then an optional binary unit. */
+  /* Digits with at most one decimal point, then an optional binary unit.
+   * Fraction digits past the sixth are ignored: with frac_div <= 1e6 < 2^20
+   * and a unit of at most 2^40, frac * unit stays below 2^60, so the
+   * fractional part is computed exactly in integers. */
   g_autofree char *unit = NULL;
   const char *p = s;
   uint64_t whole = 0, frac = 0, frac_div = 1;
-  bool digits = false, dot = false;
+  bool digits = false, dot = false, nonzero = false;
   for (; *p; p++) {
     if (g_ascii_isdigit(*p)) {
       digits = true;
+      nonzero = nonzero || *p != '0';
       if (!dot) {
         if (__builtin_mul_overflow(whole, 10, &whole) ||
             __builtin_add_overflow(whole, (uint64_t)(*p - '0'), &whole))
           goto overflow;
-      } else if (frac_div < 1000000000ull) {
+      } else if (frac_div < 1000000u) {
         frac = frac * 10 + (uint64_t)(*p - '0');
         frac_div *= 10;
       }
@@ -63,21 +67,23 @@ bool vgpu_parse_size(const char *s, uint64_t *out, GError **error) {
   static const struct {
     const char *suffix;
     unsigned shift;
-  } units[] = {{"", 0},    {"b", 0},   {"k", 10},   {"kb", 10}, {"kib", 10}, {"m", 20},
-               {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30}, {"gib", 30}, {"t", 40},
-               {"tb", 40}, {"tib", 40}};
+  } units[] = {{"", 0},     {"b", 0},   {"k", 10},   {"kb", 10}, {"kib", 10},
+               {"m", 20},   {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30},
+               {"gib", 30}, {"t", 40},  {"tb", 40},  {"tib", 40}};
   unit = g_ascii_strdown(p, -1);
   g_strstrip(unit);
   for (size_t i = 0; i < G_N_ELEMENTS(units); i++) {
     if (strcmp(unit, units[i].suffix) != 0)
       continue;
     uint64_t mult = 1ull << units[i].shift, v;
-    if (__builtin_mul_overflow(whole, mult, &v))
+    if (__builtin_mul_overflow(whole, mult, &v) ||
+        __builtin_add_overflow(v, frac * mult / frac_div, &v))
       goto overflow;
-    /* frac < frac_div <= 1e9 and mult <= 2^40: the product fits. */
-    uint64_t f = (uint64_t)((long double)frac * (long double)mult / (long double)frac_div);
-    if (__builtin_add_overflow(v, f, &v))
-      goto overflow;
+    /* 0 means unlimited: "0.1B" must not silently lift the limit. */
+    if (v == 0 && nonzero) {
+      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "size \"%s\" is less than one byte", s);
+      return false;
+    }
     *out = v;
     return true;
   }
@@ -114,7 +120,9 @@ char *vgpu_format_size(uint64_t bytes, bool zero_is_unlimited) {
     return g_strdup_printf("%" G_GUINT64_FORMAT " B", bytes);
   double v = (double)bytes;
   size_t u = 0;
-  while (v >= 1024.0 && u + 1 < G_N_ELEMENTS(units)) {
+  /* 1023.97 KiB would print as "1024.0 KiB": move up once the rounded
+   * figure reaches 1024. */
+  while (v >= 1023.95 && u + 1 < G_N_ELEMENTS(units)) {
     v /= 1024.0;
     u++;
   }

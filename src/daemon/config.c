@@ -57,16 +57,24 @@ static const char default_config[] =
     "[instance vgpu1]\n"
     "profile=medium\n";
 
-const char *vgpu_config_default_text(void) { return default_config; }
+const char *vgpu_config_default_text(void) {
+  return default_config;
+}
 
 /* ---- line numbers ------------------------------------------------------- */
 
 typedef struct {
-  GHashTable *lines; /* "group" or "group\nkey" -> line (1-based) */
+  GHashTable *lines; /* "group" or "group\nkey" -> line of first appearance */
   const char *source;
+  /* GKeyFile silently merges a repeated group and keeps the last of a
+   * repeated key, so repeats are found here and refused by the loader. */
+  char *dup_group; /* the first group header seen twice, or NULL */
+  char *dup_key;   /* the first key seen twice in one group, or NULL */
+  int dup_group_line, dup_key_line;
 } LineMap;
 
 static void line_map_build(LineMap *m, const char *data, gssize len, const char *source) {
+  memset(m, 0, sizeof(*m));
   m->lines = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   m->source = source;
   g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
@@ -81,7 +89,12 @@ static void line_map_build(LineMap *m, const char *data, gssize len, const char 
       if (end) {
         g_free(group);
         group = g_strndup(l + 1, (size_t)(end - l - 1));
-        g_hash_table_insert(m->lines, g_strdup(group), GINT_TO_POINTER(i + 1));
+        if (!g_hash_table_contains(m->lines, group))
+          g_hash_table_insert(m->lines, g_strdup(group), GINT_TO_POINTER(i + 1));
+        else if (!m->dup_group) {
+          m->dup_group = g_strdup(group);
+          m->dup_group_line = i + 1;
+        }
       }
       continue;
     }
@@ -91,8 +104,18 @@ static void line_map_build(LineMap *m, const char *data, gssize len, const char 
       g_autofree char *k = g_strdup_printf("%s\n%s", group, key);
       if (!g_hash_table_contains(m->lines, k))
         g_hash_table_insert(m->lines, g_steal_pointer(&k), GINT_TO_POINTER(i + 1));
+      else if (!m->dup_key) {
+        m->dup_key = g_steal_pointer(&k);
+        m->dup_key_line = i + 1;
+      }
     }
   }
+}
+
+static void line_map_clear(LineMap *m) {
+  g_hash_table_unref(m->lines);
+  g_free(m->dup_group);
+  g_free(m->dup_key);
 }
 
 static int line_of(const LineMap *m, const char *group, const char *key) {
@@ -100,6 +123,19 @@ static int line_of(const LineMap *m, const char *group, const char *key) {
   return GPOINTER_TO_INT(g_hash_table_lookup(m->lines, k));
 }
 
+static bool fail_line(GError **error, const char *source, int line, const char *fmt, ...)
+    G_GNUC_PRINTF(4, 5);
+static bool fail_line(GError **error, const char *source, int line, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, "%s:%d: %s", source, line,
+              msg);
+  return false;
+}
+
+/* At the key's line, else the group header's. */
 static bool fail_at(GError **error, const LineMap *m, const char *group, const char *key,
                     const char *fmt, ...) G_GNUC_PRINTF(5, 6);
 static bool fail_at(GError **error, const LineMap *m, const char *group, const char *key,
@@ -111,9 +147,41 @@ static bool fail_at(GError **error, const LineMap *m, const char *group, const c
   int line = line_of(m, group, key);
   if (!line && key)
     line = line_of(m, group, NULL);
-  g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, "%s:%d: %s", m->source,
-              line, msg);
-  return false;
+  return fail_line(error, m->source, line, "%s", msg);
+}
+
+static bool group_known(const char *group) {
+  return g_str_equal(group, "daemon") || g_str_has_prefix(group, "profile ") ||
+         g_str_has_prefix(group, "instance ");
+}
+
+static const char *group_arg(const char *group);
+
+/* Repeats GKeyFile would have merged: a group header or a key in one group. */
+static bool check_repeats(const LineMap *m, GError **error) {
+  const char *g = m->dup_group;
+  if (g && !group_known(g))
+    return fail_at(error, m, g, NULL,
+                   "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])", g);
+  if (g && !g_str_equal(g, "daemon"))
+    return fail_line(error, m->source, m->dup_group_line,
+                     "%s \"%s\" defined twice (first at line %d)",
+                     g_str_has_prefix(g, "profile ") ? "profile" : "instance", group_arg(g),
+                     line_of(m, g, NULL));
+  if (g)
+    return fail_line(error, m->source, m->dup_group_line,
+                     "[daemon] appears twice (first at line %d)", line_of(m, g, NULL));
+  if (m->dup_key) {
+    g_auto(GStrv) gk = g_strsplit(m->dup_key, "\n", 2);
+    if (!group_known(gk[0]))
+      return fail_at(error, m, gk[0], NULL,
+                     "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])",
+                     gk[0]);
+    return fail_line(error, m->source, m->dup_key_line,
+                     "key \"%s\" given twice in [%s] (first at line %d)", gk[1], gk[0],
+                     line_of(m, gk[0], gk[1]));
+  }
+  return true;
 }
 
 /* ---- values ------------------------------------------------------------- */
@@ -170,6 +238,11 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
 
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error) {
+  if (!key || !value) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "a setting needs a key and a value");
+    return false;
+  }
   if (g_str_equal(key, "socket-mode")) {
     guint64 mode;
     if (!g_ascii_string_to_unsigned(value, 8, 0, 0777, &mode, NULL)) {
@@ -264,8 +337,7 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
       c->idle_timeout_s = (guint)n;
     } else if (g_str_equal(k, "max-submit-bytes")) {
       if (!vgpu_parse_size(v, &n, &e) || n == 0 || n > (1u << 30))
-        return fail_at(error, m, "daemon", k,
-                       "bad value \"%s\" for max-submit-bytes: %s", v,
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for max-submit-bytes: %s", v,
                        e ? e->message : "must be between 1 byte and 1 GiB");
       c->max_submit_bytes = (uint32_t)n;
     } else if (g_str_equal(k, "sandbox")) {
@@ -315,6 +387,10 @@ static bool load_instance(VgpuConfig *c, GKeyFile *kf, const char *group, const 
                    "invalid instance name \"%s\" (1-31 letters, digits, - and _)", name);
   if (vgpu_config_find_instance(c, name))
     return fail_at(error, m, group, NULL, "instance \"%s\" defined twice", name);
+  /* The ledger has a fixed number of instance records. */
+  if (c->instances->len >= VGPU_LEDGER_MAX_INSTANCES)
+    return fail_at(error, m, group, NULL, "too many instances (at most %d)",
+                   VGPU_LEDGER_MAX_INSTANCES);
   g_autofree char *pname = g_key_file_get_value(kf, group, "profile", NULL);
   if (!pname)
     return fail_at(error, m, group, NULL, "[%s] needs a profile= key", group);
@@ -340,17 +416,31 @@ static bool load_instance(VgpuConfig *c, GKeyFile *kf, const char *group, const 
   return true;
 }
 
-/* The first line GKeyFile could not have parsed, for syntax errors. */
+/* The first line GKeyFile could not have parsed, for syntax errors: one
+ * that is neither blank, a comment, a group header nor key=value, a key
+ * before any group, an empty group name or key.  Line 1 when none stands
+ * out (GKeyFile also refuses text that is not UTF-8). */
 static int first_bad_line(const char *data, gssize len) {
   g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
   g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  bool in_group = false;
   for (int i = 0; lines[i]; i++) {
+    if (!g_utf8_validate(lines[i], -1, NULL))
+      return i + 1;
     char *l = g_strstrip(lines[i]);
-    if (!*l || *l == '#' || (*l == '[' && strchr(l, ']')) || strchr(l, '='))
+    if (!*l || *l == '#')
       continue;
-    return i + 1;
+    if (*l == '[') {
+      char *end = strrchr(l, ']');
+      if (!end || end == l + 1)
+        return i + 1;
+      in_group = true;
+      continue;
+    }
+    if (!in_group || !strchr(l, '=') || *l == '=')
+      return i + 1;
   }
-  return 0;
+  return 1;
 }
 
 /* "profile  small" -> "small" (a pointer into the group name). */
@@ -365,8 +455,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
                                   GError **error) {
   g_autoptr(GKeyFile) kf = g_key_file_new();
   g_autoptr(GError) e = NULL;
-  if (!g_key_file_load_from_data(kf, data, len < 0 ? (gsize)-1 : (gsize)len, G_KEY_FILE_NONE,
-                                 &e)) {
+  if (!g_key_file_load_from_data(kf, data, len < 0 ? (gsize)-1 : (gsize)len, G_KEY_FILE_NONE, &e)) {
     g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%d: %s", source,
                 first_bad_line(data, len), e->message);
     return NULL;
@@ -383,7 +472,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
 
   g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
-  bool ok = true;
+  bool ok = check_repeats(&m, error);
   /* Profiles first: instances refer to them wherever they stand. */
   for (int pass = 0; pass < 2 && ok; pass++) {
     for (int i = 0; groups[i] && ok; i++) {
@@ -403,7 +492,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
       }
     }
   }
-  g_hash_table_unref(m.lines);
+  line_map_clear(&m);
   return ok ? g_steal_pointer(&c) : NULL;
 }
 
@@ -437,7 +526,7 @@ void vgpu_config_free(VgpuConfig *c) {
 const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *name) {
   for (guint i = 0; i < c->profiles->len; i++) {
     const VgpuProfile *p = g_ptr_array_index(c->profiles, i);
-    if (g_str_equal(p->name, name))
+    if (g_strcmp0(p->name, name) == 0)
       return p;
   }
   return NULL;
@@ -446,7 +535,7 @@ const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *nam
 const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const char *name) {
   for (guint i = 0; i < c->instances->len; i++) {
     const VgpuInstanceConfig *ic = g_ptr_array_index(c->instances, i);
-    if (g_str_equal(ic->name, name))
+    if (g_strcmp0(ic->name, name) == 0)
       return ic;
   }
   return NULL;
