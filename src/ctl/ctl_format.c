@@ -1,13 +1,17 @@
 #include "ctl/ctl_format.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
 #include "core/profile.h"
+#include "ctl/ctl_proto.h"
+
+/* ---- tables -------------------------------------------------------------- */
 
 struct VgpuTable {
   guint ncols;
-  GPtrArray *rows; /* GStrv each, first is the header */
+  GPtrArray *rows; /* GStrv each, the first is the header */
 };
 
 VgpuTable *vgpu_table_new(const char *const *headers) {
@@ -18,21 +22,33 @@ VgpuTable *vgpu_table_new(const char *const *headers) {
   return t;
 }
 
-void vgpu_table_add(VgpuTable *t, ...) {
+void vgpu_table_add_row(VgpuTable *t, const char *const *cells) {
   char **row = g_new0(char *, t->ncols + 1);
+  for (guint i = 0; i < t->ncols; i++)
+    row[i] = g_strdup(cells[i] ? cells[i] : "");
+  g_ptr_array_add(t->rows, row);
+}
+
+void vgpu_table_add(VgpuTable *t, ...) {
+  g_autofree const char **cells = g_new0(const char *, t->ncols + 1);
   va_list ap;
   va_start(ap, t);
   for (guint i = 0; i < t->ncols; i++) {
-    const char *cell = va_arg(ap, const char *);
-    if (!cell) {
-      for (; i < t->ncols; i++)
-        row[i] = g_strdup("");
-      break;
-    }
-    row[i] = g_strdup(cell);
+    cells[i] = va_arg(ap, const char *);
+    if (!cells[i])
+      break; /* the rest stay NULL: blank */
   }
   va_end(ap);
-  g_ptr_array_add(t->rows, row);
+  vgpu_table_add_row(t, cells);
+}
+
+guint vgpu_table_rows(const VgpuTable *t) {
+  return t->rows->len - 1;
+}
+
+/* Width on a terminal: characters, not bytes (names may be UTF-8). */
+static gsize cell_width(const char *s) {
+  return g_utf8_validate(s, -1, NULL) ? (gsize)g_utf8_strlen(s, -1) : strlen(s);
 }
 
 char *vgpu_table_render(const VgpuTable *t) {
@@ -40,7 +56,7 @@ char *vgpu_table_render(const VgpuTable *t) {
   for (guint r = 0; r < t->rows->len; r++) {
     char **row = g_ptr_array_index(t->rows, r);
     for (guint c = 0; c < t->ncols; c++)
-      w[c] = MAX(w[c], (gsize)g_utf8_strlen(row[c], -1));
+      w[c] = MAX(w[c], cell_width(row[c]));
   }
   GString *out = g_string_new(NULL);
   for (guint r = 0; r < t->rows->len; r++) {
@@ -49,7 +65,7 @@ char *vgpu_table_render(const VgpuTable *t) {
     for (guint c = 0; c < t->ncols; c++) {
       g_string_append(out, row[c]);
       if (c + 1 < t->ncols)
-        for (gsize pad = (gsize)g_utf8_strlen(row[c], -1); pad < w[c] + 2; pad++)
+        for (gsize pad = cell_width(row[c]); pad < w[c] + 2; pad++)
           g_string_append_c(out, ' ');
     }
     while (out->len > start && out->str[out->len - 1] == ' ')
@@ -66,19 +82,28 @@ void vgpu_table_free(VgpuTable *t) {
   g_free(t);
 }
 
+/* ---- units --------------------------------------------------------------- */
+
 char *vgpu_format_usage_bytes(uint64_t used, uint64_t limit) {
   g_autofree char *u = vgpu_format_size(used, false);
-  g_autofree char *l = vgpu_format_size(limit, true);
   if (!limit)
-    return g_strdup_printf("%s / %s", u, l);
-  return g_strdup_printf("%s / %s (%u%%)", u, l,
-                         (unsigned)MIN(used / (limit / 100 ? limit / 100 : 1), 999u));
+    return g_strdup_printf("%s / unlimited", u);
+  g_autofree char *l = vgpu_format_size(limit, false);
+  /* In double: used * 100 overflows for sizes near 2^64. */
+  double pct = (double)used * 100.0 / (double)limit;
+  if (used > 0 && pct < 1.0)
+    return g_strdup_printf("%s / %s (<1%%)", u, l);
+  return g_strdup_printf("%s / %s (%u%%)", u, l, (unsigned)MIN(floor(pct), 999.0));
 }
 
 char *vgpu_format_usage_count(uint64_t used, uint64_t limit) {
   if (!limit)
     return g_strdup_printf("%" G_GUINT64_FORMAT "/unlimited", used);
   return g_strdup_printf("%" G_GUINT64_FORMAT "/%" G_GUINT64_FORMAT, used, limit);
+}
+
+char *vgpu_format_limit(uint64_t limit) {
+  return limit ? g_strdup_printf("%" G_GUINT64_FORMAT, limit) : g_strdup("unlimited");
 }
 
 char *vgpu_format_uptime(uint64_t s) {
@@ -88,5 +113,237 @@ char *vgpu_format_uptime(uint64_t s) {
     return g_strdup_printf("%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
   if (s < 86400)
     return g_strdup_printf("%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
-  return g_strdup_printf("%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
+  return g_strdup_printf("%" G_GUINT64_FORMAT "d%02uh", s / 86400, (unsigned)(s % 86400 / 3600));
+}
+
+static double rate(uint64_t before, uint64_t after, double seconds) {
+  if (!(seconds > 0) || after < before)
+    return -1;
+  return (double)(after - before) / seconds;
+}
+
+static char *format_fps(double fps) {
+  return fps < 0 ? g_strdup("-") : g_strdup_printf("%.1f", fps);
+}
+
+char *vgpu_format_rate(uint64_t before, uint64_t after, double seconds) {
+  return format_fps(rate(before, after, seconds));
+}
+
+static char *num(uint64_t v) {
+  return g_strdup_printf("%" G_GUINT64_FORMAT, v);
+}
+
+/* ---- views --------------------------------------------------------------- */
+
+/* The usage cells every instance view shares, with their limits. */
+typedef struct {
+  char *clients, *vram, *resources, *contexts;
+} UsageCells;
+
+static void usage_cells(JsonObject *in, UsageCells *c) {
+  JsonObject *l = vgpu_ctl_get_object(in, "limits");
+  JsonObject *u = vgpu_ctl_get_object(in, "usage");
+  c->clients =
+      vgpu_format_usage_count(vgpu_ctl_get_u64(u, "clients"), vgpu_ctl_get_u64(l, "clients"));
+  c->vram = vgpu_format_usage_bytes(vgpu_ctl_get_u64(u, "vram"), vgpu_ctl_get_u64(l, "vram"));
+  c->resources =
+      vgpu_format_usage_count(vgpu_ctl_get_u64(u, "resources"), vgpu_ctl_get_u64(l, "resources"));
+  c->contexts =
+      vgpu_format_usage_count(vgpu_ctl_get_u64(u, "contexts"), vgpu_ctl_get_u64(l, "contexts"));
+}
+
+static void usage_cells_clear(UsageCells *c) {
+  g_free(c->clients);
+  g_free(c->vram);
+  g_free(c->resources);
+  g_free(c->contexts);
+}
+
+char *vgpu_format_list(JsonArray *instances) {
+  static const char *const h[] = {"NAME",     "PROFILE", "STATE",    "CLIENTS", "VRAM", "RESOURCES",
+                                  "CONTEXTS", "FRAMES",  "REFUSALS", "CRASHES", NULL};
+  g_autoptr(VgpuTable) t = vgpu_table_new(h);
+  guint n = instances ? json_array_get_length(instances) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *in = vgpu_ctl_array_object(instances, i);
+    if (!in)
+      continue;
+    JsonObject *u = vgpu_ctl_get_object(in, "usage");
+    UsageCells c;
+    usage_cells(in, &c);
+    g_autofree char *frames = num(vgpu_ctl_get_u64(u, "frames"));
+    g_autofree char *refusals = num(vgpu_ctl_get_u64(u, "refusals"));
+    g_autofree char *crashes = num(vgpu_ctl_get_u64(u, "worker_crashes"));
+    vgpu_table_add(t, vgpu_ctl_get_str(in, "name", "?"), vgpu_ctl_get_str(in, "profile", "-"),
+                   vgpu_ctl_get_str(in, "state", "-"), c.clients, c.vram, c.resources, c.contexts,
+                   frames, refusals, crashes, NULL);
+    usage_cells_clear(&c);
+  }
+  g_autofree char *s = vgpu_table_render(t);
+  if (vgpu_table_rows(t) == 0)
+    return g_strconcat(s, "(no instances: vgpuctl create NAME --profile P adds one)\n", NULL);
+  return g_steal_pointer(&s);
+}
+
+char *vgpu_format_show(JsonObject *in) {
+  JsonObject *u = vgpu_ctl_get_object(in, "usage");
+  UsageCells c;
+  usage_cells(in, &c);
+  GString *out = g_string_new(NULL);
+  g_string_append_printf(out, "instance   %s (%s, %s)\n", vgpu_ctl_get_str(in, "name", "?"),
+                         vgpu_ctl_get_str(in, "state", "-"), vgpu_ctl_get_str(in, "origin", "-"));
+  g_string_append_printf(out, "profile    %s\n", vgpu_ctl_get_str(in, "profile", "-"));
+  g_string_append_printf(out, "socket     %s\n", vgpu_ctl_get_str(in, "socket", "-"));
+  /* Scheduling fields are extras beyond the contract's instance object. */
+  const char *share = vgpu_ctl_get_str(in, "gpu_share", NULL);
+  if (share)
+    g_string_append_printf(out, "gpu share  %s (weight %" G_GUINT64_FORMAT ")\n", share,
+                           vgpu_ctl_get_u64(in, "weight"));
+  g_string_append_printf(out, "clients    %s\nVRAM       %s\nresources  %s\ncontexts   %s\n",
+                         c.clients, c.vram, c.resources, c.contexts);
+  g_string_append_printf(out,
+                         "frames     %" G_GUINT64_FORMAT "   commands %" G_GUINT64_FORMAT
+                         "   refusals %" G_GUINT64_FORMAT "   worker crashes %" G_GUINT64_FORMAT
+                         "\n\n",
+                         vgpu_ctl_get_u64(u, "frames"), vgpu_ctl_get_u64(u, "commands"),
+                         vgpu_ctl_get_u64(u, "refusals"), vgpu_ctl_get_u64(u, "worker_crashes"));
+  usage_cells_clear(&c);
+
+  static const char *const h[] = {"WORKER",    "CLIENT",   "UID",    "VRAM",   "PEAK",
+                                  "RESOURCES", "CONTEXTS", "FRAMES", "UPTIME", NULL};
+  g_autoptr(VgpuTable) t = vgpu_table_new(h);
+  JsonArray *ts = vgpu_ctl_get_array(in, "tenants");
+  guint n = ts ? json_array_get_length(ts) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *x = vgpu_ctl_array_object(ts, i);
+    if (!x)
+      continue;
+    g_autofree char *w = num(vgpu_ctl_get_u64(x, "worker_pid"));
+    g_autofree char *cp = num(vgpu_ctl_get_u64(x, "client_pid"));
+    g_autofree char *uid = num(vgpu_ctl_get_u64(x, "client_uid"));
+    g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(x, "vram"), false);
+    g_autofree char *p = vgpu_format_size(vgpu_ctl_get_u64(x, "peak_vram"), false);
+    g_autofree char *rs = num(vgpu_ctl_get_u64(x, "resources"));
+    g_autofree char *cx = num(vgpu_ctl_get_u64(x, "contexts"));
+    g_autofree char *f = num(vgpu_ctl_get_u64(x, "frames"));
+    g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(x, "uptime_s"));
+    vgpu_table_add(t, w, cp, uid, v, p, rs, cx, f, up, NULL);
+  }
+  if (vgpu_table_rows(t) == 0) {
+    g_string_append(out, "no tenants connected\n");
+  } else {
+    g_autofree char *s = vgpu_table_render(t);
+    g_string_append(out, s);
+  }
+  return g_string_free(out, FALSE);
+}
+
+char *vgpu_format_profiles(JsonArray *profiles) {
+  static const char *const h[] = {"PROFILE", "VRAM",  "RESOURCES", "CONTEXTS",    "CLIENTS",
+                                  "SHARE",   "HEADS", "FPS CAP",   "DESCRIPTION", NULL};
+  g_autoptr(VgpuTable) t = vgpu_table_new(h);
+  guint n = profiles ? json_array_get_length(profiles) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *p = vgpu_ctl_array_object(profiles, i);
+    if (!p)
+      continue;
+    g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(p, "vram"), true);
+    g_autofree char *rs = vgpu_format_limit(vgpu_ctl_get_u64(p, "resources"));
+    g_autofree char *cx = vgpu_format_limit(vgpu_ctl_get_u64(p, "contexts"));
+    g_autofree char *cl = vgpu_format_limit(vgpu_ctl_get_u64(p, "clients"));
+    const char *mode = vgpu_ctl_get_str(p, "gpu_share", "-");
+    /* The weight only means something for a fixed share. */
+    g_autofree char *share =
+        g_str_equal(mode, "fixed")
+            ? g_strdup_printf("fixed:%" G_GUINT64_FORMAT, vgpu_ctl_get_u64(p, "weight"))
+            : g_strdup(mode);
+    g_autofree char *heads = num(vgpu_ctl_get_u64(p, "heads"));
+    uint64_t cap = vgpu_ctl_get_u64(p, "fps_cap");
+    g_autofree char *fps = cap ? num(cap) : g_strdup("none");
+    vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, rs, cx, cl, share, heads, fps,
+                   vgpu_ctl_get_str(p, "description", ""), NULL);
+  }
+  return vgpu_table_render(t);
+}
+
+char *vgpu_format_status(JsonObject *d) {
+  g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(d, "uptime_s"));
+  GString *out = g_string_new(NULL);
+  g_string_append_printf(out, "vgpud %s, pid %" G_GUINT64_FORMAT ", up %s\n",
+                         vgpu_ctl_get_str(d, "version", "?"), vgpu_ctl_get_u64(d, "pid"), up);
+  g_string_append_printf(out, "runtime dir    %s\n", vgpu_ctl_get_str(d, "runtime_dir", "-"));
+  g_string_append_printf(out, "configuration  %s\n", vgpu_ctl_get_str(d, "config", "-"));
+  g_string_append_printf(out, "renderer       %s\n", vgpu_ctl_get_str(d, "renderer", "-"));
+  if (d && json_object_has_member(d, "instances"))
+    g_string_append_printf(out, "instances      %" G_GUINT64_FORMAT "\n",
+                           vgpu_ctl_get_u64(d, "instances"));
+  return g_string_free(out, FALSE);
+}
+
+/* ---- top ----------------------------------------------------------------- */
+
+typedef struct {
+  uint64_t frames;
+  double fps;
+} TopEntry;
+
+struct VgpuTop {
+  GHashTable *last; /* name -> TopEntry*, the instances of the last screen */
+  gint64 last_us;
+};
+
+VgpuTop *vgpu_top_new(void) {
+  VgpuTop *t = g_new0(VgpuTop, 1);
+  t->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  return t;
+}
+
+void vgpu_top_free(VgpuTop *t) {
+  if (!t)
+    return;
+  g_hash_table_unref(t->last);
+  g_free(t);
+}
+
+double vgpu_top_fps(const VgpuTop *t, const char *name) {
+  TopEntry *e = g_hash_table_lookup(t->last, name);
+  return e ? e->fps : -1;
+}
+
+char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
+  static const char *const h[] = {"NAME", "CLIENTS", "VRAM",     "RESOURCES", "CONTEXTS",
+                                  "FPS",  "FRAMES",  "REFUSALS", "CRASHES",   NULL};
+  g_autoptr(VgpuTable) tab = vgpu_table_new(h);
+  double dt = t->last_us ? (double)(now_us - t->last_us) / G_USEC_PER_SEC : 0;
+  /* A fresh map each screen: instances destroyed meanwhile drop out, and a
+   * name that comes back starts without a stale counter. */
+  GHashTable *next = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  guint n = instances ? json_array_get_length(instances) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *in = vgpu_ctl_array_object(instances, i);
+    const char *name = vgpu_ctl_get_str(in, "name", NULL);
+    if (!name || g_hash_table_contains(next, name))
+      continue;
+    JsonObject *u = vgpu_ctl_get_object(in, "usage");
+    TopEntry *e = g_new0(TopEntry, 1);
+    e->frames = vgpu_ctl_get_u64(u, "frames");
+    TopEntry *prev = g_hash_table_lookup(t->last, name);
+    e->fps = prev ? rate(prev->frames, e->frames, dt) : -1;
+    g_hash_table_insert(next, g_strdup(name), e);
+
+    UsageCells c;
+    usage_cells(in, &c);
+    g_autofree char *fps = format_fps(e->fps);
+    g_autofree char *frames = num(e->frames);
+    g_autofree char *ref = num(vgpu_ctl_get_u64(u, "refusals"));
+    g_autofree char *cr = num(vgpu_ctl_get_u64(u, "worker_crashes"));
+    vgpu_table_add(tab, name, c.clients, c.vram, c.resources, c.contexts, fps, frames, ref, cr,
+                   NULL);
+    usage_cells_clear(&c);
+  }
+  g_hash_table_unref(t->last);
+  t->last = next;
+  t->last_us = now_us;
+  return vgpu_table_render(tab);
 }

@@ -16,18 +16,24 @@ struct VgpuCtl {
   char *path;
 };
 
+/* ---- connection ---------------------------------------------------------- */
+
 VgpuCtl *vgpu_ctl_connect_path(const char *path, GError **error) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof(a.sun_path)) {
-    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "socket path too long: %s", path);
+    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT,
+                "cannot connect to vgpud at %s: socket path too long (see --runtime-dir)", path);
     return NULL;
   }
-  strcpy(a.sun_path, path);
+  memcpy(a.sun_path, path, strlen(path) + 1);
   vgpu_autofd int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+    int err = errno;
+    /* Permission problems have a different cure than a stopped daemon. */
+    const char *hint = err == EACCES || err == EPERM ? "the socket's permissions keep this user out"
+                                                     : "is vgpud running? see --runtime-dir";
     g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT,
-                "cannot connect to vgpud at %s: %s (is vgpud running? see --runtime-dir)", path,
-                g_strerror(errno));
+                "cannot connect to vgpud at %s: %s (%s)", path, g_strerror(err), hint);
     return NULL;
   }
   VgpuCtl *c = g_new0(VgpuCtl, 1);
@@ -49,35 +55,60 @@ void vgpu_ctl_free(VgpuCtl *c) {
   g_free(c);
 }
 
+/* ---- framing ------------------------------------------------------------- */
+
 char *vgpu_ctl_read_line(int fd, size_t max, int timeout_ms, GError **error) {
   g_autoptr(GString) s = g_string_new(NULL);
-  gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  gint64 deadline = g_get_monotonic_time() + (gint64)MAX(timeout_ms, 0) * 1000;
+  gsize scanned = 0;
   for (;;) {
-    char *nl = memchr(s->str, '\n', s->len);
+    char *nl = memchr(s->str + scanned, '\n', s->len - scanned);
+    gsize line_len = nl ? (gsize)(nl - s->str) : s->len;
+    if (line_len > max) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
+                  "reply from vgpud longer than %zu bytes", max);
+      return NULL;
+    }
     if (nl) {
-      *nl = '\0';
+      if (memchr(s->str, '\0', line_len)) {
+        g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
+                    "bad reply from vgpud: NUL byte in the line");
+        return NULL;
+      }
+      g_string_truncate(s, line_len);
       return g_string_free(g_steal_pointer(&s), FALSE);
     }
-    if (s->len > max) {
-      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
-                  "reply longer than %zu bytes", max);
-      return NULL;
+    scanned = s->len;
+    int wait = -1;
+    if (timeout_ms >= 0) {
+      gint64 left_us = deadline - g_get_monotonic_time();
+      /* Round up so a sub-millisecond remainder still polls once more. */
+      wait = left_us > 0 ? (int)MIN((left_us + 999) / 1000, G_MAXINT) : 0;
     }
-    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = left > 0 ? poll(&p, 1, left) : 0;
+    int r = wait != 0 ? poll(&p, 1, wait) : 0;
     if (r < 0 && errno == EINTR)
       continue;
-    if (r <= 0) {
-      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
-                  "no reply from vgpud within %d ms", timeout_ms);
+    if (r < 0) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "waiting for vgpud: %s",
+                  g_strerror(errno));
       return NULL;
     }
-    char buf[8192];
+    if (r == 0) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_TIMEOUT, "no reply from vgpud within %d ms",
+                  timeout_ms);
+      return NULL;
+    }
+    char buf[16384];
     ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
       continue;
-    if (n <= 0) {
+    if (n < 0) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "reading from vgpud: %s",
+                  g_strerror(errno));
+      return NULL;
+    }
+    if (n == 0) {
       g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
                   "vgpud closed the connection before replying");
       return NULL;
@@ -97,32 +128,67 @@ JsonObject *vgpu_ctl_parse_reply(const char *line, GError **error) {
   JsonNode *root = json_parser_get_root(p);
   if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
     g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
-                "bad reply from vgpud: not an object");
+                "bad reply from vgpud: not a JSON object");
     return NULL;
   }
   JsonObject *o = json_node_get_object(root);
-  if (!json_object_get_boolean_member_with_default(o, "ok", FALSE)) {
+  JsonNode *ok = json_object_get_member(o, "ok");
+  if (!ok || json_node_get_value_type(ok) != G_TYPE_BOOLEAN) {
+    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_PROTOCOL,
+                "bad reply from vgpud: no boolean \"ok\"");
+    return NULL;
+  }
+  if (!json_node_get_boolean(ok)) {
+    const char *why = vgpu_ctl_get_str(o, "error", "");
     g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_REFUSED, "%s",
-                json_object_get_string_member_with_default(o, "error", "request failed"));
+                *why ? why : "vgpud refused the request without a reason");
     return NULL;
   }
   return json_object_ref(o);
 }
 
-JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GError **error) {
+char *vgpu_ctl_encode(JsonObject *request) {
   g_autoptr(JsonNode) n = json_node_new(JSON_NODE_OBJECT);
   json_node_set_object(n, request);
+  /* Compact output escapes control characters inside strings, so the only
+   * newline is the terminator. */
   g_autofree char *text = json_to_string(n, FALSE);
-  struct iovec iov[2] = {{text, strlen(text)}, {(void *)"\n", 1}};
-  int r = vgpu_writev_all(c->fd, iov, 2);
+  return g_strconcat(text, "\n", NULL);
+}
+
+static int send_all(int fd, const char *buf, size_t len) {
+  while (len) {
+    /* MSG_NOSIGNAL: a daemon gone away is an error, not a SIGPIPE. */
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -errno;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GError **error) {
+  g_autofree char *line = vgpu_ctl_encode(request);
+  int r = send_all(c->fd, line, strlen(line));
   if (r < 0) {
-    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "sending to vgpud: %s",
-                g_strerror(-r));
+    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "sending to vgpud at %s: %s",
+                c->path, g_strerror(-r));
     return NULL;
   }
-  g_autofree char *line = vgpu_ctl_read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, error);
-  return line ? vgpu_ctl_parse_reply(line, error) : NULL;
+  g_autofree char *reply = vgpu_ctl_read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, error);
+  return reply ? vgpu_ctl_parse_reply(reply, error) : NULL;
 }
+
+JsonObject *vgpu_ctl_transact(const char *runtime_dir, JsonObject *request, int timeout_ms,
+                              GError **error) {
+  g_autoptr(VgpuCtl) c = vgpu_ctl_connect(runtime_dir, error);
+  return c ? vgpu_ctl_call(c, request, timeout_ms, error) : NULL;
+}
+
+/* ---- requests ------------------------------------------------------------ */
 
 JsonObject *vgpu_ctl_request(const char *cmd, const char *name) {
   JsonObject *o = json_object_new();
@@ -130,4 +196,90 @@ JsonObject *vgpu_ctl_request(const char *cmd, const char *name) {
   if (name)
     json_object_set_string_member(o, "name", name);
   return o;
+}
+
+JsonObject *vgpu_ctl_request_create(const char *name, const char *profile) {
+  JsonObject *o = vgpu_ctl_request("create", name);
+  json_object_set_string_member(o, "profile", profile);
+  return o;
+}
+
+JsonObject *vgpu_ctl_request_destroy(const char *name, bool force) {
+  JsonObject *o = vgpu_ctl_request("destroy", name);
+  json_object_set_boolean_member(o, "force", force);
+  return o;
+}
+
+JsonObject *vgpu_ctl_request_set(const char *name, const char *const *assignments, GError **error) {
+  if (!assignments || !assignments[0]) {
+    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_USAGE,
+                "set needs at least one KEY=VALUE (e.g. vram=512M)");
+    return NULL;
+  }
+  g_autoptr(JsonObject) settings = json_object_new();
+  for (const char *const *kv = assignments; *kv; kv++) {
+    const char *eq = strchr(*kv, '=');
+    if (!eq || eq == *kv) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_USAGE, "\"%s\" is not KEY=VALUE", *kv);
+      return NULL;
+    }
+    g_autofree char *key = g_strndup(*kv, (gsize)(eq - *kv));
+    /* The daemon applies all settings or none; a repeated key would make
+     * "which one won" a guess. */
+    if (json_object_has_member(settings, key)) {
+      g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_USAGE, "\"%s\" is given twice", key);
+      return NULL;
+    }
+    json_object_set_string_member(settings, key, eq + 1);
+  }
+  JsonObject *o = vgpu_ctl_request("set", name);
+  json_object_set_object_member(o, "settings", g_steal_pointer(&settings));
+  return o;
+}
+
+/* ---- lenient member access ----------------------------------------------- */
+
+static JsonNode *member(JsonObject *o, const char *key) {
+  return o ? json_object_get_member(o, key) : NULL;
+}
+
+uint64_t vgpu_ctl_get_u64(JsonObject *o, const char *key) {
+  JsonNode *n = member(o, key);
+  if (!n || !JSON_NODE_HOLDS_VALUE(n))
+    return 0;
+  GType t = json_node_get_value_type(n);
+  if (t == G_TYPE_INT64) {
+    gint64 v = json_node_get_int(n);
+    return v > 0 ? (uint64_t)v : 0;
+  }
+  if (t == G_TYPE_DOUBLE) {
+    double v = json_node_get_double(n);
+    /* 2^64 as a double; anything at or beyond it saturates. */
+    return v > 0 ? (v < 18446744073709551616.0 ? (uint64_t)v : UINT64_MAX) : 0;
+  }
+  return 0;
+}
+
+const char *vgpu_ctl_get_str(JsonObject *o, const char *key, const char *fallback) {
+  JsonNode *n = member(o, key);
+  if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+    return fallback;
+  return json_node_get_string(n);
+}
+
+JsonObject *vgpu_ctl_get_object(JsonObject *o, const char *key) {
+  JsonNode *n = member(o, key);
+  return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+}
+
+JsonArray *vgpu_ctl_get_array(JsonObject *o, const char *key) {
+  JsonNode *n = member(o, key);
+  return n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+}
+
+JsonObject *vgpu_ctl_array_object(JsonArray *a, guint i) {
+  if (!a || i >= json_array_get_length(a))
+    return NULL;
+  JsonNode *n = json_array_get_element(a, i);
+  return n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
 }

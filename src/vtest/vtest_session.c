@@ -394,7 +394,7 @@ static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir 
   if (!res->shm)
     return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u, which has no backing",
                        t->handle);
-  uint64_t tight, row, img;
+  uint64_t tight = 0, row = 0, img = 0;
   if (!check_box(s, res, t, &tight, &row, &img))
     return false;
   /* data_size is not checked: Mesa 22.3 sends aligned sizes larger than the
@@ -420,7 +420,7 @@ static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDi
   VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
   if (!res)
     return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
-  uint64_t tight, row, img;
+  uint64_t tight = 0, row = 0, img = 0;
   if (!check_box(s, res, t, &tight, &row, &img))
     return false;
   uint64_t stride = t->stride ? t->stride : row;
