@@ -8,12 +8,26 @@ BUILD_FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
 # check: how long the fuzzer runs inside `make check`
 CHECK_FUZZ_SECONDS ?= 20
+# .ci/run passes --no-summary and prints the summary itself, last
+SUMMARY_ARGS ?=
 
 # Sanitizer runs: Mesa, LLVM, EGL and virglrenderer keep allocations until
 # exit; tests/lsan.supp names those libraries (never our code).
 SAN_ENV = ASAN_OPTIONS=abort_on_error=0:strict_string_checks=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# $(call meson_setup,DIR,OPTIONS): an existing build directory is
+# reconfigured with the same options, so a changed option or a half-made
+# directory is repaired instead of reused as it is.
+meson_setup = if [ -f $(1)/meson-private/coredata.dat ]; then \
+    $(MESON) setup --reconfigure $(1) $(2) >/dev/null; \
+  else \
+    $(MESON) setup $(1) $(2); \
+  fi
+
+SAN_OPTS = -Db_sanitize=address,undefined -Db_lundef=false -Dfuzzing=true \
+  --buildtype=debugoptimized
 
 .PHONY: all deps build build-san check demo bench fuzz install clean help
 
@@ -29,38 +43,31 @@ help:
 deps:
 	@sh scripts/install-deps.sh
 
-$(BUILD)/build.ninja:
-	$(MESON) setup $(BUILD) --buildtype=release -Db_ndebug=false
-
-build: deps $(BUILD)/build.ninja
+build: deps
+	@$(call meson_setup,$(BUILD),--buildtype=release -Db_ndebug=false)
 	ninja -C $(BUILD)
 
 # One clang build with ASan+UBSan serves the unit, integration and fuzz
 # suites, so everything `make check` runs is sanitized.
-$(BUILD_SAN)/build.ninja:
-	CC=clang $(MESON) setup $(BUILD_SAN) -Db_sanitize=address,undefined -Db_lundef=false \
-	  -Dfuzzing=true --buildtype=debugoptimized -Dwerror=true
-
-build-san: deps $(BUILD_SAN)/build.ninja
+build-san: deps
+	@export CC=clang; $(call meson_setup,$(BUILD_SAN),$(SAN_OPTS) -Dwerror=true)
 	ninja -C $(BUILD_SAN)
 
+# meson's own exit status is ignored: the summary decides, from the log.
 check: build-san
 	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
 	-$(SAN_ENV) VGPU_FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) \
 	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1
-	@python3 scripts/test-summary.py $(BUILD_SAN)
+	@python3 scripts/test-summary.py $(SUMMARY_ARGS) $(BUILD_SAN)
 
 demo: build
-	@python3 scripts/demo.py $(BUILD)
+	@bash scripts/demo.sh $(BUILD)
 
 bench: build
 	@sh bench/run.sh
 
-$(BUILD_FUZZ)/build.ninja:
-	CC=clang $(MESON) setup $(BUILD_FUZZ) -Db_sanitize=address,undefined -Db_lundef=false \
-	  -Dfuzzing=true --buildtype=debugoptimized
-
-fuzz: deps $(BUILD_FUZZ)/build.ninja
+fuzz: deps
+	@export CC=clang; $(call meson_setup,$(BUILD_FUZZ),$(SAN_OPTS))
 	ninja -C $(BUILD_FUZZ)
 	$(SAN_ENV) VGPU_FUZZ_SECONDS=$(FUZZ_SECONDS) \
 	  $(MESON) test -C $(BUILD_FUZZ) --suite fuzz --print-errorlogs --timeout-multiplier 0

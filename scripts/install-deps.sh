@@ -20,13 +20,12 @@ for p in $PKGS; do
   esac
 done
 
-count=$(echo $PKGS | wc -w)
+count=$(echo "$PKGS" | wc -w)
 if [ -z "$missing" ]; then
   echo "deps: all $count dependencies present"
   exit 0
 fi
 
-echo "deps: installing:$missing"
 if [ "$(id -u)" -eq 0 ]; then
   SUDO=""
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -36,8 +35,12 @@ else
   echo "deps: run 'make deps' as root (or with password-less sudo) to install them" >&2
   exit 1
 fi
+echo "deps: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing
+if ! $SUDO apt-get install -y -q --no-install-recommends $missing; then
+  echo "deps: apt-get could not install:$missing" >&2
+  exit 1
+fi
 echo "deps: done"

@@ -102,21 +102,34 @@ int main(int argc, char **argv) {
                                                  : vgpu_default_runtime_dir();
     socket_path = g_build_filename(runtime_dir, instance, "vtest.sock", NULL);
   }
+  /* stat() rather than a trial connect(): a connection would make vgpud
+   * start a worker only to see it hang up. */
   struct stat st;
-  if (stat(socket_path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+  int stat_errno = stat(socket_path, &st) < 0 ? errno : 0;
+  if (stat_errno || !S_ISSOCK(st.st_mode)) {
     if (instance)
       return die("no vGPU instance '%s' at %s: is vgpud running? (vgpuctl list shows instances)",
                  instance, socket_path);
-    return die("%s is not a vtest socket", socket_path);
+    return die("%s: %s", socket_path,
+               stat_errno ? g_strerror(stat_errno) : "not a socket (a vtest socket is needed)");
   }
+  /* Connecting needs write permission; without it Mesa only reports a lost
+   * connection, so say what is wrong here. */
+  if (access(socket_path, W_OK) < 0)
+    return die("no permission to connect to %s (owner uid %u, mode %04o)", socket_path,
+               (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 
   g_setenv("GALLIUM_DRIVER", "virpipe", TRUE);
   g_setenv("VTEST_SOCKET_NAME", socket_path, TRUE);
-  /* Without a DRI driver for the X server's screen, Mesa must take the
-   * software path to reach virpipe. */
+  /* GALLIUM_DRIVER only steers Mesa's software loader.  Under Xvfb that is
+   * the only one, but an X server with a hardware DRI driver would get that
+   * driver instead of virpipe without this. */
   g_setenv("LIBGL_ALWAYS_SOFTWARE", "1", TRUE);
 
   int r = enter_namespace();
+  if (r == -EPERM && geteuid() == 0)
+    return die("cannot create a private mount namespace: not permitted even as root (a "
+               "container without CAP_SYS_ADMIN?)");
   if (r == -EPERM || r == -EINVAL || r == -ENOSPC)
     return die("cannot create a private mount namespace: unprivileged user namespaces are "
                "disabled here (sysctl kernel.unprivileged_userns_clone or "
@@ -140,5 +153,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "vgpu-run: %s -> %s, GALLIUM_DRIVER=virpipe\n", MESA_VTEST_PATH,
             socket_path);
   execvp(command[0], command);
-  return die("cannot run %s: %s", command[0], g_strerror(errno));
+  int exec_errno = errno;
+  die("cannot run %s: %s", command[0], g_strerror(exec_errno));
+  return exec_errno == ENOENT ? 127 : 126; /* as env(1) and the shells */
 }

@@ -4,9 +4,15 @@ log line naming instance, client pid and reason; the daemon, new sessions
 and a tenant rendering on another instance all go on; harmless Mesa quirks
 are accepted; after 1000 connect/disconnect cycles the daemon's fd count
 is back at its baseline and its memory has not grown."""
+import json
 import os
+import random
+import re
+import shutil
+import signal
 import socket
 import struct
+import subprocess
 import time
 
 import harness as h
@@ -44,13 +50,70 @@ def hostile(d, path, payload_fn, reason, n_seen):
     return n_seen + 1
 
 
+def check_client_on_reference():
+    """The client's own wire handling, checked against virglrenderer's
+    server, so that a failure below is vgpud's, not the client's."""
+    if not shutil.which("virgl_test_server"):
+        print("note: virgl_test_server not installed; client not cross-checked")
+        return
+    tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vgpu-ref-{ME}")
+    os.makedirs(tmp, exist_ok=True)
+    ref = h.ReferenceServer(tmp)
+    try:
+        print(f"ok: client against virgl_test_server: {vt.reference_session(ref.sock)}")
+        vt.well_behaved_session(ref.sock)
+    finally:
+        ref.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def worker_lines(d):
+    return len(re.findall(r"vgpu0 client %d: " % ME, d.log_text()))
+
+
+def random_streams(d, path, count=24, seed=20261124):
+    """SUBMIT_CMD payloads of well-framed but random virgl commands: the
+    renderer may accept one (the context just records an error) or reject
+    it (the session ends, with a reason); either way nothing else moves."""
+    rng = random.Random(seed)
+    ended = 0
+    for i in range(count):
+        words = []
+        while len(words) < 48:
+            n = rng.randrange(0, 12)
+            # virgl command header: length << 16 | object type << 8 | command
+            words.append(n << 16 | rng.randrange(0, 12) << 8 | rng.randrange(0, 64))
+            words += [rng.getrandbits(32) for _ in range(n)]
+        before = worker_lines(d)
+        c = vt.VtestClient(path)
+        try:
+            c.handshake(b"random")
+            c.submit_cmd(words)
+            try:
+                alive = c.busy_wait(0) == 0
+            except (ConnectionError, OSError):
+                alive = False
+        finally:
+            c.close()
+        if not alive:
+            ended += 1
+            h.wait_for(lambda: worker_lines(d) > before, 20, f"a reason for random stream {i}")
+        assert d.proc.poll() is None, f"vgpud died on random stream {i}"
+    vt.well_behaved_session(path)
+    print(f"ok: {count} random command streams, {ended} ended with a reason")
+
+
 def test(x, d):
     path = d.socket("vgpu0")
+    check_client_on_reference()
+    print(f"ok: client against vgpud: {vt.reference_session(path)}")
     vt.well_behaved_session(path)
     d.wait_idle("vgpu0")
     time.sleep(0.5)  # let vgpud close the control connection wait_idle used
     fd_base = h.fd_count(d.pid())
-    bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "60", "glxgears"], x.display)
+    # The bystander runs until told to stop, however slow this build is.
+    bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "600", "glxgears"], x.display)
+    t_bystander = time.monotonic()
     h.wait_for(lambda: d.usage("vgpu1")["frames"] > 10, 30, "the bystander to render")
 
     name = b"hostile\0"
@@ -119,6 +182,7 @@ def test(x, d):
     c.transfer_put2(1, (0, 0, 0, 300, 1, 1), 1200)      # LEN counts unsent data
     c.unref(42)                                           # unknown handle: ignored
     assert c.busy_wait(1) == 0
+    assert c.busy_wait(4242) == 0  # never created: BUSY_WAIT ignores its handle
     c.close()
     os.close(fd)
     print("ok: Mesa quirks accepted")
@@ -141,6 +205,34 @@ def test(x, d):
         os.close(f)
     print("ok: fd flood")
 
+    # Descriptors riding on a command that is itself hostile.
+    def fds_and_garbage(c):
+        c.handshake(b"fds2")
+        c.send_with_fds(cmd(999), devnull[:16])
+    devnull = [os.open("/dev/null", os.O_RDONLY) for _ in range(16)]
+    n = hostile(d, path, fds_and_garbage, "unknown command id", n)
+    for f in devnull:
+        os.close(f)
+
+    # A client that keeps sending and never reads its replies: only its
+    # own worker blocks; hanging up frees it.
+    c = vt.VtestClient(path)
+    c.handshake(b"deaf")
+    c.s.settimeout(5)
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            c.send(cmd(vt.PING) * 4096)
+            sent += 8 * 4096
+    except (socket.timeout, BlockingIOError):
+        pass
+    vt.well_behaved_session(path)
+    c.close()
+    d.wait_idle("vgpu0")
+    print(f"ok: deaf client ({sent >> 10} KiB of pings unread)")
+
+    random_streams(d, path)
+
     # 1000 connect/disconnect cycles, some leaving half a header behind.
     d.wait_idle("vgpu0")
     rss_base = None
@@ -158,12 +250,15 @@ def test(x, d):
     vt.well_behaved_session(path)
     u = d.wait_idle("vgpu0")
     assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-    # The bystander never noticed any of it.
+    # The bystander never noticed any of it: still running, and an FPS
+    # report for every 5 s it ran (glxgears' period), give or take two.
     assert bystander.poll() is None, "the other instance's client died"
+    ran = time.monotonic() - t_bystander
+    os.killpg(bystander.pid, signal.SIGINT)
     rc, out = h.finish(bystander, 90)
     fps = h.fps_values(out)
-    assert len(fps) >= 3 and min(fps) > 0, out
-    print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}")
+    assert len(fps) >= max(3, int(ran / 5) - 2) and min(fps) > 0, f"{ran:.0f} s:\n{out}"
+    print(f"bystander on vgpu1: {len(fps)} FPS reports in {ran:.0f} s, min {min(fps):.0f}")
     # Counted once the bystander's worker is gone too (its child watch
     # holds a pidfd while it runs).
     d.wait_idle("vgpu1", timeout=60)
@@ -178,6 +273,12 @@ def test(x, d):
     open_fds = [os.readlink(f"/proc/{p}/fd/{f}") for f in os.listdir(f"/proc/{p}/fd")]
     assert fds == fd_base, f"vgpud fd count {fd_base} -> {fds}: {open_fds}"
     assert rss <= rss_base + 4096, f"vgpud RSS grew from {rss_base} to {rss} KiB"
+    # What an operator sees: nobody connected, nothing charged.
+    out = subprocess.run([h.VGPUCTL, "--runtime-dir", d.dir, "--json", "list"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    for inst in json.loads(out)["instances"]:
+        u = inst["usage"]
+        assert (u["clients"], u["vram"], u["resources"], u["contexts"]) == (0, 0, 0, 0), inst
 
 
 if __name__ == "__main__":

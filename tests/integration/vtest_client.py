@@ -1,17 +1,42 @@
 """A small vtest client (protocol version 2, as Mesa 22.3 speaks it) for
-tests that need to send exact bytes, well-formed or not."""
+tests that need to send exact bytes, well-formed or not.
+
+Wire format (little-endian dwords): a header {LEN, CMD} where LEN counts
+the payload dwords, then the payload.  Replies use the same header; the
+caps replies are the odd ones out (LEN is bytes + 1, GET_CAPS2 answers
+with id 2).  A resource with a backing is answered with one byte carrying
+the memfd as SCM_RIGHTS.
+
+Run as a script with a socket path, it performs the reference session
+(handshake, a 300x300 display target, a buffer, unref, busy-wait) and
+prints what it saw; test_malformed.py runs that against virgl_test_server
+first, so a failure there is the client's, not vgpud's."""
 import array
+import os
 import socket
 import struct
+import sys
 
-CREATE_RENDERER, PING, BUSY_WAIT, PROTOCOL_VERSION = 8, 10, 7, 11
-GET_CAPS, GET_CAPS2, RESOURCE_CREATE2, RESOURCE_UNREF = 1, 9, 12, 3
-SUBMIT_CMD, TRANSFER_GET2, TRANSFER_PUT2 = 6, 13, 14
+GET_CAPS, RESOURCE_UNREF, BUSY_WAIT, SUBMIT_CMD = 1, 3, 7, 6
+CREATE_RENDERER, GET_CAPS2, PING, PROTOCOL_VERSION = 8, 9, 10, 11
+RESOURCE_CREATE2, TRANSFER_GET2, TRANSFER_PUT2 = 12, 13, 14
+
+# Enumerations from virgl_hw.h / p_defines.h used by the tests.
+TARGET_BUFFER, TARGET_2D = 0, 2
+FORMAT_B8G8R8A8_UNORM, FORMAT_R8_UNORM = 1, 64
+BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, BIND_VERTEX_BUFFER = 1 << 1, 1 << 3, 1 << 4
+BIND_DISPLAY_TARGET = 1 << 7
 
 
 def cmd(cid, words=(), raw=b"", length=None):
+    """One command; `length` overrides LEN for malformed input."""
     body = b"".join(struct.pack("<I", w & 0xFFFFFFFF) for w in words) + raw
     return struct.pack("<II", len(words) if length is None else length, cid) + body
+
+
+def create_renderer_cmd(name):
+    name += b"\0"
+    return cmd(CREATE_RENDERER, raw=name, length=len(name))
 
 
 class VtestClient:
@@ -19,12 +44,18 @@ class VtestClient:
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(timeout)
         self.s.connect(path)
+        self.caps1 = self.caps2 = None
 
     def close(self):
         self.s.close()
 
+    # -- raw access, for malformed input ------------------------------------
     def send(self, data):
         self.s.sendall(data)
+
+    def send_with_fds(self, data, fds):
+        self.s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                 struct.pack(f"{len(fds)}i", *fds))])
 
     def recv_exact(self, n):
         buf = b""
@@ -39,6 +70,7 @@ class VtestClient:
         return struct.unpack(f"<{n}I", self.recv_exact(4 * n))
 
     def recv_fd(self):
+        """The 1-byte message that carries a resource's memfd."""
         fds = array.array("i")
         msg, anc, _, _ = self.s.recvmsg(1, socket.CMSG_SPACE(4 * fds.itemsize))
         for level, typ, data in anc:
@@ -46,6 +78,8 @@ class VtestClient:
                 fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
         if not msg or not fds:
             raise ConnectionError("no fd received")
+        for extra in fds[1:]:
+            os.close(extra)
         return fds[0]
 
     def closed_by_server(self, timeout=20):
@@ -60,39 +94,82 @@ class VtestClient:
         except socket.timeout:
             return False
 
-    # -- the handshake Mesa does ------------------------------------------
-    def handshake(self, name=b"vtest-client"):
-        name += b"\0"
-        self.send(cmd(CREATE_RENDERER, raw=name, length=len(name)) + cmd(PING) + cmd(BUSY_WAIT, (0, 0)))
+    # -- one method per command ----------------------------------------------
+    def create_renderer(self, name=b"vtest-client"):
+        self.send(create_renderer_cmd(name))  # no reply
+
+    def ping(self):
+        self.send(cmd(PING))
+        assert self.recv_words(2) == (0, PING)
+
+    def probe(self):
+        """Mesa's version probe: ping and busy-wait in one write; an old
+        server answers only the busy-wait."""
+        self.send(cmd(PING) + cmd(BUSY_WAIT, (0, 0)))
         assert self.recv_words(2) == (0, PING)
         assert self.recv_words(3) == (1, BUSY_WAIT, 0)
-        self.send(cmd(PROTOCOL_VERSION, (2,)))
-        assert self.recv_words(3) == (1, PROTOCOL_VERSION, 2)
-        self.send(cmd(GET_CAPS2) + cmd(GET_CAPS))
-        n, rid = self.recv_words(2)
-        assert rid == 2 and n > 1, (n, rid)
-        self.caps2 = self.recv_exact(n - 1)
-        n, rid = self.recv_words(2)
-        assert rid == 1 and n > 1, (n, rid)
-        self.caps1 = self.recv_exact(n - 1)
 
-    def create2(self, handle, target, fmt, bind, w, h, data_size, depth=1, array_size=1, last_level=0):
+    def protocol_version(self, version=2):
+        self.send(cmd(PROTOCOL_VERSION, (version,)))
+        n, rid, v = self.recv_words(3)
+        assert (n, rid) == (1, PROTOCOL_VERSION), (n, rid)
+        return v
+
+    def _caps_reply(self, want_id):
+        n, rid = self.recv_words(2)
+        assert rid == want_id and n > 1, (n, rid)
+        return self.recv_exact(n - 1)  # LEN is bytes + 1
+
+    def get_caps2(self):
+        self.send(cmd(GET_CAPS2))
+        self.caps2 = self._caps_reply(2)
+        return self.caps2
+
+    def get_caps(self):
+        self.send(cmd(GET_CAPS))
+        self.caps1 = self._caps_reply(GET_CAPS)
+        return self.caps1
+
+    def handshake(self, name=b"vtest-client"):
+        """The opening Mesa 22.3 sends, batched as it batches it."""
+        self.send(create_renderer_cmd(name) + cmd(PING) + cmd(BUSY_WAIT, (0, 0)))
+        assert self.recv_words(2) == (0, PING)
+        assert self.recv_words(3) == (1, BUSY_WAIT, 0)
+        assert self.protocol_version(2) == 2
+        self.send(cmd(GET_CAPS2) + cmd(GET_CAPS))
+        self.caps2 = self._caps_reply(2)
+        self.caps1 = self._caps_reply(GET_CAPS)
+
+    def create2(self, handle, target, fmt, bind, w, h, data_size, depth=1, array_size=1, last_level=0,
+                nr_samples=0):
+        """RESOURCE_CREATE2; returns the backing memfd when data_size > 0."""
         self.send(cmd(RESOURCE_CREATE2, (handle, target, fmt, bind, w, h, depth, array_size,
-                                         last_level, 0, data_size)))
+                                         last_level, nr_samples, data_size)))
         return self.recv_fd() if data_size else None
 
-    def busy_wait(self, handle=0, wait=True):
-        self.send(cmd(BUSY_WAIT, (handle, 1 if wait else 0)))
-        return self.recv_words(3)[2]
+    resource_create2 = create2
 
     def unref(self, handle):
         self.send(cmd(RESOURCE_UNREF, (handle,)))
+
+    resource_unref = unref
+
+    def submit_cmd(self, dwords):
+        self.send(cmd(SUBMIT_CMD, dwords))
+
+    def busy_wait(self, handle=0, wait=True):
+        """Returns the busy flag (0 once everything submitted is done)."""
+        self.send(cmd(BUSY_WAIT, (handle, 1 if wait else 0)))
+        n, rid, busy = self.recv_words(3)
+        assert (n, rid) == (1, BUSY_WAIT), (n, rid)
+        return busy
 
     def transfer_get2(self, handle, box, data_size, offset=0, level=0):
         self.send(cmd(TRANSFER_GET2, (handle, level) + tuple(box) + (data_size, offset)))
 
     def transfer_put2(self, handle, box, data_size, offset=0, level=0):
-        # Mesa's LEN counts data it never sends; the server must cope.
+        # Mesa's LEN counts data it never sends (the data is in the shm
+        # backing); a server must accept it, so the client does it too.
         length = 10 + (data_size + 3) // 4
         self.send(cmd(TRANSFER_PUT2, (handle, level) + tuple(box) + (data_size, offset), length=length))
 
@@ -100,15 +177,58 @@ class VtestClient:
 def well_behaved_session(path):
     """A short, complete session; raises if the server misbehaves."""
     c = VtestClient(path)
+    fd = None
     try:
         c.handshake(b"probe")
-        fd = c.create2(1, 2, 1, 1 << 7 | 2 | 8, 64, 64, 64 * 64 * 4)
+        fd = c.create2(1, TARGET_2D, FORMAT_B8G8R8A8_UNORM,
+                       BIND_DISPLAY_TARGET | BIND_RENDER_TARGET | BIND_SAMPLER_VIEW,
+                       64, 64, 64 * 64 * 4)
         c.transfer_put2(1, (0, 0, 0, 64, 64, 1), 64 * 64 * 4)
         c.transfer_get2(1, (0, 0, 0, 64, 64, 1), 64 * 64 * 4)
         assert c.busy_wait(1) == 0
         c.unref(1)
         assert c.busy_wait(0) == 0
-        import os
-        os.close(fd)
     finally:
+        if fd is not None:
+            os.close(fd)
         c.close()
+
+
+def reference_session(path):
+    """The session the client is checked with: every command it has, each
+    answer checked.  Returns a short description of what was seen."""
+    c = VtestClient(path)
+    fds = []
+    try:
+        c.create_renderer(b"reference-check")
+        c.probe()
+        assert c.protocol_version(2) == 2
+        caps2, caps1 = c.get_caps2(), c.get_caps()
+        # virgl_caps_v2 is far larger than v1, and both start with max_version.
+        assert len(caps2) > len(caps1) >= 4, (len(caps2), len(caps1))
+        c.ping()
+        size = 300 * 300 * 4
+        fds.append(c.resource_create2(1, TARGET_2D, FORMAT_B8G8R8A8_UNORM,
+                                      BIND_DISPLAY_TARGET | BIND_RENDER_TARGET, 300, 300, size))
+        assert os.fstat(fds[0]).st_size >= size
+        fds.append(c.resource_create2(2, TARGET_BUFFER, FORMAT_R8_UNORM, BIND_VERTEX_BUFFER,
+                                      4096, 1, 4096))
+        os.pwrite(fds[1], b"\x5a" * 4096, 0)
+        c.transfer_put2(2, (0, 0, 0, 4096, 1, 1), 4096)
+        c.transfer_get2(1, (0, 0, 0, 300, 300, 1), size)
+        c.submit_cmd(())  # an empty stream: a fence and nothing else
+        assert c.busy_wait(1, wait=True) == 0
+        c.resource_unref(2)
+        c.resource_unref(1)
+        assert c.busy_wait(0, wait=True) == 0
+        return f"caps2 {len(caps2)} bytes, caps {len(caps1)} bytes"
+    finally:
+        for fd in fds:
+            os.close(fd)
+        c.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} VTEST-SOCKET")
+    print(reference_session(sys.argv[1]))

@@ -569,14 +569,10 @@ static void test_client_against_fake(void **state) {
 
 /* ---- vgpuctl itself ------------------------------------------------------ */
 
+/* meson passes the built vgpuctl in $VGPUCTL. */
 static char *vgpuctl_path(void) {
-  /* The test runs from the build tree: tests/unit/ next to src/cli/. */
-  g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
-  g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
-  char *p = dir ? g_build_filename(dir, "..", "..", "src", "cli", "vgpuctl", NULL) : NULL;
-  if (p && !g_file_test(p, G_FILE_TEST_IS_EXECUTABLE))
-    g_clear_pointer(&p, g_free);
-  return p;
+  const char *p = g_getenv("VGPUCTL");
+  return p && g_file_test(p, G_FILE_TEST_IS_EXECUTABLE) ? g_strdup(p) : NULL;
 }
 
 /* Runs vgpuctl with the arguments (NULL-terminated); returns its exit
@@ -603,7 +599,7 @@ static void test_vgpuctl_end_to_end(void **state) {
   FakeDaemon *f = *state;
   g_autofree char *exe = vgpuctl_path();
   if (!exe)
-    skip(); /* built without the tool next to this test */
+    fail_msg("$VGPUCTL does not name the built vgpuctl (run the test with meson test)");
   const char *d = f->dir;
   char *out = NULL, *err = NULL;
 

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""vgpu-run as vgpu-run(1) documents it: usage errors exit 2, errors before
+the command runs exit 125 with a message naming the socket, 126/127 as for
+env(1), otherwise the command's own status and process id (exec); the
+environment it sets, the private bind of Mesa's fixed socket path, the
+VGPU_INSTANCE / VGPU_RUNTIME_DIR defaults, a socket the caller may not
+use, and an unprivileged caller (user namespace where the kernel allows
+one, else the documented refusal)."""
+import os
+import re
+import subprocess
+
+import harness as h
+
+CONFIG = """
+[profile p]
+vram=128M
+max-clients=4
+
+[instance vgpu0]
+profile=p
+
+[instance locked]
+profile=p
+socket-mode=0600
+"""
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+MESA_PATH = "/tmp/.virgl_test"
+# glxinfo -B trips an X error under Xvfb with virpipe; glxgears -info
+# prints the same renderer line and then renders.
+GEARS = ["timeout", "-s", "INT", "6", "glxgears", "-info"]
+
+
+def vrun(args, env=None, prefix=(), timeout=60):
+    p = subprocess.run(list(prefix) + [h.VGPU_RUN] + list(args), capture_output=True, text=True,
+                       timeout=timeout, env=dict(os.environ, **(env or {})))
+    return p.returncode, p.stdout, p.stderr
+
+
+def userns_allowed():
+    """Whether an unprivileged user may create a user namespace here."""
+    p = subprocess.run(NOBODY + ["unshare", "--user", "--map-root-user", "--mount", "true"],
+                       capture_output=True, text=True, timeout=30)
+    return p.returncode == 0
+
+
+def test(x, d):
+    rd = ["--runtime-dir", d.dir]
+    sock0 = d.socket("vgpu0")
+
+    # Informational options and usage errors.
+    rc, out, _ = vrun(["--help"])
+    assert rc == 0 and all(o in out for o in ("--instance", "--socket", "--runtime-dir")), out
+    rc, out, _ = vrun(["--version"])
+    assert rc == 0 and re.match(r"vgpu-run \d+\.\d+", out), out
+    rc, _, err = vrun(rd)
+    assert rc == 2 and "no command given" in err, (rc, err)
+    rc, _, err = vrun(["--frobnicate", "--", "true"])
+    assert rc == 2 and "try --help" in err, (rc, err)
+
+    # Errors before the command runs: 125 and a message naming the target.
+    rc, _, err = vrun(rd + ["--instance", "nosuch", "--", "true"])
+    assert rc == 125 and "no vGPU instance 'nosuch'" in err and "nosuch/vtest.sock" in err, (rc, err)
+    plain = os.path.join(d.tmp, "not-a-socket")
+    open(plain, "w").close()
+    rc, _, err = vrun(["--socket", plain, "--", "true"])
+    assert rc == 125 and plain in err and "not a socket" in err, (rc, err)
+    rc, _, err = vrun(["--socket", plain + ".missing", "--", "true"])
+    assert rc == 125 and "No such file" in err, (rc, err)
+    print("ok: usage errors and refusals")
+
+    # The command's status, as env(1) has it.
+    assert vrun(rd + ["--", "sh", "-c", "exit 7"])[0] == 7
+    rc, _, err = vrun(rd + ["--", "/nonexistent/program"])
+    assert rc == 127 and "cannot run /nonexistent/program" in err, (rc, err)
+    rc, _, err = vrun(rd + ["--", d.config_path])  # exists, not executable
+    assert rc == 126, (rc, err)
+    print("ok: exit statuses 7, 127, 126")
+
+    # exec: the command keeps vgpu-run's pid, sees the documented
+    # environment, and finds the instance's socket at Mesa's fixed path.
+    probe = ('echo pid=$$; echo gd=$GALLIUM_DRIVER; echo sw=$LIBGL_ALWAYS_SOFTWARE; '
+             f'echo vs=$VTEST_SOCKET_NAME; stat -c type=%F {MESA_PATH}')
+    p = subprocess.Popen([h.VGPU_RUN] + rd + ["--", "sh", "-c", probe], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    assert got["pid"] == str(p.pid), (got, p.pid)
+    assert (got["gd"], got["sw"], got["vs"]) == ("virpipe", "1", sock0), got
+    assert got["type"] == "socket", got
+    # The bind is private to the command: outside it Mesa's path is untouched.
+    assert not os.path.exists(MESA_PATH) or not os.path.samestat(os.stat(MESA_PATH), os.stat(sock0))
+    print("ok: exec keeps the pid; environment and private bind as documented")
+
+    # Defaults from the environment.
+    rc, out, err = vrun(["--", "sh", "-c", "echo $VTEST_SOCKET_NAME"],
+                        env={"VGPU_RUNTIME_DIR": d.dir, "VGPU_INSTANCE": "locked"})
+    assert rc == 0 and out.strip() == d.socket("locked"), (out, err)
+
+    # A real GL client renders, and vgpud accounts it to the same pid.
+    env = {"DISPLAY": x.display}
+    p = subprocess.Popen([h.VGPU_RUN] + rd + ["--"] + GEARS, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **env))
+    # `timeout` (which vgpu-run became) forks glxgears: the tenant vgpud
+    # accounts is that child.
+    tenant = h.wait_for(lambda: d.show("vgpu0")["tenants"], 30, "a tenant on vgpu0")[0]
+    with open(f"/proc/{tenant['client_pid']}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert ppid == p.pid, (tenant, p.pid)
+    out, _ = p.communicate(timeout=60)
+    assert "GL_RENDERER   = virgl" in out and h.fps_values(out), out
+    d.wait_log(r"vgpu0: client pid %d uid 0 connected" % tenant["client_pid"])
+    print("ok: glxgears renders through virgl")
+
+    # An unprivileged caller: a socket it may not use is named, not hidden
+    # behind Mesa's "connection lost".
+    rc, _, err = vrun(rd + ["--instance", "locked", "--", "true"], prefix=NOBODY)
+    assert rc == 125 and "no permission to connect" in err and "mode 0600" in err, (rc, err)
+    args = rd + ["--"] + GEARS
+    rc, out, err = vrun(args, prefix=NOBODY + ["env", f"DISPLAY={x.display}"])
+    if userns_allowed():
+        assert "GL_RENDERER   = virgl" in out and h.fps_values(out), out + err
+        print("ok: as nobody, rendered through an unprivileged user namespace")
+    else:
+        assert rc == 125 and "unprivileged user namespaces are disabled" in err, (rc, err)
+        print("ok: as nobody, user namespaces are disabled here and vgpu-run says so")
+    d.wait_idle("vgpu0")
+
+
+if __name__ == "__main__":
+    h.run(test, needs=("glxgears", "setpriv", "unshare"), config=CONFIG)
