@@ -22,8 +22,7 @@
 typedef struct VtestResource {
   VgpuResourceDesc desc;
   uint64_t charge; /* VRAM bytes charged */
-  int shm_fd;
-  void *shm;
+  void *shm;        /* the backing, mapped; its fd is closed once handed over */
   size_t shm_size;
   struct iovec iov; /* must outlive the renderer resource */
 } VtestResource;
@@ -246,8 +245,6 @@ static void resource_free(VtestSession *s, VtestResource *res) {
   s->r->ops->resource_unref(s->r, res->desc.handle);
   if (res->shm)
     munmap(res->shm, res->shm_size);
-  if (res->shm_fd >= 0)
-    vgpu_close(res->shm_fd);
   uncharge(s, VGPU_RES_VRAM, res->charge);
   uncharge(s, VGPU_RES_OBJECTS, 1);
   g_free(res);
@@ -303,12 +300,14 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   VtestResource *res = g_new0(VtestResource, 1);
   res->desc = *d;
   res->charge = bytes;
-  res->shm_fd = -1;
+  /* The fd goes to the client (protocol 2) and is closed here either way:
+   * the mapping keeps the memory, and a worker holding one fd per resource
+   * would run into RLIMIT_NOFILE long before any quota. */
+  vgpu_autofd int shm_fd = -1;
   if (data_size > 0) {
-    res->shm_fd = create_backing(data_size, &res->shm);
-    if (res->shm_fd < 0) {
-      int e = -res->shm_fd;
-      res->shm_fd = -1;
+    shm_fd = create_backing(data_size, &res->shm);
+    if (shm_fd < 0) {
+      int e = -shm_fd;
       uncharge(s, VGPU_RES_VRAM, bytes);
       uncharge(s, VGPU_RES_OBJECTS, 1);
       g_free(res);
@@ -323,8 +322,6 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   if (r < 0) {
     if (res->shm)
       munmap(res->shm, res->shm_size);
-    if (res->shm_fd >= 0)
-      vgpu_close(res->shm_fd);
     uncharge(s, VGPU_RES_VRAM, bytes);
     uncharge(s, VGPU_RES_OBJECTS, 1);
     g_free(res);
@@ -333,8 +330,8 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   }
   s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, d->handle);
   g_hash_table_insert(s->resources, GUINT_TO_POINTER(d->handle), res);
-  if (v2 && res->shm_fd >= 0)
-    return send_fd(s, res->shm_fd);
+  if (v2 && shm_fd >= 0)
+    return send_fd(s, shm_fd);
   return true;
 }
 

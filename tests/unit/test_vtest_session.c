@@ -170,6 +170,27 @@ static void test_create_passes_sealed_memfd(void **state) {
   close(fd);
 }
 
+/* The worker keeps a mapping per backing, not an fd: a client with
+ * thousands of resources must not run the worker out of descriptors. */
+static void test_backings_hold_no_fds(void **state) {
+  Fix *f = *state;
+  name(f);
+  assert_true(run(f));
+  int before = vgpu_count_fds();
+  for (uint32_t h = 1; h <= 90; h++) {
+    create2(f, h, 0, 64, 16, 4096, 1, 4096);
+    assert_true(run(f));
+    int fd = -1;
+    assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+    close(fd);
+  }
+  assert_int_equal(vgpu_count_fds(), before);
+  /* ... and the session goes on. */
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){90, 1}, 2);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 7, 0}, 3);
+}
+
 static void test_duplicate_and_zero_handles(void **state) {
   Fix *f = *state;
   name(f);
@@ -298,6 +319,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_version_negotiation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_command_before_create_renderer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_create_passes_sealed_memfd, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backings_hold_no_fds, setup, teardown),
       cmocka_unit_test_setup_teardown(test_duplicate_and_zero_handles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_outside_resource, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_past_backing, setup, teardown),
