@@ -601,8 +601,10 @@ bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size
   return ok;
 }
 
+#define READ_BUF_SIZE (256u * 1024u)
+
 VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms) {
-  size_t cap = 256 * 1024, len = 0;
+  size_t cap = READ_BUF_SIZE, len = 0;
   g_autofree uint8_t *buf = g_malloc(cap);
   for (;;) {
     size_t used = 0, need = VTEST_HDR_SIZE;
@@ -615,6 +617,11 @@ VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms) {
     if (need > cap) {
       /* Bounded by the decoder's limits before we get here. */
       cap = need;
+      buf = g_realloc(buf, cap);
+    } else if (cap > READ_BUF_SIZE && len <= READ_BUF_SIZE && need <= READ_BUF_SIZE) {
+      /* One large submit must not keep its buffer resident for the rest
+       * of the session. */
+      cap = READ_BUF_SIZE;
       buf = g_realloc(buf, cap);
     }
     if (!vtest_session_flush(s))

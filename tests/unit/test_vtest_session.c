@@ -298,6 +298,45 @@ static void test_submit_and_busy_wait(void **state) {
   expect(f, (uint32_t[]){1, 7, 0}, 3);
 }
 
+static gpointer write_stream(gpointer data) {
+  Fix *f = data;
+  GByteArray *b = g_byte_array_new();
+  static const char nm[8] = "big";
+  uint32_t hdr[2] = {sizeof(nm), VTEST_CMD_CREATE_RENDERER};
+  g_byte_array_append(b, (const guint8 *)hdr, 8);
+  g_byte_array_append(b, (const guint8 *)nm, sizeof(nm));
+  /* A 3 MiB submit (the read buffer grows past its 256 KiB), then small
+   * commands after it (the buffer shrinks back and nothing is lost). */
+  uint32_t ndw = 3u << 18;
+  hdr[0] = ndw;
+  hdr[1] = VTEST_CMD_SUBMIT_CMD;
+  g_byte_array_append(b, (const guint8 *)hdr, 8);
+  guint at = b->len;
+  g_byte_array_set_size(b, at + ndw * 4);
+  memset(b->data + at, 0, ndw * 4);
+  for (int i = 0; i < 3; i++) {
+    uint32_t bw[4] = {2, VTEST_CMD_RESOURCE_BUSY_WAIT, 0, 1};
+    g_byte_array_append(b, (const guint8 *)bw, sizeof(bw));
+  }
+  assert_int_equal(vgpu_write_all(f->sv[1], b->data, b->len), 0);
+  g_byte_array_unref(b);
+  shutdown(f->sv[1], SHUT_WR);
+  return NULL;
+}
+
+/* The whole read loop over a real socket, with a submit far larger than the
+ * read buffer in the middle of the stream. */
+static void test_run_loop_large_submit(void **state) {
+  Fix *f = *state;
+  GThread *t = g_thread_new("writer", write_stream, f);
+  assert_int_equal(vtest_session_run(f->s, 0), VTEST_END_DISCONNECT);
+  g_thread_join(t);
+  expect(f, (uint32_t[]){1, 7, 0, 1, 7, 0, 1, 7, 0}, 9);
+  VgpuLedgerSlot *sl = vgpu_ledger_slot(f->ledger, (uint32_t)f->slot);
+  assert_int_equal(atomic_load(&sl->used[VGPU_RES_COMMANDS]), 5);
+  assert_true(atomic_load(&sl->used[VGPU_RES_BYTES_IN]) > (3u << 20));
+}
+
 static void test_v0_transfer_get_is_raw(void **state) {
   Fix *f = *state;
   name(f);
@@ -320,6 +359,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_command_before_create_renderer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_create_passes_sealed_memfd, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backings_hold_no_fds, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_run_loop_large_submit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_duplicate_and_zero_handles, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_outside_resource, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_past_backing, setup, teardown),
