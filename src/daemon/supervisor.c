@@ -101,10 +101,13 @@ static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
     *crashed = code == 1 || code == 4;
   } else if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
-    g_snprintf(buf, len, "%s by SIG%s%s", sig == SIGKILL ? "killed" : "crashed",
+    /* SIGTERM is a request to stop (vgpud's own at shutdown, or an
+     * operator's), not a crash. */
+    g_snprintf(buf, len, "%s by SIG%s%s",
+               sig == SIGKILL ? "killed" : sig == SIGTERM ? "stopped" : "crashed",
                sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
                WCOREDUMP(status) ? " (core dumped)" : "");
-    *crashed = true;
+    *crashed = sig != SIGTERM;
   } else {
     g_snprintf(buf, len, "status 0x%x", status);
   }
@@ -128,8 +131,9 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   if (crashed)
     atomic_fetch_add(&li->worker_crashes, 1);
   uint64_t vram = vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)w->slot);
-  VgpuLogLevel lvl = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? VGPU_LOG_INFO
-                                                                   : VGPU_LOG_WARN;
+  bool quiet = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+               (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+  VgpuLogLevel lvl = quiet ? VGPU_LOG_INFO : VGPU_LOG_WARN;
   g_autofree char *vs = vgpu_format_size(vram, false);
   vgpu_log(lvl, "%s: client pid %d worker %d ended: %s; slot %d reclaimed (%s)", in->cfg->name,
            (int)w->client_pid, (int)pid, why, w->slot, vs);
@@ -158,6 +162,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   g_ptr_array_add(argv, g_strdup_printf("--renderer=%s", s->cfg->renderer));
   if (s->render_node)
     g_ptr_array_add(argv, g_strdup_printf("--render-node=%s", s->render_node));
+  if (s->cfg->fence_wait == VGPU_FENCE_WAIT_THREAD)
+    g_ptr_array_add(argv, g_strdup("--thread-sync"));
   g_ptr_array_add(argv,
                   g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
   g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
@@ -344,8 +350,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
     vgpu_supervisor_free(s);
     return NULL;
   }
-  vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
-            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
+  vgpu_info("worker %s, renderer %s on %s, fence-wait=%s", s->worker_path, cfg->renderer,
+            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)",
+            vgpu_fence_wait_name(cfg->fence_wait));
   return s;
 }
 

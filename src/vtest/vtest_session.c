@@ -220,7 +220,8 @@ static bool fences_pending(VtestSession *s) {
   return s->fence_completed != s->fence_submitted;
 }
 
-/* Sleeps on the renderer's fence fd; never spins. */
+/* Sleeps on the renderer's fence fd when it has one (sync thread), else
+ * polls it with 200 us sleeps between; never spins. */
 static void wait_fences(VtestSession *s) {
   uint64_t t0 = now_ns();
   s->r->ops->poll(s->r);
