@@ -17,7 +17,6 @@ static const char default_config[] =
     "log-level=info\n"
     "renderer=virgl\n"
     "render-node=auto\n"
-    "fence-wait=thread\n"
     "\n"
     "[profile tiny]\n"
     "description=Quota demonstrations and tests: 8 MiB, two clients\n"
@@ -57,10 +56,6 @@ static const char default_config[] =
     "\n"
     "[instance vgpu1]\n"
     "profile=medium\n";
-
-const char *vgpu_fence_wait_name(VgpuFenceWait w) {
-  return w == VGPU_FENCE_WAIT_POLL ? "poll" : "thread";
-}
 
 const char *vgpu_config_default_text(void) {
   return default_config;
@@ -330,14 +325,6 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         return fail_at(error, m, "daemon", k, "render-node must be auto or an absolute path");
       g_free(c->render_node);
       c->render_node = g_strdup(v);
-    } else if (g_str_equal(k, "fence-wait")) {
-      if (g_str_equal(v, "thread"))
-        c->fence_wait = VGPU_FENCE_WAIT_THREAD;
-      else if (g_str_equal(v, "poll"))
-        c->fence_wait = VGPU_FENCE_WAIT_POLL;
-      else
-        return fail_at(error, m, "daemon", k, "bad value \"%s\" for fence-wait (thread, poll)",
-                       v);
     } else if (g_str_equal(k, "worker")) {
       if (!g_path_is_absolute(v))
         return fail_at(error, m, "daemon", k, "worker must be an absolute path");

@@ -10,13 +10,6 @@
 #include "core/profile.h"
 #include "util/log.h"
 
-typedef enum {
-  VGPU_FENCE_WAIT_THREAD = 0, /* virglrenderer's sync thread and its fence fd */
-  VGPU_FENCE_WAIT_POLL,       /* the worker polls the renderer, sleeping between */
-} VgpuFenceWait;
-
-const char *vgpu_fence_wait_name(VgpuFenceWait w);
-
 typedef struct VgpuInstanceConfig {
   char *name;    /* [a-zA-Z0-9_-]{1,31} */
   char *profile; /* name of a profile in the same config */
@@ -35,7 +28,6 @@ typedef struct VgpuConfig {
   guint idle_timeout_s;      /* 0 = none */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
-  VgpuFenceWait fence_wait;  /* how a worker waits for the renderer's fences */
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */
 } VgpuConfig;

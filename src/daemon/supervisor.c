@@ -162,8 +162,6 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   g_ptr_array_add(argv, g_strdup_printf("--renderer=%s", s->cfg->renderer));
   if (s->render_node)
     g_ptr_array_add(argv, g_strdup_printf("--render-node=%s", s->render_node));
-  if (s->cfg->fence_wait == VGPU_FENCE_WAIT_THREAD)
-    g_ptr_array_add(argv, g_strdup("--thread-sync"));
   g_ptr_array_add(argv,
                   g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
   g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
@@ -350,9 +348,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
     vgpu_supervisor_free(s);
     return NULL;
   }
-  vgpu_info("worker %s, renderer %s on %s, fence-wait=%s", s->worker_path, cfg->renderer,
-            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)",
-            vgpu_fence_wait_name(cfg->fence_wait));
+  vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
+            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
   return s;
 }
 

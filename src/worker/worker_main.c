@@ -47,7 +47,6 @@ typedef struct {
   gint client_uid;
   gchar *renderer;
   gchar *render_node;
-  gboolean thread_sync;
   gchar *log_level;
   gint64 max_submit_bytes;
   gint idle_timeout;
@@ -89,8 +88,6 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
       {"client-uid", 0, 0, G_OPTION_ARG_INT, &a->client_uid, "Client uid (for logs)", "UID"},
       {"renderer", 0, 0, G_OPTION_ARG_STRING, &a->renderer, "virgl (default) or null", "NAME"},
       {"render-node", 0, 0, G_OPTION_ARG_STRING, &a->render_node, "DRM render node", "PATH"},
-      {"thread-sync", 0, 0, G_OPTION_ARG_NONE, &a->thread_sync,
-       "wait for fences on virglrenderer's sync thread (else poll)", NULL},
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &a->log_level, "error|warning|info|debug", "L"},
       {"max-submit-bytes", 0, 0, G_OPTION_ARG_INT64, &a->max_submit_bytes,
        "Largest command stream accepted", "N"},
@@ -161,7 +158,7 @@ int main(int argc, char **argv) {
     return WORKER_EXIT_OK;
   }
 
-  VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = a.thread_sync};
+  VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
   g_autoptr(VgpuRenderer) renderer =
       vgpu_renderer_new(a.renderer ? a.renderer : "virgl", &rcfg, NULL, NULL, &error);
   if (!renderer) {

@@ -176,12 +176,10 @@ static void test_overrides(void **state) {
   vgpu_config_free(c);
 }
 
-static void expect_error(const char *text, const char *prefix);
-
 static void test_daemon_keys(void **state) {
   const char *text = "[daemon]\nruntime-dir=/srv/vgpu\nlog-level=debug\nrenderer=null\n"
                      "render-node=/dev/dri/renderD129\nworker=/opt/vgpu/vgpu-worker\n"
-                     "idle-timeout=30\nmax-submit-bytes=1M\nsandbox=false\nfence-wait=poll\n";
+                     "idle-timeout=30\nmax-submit-bytes=1M\nsandbox=false\n";
   GError *e = NULL;
   VgpuConfig *c = vgpu_config_load_data(text, -1, "d.conf", &e);
   if (!c)
@@ -194,13 +192,6 @@ static void test_daemon_keys(void **state) {
   assert_int_equal(c->idle_timeout_s, 30);
   assert_int_equal(c->max_submit_bytes, 1u << 20);
   assert_false(c->sandbox);
-  assert_int_equal(c->fence_wait, VGPU_FENCE_WAIT_POLL);
-  vgpu_config_free(c);
-  expect_error("[daemon]\nfence-wait=spin\n", "x.conf:2: bad value \"spin\" for fence-wait");
-  assert_string_equal(vgpu_fence_wait_name(VGPU_FENCE_WAIT_POLL), "poll");
-  c = vgpu_config_load_default(&e);
-  assert_int_equal(c->fence_wait, VGPU_FENCE_WAIT_THREAD);
-  assert_string_equal(vgpu_fence_wait_name(c->fence_wait), "thread");
   vgpu_config_free(c);
 }
 
