@@ -26,7 +26,11 @@ TESTS = {
                 "arb_compute_shader-minmax"],
     "transform feedback": ["ext_transform_feedback-interleaved", "ext_transform_feedback-position",
                            "ext_transform_feedback-separate"],
-    "queries": ["occlusion-query-discard", "arb_timer_query-timestamp-get",
+    # No timer-query tests: arb_timer_query-timestamp-get compares GL_TIMESTAMP
+    # with the wall clock to 3 ms/s, which a loaded machine misses under
+    # either server at random; these give the same answer on every run.
+    "queries": ["occlusion-query-discard", "arb_occlusion_query2-render",
+                "arb_query_buffer_object-qbo",
                 "arb_pipeline_statistics_query-vert", "arb_pipeline_statistics_query-frag"],
     "draw": ["draw-elements", "clearbuffer-mixed-format"],
 }
