@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
       {"version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
       {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &command, NULL, "-- COMMAND [ARG...]"},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
-  g_autoptr(GOptionContext) ctx = g_option_context_new("-- COMMAND [ARG...]");
+  g_autoptr(GOptionContext) ctx = g_option_context_new(NULL);
   g_option_context_set_summary(ctx, "Run an unmodified OpenGL program on a vGPU instance.");
   g_option_context_set_description(
       ctx, "Example: vgpu-run --instance vgpu1 -- glxgears -info\nSee vgpu-run(1).");

@@ -52,6 +52,7 @@ def test(x, d):
     # Informational options and usage errors.
     rc, out, _ = vrun(["--help"])
     assert rc == 0 and all(o in out for o in ("--instance", "--socket", "--runtime-dir")), out
+    assert out.count("-- COMMAND [ARG...]") == 1, out  # the usage line names the command once
     rc, out, _ = vrun(["--version"])
     assert rc == 0 and re.match(r"vgpu-run \d+\.\d+", out), out
     rc, _, err = vrun(rd)
