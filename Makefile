@@ -6,7 +6,7 @@ BUILD ?= build
 BUILD_SAN ?= build-san
 BUILD_FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
-# check: how long the fuzzer runs inside `make check`
+# check: how long each fuzz target runs inside `make check`
 CHECK_FUZZ_SECONDS ?= 20
 # .ci/run passes --no-summary and prints the summary itself, last
 SUMMARY_ARGS ?=

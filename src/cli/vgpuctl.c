@@ -190,6 +190,10 @@ static int admin_command(const Opts *o, JsonObject *req, const char *done) {
     print_json(r);
   else
     puts(done);
+  /* Done, but not all of it (a reload that could not add an instance). */
+  const char *warning = json_object_get_string_member_with_default(r, "warning", NULL);
+  if (warning)
+    return fail(EXIT_REFUSED, "warning: %s", warning);
   return EXIT_OK;
 }
 

@@ -170,6 +170,34 @@ static char *reply_finish(JsonBuilder *b) {
 
 static const char *const admin_commands[] = {"create", "destroy", "set", "reload", NULL};
 
+/* The request's known members must have the right JSON type before any
+ * accessor sees them (json-glib's *_with_default accessors log a critical
+ * on a member of another kind).  Unknown members are ignored.  Returns NULL
+ * or the refusal. */
+static char *check_member_types(JsonObject *req) {
+  static const struct {
+    const char *name;
+    GType type; /* G_TYPE_NONE: a JSON object */
+  } members[] = {
+      {"command", G_TYPE_STRING}, {"name", G_TYPE_STRING},  {"profile", G_TYPE_STRING},
+      {"force", G_TYPE_BOOLEAN},  {"settings", G_TYPE_NONE},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
+    JsonNode *n = json_object_get_member(req, members[i].name);
+    if (!n)
+      continue;
+    bool right = members[i].type == G_TYPE_NONE
+                     ? JSON_NODE_HOLDS_OBJECT(n)
+                     : JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == members[i].type;
+    if (!right)
+      return reply_error("bad request: \"%s\" must be %s", members[i].name,
+                         members[i].type == G_TYPE_STRING    ? "a string"
+                         : members[i].type == G_TYPE_BOOLEAN ? "true or false"
+                                                             : "an object");
+  }
+  return NULL;
+}
+
 char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
   g_autoptr(JsonParser) parser = json_parser_new();
   g_autoptr(GError) e = NULL;
@@ -179,6 +207,9 @@ char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
   if (!root || !JSON_NODE_HOLDS_OBJECT(root))
     return reply_error("bad request: expected a JSON object");
   JsonObject *req = json_node_get_object(root);
+  char *refusal = check_member_types(req);
+  if (refusal)
+    return refusal;
   const char *cmd = json_object_get_string_member_with_default(req, "command", NULL);
   if (!cmd)
     return reply_error("bad request: missing \"command\"");
@@ -251,7 +282,7 @@ char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
   }
   if (g_str_equal(cmd, "set")) {
     JsonNode *sn = json_object_get_member(req, "settings");
-    JsonObject *settings = sn && JSON_NODE_HOLDS_OBJECT(sn) ? json_node_get_object(sn) : NULL;
+    JsonObject *settings = sn ? json_node_get_object(sn) : NULL;
     if (!settings || json_object_get_size(settings) == 0)
       return reply_error("bad request: \"set\" needs a non-empty \"settings\" object");
     g_autoptr(GHashTable) kv = g_hash_table_new(g_str_hash, g_str_equal);
@@ -270,9 +301,13 @@ char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
     return reply_finish(b);
   }
   if (g_str_equal(cmd, "reload")) {
-    if (!vgpu_supervisor_reload(s, &e))
+    g_autofree char *not_added = NULL;
+    if (!vgpu_supervisor_reload(s, &not_added, &e))
       return reply_error("reload failed, configuration unchanged: %s", e->message);
-    return reply_finish(reply_ok());
+    JsonBuilder *b = reply_ok();
+    if (not_added)
+      add_str(b, "warning", not_added);
+    return reply_finish(b);
   }
   return reply_error("unknown command \"%s\" (status, list, show, profiles, create, destroy, set, "
                      "reload)",

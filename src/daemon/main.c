@@ -44,7 +44,8 @@ static gboolean on_term(gpointer user) {
 static gboolean on_hup(gpointer user) {
   Daemon *d = user;
   g_autoptr(GError) e = NULL;
-  if (!vgpu_supervisor_reload(d->sup, &e))
+  /* Instances that could not be added are logged by the supervisor. */
+  if (!vgpu_supervisor_reload(d->sup, NULL, &e))
     vgpu_error("reload failed, keeping the running configuration: %s", e->message);
   return G_SOURCE_CONTINUE;
 }

@@ -428,12 +428,13 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s);
 }
 
-bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error) {
+bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
   VgpuConfig *next = s->config_path ? vgpu_config_load_file(s->config_path, error)
                                     : vgpu_config_load_default(error);
   if (!next)
     return false;
   guint added = 0, removed = 0, changed = 0;
+  g_autoptr(GString) failed = g_string_new(NULL);
   /* Removed config instances drain; runtime ones are not the file's. */
   g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
   for (guint i = 0; i < all->len; i++) {
@@ -468,6 +469,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error) {
     in = instance_new(s, ic, false, &e);
     if (!in) {
       vgpu_error("%s: cannot add: %s", ic->name, e->message);
+      g_string_append_printf(failed, "%s%s: %s", failed->len ? "; " : "", ic->name, e->message);
       continue;
     }
     g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
@@ -478,6 +480,8 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error) {
   s->cfg = next;
   vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
             removed, changed);
+  if (not_added)
+    *not_added = failed->len ? g_strdup(failed->str) : NULL;
   return true;
 }
 

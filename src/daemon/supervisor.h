@@ -47,8 +47,11 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error);
 void vgpu_supervisor_stop(VgpuSupervisor *s);
 void vgpu_supervisor_free(VgpuSupervisor *s);
 
-/* Re-reads the configuration; on error nothing changes. */
-bool vgpu_supervisor_reload(VgpuSupervisor *s, GError **error);
+/* Re-reads the configuration; on error nothing changes.  An instance the
+ * new configuration adds but that cannot be created (no ledger room, its
+ * socket cannot be made) is left out and the rest applied: *not_added
+ * (when given) is then set to "NAME: reason; ..." and NULL otherwise. */
+bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error);
 
 /* For the control server. */
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s);

@@ -216,6 +216,8 @@ def finish(p, timeout=60):
 
 
 def fps_values(text):
+    """glxgears' rates; it prints the first 5 s after its first frame, so a run
+    that must show one lasts 9 s or more (a slow start under load eats the rest)."""
     return [float(x) for x in re.findall(r"frames in [\d.]+ seconds = ([\d.]+) FPS", text)]
 
 

@@ -111,7 +111,7 @@ def test(x, d):
     assert os.path.exists(d.socket("vgpu2")) and not os.path.exists(d.socket("vgpu1"))
     s0 = d.show("vgpu0")
     assert s0["limits"]["vram"] == 300 << 20 and s0["tenants"][0]["worker_pid"] == worker
-    vt_ok = h.finish(h.client(d, "vgpu2", ["timeout", "-s", "INT", "6", "glxgears"], x.display), 30)
+    vt_ok = h.finish(h.client(d, "vgpu2", ["timeout", "-s", "INT", "9", "glxgears"], x.display), 30)
     assert h.fps_values(vt_ok[1]), vt_ok[1]
     # A broken file is reported with FILE:LINE and changes nothing.
     with open(d.config_path, "a") as f:
@@ -121,6 +121,29 @@ def test(x, d):
     assert os.path.exists(d.socket("vgpu2"))
     rc, out = h.finish(g, 60)
     assert len(h.fps_values(out)) >= 2, f"vgpu0's tenant was disturbed:\n{out}"
+
+    # An instance that cannot be created (a file stands where its directory
+    # goes) is left out of a reload; the rest applies and vgpuctl says so.
+    open(os.path.join(d.dir, "blocked"), "w").close()
+    with open(d.config_path, "w") as f:
+        f.write(CONFIG.replace("[instance vgpu1]", "[instance vgpu2]")
+                .replace("vram=256M", "vram=320M") + "\n[instance blocked]\nprofile=p\n")
+    rc, out, err = ctl(d, "reload")
+    assert rc == 1 and "vgpuctl: warning: blocked: creating" in err, (rc, out, err)
+    assert d.show("vgpu0")["limits"]["vram"] == 320 << 20
+    assert "blocked" not in {i["name"] for i in d.control({"command": "list"})["instances"]}
+    os.unlink(os.path.join(d.dir, "blocked"))
+
+    # Known request members of the wrong JSON type are refused by name.
+    for req, what in (({"command": {"x": 1}}, '"command" must be a string'),
+                      ({"command": "show", "name": 7}, '"name" must be a string'),
+                      ({"command": "destroy", "name": "vgpu2", "force": "yes"},
+                       '"force" must be true or false'),
+                      ({"command": "set", "name": "vgpu2", "settings": []},
+                       '"settings" must be an object')):
+        r = d.control(req)
+        assert not r["ok"] and what in r["error"], (req, r)
+    assert os.path.exists(d.socket("vgpu2"))
 
     # A bad file stops start-up with FILE:LINE; a second vgpud on the same
     # runtime directory is refused.
@@ -144,7 +167,7 @@ def test(x, d):
     # As a normal user: through an unprivileged user namespace where the
     # kernel allows one, else the documented error.
     p = subprocess.run(NOBODY + ["env", f"DISPLAY={x.display}", h.VGPU_RUN, "--runtime-dir", d.dir,
-                                 "--instance", "vgpu0", "--", "timeout", "-s", "INT", "6",
+                                 "--instance", "vgpu0", "--", "timeout", "-s", "INT", "9",
                                  "glxgears", "-info"], capture_output=True, text=True, timeout=60)
     if "unprivileged user namespaces are disabled" in p.stderr:
         assert p.returncode == 125, p.stderr

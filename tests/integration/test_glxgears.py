@@ -9,7 +9,7 @@ import harness as h
 
 def test(x, d):
     for inst in ("vgpu0", "vgpu1"):
-        rc, out = h.finish(h.client(d, inst, ["timeout", "-s", "INT", "7", "glxgears", "-info"],
+        rc, out = h.finish(h.client(d, inst, ["timeout", "-s", "INT", "9", "glxgears", "-info"],
                                     x.display), 60)
         assert "GL_RENDERER   = virgl" in out, f"{inst}: no virgl renderer in:\n{out}"
         assert h.fps_values(out), f"{inst}: no frame rate reported:\n{out}"

@@ -29,7 +29,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 MESA_PATH = "/tmp/.virgl_test"
 # glxinfo -B trips an X error under Xvfb with virpipe; glxgears -info
 # prints the same renderer line and then renders.
-GEARS = ["timeout", "-s", "INT", "6", "glxgears", "-info"]
+GEARS = ["timeout", "-s", "INT", "9", "glxgears", "-info"]
 
 
 def vrun(args, env=None, prefix=(), timeout=60):

@@ -1,0 +1,44 @@
+/* libFuzzer target for the configuration loader: any bytes as a vgpud.conf.
+ * A file is either loaded or refused with a message that names the source
+ * and a line; GLib criticals and warnings are fatal here, so a value that
+ * slips past validation into GLib's own checks shows up as a crash. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib.h>
+
+#include "daemon/config.h"
+#include "util/log.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
+  vgpu_log_init("fuzz-config", VGPU_LOG_ERROR);
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  GError *error = NULL;
+  VgpuConfig *c = vgpu_config_load_data((const char *)data, (gssize)size, "fuzz.conf", &error);
+  if (c) {
+    if (error)
+      abort(); /* loaded and failed at once */
+    /* Whatever loads names instances that exist under valid names. */
+    for (guint i = 0; i < c->instances->len; i++) {
+      const VgpuInstanceConfig *ic = g_ptr_array_index(c->instances, i);
+      if (!vgpu_instance_name_valid(ic->name) || vgpu_config_find_instance(c, ic->name) != ic)
+        abort();
+    }
+    vgpu_config_free(c);
+  } else {
+    if (!error || !g_str_has_prefix(error->message, "fuzz.conf"))
+      abort(); /* every refusal names the file (and a line where it has one) */
+    g_error_free(error);
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+/* libFuzzer target for the control server: each input is one request line
+ * from a local user, handled by a real supervisor (embedded default
+ * configuration, a scratch runtime directory, no clients).  The first byte
+ * picks the caller: root, so create/destroy/set/reload run too, or another
+ * uid, which admin commands must refuse.  Every reply must be one JSON
+ * object with "ok"; GLib criticals and warnings are fatal here, so a
+ * request that trips GLib's or json-glib's own checks shows up as a crash. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+
+#include "daemon/config.h"
+#include "daemon/control.h"
+#include "daemon/supervisor.h"
+#include "util/log.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+static VgpuSupervisor *sup;
+static const char *const admin_commands[] = {"create", "destroy", "set", "reload", NULL};
+
+/* The request's "command" string, or NULL; parsed here independently of
+ * the server. */
+static const char *request_command(const char *line) {
+  static char cmd[32];
+  g_autoptr(JsonParser) p = json_parser_new();
+  if (!json_parser_load_from_data(p, line, -1, NULL))
+    return NULL;
+  JsonNode *root = json_parser_get_root(p);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+    return NULL;
+  JsonNode *c = json_object_get_member(json_node_get_object(root), "command");
+  if (!c || !JSON_NODE_HOLDS_VALUE(c) || json_node_get_value_type(c) != G_TYPE_STRING)
+    return NULL;
+  g_strlcpy(cmd, json_node_get_string(c), sizeof(cmd));
+  return cmd;
+}
+
+static char *scratch, *conf_path;
+
+static void cleanup(void) {
+  if (sup) {
+    vgpu_supervisor_stop(sup); /* removes the instances' sockets and directories */
+    vgpu_supervisor_free(sup);
+  }
+  if (conf_path)
+    g_unlink(conf_path);
+  if (scratch)
+    g_rmdir(scratch);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
+  vgpu_log_init("fuzz-control", VGPU_LOG_ERROR);
+  g_autoptr(GError) error = NULL;
+  scratch = g_dir_make_tmp("vgpu-fuzz-XXXXXX", &error);
+  if (!scratch)
+    g_error("fuzz-control: %s", error->message);
+  atexit(cleanup);
+  /* The embedded default, quiet: "reload" re-reads this file, and the log
+   * level follows it. */
+  g_autoptr(GString) text = g_string_new(vgpu_config_default_text());
+  if (!g_string_replace(text, "log-level=info", "log-level=error", 1))
+    g_error("fuzz-control: the default configuration has no log-level=info");
+  conf_path = g_build_filename(scratch, "vgpud.conf", NULL);
+  VgpuConfig *cfg = NULL;
+  if (g_file_set_contents(conf_path, text->str, -1, &error))
+    cfg = vgpu_config_load_file(conf_path, &error);
+  /* No worker is ever started: nothing connects to the instances. */
+  g_setenv("VGPU_WORKER", "/bin/true", TRUE);
+  VgpuSupervisorOptions opt = {.runtime_dir = scratch, .config_path = conf_path};
+  sup = cfg ? vgpu_supervisor_new(cfg, &opt, &error) : NULL;
+  if (!sup || !vgpu_supervisor_start(sup, &error))
+    g_error("fuzz-control: cannot start a supervisor: %s", error ? error->message : "?");
+  vgpu_log_set_level(VGPU_LOG_ERROR);
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1)
+    return 0;
+  uid_t uid = data[0] & 1 ? 0 : 65534;
+  g_autofree char *line = g_strndup((const char *)data + 1, size - 1);
+  g_autofree char *reply = vgpu_control_handle(sup, line, uid);
+  g_autoptr(JsonParser) p = json_parser_new();
+  if (!reply || strchr(reply, '\n') || !json_parser_load_from_data(p, reply, -1, NULL))
+    abort(); /* one JSON line, always */
+  JsonNode *root = json_parser_get_root(p);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+    abort();
+  JsonObject *o = json_node_get_object(root);
+  if (!json_object_has_member(o, "ok"))
+    abort();
+  bool ok = json_object_get_boolean_member(o, "ok");
+  if (!ok && !json_object_has_member(o, "error"))
+    abort(); /* every refusal says why */
+  if (ok && uid != 0) {
+    const char *cmd = request_command(line);
+    if (cmd && g_strv_contains(admin_commands, cmd))
+      abort(); /* an admin command succeeded for an unprivileged uid */
+  }
+  return 0;
+}
