@@ -179,7 +179,7 @@ static char *check_member_types(JsonObject *req) {
     const char *name;
     GType type; /* G_TYPE_NONE: a JSON object */
   } members[] = {
-      {"command", G_TYPE_STRING}, {"name", G_TYPE_STRING},  {"profile", G_TYPE_STRING},
+      {"command", G_TYPE_STRING}, {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
       {"force", G_TYPE_BOOLEAN},  {"settings", G_TYPE_NONE},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {

@@ -49,9 +49,14 @@ static void wait_fence(VgpuRenderer *r, const uint32_t *seen, uint32_t id) {
  * it, wipes the backing and reads the texture back into it. */
 static void roundtrip(VgpuRenderer *r, uint32_t *backing, bool check_pixels) {
   assert_int_equal(r->ops->context_create(r, 1, 0, "unit"), 0);
-  VgpuResourceDesc d = {.handle = 5, .target = 2 /* TEXTURE_2D */, .format = 1 /* B8G8R8A8 */,
-                        .bind = 2 | 8 /* render target, sampler view */, .width = W,
-                        .height = H, .depth = 1, .array_size = 1};
+  VgpuResourceDesc d = {.handle = 5,
+                        .target = 2 /* TEXTURE_2D */,
+                        .format = 1 /* B8G8R8A8 */,
+                        .bind = 2 | 8 /* render target, sampler view */,
+                        .width = W,
+                        .height = H,
+                        .depth = 1,
+                        .array_size = 1};
   struct iovec iov = {backing, W * H * 4};
   assert_int_equal(r->ops->resource_create(r, &d, &iov, 1), 0);
   assert_int_equal(r->ops->ctx_attach_resource(r, 1, 5), 0);
@@ -122,9 +127,9 @@ static void test_virgl(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_null),
+    cmocka_unit_test(test_null),
 #if HAVE_VIRGL
-      cmocka_unit_test(test_virgl),
+    cmocka_unit_test(test_virgl),
 #endif
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
