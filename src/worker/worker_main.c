@@ -16,6 +16,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/sanitize.h"
+#include "vtest/vtest_decode.h"
 #include "vtest/vtest_session.h"
 #include "worker/sandbox.h"
 
@@ -101,6 +102,51 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
   return g_option_context_parse(ctx, &argc, &argv, error);
 }
 
+/* Waits until the client has sent VTEST_HDR_SIZE bytes (left in the
+ * socket) or has gone.  Returns how many bytes are waiting: the header size
+ * when it is all there, fewer (0 included) when the client hung up or sent
+ * nothing within timeout_ms (-1: no limit).  Mesa writes each header in one
+ * write(), so a real client is ready at the first wake-up.  While part of a
+ * header waits, POLLIN stays set, so poll() can only wait for the hang-up:
+ * the socket is looked at again after 5 ms, then less and less often (at
+ * most once a second) for a client that dribbles its header or stops
+ * half-way. */
+static ssize_t wait_for_header(int fd, int timeout_ms) {
+  gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  int backoff_ms = 5;
+  for (;;) {
+    char hdr[VTEST_HDR_SIZE];
+    ssize_t n = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno != EAGAIN)
+      return 0;
+    if (n == 0 || n == (ssize_t)sizeof(hdr))
+      return n;
+    n = MAX(n, 0);
+    int wait_ms = -1;
+    if (n > 0) {
+      wait_ms = backoff_ms;
+      backoff_ms = MIN(backoff_ms * 2, 1000);
+    }
+    if (deadline >= 0) {
+      gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
+      if (left_ms <= 0)
+        return n;
+      wait_ms = wait_ms < 0 ? (int)MIN(left_ms, G_MAXINT) : (int)MIN(wait_ms, left_ms);
+    }
+    struct pollfd pfd = {.fd = fd, .events = (short)(n > 0 ? POLLRDHUP : POLLIN)};
+    int pr = poll(&pfd, 1, wait_ms);
+    if (pr < 0 && errno != EINTR)
+      return n;
+    if (pr > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+      /* Gone: whatever it managed to send is all there will be. */
+      ssize_t last = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
+      return MAX(last, 0);
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   __attribute__((cleanup(args_clear))) WorkerArgs a = {.client_fd = -1, .ledger_fd = -1, .slot = -1, .client_pid = 0};
   g_autoptr(GError) error = NULL;
@@ -145,17 +191,19 @@ int main(int argc, char **argv) {
   }
 
   /* Start the renderer (EGL, llvmpipe: tens of milliseconds) only once the
-   * client has sent something: a client that connects and leaves costs a
-   * fork and an exec, nothing more. */
-  struct pollfd pfd = {.fd = a.client_fd, .events = POLLIN};
-  int pr;
-  do {
-    pr = poll(&pfd, 1, a.idle_timeout > 0 ? a.idle_timeout * 1000 : -1);
-  } while (pr < 0 && errno == EINTR);
-  char peek;
-  if (pr == 0 || recv(a.client_fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+   * client has sent a whole command header: a client that connects and
+   * leaves, or leaves part of a header behind, costs a fork and an exec,
+   * nothing more. */
+  ssize_t have = wait_for_header(a.client_fd, a.idle_timeout > 0 ? a.idle_timeout * 1000 : -1);
+  if (have == 0) {
     vgpu_info("client left before sending a command");
     return WORKER_EXIT_OK;
+  }
+  if (have < (ssize_t)VTEST_HDR_SIZE) {
+    vgpu_warn("session ended (io): only %zd of a command header's %u bytes arrived before the "
+              "client hung up or went idle",
+              have, VTEST_HDR_SIZE);
+    return WORKER_EXIT_ERROR;
   }
 
   VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
