@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
 #include "daemon/config.h"
@@ -18,10 +17,11 @@
 #include "daemon/supervisor.h"
 #include "util/log.h"
 
+#include "../support/scratch_daemon.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static VgpuSupervisor *sup;
 static const char *const admin_commands[] = {"create", "destroy", "set", "reload", NULL};
 
 /* The request's "command" string, or NULL; parsed here independently of
@@ -41,17 +41,10 @@ static const char *request_command(const char *line) {
   return cmd;
 }
 
-static char *scratch, *conf_path;
+static ScratchDaemon *daemon_;
 
 static void cleanup(void) {
-  if (sup) {
-    vgpu_supervisor_stop(sup); /* removes the instances' sockets and directories */
-    vgpu_supervisor_free(sup);
-  }
-  if (conf_path)
-    g_unlink(conf_path);
-  if (scratch)
-    g_rmdir(scratch);
+  scratch_daemon_stop(daemon_);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -59,27 +52,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argv;
   g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
   vgpu_log_init("fuzz-control", VGPU_LOG_ERROR);
-  g_autoptr(GError) error = NULL;
-  scratch = g_dir_make_tmp("vgpu-fuzz-XXXXXX", &error);
-  if (!scratch)
-    g_error("fuzz-control: %s", error->message);
-  atexit(cleanup);
-  /* The embedded default, quiet: "reload" re-reads this file, and the log
-   * level follows it. */
+  /* The embedded default, quiet: "reload" re-reads it, and the log level
+   * follows it. */
   g_autoptr(GString) text = g_string_new(vgpu_config_default_text());
   if (!g_string_replace(text, "log-level=info", "log-level=error", 1))
     g_error("fuzz-control: the default configuration has no log-level=info");
-  conf_path = g_build_filename(scratch, "vgpud.conf", NULL);
-  VgpuConfig *cfg = NULL;
-  if (g_file_set_contents(conf_path, text->str, -1, &error))
-    cfg = vgpu_config_load_file(conf_path, &error);
-  /* No worker is ever started: nothing connects to the instances. */
-  g_setenv("VGPU_WORKER", "/bin/true", TRUE);
-  VgpuSupervisorOptions opt = {.runtime_dir = scratch, .config_path = conf_path};
-  sup = cfg ? vgpu_supervisor_new(cfg, &opt, &error) : NULL;
-  if (!sup || !vgpu_supervisor_start(sup, &error))
-    g_error("fuzz-control: cannot start a supervisor: %s", error ? error->message : "?");
-  vgpu_log_set_level(VGPU_LOG_ERROR);
+  daemon_ = scratch_daemon_start(text->str);
+  atexit(cleanup);
   return 0;
 }
 
@@ -88,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   uid_t uid = data[0] & 1 ? 0 : 65534;
   g_autofree char *line = g_strndup((const char *)data + 1, size - 1);
-  g_autofree char *reply = vgpu_control_handle(sup, line, uid);
+  g_autofree char *reply = vgpu_control_handle(daemon_->sup, line, uid);
   g_autoptr(JsonParser) p = json_parser_new();
   if (!reply || strchr(reply, '\n') || !json_parser_load_from_data(p, reply, -1, NULL))
     abort(); /* one JSON line, always */

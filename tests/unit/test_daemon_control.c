@@ -22,13 +22,12 @@
 #include "daemon/supervisor.h"
 #include "util/log.h"
 
+#include "../support/scratch_daemon.h"
+
 #define ROOT 0
 #define NOBODY 65534
 
-typedef struct {
-  char *dir, *conf;
-  VgpuSupervisor *sup;
-} Fixture;
+typedef ScratchDaemon Fixture;
 
 static const char CONFIG[] = "[daemon]\nlog-level=error\n\n"
                              "[profile p]\nvram=256M\nmax-clients=4\n\n"
@@ -36,37 +35,12 @@ static const char CONFIG[] = "[daemon]\nlog-level=error\n\n"
                              "[instance vgpu0]\nprofile=p\n";
 
 static int setup(void **state) {
-  Fixture *f = g_new0(Fixture, 1);
-  f->dir = g_dir_make_tmp("vgpu-ctl-test-XXXXXX", NULL);
-  assert_non_null(f->dir);
-  f->conf = g_build_filename(f->dir, "vgpud.conf", NULL);
-  assert_true(g_file_set_contents(f->conf, CONFIG, -1, NULL));
-  g_autofree char *run = g_build_filename(f->dir, "run", NULL);
-  g_autoptr(GError) e = NULL;
-  VgpuConfig *cfg = vgpu_config_load_file(f->conf, &e);
-  assert_non_null(cfg);
-  g_setenv("VGPU_WORKER", "/bin/true", TRUE); /* no client connects: never started */
-  VgpuSupervisorOptions opt = {.runtime_dir = run, .config_path = f->conf};
-  f->sup = vgpu_supervisor_new(cfg, &opt, &e);
-  assert_non_null(f->sup);
-  assert_true(vgpu_supervisor_start(f->sup, &e));
-  *state = f;
+  *state = scratch_daemon_start(CONFIG);
   return 0;
 }
 
 static int teardown(void **state) {
-  Fixture *f = *state;
-  vgpu_supervisor_stop(f->sup);
-  vgpu_supervisor_free(f->sup);
-  g_autofree char *run = g_build_filename(f->dir, "run", NULL);
-  g_autofree char *ctl = g_build_filename(run, "control.sock", NULL);
-  g_unlink(ctl);
-  g_rmdir(run);
-  g_unlink(f->conf);
-  assert_int_equal(g_rmdir(f->dir), 0); /* nothing else left behind */
-  g_free(f->conf);
-  g_free(f->dir);
-  g_free(f);
+  assert_true(scratch_daemon_stop(*state)); /* nothing else left behind */
   return 0;
 }
 
@@ -108,7 +82,7 @@ static uint64_t limit_of(Fixture *f, const char *name, const char *kind) {
 }
 
 static bool socket_exists(Fixture *f, const char *name) {
-  g_autofree char *path = g_build_filename(f->dir, "run", name, "vtest.sock", NULL);
+  g_autofree char *path = g_build_filename(f->run, name, "vtest.sock", NULL);
   return g_file_test(path, G_FILE_TEST_EXISTS);
 }
 
@@ -189,7 +163,7 @@ static void test_malformed_requests(void **state) {
 static void test_reload_that_cannot_add_an_instance(void **state) {
   Fixture *f = *state;
   /* A file where the new instance's directory would go. */
-  g_autofree char *blocker = g_build_filename(f->dir, "run", "blocked", NULL);
+  g_autofree char *blocker = g_build_filename(f->run, "blocked", NULL);
   assert_true(g_file_set_contents(blocker, "", 0, NULL));
   g_autofree char *next =
       g_strconcat(CONFIG, "\n[instance vgpu1]\nprofile=q\n\n[instance blocked]\nprofile=p\n", NULL);
