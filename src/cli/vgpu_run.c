@@ -2,9 +2,20 @@
  *
  * Newer Mesa reads VTEST_SOCKET_NAME; Mesa 22.3 (Debian 12) has the vtest
  * socket path /tmp/.virgl_test compiled in.  So the program runs in a
- * private mount namespace in which that path is bind-mounted to the
- * instance's socket; the rest of the file system, /tmp included, is shared
- * as usual. */
+ * private mount namespace in which that path is the instance's socket.
+ * Nothing is ever created, replaced or followed at that path in the shared
+ * /tmp, which any user can write:
+ *
+ *  - where /tmp/.virgl_test already exists as a regular file or socket
+ *    owned by root or by the caller (no one else can remove or replace it
+ *    in the sticky /tmp), the socket is bind-mounted over that very file,
+ *    found without following a symbolic link;
+ *  - otherwise (missing, a symbolic link, a directory, a file of another
+ *    user) the program gets a private tmpfs on /tmp that holds the socket
+ *    at Mesa's path and, bind-mounted, every entry the shared /tmp had at
+ *    start: work in existing directories is shared as usual, but new names
+ *    made directly in /tmp stay private to the program and vanish with it.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -13,12 +24,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/config.h"
+#include "util/fd.h"
+#include "util/runtime_dir.h"
 
-#define MESA_VTEST_PATH "/tmp/.virgl_test"
+#define MESA_VTEST_DIR "/tmp"
+#define MESA_VTEST_NAME ".virgl_test"
+#define MESA_VTEST_PATH MESA_VTEST_DIR "/" MESA_VTEST_NAME
 
 static int die(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static int die(const char *fmt, ...) {
@@ -38,6 +53,93 @@ static bool write_file(const char *path, const char *text) {
   ssize_t n = write(fd, text, strlen(text));
   close(fd);
   return n == (ssize_t)strlen(text);
+}
+
+static const char *proc_fd(char buf[32], int fd) {
+  g_snprintf(buf, 32, "/proc/self/fd/%d", fd);
+  return buf;
+}
+
+/* Whether an existing /tmp/.virgl_test is one that only root or the caller
+ * can remove or replace (it is then covered in place, else a private /tmp
+ * is made).  Asked before entering a user namespace, where root's files
+ * would show another owner; *st identifies the file for a second look
+ * from inside, where it is opened again (a mount needs paths of the new
+ * namespace). */
+static bool placeholder_fit(struct stat *st) {
+  if (lstat(MESA_VTEST_PATH, st) < 0)
+    return false;
+  return (S_ISREG(st->st_mode) || S_ISSOCK(st->st_mode)) &&
+         (st->st_uid == 0 || st->st_uid == getuid());
+}
+
+/* The file placeholder_fit() approved, opened without following a
+ * symbolic link; -1 when the name now stands for something else. */
+static int open_placeholder(const struct stat *want) {
+  int fd = open(MESA_VTEST_PATH, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0)
+    return -1;
+  if (fstat(fd, &st) == 0 && st.st_dev == want->st_dev && st.st_ino == want->st_ino &&
+      (st.st_mode & S_IFMT) == (want->st_mode & S_IFMT))
+    return fd;
+  close(fd);
+  return -1;
+}
+
+/* Mounts a private tmpfs on /tmp and shows in it, bind-mounted, every entry
+ * the shared /tmp (open as shared_fd) has now, except Mesa's name;
+ * symbolic links are copied, not followed.  Returns the number of entries
+ * shown, or -errno when the tmpfs cannot be mounted. */
+static int private_tmp(int shared_fd, bool verbose) {
+  struct stat st;
+  if (fstat(shared_fd, &st) < 0)
+    return -errno;
+  char opts[32];
+  g_snprintf(opts, sizeof(opts), "mode=%o", (unsigned)(st.st_mode & 07777));
+  if (mount("tmpfs", MESA_VTEST_DIR, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+    return -errno;
+  vgpu_autofd int priv = open(MESA_VTEST_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (priv < 0)
+    return -errno;
+  int list_fd = dup(shared_fd);
+  DIR *d = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+  if (!d) {
+    if (list_fd >= 0)
+      close(list_fd);
+    return -errno;
+  }
+  int shown = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const char *n = e->d_name;
+    if (g_str_equal(n, ".") || g_str_equal(n, "..") || g_str_equal(n, MESA_VTEST_NAME))
+      continue;
+    vgpu_autofd int src = openat(shared_fd, n, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (src < 0 || fstat(src, &st) < 0)
+      continue; /* gone meanwhile */
+    bool ok;
+    if (S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t len = readlinkat(src, "", target, sizeof(target) - 1);
+      if (len >= 0)
+        target[len] = '\0';
+      ok = len >= 0 && symlinkat(target, priv, n) == 0;
+    } else {
+      /* A mount point of the same kind, then the entry itself on it. */
+      int made = S_ISDIR(st.st_mode) ? mkdirat(priv, n, 0700) : mknodat(priv, n, S_IFREG | 0600, 0);
+      char from[32];
+      g_autofree char *to = g_build_filename(MESA_VTEST_DIR, n, NULL);
+      ok = made == 0 && mount(proc_fd(from, src), to, NULL, MS_BIND | MS_REC, NULL) == 0;
+    }
+    if (ok)
+      shown++;
+    else if (verbose)
+      fprintf(stderr, "vgpu-run: /tmp/%s not shown in the private /tmp: %s\n", n,
+              g_strerror(errno));
+  }
+  closedir(d);
+  return shown;
 }
 
 /* Root gets a mount namespace directly; other users go through a user
@@ -97,9 +199,10 @@ int main(int argc, char **argv) {
   if (!socket_path) {
     if (!instance)
       instance = g_strdup(g_getenv("VGPU_INSTANCE") ? g_getenv("VGPU_INSTANCE") : "vgpu0");
+    if (!vgpu_instance_name_valid(instance))
+      return die("invalid instance name '%s' (1-31 letters, digits, - and _)", instance);
     if (!runtime_dir)
-      runtime_dir = g_getenv("VGPU_RUNTIME_DIR") ? g_strdup(g_getenv("VGPU_RUNTIME_DIR"))
-                                                 : vgpu_default_runtime_dir();
+      runtime_dir = vgpu_default_runtime_dir();
     socket_path = g_build_filename(runtime_dir, instance, "vtest.sock", NULL);
   }
   /* stat() rather than a trial connect(): a connection would make vgpud
@@ -126,6 +229,9 @@ int main(int argc, char **argv) {
    * driver instead of virpipe without this. */
   g_setenv("LIBGL_ALWAYS_SOFTWARE", "1", TRUE);
 
+  struct stat cover_st;
+  bool cover = placeholder_fit(&cover_st);
+
   int r = enter_namespace();
   if (r == -EPERM && geteuid() == 0)
     return die("cannot create a private mount namespace: not permitted even as root (a "
@@ -138,20 +244,47 @@ int main(int argc, char **argv) {
     return die("cannot create a private mount namespace: %s", g_strerror(-r));
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
     return die("cannot make the mount namespace private: %s", g_strerror(errno));
-  /* A bind mount needs something to cover; an existing socket or file is
-   * fine, otherwise leave an empty file there (it is harmless). */
-  if (lstat(MESA_VTEST_PATH, &st) < 0) {
-    int fd = open(MESA_VTEST_PATH, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0 && errno != EEXIST)
-      return die("cannot create %s: %s", MESA_VTEST_PATH, g_strerror(errno));
-    if (fd >= 0)
-      close(fd);
+  /* Opened inside the namespace (a bind mount takes its source and target
+   * from the caller's own namespace): the socket first, as its path may
+   * lie under /tmp, then either the approved placeholder or the shared
+   * /tmp to mirror. */
+  vgpu_autofd int sock_fd = open(socket_path, O_PATH | O_CLOEXEC);
+  if (sock_fd < 0 || fstat(sock_fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+    return die("%s: %s", socket_path, sock_fd < 0 ? g_strerror(errno) : "not a socket");
+  vgpu_autofd int cover_fd = cover ? open_placeholder(&cover_st) : -1;
+  vgpu_autofd int shared_tmp = -1;
+  if (cover_fd < 0) {
+    shared_tmp = open(MESA_VTEST_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (shared_tmp < 0)
+      return die("cannot open %s: %s", MESA_VTEST_DIR, g_strerror(errno));
   }
-  if (mount(socket_path, MESA_VTEST_PATH, NULL, MS_BIND, NULL) < 0)
-    return die("cannot bind %s to %s: %s", socket_path, MESA_VTEST_PATH, g_strerror(errno));
-  if (verbose)
-    fprintf(stderr, "vgpu-run: %s -> %s, GALLIUM_DRIVER=virpipe\n", MESA_VTEST_PATH,
-            socket_path);
+  char from[32], to[32];
+  if (cover_fd >= 0) {
+    /* The very file checked above, whatever its name points to now. */
+    if (mount(proc_fd(from, sock_fd), proc_fd(to, cover_fd), NULL, MS_BIND, NULL) < 0)
+      return die("cannot bind %s to %s: %s", socket_path, MESA_VTEST_PATH, g_strerror(errno));
+    if (verbose)
+      fprintf(stderr,
+              "vgpu-run: %s -> %s (bound over the existing file), "
+              "GALLIUM_DRIVER=virpipe\n",
+              MESA_VTEST_PATH, socket_path);
+  } else {
+    int shown = private_tmp(shared_tmp, verbose);
+    if (shown < 0)
+      return die("cannot mount a private %s: %s", MESA_VTEST_DIR, g_strerror(-shown));
+    int fd = open(MESA_VTEST_PATH, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return die("cannot create %s in the private %s: %s", MESA_VTEST_PATH, MESA_VTEST_DIR,
+                 g_strerror(errno));
+    close(fd);
+    if (mount(proc_fd(from, sock_fd), MESA_VTEST_PATH, NULL, MS_BIND, NULL) < 0)
+      return die("cannot bind %s to %s: %s", socket_path, MESA_VTEST_PATH, g_strerror(errno));
+    if (verbose)
+      fprintf(stderr,
+              "vgpu-run: %s -> %s in a private %s (%d entries of the shared one shown), "
+              "GALLIUM_DRIVER=virpipe\n",
+              MESA_VTEST_PATH, socket_path, MESA_VTEST_DIR, shown);
+  }
   execvp(command[0], command);
   int exec_errno = errno;
   die("cannot run %s: %s", command[0], g_strerror(exec_errno));

@@ -10,7 +10,7 @@
 
 #include "ctl/ctl_format.h"
 #include "ctl/ctl_proto.h"
-#include "daemon/config.h"
+#include "util/runtime_dir.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
@@ -409,9 +409,8 @@ int main(int argc, char **argv) {
                 cmd->name);
   }
 
-  const char *env = g_getenv("VGPU_RUNTIME_DIR");
   if (!runtime_dir)
-    runtime_dir = env && *env ? g_strdup(env) : vgpu_default_runtime_dir();
+    runtime_dir = vgpu_default_runtime_dir();
   o.runtime_dir = runtime_dir;
   o.profile = profile;
 

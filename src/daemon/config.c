@@ -186,15 +186,8 @@ static bool check_repeats(const LineMap *m, GError **error) {
 
 /* ---- values ------------------------------------------------------------- */
 
-bool vgpu_instance_name_valid(const char *name) {
-  size_t n = name ? strlen(name) : 0;
-  if (n == 0 || n >= VGPU_NAME_MAX)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!g_ascii_isalnum(name[i]) && name[i] != '-' && name[i] != '_')
-      return false;
-  return true;
-}
+/* Instance names are ledger record names. */
+G_STATIC_ASSERT(VGPU_INSTANCE_NAME_MAX == VGPU_NAME_MAX);
 
 /* Keys shared by [profile] and [instance] groups. */
 static bool profile_set(VgpuProfile *p, const char *key, const char *value, GError **error) {
@@ -539,13 +532,4 @@ const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const c
       return ic;
   }
   return NULL;
-}
-
-char *vgpu_default_runtime_dir(void) {
-  if (geteuid() == 0)
-    return g_strdup("/run/vgpu");
-  const char *xdg = g_getenv("XDG_RUNTIME_DIR");
-  if (xdg && g_path_is_absolute(xdg))
-    return g_build_filename(xdg, "vgpu", NULL);
-  return g_strdup_printf("/tmp/vgpu-%u", (unsigned)getuid());
 }

@@ -9,6 +9,7 @@
 
 #include "core/profile.h"
 #include "util/log.h"
+#include "util/runtime_dir.h" /* vgpu_instance_name_valid, runtime dir default */
 
 typedef struct VgpuInstanceConfig {
   char *name;    /* [a-zA-Z0-9_-]{1,31} */
@@ -43,7 +44,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuConfig, vgpu_config_free)
 const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *name);
 const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const char *name);
 
-bool vgpu_instance_name_valid(const char *name);
 /* A new instance config from a profile (vgpuctl create). */
 VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p);
 VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
@@ -53,6 +53,3 @@ void vgpu_instance_config_free(VgpuInstanceConfig *ic);
  * "socket-mode").  Used by the loader and by `vgpuctl set`. */
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error);
-
-/* /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu otherwise (or /tmp/vgpu-UID). */
-char *vgpu_default_runtime_dir(void);

@@ -14,6 +14,7 @@
 #include "daemon/supervisor.h"
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/runtime_dir.h"
 #include "vgpu-config.h"
 #if HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -50,14 +51,13 @@ static gboolean on_hup(gpointer user) {
   return G_SOURCE_CONTINUE;
 }
 
-/* Holds DIR/vgpud.pid locked for the daemon's lifetime. */
-static int take_pidfile(const char *path, GError **error) {
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", path,
-                g_strerror(errno));
+/* Holds DIR/vgpud.pid locked for the daemon's lifetime.  The file is
+ * opened in the checked runtime directory and never through a symbolic
+ * link. */
+static int take_pidfile(int dirfd, const char *path, GError **error) {
+  int fd = vgpu_private_file_open(dirfd, "vgpud.pid", path, O_RDWR, 0644, error);
+  if (fd < 0)
     return -1;
-  }
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
     char buf[32] = "";
     ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
@@ -81,7 +81,7 @@ static void write_pid(int fd) {
 
 /* Detaches: the parent exits once the child reports (through a pipe) that
  * its sockets are listening, so `vgpud && vgpuctl list` works. */
-static int daemonize(const char *logfile, int *ready_fd) {
+static int daemonize(int log, int *ready_fd) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0)
     return -errno;
@@ -97,19 +97,26 @@ static int daemonize(const char *logfile, int *ready_fd) {
   close(p[0]);
   setsid();
   int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-  int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (nul >= 0) {
     dup2(nul, STDIN_FILENO);
     dup2(nul, STDOUT_FILENO);
   }
-  if (log >= 0)
-    dup2(log, STDERR_FILENO);
+  dup2(log, STDERR_FILENO);
   if (nul > 2)
     close(nul);
   if (log > 2)
     close(log);
   *ready_fd = p[1];
   return 0;
+}
+
+/* For the exits before the supervisor owns the configuration. */
+static int fail_early(Options *o, VgpuConfig *cfg, int rc) {
+  vgpu_config_free(cfg);
+  g_free(o->config);
+  g_free(o->runtime_dir);
+  g_free(o->log_level);
+  return rc;
 }
 
 static void report_ready(int ready_fd, bool ok) {
@@ -126,7 +133,9 @@ int main(int argc, char **argv) {
       {"config", 'c', 0, G_OPTION_ARG_FILENAME, &o.config,
        "Configuration file (default: the embedded configuration)", "FILE"},
       {"runtime-dir", 'r', 0, G_OPTION_ARG_FILENAME, &o.runtime_dir,
-       "Sockets and pid file (default: /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu)", "DIR"},
+       "Sockets and pid file (default: $VGPU_RUNTIME_DIR, the configuration's runtime-dir, "
+       "/run/vgpu for root, else $XDG_RUNTIME_DIR/vgpu or /tmp/vgpu-UID)",
+       "DIR"},
       {"foreground", 'f', 0, G_OPTION_ARG_NONE, &o.foreground,
        "Stay in the foreground and log to stderr", NULL},
       {"log-level", 'l', 0, G_OPTION_ARG_STRING, &o.log_level, "error, warning, info or debug",
@@ -179,26 +188,42 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  g_autofree char *dir = g_strdup(o.runtime_dir ? o.runtime_dir : cfg->runtime_dir);
-  if (!dir)
-    dir = vgpu_default_runtime_dir();
-  bool created_dir = !g_file_test(dir, G_FILE_TEST_IS_DIR);
-  if (g_mkdir_with_parents(dir, 0755) < 0) {
-    fprintf(stderr, "vgpud: cannot create runtime directory %s: %s\n", dir, g_strerror(errno));
-    return 1;
+  /* --runtime-dir, then $VGPU_RUNTIME_DIR (as vgpuctl and vgpu-run), then
+   * the configuration's runtime-dir, then the built-in default. */
+  const char *env_dir = g_getenv("VGPU_RUNTIME_DIR");
+  const char *chosen = o.runtime_dir         ? o.runtime_dir
+                       : env_dir && *env_dir ? env_dir
+                                             : cfg->runtime_dir;
+  g_autofree char *dir =
+      chosen ? g_canonicalize_filename(chosen, NULL) : vgpu_builtin_runtime_dir();
+  /* Only a directory no other user can change: see vgpu_private_dir_open(). */
+  bool created_dir = false;
+  vgpu_autofd int dirfd = vgpu_private_dir_open(dir, 0755, &created_dir, &error);
+  if (dirfd < 0) {
+    fprintf(stderr, "vgpud: runtime directory: %s\n", error->message);
+    return fail_early(&o, cfg, 1);
   }
   g_autofree char *pidpath = g_build_filename(dir, "vgpud.pid", NULL);
-  int pidfd = take_pidfile(pidpath, &error);
+  int pidfd = take_pidfile(dirfd, pidpath, &error);
   if (pidfd < 0) {
     fprintf(stderr, "vgpud: %s\n", error->message);
-    return 1;
+    if (created_dir)
+      (void)rmdir(dir);
+    return fail_early(&o, cfg, 1);
   }
   int ready_fd = -1;
   if (!o.foreground) {
     g_autofree char *logfile = g_build_filename(dir, "vgpud.log", NULL);
-    if (daemonize(logfile, &ready_fd) < 0) {
+    int log =
+        vgpu_private_file_open(dirfd, "vgpud.log", logfile, O_WRONLY | O_APPEND, 0640, &error);
+    if (log < 0) {
+      fprintf(stderr, "vgpud: log file: %s\n", error->message);
+      (void)unlinkat(dirfd, "vgpud.pid", 0);
+      return fail_early(&o, cfg, 1);
+    }
+    if (daemonize(log, &ready_fd) < 0) {
       fprintf(stderr, "vgpud: cannot detach: %s\n", g_strerror(errno));
-      return 1;
+      return fail_early(&o, cfg, 1);
     }
   }
   write_pid(pidfd);
@@ -214,9 +239,11 @@ int main(int argc, char **argv) {
     report_ready(ready_fd, false);
     if (d.sup)
       vgpu_supervisor_stop(d.sup);
+    else
+      vgpu_config_free(cfg); /* not handed over */
     vgpu_supervisor_free(d.sup);
-    (void)unlink(pidpath);
-    return 1;
+    (void)unlinkat(dirfd, "vgpud.pid", 0);
+    return fail_early(&o, NULL, 1);
   }
   d.loop = g_main_loop_new(NULL, FALSE);
   g_unix_signal_add(SIGTERM, on_term, &d);
@@ -235,7 +262,7 @@ int main(int argc, char **argv) {
   vgpu_supervisor_stop(d.sup);
   vgpu_supervisor_free(d.sup);
   g_main_loop_unref(d.loop);
-  (void)unlink(pidpath);
+  (void)unlinkat(dirfd, "vgpud.pid", 0);
   vgpu_close(pidfd);
   if (created_dir)
     (void)rmdir(dir);

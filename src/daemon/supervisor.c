@@ -22,6 +22,7 @@
 #include "daemon/control.h"
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/runtime_dir.h"
 
 struct VgpuSupervisor {
   VgpuConfig *cfg;
@@ -276,12 +277,14 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
   in->workers = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, worker_forget);
   in->dir = g_build_filename(s->runtime_dir, ic->name, NULL);
   in->socket_path = g_build_filename(in->dir, "vtest.sock", NULL);
-  if (g_mkdir_with_parents(in->dir, 0755) < 0) {
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "creating %s: %s", in->dir,
-                g_strerror(errno));
+  /* Checked like the runtime directory: ours, not writable by others, no
+   * symbolic link on the way. */
+  int dfd = vgpu_private_dir_open(in->dir, 0755, NULL, error);
+  if (dfd < 0) {
     instance_free(in);
     return NULL;
   }
+  vgpu_close(dfd);
   in->listen_fd = listen_unix(in->socket_path, ic->socket_mode, error);
   if (in->listen_fd < 0) {
     instance_free(in);
@@ -311,8 +314,10 @@ static void instance_apply(VgpuInstance *in, const VgpuInstanceConfig *ic) {
   uint64_t limits[VGPU_RES_N_QUOTA];
   vgpu_profile_limits(&ic->eff, limits);
   vgpu_ledger_instance_set_limits(in->sup->ledger, (uint32_t)in->ledger_index, limits);
-  if (ic->socket_mode != in->cfg->socket_mode)
-    (void)chmod(in->socket_path, ic->socket_mode);
+  /* The socket's own name in our directory, never through a symbolic link. */
+  if (ic->socket_mode != in->cfg->socket_mode &&
+      fchmodat(AT_FDCWD, in->socket_path, ic->socket_mode, AT_SYMLINK_NOFOLLOW) < 0)
+    vgpu_warn("%s: cannot change the mode of %s: %s", ic->name, in->socket_path, g_strerror(errno));
   vgpu_instance_config_free(in->cfg);
   in->cfg = vgpu_instance_config_copy(ic);
 }

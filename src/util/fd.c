@@ -145,18 +145,40 @@ int vgpu_listen_unix(const char *path, unsigned mode, int backlog) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof(a.sun_path))
     return -ENAMETOOLONG;
+  if (mode & ~0777u)
+    return -EINVAL;
   strcpy(a.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  /* Only a stale socket is replaced: anything else there is not ours to
+   * delete.  unlink() never follows a symbolic link. */
+  struct stat st;
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return -EEXIST;
+    if (unlink(path) < 0 && errno != ENOENT)
+      return -errno;
+  }
+  vgpu_autofd int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -errno;
-  (void)unlink(path);
-  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, mode) < 0 ||
-      listen(fd, backlog) < 0) {
-    int e = -errno;
-    vgpu_close(fd);
+  /* bind() gives the new file the socket inode's mode less the umask, so
+   * the mode is set on the unbound socket and the umask cleared around
+   * bind(): the file is born with its mode and nothing changes it later
+   * through a path (a chmod after bind would follow a symbolic link put in
+   * its place). */
+  if (fchmod(fd, mode) < 0)
+    return -errno;
+  mode_t old = umask(0);
+  int r = bind(fd, (struct sockaddr *)&a, sizeof(a));
+  int e = errno;
+  umask(old);
+  if (r < 0)
+    return -e;
+  if (listen(fd, backlog) < 0) {
+    e = -errno;
+    (void)unlink(path);
     return e;
   }
-  return fd;
+  return vgpu_steal_fd(&fd);
 }
 
 int vgpu_peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {

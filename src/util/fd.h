@@ -35,9 +35,13 @@ int vgpu_send_fd(int sock, int fd);
 int vgpu_recv_fds(int sock, int *fds, int max_fds);
 int vgpu_set_nonblock(int fd, bool nonblock);
 int vgpu_set_cloexec(int fd, bool cloexec);
-/* A listening AF_UNIX stream socket at path (a stale file there is
- * replaced), chmod'ed to mode; non-blocking and close-on-exec.  Returns the
- * fd or -errno. */
+/* A listening AF_UNIX stream socket at path, non-blocking and
+ * close-on-exec.  A stale socket there is replaced; anything else there is
+ * refused (-EEXIST).  The file is created with exactly `mode` (0..0777,
+ * the umask does not apply): it is set on the socket before bind(), never
+ * by a chmod through the path afterwards.  The umask is cleared for the
+ * duration of bind(), so no other thread may create files meanwhile.
+ * Returns the fd or -errno. */
 int vgpu_listen_unix(const char *path, unsigned mode, int backlog);
 /* Peer credentials of a connected AF_UNIX socket. */
 int vgpu_peer_cred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);

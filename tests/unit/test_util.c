@@ -1,12 +1,16 @@
-/* util: fd helpers over real sockets and the log line format. */
+/* util: fd helpers over real sockets, the log line format, and the
+ * runtime-directory checks against hostile files. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/runtime_dir.h"
 
 static void test_write_read_large(void **state) {
   int sv[2];
@@ -118,12 +123,189 @@ static void test_log_lines(void **state) {
   close(saved);
 }
 
+static char *scratch_dir(void) {
+  char *d = g_strdup("/tmp/vgpu-test-util-XXXXXX");
+  assert_non_null(g_mkdtemp(d));
+  return d;
+}
+
+static void rm_rf(const char *d) {
+  g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", d);
+  assert_int_equal(system(cmd), 0);
+}
+
+static char *read_text(const char *path) {
+  char *t = NULL;
+  g_file_get_contents(path, &t, NULL, NULL);
+  return t;
+}
+
+/* The socket file is born with the requested mode whatever the umask, and
+ * nothing but a stale socket is ever removed to make room for it. */
+static void test_listen_unix_files(void **state) {
+  g_autofree char *d = scratch_dir();
+  g_autofree char *sock = g_build_filename(d, "s", NULL);
+  g_autofree char *victim = g_build_filename(d, "victim", NULL);
+  assert_true(g_file_set_contents(victim, "keep", -1, NULL));
+  mode_t old = umask(077);
+  int fd = vgpu_listen_unix(sock, 0666, 4);
+  umask(old);
+  assert_true(fd >= 0);
+  struct stat st;
+  assert_int_equal(lstat(sock, &st), 0);
+  assert_true(S_ISSOCK(st.st_mode));
+  assert_int_equal(st.st_mode & 07777, 0666);
+  assert_int_equal(umask(old), old); /* the umask is restored */
+  /* A stale socket is replaced, with the new mode. */
+  close(fd);
+  fd = vgpu_listen_unix(sock, 0600, 4);
+  assert_true(fd >= 0);
+  assert_int_equal(lstat(sock, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0600);
+  close(fd);
+  /* A symbolic link or a regular file there is refused and left alone. */
+  assert_int_equal(unlink(sock), 0);
+  assert_int_equal(symlink(victim, sock), 0);
+  assert_int_equal(vgpu_listen_unix(sock, 0666, 4), -EEXIST);
+  assert_int_equal(lstat(sock, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  assert_int_equal(lstat(victim, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0644 & ~old);
+  g_autofree char *t = read_text(victim);
+  assert_string_equal(t, "keep");
+  assert_int_equal(vgpu_listen_unix(victim, 0666, 4), -EEXIST);
+  assert_int_equal(vgpu_listen_unix(sock, 01777, 4), -EINVAL);
+  rm_rf(d);
+}
+
+static void test_private_dir(void **state) {
+  g_autofree char *d = scratch_dir();
+  /* Made with parents, and reported as made; found again as it is. */
+  g_autofree char *rd = g_build_filename(d, "a", "b", NULL);
+  bool created = false;
+  int fd = vgpu_private_dir_open(rd, 0755, &created, NULL);
+  assert_true(fd >= 0 && created);
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_true(S_ISDIR(st.st_mode) && st.st_uid == geteuid());
+  close(fd);
+  fd = vgpu_private_dir_open(rd, 0755, &created, NULL);
+  assert_true(fd >= 0 && !created);
+  close(fd);
+
+  /* Writable by others: refused, naming the path, owner and mode. */
+  g_autoptr(GError) e = NULL;
+  assert_int_equal(chmod(rd, 0777), 0);
+  assert_int_equal(vgpu_private_dir_open(rd, 0755, NULL, &e), -1);
+  g_autofree char *want =
+      g_strdup_printf("%s is owned by uid %u with mode 0777", rd, (unsigned)geteuid());
+  assert_non_null(strstr(e->message, want));
+  g_clear_error(&e);
+  /* A parent others may write, without the sticky bit. */
+  assert_int_equal(chmod(rd, 0755), 0);
+  g_autofree char *pa = g_build_filename(d, "a", NULL);
+  assert_int_equal(chmod(pa, 0777), 0);
+  assert_int_equal(vgpu_private_dir_open(rd, 0755, NULL, &e), -1);
+  assert_non_null(strstr(e->message, "a parent of"));
+  g_clear_error(&e);
+  assert_int_equal(chmod(pa, 01777), 0); /* sticky, like /tmp: fine */
+  fd = vgpu_private_dir_open(rd, 0755, NULL, &e);
+  assert_true(fd >= 0);
+  close(fd);
+
+  /* A symbolic link, last or on the way, is never followed. */
+  g_autofree char *link = g_build_filename(d, "link", NULL);
+  assert_int_equal(symlink(pa, link), 0);
+  assert_int_equal(vgpu_private_dir_open(link, 0755, NULL, &e), -1);
+  assert_non_null(strstr(e->message, "is a symbolic link"));
+  g_clear_error(&e);
+  g_autofree char *through = g_build_filename(link, "b", NULL);
+  assert_int_equal(vgpu_private_dir_open(through, 0755, NULL, &e), -1);
+  assert_non_null(strstr(e->message, "is a symbolic link"));
+  g_clear_error(&e);
+  g_autofree char *dots = g_build_filename(d, "a", "..", "a", NULL);
+  assert_int_equal(vgpu_private_dir_open(dots, 0755, NULL, &e), -1);
+  g_clear_error(&e);
+  assert_int_equal(vgpu_private_dir_open("relative", 0755, NULL, &e), -1);
+  g_clear_error(&e);
+
+  /* Another user's directory (as root, one can be made). */
+  if (geteuid() == 0) {
+    assert_int_equal(chown(rd, 65534, 65534), 0);
+    assert_int_equal(vgpu_private_dir_open(rd, 0755, NULL, &e), -1);
+    assert_non_null(strstr(e->message, "owned by uid 65534 with mode 0755"));
+    g_clear_error(&e);
+  } else {
+    print_message("not root: the foreign-owner case is covered by the files integration test\n");
+  }
+  rm_rf(d);
+}
+
+static void test_private_file(void **state) {
+  g_autofree char *d = scratch_dir();
+  g_autofree char *victim = g_build_filename(d, "victim", NULL);
+  assert_true(g_file_set_contents(victim, "keep", -1, NULL));
+  int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(dfd >= 0);
+  g_autoptr(GError) e = NULL;
+  /* Created, then opened again. */
+  int fd = vgpu_private_file_open(dfd, "f", "D/f", O_RDWR, 0640, &e);
+  assert_true(fd >= 0);
+  assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+  assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+  close(fd);
+  fd = vgpu_private_file_open(dfd, "f", "D/f", O_WRONLY | O_APPEND, 0640, &e);
+  assert_true(fd >= 0);
+  close(fd);
+  /* A symbolic link, a second name of another file, a FIFO: refused
+   * (the FIFO without hanging), the victim untouched. */
+  assert_int_equal(symlinkat(victim, dfd, "sym"), 0);
+  assert_int_equal(vgpu_private_file_open(dfd, "sym", "D/sym", O_RDWR, 0644, &e), -1);
+  assert_non_null(strstr(e->message, "D/sym is a symbolic link"));
+  g_clear_error(&e);
+  assert_int_equal(linkat(AT_FDCWD, victim, dfd, "hard", 0), 0);
+  assert_int_equal(vgpu_private_file_open(dfd, "hard", "D/hard", O_RDWR, 0644, &e), -1);
+  assert_non_null(strstr(e->message, "hard links"));
+  g_clear_error(&e);
+  assert_int_equal(mkfifoat(dfd, "fifo", 0600), 0);
+  assert_int_equal(vgpu_private_file_open(dfd, "fifo", "D/fifo", O_WRONLY, 0644, &e), -1);
+  g_clear_error(&e);
+  g_autofree char *t = read_text(victim);
+  assert_string_equal(t, "keep");
+  close(dfd);
+  rm_rf(d);
+}
+
+static void test_runtime_dir_names(void **state) {
+  assert_true(vgpu_instance_name_valid("vgpu0"));
+  assert_true(vgpu_instance_name_valid("a-b_C9"));
+  assert_false(vgpu_instance_name_valid(""));
+  assert_false(vgpu_instance_name_valid(NULL));
+  assert_false(vgpu_instance_name_valid(".."));
+  assert_false(vgpu_instance_name_valid("a/b"));
+  assert_true(vgpu_instance_name_valid("abcdefghijklmnopqrstuvwxyz01234"));   /* 31 */
+  assert_false(vgpu_instance_name_valid("abcdefghijklmnopqrstuvwxyz012345")); /* 32 */
+  g_setenv("VGPU_RUNTIME_DIR", "/somewhere/else", TRUE);
+  g_autofree char *a = vgpu_default_runtime_dir();
+  assert_string_equal(a, "/somewhere/else");
+  g_unsetenv("VGPU_RUNTIME_DIR");
+  g_autofree char *b = vgpu_default_runtime_dir();
+  g_autofree char *c = vgpu_builtin_runtime_dir();
+  assert_string_equal(b, c);
+  if (geteuid() == 0)
+    assert_string_equal(c, "/run/vgpu");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_write_read_large),
       cmocka_unit_test(test_fd_passing),
       cmocka_unit_test(test_autofd),
       cmocka_unit_test(test_log_lines),
+      cmocka_unit_test(test_listen_unix_files),
+      cmocka_unit_test(test_private_dir),
+      cmocka_unit_test(test_private_file),
+      cmocka_unit_test(test_runtime_dir_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
