@@ -264,7 +264,9 @@ static const Command commands[] = {
     {"set", "set NAME KEY=VALUE...", "change limits at run time (admin)",
      "Keys: vram, max-resources, max-contexts, max-clients, gpu-share, weight,\n"
      "fps-cap, heads, socket-mode; values as in vgpud.conf(5).  All settings are\n"
-     "applied or none.  Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
+     "applied or none.  gpu-share, weight, fps-cap and heads are stored and shown\n"
+     "but not enforced (no GPU scheduler yet).\n"
+     "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
     {"reload", "reload", "re-read the configuration file (admin)",
      "Asks vgpud to re-read its configuration file, as SIGHUP does.\n", 0, 0, 0, cmd_reload},

@@ -186,6 +186,21 @@ char *vgpu_format_list(JsonArray *instances) {
   return g_steal_pointer(&s);
 }
 
+/* Whether the daemon lists `field` of o under "not_enforced". */
+static bool not_enforced(JsonObject *o, const char *field) {
+  JsonArray *a = vgpu_ctl_get_array(o, "not_enforced");
+  guint n = a ? json_array_get_length(a) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonNode *e = json_array_get_element(a, i);
+    if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING &&
+        g_str_equal(json_node_get_string(e), field))
+      return true;
+  }
+  return false;
+}
+
+#define NOT_ENFORCED_NOTE "* not enforced: vgpud has no GPU scheduler yet\n"
+
 char *vgpu_format_show(JsonObject *in) {
   JsonObject *u = vgpu_ctl_get_object(in, "usage");
   UsageCells c;
@@ -198,8 +213,9 @@ char *vgpu_format_show(JsonObject *in) {
   /* Scheduling fields are extras beyond the contract's instance object. */
   const char *share = vgpu_ctl_get_str(in, "gpu_share", NULL);
   if (share)
-    g_string_append_printf(out, "gpu share  %s (weight %" G_GUINT64_FORMAT ")\n", share,
-                           vgpu_ctl_get_u64(in, "weight"));
+    g_string_append_printf(out, "gpu share  %s (weight %" G_GUINT64_FORMAT ")%s\n", share,
+                           vgpu_ctl_get_u64(in, "weight"),
+                           not_enforced(in, "gpu_share") ? ", not enforced" : "");
   g_string_append_printf(out, "clients    %s\nVRAM       %s\nresources  %s\ncontexts   %s\n",
                          c.clients, c.vram, c.resources, c.contexts);
   g_string_append_printf(out,
@@ -244,10 +260,16 @@ char *vgpu_format_profiles(JsonArray *profiles) {
                                   "SHARE",   "HEADS", "FPS CAP",   "DESCRIPTION", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   guint n = profiles ? json_array_get_length(profiles) : 0;
+  bool starred = false;
   for (guint i = 0; i < n; i++) {
     JsonObject *p = vgpu_ctl_array_object(profiles, i);
     if (!p)
       continue;
+    /* A star on each setting the daemon says it does not enforce. */
+    const char *sh = not_enforced(p, "gpu_share") ? "*" : "";
+    const char *hs = not_enforced(p, "heads") ? "*" : "";
+    const char *fs = not_enforced(p, "fps_cap") ? "*" : "";
+    starred = starred || *sh || *hs || *fs;
     g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(p, "vram"), true);
     g_autofree char *rs = vgpu_format_limit(vgpu_ctl_get_u64(p, "resources"));
     g_autofree char *cx = vgpu_format_limit(vgpu_ctl_get_u64(p, "contexts"));
@@ -256,15 +278,18 @@ char *vgpu_format_profiles(JsonArray *profiles) {
     /* The weight only means something for a fixed share. */
     g_autofree char *share =
         g_str_equal(mode, "fixed")
-            ? g_strdup_printf("fixed:%" G_GUINT64_FORMAT, vgpu_ctl_get_u64(p, "weight"))
-            : g_strdup(mode);
-    g_autofree char *heads = num(vgpu_ctl_get_u64(p, "heads"));
+            ? g_strdup_printf("fixed:%" G_GUINT64_FORMAT "%s", vgpu_ctl_get_u64(p, "weight"), sh)
+            : g_strdup_printf("%s%s", mode, sh);
+    g_autofree char *heads =
+        g_strdup_printf("%" G_GUINT64_FORMAT "%s", vgpu_ctl_get_u64(p, "heads"), hs);
     uint64_t cap = vgpu_ctl_get_u64(p, "fps_cap");
-    g_autofree char *fps = cap ? num(cap) : g_strdup("none");
+    g_autofree char *fps =
+        cap ? g_strdup_printf("%" G_GUINT64_FORMAT "%s", cap, fs) : g_strdup_printf("none%s", fs);
     vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, rs, cx, cl, share, heads, fps,
                    vgpu_ctl_get_str(p, "description", ""), NULL);
   }
-  return vgpu_table_render(t);
+  g_autofree char *table = vgpu_table_render(t);
+  return starred ? g_strconcat(table, NOT_ENFORCED_NOTE, NULL) : g_steal_pointer(&table);
 }
 
 char *vgpu_format_status(JsonObject *d) {

@@ -18,6 +18,9 @@ static const char default_config[] =
     "renderer=virgl\n"
     "render-node=auto\n"
     "\n"
+    "# gpu-share, weight, fps-cap and heads are accepted and shown but not\n"
+    "# enforced: vgpud has no GPU scheduler yet.\n"
+    "\n"
     "[profile tiny]\n"
     "description=Quota demonstrations and tests: 8 MiB, two clients\n"
     "vram=8M\n"
@@ -43,7 +46,7 @@ static const char default_config[] =
     "gpu-share=equal\n"
     "\n"
     "[profile large]\n"
-    "description=Heavy rendering with a guaranteed double share of GPU time\n"
+    "description=Heavy rendering: the largest quotas (its fixed share is not enforced yet)\n"
     "vram=4G\n"
     "max-resources=65536\n"
     "max-contexts=256\n"
@@ -186,14 +189,25 @@ static bool check_repeats(const LineMap *m, GError **error) {
 
 /* ---- values ------------------------------------------------------------- */
 
+G_STATIC_ASSERT(VGPU_IDLE_TIMEOUT_MAX == G_MAXINT / 1000);
+
 /* Instance names are ledger record names. */
 G_STATIC_ASSERT(VGPU_INSTANCE_NAME_MAX == VGPU_NAME_MAX);
 
 /* Keys shared by [profile] and [instance] groups. */
 static bool profile_set(VgpuProfile *p, const char *key, const char *value, GError **error) {
   uint64_t v;
-  if (g_str_equal(key, "vram"))
-    return vgpu_parse_size(value, &p->vram, error);
+  if (g_str_equal(key, "vram")) {
+    if (!vgpu_parse_size(value, &v, error))
+      return false;
+    /* Reported as a JSON integer (int64) by the control socket. */
+    if (v > (uint64_t)G_MAXINT64) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "vram must be below 8 EiB");
+      return false;
+    }
+    p->vram = v;
+    return true;
+  }
   if (g_str_equal(key, "max-resources"))
     return vgpu_parse_count(value, &p->max_resources, error);
   if (g_str_equal(key, "max-contexts"))
@@ -324,9 +338,11 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
       g_free(c->worker_path);
       c->worker_path = g_strdup(v);
     } else if (g_str_equal(k, "idle-timeout")) {
-      if (!vgpu_parse_count(v, &n, &e))
+      /* The worker takes an int of seconds and waits in milliseconds. */
+      if (!vgpu_parse_count(v, &n, &e) || n > VGPU_IDLE_TIMEOUT_MAX)
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for idle-timeout: %s", v,
-                       e->message);
+                       e ? e->message
+                         : "at most " G_STRINGIFY(VGPU_IDLE_TIMEOUT_MAX) " seconds (24 days)");
       c->idle_timeout_s = (guint)n;
     } else if (g_str_equal(k, "max-submit-bytes")) {
       if (!vgpu_parse_size(v, &n, &e) || n == 0 || n > (1u << 30))

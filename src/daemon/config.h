@@ -11,6 +11,9 @@
 #include "util/log.h"
 #include "util/runtime_dir.h" /* vgpu_instance_name_valid, runtime dir default */
 
+/* Longest idle-timeout: the worker waits in int milliseconds (INT_MAX / 1000). */
+#define VGPU_IDLE_TIMEOUT_MAX 2147483
+
 typedef struct VgpuInstanceConfig {
   char *name;    /* [a-zA-Z0-9_-]{1,31} */
   char *profile; /* name of a profile in the same config */
@@ -26,7 +29,7 @@ typedef struct VgpuConfig {
   char *renderer;    /* "virgl" (default) or "null" */
   char *render_node; /* NULL or "auto": first /dev/dri/renderD*, else surfaceless */
   char *worker_path; /* NULL: vgpu-worker beside vgpud, then VGPU_LIBEXECDIR */
-  guint idle_timeout_s;      /* 0 = none */
+  guint idle_timeout_s;      /* 0 = none, at most VGPU_IDLE_TIMEOUT_MAX */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
   GPtrArray *profiles;  /* VgpuProfile* */

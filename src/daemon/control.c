@@ -54,6 +54,17 @@ static void add_str(JsonBuilder *b, const char *k, const char *v) {
   json_builder_add_string_value(b, v ? v : "");
 }
 
+/* The scheduling settings are stored and reported but nothing enforces
+ * them yet: every view that shows them says so. */
+static void add_not_enforced(JsonBuilder *b) {
+  static const char *const fields[] = {"gpu_share", "weight", "fps_cap", "heads"};
+  json_builder_set_member_name(b, "not_enforced");
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < G_N_ELEMENTS(fields); i++)
+    json_builder_add_string_value(b, fields[i]);
+  json_builder_end_array(b);
+}
+
 static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants) {
   VgpuLedger *l = vgpu_supervisor_ledger(s);
   VgpuLedgerInstance *li = vgpu_ledger_instance(l, (uint32_t)in->ledger_index);
@@ -69,6 +80,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "weight", in->cfg->eff.weight);
   add_u64(b, "fps_cap", in->cfg->eff.fps_cap);
   add_u64(b, "heads", in->cfg->eff.heads);
+  add_not_enforced(b);
   json_builder_set_member_name(b, "limits");
   json_builder_begin_object(b);
   add_u64(b, "vram", atomic_load(&li->limit[VGPU_RES_VRAM]));
@@ -132,6 +144,7 @@ static void build_profile(JsonBuilder *b, const VgpuProfile *p) {
   add_u64(b, "weight", p->weight);
   add_u64(b, "fps_cap", p->fps_cap);
   add_u64(b, "heads", p->heads);
+  add_not_enforced(b);
   json_builder_end_object(b);
 }
 

@@ -49,6 +49,14 @@ def test(x, d):
                                        "clients": 4}, inst["vgpu0"]
     rc, out, _ = ctl(d, "--json", "profiles")
     assert [p["name"] for p in json.loads(out)["profiles"]] == ["p"]
+    # Scheduling settings are shown as not enforced, in JSON and in tables.
+    unenforced = ["gpu_share", "weight", "fps_cap", "heads"]
+    assert json.loads(out)["profiles"][0]["not_enforced"] == unenforced, out
+    assert inst["vgpu0"]["not_enforced"] == unenforced, inst["vgpu0"]
+    rc, out, _ = ctl(d, "profiles")
+    assert rc == 0 and "equal*" in out and "* not enforced" in out, out
+    rc, out, _ = ctl(d, "show", "vgpu0")
+    assert rc == 0 and "gpu share  equal (weight 100), not enforced" in out, out
     rc, out, _ = ctl(d, "--json", "status")
     assert json.loads(out)["daemon"]["pid"] == d.pid()
     rc, out, _ = ctl(d, "top", "--iterations", "2", "--interval", "0.2")

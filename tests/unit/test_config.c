@@ -273,6 +273,68 @@ static void test_errors_with_lines(void **state) {
   expect_error("[daemon]\nsandbox=maybe\n", "x.conf:2: bad value \"maybe\" for sandbox");
 }
 
+static void expect_ok(const char *text) {
+  GError *e = NULL;
+  VgpuConfig *c = vgpu_config_load_data(text, -1, "x.conf", &e);
+  if (!c)
+    fail_msg("refused: %s\n%s", e->message, text);
+  vgpu_config_free(c);
+}
+
+/* Each value's range is what its consumer takes, refused at load with
+ * FILE:LINE beyond it, accepted at the edge. */
+static void test_ranges(void **state) {
+  /* The worker waits idle-timeout * 1000 ms in an int. */
+  expect_ok("[daemon]\nidle-timeout=2147483\n");
+  expect_error("[daemon]\nidle-timeout=2147484\n",
+               "x.conf:2: bad value \"2147484\" for idle-timeout: at most 2147483 seconds");
+  expect_error("[daemon]\n\nidle-timeout=4294967296\n",
+               "x.conf:3: bad value \"4294967296\" for idle-timeout");
+  /* A submission's length is a 32-bit count of dwords; the cap is 1 GiB. */
+  expect_ok("[daemon]\nmax-submit-bytes=1G\n");
+  expect_error("[daemon]\nmax-submit-bytes=1073741825\n",
+               "x.conf:2: bad value \"1073741825\" for max-submit-bytes: must be between 1 byte "
+               "and 1 GiB");
+  expect_error("[daemon]\nmax-submit-bytes=4294967296\n",
+               "x.conf:2: bad value \"4294967296\" for max-submit-bytes");
+  /* vram is reported as a JSON int64. */
+  expect_ok("[profile p]\nvram=8388607T\n");
+  expect_error("[profile p]\nvram=8388608T\n",
+               "x.conf:2: bad value \"8388608T\" for vram: vram must be below 8 EiB");
+  expect_error("[profile p]\n[instance a]\nprofile=p\nvram=9000000T\n",
+               "x.conf:4: bad value \"9000000T\" for vram: vram must be below 8 EiB");
+  /* Counts are 32-bit. */
+  expect_ok("[profile p]\nmax-clients=4294967295\n");
+  expect_error("[profile p]\nmax-clients=4294967296\n",
+               "x.conf:2: bad value \"4294967296\" for max-clients");
+  expect_error("[profile p]\nmax-resources=99999999999\n",
+               "x.conf:2: bad value \"99999999999\" for max-resources");
+  expect_error("[profile p]\nmax-contexts=-1\n", "x.conf:2: bad value \"-1\" for max-contexts");
+  /* Scheduling settings (stored and shown, not enforced) keep their ranges. */
+  expect_ok("[profile p]\nweight=10000\nheads=16\nfps-cap=1000\n");
+  expect_error("[profile p]\nweight=10001\n", "x.conf:2: bad value \"10001\" for weight");
+  expect_error("[profile p]\nheads=17\n", "x.conf:2: bad value \"17\" for heads");
+  expect_error("[profile p]\nheads=0\n", "x.conf:2: bad value \"0\" for heads");
+  expect_error("[profile p]\nfps-cap=1001\n", "x.conf:2: bad value \"1001\" for fps-cap");
+  /* socket-mode: permission bits only, octal. */
+  expect_ok("[profile p]\n[instance a]\nprofile=p\nsocket-mode=0777\n");
+  expect_error("[profile p]\n[instance a]\nprofile=p\nsocket-mode=04666\n",
+               "x.conf:4: bad value \"04666\" for socket-mode");
+  expect_error("[profile p]\n[instance a]\nprofile=p\nsocket-mode=0800\n",
+               "x.conf:4: bad value \"0800\" for socket-mode");
+}
+
+/* No setting the code does not enforce is promised. */
+static void test_default_is_honest(void **state) {
+  const char *t = vgpu_config_default_text();
+  assert_null(strstr(t, "guarantee"));
+  assert_non_null(strstr(t, "not\n# enforced"));
+  VgpuConfig *c = vgpu_config_load_default(NULL);
+  const VgpuProfile *large = vgpu_config_find_profile(c, "large");
+  assert_non_null(strstr(large->description, "not enforced"));
+  vgpu_config_free(c);
+}
+
 static void test_too_many_instances(void **state) {
   GString *s = g_string_new("[profile p]\n");
   for (int i = 0; i <= VGPU_LEDGER_MAX_INSTANCES; i++)
@@ -565,6 +627,7 @@ static void test_names(void **state) {
 
 /* Runs in a child so the environment and ids of the test stay as they are. */
 static void test_runtime_dir(void **state) {
+  g_unsetenv("VGPU_RUNTIME_DIR"); /* it would take precedence */
   if (geteuid() == 0) {
     g_autofree char *d = vgpu_default_runtime_dir();
     assert_string_equal(d, "/run/vgpu");
@@ -598,6 +661,8 @@ static void test_runtime_dir(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_default),
+      cmocka_unit_test(test_default_is_honest),
+      cmocka_unit_test(test_ranges),
       cmocka_unit_test(test_example_file),
       cmocka_unit_test(test_empty),
       cmocka_unit_test(test_overrides),

@@ -370,6 +370,24 @@ static void test_views(void **state) {
                          "30       for a desktop\n"
                          "big      unlimited  unlimited  unlimited  unlimited  equal     0      "
                          "none\n");
+  /* What the daemon says it does not enforce is starred, with a note. */
+  g_autoptr(JsonArray) unenforced = parse_array(
+      "[{\"name\":\"large\",\"vram\":0,\"gpu_share\":\"fixed\",\"weight\":200,\"heads\":1,"
+      "\"not_enforced\":[\"gpu_share\",\"weight\",\"fps_cap\",\"heads\"]},"
+      "{\"name\":\"other\",\"vram\":0,\"gpu_share\":\"equal\",\"heads\":2,\"fps_cap\":60,"
+      "\"not_enforced\":[\"heads\", 7]}]");
+  g_autofree char *pu = vgpu_format_profiles(unenforced);
+  assert_string_equal(pu, "PROFILE  VRAM       RESOURCES  CONTEXTS   CLIENTS    SHARE       HEADS  "
+                          "FPS CAP  DESCRIPTION\n"
+                          "large    unlimited  unlimited  unlimited  unlimited  fixed:200*  1*     "
+                          "none*\n"
+                          "other    unlimited  unlimited  unlimited  unlimited  equal       2*     "
+                          "60\n"
+                          "* not enforced: vgpud has no GPU scheduler yet\n");
+  g_autoptr(JsonObject) shared = parse_object(
+      INSTANCE_VGPU0 ",\"gpu_share\":\"equal\",\"weight\":100,\"not_enforced\":[\"gpu_share\"]}");
+  g_autofree char *ss = vgpu_format_show(shared);
+  assert_non_null(strstr(ss, "\ngpu share  equal (weight 100), not enforced\n"));
 
   g_autoptr(JsonObject) d = parse_object(
       "{\"version\":\"0.1.0\",\"pid\":77,\"uptime_s\":3725,\"runtime_dir\":\"/run/vgpu\","
