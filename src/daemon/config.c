@@ -316,6 +316,11 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
     if (g_str_equal(k, "runtime-dir")) {
       if (!g_path_is_absolute(v))
         return fail_at(error, m, "daemon", k, "runtime-dir must be an absolute path");
+      if (strlen(v) > VGPU_RUNTIME_DIR_MAX)
+        return fail_at(error, m, "daemon", k,
+                       "runtime-dir is longer than %d bytes (DIR/NAME/vtest.sock must fit a "
+                       "socket address)",
+                       VGPU_RUNTIME_DIR_MAX);
       g_free(c->runtime_dir);
       c->runtime_dir = g_strdup(v);
     } else if (g_str_equal(k, "log-level")) {

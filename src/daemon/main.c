@@ -196,6 +196,13 @@ int main(int argc, char **argv) {
                                              : cfg->runtime_dir;
   g_autofree char *dir =
       chosen ? g_canonicalize_filename(chosen, NULL) : vgpu_builtin_runtime_dir();
+  if (strlen(dir) > VGPU_RUNTIME_DIR_MAX) {
+    fprintf(stderr,
+            "vgpud: runtime directory %s is longer than %d bytes (DIR/NAME/vtest.sock must fit a "
+            "socket address)\n",
+            dir, VGPU_RUNTIME_DIR_MAX);
+    return fail_early(&o, cfg, 1);
+  }
   /* Only a directory no other user can change: see vgpu_private_dir_open(). */
   bool created_dir = false;
   vgpu_autofd int dirfd = vgpu_private_dir_open(dir, 0755, &created_dir, &error);
