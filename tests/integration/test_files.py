@@ -172,10 +172,15 @@ def daemon_as_root():
              for n in ("", "control.sock", "vgpu0", "vgpu0/vtest.sock", "vgpud.pid")}
     assert modes == {"": 0o755, "control.sock": 0o666, "vgpu0": 0o755,
                      "vgpu0/vtest.sock": 0o660, "vgpud.pid": 0o644}, modes
+    # A run-time socket-mode change reaches the socket (never through a link).
+    r = subprocess.run([h.VGPUCTL, "--runtime-dir", "/tmp/new/run", "set", "vgpu0",
+                        "socket-mode=0600"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stat.S_IMODE(os.lstat("/tmp/new/run/vgpu0/vtest.sock").st_mode) == 0o600
     stop(p)
     assert not os.path.exists("/tmp/new/run")
     shown = ", ".join(f"{n or '.'} {m:04o}" for n, m in modes.items())
-    print(f"ok: root: clean start under umask 077: {shown}")
+    print(f"ok: root: clean start under umask 077: {shown}; socket-mode=0600 applied at run time")
 
 
 def daemon_as_nobody():
