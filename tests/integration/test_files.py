@@ -35,13 +35,17 @@ socket-mode=0660
 VICTIM_TEXT = "victim's own data\n"
 
 
-def vgpud(args, as_nobody=False, env=None, timeout=60):
+def vgpud(args, as_nobody=False, env=None, timeout=30):
+    """A start-up that is expected to be refused (a started vgpud runs on)."""
     e = h.sanitizer_env(dict(os.environ, **(env or {})))
     e.pop("XDG_RUNTIME_DIR", None)
     e.pop("VGPU_RUNTIME_DIR", None)
     e.update(env or {})
     cmd = (NOBODY if as_nobody else []) + [h.VGPUD, "--config", CONF] + args
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"vgpud started instead of refusing: {' '.join(args)}") from None
 
 
 def victim():
