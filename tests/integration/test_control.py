@@ -137,7 +137,9 @@ def test(x, d):
         f.write(CONFIG.replace("[instance vgpu1]", "[instance vgpu2]")
                 .replace("vram=256M", "vram=320M") + "\n[instance blocked]\nprofile=p\n")
     rc, out, err = ctl(d, "reload")
-    assert rc == 1 and "vgpuctl: warning: blocked: creating" in err, (rc, out, err)
+    blocked = os.path.join(d.dir, "blocked")
+    assert rc == 1 and f"vgpuctl: warning: blocked: {blocked} is not a directory" in err, \
+        (rc, out, err)
     assert d.show("vgpu0")["limits"]["vram"] == 320 << 20
     assert "blocked" not in {i["name"] for i in d.control({"command": "list"})["instances"]}
     os.unlink(os.path.join(d.dir, "blocked"))
