@@ -223,13 +223,15 @@ int main(int argc, char **argv) {
     g_autofree char *logfile = g_build_filename(dir, "vgpud.log", NULL);
     int log =
         vgpu_private_file_open(dirfd, "vgpud.log", logfile, O_WRONLY | O_APPEND, 0640, &error);
-    if (log < 0) {
-      fprintf(stderr, "vgpud: log file: %s\n", error->message);
+    int r = log < 0 ? -1 : daemonize(log, &ready_fd);
+    if (r < 0) {
+      if (log < 0)
+        fprintf(stderr, "vgpud: log file: %s\n", error->message);
+      else
+        fprintf(stderr, "vgpud: cannot detach: %s\n", g_strerror(-r));
       (void)unlinkat(dirfd, "vgpud.pid", 0);
-      return fail_early(&o, cfg, 1);
-    }
-    if (daemonize(log, &ready_fd) < 0) {
-      fprintf(stderr, "vgpud: cannot detach: %s\n", g_strerror(errno));
+      if (created_dir)
+        (void)rmdir(dir);
       return fail_early(&o, cfg, 1);
     }
   }
