@@ -25,7 +25,12 @@ typedef struct VgpuProfile {
   uint32_t weight;  /* fixed-share weight, 1..10000 */
   uint32_t fps_cap; /* 0 = none */
   uint32_t heads;   /* display heads, 1..16 */
+  uint64_t host_memory; /* bytes each worker may allocate, 64 MiB..1 TiB */
 } VgpuProfile;
+
+#define VGPU_HOST_MEMORY_DEFAULT (2ull << 30)
+#define VGPU_HOST_MEMORY_MIN (64ull << 20)
+#define VGPU_HOST_MEMORY_MAX (1ull << 40)
 
 VgpuProfile *vgpu_profile_copy(const VgpuProfile *p);
 void vgpu_profile_free(VgpuProfile *p);

@@ -4,6 +4,8 @@
  * the text for the group header or key line. */
 #include "daemon/config.h"
 
+#include "daemon/isolation.h"
+
 #include <errno.h>
 #include <gio/gio.h>
 #include <string.h>
@@ -17,6 +19,7 @@ static const char default_config[] =
     "log-level=info\n"
     "renderer=virgl\n"
     "render-node=auto\n"
+    "worker-uid-range=61184-65519\n"
     "\n"
     "# gpu-share, weight, fps-cap and heads are accepted and shown but not\n"
     "# enforced: vgpud has no GPU scheduler yet.\n"
@@ -27,6 +30,7 @@ static const char default_config[] =
     "max-resources=256\n"
     "max-contexts=4\n"
     "max-clients=2\n"
+    "host-memory=1G\n"
     "gpu-share=equal\n"
     "\n"
     "[profile small]\n"
@@ -35,6 +39,7 @@ static const char default_config[] =
     "max-resources=4096\n"
     "max-contexts=16\n"
     "max-clients=4\n"
+    "host-memory=2G\n"
     "gpu-share=equal\n"
     "\n"
     "[profile medium]\n"
@@ -43,6 +48,7 @@ static const char default_config[] =
     "max-resources=16384\n"
     "max-contexts=64\n"
     "max-clients=8\n"
+    "host-memory=4G\n"
     "gpu-share=equal\n"
     "\n"
     "[profile large]\n"
@@ -51,6 +57,7 @@ static const char default_config[] =
     "max-resources=65536\n"
     "max-contexts=256\n"
     "max-clients=16\n"
+    "host-memory=8G\n"
     "gpu-share=fixed\n"
     "weight=200\n"
     "\n"
@@ -208,6 +215,17 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
     p->vram = v;
     return true;
   }
+  if (g_str_equal(key, "host-memory")) {
+    if (!vgpu_parse_size(value, &v, error))
+      return false;
+    if (v < VGPU_HOST_MEMORY_MIN || v > VGPU_HOST_MEMORY_MAX) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "host-memory must be between 64M and 1T (a worker always has a cap)");
+      return false;
+    }
+    p->host_memory = v;
+    return true;
+  }
   if (g_str_equal(key, "max-resources"))
     return vgpu_parse_count(value, &p->max_resources, error);
   if (g_str_equal(key, "max-contexts"))
@@ -273,6 +291,7 @@ static void profile_defaults(VgpuProfile *p) {
   p->share = VGPU_SHARE_EQUAL;
   p->weight = 100;
   p->heads = 1;
+  p->host_memory = VGPU_HOST_MEMORY_DEFAULT;
 }
 
 VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p) {
@@ -354,6 +373,11 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for max-submit-bytes: %s", v,
                        e ? e->message : "must be between 1 byte and 1 GiB");
       c->max_submit_bytes = (uint32_t)n;
+    } else if (g_str_equal(k, "worker-uid-range")) {
+      if (!vgpu_uid_range_parse(v, &c->worker_uid_first, &c->worker_uid_last))
+        return fail_at(error, m, "daemon", k,
+                       "bad value \"%s\" for worker-uid-range (FIRST-LAST, e.g. 61184-65519)",
+                       v);
     } else if (g_str_equal(k, "sandbox")) {
       gboolean b = g_key_file_get_boolean(kf, "daemon", k, &e);
       if (e)
@@ -482,6 +506,8 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->renderer = g_strdup("virgl");
   c->max_submit_bytes = 64u << 20;
   c->sandbox = true;
+  c->worker_uid_first = VGPU_WORKER_UID_FIRST;
+  c->worker_uid_last = VGPU_WORKER_UID_LAST;
   c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
 

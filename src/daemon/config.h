@@ -32,6 +32,7 @@ typedef struct VgpuConfig {
   guint idle_timeout_s;      /* 0 = none, at most VGPU_IDLE_TIMEOUT_MAX */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
+  uint32_t worker_uid_first, worker_uid_last; /* worker-uid-range */
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */
 } VgpuConfig;

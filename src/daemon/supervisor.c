@@ -31,6 +31,8 @@ struct VgpuSupervisor {
   char *worker_path;
   char *render_node;
   VgpuLedger *ledger;
+  VgpuIsolation *isolation;
+  char **worker_env; /* vgpud's environment, Mesa's disk cache off */
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
   gint64 started_us;
@@ -105,7 +107,10 @@ static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
     /* SIGTERM is a request to stop (vgpud's own at shutdown, or an
      * operator's), not a crash. */
     g_snprintf(buf, len, "%s by SIG%s%s",
-               sig == SIGKILL ? "killed" : sig == SIGTERM ? "stopped" : "crashed",
+               sig == SIGKILL   ? "killed"
+               : sig == SIGTERM ? "stopped"
+               : sig == SIGSYS  ? "killed by its seccomp filter (a forbidden system call)"
+                                : "crashed",
                sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
                WCOREDUMP(status) ? " (core dumped)" : "");
     *crashed = sig != SIGTERM;
@@ -128,6 +133,10 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   char why[128];
   bool crashed;
   describe_exit(status, why, sizeof(why), &crashed);
+  if (vgpu_isolation_worker_done(s->isolation, &w->id)) {
+    g_autofree char *cap = vgpu_format_size(in->cfg->eff.host_memory, false);
+    g_snprintf(why, sizeof(why), "killed by its host-memory cap (%s, cgroup oom_kill)", cap);
+  }
   VgpuLedgerInstance *li = vgpu_ledger_instance(s->ledger, (uint32_t)in->ledger_index);
   if (crashed)
     atomic_fetch_add(&li->worker_crashes, 1);
@@ -166,22 +175,37 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   g_ptr_array_add(argv,
                   g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
   g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
+  if (vgpu_isolation_memcap(s->isolation) == VGPU_MEMCAP_RLIMIT)
+    g_ptr_array_add(argv, g_strdup_printf("--host-memory=%" G_GUINT64_FORMAT,
+                                          in->cfg->eff.host_memory));
   if (s->cfg->idle_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
   if (!s->cfg->sandbox)
     g_ptr_array_add(argv, g_strdup("--no-sandbox"));
   g_ptr_array_add(argv, NULL);
 
+  g_autoptr(GError) error = NULL;
+  VgpuWorkerIdentity id;
+  if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, &id, &error)) {
+    vgpu_warn("%s: refused client pid %d uid %u: %s", in->cfg->name, (int)cpid, (unsigned)cuid,
+              error->message);
+    vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)slot);
+    return false;
+  }
   int source_fds[2] = {client_fd, s->ledger->fd};
   int target_fds[2] = {3, 4};
   GPid pid;
-  g_autoptr(GError) error = NULL;
-  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv->pdata, NULL,
-                                        G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL,
-                                        NULL, NULL, -1, -1, -1, source_fds, target_fds, 2, &pid,
-                                        NULL, NULL, NULL, &error)) {
+  /* The identity is dropped in the child, between fork and exec: the
+   * worker starts as its own uid, without capabilities. */
+  bool spawned = g_spawn_async_with_pipes_and_fds(
+      "/", (const char *const *)argv->pdata, (const char *const *)s->worker_env,
+      G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id,
+      -1, -1, -1, source_fds, target_fds, 2, &pid, NULL, NULL, NULL, &error);
+  vgpu_isolation_worker_spawned(&id);
+  if (!spawned) {
     vgpu_error("%s: cannot start a worker for client pid %d: %s", in->cfg->name, (int)cpid,
                error->message);
+    vgpu_isolation_worker_done(s->isolation, &id);
     vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)slot);
     return false;
   }
@@ -192,10 +216,15 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->slot = slot;
   w->client_pid = cpid;
   w->client_uid = cuid;
+  w->id = id;
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
-  vgpu_info("%s: client pid %d uid %u connected: worker %d, slot %d", in->cfg->name, (int)cpid,
-            (unsigned)cuid, (int)pid, slot);
+  if (id.own_uid)
+    vgpu_info("%s: client pid %d uid %u connected: worker %d (uid %u), slot %d", in->cfg->name,
+              (int)cpid, (unsigned)cuid, (int)pid, (unsigned)id.uid, slot);
+  else
+    vgpu_info("%s: client pid %d uid %u connected: worker %d, slot %d", in->cfg->name, (int)cpid,
+              (unsigned)cuid, (int)pid, slot);
   return true;
 }
 
@@ -255,6 +284,9 @@ static void worker_forget(gpointer p) {
   VgpuWorker *w = p;
   if (w->watch)
     g_source_remove(w->watch);
+  /* Forgotten without its exit seen (vgpud is stopping): only the memory
+   * goes; its cgroup, if any, is left to the next start-up. */
+  g_free(w->id.cgroup_dir);
   g_free(w);
 }
 
@@ -355,6 +387,15 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   }
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
+  s->isolation = vgpu_isolation_new(cfg, s->render_node, error);
+  if (!s->isolation) {
+    vgpu_supervisor_free(s);
+    return NULL;
+  }
+  /* Mesa's shader disk cache would be one directory every worker writes
+   * and reads compiled (JIT) code from: a way for one tenant's worker to
+   * plant code in another's.  Workers cannot create files anyway. */
+  s->worker_env = g_environ_setenv(g_get_environ(), "MESA_SHADER_CACHE_DISABLE", "true", TRUE);
   return s;
 }
 
@@ -425,6 +466,8 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   if (s->instances)
     g_hash_table_unref(s->instances);
   vgpu_ledger_free(s->ledger);
+  vgpu_isolation_free(s->isolation);
+  g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
   g_free(s->runtime_dir);
   g_free(s->config_path);

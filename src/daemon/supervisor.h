@@ -8,6 +8,7 @@
 
 #include "core/ledger.h"
 #include "daemon/config.h"
+#include "daemon/isolation.h"
 
 typedef struct VgpuSupervisor VgpuSupervisor;
 
@@ -18,6 +19,7 @@ typedef struct VgpuWorker {
   pid_t client_pid;
   uid_t client_uid;
   guint watch;
+  VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
 } VgpuWorker;
 
 typedef struct VgpuInstance {

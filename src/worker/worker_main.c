@@ -51,6 +51,7 @@ typedef struct {
   gchar *log_level;
   gint64 max_submit_bytes;
   gint idle_timeout;
+  gint64 host_memory;
   gboolean no_sandbox;
   gboolean version;
 } WorkerArgs;
@@ -94,6 +95,8 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
        "Largest command stream accepted", "N"},
       {"idle-timeout", 0, 0, G_OPTION_ARG_INT, &a->idle_timeout,
        "End the session after this many idle seconds (0: never)", "S"},
+      {"host-memory", 0, 0, G_OPTION_ARG_INT64, &a->host_memory,
+       "Bytes it may allocate once the renderer is up (RLIMIT_DATA; 0: no limit)", "N"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &a->version, "Print the version", NULL},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -214,14 +217,12 @@ int main(int argc, char **argv) {
     return WORKER_EXIT_RENDERER;
   }
 
-  if (!a.no_sandbox) {
-    bool filtered;
-    if (!vgpu_sandbox_apply(&filtered, &error)) {
-      vgpu_error("sandbox: %s", error->message);
-      return WORKER_EXIT_ERROR;
-    }
-    if (!filtered)
-      vgpu_debug("built without libseccomp: only no_new_privs applied");
+  VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a.host_memory, 0),
+                           .filter = !a.no_sandbox};
+  VgpuSandboxState sbs;
+  if (!vgpu_sandbox_apply(&sb, &sbs, &error)) {
+    vgpu_error("sandbox: %s", error->message);
+    return WORKER_EXIT_ERROR;
   }
 
   VtestSessionConfig scfg = {.ledger = ledger, .slot = (uint32_t)MAX(a.slot, 0),

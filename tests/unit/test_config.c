@@ -65,6 +65,10 @@ static void check_default_shape(const VgpuConfig *c) {
   assert_int_equal(c->idle_timeout_s, 0);
   assert_int_equal(c->max_submit_bytes, 64u << 20);
   assert_true(c->sandbox);
+  assert_int_equal(c->worker_uid_first, 61184);
+  assert_int_equal(c->worker_uid_last, 65519);
+  assert_int_equal(vgpu_config_find_profile(c, "small")->host_memory, 2ull << 30);
+  assert_int_equal(vgpu_config_find_profile(c, "large")->host_memory, 8ull << 30);
 }
 
 static void test_default(void **state) {
@@ -179,7 +183,8 @@ static void test_overrides(void **state) {
 static void test_daemon_keys(void **state) {
   const char *text = "[daemon]\nruntime-dir=/srv/vgpu\nlog-level=debug\nrenderer=null\n"
                      "render-node=/dev/dri/renderD129\nworker=/opt/vgpu/vgpu-worker\n"
-                     "idle-timeout=30\nmax-submit-bytes=1M\nsandbox=false\n";
+                     "idle-timeout=30\nmax-submit-bytes=1M\nsandbox=false\n"
+                     "worker-uid-range=70000-70099\n";
   GError *e = NULL;
   VgpuConfig *c = vgpu_config_load_data(text, -1, "d.conf", &e);
   if (!c)
@@ -192,7 +197,54 @@ static void test_daemon_keys(void **state) {
   assert_int_equal(c->idle_timeout_s, 30);
   assert_int_equal(c->max_submit_bytes, 1u << 20);
   assert_false(c->sandbox);
+  assert_int_equal(c->worker_uid_first, 70000);
+  assert_int_equal(c->worker_uid_last, 70099);
   vgpu_config_free(c);
+}
+
+/* host-memory: every worker has a cap, within bounds; an instance may
+ * change its profile's; a profile without the key gets 2 GiB. */
+static void test_host_memory(void **state) {
+  const char *text = "[profile p]\nvram=1M\nhost-memory=512M\n[profile q]\nvram=1M\n"
+                     "[instance a]\nprofile=p\nhost-memory=3G\n[instance b]\nprofile=p\n";
+  GError *e = NULL;
+  VgpuConfig *c = vgpu_config_load_data(text, -1, "h.conf", &e);
+  if (!c)
+    fail_msg("%s", e->message);
+  assert_int_equal(vgpu_config_find_profile(c, "p")->host_memory, 512ull << 20);
+  assert_int_equal(vgpu_config_find_profile(c, "q")->host_memory, 2ull << 30);
+  assert_int_equal(vgpu_config_find_instance(c, "a")->eff.host_memory, 3ull << 30);
+  assert_int_equal(vgpu_config_find_instance(c, "b")->eff.host_memory, 512ull << 20);
+  vgpu_config_free(c);
+  static const char *const bad[] = {"host-memory=63M", "host-memory=unlimited",
+                                    "host-memory=0", "host-memory=2T", "host-memory=lots"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autofree char *t = g_strdup_printf("[profile p]\n%s\n", bad[i]);
+    c = vgpu_config_load_data(t, -1, "h.conf", &e);
+    if (c)
+      fail_msg("%s was accepted", bad[i]);
+    assert_true(g_str_has_prefix(e->message, "h.conf:2: bad value"));
+    g_clear_error(&e);
+  }
+  /* The lower and upper bounds themselves are fine. */
+  c = vgpu_config_load_data("[profile p]\nhost-memory=64M\n[profile q]\nhost-memory=1T\n", -1,
+                            "h.conf", &e);
+  assert_non_null(c);
+  vgpu_config_free(c);
+}
+
+static void test_worker_uid_range(void **state) {
+  static const char *const bad[] = {"0-100", "100-99", "5", "1-2-3", "a-b", "-5-10",
+                                    "100-2147483647", ""};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autofree char *t = g_strdup_printf("[daemon]\nworker-uid-range=%s\n", bad[i]);
+    GError *e = NULL;
+    VgpuConfig *c = vgpu_config_load_data(t, -1, "u.conf", &e);
+    if (c)
+      fail_msg("worker-uid-range=%s was accepted", bad[i]);
+    assert_true(g_str_has_prefix(e->message, "u.conf:2: bad value"));
+    g_clear_error(&e);
+  }
 }
 
 /* ---- refusals ------------------------------------------------------------- */
@@ -686,6 +738,8 @@ int main(void) {
       cmocka_unit_test(test_instance_settings),
       cmocka_unit_test(test_names),
       cmocka_unit_test(test_runtime_dir),
+      cmocka_unit_test(test_host_memory),
+      cmocka_unit_test(test_worker_uid_range),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,72 @@
+/* Worker isolation, vgpud's half: the identity each worker runs under and
+ * its host-memory cap.
+ *
+ * When vgpud is root, every live worker gets a uid (and the same gid) of
+ * its own from [daemon] worker-uid-range, no supplementary groups (but the
+ * render node's group when the node needs it), an empty capability
+ * bounding set and no_new_privs, all set in the child between fork and
+ * exec (vgpu_isolation_child_setup).  The worker itself installs the
+ * seccomp filter once its renderer is up (src/worker/sandbox.c).
+ *
+ * The host-memory cap is a cgroup v2 memory.max (and memory.swap.max=0)
+ * per worker when vgpud's own cgroup is delegated to it, else an
+ * RLIMIT_DATA the worker sets on itself (--host-memory). */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/config.h"
+
+typedef struct VgpuIsolation VgpuIsolation;
+
+/* The default worker-uid-range: systemd's range for dynamic users, below
+ * the subordinate ids useradd hands out (from 100000) and nobody (65534). */
+#define VGPU_WORKER_UID_FIRST 61184u
+#define VGPU_WORKER_UID_LAST 65519u
+
+typedef enum {
+  VGPU_MEMCAP_RLIMIT = 0, /* the worker sets RLIMIT_DATA on itself */
+  VGPU_MEMCAP_CGROUP = 1, /* a cgroup v2 per worker */
+} VgpuMemCap;
+
+/* What one worker runs as; filled by vgpu_isolation_worker_prepare and
+ * read (only) by the child setup, which runs between fork and exec. */
+typedef struct VgpuWorkerIdentity {
+  bool own_uid; /* false: vgpud is not root, the worker keeps vgpud's ids */
+  uid_t uid;
+  gid_t gid;
+  int n_groups; /* 0 or 1 */
+  gid_t groups[1];
+  int cgroup_procs_fd; /* -1, or the worker cgroup's cgroup.procs */
+  char *cgroup_dir;    /* NULL, or the worker's cgroup directory */
+} VgpuWorkerIdentity;
+
+/* Checks worker-uid-range against the user and group databases and
+ * /etc/subuid and /etc/subgid, finds whether cgroups can be used, and logs
+ * once which measure is active and which cannot apply. */
+VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node, GError **error);
+void vgpu_isolation_free(VgpuIsolation *iso);
+
+VgpuMemCap vgpu_isolation_memcap(const VgpuIsolation *iso);
+
+/* Picks a free uid and, with cgroups, creates the worker's cgroup with its
+ * cap.  false (and error) when every uid of the range is in use or the
+ * cgroup cannot be made. */
+bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, VgpuWorkerIdentity *id,
+                                   GError **error);
+/* The spawn is done (or failed): closes what only the child needed. */
+void vgpu_isolation_worker_spawned(VgpuWorkerIdentity *id);
+/* The worker has ended: its uid is free again and its cgroup removed.
+ * Returns true when the cgroup's memory cap killed it (oom_kill). */
+bool vgpu_isolation_worker_done(VgpuIsolation *iso, VgpuWorkerIdentity *id);
+
+/* GSpawnChildSetupFunc: user_data is the VgpuWorkerIdentity.  Runs in the
+ * child after fork: async-signal-safe calls only; on any failure it
+ * writes one line to stderr and ends the child with status 1. */
+void vgpu_isolation_child_setup(gpointer user_data);
+
+/* Parses "FIRST-LAST" (both in 1..2^31-2, FIRST <= LAST). */
+bool vgpu_uid_range_parse(const char *s, uint32_t *first, uint32_t *last);
