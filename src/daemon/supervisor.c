@@ -106,13 +106,13 @@ static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
     int sig = WTERMSIG(status);
     /* SIGTERM is a request to stop (vgpud's own at shutdown, or an
      * operator's), not a crash. */
-    g_snprintf(buf, len, "%s by SIG%s%s",
-               sig == SIGKILL   ? "killed"
-               : sig == SIGTERM ? "stopped"
-               : sig == SIGSYS  ? "killed by its seccomp filter (a forbidden system call)"
-                                : "crashed",
-               sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
-               WCOREDUMP(status) ? " (core dumped)" : "");
+    if (sig == SIGSYS)
+      g_snprintf(buf, len, "killed by its seccomp filter (SIGSYS: a forbidden system call)");
+    else
+      g_snprintf(buf, len, "%s by SIG%s%s",
+                 sig == SIGKILL ? "killed" : sig == SIGTERM ? "stopped" : "crashed",
+                 sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
+                 WCOREDUMP(status) ? " (core dumped)" : "");
     *crashed = sig != SIGTERM;
   } else {
     g_snprintf(buf, len, "status 0x%x", status);
