@@ -270,9 +270,20 @@ static uint64_t worker_quota_used(const BookWorker *w, int k) {
   return MIN(u, w->grant_of[k]);
 }
 
-/* A counter as the worker reports it, never going backwards. */
+/* A counter as the worker reports it, never going backwards and never
+ * faster than any session could count (per second of the worker's life),
+ * so a worker cannot pin its instance's totals at the maximum. */
 static uint64_t worker_counter(BookWorker *w, int k) {
-  uint64_t v = atomic_load(&w->slot->used[k]);
+  static const uint64_t max_per_s[VGPU_RES_N] = {
+      [VGPU_RES_FRAMES] = 100000,
+      [VGPU_RES_COMMANDS] = 100000000,
+      [VGPU_RES_BYTES_IN] = 100ull << 30,
+      [VGPU_RES_BUSY_NS] = 4000000000ull, /* a few threads' worth of wall time */
+  };
+  uint64_t life_s = (now_ns() - w->started_ns) / 1000000000ull + 1, cap;
+  if (__builtin_mul_overflow(max_per_s[k], life_s, &cap))
+    cap = UINT64_MAX;
+  uint64_t v = MIN(atomic_load(&w->slot->used[k]), cap);
   if (v > w->seen[k])
     w->seen[k] = v;
   return w->seen[k];

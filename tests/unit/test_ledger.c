@@ -537,6 +537,9 @@ static void test_hostile_worker(void **state) {
       assert_true(wusage(&h).used[k] <= cap);
     }
     assert_true(wusage(&h).peak_vram <= lim[VGPU_RES_VRAM]);
+    /* Counters at most what a session could count in its lifetime. */
+    assert_true(wusage(&h).used[VGPU_RES_FRAMES] <= 100000 * 60);
+    assert_true(u.used[VGPU_RES_BYTES_IN] < (uint64_t)INT64_MAX / 1000);
     assert_memory_equal(usage(other).limit, before.limit, sizeof(before.limit));
     assert_memory_equal(usage(other).used, before.used, sizeof(before.used));
     assert_memory_equal(usage(inst).limit, lim, sizeof(lim));
