@@ -1,34 +1,53 @@
-/* The ledger: per-instance limits and usage, in one shared-memory segment.
+/* The ledger: per-instance limits and usage, kept by the supervisor alone.
  *
- * The supervisor creates it (a sealed-size memfd) and hands it to every
- * worker.  Each worker owns one slot and charges it through
- * vgpu_ledger_reserve(), which raises the slot and the instance total
- * together, never past the instance limit.  When a
- * worker dies the supervisor subtracts the slot from its instance, so the
- * instance total is always the sum of its live slots.  Reservations take a
- * robust mutex per instance (see VgpuLedgerInstance.lock); pure counters
- * (frames, commands) are lock-free atomics.  Limits live in the
- * segment too, so a resize is seen by every worker on its next reservation. */
+ * Two halves live here:
+ *
+ *  - The book (VgpuBook), in the supervisor's private memory: instances
+ *    (name, limits, refusals, crashes, history of counters), and one record
+ *    per live worker (its instance, client, and the allowance "grant" it
+ *    holds for each quota kind).  For every instance and quota kind the sum
+ *    of its live workers' grants never exceeds the instance limit.  Reclaim
+ *    on worker exit uses only these records.
+ *
+ *  - The worker's side (VgpuLedger): per worker, a "slot page" the worker
+ *    maps read-write (its own counters, nothing else) and a "grant page"
+ *    the supervisor writes and seals with F_SEAL_FUTURE_WRITE before handing
+ *    it over, so the worker can map it read-only only.  A reservation adds
+ *    to the worker's own `used`, then compares with its grant; past it, the
+ *    worker undoes the add and asks the supervisor for more over a
+ *    per-worker SOCK_SEQPACKET socketpair, with a bounded wait.
+ *
+ * The supervisor reads slot pages as untrusted input: every quota value is
+ * clamped to the worker's grant, every counter is kept monotonic, and
+ * nothing read from a page is ever used as an index or a pointer.  There is
+ * no lock a worker could hold: grants shrink with a write-then-re-read
+ * (both sequentially consistent) against the worker's add-then-read. */
 #pragma once
 
 #include <glib.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #define VGPU_LEDGER_MAGIC 0x5247444c55504756ull /* "VGPULDGR" */
-#define VGPU_LEDGER_VERSION 1
+#define VGPU_LEDGER_VERSION 2
 #define VGPU_LEDGER_MAX_INSTANCES 64
 #define VGPU_LEDGER_MAX_SLOTS 512
 #define VGPU_NAME_MAX 32
+/* How long a worker waits for the supervisor's answer before it treats the
+ * request as refused. */
+#define VGPU_LEDGER_ASK_TIMEOUT_MS 2000
+/* Requests one worker may send in one second before it is killed: far
+ * above what a session needs (it asks only when its allowance runs out,
+ * and each allowance covers at least an eighth of the limit). */
+#define VGPU_LEDGER_MAX_REQUESTS_PER_S 20000
 
 typedef enum {
-  VGPU_RES_VRAM = 0,   /* bytes */
-  VGPU_RES_OBJECTS,    /* resources */
-  VGPU_RES_CONTEXTS,   /* renderer contexts */
-  VGPU_RES_N_QUOTA,    /* kinds below are counters, never limited */
+  VGPU_RES_VRAM = 0, /* bytes */
+  VGPU_RES_OBJECTS,  /* resources */
+  VGPU_RES_CONTEXTS, /* renderer contexts */
+  VGPU_RES_N_QUOTA,  /* kinds below are counters, never limited */
   VGPU_RES_FRAMES = VGPU_RES_N_QUOTA,
   VGPU_RES_COMMANDS,
   VGPU_RES_BYTES_IN,
@@ -38,86 +57,145 @@ typedef enum {
 
 const char *vgpu_res_kind_name(VgpuResKind kind);
 
-typedef struct VgpuLedgerInstance {
-  /* Robust process-shared mutex guarding limit checks and the quota kinds of
-   * `used` here and in this instance's slots.  A worker killed while holding
-   * it leaves EOWNERDEAD; the next holder recomputes the totals from the
-   * slots, so the books stay exact even across kill -9. */
-  pthread_mutex_t lock;
-  _Atomic uint32_t in_use;
-  uint32_t index;
-  char name[VGPU_NAME_MAX];
-  _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* 0 = unlimited */
-  _Atomic uint64_t used[VGPU_RES_N];
-  _Atomic uint64_t clients;     /* live workers */
-  _Atomic uint64_t refusals;    /* quota refusals since creation */
-  _Atomic uint64_t worker_crashes;
-} VgpuLedgerInstance;
+/* ---- shared pages (layout known to both sides) -------------------------- */
 
-typedef enum {
-  VGPU_SLOT_FREE = 0,
-  VGPU_SLOT_ACTIVE = 1,
-} VgpuSlotState;
-
-typedef struct VgpuLedgerSlot {
-  _Atomic uint32_t state;
-  uint32_t instance;
-  int32_t worker_pid;
-  int32_t client_pid;
-  uint32_t client_uid;
-  uint32_t pad;
-  uint64_t started_ns; /* CLOCK_MONOTONIC */
+/* Written by the worker only; read by the supervisor as untrusted input. */
+typedef struct VgpuSlotPage {
   _Atomic uint64_t used[VGPU_RES_N];
   _Atomic uint64_t peak_vram;
-} VgpuLedgerSlot;
+} VgpuSlotPage;
 
-typedef struct VgpuLedgerHeader {
+/* Written by the supervisor only; the worker's mapping is read-only. */
+typedef struct VgpuGrantPage {
   uint64_t magic;
   uint32_t version;
-  uint32_t max_instances;
-  uint32_t max_slots;
   uint32_t pad;
-  VgpuLedgerInstance instances[VGPU_LEDGER_MAX_INSTANCES];
-  VgpuLedgerSlot slots[VGPU_LEDGER_MAX_SLOTS];
-} VgpuLedgerHeader;
+  _Atomic uint64_t grant[VGPU_RES_N_QUOTA]; /* UINT64_MAX: unlimited */
+  /* Set while the instance holds more than its limit (it was lowered
+   * below use): every reservation of that kind must ask, so that what is
+   * released cannot be taken again until usage is back under the limit. */
+  _Atomic uint32_t ask_always[VGPU_RES_N_QUOTA];
+  uint32_t pad2;
+  _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* for messages only; 0 = unlimited */
+} VgpuGrantPage;
+
+/* Messages on the request socket (one per SOCK_SEQPACKET datagram). */
+typedef struct VgpuLedgerAsk {
+  uint32_t seq;
+  uint32_t kind; /* < VGPU_RES_N_QUOTA */
+  uint64_t want; /* total the worker wants to hold of that kind */
+} VgpuLedgerAsk;
+
+typedef struct VgpuLedgerAnswer {
+  uint32_t seq;
+  uint32_t granted;       /* 1: the grant page now covers `want`; 0: refused */
+  uint64_t instance_used; /* the instance's usage of that kind (messages) */
+} VgpuLedgerAnswer;
+
+/* ---- worker side ------------------------------------------------------- */
 
 typedef struct VgpuLedger {
-  VgpuLedgerHeader *hdr;
-  size_t size;
-  int fd;
+  VgpuSlotPage *slot;
+  const VgpuGrantPage *grant;
+  int slot_fd, grant_fd, sock; /* owned; -1 when absent */
+  bool standalone;             /* pages in private memory, no supervisor */
+  uint32_t seq;
+  int ask_timeout_ms;
+  uint64_t last_instance_used[VGPU_RES_N_QUOTA];
 } VgpuLedger;
 
-/* Supervisor side. */
-VgpuLedger *vgpu_ledger_create(GError **error);
-/* Worker side: maps an inherited ledger fd and checks magic and size. */
-VgpuLedger *vgpu_ledger_map(int fd, GError **error);
+/* Maps the fds vgpud passed (slot page read-write, grant page read-only)
+ * and takes ownership of all three on success. */
+VgpuLedger *vgpu_ledger_attach(int slot_fd, int grant_fd, int sock, GError **error);
+/* A ledger without a supervisor (unit tests, fuzzing): one worker whose
+ * grant is the whole limit (0 = unlimited). */
+VgpuLedger *vgpu_ledger_new_standalone(const uint64_t limits[VGPU_RES_N_QUOTA]);
 void vgpu_ledger_free(VgpuLedger *l);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuLedger, vgpu_ledger_free)
 
-/* Claims a free instance record; returns its index or -ENOSPC. */
-int vgpu_ledger_instance_add(VgpuLedger *l, const char *name,
-                             const uint64_t limits[VGPU_RES_N_QUOTA]);
-void vgpu_ledger_instance_set_limits(VgpuLedger *l, uint32_t inst,
-                                     const uint64_t limits[VGPU_RES_N_QUOTA]);
-/* Frees the record; callers make sure no slot still refers to it. */
-void vgpu_ledger_instance_remove(VgpuLedger *l, uint32_t inst);
-VgpuLedgerInstance *vgpu_ledger_instance(VgpuLedger *l, uint32_t inst);
-/* Holds the instance lock so a reader sees the instance totals and its
- * slots' quota kinds agree (reservations are held for a few instructions). */
-void vgpu_ledger_instance_lock(VgpuLedger *l, uint32_t inst);
-void vgpu_ledger_instance_unlock(VgpuLedger *l, uint32_t inst);
-
-/* Claims a slot for a new worker of `inst`; returns slot index or -ENOSPC. */
-int vgpu_ledger_slot_claim(VgpuLedger *l, uint32_t inst, pid_t client_pid, uid_t client_uid);
-void vgpu_ledger_slot_set_worker(VgpuLedger *l, uint32_t slot, pid_t worker_pid);
-/* Subtracts what the slot still holds from its instance and frees it.
- * Returns the VRAM bytes that were reclaimed. */
-uint64_t vgpu_ledger_slot_reclaim(VgpuLedger *l, uint32_t slot);
-VgpuLedgerSlot *vgpu_ledger_slot(VgpuLedger *l, uint32_t slot);
-
-/* Worker side.  Returns 0 or -EDQUOT when the instance limit would be
- * crossed (nothing is charged then). */
+/* Returns 0 or -EDQUOT when the instance limit would be crossed or the
+ * supervisor did not answer in time (nothing is charged then).  `slot` is
+ * kept for the callers' sake and ignored: a ledger is one worker's. */
 int vgpu_ledger_reserve(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount);
 void vgpu_ledger_release(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount);
 /* Adds to a counter kind (frames, commands, bytes, busy time). */
 void vgpu_ledger_count(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount);
+/* What this worker holds (or has counted) of `kind`. */
+uint64_t vgpu_ledger_used(const VgpuLedger *l, VgpuResKind kind);
+/* For refusal messages: the instance limit (0 = unlimited) and the
+ * instance's usage the supervisor reported with its last answer (this
+ * worker's own usage when it never asked). */
+void vgpu_ledger_describe(const VgpuLedger *l, VgpuResKind kind, uint64_t *limit, uint64_t *used);
+
+/* ---- supervisor side ---------------------------------------------------- */
+
+typedef struct VgpuBook VgpuBook;
+
+/* The fds a new worker gets; the caller passes them to the child and then
+ * calls vgpu_book_worker_started() (or _remove() when the spawn failed). */
+typedef struct VgpuBookChildFds {
+  int slot_fd;  /* slot page, read-write */
+  int grant_fd; /* grant page, sealed against writes */
+  int sock;     /* the worker's end of the request socketpair */
+} VgpuBookChildFds;
+
+typedef struct VgpuBookUsage {
+  uint64_t limit[VGPU_RES_N_QUOTA]; /* 0 = unlimited */
+  uint64_t used[VGPU_RES_N];        /* quota kinds: live workers, clamped;
+                                       counters: history + live */
+  uint64_t clients, refusals, worker_crashes;
+} VgpuBookUsage;
+
+typedef struct VgpuBookWorkerUsage {
+  uint64_t used[VGPU_RES_N];
+  uint64_t grant[VGPU_RES_N_QUOTA];
+  uint64_t peak_vram;
+  uint64_t requests;   /* ledger requests answered */
+  uint64_t started_ns; /* CLOCK_MONOTONIC */
+  pid_t worker_pid, client_pid;
+  uid_t client_uid;
+  uint32_t instance;
+} VgpuBookWorkerUsage;
+
+VgpuBook *vgpu_book_new(void);
+void vgpu_book_free(VgpuBook *b);
+/* Changes VGPU_LEDGER_MAX_REQUESTS_PER_S for this book (0: no limit). */
+void vgpu_book_set_request_limit(VgpuBook *b, uint32_t per_second);
+/* Tests only: runs while a grant is being shrunk, between reading the
+ * worker's usage and writing the smaller grant, to widen the race the
+ * shrink must survive. */
+void vgpu_book_set_shrink_hook(VgpuBook *b, void (*hook)(void));
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuBook, vgpu_book_free)
+
+/* Claims an instance record; returns its index or -ENOSPC. */
+int vgpu_book_instance_add(VgpuBook *b, const char *name, const uint64_t limits[VGPU_RES_N_QUOTA]);
+/* A smaller limit shrinks the workers' grants towards what they hold; what
+ * they hold beyond it is not taken away, new reservations are refused until
+ * usage falls below it. */
+void vgpu_book_instance_set_limits(VgpuBook *b, uint32_t inst,
+                                   const uint64_t limits[VGPU_RES_N_QUOTA]);
+/* Frees the record; callers remove its workers first. */
+void vgpu_book_instance_remove(VgpuBook *b, uint32_t inst);
+bool vgpu_book_instance_usage(VgpuBook *b, uint32_t inst, VgpuBookUsage *out);
+void vgpu_book_note_refusal(VgpuBook *b, uint32_t inst);
+void vgpu_book_note_crash(VgpuBook *b, uint32_t inst);
+
+/* Creates a worker record with its two pages and request socket; returns
+ * the worker's slot number, -ENOSPC when every slot is taken, or another
+ * negative errno. */
+int vgpu_book_worker_add(VgpuBook *b, uint32_t inst, pid_t client_pid, uid_t client_uid,
+                         VgpuBookChildFds *child);
+/* The child has its copies: closes the supervisor's copies of the child's
+ * fds and records the worker's pid. */
+void vgpu_book_worker_started(VgpuBook *b, uint32_t slot, pid_t worker_pid);
+/* The supervisor's end of the request socket (non-blocking). */
+int vgpu_book_worker_fd(VgpuBook *b, uint32_t slot);
+/* Answers what the worker asked.  Never blocks.  Returns 0, or a negative
+ * errno with *why set to a static sentence when the worker broke the
+ * channel's rules (malformed message, flood, replies not read): the caller
+ * kills it.  -ECONNRESET: the worker closed its end (not a fault). */
+int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why);
+bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out);
+/* Drops the worker: its grants return to the instance, its counters go to
+ * the instance's history.  Returns the VRAM it held (clamped). */
+uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot);

@@ -1,6 +1,6 @@
 /* Control server: JSON lines on DIR/control.sock.  Requests are small and
- * answered at once from the supervisor's state and the ledger, so a
- * connection is served inline from the main loop. */
+ * answered at once from the supervisor's own records (no lock a worker
+ * could hold), so a connection is served inline from the main loop. */
 #include "daemon/control.h"
 
 #include <errno.h>
@@ -66,10 +66,11 @@ static void add_not_enforced(JsonBuilder *b) {
 }
 
 static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants) {
-  VgpuLedger *l = vgpu_supervisor_ledger(s);
-  VgpuLedgerInstance *li = vgpu_ledger_instance(l, (uint32_t)in->ledger_index);
-  /* One consistent picture: the totals equal the sum of the tenants'. */
-  vgpu_ledger_instance_lock(l, (uint32_t)in->ledger_index);
+  /* Everything below comes from the supervisor's own records; what workers
+   * wrote is read through the book, clamped to what each was granted. */
+  VgpuBook *book = vgpu_supervisor_book(s);
+  VgpuBookUsage u;
+  vgpu_book_instance_usage(book, (uint32_t)in->ledger_index, &u);
   json_builder_begin_object(b);
   add_str(b, "name", in->cfg->name);
   add_str(b, "profile", in->cfg->profile);
@@ -83,23 +84,23 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_not_enforced(b);
   json_builder_set_member_name(b, "limits");
   json_builder_begin_object(b);
-  add_u64(b, "vram", atomic_load(&li->limit[VGPU_RES_VRAM]));
-  add_u64(b, "resources", atomic_load(&li->limit[VGPU_RES_OBJECTS]));
-  add_u64(b, "contexts", atomic_load(&li->limit[VGPU_RES_CONTEXTS]));
+  add_u64(b, "vram", u.limit[VGPU_RES_VRAM]);
+  add_u64(b, "resources", u.limit[VGPU_RES_OBJECTS]);
+  add_u64(b, "contexts", u.limit[VGPU_RES_CONTEXTS]);
   add_u64(b, "clients", in->cfg->eff.max_clients);
   json_builder_end_object(b);
   json_builder_set_member_name(b, "usage");
   json_builder_begin_object(b);
-  add_u64(b, "vram", atomic_load(&li->used[VGPU_RES_VRAM]));
-  add_u64(b, "resources", atomic_load(&li->used[VGPU_RES_OBJECTS]));
-  add_u64(b, "contexts", atomic_load(&li->used[VGPU_RES_CONTEXTS]));
+  add_u64(b, "vram", u.used[VGPU_RES_VRAM]);
+  add_u64(b, "resources", u.used[VGPU_RES_OBJECTS]);
+  add_u64(b, "contexts", u.used[VGPU_RES_CONTEXTS]);
   add_u64(b, "clients", g_hash_table_size(in->workers));
-  add_u64(b, "frames", atomic_load(&li->used[VGPU_RES_FRAMES]));
-  add_u64(b, "commands", atomic_load(&li->used[VGPU_RES_COMMANDS]));
-  add_u64(b, "bytes_in", atomic_load(&li->used[VGPU_RES_BYTES_IN]));
-  add_u64(b, "busy_ns", atomic_load(&li->used[VGPU_RES_BUSY_NS]));
-  add_u64(b, "refusals", atomic_load(&li->refusals));
-  add_u64(b, "worker_crashes", atomic_load(&li->worker_crashes));
+  add_u64(b, "frames", u.used[VGPU_RES_FRAMES]);
+  add_u64(b, "commands", u.used[VGPU_RES_COMMANDS]);
+  add_u64(b, "bytes_in", u.used[VGPU_RES_BYTES_IN]);
+  add_u64(b, "busy_ns", u.used[VGPU_RES_BUSY_NS]);
+  add_u64(b, "refusals", u.refusals);
+  add_u64(b, "worker_crashes", u.worker_crashes);
   json_builder_end_object(b);
   if (tenants) {
     json_builder_set_member_name(b, "tenants");
@@ -110,26 +111,27 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
     g_hash_table_iter_init(&it, in->workers);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
       VgpuWorker *w = v;
-      VgpuLedgerSlot *sl = vgpu_ledger_slot(l, (uint32_t)w->slot);
+      VgpuBookWorkerUsage wu;
+      if (!vgpu_book_worker_usage(book, (uint32_t)w->slot, &wu))
+        continue;
       json_builder_begin_object(b);
       add_u64(b, "worker_pid", (uint64_t)w->pid);
       add_u64(b, "client_pid", (uint64_t)w->client_pid);
       add_u64(b, "client_uid", (uint64_t)w->client_uid);
       add_u64(b, "slot", (uint64_t)w->slot);
-      add_u64(b, "vram", atomic_load(&sl->used[VGPU_RES_VRAM]));
-      add_u64(b, "peak_vram", atomic_load(&sl->peak_vram));
-      add_u64(b, "resources", atomic_load(&sl->used[VGPU_RES_OBJECTS]));
-      add_u64(b, "contexts", atomic_load(&sl->used[VGPU_RES_CONTEXTS]));
-      add_u64(b, "frames", atomic_load(&sl->used[VGPU_RES_FRAMES]));
-      add_u64(b, "commands", atomic_load(&sl->used[VGPU_RES_COMMANDS]));
-      add_u64(b, "busy_ns", atomic_load(&sl->used[VGPU_RES_BUSY_NS]));
-      add_u64(b, "uptime_s", now > sl->started_ns ? (now - sl->started_ns) / 1000000000ull : 0);
+      add_u64(b, "vram", wu.used[VGPU_RES_VRAM]);
+      add_u64(b, "peak_vram", wu.peak_vram);
+      add_u64(b, "resources", wu.used[VGPU_RES_OBJECTS]);
+      add_u64(b, "contexts", wu.used[VGPU_RES_CONTEXTS]);
+      add_u64(b, "frames", wu.used[VGPU_RES_FRAMES]);
+      add_u64(b, "commands", wu.used[VGPU_RES_COMMANDS]);
+      add_u64(b, "busy_ns", wu.used[VGPU_RES_BUSY_NS]);
+      add_u64(b, "uptime_s", now > wu.started_ns ? (now - wu.started_ns) / 1000000000ull : 0);
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
   }
   json_builder_end_object(b);
-  vgpu_ledger_instance_unlock(l, (uint32_t)in->ledger_index);
 }
 
 static void build_profile(JsonBuilder *b, const VgpuProfile *p) {

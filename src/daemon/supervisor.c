@@ -1,8 +1,10 @@
 /* Supervisor: accepts clients on each instance's socket, checks the client
- * limit, claims a ledger slot and hands the connection to a new
- * vgpu-worker; when a worker exits, for whatever reason, logs why and
- * reclaims its slot so the instance's usage is again what its live tenants
- * hold.  Event driven: no timers, no polling. */
+ * limit, opens a ledger record (slot page, grant page, request socket) and
+ * hands the connection to a new vgpu-worker; answers the worker's ledger
+ * requests without ever blocking (a worker that breaks the channel's rules
+ * is killed); when a worker exits, for whatever reason, logs why and drops
+ * its record so the instance's usage is again what its live tenants hold.
+ * Event driven: no timers, no polling. */
 #include "daemon/supervisor.h"
 
 #include <errno.h>
@@ -30,7 +32,7 @@ struct VgpuSupervisor {
   char *config_path;
   char *worker_path;
   char *render_node;
-  VgpuLedger *ledger;
+  VgpuBook *book;
   VgpuIsolation *isolation;
   char **worker_env; /* vgpud's environment, Mesa's disk cache off */
   GHashTable *instances; /* name -> VgpuInstance* */
@@ -137,10 +139,13 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
     g_autofree char *cap = vgpu_format_size(in->cfg->eff.host_memory, false);
     g_snprintf(why, sizeof(why), "killed by its host-memory cap (%s, cgroup oom_kill)", cap);
   }
-  VgpuLedgerInstance *li = vgpu_ledger_instance(s->ledger, (uint32_t)in->ledger_index);
+  if (w->ledger_watch) {
+    g_source_remove(w->ledger_watch);
+    w->ledger_watch = 0;
+  }
   if (crashed)
-    atomic_fetch_add(&li->worker_crashes, 1);
-  uint64_t vram = vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)w->slot);
+    vgpu_book_note_crash(s->book, (uint32_t)in->ledger_index);
+  uint64_t vram = vgpu_book_worker_remove(s->book, (uint32_t)w->slot);
   bool quiet = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
                (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
   VgpuLogLevel lvl = quiet ? VGPU_LOG_INFO : VGPU_LOG_WARN;
@@ -153,18 +158,44 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   maybe_finish_draining(in);
 }
 
+/* The worker's ledger requests.  The socket is non-blocking and the book
+ * answers from memory, so this never waits on the worker; a worker that
+ * breaks the channel's rules is killed (its exit is logged and reclaimed by
+ * on_worker_exit as any other). */
+static gboolean on_ledger_request(gint fd, GIOCondition cond, gpointer user) {
+  VgpuWorker *w = user;
+  VgpuInstance *in = w->inst;
+  const char *why = NULL;
+  int r = vgpu_book_worker_service(in->sup->book, (uint32_t)w->slot, &why);
+  if (r == 0 && !(cond & (G_IO_HUP | G_IO_ERR)))
+    return G_SOURCE_CONTINUE;
+  if (r != 0 && r != -ECONNRESET) {
+    vgpu_warn("%s: worker %d (client pid %d) %s: killed", in->cfg->name, (int)w->pid,
+              (int)w->client_pid, why);
+    kill(w->pid, SIGKILL);
+  }
+  w->ledger_watch = 0;
+  return G_SOURCE_REMOVE;
+}
+
 static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid) {
   VgpuSupervisor *s = in->sup;
-  int slot = vgpu_ledger_slot_claim(s->ledger, (uint32_t)in->ledger_index, cpid, cuid);
-  if (slot < 0) {
+  VgpuBookChildFds child;
+  int slot = vgpu_book_worker_add(s->book, (uint32_t)in->ledger_index, cpid, cuid, &child);
+  if (slot == -ENOSPC) {
     vgpu_warn("%s: refused client pid %d uid %u: no free ledger slot (%d tenants in all)",
               in->cfg->name, (int)cpid, (unsigned)cuid, VGPU_LEDGER_MAX_SLOTS);
+    return false;
+  }
+  if (slot < 0) {
+    vgpu_error("%s: refused client pid %d uid %u: cannot create its ledger pages: %s",
+               in->cfg->name, (int)cpid, (unsigned)cuid, g_strerror(-slot));
     return false;
   }
   g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
   g_ptr_array_add(argv, g_strdup(s->worker_path));
   g_ptr_array_add(argv, g_strdup("--client-fd=3"));
-  g_ptr_array_add(argv, g_strdup("--ledger-fd=4"));
+  g_ptr_array_add(argv, g_strdup("--ledger-fds=4,5,6"));
   g_ptr_array_add(argv, g_strdup_printf("--slot=%d", slot));
   g_ptr_array_add(argv, g_strdup_printf("--instance=%s", in->cfg->name));
   g_ptr_array_add(argv, g_strdup_printf("--client-pid=%d", (int)cpid));
@@ -189,27 +220,27 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, &id, &error)) {
     vgpu_warn("%s: refused client pid %d uid %u: %s", in->cfg->name, (int)cpid, (unsigned)cuid,
               error->message);
-    vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)slot);
+    vgpu_book_worker_remove(s->book, (uint32_t)slot);
     return false;
   }
-  int source_fds[2] = {client_fd, s->ledger->fd};
-  int target_fds[2] = {3, 4};
+  int source_fds[4] = {client_fd, child.slot_fd, child.grant_fd, child.sock};
+  int target_fds[4] = {3, 4, 5, 6};
   GPid pid;
   /* The identity is dropped in the child, between fork and exec: the
    * worker starts as its own uid, without capabilities. */
   bool spawned = g_spawn_async_with_pipes_and_fds(
       "/", (const char *const *)argv->pdata, (const char *const *)s->worker_env,
       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id,
-      -1, -1, -1, source_fds, target_fds, 2, &pid, NULL, NULL, NULL, &error);
+      -1, -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &error);
   vgpu_isolation_worker_spawned(&id);
   if (!spawned) {
     vgpu_error("%s: cannot start a worker for client pid %d: %s", in->cfg->name, (int)cpid,
                error->message);
     vgpu_isolation_worker_done(s->isolation, &id);
-    vgpu_ledger_slot_reclaim(s->ledger, (uint32_t)slot);
+    vgpu_book_worker_remove(s->book, (uint32_t)slot);
     return false;
   }
-  vgpu_ledger_slot_set_worker(s->ledger, (uint32_t)slot, pid);
+  vgpu_book_worker_started(s->book, (uint32_t)slot, pid);
   VgpuWorker *w = g_new0(VgpuWorker, 1);
   w->inst = in;
   w->pid = pid;
@@ -219,6 +250,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->id = id;
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
+  w->ledger_watch = g_unix_fd_add(vgpu_book_worker_fd(s->book, (uint32_t)slot),
+                                  G_IO_IN | G_IO_HUP | G_IO_ERR, on_ledger_request, w);
   if (id.own_uid)
     vgpu_info("%s: client pid %d uid %u connected: worker %d (uid %u), slot %d", in->cfg->name,
               (int)cpid, (unsigned)cuid, (int)pid, (unsigned)id.uid, slot);
@@ -249,8 +282,7 @@ static gboolean on_accept(gint fd, GIOCondition cond, gpointer user) {
     if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
       vgpu_warn("%s: refused client pid %d uid %u: client limit %" G_GUINT64_FORMAT " reached",
                 in->cfg->name, (int)cpid, (unsigned)cuid, in->cfg->eff.max_clients);
-      VgpuLedgerInstance *li = vgpu_ledger_instance(in->sup->ledger, (uint32_t)in->ledger_index);
-      atomic_fetch_add(&li->refusals, 1);
+      vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
       continue;
     }
     spawn_worker(in, c, cpid, cuid);
@@ -287,6 +319,8 @@ static void worker_forget(gpointer p) {
   /* Forgotten without its exit seen (vgpud is stopping): only the memory
    * goes; its cgroup, if any, is left to the next start-up. */
   g_free(w->id.cgroup_dir);
+  if (w->ledger_watch)
+    g_source_remove(w->ledger_watch);
   g_free(w);
 }
 
@@ -294,7 +328,7 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
                                   GError **error) {
   uint64_t limits[VGPU_RES_N_QUOTA];
   vgpu_profile_limits(&ic->eff, limits);
-  int idx = vgpu_ledger_instance_add(s->ledger, ic->name, limits);
+  int idx = vgpu_book_instance_add(s->book, ic->name, limits);
   if (idx < 0) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE, "at most %d instances",
                 VGPU_LEDGER_MAX_INSTANCES);
@@ -335,7 +369,7 @@ static void instance_free(VgpuInstance *in) {
   instance_stop_listening(in);
   g_hash_table_unref(in->workers);
   if (in->ledger_index >= 0)
-    vgpu_ledger_instance_remove(in->sup->ledger, (uint32_t)in->ledger_index);
+    vgpu_book_instance_remove(in->sup->book, (uint32_t)in->ledger_index);
   vgpu_instance_config_free(in->cfg);
   g_free(in->dir);
   g_free(in->socket_path);
@@ -345,7 +379,7 @@ static void instance_free(VgpuInstance *in) {
 static void instance_apply(VgpuInstance *in, const VgpuInstanceConfig *ic) {
   uint64_t limits[VGPU_RES_N_QUOTA];
   vgpu_profile_limits(&ic->eff, limits);
-  vgpu_ledger_instance_set_limits(in->sup->ledger, (uint32_t)in->ledger_index, limits);
+  vgpu_book_instance_set_limits(in->sup->book, (uint32_t)in->ledger_index, limits);
   /* The socket's own name in our directory, never through a symbolic link. */
   if (ic->socket_mode != in->cfg->socket_mode &&
       fchmodat(AT_FDCWD, in->socket_path, ic->socket_mode, AT_SYMLINK_NOFOLLOW) < 0)
@@ -380,11 +414,7 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        (GDestroyNotify)instance_free);
   s->started_us = g_get_monotonic_time();
-  s->ledger = vgpu_ledger_create(error);
-  if (!s->ledger) {
-    vgpu_supervisor_free(s);
-    return NULL;
-  }
+  s->book = vgpu_book_new();
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
   s->isolation = vgpu_isolation_new(cfg, s->render_node, error);
@@ -465,7 +495,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_clear_pointer(&s->control, vgpu_control_free);
   if (s->instances)
     g_hash_table_unref(s->instances);
-  vgpu_ledger_free(s->ledger);
+  vgpu_book_free(s->book);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
@@ -534,7 +564,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
 }
 
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) { return s->cfg; }
-VgpuLedger *vgpu_supervisor_ledger(VgpuSupervisor *s) { return s->ledger; }
+VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s) { return s->book; }
 const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) { return s->runtime_dir; }
 const char *vgpu_supervisor_config_source(VgpuSupervisor *s) { return s->cfg->source; }
 gint64 vgpu_supervisor_started_us(VgpuSupervisor *s) { return s->started_us; }

@@ -1,5 +1,7 @@
 /* The supervisor: instances, their listening sockets, one worker process
- * per client, and the ledger they share.  It never reads client bytes. */
+ * per client, and the book that keeps their quotas (core/ledger.h).  It
+ * never reads client bytes, and reads what workers write only through the
+ * book's validation. */
 #pragma once
 
 #include <glib.h>
@@ -20,6 +22,7 @@ typedef struct VgpuWorker {
   uid_t client_uid;
   guint watch;
   VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
+  guint ledger_watch;    /* the worker's ledger request socket */
 } VgpuWorker;
 
 typedef struct VgpuInstance {
@@ -57,7 +60,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
 
 /* For the control server. */
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s);
-VgpuLedger *vgpu_supervisor_ledger(VgpuSupervisor *s);
+VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s);
 const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s);
 const char *vgpu_supervisor_config_source(VgpuSupervisor *s);
 gint64 vgpu_supervisor_started_us(VgpuSupervisor *s);

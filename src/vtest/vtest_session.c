@@ -160,10 +160,8 @@ static bool send_fd(VtestSession *s, int fd) {
 /* ---- context, fences ---------------------------------------------------- */
 
 static bool quota_fail(VtestSession *s, VgpuResKind kind, uint64_t amount, const char *what) {
-  VgpuLedgerInstance *in =
-      vgpu_ledger_instance(s->cfg.ledger, vgpu_ledger_slot(s->cfg.ledger, s->cfg.slot)->instance);
-  uint64_t limit = atomic_load(&in->limit[kind]);
-  uint64_t used = atomic_load(&in->used[kind]);
+  uint64_t limit, used;
+  vgpu_ledger_describe(s->cfg.ledger, kind, &limit, &used);
   if (kind == VGPU_RES_VRAM) {
     g_autofree char *a = vgpu_format_size(amount, false);
     g_autofree char *u = vgpu_format_size(used, false);

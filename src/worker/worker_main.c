@@ -1,5 +1,5 @@
 /* vgpu-worker: serves one vtest client on one instance.  Started by vgpud
- * with the client connection and the ledger inherited (see the worker
+ * with the client connection and its ledger fds inherited (see the worker
  * contract in docs/ARCHITECTURE.md). */
 #include <errno.h>
 #include <poll.h>
@@ -41,7 +41,7 @@ enum {
 
 typedef struct {
   gint client_fd;
-  gint ledger_fd;
+  gchar *ledger_fds;
   gint slot;
   gchar *instance;
   gint client_pid;
@@ -57,6 +57,7 @@ typedef struct {
 } WorkerArgs;
 
 static void args_clear(WorkerArgs *a) {
+  g_free(a->ledger_fds);
   g_free(a->instance);
   g_free(a->renderer);
   g_free(a->render_node);
@@ -83,8 +84,9 @@ static int exit_code_for(VtestEnd end) {
 static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
   GOptionEntry entries[] = {
       {"client-fd", 0, 0, G_OPTION_ARG_INT, &a->client_fd, "Connected client socket", "FD"},
-      {"ledger-fd", 0, 0, G_OPTION_ARG_INT, &a->ledger_fd, "Ledger memfd (omit: no quota)", "FD"},
-      {"slot", 0, 0, G_OPTION_ARG_INT, &a->slot, "Ledger slot of this worker", "N"},
+      {"ledger-fds", 0, 0, G_OPTION_ARG_STRING, &a->ledger_fds,
+       "Slot page, grant page and request socket (omit: no quota)", "S,G,Q"},
+      {"slot", 0, 0, G_OPTION_ARG_INT, &a->slot, "Ledger slot of this worker (for logs)", "N"},
       {"instance", 0, 0, G_OPTION_ARG_STRING, &a->instance, "Instance name (for logs)", "NAME"},
       {"client-pid", 0, 0, G_OPTION_ARG_INT, &a->client_pid, "Client pid (for logs)", "PID"},
       {"client-uid", 0, 0, G_OPTION_ARG_INT, &a->client_uid, "Client uid (for logs)", "UID"},
@@ -151,7 +153,7 @@ static ssize_t wait_for_header(int fd, int timeout_ms) {
 }
 
 int main(int argc, char **argv) {
-  __attribute__((cleanup(args_clear))) WorkerArgs a = {.client_fd = -1, .ledger_fd = -1, .slot = -1, .client_pid = 0};
+  __attribute__((cleanup(args_clear))) WorkerArgs a = {.client_fd = -1, .slot = -1, .client_pid = 0};
   g_autoptr(GError) error = NULL;
   vgpu_log_init("vgpu-worker", VGPU_LOG_INFO);
   if (!parse_args(argc, argv, &a, &error)) {
@@ -171,7 +173,7 @@ int main(int argc, char **argv) {
 
   /* Never outlive the supervisor: it is the one that reclaims our slot. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1 && a.ledger_fd >= 0) {
+  if (getppid() == 1 && a.ledger_fds) {
     vgpu_error("supervisor already gone");
     return WORKER_EXIT_ERROR;
   }
@@ -185,10 +187,17 @@ int main(int argc, char **argv) {
   vgpu_set_nonblock(a.client_fd, false);
 
   g_autoptr(VgpuLedger) ledger = NULL;
-  if (a.ledger_fd >= 0) {
-    ledger = vgpu_ledger_map(a.ledger_fd, &error);
-    if (!ledger || a.slot < 0 || a.slot >= VGPU_LEDGER_MAX_SLOTS) {
-      vgpu_error("ledger: %s", error ? error->message : "bad --slot");
+  if (a.ledger_fds) {
+    int sfd, gfd, qfd;
+    char end;
+    if (sscanf(a.ledger_fds, "%d,%d,%d%c", &sfd, &gfd, &qfd, &end) != 3 || sfd < 0 || gfd < 0 ||
+        qfd < 0) {
+      vgpu_error("--ledger-fds must be three fds, as in 4,5,6");
+      return WORKER_EXIT_ERROR;
+    }
+    ledger = vgpu_ledger_attach(sfd, gfd, qfd, &error);
+    if (!ledger) {
+      vgpu_error("ledger: %s", error->message);
       return WORKER_EXIT_ERROR;
     }
   }

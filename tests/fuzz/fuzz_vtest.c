@@ -15,7 +15,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static VgpuLedger *ledger;
-static int inst;
 
 static void decode_all(const uint8_t *data, size_t size, const VtestLimits *lim) {
   size_t off = 0;
@@ -44,12 +43,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   decode_all(data, size, &lim);
 
   if (!ledger) {
-    ledger = vgpu_ledger_create(NULL);
     uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = 4u << 20, [VGPU_RES_OBJECTS] = 64,
                                          [VGPU_RES_CONTEXTS] = 1};
-    inst = vgpu_ledger_instance_add(ledger, "fuzz", limits);
+    ledger = vgpu_ledger_new_standalone(limits);
   }
-  int slot = vgpu_ledger_slot_claim(ledger, (uint32_t)inst, 1, 0);
+  int slot = 0;
   VgpuRenderer *r = vgpu_renderer_null_new(NULL, NULL);
   VtestSessionConfig cfg = {.ledger = ledger, .slot = (uint32_t)slot, .limits = lim};
   VtestSession *s = vtest_session_new(r, -1, &cfg);
@@ -69,10 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   vgpu_renderer_free(r);
   free(buf);
   /* A finished session must have released everything it charged. */
-  VgpuLedgerSlot *sl = vgpu_ledger_slot(ledger, (uint32_t)slot);
   for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
-    if (atomic_load(&sl->used[k]) != 0)
+    if (vgpu_ledger_used(ledger, k) != 0)
       abort();
-  vgpu_ledger_slot_reclaim(ledger, (uint32_t)slot);
   return 0;
 }

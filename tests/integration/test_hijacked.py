@@ -175,8 +175,12 @@ def attacks(x, d):
     assert probe.worst < 1.0, f"vgpuctl list took {probe.worst:.2f} s"
     after = d.show("neighbour")
     assert after["tenants"][0]["worker_pid"] == nb_worker, "the neighbour's worker changed"
-    for k in ("vram", "resources", "contexts", "clients"):
-        assert after["usage"][k] == before["usage"][k], (k, before["usage"], after["usage"])
+    # glxgears' own usage moves while it runs: what must hold is that the
+    # instance's books are exactly what its one live tenant holds.
+    assert after["usage"]["clients"] == 1, after["usage"]
+    for k in ("vram", "resources", "contexts"):
+        held = sum(t[k] for t in after["tenants"])
+        assert after["usage"][k] == held, (k, after["usage"], after["tenants"])
     assert after["limits"] == before["limits"], (before["limits"], after["limits"])
     assert after["usage"]["frames"] > frames0, "the neighbour stopped rendering"
     rc, out = h.finish(nb, 120)

@@ -122,17 +122,19 @@ static void attack_proc(void) {
 
 /* The ledger asked for more than any instance may have, then every
  * shared mapping it can make from an inherited fd overwritten with
- * garbage (the ledger's among them, whatever its layout). */
-static void attack_scribble(int ledger_fd, int slot) {
-  if (ledger_fd >= 0 && slot >= 0) {
+ * garbage (its ledger pages among them, whatever their layout). */
+static void attack_scribble(const char *ledger_fds) {
+  int lf[3];
+  if (ledger_fds && sscanf(ledger_fds, "%d,%d,%d", &lf[0], &lf[1], &lf[2]) == 3) {
     g_autoptr(GError) e = NULL;
-    /* A copy: freeing the mapping closes the fd it was given. */
-    g_autoptr(VgpuLedger) l = vgpu_ledger_map(fcntl(ledger_fd, F_DUPFD_CLOEXEC, 0), &e);
+    /* Copies: freeing the ledger closes the fds it was given. */
+    g_autoptr(VgpuLedger) l =
+        vgpu_ledger_attach(fcntl(lf[0], F_DUPFD_CLOEXEC, 0), fcntl(lf[1], F_DUPFD_CLOEXEC, 0),
+                           fcntl(lf[2], F_DUPFD_CLOEXEC, 0), &e);
     if (!l) {
-      say("NOTE ledger-map %s", e->message);
+      say("NOTE ledger-attach %s", e->message);
     } else {
-      int r =
-          vgpu_ledger_reserve(l, (uint32_t)slot % VGPU_LEDGER_MAX_SLOTS, VGPU_RES_VRAM, 1ull << 40);
+      int r = vgpu_ledger_reserve(l, 0, VGPU_RES_VRAM, 1ull << 40);
       result("ledger-reserve-1TiB", r == 0, r == 0 ? "charged" : g_strerror(-r));
     }
   }
@@ -156,23 +158,14 @@ static void attack_scribble(int ledger_fd, int slot) {
       bytes);
 }
 
-/* Whatever it can lock: flock on every inherited fd, the ledger's instance
- * locks, held until it is killed. */
-static G_NORETURN void attack_lock(int ledger_fd) {
+/* Whatever it can lock: flock on every inherited fd, held until it is
+ * killed.  (The ledger has no lock a worker could hold: vgpud keeps the
+ * books in its own memory.) */
+static G_NORETURN void attack_lock(void) {
   guint n = 0;
   for (int fd = 0; fd < 1024; fd++)
     if (fd != client && flock(fd, LOCK_EX | LOCK_NB) == 0)
       n++;
-  if (ledger_fd >= 0) {
-    g_autoptr(GError) e = NULL;
-    VgpuLedger *l = vgpu_ledger_map(fcntl(ledger_fd, F_DUPFD_CLOEXEC, 0), &e);
-    for (uint32_t i = 0; l && i < VGPU_LEDGER_MAX_INSTANCES; i++) {
-      if (!atomic_load(&vgpu_ledger_instance(l, i)->in_use))
-        continue;
-      if (pthread_mutex_trylock(&vgpu_ledger_instance(l, i)->lock) == 0)
-        n++;
-    }
-  }
   say("NOTE lock holding %u lock(s) forever", n);
   say("END");
   for (;;)
@@ -198,7 +191,7 @@ static void attack_memory(void) {
   result("allocate-without-end", total >= (64ull << 30), d);
 }
 
-static void run_attack(const char *name, const char *arg, int ledger_fd, int slot) {
+static void run_attack(const char *name, const char *arg, const char *ledger_fds) {
   if (g_str_equal(name, "control"))
     attack_control(arg);
   else if (g_str_equal(name, "kill-vgpud"))
@@ -218,9 +211,9 @@ static void run_attack(const char *name, const char *arg, int ledger_fd, int slo
     char *const argv[] = {"/bin/sh", "-c", "id > /tmp/vgpu-hijacked-exec", NULL};
     result_errno("exec-shell", execve(argv[0], argv, NULL));
   } else if (g_str_equal(name, "scribble"))
-    attack_scribble(ledger_fd, slot);
+    attack_scribble(ledger_fds);
   else if (g_str_equal(name, "lock"))
-    attack_lock(ledger_fd);
+    attack_lock();
   else if (g_str_equal(name, "memory"))
     attack_memory();
   else
@@ -228,12 +221,12 @@ static void run_attack(const char *name, const char *arg, int ledger_fd, int slo
 }
 
 int main(int argc, char **argv) {
-  gint client_fd = -1, ledger_fd = -1, slot = -1;
+  gint client_fd = -1;
+  g_autofree char *ledger_fds = NULL;
   gint64 host_memory = 0;
   gboolean no_sandbox = FALSE;
   GOptionEntry entries[] = {{"client-fd", 0, 0, G_OPTION_ARG_INT, &client_fd, NULL, NULL},
-                            {"ledger-fd", 0, 0, G_OPTION_ARG_INT, &ledger_fd, NULL, NULL},
-                            {"slot", 0, 0, G_OPTION_ARG_INT, &slot, NULL, NULL},
+                            {"ledger-fds", 0, 0, G_OPTION_ARG_STRING, &ledger_fds, NULL, NULL},
                             {"host-memory", 0, 0, G_OPTION_ARG_INT64, &host_memory, NULL, NULL},
                             {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &no_sandbox, NULL, NULL},
                             {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -277,7 +270,7 @@ int main(int argc, char **argv) {
   }
   say("NOTE sandbox uid %u gid %u filter %s data-limit %" G_GUINT64_FORMAT, (unsigned)getuid(),
       (unsigned)getgid(), sbs.filtered ? "yes" : "no", sbs.data_limit);
-  run_attack(words[0] ? words[0] : "", words[0] && words[1] ? words[1] : "", ledger_fd, slot);
+  run_attack(words[0] ? words[0] : "", words[0] && words[1] ? words[1] : "", ledger_fds);
   say("END");
   return 0;
 }

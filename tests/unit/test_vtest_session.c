@@ -21,7 +21,7 @@
 typedef struct {
   int sv[2];
   VgpuLedger *ledger;
-  int inst, slot;
+  int slot;
   VgpuRenderer *r;
   VtestSession *s;
   uint8_t in[65536];
@@ -31,11 +31,9 @@ typedef struct {
 static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   Fix *f = calloc(1, sizeof(*f));
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
-  f->ledger = vgpu_ledger_create(NULL);
   uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = vram, [VGPU_RES_OBJECTS] = objects,
                                        [VGPU_RES_CONTEXTS] = 4};
-  f->inst = vgpu_ledger_instance_add(f->ledger, "t0", limits);
-  f->slot = vgpu_ledger_slot_claim(f->ledger, (uint32_t)f->inst, 42, 0);
+  f->ledger = vgpu_ledger_new_standalone(limits);
   f->r = vgpu_renderer_null_new(NULL, NULL);
   VtestSessionConfig cfg = {.ledger = f->ledger, .slot = (uint32_t)f->slot,
                             .limits = VTEST_DEFAULT_LIMITS};
@@ -153,20 +151,19 @@ static void test_create_passes_sealed_memfd(void **state) {
   int seals = fcntl(fd, F_GET_SEALS);
   assert_true(seals & F_SEAL_SHRINK);
   assert_int_equal(ftruncate(fd, 4096), -1); /* the client cannot pull it from under us */
-  VgpuLedgerSlot *sl = vgpu_ledger_slot(f->ledger, (uint32_t)f->slot);
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_VRAM]), 360000);
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_OBJECTS]), 1);
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_CONTEXTS]), 1);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 360000);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 1);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_CONTEXTS), 1);
   /* TRANSFER_GET2 with Mesa's aligned data_size larger than the backing
    * is fine; it counts a frame because the resource is a display target. */
   cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 0, 0, 0, 300, 300, 1, 364800, 0}, 10);
   assert_true(run(f));
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_FRAMES]), 1);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_FRAMES), 1);
   cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){1}, 1);
   cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){77}, 1); /* unknown: ignored */
   assert_true(run(f));
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_VRAM]), 0);
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_OBJECTS]), 0);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 0);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 0);
   close(fd);
 }
 
@@ -248,16 +245,14 @@ static void test_vram_quota_refuses_before_allocating(void **state) {
   assert_false(run(f));
   assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
   assert_non_null(strstr(vtest_session_end_reason(f->s), "VRAM limit"));
-  VgpuLedgerInstance *in = vgpu_ledger_instance(f->ledger, (uint32_t)f->inst);
-  assert_int_equal(atomic_load(&in->used[VGPU_RES_VRAM]), 262144);
-  assert_int_equal(atomic_load(&in->used[VGPU_RES_OBJECTS]), 1);
-  assert_int_equal(atomic_load(&in->refusals), 1);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 262144);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 1);
   assert_int_equal(vtest_session_resource_count(f->s), 1);
   /* Ending the session gives everything back. */
   vtest_session_free(f->s);
   f->s = NULL;
   for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
-    assert_int_equal(atomic_load(&in->used[k]), 0);
+    assert_int_equal(vgpu_ledger_used(f->ledger, k), 0);
 }
 
 static void test_object_quota(void **state) {
@@ -332,9 +327,8 @@ static void test_run_loop_large_submit(void **state) {
   assert_int_equal(vtest_session_run(f->s, 0), VTEST_END_DISCONNECT);
   g_thread_join(t);
   expect(f, (uint32_t[]){1, 7, 0, 1, 7, 0, 1, 7, 0}, 9);
-  VgpuLedgerSlot *sl = vgpu_ledger_slot(f->ledger, (uint32_t)f->slot);
-  assert_int_equal(atomic_load(&sl->used[VGPU_RES_COMMANDS]), 5);
-  assert_true(atomic_load(&sl->used[VGPU_RES_BYTES_IN]) > (3u << 20));
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_COMMANDS), 5);
+  assert_true(vgpu_ledger_used(f->ledger, VGPU_RES_BYTES_IN) > (3u << 20));
 }
 
 static void test_v0_transfer_get_is_raw(void **state) {
