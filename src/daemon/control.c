@@ -3,9 +3,10 @@
  * replies are queued and written as the client reads them, so no client
  * can hold the main loop.  What one connection may cost is bounded: its
  * unfinished request (VGPU_CONTROL_MAX_REQUEST), its queued replies
- * (VGPU_CONTROL_MAX_QUEUE), its idle time ([daemon] control-timeout), and
- * how many connections there are ([daemon] max-control-connections, in
- * all and per uid). */
+ * (VGPU_CONTROL_MAX_QUEUE, then it is no longer read, and closed if it
+ * reads nothing for VGPU_CONTROL_STALL_S), its idle time ([daemon]
+ * control-timeout), and how many connections there are ([daemon]
+ * max-control-connections, in all and per uid). */
 #include "daemon/control.h"
 
 #include <errno.h>
@@ -42,7 +43,8 @@ typedef struct {
   guint watch;
   GIOCondition watching;
   guint timer;
-  gint64 last_us; /* last complete request or reply progress */
+  gint64 last_us;     /* last complete request or reply progress */
+  gint64 last_out_us; /* replies last queued into an empty queue, or written */
   uid_t uid;
   pid_t pid;
   bool admin;
@@ -473,7 +475,7 @@ static bool conn_flush(Conn *c) {
       return errno == EAGAIN;
     }
     c->out_off += (size_t)n;
-    c->last_us = g_get_monotonic_time();
+    c->last_us = c->last_out_us = g_get_monotonic_time();
   }
   g_string_truncate(c->out, 0);
   c->out_off = 0;
@@ -482,11 +484,21 @@ static bool conn_flush(Conn *c) {
 
 static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user);
 
+static bool conn_has_line(const Conn *c) { return memchr(c->in->str, '\n', c->in->len) != NULL; }
+
+/* More requests are read only while the replies already queued are under
+ * VGPU_CONTROL_MAX_QUEUE and no complete request waits: a client that
+ * does not read its replies stops being read (its requests wait in its
+ * own socket buffer), and what vgpud holds for it stays bounded. */
+static bool conn_may_read(const Conn *c) {
+  return !c->eof && !c->closing && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE && !conn_has_line(c);
+}
+
 /* Watches what the connection waits for; false when that is nothing (it
  * is done). */
 static bool conn_rewatch(Conn *c) {
   GIOCondition want = 0;
-  if (!c->eof && !c->closing)
+  if (conn_may_read(c))
     want |= G_IO_IN;
   if (conn_queued(c) > 0)
     want |= G_IO_OUT;
@@ -501,70 +513,67 @@ static bool conn_rewatch(Conn *c) {
   return true;
 }
 
-/* Queues a reply; false when the client has left too much unread. */
-static bool conn_queue(Conn *c, const char *reply) {
-  if (conn_queued(c) > 0 && conn_queued(c) + strlen(reply) + 1 > VGPU_CONTROL_MAX_QUEUE) {
-    vgpu_warn("control: pid %d uid %u does not read its replies (%zu bytes queued); closed",
-              (int)c->pid, (unsigned)c->uid, conn_queued(c));
-    return false;
-  }
+static void conn_queue(Conn *c, const char *reply) {
+  if (conn_queued(c) == 0)
+    c->last_out_us = g_get_monotonic_time();
   if (c->out_off > 0 && c->out_off == c->out->len) {
     g_string_truncate(c->out, 0);
     c->out_off = 0;
   }
   g_string_append(c->out, reply);
   g_string_append_c(c->out, '\n');
-  return true;
 }
 
-/* Answers each complete line in the input.  False: close now. */
-static bool conn_serve(Conn *c) {
+/* Answers complete lines in the input while the queue has room. */
+static void conn_serve(Conn *c) {
   char *nl;
   size_t done = 0;
-  while (!c->closing && (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
+  while (!c->closing && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
+         (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
     *nl = '\0';
     const char *line = c->in->str + done;
     done = (size_t)(nl - c->in->str) + 1;
     c->last_us = g_get_monotonic_time();
     g_autofree char *reply = vgpu_control_handle(c->ctl->sup, line, c->uid, c->admin);
-    if (!conn_queue(c, reply))
-      return false;
+    conn_queue(c, reply);
   }
   g_string_erase(c->in, 0, (gssize)done);
-  if (!c->closing && c->in->len > VGPU_CONTROL_MAX_REQUEST) {
+  if (!c->closing && !conn_has_line(c) && c->in->len > VGPU_CONTROL_MAX_REQUEST) {
     vgpu_warn("control: pid %d uid %u sent a request longer than %d bytes; closed", (int)c->pid,
               (unsigned)c->uid, VGPU_CONTROL_MAX_REQUEST);
     g_autofree char *reply =
         reply_error("request longer than %d bytes; connection closed", VGPU_CONTROL_MAX_REQUEST);
     g_string_truncate(c->in, 0);
     c->closing = true;
-    if (!conn_queue(c, reply))
-      return false;
+    conn_queue(c, reply);
   }
-  return true;
 }
 
 static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user) {
   Conn *c = user;
-  if ((cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)) && !c->eof && !c->closing) {
-    /* One read a wake-up, never past the request limit: the input held for
-     * a connection stays under VGPU_CONTROL_MAX_REQUEST + 4 KiB. */
+  if ((cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)) && conn_may_read(c)) {
+    /* One read a wake-up, never much past the request limit: the input
+     * held for a connection stays under VGPU_CONTROL_MAX_REQUEST + 4 KiB. */
     char buf[4096];
     ssize_t n = read(fd, buf, sizeof(buf));
     if (n < 0 && errno != EAGAIN && errno != EINTR)
       goto close;
     if (n == 0)
       c->eof = true; /* answer what came, then close */
-    if (n > 0) {
+    if (n > 0)
       g_string_append_len(c->in, buf, n);
-      if (!conn_serve(c))
-        goto close;
-    }
   } else if ((cond & (G_IO_HUP | G_IO_ERR)) && !(cond & G_IO_OUT)) {
-    goto close;
+    goto close; /* gone: nobody to answer */
   }
-  if (!conn_flush(c))
-    goto close;
+  /* Serve and write until the socket is full or the input holds no
+   * complete request (bounded by the input held). */
+  do {
+    if (!conn_flush(c))
+      goto close;
+    conn_serve(c);
+    if (!conn_flush(c))
+      goto close;
+  } while (conn_has_line(c) && !c->closing && conn_queued(c) == 0);
   if (conn_rewatch(c))
     return G_SOURCE_CONTINUE;
 close:
@@ -573,17 +582,22 @@ close:
   return G_SOURCE_REMOVE;
 }
 
+/* Once a second: a connection idle for control-timeout is closed, and so
+ * is one with replies waiting that the socket has taken nothing of for
+ * VGPU_CONTROL_STALL_S (the client does not read). */
 static gboolean on_conn_timer(gpointer user) {
   Conn *c = user;
   guint timeout_s = vgpu_supervisor_config(c->ctl->sup)->control_timeout_s;
-  gint64 idle_ms = (g_get_monotonic_time() - c->last_us) / 1000;
-  if (timeout_s == 0 || idle_ms < (gint64)timeout_s * 1000) {
-    gint64 left = timeout_s ? (gint64)timeout_s * 1000 - idle_ms : 1000;
-    c->timer = g_timeout_add((guint)MAX(left, 10), on_conn_timer, c);
-    return G_SOURCE_REMOVE;
+  gint64 now = g_get_monotonic_time(), idle_us = now - c->last_us;
+  if (conn_queued(c) > 0 && now - c->last_out_us >= VGPU_CONTROL_STALL_S * G_USEC_PER_SEC) {
+    vgpu_warn("control: pid %d uid %u does not read its replies (%zu bytes queued); closed",
+              (int)c->pid, (unsigned)c->uid, conn_queued(c));
+  } else if (timeout_s && idle_us >= (gint64)timeout_s * G_USEC_PER_SEC) {
+    vgpu_info("control: pid %d uid %u idle for %u s; closed", (int)c->pid, (unsigned)c->uid,
+              timeout_s);
+  } else {
+    return G_SOURCE_CONTINUE;
   }
-  vgpu_info("control: pid %d uid %u idle for %u s; closed", (int)c->pid, (unsigned)c->uid,
-            timeout_s);
   c->timer = 0;
   conn_close(c);
   return G_SOURCE_REMOVE;
@@ -681,8 +695,7 @@ static void on_control_client(int cfd, gpointer user) {
     ctl->non_admin++;
   open_connections++;
   conn_rewatch(c);
-  guint timeout_s = cfg->control_timeout_s;
-  c->timer = g_timeout_add(timeout_s ? timeout_s * 1000 : 1000, on_conn_timer, c);
+  c->timer = g_timeout_add_seconds(1, on_conn_timer, c);
 }
 
 VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {

@@ -20,9 +20,12 @@ typedef struct VgpuControl VgpuControl;
 /* Longest request line (newline excluded); a longer one ends its
  * connection with an error reply. */
 #define VGPU_CONTROL_MAX_REQUEST (16 * 1024)
-/* Replies queued for a client that is not reading them: once more than
- * this is waiting, the connection is closed. */
-#define VGPU_CONTROL_MAX_QUEUE (128 * 1024)
+/* Replies queued for a client that is not reading them: once this much
+ * is waiting (one reply may pass it), no more of its requests are read.
+ * A connection whose socket takes none of its waiting replies for
+ * VGPU_CONTROL_STALL_S seconds is closed. */
+#define VGPU_CONTROL_MAX_QUEUE (64 * 1024)
+#define VGPU_CONTROL_STALL_S 2
 
 typedef struct VgpuControlRequest VgpuControlRequest;
 /* Returns the reply line (no newline). */
