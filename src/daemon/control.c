@@ -715,6 +715,11 @@ VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {
   c->admin_group = g_strdup("\n"); /* no group name: the first lookup logs the rule */
   admin_gid(c);
   c->listener = vgpu_listener_new(c->fd, "control", on_control_client, c);
+  const VgpuConfig *cfg = vgpu_supervisor_config(s);
+  vgpu_info("control: at most %u connections of non-admins (%u per uid), requests up to %d "
+            "bytes, idle connections closed after %u s%s",
+            cfg->max_control_conns, cfg->max_control_conns_per_uid, VGPU_CONTROL_MAX_REQUEST,
+            cfg->control_timeout_s, cfg->control_timeout_s ? "" : " (0: never)");
   return c;
 }
 
