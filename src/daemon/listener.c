@@ -10,8 +10,10 @@
 
 #define BACKOFF_MS 100
 /* Connections accepted per wake-up: others wait for the next main-loop
- * iteration, so one busy socket cannot starve the rest. */
-#define ACCEPT_BATCH 64
+ * iteration, so one busy socket cannot starve the rest (an instance's
+ * connection costs a worker's fork and exec: tens to hundreds of
+ * milliseconds on a loaded machine). */
+#define ACCEPT_BATCH 8
 
 struct VgpuListener {
   int fd;
