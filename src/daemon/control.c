@@ -714,7 +714,7 @@ VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {
   c->per_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
   c->admin_group = g_strdup("\n"); /* no group name: the first lookup logs the rule */
   admin_gid(c);
-  c->listener = vgpu_listener_new(c->fd, "control", on_control_client, c);
+  c->listener = vgpu_listener_new(c->fd, "control", 16, on_control_client, c);
   const VgpuConfig *cfg = vgpu_supervisor_config(s);
   vgpu_info("control: at most %u connections of non-admins (%u per uid), requests up to %d "
             "bytes, idle connections closed after %u s%s",

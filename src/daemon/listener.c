@@ -9,17 +9,14 @@
 #include "util/log.h"
 
 #define BACKOFF_MS 100
-/* Connections accepted per wake-up: others wait for the next main-loop
- * iteration, so one busy socket cannot starve the rest (an instance's
- * connection costs a worker's fork and exec: tens to hundreds of
- * milliseconds on a loaded machine). */
-#define ACCEPT_BATCH 8
+
 
 struct VgpuListener {
   int fd;
   char *what;
   VgpuListenerFunc func;
   gpointer user;
+  guint batch;
   guint watch;
   guint backoff;
 };
@@ -68,7 +65,7 @@ static bool shed_one(VgpuListener *l, int err) {
 
 static gboolean on_readable(gint fd, GIOCondition cond, gpointer user) {
   VgpuListener *l = user;
-  for (int i = 0; i < ACCEPT_BATCH; i++) {
+  for (guint i = 0; i < l->batch; i++) {
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c >= 0) {
       l->func(c, l->user);
@@ -91,9 +88,11 @@ static gboolean on_readable(gint fd, GIOCondition cond, gpointer user) {
   return G_SOURCE_CONTINUE;
 }
 
-VgpuListener *vgpu_listener_new(int fd, const char *what, VgpuListenerFunc func, gpointer user) {
+VgpuListener *vgpu_listener_new(int fd, const char *what, guint batch, VgpuListenerFunc func,
+                                gpointer user) {
   vgpu_listener_reserve_init();
   VgpuListener *l = g_new0(VgpuListener, 1);
+  l->batch = MAX(batch, 1);
   l->fd = fd;
   l->what = g_strdup(what);
   l->func = func;

@@ -21,8 +21,13 @@ typedef struct VgpuListener VgpuListener;
 typedef void (*VgpuListenerFunc)(int cfd, gpointer user);
 
 /* Watches fd (not owned: the caller closes it after freeing the listener).
- * what names it in log lines, e.g. "vgpu0" or "control". */
-VgpuListener *vgpu_listener_new(int fd, const char *what, VgpuListenerFunc func, gpointer user);
+ * what names it in log lines, e.g. "vgpu0" or "control".  At most batch
+ * connections are accepted per wake-up; the rest wait for the next
+ * main-loop iteration, so a socket whose connections are dear to serve
+ * (an instance's: a worker's fork and exec each) does not keep the others
+ * waiting. */
+VgpuListener *vgpu_listener_new(int fd, const char *what, guint batch, VgpuListenerFunc func,
+                                gpointer user);
 void vgpu_listener_free(VgpuListener *l);
 
 /* Opens the shared reserve fd (once; later calls do nothing). */

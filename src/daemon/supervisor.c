@@ -360,7 +360,9 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
     instance_free(in);
     return NULL;
   }
-  in->listener = vgpu_listener_new(in->listen_fd, ic->name, on_client, in);
+  /* One connection a wake-up: each starts a worker, and the control socket
+   * gets its turn in between. */
+  in->listener = vgpu_listener_new(in->listen_fd, ic->name, 1, on_client, in);
   g_autofree char *vram = vgpu_format_size(ic->eff.vram, true);
   vgpu_info("%s: listening on %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT
             " clients max, %" G_GUINT64_FORMAT " per uid)",
