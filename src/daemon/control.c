@@ -495,12 +495,14 @@ static bool conn_may_read(const Conn *c) {
 }
 
 /* Watches what the connection waits for; false when that is nothing (it
- * is done). */
+ * is done).  Requests left unanswered by the per-wake-up cap wait for the
+ * socket to be writable, which is at once unless the client reads
+ * nothing. */
 static bool conn_rewatch(Conn *c) {
   GIOCondition want = 0;
   if (conn_may_read(c))
     want |= G_IO_IN;
-  if (conn_queued(c) > 0)
+  if (conn_queued(c) > 0 || (conn_has_line(c) && !c->closing))
     want |= G_IO_OUT;
   if (!want)
     return false;
@@ -524,11 +526,17 @@ static void conn_queue(Conn *c, const char *reply) {
   g_string_append_c(c->out, '\n');
 }
 
+/* Requests answered per wake-up of one connection: the main loop turns to
+ * other connections in between, so a client that pipelines many requests
+ * delays others by at most this many. */
+#define SERVE_BATCH 16
+
 /* Answers complete lines in the input while the queue has room. */
 static void conn_serve(Conn *c) {
   char *nl;
   size_t done = 0;
-  while (!c->closing && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
+  int served = 0;
+  while (!c->closing && served++ < SERVE_BATCH && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
          (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
     *nl = '\0';
     const char *line = c->in->str + done;
@@ -565,15 +573,11 @@ static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user) {
   } else if ((cond & (G_IO_HUP | G_IO_ERR)) && !(cond & G_IO_OUT)) {
     goto close; /* gone: nobody to answer */
   }
-  /* Serve and write until the socket is full or the input holds no
-   * complete request (bounded by the input held). */
-  do {
-    if (!conn_flush(c))
-      goto close;
-    conn_serve(c);
-    if (!conn_flush(c))
-      goto close;
-  } while (conn_has_line(c) && !c->closing && conn_queued(c) == 0);
+  if (!conn_flush(c))
+    goto close;
+  conn_serve(c);
+  if (!conn_flush(c))
+    goto close;
   if (conn_rewatch(c))
     return G_SOURCE_CONTINUE;
 close:
@@ -583,13 +587,14 @@ close:
 }
 
 /* Once a second: a connection idle for control-timeout is closed, and so
- * is one with replies waiting that the socket has taken nothing of for
- * VGPU_CONTROL_STALL_S (the client does not read). */
+ * is one with replies or requests waiting whose socket has taken nothing
+ * for VGPU_CONTROL_STALL_S (the client does not read). */
 static gboolean on_conn_timer(gpointer user) {
   Conn *c = user;
   guint timeout_s = vgpu_supervisor_config(c->ctl->sup)->control_timeout_s;
   gint64 now = g_get_monotonic_time(), idle_us = now - c->last_us;
-  if (conn_queued(c) > 0 && now - c->last_out_us >= VGPU_CONTROL_STALL_S * G_USEC_PER_SEC) {
+  bool waiting = conn_queued(c) > 0 || (conn_has_line(c) && !c->closing);
+  if (waiting && now - c->last_out_us >= VGPU_CONTROL_STALL_S * G_USEC_PER_SEC) {
     vgpu_warn("control: pid %d uid %u does not read its replies (%zu bytes queued); closed",
               (int)c->pid, (unsigned)c->uid, conn_queued(c));
   } else if (timeout_s && idle_us >= (gint64)timeout_s * G_USEC_PER_SEC) {
@@ -688,7 +693,7 @@ static void on_control_client(int cfd, gpointer user) {
   c->uid = uid;
   c->pid = pid;
   c->admin = admin;
-  c->last_us = g_get_monotonic_time();
+  c->last_us = c->last_out_us = g_get_monotonic_time();
   g_hash_table_add(ctl->conns, c);
   g_hash_table_insert(ctl->per_uid, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(mine + 1));
   if (!admin)
