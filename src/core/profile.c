@@ -159,3 +159,9 @@ void vgpu_profile_limits(const VgpuProfile *p, uint64_t limits[VGPU_RES_N_QUOTA]
   limits[VGPU_RES_OBJECTS] = p->max_resources;
   limits[VGPU_RES_CONTEXTS] = p->max_contexts;
 }
+
+uint64_t vgpu_profile_clients_per_uid(const VgpuProfile *p) {
+  if (p->max_clients_per_uid_set)
+    return p->max_clients_per_uid;
+  return p->max_clients ? p->max_clients / 2 + p->max_clients % 2 : 0;
+}

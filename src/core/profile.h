@@ -26,6 +26,10 @@ typedef struct VgpuProfile {
   uint32_t fps_cap; /* 0 = none */
   uint32_t heads;   /* display heads, 1..16 */
   uint64_t host_memory; /* bytes each worker may allocate, 64 MiB..1 TiB */
+  /* Clients one uid may have connected at once; when not set, half of
+   * max_clients rounded up (see vgpu_profile_clients_per_uid). */
+  uint64_t max_clients_per_uid; /* 0 = unlimited */
+  bool max_clients_per_uid_set;
 } VgpuProfile;
 
 #define VGPU_HOST_MEMORY_DEFAULT (2ull << 30)
@@ -45,5 +49,7 @@ bool vgpu_parse_count(const char *s, uint64_t *out, GError **error);
 char *vgpu_format_size(uint64_t bytes, bool zero_is_unlimited);
 const char *vgpu_share_mode_name(VgpuShareMode m);
 bool vgpu_share_mode_parse(const char *s, VgpuShareMode *out);
+/* The effective per-uid client limit (0 = none). */
+uint64_t vgpu_profile_clients_per_uid(const VgpuProfile *p);
 /* Fills ledger limits (VGPU_RES_VRAM, _OBJECTS, _CONTEXTS). */
 void vgpu_profile_limits(const VgpuProfile *p, uint64_t limits[VGPU_RES_N_QUOTA]);

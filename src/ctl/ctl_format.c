@@ -246,12 +246,19 @@ char *vgpu_format_show(JsonObject *in) {
     g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(x, "uptime_s"));
     vgpu_table_add(t, w, cp, uid, v, p, rs, cx, f, up, NULL);
   }
+  uint64_t hidden = vgpu_ctl_get_u64(in, "tenants_hidden");
   if (vgpu_table_rows(t) == 0) {
-    g_string_append(out, "no tenants connected\n");
+    if (!hidden)
+      g_string_append(out, "no tenants connected\n");
   } else {
     g_autofree char *s = vgpu_table_render(t);
     g_string_append(out, s);
   }
+  if (hidden)
+    g_string_append_printf(out,
+                           "%" G_GUINT64_FORMAT " tenant(s) of other users (details for admins "
+                           "and their own users only)\n",
+                           hidden);
   return g_string_free(out, FALSE);
 }
 

@@ -232,6 +232,12 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
     return vgpu_parse_count(value, &p->max_contexts, error);
   if (g_str_equal(key, "max-clients"))
     return vgpu_parse_count(value, &p->max_clients, error);
+  if (g_str_equal(key, "max-clients-per-uid")) {
+    if (!vgpu_parse_count(value, &p->max_clients_per_uid, error))
+      return false;
+    p->max_clients_per_uid_set = true;
+    return true;
+  }
   if (g_str_equal(key, "gpu-share")) {
     if (vgpu_share_mode_parse(value, &p->share))
       return true;
@@ -378,6 +384,29 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         return fail_at(error, m, "daemon", k,
                        "bad value \"%s\" for worker-uid-range (FIRST-LAST, e.g. 61184-65519)",
                        v);
+    } else if (g_str_equal(k, "header-timeout") || g_str_equal(k, "control-timeout")) {
+      /* A worker takes seconds as an int; a day is already generous. */
+      if (!vgpu_parse_count(v, &n, &e) || n > 86400)
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for %s: %s", v, k,
+                       e ? e->message : "at most 86400 seconds");
+      if (g_str_equal(k, "header-timeout"))
+        c->header_timeout_s = (guint)n;
+      else
+        c->control_timeout_s = (guint)n;
+    } else if (g_str_equal(k, "max-control-connections") ||
+               g_str_equal(k, "max-control-connections-per-uid")) {
+      if (!vgpu_parse_count(v, &n, &e) || n == 0 || n > 65536)
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for %s: %s", v, k,
+                       e ? e->message : "must be between 1 and 65536");
+      if (g_str_equal(k, "max-control-connections"))
+        c->max_control_conns = (guint)n;
+      else
+        c->max_control_conns_per_uid = (guint)n;
+    } else if (g_str_equal(k, "admin-group")) {
+      if (!*v || strlen(v) > 64 || strpbrk(v, ":\n "))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for admin-group (a group name)", v);
+      g_free(c->admin_group);
+      c->admin_group = g_strdup(v);
     } else if (g_str_equal(k, "sandbox")) {
       gboolean b = g_key_file_get_boolean(kf, "daemon", k, &e);
       if (e)
@@ -508,6 +537,10 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->sandbox = true;
   c->worker_uid_first = VGPU_WORKER_UID_FIRST;
   c->worker_uid_last = VGPU_WORKER_UID_LAST;
+  c->header_timeout_s = 10;
+  c->control_timeout_s = 30;
+  c->max_control_conns = 64;
+  c->max_control_conns_per_uid = 8;
   c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
 
@@ -556,6 +589,7 @@ void vgpu_config_free(VgpuConfig *c) {
   g_free(c->renderer);
   g_free(c->render_node);
   g_free(c->worker_path);
+  g_free(c->admin_group);
   if (c->profiles)
     g_ptr_array_unref(c->profiles);
   if (c->instances)

@@ -33,6 +33,14 @@ typedef struct VgpuConfig {
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
   uint32_t worker_uid_first, worker_uid_last; /* worker-uid-range */
+  /* The first command header must arrive within this (default 10; 0: none). */
+  guint header_timeout_s;
+  /* Idle control connections are closed after this (default 30; 0: never). */
+  guint control_timeout_s;
+  /* Open control connections of non-admins in all (default 64), per uid (8). */
+  guint max_control_conns;
+  guint max_control_conns_per_uid;
+  char *admin_group; /* its members may use admin commands; NULL: none */
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */
 } VgpuConfig;

@@ -1,11 +1,18 @@
 /* Control server: JSON lines on DIR/control.sock.  Requests are small and
- * answered at once from the supervisor's own records (no lock a worker
- * could hold), so a connection is served inline from the main loop. */
+ * answered from the supervisor's own records (no lock a worker could hold)
+ * in the main loop; replies are queued and written as the client reads
+ * them, so no client can hold the main loop.  What one connection may cost
+ * is bounded: its unfinished request (VGPU_CONTROL_MAX_REQUEST), its queued
+ * replies (VGPU_CONTROL_MAX_QUEUE, then it is no longer read, and closed if
+ * it reads nothing for VGPU_CONTROL_STALL_S), its idle time ([daemon]
+ * control-timeout), and how many connections there are ([daemon]
+ * max-control-connections, in all and per uid). */
 #include "daemon/control.h"
 
 #include <errno.h>
 #include <gio/gio.h>
 #include <glib-unix.h>
+#include <grp.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,28 +20,50 @@
 #include <unistd.h>
 
 #include "core/profile.h"
+#include "daemon/listener.h"
 #include "daemon/supervisor.h"
 #include "util/fd.h"
 #include "util/log.h"
 
-#define CONTROL_MAX_LINE (64 * 1024)
-
 struct VgpuControl {
   VgpuSupervisor *sup;
   int fd;
-  guint watch;
+  VgpuListener *listener;
   char *path;
-  GHashTable *conns; /* Conn* set */
+  GHashTable *conns;   /* Conn* set */
+  GHashTable *per_uid; /* uid -> open connections */
+  guint non_admin;     /* open connections of callers that are not admins */
+  char *admin_group;   /* the name admin_gid was looked up for */
+  gid_t admin_gid;     /* (gid_t)-1: none */
 };
 
 typedef struct {
   VgpuControl *ctl;
   int fd;
   guint watch;
+  GIOCondition watching;
+  guint timer;
+  gint64 last_us;     /* last complete request or reply progress */
+  gint64 last_out_us; /* replies last queued into an empty queue, or written */
   uid_t uid;
   pid_t pid;
+  bool admin;
+  bool eof;     /* the client sent its last byte */
+  bool closing; /* write what is queued, then close */
   GString *in;
+  GString *out;
+  size_t out_off;
 } Conn;
+
+struct VgpuControlRequest {
+  VgpuSupervisor *sup;
+  JsonObject *req;
+  const char *name;
+  uid_t uid;
+  bool admin;
+};
+
+static guint open_connections;
 
 /* ---- JSON building ------------------------------------------------------- */
 
@@ -65,36 +94,41 @@ static void add_not_enforced(JsonBuilder *b) {
   json_builder_end_array(b);
 }
 
-static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants) {
-  /* Everything below comes from the supervisor's own records; what workers
-   * wrote is read through the book, clamped to what each was granted. */
+/* viewer_uid/admin: who asks.  Tenants of other uids are counted, not
+ * shown, unless the caller is an admin.  Everything below comes from the
+ * supervisor's own records; what workers wrote is read through the book,
+ * clamped to what each was granted. */
+static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants,
+                           uid_t viewer_uid, bool admin) {
   VgpuBook *book = vgpu_supervisor_book(s);
+  const VgpuInstanceConfig *cfg = vgpu_instance_config(in);
   VgpuBookUsage u;
-  vgpu_book_instance_usage(book, (uint32_t)in->ledger_index, &u);
+  vgpu_book_instance_usage(book, vgpu_instance_ledger_index(in), &u);
   json_builder_begin_object(b);
-  add_str(b, "name", in->cfg->name);
-  add_str(b, "profile", in->cfg->profile);
-  add_str(b, "socket", in->socket_path);
-  add_str(b, "origin", in->runtime_origin ? "runtime" : "config");
-  add_str(b, "state", in->draining ? "draining" : "active");
-  add_str(b, "gpu_share", vgpu_share_mode_name(in->cfg->eff.share));
-  add_u64(b, "weight", in->cfg->eff.weight);
-  add_u64(b, "fps_cap", in->cfg->eff.fps_cap);
-  add_u64(b, "heads", in->cfg->eff.heads);
+  add_str(b, "name", cfg->name);
+  add_str(b, "profile", cfg->profile);
+  add_str(b, "socket", vgpu_instance_socket_path(in));
+  add_str(b, "origin", vgpu_instance_is_runtime(in) ? "runtime" : "config");
+  add_str(b, "state", vgpu_instance_is_draining(in) ? "draining" : "active");
+  add_str(b, "gpu_share", vgpu_share_mode_name(cfg->eff.share));
+  add_u64(b, "weight", cfg->eff.weight);
+  add_u64(b, "fps_cap", cfg->eff.fps_cap);
+  add_u64(b, "heads", cfg->eff.heads);
   add_not_enforced(b);
   json_builder_set_member_name(b, "limits");
   json_builder_begin_object(b);
   add_u64(b, "vram", u.limit[VGPU_RES_VRAM]);
   add_u64(b, "resources", u.limit[VGPU_RES_OBJECTS]);
   add_u64(b, "contexts", u.limit[VGPU_RES_CONTEXTS]);
-  add_u64(b, "clients", in->cfg->eff.max_clients);
+  add_u64(b, "clients", cfg->eff.max_clients);
+  add_u64(b, "clients_per_uid", vgpu_profile_clients_per_uid(&cfg->eff));
   json_builder_end_object(b);
   json_builder_set_member_name(b, "usage");
   json_builder_begin_object(b);
   add_u64(b, "vram", u.used[VGPU_RES_VRAM]);
   add_u64(b, "resources", u.used[VGPU_RES_OBJECTS]);
   add_u64(b, "contexts", u.used[VGPU_RES_CONTEXTS]);
-  add_u64(b, "clients", g_hash_table_size(in->workers));
+  add_u64(b, "clients", vgpu_instance_n_tenants(in));
   add_u64(b, "frames", u.used[VGPU_RES_FRAMES]);
   add_u64(b, "commands", u.used[VGPU_RES_COMMANDS]);
   add_u64(b, "bytes_in", u.used[VGPU_RES_BYTES_IN]);
@@ -103,22 +137,25 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "worker_crashes", u.worker_crashes);
   json_builder_end_object(b);
   if (tenants) {
+    g_autoptr(GArray) ts = vgpu_instance_tenants(in);
+    uint64_t hidden = 0;
     json_builder_set_member_name(b, "tenants");
     json_builder_begin_array(b);
-    GHashTableIter it;
-    gpointer v;
     uint64_t now = now_ns();
-    g_hash_table_iter_init(&it, in->workers);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-      VgpuWorker *w = v;
+    for (guint i = 0; i < ts->len; i++) {
+      const VgpuTenantInfo *t = &g_array_index(ts, VgpuTenantInfo, i);
+      if (!admin && t->client_uid != viewer_uid) {
+        hidden++;
+        continue;
+      }
       VgpuBookWorkerUsage wu;
-      if (!vgpu_book_worker_usage(book, (uint32_t)w->slot, &wu))
+      if (!vgpu_book_worker_usage(book, (uint32_t)t->slot, &wu))
         continue;
       json_builder_begin_object(b);
-      add_u64(b, "worker_pid", (uint64_t)w->pid);
-      add_u64(b, "client_pid", (uint64_t)w->client_pid);
-      add_u64(b, "client_uid", (uint64_t)w->client_uid);
-      add_u64(b, "slot", (uint64_t)w->slot);
+      add_u64(b, "worker_pid", (uint64_t)t->worker_pid);
+      add_u64(b, "client_pid", (uint64_t)t->client_pid);
+      add_u64(b, "client_uid", (uint64_t)t->client_uid);
+      add_u64(b, "slot", (uint64_t)t->slot);
       add_u64(b, "vram", wu.used[VGPU_RES_VRAM]);
       add_u64(b, "peak_vram", wu.peak_vram);
       add_u64(b, "resources", wu.used[VGPU_RES_OBJECTS]);
@@ -130,6 +167,8 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    /* Other users' tenants: how many, nothing else. */
+    add_u64(b, "tenants_hidden", hidden);
   }
   json_builder_end_object(b);
 }
@@ -142,6 +181,7 @@ static void build_profile(JsonBuilder *b, const VgpuProfile *p) {
   add_u64(b, "resources", p->max_resources);
   add_u64(b, "contexts", p->max_contexts);
   add_u64(b, "clients", p->max_clients);
+  add_u64(b, "clients_per_uid", vgpu_profile_clients_per_uid(p));
   add_str(b, "gpu_share", vgpu_share_mode_name(p->share));
   add_u64(b, "weight", p->weight);
   add_u64(b, "fps_cap", p->fps_cap);
@@ -183,8 +223,6 @@ static char *reply_finish(JsonBuilder *b) {
 
 /* ---- commands ------------------------------------------------------------ */
 
-static const char *const admin_commands[] = {"create", "destroy", "set", "reload", NULL};
-
 /* The request's known members must have the right JSON type before any
  * accessor sees them (json-glib's *_with_default accessors log a critical
  * on a member of another kind).  Unknown members are ignored.  Returns NULL
@@ -213,7 +251,155 @@ static char *check_member_types(JsonObject *req) {
   return NULL;
 }
 
-char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
+static char *cmd_status(VgpuControlRequest *r) {
+  VgpuSupervisor *s = r->sup;
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "daemon");
+  json_builder_begin_object(b);
+  add_str(b, "version", VGPU_VERSION);
+  add_u64(b, "pid", (uint64_t)getpid());
+  add_u64(b, "uptime_s",
+          (uint64_t)((g_get_monotonic_time() - vgpu_supervisor_started_us(s)) / G_USEC_PER_SEC));
+  add_str(b, "runtime_dir", vgpu_supervisor_runtime_dir(s));
+  add_str(b, "renderer", vgpu_supervisor_config(s)->renderer);
+  add_str(b, "config", vgpu_supervisor_config_source(s));
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  add_u64(b, "instances", all->len);
+  add_u64(b, "control_connections", open_connections);
+  add_u64(b, "connections_shed", vgpu_listener_shed_total());
+  add_u64(b, "log_lines_suppressed", vgpu_log_suppressed_total());
+  add_str(b, "caller", r->admin ? "admin" : "user");
+  json_builder_end_object(b);
+  return reply_finish(b);
+}
+
+static char *cmd_list(VgpuControlRequest *r) {
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "instances");
+  json_builder_begin_array(b);
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(r->sup);
+  for (guint i = 0; i < all->len; i++)
+    build_instance(b, r->sup, g_ptr_array_index(all, i), false, r->uid, r->admin);
+  json_builder_end_array(b);
+  return reply_finish(b);
+}
+
+static char *cmd_show(VgpuControlRequest *r) {
+  VgpuInstance *in = vgpu_supervisor_find(r->sup, r->name);
+  if (!in)
+    return reply_error("no instance \"%s\" (vgpuctl list shows them)", r->name ? r->name : "");
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "instance");
+  build_instance(b, r->sup, in, true, r->uid, r->admin);
+  return reply_finish(b);
+}
+
+static char *cmd_profiles(VgpuControlRequest *r) {
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "profiles");
+  json_builder_begin_array(b);
+  const VgpuConfig *cfg = vgpu_supervisor_config(r->sup);
+  for (guint i = 0; i < cfg->profiles->len; i++)
+    build_profile(b, g_ptr_array_index(cfg->profiles, i));
+  json_builder_end_array(b);
+  return reply_finish(b);
+}
+
+static char *cmd_create(VgpuControlRequest *r) {
+  g_autoptr(GError) e = NULL;
+  const char *profile = json_object_get_string_member_with_default(r->req, "profile", NULL);
+  VgpuInstance *in = vgpu_supervisor_create_instance(r->sup, r->name, profile, &e);
+  if (!in)
+    return reply_error("%s", e->message);
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "instance");
+  build_instance(b, r->sup, in, false, r->uid, r->admin);
+  return reply_finish(b);
+}
+
+static char *cmd_destroy(VgpuControlRequest *r) {
+  g_autoptr(GError) e = NULL;
+  bool force = json_object_get_boolean_member_with_default(r->req, "force", FALSE);
+  if (!vgpu_supervisor_destroy_instance(r->sup, r->name, force, &e))
+    return reply_error("%s", e->message);
+  return reply_finish(reply_ok());
+}
+
+static char *cmd_set(VgpuControlRequest *r) {
+  g_autoptr(GError) e = NULL;
+  JsonNode *sn = json_object_get_member(r->req, "settings");
+  JsonObject *settings = sn ? json_node_get_object(sn) : NULL;
+  if (!settings || json_object_get_size(settings) == 0)
+    return reply_error("bad request: \"set\" needs a non-empty \"settings\" object");
+  g_autoptr(GHashTable) kv = g_hash_table_new(g_str_hash, g_str_equal);
+  g_autoptr(GList) members = json_object_get_members(settings);
+  for (GList *m = members; m; m = m->next) {
+    JsonNode *n = json_object_get_member(settings, m->data);
+    if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+      return reply_error("bad request: setting \"%s\" must be a string", (char *)m->data);
+    g_hash_table_insert(kv, m->data, (gpointer)json_node_get_string(n));
+  }
+  if (!vgpu_supervisor_set(r->sup, r->name, kv, &e))
+    return reply_error("%s", e->message);
+  JsonBuilder *b = reply_ok();
+  json_builder_set_member_name(b, "instance");
+  build_instance(b, r->sup, vgpu_supervisor_find(r->sup, r->name), false, r->uid, r->admin);
+  return reply_finish(b);
+}
+
+static char *cmd_reload(VgpuControlRequest *r) {
+  g_autoptr(GError) e = NULL;
+  g_autofree char *not_added = NULL;
+  if (!vgpu_supervisor_reload(r->sup, &not_added, &e))
+    return reply_error("reload failed, configuration unchanged: %s", e->message);
+  JsonBuilder *b = reply_ok();
+  if (not_added)
+    add_str(b, "warning", not_added);
+  return reply_finish(b);
+}
+
+static const VgpuControlCommand commands[] = {
+    {"status", cmd_status, false, ""},
+    {"list", cmd_list, false, ""},
+    {"show", cmd_show, false, "name"},
+    {"profiles", cmd_profiles, false, ""},
+    {"create", cmd_create, true, "name profile"},
+    {"destroy", cmd_destroy, true, "name force"},
+    {"set", cmd_set, true, "name settings"},
+    {"reload", cmd_reload, true, ""},
+};
+
+const VgpuControlCommand *vgpu_control_commands(size_t *n) {
+  *n = G_N_ELEMENTS(commands);
+  return commands;
+}
+
+const VgpuControlCommand *vgpu_control_command_find(const char *name) {
+  for (size_t i = 0; name && i < G_N_ELEMENTS(commands); i++)
+    if (g_str_equal(commands[i].name, name))
+      return &commands[i];
+  return NULL;
+}
+
+bool vgpu_control_is_admin(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups,
+                           uid_t daemon_uid, gid_t admin_gid) {
+  if (uid == 0)
+    return true;
+  /* An unprivileged vgpud is its user's own daemon.  A root vgpud's workers
+   * run under other uids, which are never admins by uid. */
+  if (daemon_uid != 0 && uid == daemon_uid)
+    return true;
+  if (admin_gid == (gid_t)-1)
+    return false;
+  if (gid == admin_gid)
+    return true;
+  for (size_t i = 0; i < n_groups; i++)
+    if (groups[i] == admin_gid)
+      return true;
+  return false;
+}
+
+char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid, bool admin) {
   g_autoptr(JsonParser) parser = json_parser_new();
   g_autoptr(GError) e = NULL;
   if (!json_parser_load_from_data(parser, line, -1, &e))
@@ -228,180 +414,299 @@ char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid) {
   const char *cmd = json_object_get_string_member_with_default(req, "command", NULL);
   if (!cmd)
     return reply_error("bad request: missing \"command\"");
-  const char *name = json_object_get_string_member_with_default(req, "name", NULL);
-
-  if (g_strv_contains(admin_commands, cmd) && uid != 0 && uid != geteuid())
-    return reply_error("permission denied: \"%s\" needs root or the daemon's user (uid %u)", cmd,
-                       (unsigned)geteuid());
-
-  if (g_str_equal(cmd, "status")) {
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "daemon");
-    json_builder_begin_object(b);
-    add_str(b, "version", VGPU_VERSION);
-    add_u64(b, "pid", (uint64_t)getpid());
-    add_u64(b, "uptime_s",
-            (uint64_t)((g_get_monotonic_time() - vgpu_supervisor_started_us(s)) / G_USEC_PER_SEC));
-    add_str(b, "runtime_dir", vgpu_supervisor_runtime_dir(s));
-    add_str(b, "renderer", vgpu_supervisor_config(s)->renderer);
-    add_str(b, "config", vgpu_supervisor_config_source(s));
-    g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
-    add_u64(b, "instances", all->len);
-    json_builder_end_object(b);
-    return reply_finish(b);
+  const VgpuControlCommand *c = vgpu_control_command_find(cmd);
+  if (!c) {
+    g_autoptr(GString) names = g_string_new(NULL);
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+      g_string_append_printf(names, "%s%s", i ? ", " : "", commands[i].name);
+    return reply_error("unknown command \"%s\" (%s)", cmd, names->str);
   }
-  if (g_str_equal(cmd, "list")) {
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "instances");
-    json_builder_begin_array(b);
-    g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
-    for (guint i = 0; i < all->len; i++)
-      build_instance(b, s, g_ptr_array_index(all, i), false);
-    json_builder_end_array(b);
-    return reply_finish(b);
-  }
-  if (g_str_equal(cmd, "show")) {
-    VgpuInstance *in = vgpu_supervisor_find(s, name);
-    if (!in)
-      return reply_error("no instance \"%s\" (vgpuctl list shows them)", name ? name : "");
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "instance");
-    build_instance(b, s, in, true);
-    return reply_finish(b);
-  }
-  if (g_str_equal(cmd, "profiles")) {
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "profiles");
-    json_builder_begin_array(b);
-    const VgpuConfig *cfg = vgpu_supervisor_config(s);
-    for (guint i = 0; i < cfg->profiles->len; i++)
-      build_profile(b, g_ptr_array_index(cfg->profiles, i));
-    json_builder_end_array(b);
-    return reply_finish(b);
-  }
-  if (g_str_equal(cmd, "create")) {
-    const char *profile = json_object_get_string_member_with_default(req, "profile", NULL);
-    VgpuInstance *in = vgpu_supervisor_create_instance(s, name, profile, &e);
-    if (!in)
-      return reply_error("%s", e->message);
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "instance");
-    build_instance(b, s, in, false);
-    return reply_finish(b);
-  }
-  if (g_str_equal(cmd, "destroy")) {
-    bool force = json_object_get_boolean_member_with_default(req, "force", FALSE);
-    if (!vgpu_supervisor_destroy_instance(s, name, force, &e))
-      return reply_error("%s", e->message);
-    return reply_finish(reply_ok());
-  }
-  if (g_str_equal(cmd, "set")) {
-    JsonNode *sn = json_object_get_member(req, "settings");
-    JsonObject *settings = sn ? json_node_get_object(sn) : NULL;
-    if (!settings || json_object_get_size(settings) == 0)
-      return reply_error("bad request: \"set\" needs a non-empty \"settings\" object");
-    g_autoptr(GHashTable) kv = g_hash_table_new(g_str_hash, g_str_equal);
-    g_autoptr(GList) members = json_object_get_members(settings);
-    for (GList *m = members; m; m = m->next) {
-      JsonNode *n = json_object_get_member(settings, m->data);
-      if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
-        return reply_error("bad request: setting \"%s\" must be a string", (char *)m->data);
-      g_hash_table_insert(kv, m->data, (gpointer)json_node_get_string(n));
-    }
-    if (!vgpu_supervisor_set(s, name, kv, &e))
-      return reply_error("%s", e->message);
-    JsonBuilder *b = reply_ok();
-    json_builder_set_member_name(b, "instance");
-    build_instance(b, s, vgpu_supervisor_find(s, name), false);
-    return reply_finish(b);
-  }
-  if (g_str_equal(cmd, "reload")) {
-    g_autofree char *not_added = NULL;
-    if (!vgpu_supervisor_reload(s, &not_added, &e))
-      return reply_error("reload failed, configuration unchanged: %s", e->message);
-    JsonBuilder *b = reply_ok();
-    if (not_added)
-      add_str(b, "warning", not_added);
-    return reply_finish(b);
-  }
-  return reply_error("unknown command \"%s\" (status, list, show, profiles, create, destroy, set, "
-                     "reload)",
-                     cmd);
+  if (c->admin && !admin)
+    return reply_error("permission denied: \"%s\" needs an admin: root, a member of [daemon] "
+                       "admin-group, or the user an unprivileged vgpud runs as",
+                       cmd);
+  VgpuControlRequest r = {
+      .sup = s,
+      .req = req,
+      .name = json_object_get_string_member_with_default(req, "name", NULL),
+      .uid = uid,
+      .admin = admin,
+  };
+  return c->handler(&r);
 }
 
 /* ---- connections --------------------------------------------------------- */
 
 static void conn_free(gpointer p) {
   Conn *c = p;
+  VgpuControl *ctl = c->ctl;
   if (c->watch)
     g_source_remove(c->watch);
+  if (c->timer)
+    g_source_remove(c->timer);
   vgpu_close(c->fd);
   g_string_free(c->in, TRUE);
+  g_string_free(c->out, TRUE);
+  guint n = GPOINTER_TO_UINT(g_hash_table_lookup(ctl->per_uid, GUINT_TO_POINTER(c->uid)));
+  if (n > 1)
+    g_hash_table_insert(ctl->per_uid, GUINT_TO_POINTER(c->uid), GUINT_TO_POINTER(n - 1));
+  else
+    g_hash_table_remove(ctl->per_uid, GUINT_TO_POINTER(c->uid));
+  if (!c->admin)
+    ctl->non_admin--;
+  open_connections--;
   g_free(c);
 }
 
-static bool conn_send(Conn *c, const char *line) {
-  struct iovec iov[2] = {{(void *)line, strlen(line)}, {(void *)"\n", 1}};
-  return vgpu_writev_all(c->fd, iov, 2) == 0;
+static void conn_close(Conn *c) {
+  g_hash_table_remove(c->ctl->conns, c);
 }
 
-static gboolean on_conn_readable(gint fd, GIOCondition cond, gpointer user) {
-  Conn *c = user;
-  char buf[4096];
-  ssize_t n = read(fd, buf, sizeof(buf));
-  if (n < 0 && (errno == EAGAIN || errno == EINTR))
-    return G_SOURCE_CONTINUE;
-  if (n <= 0)
-    goto close;
-  g_string_append_len(c->in, buf, n);
+static size_t conn_queued(const Conn *c) {
+  return c->out->len - c->out_off;
+}
+
+/* Writes what the socket takes now.  False: the connection is broken. */
+static bool conn_flush(Conn *c) {
+  while (conn_queued(c) > 0) {
+    ssize_t n = send(c->fd, c->out->str + c->out_off, conn_queued(c), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return errno == EAGAIN;
+    }
+    c->out_off += (size_t)n;
+    c->last_us = c->last_out_us = g_get_monotonic_time();
+  }
+  g_string_truncate(c->out, 0);
+  c->out_off = 0;
+  return true;
+}
+
+static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user);
+
+static bool conn_has_line(const Conn *c) { return memchr(c->in->str, '\n', c->in->len) != NULL; }
+
+/* More requests are read only while the replies already queued are under
+ * VGPU_CONTROL_MAX_QUEUE and no complete request waits: a client that
+ * does not read its replies stops being read (its requests wait in its
+ * own socket buffer), and what vgpud holds for it stays bounded. */
+static bool conn_may_read(const Conn *c) {
+  return !c->eof && !c->closing && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE && !conn_has_line(c);
+}
+
+/* Watches what the connection waits for; false when that is nothing (it
+ * is done).  Requests left unanswered by the per-wake-up cap wait for the
+ * socket to be writable, which is at once unless the client reads
+ * nothing. */
+static bool conn_rewatch(Conn *c) {
+  GIOCondition want = 0;
+  if (conn_may_read(c))
+    want |= G_IO_IN;
+  if (conn_queued(c) > 0 || (conn_has_line(c) && !c->closing))
+    want |= G_IO_OUT;
+  if (!want)
+    return false;
+  if (want != c->watching) {
+    if (c->watch)
+      g_source_remove(c->watch);
+    c->watch = g_unix_fd_add(c->fd, want | G_IO_HUP | G_IO_ERR, on_conn_io, c);
+    c->watching = want;
+  }
+  return true;
+}
+
+static void conn_queue(Conn *c, const char *reply) {
+  if (conn_queued(c) == 0)
+    c->last_out_us = g_get_monotonic_time();
+  if (c->out_off > 0 && c->out_off == c->out->len) {
+    g_string_truncate(c->out, 0);
+    c->out_off = 0;
+  }
+  g_string_append(c->out, reply);
+  g_string_append_c(c->out, '\n');
+}
+
+/* Requests answered per wake-up of one connection: the main loop turns to
+ * other connections in between, so a client that pipelines many requests
+ * delays others by at most this many. */
+#define SERVE_BATCH 16
+
+/* Answers complete lines in the input while the queue has room. */
+static void conn_serve(Conn *c) {
   char *nl;
-  while ((nl = memchr(c->in->str, '\n', c->in->len))) {
+  size_t done = 0;
+  int served = 0;
+  while (!c->closing && served++ < SERVE_BATCH && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
+         (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
     *nl = '\0';
-    /* Replies may be large; write them blocking, then go back to polling. */
-    vgpu_set_nonblock(fd, false);
-    g_autofree char *reply = vgpu_control_handle(c->ctl->sup, c->in->str, c->uid);
-    bool ok = conn_send(c, reply);
-    vgpu_set_nonblock(fd, true);
-    g_string_erase(c->in, 0, (gssize)(nl - c->in->str) + 1);
-    if (!ok)
+    const char *line = c->in->str + done;
+    done = (size_t)(nl - c->in->str) + 1;
+    c->last_us = g_get_monotonic_time();
+    g_autofree char *reply = vgpu_control_handle(c->ctl->sup, line, c->uid, c->admin);
+    conn_queue(c, reply);
+  }
+  g_string_erase(c->in, 0, (gssize)done);
+  if (!c->closing && !conn_has_line(c) && c->in->len > VGPU_CONTROL_MAX_REQUEST) {
+    vgpu_warn("control: pid %d uid %u sent a request longer than %d bytes; closed", (int)c->pid,
+              (unsigned)c->uid, VGPU_CONTROL_MAX_REQUEST);
+    g_autofree char *reply =
+        reply_error("request longer than %d bytes; connection closed", VGPU_CONTROL_MAX_REQUEST);
+    g_string_truncate(c->in, 0);
+    c->closing = true;
+    conn_queue(c, reply);
+  }
+}
+
+static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user) {
+  Conn *c = user;
+  if ((cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)) && conn_may_read(c)) {
+    /* One read a wake-up, never much past the request limit: the input
+     * held for a connection stays under VGPU_CONTROL_MAX_REQUEST + 4 KiB. */
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
       goto close;
+    if (n == 0)
+      c->eof = true; /* answer what came, then close */
+    if (n > 0)
+      g_string_append_len(c->in, buf, n);
+  } else if ((cond & (G_IO_HUP | G_IO_ERR)) && !(cond & G_IO_OUT)) {
+    goto close; /* gone: nobody to answer */
   }
-  if (c->in->len > CONTROL_MAX_LINE) {
-    g_autofree char *reply = reply_error("request longer than %d bytes", CONTROL_MAX_LINE);
-    vgpu_set_nonblock(fd, false);
-    conn_send(c, reply);
-    vgpu_warn("control: pid %d uid %u sent an oversize request; closed", (int)c->pid,
-              (unsigned)c->uid);
+  if (!conn_flush(c))
     goto close;
-  }
-  return G_SOURCE_CONTINUE;
+  conn_serve(c);
+  if (!conn_flush(c))
+    goto close;
+  if (conn_rewatch(c))
+    return G_SOURCE_CONTINUE;
 close:
-  c->watch = 0;
-  g_hash_table_remove(c->ctl->conns, c);
+  c->watch = 0; /* this source; it ends with the return value */
+  conn_close(c);
   return G_SOURCE_REMOVE;
 }
 
-static gboolean on_control_accept(gint fd, GIOCondition cond, gpointer user) {
-  VgpuControl *ctl = user;
-  for (;;) {
-    int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (cfd < 0)
-      break;
-    Conn *c = g_new0(Conn, 1);
-    c->ctl = ctl;
-    c->fd = cfd;
-    c->in = g_string_new(NULL);
-    c->uid = (uid_t)-1;
-    vgpu_peer_cred(cfd, &c->pid, &c->uid, NULL);
-    c->watch = g_unix_fd_add(cfd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_conn_readable, c);
-    g_hash_table_add(ctl->conns, c);
+/* Once a second: a connection idle for control-timeout is closed, and so
+ * is one with replies or requests waiting whose socket has taken nothing
+ * for VGPU_CONTROL_STALL_S (the client does not read). */
+static gboolean on_conn_timer(gpointer user) {
+  Conn *c = user;
+  guint timeout_s = vgpu_supervisor_config(c->ctl->sup)->control_timeout_s;
+  gint64 now = g_get_monotonic_time(), idle_us = now - c->last_us;
+  bool waiting = conn_queued(c) > 0 || (conn_has_line(c) && !c->closing);
+  if (waiting && now - c->last_out_us >= VGPU_CONTROL_STALL_S * G_USEC_PER_SEC) {
+    vgpu_warn("control: pid %d uid %u does not read its replies (%zu bytes queued); closed",
+              (int)c->pid, (unsigned)c->uid, conn_queued(c));
+  } else if (timeout_s && idle_us >= (gint64)timeout_s * G_USEC_PER_SEC) {
+    vgpu_info("control: pid %d uid %u idle for %u s; closed", (int)c->pid, (unsigned)c->uid,
+              timeout_s);
+  } else {
+    return G_SOURCE_CONTINUE;
   }
-  return G_SOURCE_CONTINUE;
+  c->timer = 0;
+  conn_close(c);
+  return G_SOURCE_REMOVE;
+}
+
+/* The admin group's gid, looked up again when the configured name changes
+ * (reload). */
+static gid_t admin_gid(VgpuControl *ctl) {
+  const char *name = vgpu_supervisor_config(ctl->sup)->admin_group;
+  if (g_strcmp0(name, ctl->admin_group) == 0)
+    return ctl->admin_gid;
+  g_free(ctl->admin_group);
+  ctl->admin_group = g_strdup(name);
+  ctl->admin_gid = (gid_t)-1;
+  if (name) {
+    struct group *g = getgrnam(name);
+    if (g)
+      ctl->admin_gid = g->gr_gid;
+    else
+      vgpu_error("control: admin-group \"%s\" does not exist: no group has admin rights", name);
+  }
+  uid_t self = geteuid();
+  g_autofree char *self_rule =
+      self ? g_strdup_printf(", and uid %u (vgpud's own: it does not run as root)", (unsigned)self)
+           : g_strdup("");
+  g_autofree char *grp =
+      ctl->admin_gid != (gid_t)-1
+          ? g_strdup_printf(", members of group %s (gid %u)", name, (unsigned)ctl->admin_gid)
+          : g_strdup("");
+  vgpu_info("control: admin commands for uid 0%s%s; no other uid", grp, self_rule);
+  return ctl->admin_gid;
+}
+
+/* The peer's supplementary groups (SO_PEERGROUPS); NULL when unknown. */
+static gid_t *peer_groups(int fd, size_t *n) {
+  socklen_t len = 32 * sizeof(gid_t);
+  for (int tries = 0; tries < 3; tries++) {
+    gid_t *g = g_malloc(len);
+    socklen_t got = len;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &got) == 0) {
+      *n = got / sizeof(gid_t);
+      return g;
+    }
+    g_free(g);
+    if (errno != ERANGE || got <= len || got > 65536 * sizeof(gid_t))
+      break;
+    len = got;
+  }
+  *n = 0;
+  return NULL;
+}
+
+static void refuse(int fd, const char *msg) {
+  g_autofree char *reply = reply_error("%s", msg);
+  g_autofree char *line = g_strconcat(reply, "\n", NULL);
+  (void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void on_control_client(int cfd, gpointer user) {
+  VgpuControl *ctl = user;
+  pid_t pid = 0;
+  uid_t uid = (uid_t)-1;
+  gid_t gid = (gid_t)-1;
+  vgpu_peer_cred(cfd, &pid, &uid, &gid);
+  size_t n_groups = 0;
+  gid_t agid = admin_gid(ctl);
+  g_autofree gid_t *groups = agid != (gid_t)-1 ? peer_groups(cfd, &n_groups) : NULL;
+  bool admin = vgpu_control_is_admin(uid, gid, groups, n_groups, geteuid(), agid);
+  const VgpuConfig *cfg = vgpu_supervisor_config(ctl->sup);
+  guint mine = GPOINTER_TO_UINT(g_hash_table_lookup(ctl->per_uid, GUINT_TO_POINTER(uid)));
+  /* Root is never refused: it can always reach its own daemon. */
+  if (uid != 0 && (mine >= cfg->max_control_conns_per_uid ||
+                   (!admin && ctl->non_admin >= cfg->max_control_conns))) {
+    bool per_uid = mine >= cfg->max_control_conns_per_uid;
+    vgpu_warn("control: refused pid %d uid %u: %s limit of %u connections reached", (int)pid,
+              (unsigned)uid, per_uid ? "per-uid" : "total",
+              per_uid ? cfg->max_control_conns_per_uid : cfg->max_control_conns);
+    refuse(cfd, per_uid ? "too many control connections from this user; try again later"
+                        : "too many control connections; try again later");
+    vgpu_close(cfd);
+    return;
+  }
+  Conn *c = g_new0(Conn, 1);
+  c->ctl = ctl;
+  c->fd = cfd;
+  c->in = g_string_new(NULL);
+  c->out = g_string_new(NULL);
+  c->uid = uid;
+  c->pid = pid;
+  c->admin = admin;
+  c->last_us = c->last_out_us = g_get_monotonic_time();
+  g_hash_table_add(ctl->conns, c);
+  g_hash_table_insert(ctl->per_uid, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(mine + 1));
+  if (!admin)
+    ctl->non_admin++;
+  open_connections++;
+  conn_rewatch(c);
+  c->timer = g_timeout_add_seconds(1, on_conn_timer, c);
 }
 
 VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {
   g_autofree char *path = g_build_filename(vgpu_supervisor_runtime_dir(s), "control.sock", NULL);
-  int fd = vgpu_listen_unix(path, 0666, 16);
+  int fd = vgpu_listen_unix(path, 0666, 64);
   if (fd < 0) {
     g_set_error(error, G_IO_ERROR, g_io_error_from_errno(-fd), "control socket %s: %s", path,
                 g_strerror(-fd));
@@ -412,17 +717,31 @@ VgpuControl *vgpu_control_new(VgpuSupervisor *s, GError **error) {
   c->fd = fd;
   c->path = g_steal_pointer(&path);
   c->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal, conn_free, NULL);
-  c->watch = g_unix_fd_add(c->fd, G_IO_IN, on_control_accept, c);
+  c->per_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
+  c->admin_group = g_strdup("\n"); /* no group name: the first lookup logs the rule */
+  admin_gid(c);
+  c->listener = vgpu_listener_new(c->fd, "control", 16, on_control_client, c);
+  const VgpuConfig *cfg = vgpu_supervisor_config(s);
+  vgpu_info("control: at most %u connections of non-admins (%u per uid), requests up to %d "
+            "bytes, idle connections closed after %u s%s",
+            cfg->max_control_conns, cfg->max_control_conns_per_uid, VGPU_CONTROL_MAX_REQUEST,
+            cfg->control_timeout_s, cfg->control_timeout_s ? "" : " (0: never)");
   return c;
+}
+
+guint vgpu_control_n_connections(VgpuControl *c) {
+  return g_hash_table_size(c->conns);
 }
 
 void vgpu_control_free(VgpuControl *c) {
   if (!c)
     return;
-  g_source_remove(c->watch);
+  vgpu_listener_free(c->listener);
   g_hash_table_unref(c->conns);
+  g_hash_table_unref(c->per_uid);
   vgpu_close(c->fd);
   (void)unlink(c->path);
   g_free(c->path);
+  g_free(c->admin_group);
   g_free(c);
 }

@@ -22,9 +22,34 @@
 #include "core/profile.h"
 #include "vgpu-config.h"
 #include "daemon/control.h"
+#include "daemon/listener.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
+
+typedef struct VgpuWorker {
+  struct VgpuInstance *inst;
+  GPid pid;
+  int slot;
+  pid_t client_pid;
+  uid_t client_uid;
+  guint watch;
+  VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
+  guint ledger_watch;    /* the worker's ledger request socket */
+} VgpuWorker;
+
+struct VgpuInstance {
+  VgpuSupervisor *sup;
+  VgpuInstanceConfig *cfg;
+  int ledger_index;
+  int listen_fd;
+  VgpuListener *listener;
+  char *dir;
+  char *socket_path;
+  bool runtime_origin; /* created with vgpuctl create */
+  bool draining;       /* removed: no new clients, freed when empty */
+  GHashTable *workers; /* pid -> VgpuWorker* */
+};
 
 struct VgpuSupervisor {
   VgpuConfig *cfg;
@@ -211,6 +236,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
                                           in->cfg->eff.host_memory));
   if (s->cfg->idle_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
+  if (s->cfg->header_timeout_s)
+    g_ptr_array_add(argv, g_strdup_printf("--header-timeout=%u", s->cfg->header_timeout_s));
   if (!s->cfg->sandbox)
     g_ptr_array_add(argv, g_strdup("--no-sandbox"));
   g_ptr_array_add(argv, NULL);
@@ -261,33 +288,47 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   return true;
 }
 
-static gboolean on_accept(gint fd, GIOCondition cond, gpointer user) {
+static guint clients_of_uid(VgpuInstance *in, uid_t uid) {
+  guint n = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, in->workers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    n += ((VgpuWorker *)v)->client_uid == uid;
+  return n;
+}
+
+/* Each new connection: the limits are checked here, before a worker (and
+ * a ledger slot) is spent on it. */
+static void on_client(int fd, gpointer user) {
   VgpuInstance *in = user;
-  for (;;) {
-    vgpu_autofd int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-    if (c < 0) {
-      if (errno != EAGAIN && errno != EINTR)
-        vgpu_warn("%s: accept: %s", in->cfg->name, g_strerror(errno));
-      break;
-    }
-    pid_t cpid = 0;
-    uid_t cuid = (uid_t)-1;
-    vgpu_peer_cred(c, &cpid, &cuid, NULL);
-    guint live = g_hash_table_size(in->workers);
-    if (in->draining) {
-      vgpu_warn("%s: refused client pid %d uid %u: instance is being removed", in->cfg->name,
-                (int)cpid, (unsigned)cuid);
-      continue;
-    }
-    if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
-      vgpu_warn("%s: refused client pid %d uid %u: client limit %" G_GUINT64_FORMAT " reached",
-                in->cfg->name, (int)cpid, (unsigned)cuid, in->cfg->eff.max_clients);
-      vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
-      continue;
-    }
-    spawn_worker(in, c, cpid, cuid);
+  vgpu_autofd int c = fd;
+  pid_t cpid = 0;
+  uid_t cuid = (uid_t)-1;
+  vgpu_peer_cred(c, &cpid, &cuid, NULL);
+  guint live = g_hash_table_size(in->workers);
+  if (in->draining) {
+    vgpu_warn("%s: refused client pid %d uid %u: instance is being removed", in->cfg->name,
+              (int)cpid, (unsigned)cuid);
+    return;
   }
-  return G_SOURCE_CONTINUE;
+  if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
+    vgpu_warn("%s: refused client pid %d uid %u: client limit %" G_GUINT64_FORMAT " reached",
+              in->cfg->name, (int)cpid, (unsigned)cuid, in->cfg->eff.max_clients);
+    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
+    return;
+  }
+  uint64_t per_uid = vgpu_profile_clients_per_uid(&in->cfg->eff);
+  if (per_uid && clients_of_uid(in, cuid) >= per_uid) {
+    vgpu_warn("%s: refused client pid %d uid %u: per-uid client limit %" G_GUINT64_FORMAT
+              " reached",
+              in->cfg->name, (int)cpid, (unsigned)cuid, per_uid);
+    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
+    return;
+  }
+  /* The worker needs a blocking socket. */
+  vgpu_set_nonblock(c, false);
+  spawn_worker(in, c, cpid, cuid);
 }
 
 /* ---- instances ----------------------------------------------------------- */
@@ -301,9 +342,7 @@ static int listen_unix(const char *path, guint mode, GError **error) {
 }
 
 static void instance_stop_listening(VgpuInstance *in) {
-  if (in->listen_watch)
-    g_source_remove(in->listen_watch);
-  in->listen_watch = 0;
+  g_clear_pointer(&in->listener, vgpu_listener_free);
   if (in->listen_fd >= 0) {
     vgpu_close(in->listen_fd);
     in->listen_fd = -1;
@@ -356,10 +395,14 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
     instance_free(in);
     return NULL;
   }
-  in->listen_watch = g_unix_fd_add(in->listen_fd, G_IO_IN, on_accept, in);
+  /* One connection a wake-up: each starts a worker, and the control socket
+   * gets its turn in between. */
+  in->listener = vgpu_listener_new(in->listen_fd, ic->name, 1, on_client, in);
   g_autofree char *vram = vgpu_format_size(ic->eff.vram, true);
-  vgpu_info("%s: listening on %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT " clients max)",
-            ic->name, in->socket_path, ic->profile, vram, ic->eff.max_clients);
+  vgpu_info("%s: listening on %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT
+            " clients max, %" G_GUINT64_FORMAT " per uid)",
+            ic->name, in->socket_path, ic->profile, vram, ic->eff.max_clients,
+            vgpu_profile_clients_per_uid(&ic->eff));
   return in;
 }
 
@@ -665,4 +708,50 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
   vgpu_instance_config_free(next);
   vgpu_info("%s: set%s", name, what->str);
   return true;
+}
+
+/* ---- instance accessors -------------------------------------------------- */
+
+const char *vgpu_instance_name(const VgpuInstance *in) {
+  return in->cfg->name;
+}
+const VgpuInstanceConfig *vgpu_instance_config(const VgpuInstance *in) {
+  return in->cfg;
+}
+const char *vgpu_instance_socket_path(const VgpuInstance *in) {
+  return in->socket_path;
+}
+bool vgpu_instance_is_runtime(const VgpuInstance *in) {
+  return in->runtime_origin;
+}
+bool vgpu_instance_is_draining(const VgpuInstance *in) {
+  return in->draining;
+}
+uint32_t vgpu_instance_ledger_index(const VgpuInstance *in) {
+  return (uint32_t)in->ledger_index;
+}
+guint vgpu_instance_n_tenants(const VgpuInstance *in) {
+  return g_hash_table_size(in->workers);
+}
+
+static gint by_slot(gconstpointer a, gconstpointer b) {
+  const VgpuTenantInfo *x = a, *y = b;
+  return (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+GArray *vgpu_instance_tenants(const VgpuInstance *in) {
+  GArray *a = g_array_new(FALSE, FALSE, sizeof(VgpuTenantInfo));
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, in->workers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    const VgpuWorker *w = v;
+    VgpuTenantInfo t = {.worker_pid = w->pid,
+                        .client_pid = w->client_pid,
+                        .client_uid = w->client_uid,
+                        .slot = w->slot};
+    g_array_append_val(a, t);
+  }
+  g_array_sort(a, by_slot);
+  return a;
 }

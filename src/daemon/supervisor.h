@@ -14,29 +14,17 @@
 
 typedef struct VgpuSupervisor VgpuSupervisor;
 
-typedef struct VgpuWorker {
-  struct VgpuInstance *inst;
-  GPid pid;
-  int slot;
+/* Instances and their workers are the supervisor's own; other modules
+ * (the control server) see them only through the accessors below. */
+typedef struct VgpuInstance VgpuInstance;
+
+/* One connected tenant, as the control server reports it (a copy). */
+typedef struct VgpuTenantInfo {
+  pid_t worker_pid;
   pid_t client_pid;
   uid_t client_uid;
-  guint watch;
-  VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
-  guint ledger_watch;    /* the worker's ledger request socket */
-} VgpuWorker;
-
-typedef struct VgpuInstance {
-  VgpuSupervisor *sup;
-  VgpuInstanceConfig *cfg;
-  int ledger_index;
-  int listen_fd;
-  guint listen_watch;
-  char *dir;
-  char *socket_path;
-  bool runtime_origin; /* created with vgpuctl create */
-  bool draining;       /* removed: no new clients, freed when empty */
-  GHashTable *workers; /* pid -> VgpuWorker* */
-} VgpuInstance;
+  int slot;
+} VgpuTenantInfo;
 
 typedef struct VgpuSupervisorOptions {
   char *runtime_dir;
@@ -59,6 +47,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s);
 bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error);
 
 /* For the control server. */
+
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s);
 VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s);
 const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s);
@@ -74,3 +63,15 @@ bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool 
 /* Applies key=value settings atomically (all or none). */
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings,
                          GError **error);
+
+/* Accessors of one instance (valid until the next main-loop iteration that
+ * may remove it). */
+const char *vgpu_instance_name(const VgpuInstance *in);
+const VgpuInstanceConfig *vgpu_instance_config(const VgpuInstance *in);
+const char *vgpu_instance_socket_path(const VgpuInstance *in);
+bool vgpu_instance_is_runtime(const VgpuInstance *in); /* created with vgpuctl create */
+bool vgpu_instance_is_draining(const VgpuInstance *in);
+uint32_t vgpu_instance_ledger_index(const VgpuInstance *in);
+guint vgpu_instance_n_tenants(const VgpuInstance *in);
+/* VgpuTenantInfo of each connected tenant, in slot order. */
+GArray *vgpu_instance_tenants(const VgpuInstance *in);

@@ -1,5 +1,6 @@
 #include "util/log.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,14 +62,53 @@ const char *vgpu_log_level_name(VgpuLogLevel level) {
   return (unsigned)level < G_N_ELEMENTS(level_names) ? level_names[level] : "?";
 }
 
-void vgpu_log(VgpuLogLevel level, const char *fmt, ...) {
+static GMutex site_lock; /* renderer threads may log too */
+static uint64_t suppressed_total;
+
+bool vgpu_log_site_admit(VgpuLogSite *site, gint64 now_us, unsigned *suppressed_out) {
+  g_mutex_lock(&site_lock);
+  if (site->last_us == 0 || now_us < site->last_us) {
+    site->tokens = VGPU_LOG_BURST;
+  } else {
+    double add = (double)(now_us - site->last_us) * VGPU_LOG_RATE / 1e6;
+    site->tokens = MIN(site->tokens + add, (double)VGPU_LOG_BURST);
+  }
+  site->last_us = now_us;
+  bool ok = site->tokens >= 1.0;
+  if (ok) {
+    site->tokens -= 1.0;
+    if (suppressed_out)
+      *suppressed_out = site->suppressed;
+    site->suppressed = 0;
+  } else {
+    if (site->suppressed < UINT_MAX)
+      site->suppressed++;
+    suppressed_total++;
+  }
+  g_mutex_unlock(&site_lock);
+  return ok;
+}
+
+uint64_t vgpu_log_suppressed_total(void) {
+  g_mutex_lock(&site_lock);
+  uint64_t n = suppressed_total;
+  g_mutex_unlock(&site_lock);
+  return n;
+}
+
+void vgpu_log_site(VgpuLogSite *site, VgpuLogLevel level, const char *fmt, ...) {
   if (level > log_state.level)
+    return;
+  unsigned suppressed = 0;
+  if (site && !vgpu_log_site_admit(site, g_get_monotonic_time(), &suppressed))
     return;
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
+  int n = vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  if (suppressed && n >= 0 && (size_t)n < sizeof(msg))
+    snprintf(msg + n, sizeof(msg) - (size_t)n, " [%u similar messages suppressed]", suppressed);
   if (log_state.journal) {
     /* journald reads a "<priority>" prefix on stream lines and adds its own
      * time stamp and the program name; no libsystemd needed, so workers

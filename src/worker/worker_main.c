@@ -52,6 +52,7 @@ typedef struct {
   gint64 max_submit_bytes;
   gint idle_timeout;
   gint64 host_memory;
+  gint header_timeout;
   gboolean no_sandbox;
   gboolean version;
 } WorkerArgs;
@@ -99,6 +100,9 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
        "End the session after this many idle seconds (0: never)", "S"},
       {"host-memory", 0, 0, G_OPTION_ARG_INT64, &a->host_memory,
        "Bytes it may allocate once the renderer is up (RLIMIT_DATA; 0: no limit)", "N"},
+      {"header-timeout", 0, 0, G_OPTION_ARG_INT, &a->header_timeout,
+       "End the session when no whole command header arrived within S seconds (0: idle-timeout)",
+       "S"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &a->version, "Print the version", NULL},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -206,7 +210,8 @@ int main(int argc, char **argv) {
    * client has sent a whole command header: a client that connects and
    * leaves, or leaves part of a header behind, costs a fork and an exec,
    * nothing more. */
-  ssize_t have = wait_for_header(a.client_fd, a.idle_timeout > 0 ? a.idle_timeout * 1000 : -1);
+  int header_s = a.header_timeout > 0 ? MIN(a.header_timeout, 86400) : a.idle_timeout;
+  ssize_t have = wait_for_header(a.client_fd, header_s > 0 ? header_s * 1000 : -1);
   if (have == 0) {
     vgpu_info("client left before sending a command");
     return WORKER_EXIT_OK;

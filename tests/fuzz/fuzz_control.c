@@ -22,8 +22,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static const char *const admin_commands[] = {"create", "destroy", "set", "reload", NULL};
-
 /* The request's "command" string, or NULL; parsed here independently of
  * the server. */
 static const char *request_command(const char *line) {
@@ -67,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   uid_t uid = data[0] & 1 ? 0 : 65534;
   g_autofree char *line = g_strndup((const char *)data + 1, size - 1);
-  g_autofree char *reply = vgpu_control_handle(daemon_->sup, line, uid);
+  g_autofree char *reply = vgpu_control_handle(daemon_->sup, line, uid, uid == 0);
   g_autoptr(JsonParser) p = json_parser_new();
   if (!reply || strchr(reply, '\n') || !json_parser_load_from_data(p, reply, -1, NULL))
     abort(); /* one JSON line, always */
@@ -80,10 +78,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bool ok = json_object_get_boolean_member(o, "ok");
   if (!ok && !json_object_has_member(o, "error"))
     abort(); /* every refusal says why */
-  if (ok && uid != 0) {
-    const char *cmd = request_command(line);
-    if (cmd && g_strv_contains(admin_commands, cmd))
-      abort(); /* an admin command succeeded for an unprivileged uid */
+  /* The oracle reads the server's own command table: what it marks admin
+   * must never succeed for a caller that is not, and a name it lacks must
+   * never succeed at all. */
+  const char *cmd = request_command(line);
+  const VgpuControlCommand *entry = cmd ? vgpu_control_command_find(cmd) : NULL;
+  if (ok && (!entry || (entry->admin && uid != 0)))
+    abort();
+  /* Tenants of other uids are never shown to a caller that is not admin. */
+  if (ok && uid != 0 && entry && g_str_equal(entry->name, "show")) {
+    JsonObject *in = json_object_get_object_member(o, "instance");
+    JsonArray *ts = in ? json_object_get_array_member(in, "tenants") : NULL;
+    for (guint i = 0; ts && i < json_array_get_length(ts); i++)
+      if (json_object_get_int_member(json_array_get_object_element(ts, i), "client_uid") != uid)
+        abort();
   }
   return 0;
 }

@@ -199,6 +199,12 @@ static void test_daemon_keys(void **state) {
   assert_false(c->sandbox);
   assert_int_equal(c->worker_uid_first, 70000);
   assert_int_equal(c->worker_uid_last, 70099);
+  /* Not given: the defaults. */
+  assert_int_equal(c->header_timeout_s, 10);
+  assert_int_equal(c->control_timeout_s, 30);
+  assert_int_equal(c->max_control_conns, 64);
+  assert_int_equal(c->max_control_conns_per_uid, 8);
+  assert_null(c->admin_group);
   vgpu_config_free(c);
 }
 
@@ -245,6 +251,41 @@ static void test_worker_uid_range(void **state) {
     assert_true(g_str_has_prefix(e->message, "u.conf:2: bad value"));
     g_clear_error(&e);
   }
+}
+
+static void expect_error(const char *text, const char *prefix);
+
+/* The daemon's own limits: values, bounds, and the per-uid client limit
+ * derived from max-clients unless given. */
+static void test_daemon_limits(void **state) {
+  const char *text = "[daemon]\nheader-timeout=3\ncontrol-timeout=0\nmax-control-connections=5\n"
+                     "max-control-connections-per-uid=2\nadmin-group=vgpu-admin\n\n"
+                     "[profile a]\nmax-clients=5\n[profile b]\nmax-clients=5\n"
+                     "max-clients-per-uid=unlimited\n[profile c]\n"
+                     "[instance i]\nprofile=a\nmax-clients-per-uid=1\n";
+  GError *e = NULL;
+  VgpuConfig *c = vgpu_config_load_data(text, -1, "d.conf", &e);
+  if (!c)
+    fail_msg("%s", e->message);
+  assert_int_equal(c->header_timeout_s, 3);
+  assert_int_equal(c->control_timeout_s, 0);
+  assert_int_equal(c->max_control_conns, 5);
+  assert_int_equal(c->max_control_conns_per_uid, 2);
+  assert_string_equal(c->admin_group, "vgpu-admin");
+  assert_int_equal(vgpu_profile_clients_per_uid(vgpu_config_find_profile(c, "a")), 3);
+  assert_int_equal(vgpu_profile_clients_per_uid(vgpu_config_find_profile(c, "b")), 0);
+  assert_int_equal(vgpu_profile_clients_per_uid(vgpu_config_find_profile(c, "c")), 0);
+  assert_int_equal(vgpu_profile_clients_per_uid(&vgpu_config_find_instance(c, "i")->eff), 1);
+  vgpu_config_free(c);
+  expect_error("[daemon]\nheader-timeout=86401\n", "x.conf:2: bad value \"86401\" for header-timeout");
+  expect_error("[daemon]\ncontrol-timeout=-1\n", "x.conf:2: bad value \"-1\" for control-timeout");
+  expect_error("[daemon]\nmax-control-connections=0\n",
+               "x.conf:2: bad value \"0\" for max-control-connections");
+  expect_error("[daemon]\nmax-control-connections-per-uid=65537\n",
+               "x.conf:2: bad value \"65537\" for max-control-connections-per-uid");
+  expect_error("[daemon]\nadmin-group=a b\n", "x.conf:2: bad value \"a b\" for admin-group");
+  expect_error("[profile p]\nmax-clients-per-uid=x\n",
+               "x.conf:2: bad value \"x\" for max-clients-per-uid");
 }
 
 /* ---- refusals ------------------------------------------------------------- */
@@ -728,6 +769,7 @@ int main(void) {
       cmocka_unit_test(test_empty),
       cmocka_unit_test(test_overrides),
       cmocka_unit_test(test_daemon_keys),
+      cmocka_unit_test(test_daemon_limits),
       cmocka_unit_test(test_errors_with_lines),
       cmocka_unit_test(test_too_many_instances),
       cmocka_unit_test(test_load_file),
