@@ -21,6 +21,9 @@ typedef struct VgpuProfile {
   uint64_t max_resources; /* 0 = unlimited */
   uint64_t max_contexts;
   uint64_t max_clients;
+  /* Live objects (shaders, states, views, surfaces, queries...) a client's
+   * command streams may hold; VGPU_VIRGL_MIN/MAX_MAX_OBJECTS bound it. */
+  uint32_t max_stream_objects;
   VgpuShareMode share;
   uint32_t weight;  /* fixed-share weight, 1..10000 */
   uint32_t fps_cap; /* 0 = none */

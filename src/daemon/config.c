@@ -5,6 +5,7 @@
 #include "daemon/config.h"
 
 #include "daemon/isolation.h"
+#include "core/virgl_stream.h"
 
 #include <errno.h>
 #include <gio/gio.h>
@@ -238,6 +239,18 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
     p->max_clients_per_uid_set = true;
     return true;
   }
+  if (g_str_equal(key, "max-stream-objects")) {
+    if (!vgpu_parse_count(value, &v, error))
+      return false;
+    if (v < VGPU_VIRGL_MIN_MAX_OBJECTS || v > VGPU_VIRGL_MAX_MAX_OBJECTS) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "max-stream-objects must be between %u and %u", VGPU_VIRGL_MIN_MAX_OBJECTS,
+                  VGPU_VIRGL_MAX_MAX_OBJECTS);
+      return false;
+    }
+    p->max_stream_objects = (uint32_t)v;
+    return true;
+  }
   if (g_str_equal(key, "gpu-share")) {
     if (vgpu_share_mode_parse(value, &p->share))
       return true;
@@ -298,6 +311,7 @@ static void profile_defaults(VgpuProfile *p) {
   p->weight = 100;
   p->heads = 1;
   p->host_memory = VGPU_HOST_MEMORY_DEFAULT;
+  p->max_stream_objects = VGPU_VIRGL_DEFAULT_MAX_OBJECTS;
 }
 
 VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p) {

@@ -234,6 +234,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   if (vgpu_isolation_memcap(s->isolation) == VGPU_MEMCAP_RLIMIT)
     g_ptr_array_add(argv, g_strdup_printf("--host-memory=%" G_GUINT64_FORMAT,
                                           in->cfg->eff.host_memory));
+  g_ptr_array_add(argv,
+                  g_strdup_printf("--max-stream-objects=%u", in->cfg->eff.max_stream_objects));
   if (s->cfg->idle_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
   if (s->cfg->header_timeout_s)

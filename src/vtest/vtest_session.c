@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/profile.h"
+#include "core/virgl_stream.h"
 #include "util/fd.h"
 
 #define VTEST_CTX_ID 1u
@@ -36,6 +37,7 @@ struct VtestSession {
   bool ctx_created;
   uint32_t version;
   GHashTable *resources; /* handle -> VtestResource* */
+  VgpuVirglTracker *stream; /* objects and sub-contexts made by command streams */
   uint32_t fence_submitted;
   uint32_t fence_completed;
   GByteArray *out;
@@ -46,6 +48,7 @@ struct VtestSession {
 };
 
 static void resource_free(VtestSession *s, VtestResource *res);
+static VgpuVirglTracker *stream_tracker_new(VtestSession *s);
 
 static void on_fence(void *user, uint32_t fence) {
   VtestSession *s = user;
@@ -62,6 +65,7 @@ VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionCon
   if (s->cfg.max_version == 0 || s->cfg.max_version > VTEST_PROTOCOL_VERSION)
     s->cfg.max_version = VTEST_PROTOCOL_VERSION;
   s->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->stream = stream_tracker_new(s);
   s->out = g_byte_array_sized_new(4096);
   r->fence_cb = on_fence;
   r->fence_user = s;
@@ -84,6 +88,7 @@ void vtest_session_free(VtestSession *s) {
     if (s->cfg.ledger)
       vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, VGPU_RES_CONTEXTS, 1);
   }
+  vgpu_virgl_tracker_free(s->stream);
   s->r->fence_cb = NULL;
   s->r->fence_user = NULL;
   g_byte_array_unref(s->out);
@@ -244,8 +249,8 @@ static void resource_free(VtestSession *s, VtestResource *res) {
   s->r->ops->resource_unref(s->r, res->desc.handle);
   if (res->shm)
     munmap(res->shm, res->shm_size);
-  uncharge(s, VGPU_RES_VRAM, res->charge);
-  uncharge(s, VGPU_RES_OBJECTS, 1);
+  /* Objects made by command streams may keep it alive: so does its charge. */
+  vgpu_virgl_tracker_resource_gone(s->stream, res->desc.handle, res->charge);
   g_free(res);
 }
 
@@ -286,7 +291,8 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   if (!ensure_context(s))
     return false;
 
-  uint64_t bytes = MAX(size, (uint64_t)data_size);
+  /* The renderer's texture and the shm backing both exist. */
+  uint64_t bytes = size + (uint64_t)data_size;
   char what[64];
   g_snprintf(what, sizeof(what), "resource %u", d->handle);
   if (!charge(s, VGPU_RES_OBJECTS, 1, what))
@@ -410,20 +416,28 @@ static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir 
   return true;
 }
 
-/* Protocol 0 transfers carry the data inline in both directions. */
+/* Protocol 0 transfers carry the data inline in both directions.  The
+ * bytes a transfer may name are bounded by what its box covers in that
+ * resource (with the strides the renderer will use) plus a little slack:
+ * a read-back allocates only what the renderer writes. */
+#define V0_TRANSFER_SLACK (64u * 1024u)
+
 static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir dir) {
   const VtestTransfer *t = &cmd->u.transfer;
   VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
   if (!res)
     return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
-  uint64_t tight = 0, row = 0, img = 0;
+  uint64_t tight = 0, row = 0, img = 0, level_row = 0, level_img = 0;
+  uint32_t lw, lh, ld;
   if (!check_box(s, res, t, &tight, &row, &img))
     return false;
-  uint64_t stride = t->stride ? t->stride : row;
-  uint64_t layer = t->layer_stride ? t->layer_stride : img;
+  /* Zero strides mean the level's own, as the renderer reads them. */
+  (void)vgpu_resource_level_layout(&res->desc, t->level, &level_row, &level_img, &lw, &lh, &ld);
+  uint64_t stride = t->stride ? t->stride : MAX(level_row, row);
+  uint64_t layer = t->layer_stride ? t->layer_stride : MAX(level_img, img);
   if (stride < row || layer < img)
     return end_session(s, VTEST_END_VIOLATION, "transfer strides smaller than the box");
-  /* Bytes the renderer walks with these strides. */
+  /* Bytes the renderer walks with these strides (each factor < 2^32). */
   uint64_t rows = row ? img / row : 0;
   uint64_t need = (t->box.d - 1) * layer + (rows - 1) * stride + row;
   if (t->box.d == 0 || rows == 0)
@@ -432,24 +446,70 @@ static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDi
     return end_session(s, VTEST_END_VIOLATION,
                        "transfer of %u bytes cannot hold the %" G_GUINT64_FORMAT "-byte box",
                        t->data_size, need);
+  if ((uint64_t)t->data_size > need + V0_TRANSFER_SLACK)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "transfer of %u bytes on resource %u, whose box covers %" G_GUINT64_FORMAT
+                       " bytes",
+                       t->data_size, t->handle, need);
   if (t->data_size == 0)
     return true; /* an empty box: nothing to move, and no reply bytes */
-  void *buf = dir == VGPU_TRANSFER_TO_HOST ? (void *)t->data : g_try_malloc0(t->data_size);
-  if (!buf && t->data_size)
-    return end_session(s, VTEST_END_RENDERER, "out of memory for a %u-byte read-back",
-                       t->data_size);
-  struct iovec iov = {.iov_base = buf, .iov_len = t->data_size};
+  if (need == 0 && dir == VGPU_TRANSFER_FROM_HOST) {
+    g_byte_array_set_size(s->out, s->out->len + t->data_size);
+    memset(s->out->data + s->out->len - t->data_size, 0, t->data_size);
+    return true;
+  }
+  size_t n = dir == VGPU_TRANSFER_TO_HOST ? t->data_size : (size_t)need;
+  void *buf = dir == VGPU_TRANSFER_TO_HOST ? (void *)t->data : g_try_malloc0(n);
+  if (!buf)
+    return end_session(s, VTEST_END_RENDERER, "out of memory for a %zu-byte read-back", n);
+  struct iovec iov = {.iov_base = buf, .iov_len = n};
   int r = s->r->ops->transfer(s->r, VTEST_CTX_ID, t->handle, dir, t->level, t->stride,
                               t->layer_stride, &t->box, 0, &iov, 1);
   if (dir == VGPU_TRANSFER_FROM_HOST) {
-    if (r >= 0)
-      g_byte_array_append(s->out, buf, t->data_size); /* raw, no header */
+    if (r >= 0) {
+      /* raw, no header; the client reads data_size bytes */
+      g_byte_array_append(s->out, buf, (guint)n);
+      g_byte_array_set_size(s->out, s->out->len + (t->data_size - n));
+      memset(s->out->data + s->out->len - (t->data_size - n), 0, t->data_size - n);
+    }
     g_free(buf);
   }
   if (r < 0)
     return end_session(s, VTEST_END_VIOLATION, "renderer refused transfer on resource %u: %s",
                        t->handle, g_strerror(-r));
   return true;
+}
+
+/* ---- command streams: what they create is charged (core/virgl_stream.c) -- */
+
+static bool stream_reserve(void *user, VgpuResKind kind, uint64_t amount, const char *what) {
+  return charge(user, kind, amount, what);
+}
+static void stream_release(void *user, VgpuResKind kind, uint64_t amount) {
+  uncharge(user, kind, amount);
+}
+static bool stream_has_resource(void *user, uint32_t handle) {
+  return g_hash_table_contains(((VtestSession *)user)->resources, GUINT_TO_POINTER(handle));
+}
+
+static VgpuVirglTracker *stream_tracker_new(VtestSession *s) {
+  VgpuVirglCharger ch = {.reserve = stream_reserve, .release = stream_release,
+                         .has_resource = stream_has_resource, .user = s};
+  return vgpu_virgl_tracker_new(s->cfg.max_stream_objects, &ch);
+}
+
+static bool stream_check(VtestSession *s, const void *dw, uint32_t ndw) {
+  g_autofree char *why = NULL;
+  switch (vgpu_virgl_tracker_submit(s->stream, dw, ndw, &why)) {
+  case VGPU_VIRGL_OK:
+    return true;
+  case VGPU_VIRGL_MALFORMED:
+    return end_session(s, VTEST_END_VIOLATION, "%s", why);
+  case VGPU_VIRGL_BOUND:
+    return end_session(s, VTEST_END_QUOTA, "%s", why);
+  default:
+    return false; /* the charger has ended the session */
+  }
 }
 
 /* ---- everything else ----------------------------------------------------- */
@@ -469,6 +529,8 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
     memcpy(s->scratch, dw, bytes);
     dw = s->scratch;
   }
+  if (!stream_check(s, dw, ndw))
+    return false;
   uint64_t t0 = now_ns();
   int r = s->r->ops->submit(s->r, VTEST_CTX_ID, dw, ndw);
   if (r < 0)

@@ -29,6 +29,7 @@ typedef struct VtestSessionConfig {
   uint32_t slot;
   VtestLimits limits;
   uint32_t max_version; /* highest protocol version to agree to */
+  uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
 } VtestSessionConfig;
 
 typedef struct VtestSession VtestSession;

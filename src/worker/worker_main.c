@@ -50,6 +50,7 @@ typedef struct {
   gchar *render_node;
   gchar *log_level;
   gint64 max_submit_bytes;
+  gint max_stream_objects;
   gint idle_timeout;
   gint64 host_memory;
   gint header_timeout;
@@ -96,6 +97,8 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &a->log_level, "error|warning|info|debug", "L"},
       {"max-submit-bytes", 0, 0, G_OPTION_ARG_INT64, &a->max_submit_bytes,
        "Largest command stream accepted", "N"},
+      {"max-stream-objects", 0, 0, G_OPTION_ARG_INT, &a->max_stream_objects,
+       "Live objects command streams may create (default 65536)", "N"},
       {"idle-timeout", 0, 0, G_OPTION_ARG_INT, &a->idle_timeout,
        "End the session after this many idle seconds (0: never)", "S"},
       {"host-memory", 0, 0, G_OPTION_ARG_INT64, &a->host_memory,
@@ -243,6 +246,8 @@ int main(int argc, char **argv) {
                              .limits = VTEST_DEFAULT_LIMITS};
   if (a.max_submit_bytes > 0)
     scfg.limits.max_submit_bytes = (uint32_t)MIN(a.max_submit_bytes, (gint64)UINT32_MAX);
+  if (a.max_stream_objects > 0)
+    scfg.max_stream_objects = (uint32_t)a.max_stream_objects;
   vgpu_debug("serving with %s", renderer->ops->describe(renderer));
 
   g_autoptr(VtestSession) session = vtest_session_new(renderer, a.client_fd, &scfg);

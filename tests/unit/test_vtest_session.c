@@ -28,6 +28,8 @@ typedef struct {
   size_t n;
 } Fix;
 
+static uint32_t max_stream_objects; /* 0: the session's default */
+
 static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   Fix *f = calloc(1, sizeof(*f));
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
@@ -36,7 +38,8 @@ static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   f->ledger = vgpu_ledger_new_standalone(limits);
   f->r = vgpu_renderer_null_new(NULL, NULL);
   VtestSessionConfig cfg = {.ledger = f->ledger, .slot = (uint32_t)f->slot,
-                            .limits = VTEST_DEFAULT_LIMITS};
+                            .limits = VTEST_DEFAULT_LIMITS,
+                            .max_stream_objects = max_stream_objects};
   f->s = vtest_session_new(f->r, f->sv[0], &cfg);
   *state = f;
   return 0;
@@ -44,6 +47,12 @@ static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
 
 static int setup(void **state) { return setup_limits(state, 64u << 20, 100); }
 static int setup_tiny(void **state) { return setup_limits(state, 1u << 20, 3); }
+static int setup_bound(void **state) {
+  max_stream_objects = 64;
+  int r = setup_limits(state, 64u << 20, 100);
+  max_stream_objects = 0;
+  return r;
+}
 
 static int teardown(void **state) {
   Fix *f = *state;
@@ -151,7 +160,8 @@ static void test_create_passes_sealed_memfd(void **state) {
   int seals = fcntl(fd, F_GET_SEALS);
   assert_true(seals & F_SEAL_SHRINK);
   assert_int_equal(ftruncate(fd, 4096), -1); /* the client cannot pull it from under us */
-  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 360000);
+  /* texture (300x300x4) and shm backing, both held */
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 360000 + 360000);
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 1);
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_CONTEXTS), 1);
   /* TRANSFER_GET2 with Mesa's aligned data_size larger than the backing
@@ -245,7 +255,7 @@ static void test_vram_quota_refuses_before_allocating(void **state) {
   assert_false(run(f));
   assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
   assert_non_null(strstr(vtest_session_end_reason(f->s), "VRAM limit"));
-  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 262144);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 2 * 262144); /* + backing */
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 1);
   assert_int_equal(vtest_session_resource_count(f->s), 1);
   /* Ending the session gives everything back. */
@@ -346,6 +356,137 @@ static void test_v0_transfer_get_is_raw(void **state) {
     assert_int_equal(got[i], 0);
 }
 
+
+/* ---- what command streams create ---------------------------------------- */
+
+#define CMD0(cmd, obj, len) ((uint32_t)(cmd) | ((uint32_t)(obj) << 8) | ((uint32_t)(len) << 16))
+
+static uint64_t used(Fix *f, VgpuResKind k) {
+  return vgpu_ledger_used(f->ledger, k);
+}
+
+static void sampler_view(Fix *f, uint32_t handle, uint32_t res) {
+  uint32_t w[7] = {CMD0(1, 6, 6), handle, res, 2, 0, 0, 0};
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 7, w, 7);
+}
+
+/* A sampler view keeps its texture: the charge stays until the view goes. */
+static void test_view_keeps_texture_charged(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 1, 2, 2, 8, 64, 64, 0); /* 16 KiB, no backing */
+  create2(f, 2, 2, 2, 8, 64, 64, 0);
+  sampler_view(f, 5, 1);
+  sampler_view(f, 6, 1); /* two views of the same texture */
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){1}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){2}, 1); /* no view: released now */
+  assert_true(run(f));
+  assert_int_equal(vtest_session_resource_count(f->s), 0);
+  assert_int_equal(used(f, VGPU_RES_VRAM), 16384);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 1);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){CMD0(3, 6, 1), 5}, 2);
+  assert_true(run(f));
+  assert_int_equal(used(f, VGPU_RES_VRAM), 16384); /* view 6 still holds it */
+  /* Replacing view 6 by a view of nothing we hold lets the texture go. */
+  sampler_view(f, 6, 99);
+  assert_true(run(f));
+  assert_int_equal(used(f, VGPU_RES_VRAM), 0);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 0);
+}
+
+/* ... and the end of the session gives back what views still hold. */
+static void test_view_charge_released_at_end(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 1, 2, 2, 8, 64, 64, 0);
+  sampler_view(f, 5, 1);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){1}, 1);
+  assert_true(run(f));
+  assert_int_equal(used(f, VGPU_RES_VRAM), 16384);
+  vtest_session_free(f->s);
+  f->s = NULL;
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+    assert_int_equal(used(f, (VgpuResKind)k), 0);
+}
+
+/* Sub-contexts are contexts: the 4-context instance holds the renderer
+ * context and three sub-contexts, and refuses a fourth. */
+static void test_sub_contexts_count(void **state) {
+  Fix *f = *state;
+  name(f);
+  for (uint32_t id = 1; id <= 3; id++)
+    cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){CMD0(29, 0, 1), id}, 2);
+  /* an id that exists, and sub-context 0, cost nothing */
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 4, (uint32_t[]){CMD0(29, 0, 1), 2, CMD0(29, 0, 1), 0}, 4);
+  assert_true(run(f));
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 4);
+  /* destroying one frees its place */
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 4, (uint32_t[]){CMD0(30, 0, 1), 2, CMD0(30, 0, 1), 0}, 4);
+  assert_true(run(f));
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 3);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 4, (uint32_t[]){CMD0(29, 0, 1), 7, CMD0(29, 0, 1), 8}, 4);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "sub-context 8 refused: contexts limit 4"));
+  vtest_session_free(f->s);
+  f->s = NULL;
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 0);
+}
+
+/* Objects beyond the bound end the session before the stream runs. */
+static void test_stream_object_bound(void **state) {
+  Fix *f = *state; /* 64 objects */
+  name(f);
+  uint32_t w[10] = {CMD0(1, 7, 9)};
+  for (uint32_t h = 1; h <= 64; h++) {
+    w[1] = h;
+    cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
+  }
+  w[1] = 64; /* replaces handle 64: still 64 live */
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
+  assert_true(run(f));
+  w[1] = 65;
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "bound of 64 stream objects"));
+}
+
+/* A long shader's declared text is charged while the shader lives. */
+static void test_long_shader_charged(void **state) {
+  Fix *f = *state; /* 1 MiB */
+  name(f);
+  /* declares 2 MiB of text in a 4-dword piece */
+  uint32_t w[10] = {CMD0(1, 4, 9), 3, 1, 2u << 20, 100, 0, 0, 0, 0, 0};
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "shader 3 needs"));
+}
+
+static void test_stream_framing(void **state) {
+  Fix *f = *state;
+  name(f);
+  /* a command claiming 5 dwords with 1 left in the stream */
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){CMD0(0, 0, 0), CMD0(7, 0, 5)}, 2);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "past the end"));
+}
+
+/* A v0 read-back of a 1x1 texture asks for 64 MiB: refused, nothing
+ * allocated for it. */
+static void test_v0_transfer_get_bounded(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){0}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){7, 2, 2, 2, 1, 1, 1, 1, 0, 0}, 10);
+  cmd(f, VTEST_CMD_TRANSFER_GET, 11, (uint32_t[]){7, 0, 0, 0, 0, 0, 0, 1, 1, 1, 64u << 20}, 11);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "whose box covers 4 bytes"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_handshake_like_mesa, setup, teardown),
@@ -364,6 +505,13 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_partial_commands, setup, teardown),
       cmocka_unit_test_setup_teardown(test_submit_and_busy_wait, setup, teardown),
       cmocka_unit_test_setup_teardown(test_v0_transfer_get_is_raw, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_view_keeps_texture_charged, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_view_charge_released_at_end, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sub_contexts_count, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_object_bound, setup_bound, teardown),
+      cmocka_unit_test_setup_teardown(test_long_shader_charged, setup_tiny, teardown),
+      cmocka_unit_test_setup_teardown(test_stream_framing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v0_transfer_get_bounded, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,383 @@
+/* virgl command stream scanner and per-tenant object books (see
+ * virgl_stream.h).  The facts about the renderer it mirrors, from
+ * virglrenderer's decoder:
+ *  - a command whose length runs past the buffer is an error; commands
+ *    before it have already run;
+ *  - CREATE_OBJECT with handle 0 is refused; a handle already live in the
+ *    current sub-context is replaced (the old object is destroyed);
+ *    DESTROY_OBJECT of an unknown handle does nothing;
+ *  - a shader whose declared text is longer than its command is a "long
+ *    shader": the renderer allocates the declared length at once and
+ *    later CREATE_OBJECTs flagged OFFSET_CONT append to it;
+ *  - sampler views, surfaces, stream-output targets and queries hold a
+ *    reference to their resource: the resource lives until they are gone,
+ *    whatever the tenant does with its handle;
+ *  - sub-context 0 exists with the context and is never destroyed;
+ *    CREATE_SUB_CTX of a live id does nothing, of a new id creates a GL
+ *    context and makes it current; DESTROY_SUB_CTX of the current one makes
+ *    sub-context 0 current; objects live in the sub-context that was
+ *    current when they were created. */
+#include "core/virgl_stream.h"
+
+#include <errno.h>
+#include <string.h>
+
+const char *vgpu_virgl_object_name(uint32_t type) {
+  static const char *const names[] = {
+      "null",    "blend",           "rasterizer",           "dsa",
+      "shader",  "vertex elements", "sampler view",         "sampler state",
+      "surface", "query",           "stream-output target", "msaa surface"};
+  return type < G_N_ELEMENTS(names) ? names[type] : "unknown object";
+}
+
+static uint32_t le32(uint32_t v) {
+  return GUINT32_FROM_LE(v);
+}
+
+/* Dword index of the resource handle in a CREATE_OBJECT, 0 if none. */
+static uint32_t res_field(uint32_t type) {
+  switch (type) {
+  case VGPU_VIRGL_OBJECT_SAMPLER_VIEW:
+  case VGPU_VIRGL_OBJECT_SURFACE:
+  case VGPU_VIRGL_OBJECT_MSAA_SURFACE:
+  case VGPU_VIRGL_OBJECT_STREAMOUT_TARGET:
+    return 2;
+  case VGPU_VIRGL_OBJECT_QUERY:
+    return 4;
+  default:
+    return 0;
+  }
+}
+
+int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent *ev,
+                    const char **why) {
+  memset(ev, 0, sizeof(*ev));
+  if (*off >= ndw)
+    return 0;
+  const uint32_t *c = dw + *off;
+  uint32_t hdr = le32(c[0]);
+  ev->cmd = hdr & 0xff;
+  ev->obj_type = (hdr >> 8) & 0xff;
+  ev->length = hdr >> 16;
+  if ((uint64_t)ev->length + 1 > ndw - *off) {
+    *why = "command runs past the end of the stream";
+    return -EINVAL;
+  }
+  *off += (size_t)ev->length + 1;
+
+  switch (ev->cmd) {
+  case VGPU_VIRGL_CCMD_CREATE_OBJECT: {
+    if (ev->length < 1) {
+      *why = "object creation without a handle";
+      return -EINVAL;
+    }
+    ev->handle = le32(c[1]);
+    uint32_t rf = res_field(ev->obj_type);
+    if (rf) {
+      if (ev->length < rf) {
+        *why = "object creation too short for its resource handle";
+        return -EINVAL;
+      }
+      ev->res_handle = le32(c[rf]);
+    }
+    ev->kind = VGPU_VIRGL_EV_OBJECT_CREATE;
+    if (ev->obj_type == VGPU_VIRGL_OBJECT_SHADER) {
+      if (ev->length < 4) {
+        *why = "shader creation too short for its header";
+        return -EINVAL;
+      }
+      uint32_t offlen = le32(c[3]);
+      uint32_t ntok = le32(c[4]);
+      if (offlen & VGPU_VIRGL_SHADER_OFFSET_CONT) {
+        ev->kind = VGPU_VIRGL_EV_SHADER_CONTINUE;
+      } else {
+        /* The renderer keeps the declared text (rounded to dwords) and
+         * allocates num_tokens + 10 four-byte tokens to translate it. */
+        uint64_t text = MAX(((uint64_t)offlen + 3) / 4 * 4, (uint64_t)ev->length * 4);
+        ev->bytes = text + ((uint64_t)ntok + 10) * 4;
+      }
+    }
+    return 1;
+  }
+  case VGPU_VIRGL_CCMD_DESTROY_OBJECT:
+    if (ev->length < 1) {
+      *why = "object destruction without a handle";
+      return -EINVAL;
+    }
+    ev->handle = le32(c[1]);
+    ev->kind = VGPU_VIRGL_EV_OBJECT_DESTROY;
+    return 1;
+  case VGPU_VIRGL_CCMD_SET_SUB_CTX:
+  case VGPU_VIRGL_CCMD_CREATE_SUB_CTX:
+  case VGPU_VIRGL_CCMD_DESTROY_SUB_CTX:
+    if (ev->length != 1) {
+      *why = "sub-context command with a length other than 1";
+      return -EINVAL;
+    }
+    ev->sub_ctx = le32(c[1]);
+    ev->kind = ev->cmd == VGPU_VIRGL_CCMD_SET_SUB_CTX      ? VGPU_VIRGL_EV_SUB_CTX_SET
+               : ev->cmd == VGPU_VIRGL_CCMD_CREATE_SUB_CTX ? VGPU_VIRGL_EV_SUB_CTX_CREATE
+                                                           : VGPU_VIRGL_EV_SUB_CTX_DESTROY;
+    return 1;
+  default:
+    ev->kind = VGPU_VIRGL_EV_OTHER;
+    return 1;
+  }
+}
+
+/* ---- tracker ------------------------------------------------------------- */
+
+/* A resource that objects refer to.  While the tenant holds the handle it
+ * sits in `pins`; once the tenant lets go it moves to `kept` and carries the
+ * resource's charge until its last object is destroyed. */
+typedef struct Pin {
+  uint32_t handle;
+  uint32_t refs;
+  bool gone;
+  uint64_t vram;
+} Pin;
+
+typedef struct Obj {
+  uint32_t type;
+  Pin *pin;
+  uint64_t charge; /* VRAM bytes charged for shader text */
+} Obj;
+
+typedef struct SubCtx {
+  uint32_t id;
+  GHashTable *objects; /* handle -> Obj* */
+} SubCtx;
+
+struct VgpuVirglTracker {
+  VgpuVirglCharger ch;
+  uint32_t max_objects;
+  uint32_t n_objects;
+  GHashTable *subs; /* id -> SubCtx* */
+  SubCtx *current;
+  SubCtx *sub0;
+  GHashTable *pins; /* handle -> Pin*, resources the tenant still holds */
+  GHashTable *kept; /* Pin* set, resources kept alive by objects only */
+  uint64_t kept_vram;
+};
+
+static bool reserve(VgpuVirglTracker *t, VgpuResKind kind, uint64_t amount, const char *what) {
+  if (amount == 0 || !t->ch.reserve)
+    return true;
+  return t->ch.reserve(t->ch.user, kind, amount, what);
+}
+
+static void release(VgpuVirglTracker *t, VgpuResKind kind, uint64_t amount) {
+  if (amount && t->ch.release)
+    t->ch.release(t->ch.user, kind, amount);
+}
+
+static void unpin(VgpuVirglTracker *t, Pin *p) {
+  if (--p->refs > 0)
+    return;
+  if (p->gone) {
+    g_hash_table_remove(t->kept, p);
+    t->kept_vram -= p->vram;
+    release(t, VGPU_RES_VRAM, p->vram);
+    release(t, VGPU_RES_OBJECTS, 1);
+  } else {
+    g_hash_table_remove(t->pins, GUINT_TO_POINTER(p->handle));
+  }
+  g_free(p);
+}
+
+static void obj_free(VgpuVirglTracker *t, Obj *o) {
+  release(t, VGPU_RES_VRAM, o->charge);
+  if (o->pin)
+    unpin(t, o->pin);
+  t->n_objects--;
+  g_free(o);
+}
+
+static SubCtx *sub_new(VgpuVirglTracker *t, uint32_t id) {
+  SubCtx *s = g_new0(SubCtx, 1);
+  s->id = id;
+  s->objects = g_hash_table_new(g_direct_hash, g_direct_equal);
+  g_hash_table_insert(t->subs, GUINT_TO_POINTER(id), s);
+  return s;
+}
+
+static void sub_free(VgpuVirglTracker *t, SubCtx *s) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->objects);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    g_hash_table_iter_remove(&it);
+    obj_free(t, v);
+  }
+  g_hash_table_unref(s->objects);
+  g_free(s);
+}
+
+VgpuVirglTracker *vgpu_virgl_tracker_new(uint32_t max_objects, const VgpuVirglCharger *charger) {
+  VgpuVirglTracker *t = g_new0(VgpuVirglTracker, 1);
+  if (charger)
+    t->ch = *charger;
+  t->max_objects = max_objects ? max_objects : VGPU_VIRGL_DEFAULT_MAX_OBJECTS;
+  t->subs = g_hash_table_new(g_direct_hash, g_direct_equal);
+  t->pins = g_hash_table_new(g_direct_hash, g_direct_equal);
+  t->kept = g_hash_table_new(g_direct_hash, g_direct_equal);
+  t->sub0 = t->current = sub_new(t, 0);
+  return t;
+}
+
+void vgpu_virgl_tracker_free(VgpuVirglTracker *t) {
+  if (!t)
+    return;
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, t->subs);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    g_hash_table_iter_remove(&it);
+    if (GPOINTER_TO_UINT(k) != 0)
+      release(t, VGPU_RES_CONTEXTS, 1);
+    sub_free(t, v);
+  }
+  /* Every pin was held by an object: none can be left. */
+  g_warn_if_fail(g_hash_table_size(t->pins) == 0 && g_hash_table_size(t->kept) == 0);
+  g_hash_table_unref(t->subs);
+  g_hash_table_unref(t->pins);
+  g_hash_table_unref(t->kept);
+  g_free(t);
+}
+
+void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint64_t vram) {
+  Pin *p = t ? g_hash_table_lookup(t->pins, GUINT_TO_POINTER(handle)) : NULL;
+  if (!p) {
+    if (t) {
+      release(t, VGPU_RES_VRAM, vram);
+      release(t, VGPU_RES_OBJECTS, 1);
+    }
+    return;
+  }
+  g_hash_table_remove(t->pins, GUINT_TO_POINTER(handle));
+  p->gone = true;
+  p->vram = vram;
+  t->kept_vram += vram;
+  g_hash_table_add(t->kept, p);
+}
+
+static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
+  if (ev->handle == 0)
+    return VGPU_VIRGL_OK; /* the renderer refuses it and the session ends */
+  Obj *old = g_hash_table_lookup(t->current->objects, GUINT_TO_POINTER(ev->handle));
+  if (old) {
+    g_hash_table_remove(t->current->objects, GUINT_TO_POINTER(ev->handle));
+    obj_free(t, old);
+  }
+  if (t->n_objects >= t->max_objects) {
+    *why = g_strdup_printf("creating a %s (handle %u) would exceed the bound of %u stream "
+                           "objects",
+                           vgpu_virgl_object_name(ev->obj_type), ev->handle, t->max_objects);
+    return VGPU_VIRGL_BOUND;
+  }
+  Obj *o = g_new0(Obj, 1);
+  o->type = ev->obj_type;
+  if (ev->obj_type == VGPU_VIRGL_OBJECT_SHADER && ev->bytes >= VGPU_VIRGL_SHADER_CHARGE_MIN) {
+    char what[64];
+    g_snprintf(what, sizeof(what), "shader %u", ev->handle);
+    if (!reserve(t, VGPU_RES_VRAM, ev->bytes, what)) {
+      g_free(o);
+      return VGPU_VIRGL_REFUSED;
+    }
+    o->charge = ev->bytes;
+  }
+  if (ev->res_handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, ev->res_handle)) {
+    Pin *p = g_hash_table_lookup(t->pins, GUINT_TO_POINTER(ev->res_handle));
+    if (!p) {
+      p = g_new0(Pin, 1);
+      p->handle = ev->res_handle;
+      g_hash_table_insert(t->pins, GUINT_TO_POINTER(p->handle), p);
+    }
+    p->refs++;
+    o->pin = p;
+  }
+  t->n_objects++;
+  g_hash_table_insert(t->current->objects, GUINT_TO_POINTER(ev->handle), o);
+  return VGPU_VIRGL_OK;
+}
+
+static VgpuVirglResult apply(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
+  switch (ev->kind) {
+  case VGPU_VIRGL_EV_OBJECT_CREATE:
+    return object_create(t, ev, why);
+  case VGPU_VIRGL_EV_OBJECT_DESTROY: {
+    Obj *o = g_hash_table_lookup(t->current->objects, GUINT_TO_POINTER(ev->handle));
+    if (o) {
+      g_hash_table_remove(t->current->objects, GUINT_TO_POINTER(ev->handle));
+      obj_free(t, o);
+    }
+    return VGPU_VIRGL_OK;
+  }
+  case VGPU_VIRGL_EV_SUB_CTX_CREATE: {
+    if (g_hash_table_contains(t->subs, GUINT_TO_POINTER(ev->sub_ctx)))
+      return VGPU_VIRGL_OK;
+    char what[64];
+    g_snprintf(what, sizeof(what), "sub-context %u", ev->sub_ctx);
+    if (!reserve(t, VGPU_RES_CONTEXTS, 1, what))
+      return VGPU_VIRGL_REFUSED;
+    t->current = sub_new(t, ev->sub_ctx);
+    return VGPU_VIRGL_OK;
+  }
+  case VGPU_VIRGL_EV_SUB_CTX_DESTROY: {
+    SubCtx *s = ev->sub_ctx ? g_hash_table_lookup(t->subs, GUINT_TO_POINTER(ev->sub_ctx)) : NULL;
+    if (!s)
+      return VGPU_VIRGL_OK;
+    if (t->current == s)
+      t->current = t->sub0;
+    g_hash_table_remove(t->subs, GUINT_TO_POINTER(ev->sub_ctx));
+    sub_free(t, s);
+    release(t, VGPU_RES_CONTEXTS, 1);
+    return VGPU_VIRGL_OK;
+  }
+  case VGPU_VIRGL_EV_SUB_CTX_SET: {
+    SubCtx *s = g_hash_table_lookup(t->subs, GUINT_TO_POINTER(ev->sub_ctx));
+    if (s)
+      t->current = s;
+    return VGPU_VIRGL_OK;
+  }
+  default:
+    return VGPU_VIRGL_OK;
+  }
+}
+
+VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *dw, size_t ndw,
+                                          char **why) {
+  size_t off = 0;
+  for (;;) {
+    VgpuVirglEvent ev;
+    const char *w = NULL;
+    size_t at = off;
+    int r = vgpu_virgl_next(dw, ndw, &off, &ev, &w);
+    if (r == 0)
+      return VGPU_VIRGL_OK;
+    if (r < 0) {
+      *why = g_strdup_printf("virgl command stream: %s (dword %zu of %zu, header 0x%08x)", w, at,
+                             ndw, le32(dw[at]));
+      return VGPU_VIRGL_MALFORMED;
+    }
+    VgpuVirglResult res = apply(t, &ev, why);
+    if (res != VGPU_VIRGL_OK)
+      return res;
+  }
+}
+
+uint32_t vgpu_virgl_tracker_objects(const VgpuVirglTracker *t) {
+  return t->n_objects;
+}
+
+uint32_t vgpu_virgl_tracker_sub_ctxs(const VgpuVirglTracker *t) {
+  return g_hash_table_size(t->subs) - 1;
+}
+
+uint32_t vgpu_virgl_tracker_kept_resources(const VgpuVirglTracker *t) {
+  return g_hash_table_size(t->kept);
+}
+
+uint64_t vgpu_virgl_tracker_kept_vram(const VgpuVirglTracker *t) {
+  return t->kept_vram;
+}
