@@ -262,8 +262,9 @@ static const Command commands[] = {
      "--force ends them.\n",
      1, 1, OPT_FORCE, cmd_destroy},
     {"set", "set NAME KEY=VALUE...", "change limits at run time (admin)",
-     "Keys: vram, max-resources, max-contexts, max-clients, max-clients-per-uid,\n"
-     "gpu-share, weight, fps-cap, heads, socket-mode; values as in vgpud.conf(5).\n"
+     "Keys: vram, max-resources, max-contexts, max-stream-objects, max-clients,\n"
+     "max-clients-per-uid, gpu-share, weight, fps-cap, heads, socket-mode; values\n"
+     "as in vgpud.conf(5).\n"
      "All settings are applied or none.  gpu-share, weight, fps-cap and heads are\n"
      "stored and shown but not enforced (no GPU scheduler yet).\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",

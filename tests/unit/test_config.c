@@ -35,7 +35,7 @@ static void check_profile(const VgpuConfig *c, const char *name, uint64_t vram, 
 
 static void check_default_shape(const VgpuConfig *c) {
   assert_int_equal(c->profiles->len, 4);
-  check_profile(c, "tiny", 8u << 20, 256, 4, 2, VGPU_SHARE_EQUAL, 100);
+  check_profile(c, "tiny", 8u << 20, 256, 8, 2, VGPU_SHARE_EQUAL, 100);
   check_profile(c, "small", 256u << 20, 4096, 16, 4, VGPU_SHARE_EQUAL, 100);
   check_profile(c, "medium", 1u << 30, 16384, 64, 8, VGPU_SHARE_EQUAL, 100);
   check_profile(c, "large", 4ull << 30, 65536, 256, 16, VGPU_SHARE_FIXED, 200);
@@ -53,6 +53,8 @@ static void check_default_shape(const VgpuConfig *c) {
   assert_int_equal(v1->eff.max_resources, 16384);
   assert_int_equal(v1->eff.max_contexts, 64);
   assert_int_equal(v1->eff.max_clients, 8);
+  assert_int_equal(v0->eff.max_stream_objects, 16384);
+  assert_int_equal(v1->eff.max_stream_objects, 65536);
   assert_int_equal(v0->socket_mode, 0666);
   assert_int_equal(v1->socket_mode, 0666);
   assert_null(vgpu_config_find_instance(c, "vgpu2"));
@@ -176,6 +178,7 @@ static void test_overrides(void **state) {
   assert_int_equal(bare->share, VGPU_SHARE_EQUAL);
   assert_int_equal(bare->weight, 100);
   assert_int_equal(bare->heads, 1);
+  assert_int_equal(bare->max_stream_objects, 65536); /* bounded even when unset */
   assert_null(bare->description);
   vgpu_config_free(c);
 }
@@ -319,6 +322,15 @@ static void test_errors_with_lines(void **state) {
   expect_error("[profile p]\nheads=17\n",
                "x.conf:2: bad value \"17\" for heads: heads must be between 1 and 16");
   expect_error("[profile p]\nheads=0\n", "x.conf:2: bad value \"0\" for heads");
+  expect_error("[profile p]\nmax-stream-objects=63\n",
+               "x.conf:2: bad value \"63\" for max-stream-objects: max-stream-objects must be "
+               "between 64 and 16777216");
+  expect_error("[profile p]\nmax-stream-objects=16777217\n",
+               "x.conf:2: bad value \"16777217\" for max-stream-objects");
+  expect_error("[profile p]\nmax-stream-objects=unlimited\n",
+               "x.conf:2: bad value \"unlimited\" for max-stream-objects");
+  expect_error("[profile p]\nvram=1M\n\n[instance a]\nprofile=p\nmax-stream-objects=0\n",
+               "x.conf:6: bad value \"0\" for max-stream-objects");
   expect_error("[profile p]\nfps-cap=100000\n", "x.conf:2: bad value \"100000\" for fps-cap");
   expect_error("[profile p]\ngpu-share=most\n", "x.conf:2: bad value \"most\" for gpu-share");
   expect_error("[profile p]\nsocket-mode=0600\n", "x.conf:2: unknown key \"socket-mode\"");

@@ -1,0 +1,359 @@
+/* virgl command stream scanner and object books: framing, the events each
+ * command yields, and the charges the tracker makes and gives back as the
+ * renderer would create and free (replace on a live handle, per
+ * sub-context tables, resources kept by views). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/virgl_stream.h"
+
+#define CMD0(cmd, obj, len) ((uint32_t)(cmd) | ((uint32_t)(obj) << 8) | ((uint32_t)(len) << 16))
+
+/* A fake ledger: what is charged per kind, with an optional limit. */
+typedef struct {
+  uint64_t used[VGPU_RES_N_QUOTA];
+  uint64_t limit[VGPU_RES_N_QUOTA]; /* 0: none */
+  GHashTable *resources;            /* handles the tenant holds */
+  char last_refusal[128];
+} Books;
+
+static bool b_reserve(void *user, VgpuResKind k, uint64_t amount, const char *what) {
+  Books *b = user;
+  if (b->limit[k] && b->used[k] + amount > b->limit[k]) {
+    g_snprintf(b->last_refusal, sizeof(b->last_refusal), "%s", what);
+    return false;
+  }
+  b->used[k] += amount;
+  return true;
+}
+
+static void b_release(void *user, VgpuResKind k, uint64_t amount) {
+  Books *b = user;
+  assert_true(b->used[k] >= amount); /* never gives back more than it took */
+  b->used[k] -= amount;
+}
+
+static bool b_has(void *user, uint32_t handle) {
+  return g_hash_table_contains(((Books *)user)->resources, GUINT_TO_POINTER(handle));
+}
+
+typedef struct {
+  Books b;
+  VgpuVirglTracker *t;
+} Fix;
+
+static int setup(void **state) {
+  Fix *f = g_new0(Fix, 1);
+  f->b.resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  VgpuVirglCharger ch = {b_reserve, b_release, b_has, &f->b};
+  f->t = vgpu_virgl_tracker_new(VGPU_VIRGL_MIN_MAX_OBJECTS, &ch);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  Fix *f = *state;
+  vgpu_virgl_tracker_free(f->t);
+  /* Everything the tracker charged comes back when it goes. */
+  assert_int_equal(f->b.used[VGPU_RES_CONTEXTS], 0);
+  g_hash_table_unref(f->b.resources);
+  g_free(f);
+  return 0;
+}
+
+/* A tenant resource: charged 1000 bytes and one object, as the session does. */
+static void resource(Fix *f, uint32_t h) {
+  g_hash_table_add(f->b.resources, GUINT_TO_POINTER(h));
+  f->b.used[VGPU_RES_VRAM] += 1000;
+  f->b.used[VGPU_RES_OBJECTS] += 1;
+}
+
+static void unref(Fix *f, uint32_t h) {
+  g_hash_table_remove(f->b.resources, GUINT_TO_POINTER(h));
+  vgpu_virgl_tracker_resource_gone(f->t, h, 1000);
+}
+
+static VgpuVirglResult submit(Fix *f, const uint32_t *dw, size_t n) {
+  char *why = NULL;
+  VgpuVirglResult r = vgpu_virgl_tracker_submit(f->t, dw, n, &why);
+  assert_true((r == VGPU_VIRGL_MALFORMED || r == VGPU_VIRGL_BOUND) == (why != NULL));
+  g_free(why);
+  return r;
+}
+
+#define SUBMIT(f, ...)                                                                             \
+  submit(f, (const uint32_t[]){__VA_ARGS__}, sizeof((const uint32_t[]){__VA_ARGS__}) / 4)
+
+static void view(uint32_t *w, uint32_t handle, uint32_t res) {
+  uint32_t v[7] = {CMD0(1, VGPU_VIRGL_OBJECT_SAMPLER_VIEW, 6), handle, res, 2, 0, 0, 0};
+  memcpy(w, v, sizeof(v));
+}
+
+/* ---- scanner -------------------------------------------------------------- */
+
+static void test_next_events(void **state) {
+  (void)state;
+  uint32_t s[] = {
+      CMD0(0, 0, 0), /* NOP */
+      CMD0(1, VGPU_VIRGL_OBJECT_SURFACE, 5),
+      7,
+      3,
+      2,
+      0,
+      0, /* surface 7 of resource 3 */
+      CMD0(1, VGPU_VIRGL_OBJECT_QUERY, 4),
+      8,
+      0,
+      0,
+      4, /* query 8, result in resource 4 */
+      CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5),
+      9,
+      1,
+      1u << 20,
+      50,
+      0, /* long shader */
+      CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5),
+      9,
+      1,
+      VGPU_VIRGL_SHADER_OFFSET_CONT | 20,
+      50,
+      0,
+      CMD0(3, VGPU_VIRGL_OBJECT_SURFACE, 1),
+      7,
+      CMD0(29, 0, 1),
+      5,
+      CMD0(28, 0, 1),
+      5,
+      CMD0(30, 0, 1),
+      5,
+      CMD0(7, 0, 2),
+      1,
+      2, /* CLEAR-like: something else */
+  };
+  size_t off = 0, n = G_N_ELEMENTS(s);
+  VgpuVirglEvent ev;
+  const char *why = NULL;
+  struct {
+    VgpuVirglEventKind kind;
+    uint32_t handle, res, sub;
+  } want[] = {{VGPU_VIRGL_EV_OTHER},
+              {VGPU_VIRGL_EV_OBJECT_CREATE, 7, 3},
+              {VGPU_VIRGL_EV_OBJECT_CREATE, 8, 4},
+              {VGPU_VIRGL_EV_OBJECT_CREATE, 9, 0},
+              {VGPU_VIRGL_EV_SHADER_CONTINUE, 9, 0},
+              {VGPU_VIRGL_EV_OBJECT_DESTROY, 7, 0},
+              {VGPU_VIRGL_EV_SUB_CTX_CREATE, 0, 0, 5},
+              {VGPU_VIRGL_EV_SUB_CTX_SET, 0, 0, 5},
+              {VGPU_VIRGL_EV_SUB_CTX_DESTROY, 0, 0, 5},
+              {VGPU_VIRGL_EV_OTHER}};
+  for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+    assert_int_equal(vgpu_virgl_next(s, n, &off, &ev, &why), 1);
+    assert_int_equal(ev.kind, want[i].kind);
+    assert_int_equal(ev.handle, want[i].handle);
+    assert_int_equal(ev.res_handle, want[i].res);
+    assert_int_equal(ev.sub_ctx, want[i].sub);
+    if (i == 3) /* declared text + (50 + 10) tokens */
+      assert_int_equal(ev.bytes, (1u << 20) + 60 * 4);
+  }
+  assert_int_equal(vgpu_virgl_next(s, n, &off, &ev, &why), 0);
+  assert_int_equal(off, n);
+}
+
+static void test_next_framing(void **state) {
+  (void)state;
+  VgpuVirglEvent ev;
+  const char *why = NULL;
+  size_t off = 0;
+  /* length 3 with 2 dwords left */
+  uint32_t past[] = {CMD0(0, 0, 0), CMD0(8, 0, 3), 1, 2};
+  assert_int_equal(vgpu_virgl_next(past, 4, &off, &ev, &why), 1);
+  assert_int_equal(vgpu_virgl_next(past, 4, &off, &ev, &why), -EINVAL);
+  assert_non_null(strstr(why, "past the end"));
+  /* the largest length (65535) on a short buffer */
+  uint32_t huge[] = {CMD0(1, 1, 0xffff), 1};
+  off = 0;
+  assert_int_equal(vgpu_virgl_next(huge, 2, &off, &ev, &why), -EINVAL);
+  /* a view without room for its resource handle */
+  uint32_t shortv[] = {CMD0(1, VGPU_VIRGL_OBJECT_SAMPLER_VIEW, 1), 5};
+  off = 0;
+  assert_int_equal(vgpu_virgl_next(shortv, 2, &off, &ev, &why), -EINVAL);
+  /* sub-context commands carry exactly one dword */
+  uint32_t sub[] = {CMD0(29, 0, 2), 1, 2};
+  off = 0;
+  assert_int_equal(vgpu_virgl_next(sub, 3, &off, &ev, &why), -EINVAL);
+  uint32_t nohandle[] = {CMD0(1, VGPU_VIRGL_OBJECT_BLEND, 0)};
+  off = 0;
+  assert_int_equal(vgpu_virgl_next(nohandle, 1, &off, &ev, &why), -EINVAL);
+}
+
+/* ---- tracker -------------------------------------------------------------- */
+
+static void test_view_keeps_resource(void **state) {
+  Fix *f = *state;
+  resource(f, 1);
+  uint32_t w[14];
+  view(w, 10, 1);
+  view(w + 7, 11, 1);
+  assert_int_equal(submit(f, w, 14), VGPU_VIRGL_OK);
+  unref(f, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000);
+  assert_int_equal(f->b.used[VGPU_RES_OBJECTS], 1);
+  assert_int_equal(vgpu_virgl_tracker_kept_resources(f->t), 1);
+  assert_int_equal(vgpu_virgl_tracker_kept_vram(f->t), 1000);
+  /* The handle is free again: a new resource with it is a different one. */
+  resource(f, 1);
+  view(w, 12, 1);
+  assert_int_equal(submit(f, w, 7), VGPU_VIRGL_OK);
+  assert_int_equal(SUBMIT(f, CMD0(3, 0, 1), 10, CMD0(3, 0, 1), 11), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000); /* only the new one */
+  assert_int_equal(vgpu_virgl_tracker_kept_resources(f->t), 0);
+  unref(f, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000); /* view 12 */
+  /* A create on a live handle replaces (and frees) the old object. */
+  uint32_t ss[10] = {CMD0(1, VGPU_VIRGL_OBJECT_SAMPLER_STATE, 9), 12};
+  assert_int_equal(submit(f, ss, 10), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  assert_int_equal(f->b.used[VGPU_RES_OBJECTS], 0);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 1);
+  /* Destroying an unknown handle is harmless. */
+  assert_int_equal(SUBMIT(f, CMD0(3, 0, 1), 999), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 1);
+}
+
+static void test_resource_without_objects_released_at_once(void **state) {
+  Fix *f = *state;
+  resource(f, 4);
+  unref(f, 4);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  assert_int_equal(f->b.used[VGPU_RES_OBJECTS], 0);
+  /* a view of a handle the tenant does not hold pins nothing */
+  uint32_t w[7];
+  view(w, 3, 4);
+  assert_int_equal(submit(f, w, 7), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_kept_resources(f->t), 0);
+}
+
+static void test_sub_contexts(void **state) {
+  Fix *f = *state;
+  f->b.limit[VGPU_RES_CONTEXTS] = 2;
+  resource(f, 1);
+  /* sub-context 1 is created and made current; its view pins resource 1 */
+  uint32_t w[9] = {CMD0(29, 0, 1), 1};
+  view(w + 2, 5, 1);
+  assert_int_equal(submit(f, w, 9), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_CONTEXTS], 1);
+  assert_int_equal(vgpu_virgl_tracker_sub_ctxs(f->t), 1);
+  /* the same handle in sub-context 0 is another object */
+  uint32_t w0[9] = {CMD0(28, 0, 1), 0};
+  view(w0 + 2, 5, 1);
+  assert_int_equal(submit(f, w0, 9), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 2);
+  unref(f, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000);
+  /* destroying sub-context 1 destroys its view; sub-context 0's stays */
+  assert_int_equal(SUBMIT(f, CMD0(30, 0, 1), 1), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_CONTEXTS], 0);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000);
+  /* sub-context 0 cannot be destroyed; switching to an unknown id keeps
+   * the current one; the view goes with a destroy there */
+  assert_int_equal(SUBMIT(f, CMD0(30, 0, 1), 0, CMD0(28, 0, 1), 77, CMD0(3, 0, 1), 5),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 0);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  /* the limit: two sub-contexts fit, a third is refused */
+  assert_int_equal(SUBMIT(f, CMD0(29, 0, 1), 2, CMD0(29, 0, 1), 3, CMD0(29, 0, 1), 2),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(SUBMIT(f, CMD0(29, 0, 1), 4), VGPU_VIRGL_REFUSED);
+  assert_string_equal(f->b.last_refusal, "sub-context 4");
+  /* destroying the current sub-context makes 0 current: objects land there */
+  uint32_t ss[12] = {CMD0(30, 0, 1), 3, CMD0(1, VGPU_VIRGL_OBJECT_SAMPLER_STATE, 9), 40};
+  assert_int_equal(submit(f, ss, 12), VGPU_VIRGL_OK);
+  assert_int_equal(SUBMIT(f, CMD0(30, 0, 1), 2), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 1);
+}
+
+static void test_object_bound(void **state) {
+  Fix *f = *state; /* 64 */
+  uint32_t ss[10 * 64];
+  for (uint32_t i = 0; i < 64; i++) {
+    memset(ss + i * 10, 0, 40);
+    ss[i * 10] = CMD0(1, VGPU_VIRGL_OBJECT_SAMPLER_STATE, 9);
+    ss[i * 10 + 1] = i + 1;
+  }
+  assert_int_equal(submit(f, ss, G_N_ELEMENTS(ss)), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 64);
+  uint32_t one[10] = {CMD0(1, VGPU_VIRGL_OBJECT_BLEND, 9), 1000};
+  assert_int_equal(submit(f, one, 10), VGPU_VIRGL_BOUND);
+  /* a destroy makes room */
+  assert_int_equal(SUBMIT(f, CMD0(3, 0, 1), 5), VGPU_VIRGL_OK);
+  assert_int_equal(submit(f, one, 10), VGPU_VIRGL_OK);
+}
+
+static void test_shader_text_charged(void **state) {
+  Fix *f = *state;
+  f->b.limit[VGPU_RES_VRAM] = 4u << 20;
+  /* small shaders cost nothing */
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 1, 1, 8, 10, 0, 0),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  /* a declared 1 MiB long shader is charged while it lives */
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 2, 1, 1u << 20, 0, 0),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], (1u << 20) + 40);
+  /* its continuation is not a new object */
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 2, 1,
+                          VGPU_VIRGL_SHADER_OFFSET_CONT | 4, 0, 0),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 2);
+  /* 8 MiB of declared text does not fit in 4 MiB */
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 3, 1, 8u << 20, 0, 0),
+                   VGPU_VIRGL_REFUSED);
+  assert_string_equal(f->b.last_refusal, "shader 3");
+  /* nor do 2^32 declared tokens */
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 4, 1, 8, 0xffffffffu, 0),
+                   VGPU_VIRGL_REFUSED);
+  assert_int_equal(SUBMIT(f, CMD0(3, 0, 1), 2), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+}
+
+/* The end of the tracker gives back what objects still kept. */
+static void test_free_releases_everything(void **state) {
+  Fix *f = *state;
+  resource(f, 1);
+  resource(f, 2);
+  uint32_t w[2 + 7 + 7];
+  w[0] = CMD0(29, 0, 1);
+  w[1] = 9;
+  view(w + 2, 1, 1);
+  view(w + 9, 2, 2);
+  assert_int_equal(submit(f, w, G_N_ELEMENTS(w)), VGPU_VIRGL_OK);
+  unref(f, 1);
+  unref(f, 2);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 2000);
+  vgpu_virgl_tracker_free(f->t);
+  f->t = NULL;
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+    assert_int_equal(f->b.used[k], 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_next_events),
+      cmocka_unit_test(test_next_framing),
+      cmocka_unit_test_setup_teardown(test_view_keeps_resource, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_resource_without_objects_released_at_once, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_sub_contexts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_object_bound, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shader_text_charged, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_free_releases_everything, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
