@@ -12,6 +12,13 @@
  *  - sampler views, surfaces, stream-output targets and queries hold a
  *    reference to their resource: the resource lives until they are gone,
  *    whatever the tenant does with its handle;
+ *  - bound state holds references too: vertex, index, uniform,
+ *    shader-storage and atomic buffers and shader images hold their
+ *    resource; bound sampler views, framebuffer surfaces and stream-output
+ *    targets hold their object (and so its resource) after DESTROY_OBJECT.
+ *    SET_VERTEX_BUFFERS, SET_FRAMEBUFFER_STATE and SET_STREAMOUT_TARGETS
+ *    replace the whole list; SET_SAMPLER_VIEWS also unbinds the slots after
+ *    the ones it names; the others change only the slots they name;
  *  - sub-context 0 exists with the context and is never destroyed;
  *    CREATE_SUB_CTX of a live id does nothing, of a new id creates a GL
  *    context and makes it current; DESTROY_SUB_CTX of the current one makes
@@ -47,6 +54,90 @@ static uint32_t res_field(uint32_t type) {
   default:
     return 0;
   }
+}
+
+static int bind_event(VgpuVirglEvent *ev, const uint32_t *c, VgpuVirglBindKind kind,
+                      VgpuVirglBindMode mode, uint32_t shader, uint32_t start, uint32_t count,
+                      uint32_t at, uint32_t stride, const char **why) {
+  if (shader >= VGPU_VIRGL_SHADER_STAGES || start > VGPU_VIRGL_MAX_SLOTS ||
+      count > VGPU_VIRGL_MAX_SLOTS - start) {
+    *why = "binding outside the renderer's shader stages or slots";
+    return -EINVAL;
+  }
+  ev->kind = VGPU_VIRGL_EV_BIND;
+  ev->bind = kind;
+  ev->mode = mode;
+  ev->shader = shader;
+  ev->start = start;
+  ev->count = count;
+  ev->handles = count ? c + at : NULL; /* count comes from the length: all inside */
+  ev->stride = stride;
+  return 1;
+}
+
+/* The binding commands; lengths as the renderer requires them. */
+static int bind_command(VgpuVirglEvent *ev, const uint32_t *c, const char **why) {
+  uint32_t len = ev->length;
+  switch (ev->cmd) {
+  case VGPU_VIRGL_CCMD_SET_FRAMEBUFFER_STATE: {
+    uint32_t nr = len >= 2 ? le32(c[1]) : 0;
+    if (len < 2 || nr > 8 || len != 2 + nr)
+      break;
+    /* depth-stencil surface at dword 2, then the colour buffers */
+    return bind_event(ev, c, VGPU_VIRGL_BIND_FRAMEBUFFER, VGPU_VIRGL_DROP_ALL, 0, 0, nr + 1, 2, 1,
+                      why);
+  }
+  case VGPU_VIRGL_CCMD_SET_VERTEX_BUFFERS:
+    if (len % 3)
+      break;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_VERTEX_BUFFER, VGPU_VIRGL_DROP_ALL, 0, 0, len / 3, 3,
+                      3, why);
+  case VGPU_VIRGL_CCMD_SET_SAMPLER_VIEWS:
+    if (len < 2)
+      break;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_SAMPLER_VIEW, VGPU_VIRGL_DROP_AFTER, le32(c[1]),
+                      le32(c[2]), len - 2, 3, 1, why);
+  case VGPU_VIRGL_CCMD_SET_INDEX_BUFFER:
+    if (len != 1 && len != 3)
+      break;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_INDEX_BUFFER, VGPU_VIRGL_KEEP_OTHERS, 0, 0, 1, 1, 1,
+                      why);
+  case VGPU_VIRGL_CCMD_SET_STREAMOUT_TARGETS:
+    if (len < 1)
+      break;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_STREAMOUT, VGPU_VIRGL_DROP_ALL, 0, 0, len - 1, 2, 1,
+                      why);
+  case VGPU_VIRGL_CCMD_SET_UNIFORM_BUFFER:
+    if (len != 5)
+      break;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_UNIFORM_BUFFER, VGPU_VIRGL_KEEP_OTHERS, le32(c[1]),
+                      le32(c[2]), 1, 5, 1, why);
+  case VGPU_VIRGL_CCMD_SET_SHADER_BUFFERS:
+  case VGPU_VIRGL_CCMD_SET_SHADER_IMAGES: {
+    if (len < 2)
+      break;
+    bool img = ev->cmd == VGPU_VIRGL_CCMD_SET_SHADER_IMAGES;
+    uint32_t elem = img ? 5 : 3;
+    uint32_t count = (len - 2) / elem;
+    if (count == 0) /* the renderer checks only the stage then */
+      return bind_event(ev, c, VGPU_VIRGL_BIND_SHADER_BUFFER, VGPU_VIRGL_KEEP_OTHERS, le32(c[1]), 0,
+                        0, 3, elem, why);
+    return bind_event(ev, c, img ? VGPU_VIRGL_BIND_SHADER_IMAGE : VGPU_VIRGL_BIND_SHADER_BUFFER,
+                      VGPU_VIRGL_KEEP_OTHERS, le32(c[1]), le32(c[2]), count, 2 + elem, elem, why);
+  }
+  case VGPU_VIRGL_CCMD_SET_ATOMIC_BUFFERS: {
+    if (len < 2)
+      break;
+    uint32_t count = (len - 1) / 3;
+    return bind_event(ev, c, VGPU_VIRGL_BIND_ATOMIC_BUFFER, VGPU_VIRGL_KEEP_OTHERS, 0,
+                      count ? le32(c[1]) : 0, count, 4, 3, why);
+  }
+  default:
+    ev->kind = VGPU_VIRGL_EV_OTHER;
+    return 1;
+  }
+  *why = "binding command of the wrong length";
+  return -EINVAL;
 }
 
 int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent *ev,
@@ -120,8 +211,7 @@ int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent 
                                                            : VGPU_VIRGL_EV_SUB_CTX_DESTROY;
     return 1;
   default:
-    ev->kind = VGPU_VIRGL_EV_OTHER;
-    return 1;
+    return bind_command(ev, c, why);
   }
 }
 
@@ -137,21 +227,31 @@ typedef struct Pin {
   uint64_t vram;
 } Pin;
 
+/* An object lives while its table entry or a binding holds it. */
 typedef struct Obj {
   uint32_t type;
+  uint32_t refs;
   Pin *pin;
   uint64_t charge; /* VRAM bytes charged for shader text */
 } Obj;
 
+/* What one binding slot holds: a resource or an object. */
+typedef struct Bound {
+  Pin *pin;
+  Obj *obj;
+} Bound;
+
 typedef struct SubCtx {
   uint32_t id;
-  GHashTable *objects; /* handle -> Obj* */
+  GHashTable *objects;  /* handle -> Obj* */
+  GHashTable *bindings; /* bind_key() -> Bound* */
 } SubCtx;
 
 struct VgpuVirglTracker {
   VgpuVirglCharger ch;
   uint32_t max_objects;
   uint32_t n_objects;
+  uint32_t n_bindings;
   GHashTable *subs; /* id -> SubCtx* */
   SubCtx *current;
   SubCtx *sub0;
@@ -185,18 +285,120 @@ static void unpin(VgpuVirglTracker *t, Pin *p) {
   g_free(p);
 }
 
-static void obj_free(VgpuVirglTracker *t, Obj *o) {
+static Pin *pin_get(VgpuVirglTracker *t, uint32_t handle) {
+  Pin *p = g_hash_table_lookup(t->pins, GUINT_TO_POINTER(handle));
+  if (!p) {
+    p = g_new0(Pin, 1);
+    p->handle = handle;
+    g_hash_table_insert(t->pins, GUINT_TO_POINTER(handle), p);
+  }
+  p->refs++;
+  return p;
+}
+
+static void obj_unref(VgpuVirglTracker *t, Obj *o) {
+  if (--o->refs > 0)
+    return;
   release(t, VGPU_RES_VRAM, o->charge);
   if (o->pin)
     unpin(t, o->pin);
-  t->n_objects--;
   g_free(o);
+}
+
+/* Takes the object out of its table: it lives on while bindings hold it. */
+static void obj_remove(VgpuVirglTracker *t, SubCtx *s, uint32_t handle) {
+  Obj *o = g_hash_table_lookup(s->objects, GUINT_TO_POINTER(handle));
+  if (!o)
+    return;
+  g_hash_table_remove(s->objects, GUINT_TO_POINTER(handle));
+  t->n_objects--;
+  obj_unref(t, o);
+}
+
+static void bound_free(VgpuVirglTracker *t, Bound *b) {
+  if (b->pin)
+    unpin(t, b->pin);
+  if (b->obj)
+    obj_unref(t, b->obj);
+  t->n_bindings--;
+  g_free(b);
+}
+
+static uint32_t bind_key(VgpuVirglBindKind kind, uint32_t shader, uint32_t slot) {
+  return (uint32_t)kind << 24 | shader << 16 | slot;
+}
+
+/* Unbinds the slots of (kind, shader) from `from` on. */
+static void unbind_from(VgpuVirglTracker *t, SubCtx *s, VgpuVirglBindKind kind, uint32_t shader,
+                        uint32_t from) {
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, s->bindings);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    uint32_t key = GPOINTER_TO_UINT(k);
+    if (key >> 16 == ((uint32_t)kind << 8 | shader) && (key & 0xffff) >= from) {
+      g_hash_table_iter_remove(&it);
+      bound_free(t, v);
+    }
+  }
+}
+
+static bool bind_holds_object(VgpuVirglBindKind kind, uint32_t type) {
+  switch (kind) {
+  case VGPU_VIRGL_BIND_SAMPLER_VIEW:
+    return type == VGPU_VIRGL_OBJECT_SAMPLER_VIEW;
+  case VGPU_VIRGL_BIND_FRAMEBUFFER:
+    return type == VGPU_VIRGL_OBJECT_SURFACE || type == VGPU_VIRGL_OBJECT_MSAA_SURFACE;
+  case VGPU_VIRGL_BIND_STREAMOUT:
+    return type == VGPU_VIRGL_OBJECT_STREAMOUT_TARGET;
+  default:
+    return false;
+  }
+}
+
+static void bind_slot(VgpuVirglTracker *t, SubCtx *s, VgpuVirglBindKind kind, uint32_t shader,
+                      uint32_t slot, uint32_t handle) {
+  uint32_t key = bind_key(kind, shader, slot);
+  Bound *old = g_hash_table_lookup(s->bindings, GUINT_TO_POINTER(key));
+  Bound b = {NULL, NULL};
+  /* Take the new reference before dropping the old: rebinding the same
+   * thing must not free it in between. */
+  if (handle && kind >= VGPU_VIRGL_BIND_SAMPLER_VIEW) {
+    Obj *o = g_hash_table_lookup(s->objects, GUINT_TO_POINTER(handle));
+    if (o && bind_holds_object(kind, o->type)) {
+      o->refs++;
+      b.obj = o;
+    }
+  } else if (handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, handle)) {
+    b.pin = pin_get(t, handle);
+  }
+  if (old) {
+    g_hash_table_remove(s->bindings, GUINT_TO_POINTER(key));
+    bound_free(t, old);
+  }
+  if (b.pin || b.obj) {
+    Bound *nb = g_new(Bound, 1);
+    *nb = b;
+    t->n_bindings++;
+    g_hash_table_insert(s->bindings, GUINT_TO_POINTER(key), nb);
+  }
+}
+
+static void bind(VgpuVirglTracker *t, const VgpuVirglEvent *ev) {
+  SubCtx *s = t->current;
+  if (ev->mode == VGPU_VIRGL_DROP_ALL)
+    unbind_from(t, s, ev->bind, ev->shader, 0);
+  for (uint32_t i = 0; i < ev->count; i++)
+    bind_slot(t, s, ev->bind, ev->shader, ev->start + i, le32(ev->handles[i * ev->stride]));
+  if (ev->mode == VGPU_VIRGL_DROP_AFTER)
+    unbind_from(t, s, ev->bind, ev->shader, ev->start + ev->count);
 }
 
 static SubCtx *sub_new(VgpuVirglTracker *t, uint32_t id) {
   SubCtx *s = g_new0(SubCtx, 1);
   s->id = id;
   s->objects = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->bindings = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_hash_table_insert(t->subs, GUINT_TO_POINTER(id), s);
   return s;
 }
@@ -204,11 +406,18 @@ static SubCtx *sub_new(VgpuVirglTracker *t, uint32_t id) {
 static void sub_free(VgpuVirglTracker *t, SubCtx *s) {
   GHashTableIter it;
   gpointer v;
+  g_hash_table_iter_init(&it, s->bindings);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    g_hash_table_iter_remove(&it);
+    bound_free(t, v);
+  }
   g_hash_table_iter_init(&it, s->objects);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     g_hash_table_iter_remove(&it);
-    obj_free(t, v);
+    t->n_objects--;
+    obj_unref(t, v);
   }
+  g_hash_table_unref(s->bindings);
   g_hash_table_unref(s->objects);
   g_free(s);
 }
@@ -263,12 +472,8 @@ void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint
 
 static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
   if (ev->handle == 0)
-    return VGPU_VIRGL_OK; /* the renderer refuses it and the session ends */
-  Obj *old = g_hash_table_lookup(t->current->objects, GUINT_TO_POINTER(ev->handle));
-  if (old) {
-    g_hash_table_remove(t->current->objects, GUINT_TO_POINTER(ev->handle));
-    obj_free(t, old);
-  }
+    return VGPU_VIRGL_OK;                /* the renderer refuses it and the session ends */
+  obj_remove(t, t->current, ev->handle); /* the renderer replaces a live handle */
   if (t->n_objects >= t->max_objects) {
     *why = g_strdup_printf("creating a %s (handle %u) would exceed the bound of %u stream "
                            "objects",
@@ -277,6 +482,7 @@ static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *
   }
   Obj *o = g_new0(Obj, 1);
   o->type = ev->obj_type;
+  o->refs = 1;
   if (ev->obj_type == VGPU_VIRGL_OBJECT_SHADER && ev->bytes >= VGPU_VIRGL_SHADER_CHARGE_MIN) {
     char what[64];
     g_snprintf(what, sizeof(what), "shader %u", ev->handle);
@@ -286,16 +492,8 @@ static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *
     }
     o->charge = ev->bytes;
   }
-  if (ev->res_handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, ev->res_handle)) {
-    Pin *p = g_hash_table_lookup(t->pins, GUINT_TO_POINTER(ev->res_handle));
-    if (!p) {
-      p = g_new0(Pin, 1);
-      p->handle = ev->res_handle;
-      g_hash_table_insert(t->pins, GUINT_TO_POINTER(p->handle), p);
-    }
-    p->refs++;
-    o->pin = p;
-  }
+  if (ev->res_handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, ev->res_handle))
+    o->pin = pin_get(t, ev->res_handle);
   t->n_objects++;
   g_hash_table_insert(t->current->objects, GUINT_TO_POINTER(ev->handle), o);
   return VGPU_VIRGL_OK;
@@ -305,14 +503,12 @@ static VgpuVirglResult apply(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char
   switch (ev->kind) {
   case VGPU_VIRGL_EV_OBJECT_CREATE:
     return object_create(t, ev, why);
-  case VGPU_VIRGL_EV_OBJECT_DESTROY: {
-    Obj *o = g_hash_table_lookup(t->current->objects, GUINT_TO_POINTER(ev->handle));
-    if (o) {
-      g_hash_table_remove(t->current->objects, GUINT_TO_POINTER(ev->handle));
-      obj_free(t, o);
-    }
+  case VGPU_VIRGL_EV_OBJECT_DESTROY:
+    obj_remove(t, t->current, ev->handle);
     return VGPU_VIRGL_OK;
-  }
+  case VGPU_VIRGL_EV_BIND:
+    bind(t, ev);
+    return VGPU_VIRGL_OK;
   case VGPU_VIRGL_EV_SUB_CTX_CREATE: {
     if (g_hash_table_contains(t->subs, GUINT_TO_POINTER(ev->sub_ctx)))
       return VGPU_VIRGL_OK;
@@ -368,6 +564,10 @@ VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *d
 
 uint32_t vgpu_virgl_tracker_objects(const VgpuVirglTracker *t) {
   return t->n_objects;
+}
+
+uint32_t vgpu_virgl_tracker_bindings(const VgpuVirglTracker *t) {
+  return t->n_bindings;
 }
 
 uint32_t vgpu_virgl_tracker_sub_ctxs(const VgpuVirglTracker *t) {

@@ -7,10 +7,13 @@
  *    header), checks that every command lies inside the buffer, and reports
  *    what changes the renderer's memory: objects created and destroyed (with
  *    the resource an object refers to), sub-contexts created, destroyed and
- *    made current;
- *  - a tracker that keeps, per tenant, the objects of each sub-context as
- *    the renderer will hold them (a create of a live handle replaces it, a
- *    destroy of an unknown handle does nothing) and charges for them through
+ *    made current, and state bindings that hold a resource or an object
+ *    (vertex, index, uniform, shader-storage and atomic buffers, shader
+ *    images, sampler views, framebuffer surfaces, stream-output targets);
+ *  - a tracker that keeps, per tenant, the objects and bindings of each
+ *    sub-context as the renderer will hold them (a create of a live handle
+ *    replaces it, a destroy of an unknown handle does nothing, a destroyed
+ *    object lives on while a binding holds it) and charges for them through
  *    the front-end's callbacks: one context per sub-context beyond the
  *    first, a per-profile bound on live objects, shader text where it is
  *    large, and the charge of a resource an object still refers to after
@@ -46,10 +49,46 @@ enum {
   VGPU_VIRGL_CCMD_NOP = 0,
   VGPU_VIRGL_CCMD_CREATE_OBJECT = 1,
   VGPU_VIRGL_CCMD_DESTROY_OBJECT = 3,
+  VGPU_VIRGL_CCMD_SET_FRAMEBUFFER_STATE = 5,
+  VGPU_VIRGL_CCMD_SET_VERTEX_BUFFERS = 6,
+  VGPU_VIRGL_CCMD_SET_SAMPLER_VIEWS = 10,
+  VGPU_VIRGL_CCMD_SET_INDEX_BUFFER = 11,
+  VGPU_VIRGL_CCMD_SET_STREAMOUT_TARGETS = 24,
+  VGPU_VIRGL_CCMD_SET_UNIFORM_BUFFER = 27,
   VGPU_VIRGL_CCMD_SET_SUB_CTX = 28,
   VGPU_VIRGL_CCMD_CREATE_SUB_CTX = 29,
   VGPU_VIRGL_CCMD_DESTROY_SUB_CTX = 30,
+  VGPU_VIRGL_CCMD_SET_SHADER_BUFFERS = 34,
+  VGPU_VIRGL_CCMD_SET_SHADER_IMAGES = 35,
+  VGPU_VIRGL_CCMD_SET_ATOMIC_BUFFERS = 40,
 };
+
+/* What a binding command binds.  The first six hold resources, the rest
+ * objects. */
+typedef enum {
+  VGPU_VIRGL_BIND_VERTEX_BUFFER = 1,
+  VGPU_VIRGL_BIND_INDEX_BUFFER,
+  VGPU_VIRGL_BIND_UNIFORM_BUFFER,
+  VGPU_VIRGL_BIND_SHADER_BUFFER,
+  VGPU_VIRGL_BIND_SHADER_IMAGE,
+  VGPU_VIRGL_BIND_ATOMIC_BUFFER,
+  VGPU_VIRGL_BIND_SAMPLER_VIEW, /* objects from here on */
+  VGPU_VIRGL_BIND_FRAMEBUFFER,  /* slot 0: depth-stencil, 1..8: colour */
+  VGPU_VIRGL_BIND_STREAMOUT,
+} VgpuVirglBindKind;
+
+/* How a binding command treats the slots it does not name. */
+typedef enum {
+  VGPU_VIRGL_KEEP_OTHERS = 0, /* only [start, start + count) change */
+  VGPU_VIRGL_DROP_AFTER,      /* slots from start + count on are unbound too */
+  VGPU_VIRGL_DROP_ALL,        /* the list replaces every slot of its kind */
+} VgpuVirglBindMode;
+
+/* Slots per kind and shader stage the renderer accepts are all below this
+ * (gallium: 32 buffers, images, sampler views, attributes; 16 stream-output
+ * targets; 9 framebuffer attachments); a binding beyond it is malformed. */
+#define VGPU_VIRGL_MAX_SLOTS 64u
+#define VGPU_VIRGL_SHADER_STAGES 6u
 
 #define VGPU_VIRGL_SHADER_OFFSET_CONT 0x80000000u
 
@@ -61,6 +100,7 @@ typedef enum {
   VGPU_VIRGL_EV_SUB_CTX_CREATE,  /* sub_ctx */
   VGPU_VIRGL_EV_SUB_CTX_DESTROY,
   VGPU_VIRGL_EV_SUB_CTX_SET,
+  VGPU_VIRGL_EV_BIND, /* bind, shader, start, count, handles at dw[at + i * stride] */
 } VgpuVirglEventKind;
 
 typedef struct VgpuVirglEvent {
@@ -72,12 +112,19 @@ typedef struct VgpuVirglEvent {
   uint32_t res_handle; /* resource the object refers to, 0 if none */
   uint32_t sub_ctx;
   uint64_t bytes; /* shader: declared text bytes + token buffer */
+  /* VGPU_VIRGL_EV_BIND */
+  VgpuVirglBindKind bind;
+  VgpuVirglBindMode mode;
+  uint32_t shader, start, count;
+  const uint32_t *handles; /* handles[i * stride], i < count */
+  uint32_t stride;
 } VgpuVirglEvent;
 
 /* Decodes the command at dword *off of dw[0..ndw).  Returns 1 with *ev
  * filled and *off moved past the command, 0 at the end of the stream, or
  * -EINVAL (with *why, a static string) when the command does not fit in the
- * buffer or is too short for the fields it must carry. */
+ * buffer, is too short for the fields it must carry, or binds a shader
+ * stage or slot the renderer would refuse. */
 int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent *ev,
                     const char **why);
 
@@ -130,7 +177,8 @@ VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *d
 void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint64_t vram);
 
 /* For tests and status. */
-uint32_t vgpu_virgl_tracker_objects(const VgpuVirglTracker *t);
+uint32_t vgpu_virgl_tracker_objects(const VgpuVirglTracker *t); /* in object tables */
+uint32_t vgpu_virgl_tracker_bindings(const VgpuVirglTracker *t);
 uint32_t vgpu_virgl_tracker_sub_ctxs(const VgpuVirglTracker *t); /* besides sub-context 0 */
 uint32_t vgpu_virgl_tracker_kept_resources(const VgpuVirglTracker *t);
 uint64_t vgpu_virgl_tracker_kept_vram(const VgpuVirglTracker *t);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What command streams make is charged, against the virgl renderer: a
-texture kept alive by a sampler view after RESOURCE_UNREF stays charged;
+texture kept alive by a sampler view after RESOURCE_UNREF stays charged,
+also when only a binding holds the destroyed view;
 sub-contexts count against max-contexts; live stream objects are bounded by
 max-stream-objects; a protocol-0 read-back asking for far more than its box
 is refused; a resource with a backing is charged texture + backing.  Each
@@ -29,7 +30,7 @@ def CMD0(c, obj, length):
     return c | (obj << 8) | (length << 16)
 
 
-CREATE_OBJECT, DESTROY_OBJECT = 1, 3
+CREATE_OBJECT, DESTROY_OBJECT, SET_SAMPLER_VIEWS = 1, 3, 10
 SET_SUB_CTX, CREATE_SUB_CTX, DESTROY_SUB_CTX = 28, 29, 30
 OBJ_SAMPLER_VIEW, OBJ_SAMPLER_STATE = 6, 7
 SWIZZLE_RGBA = 0 | 1 << 3 | 2 << 6 | 3 << 9
@@ -89,6 +90,24 @@ def views_keep_textures(d):
     refused(d, c, b"views", r"quota exceeded, session ended: resource 4 needs 4 MiB but VRAM limit")
     u = d.wait_idle("q")
     assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
+
+
+def bound_view_keeps_texture(d):
+    c = client(d, b"bound")
+    texture(c, 1)
+    # Bind the view to fragment-shader slot 0, destroy it, release the texture:
+    # the binding keeps both alive in the renderer, so the charge stays.
+    c.submit_cmd(sampler_view(11, 1) + [CMD0(SET_SAMPLER_VIEWS, 0, 3), 1, 0, 11] + destroy(11))
+    c.unref(1)
+    assert c.busy_wait() == 0
+    u = d.usage("q")
+    assert (u["vram"], u["resources"]) == (MIB, 1), u
+    c.submit_cmd([CMD0(SET_SAMPLER_VIEWS, 0, 2), 1, 0])  # unbind
+    assert c.busy_wait() == 0
+    u = d.usage("q")
+    assert (u["vram"], u["resources"]) == (0, 0), u
+    c.close()
+    d.wait_idle("q")
 
 
 def sub_contexts_count(d):
@@ -156,6 +175,7 @@ def backing_and_texture(d):
 
 def test(x, d):
     views_keep_textures(d)
+    bound_view_keeps_texture(d)
     sub_contexts_count(d)
     objects_bounded(d)
     v0_readback_bounded(d)

@@ -323,6 +323,67 @@ static void test_shader_text_charged(void **state) {
   assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
 }
 
+/* Bound state holds what it binds: a bound view outlives DESTROY_OBJECT,
+ * a bound buffer outlives RESOURCE_UNREF, until the binding changes. */
+static void test_bindings_keep_resources(void **state) {
+  Fix *f = *state;
+  resource(f, 1);
+  resource(f, 2);
+  resource(f, 3);
+  resource(f, 4);
+  uint32_t w[7];
+  view(w, 5, 1);
+  assert_int_equal(submit(f, w, 7), VGPU_VIRGL_OK);
+  assert_int_equal(SUBMIT(f, CMD0(1, VGPU_VIRGL_OBJECT_SURFACE, 5), 7, 3, 2, 0, 0, CMD0(10, 0, 3),
+                          1, 0, 5,                             /* fragment view slot 0 */
+                          CMD0(6, 0, 3), 16, 0, 2,             /* vertex buffer 0 */
+                          CMD0(5, 0, 3), 1, 0, 7,              /* colour buffer 0 */
+                          CMD0(27, 0, 5), 0, 1, 0, 64, 4,      /* uniform buffer 1 */
+                          CMD0(27, 0, 5), 0, 2, 0, 64, 0,      /* another slot: 1 stays */
+                          CMD0(3, 0, 1), 5, CMD0(3, 0, 1), 7), /* destroy view, surface */
+                   VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 0);
+  assert_int_equal(vgpu_virgl_tracker_bindings(f->t), 4);
+  for (uint32_t h = 1; h <= 4; h++)
+    unref(f, h);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 4000);
+  assert_int_equal(vgpu_virgl_tracker_kept_resources(f->t), 4);
+  /* unbinding each lets its resource go */
+  assert_int_equal(SUBMIT(f, CMD0(10, 0, 2), 1, 0), VGPU_VIRGL_OK); /* no views from slot 0 */
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 3000);
+  assert_int_equal(SUBMIT(f, CMD0(6, 0, 0)), VGPU_VIRGL_OK); /* no vertex buffers */
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 2000);
+  assert_int_equal(SUBMIT(f, CMD0(5, 0, 2), 0, 0), VGPU_VIRGL_OK); /* no attachments */
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000);
+  assert_int_equal(SUBMIT(f, CMD0(27, 0, 5), 0, 1, 0, 0, 0), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  assert_int_equal(f->b.used[VGPU_RES_OBJECTS], 0);
+  assert_int_equal(vgpu_virgl_tracker_bindings(f->t), 0);
+}
+
+/* Rebinding what is bound keeps it; a sub-context takes its bindings with it. */
+static void test_rebind_and_sub_context_bindings(void **state) {
+  Fix *f = *state;
+  resource(f, 1);
+  assert_int_equal(SUBMIT(f, CMD0(29, 0, 1), 3, CMD0(11, 0, 3), 1, 2, 0, CMD0(11, 0, 3), 1, 2, 0),
+                   VGPU_VIRGL_OK);
+  unref(f, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 1000);
+  assert_int_equal(SUBMIT(f, CMD0(30, 0, 1), 3), VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+  assert_int_equal(vgpu_virgl_tracker_bindings(f->t), 0);
+}
+
+static void test_bindings_outside_slots(void **state) {
+  Fix *f = *state;
+  assert_int_equal(SUBMIT(f, CMD0(10, 0, 3), 6, 0, 1), VGPU_VIRGL_MALFORMED); /* stage 6 */
+  assert_int_equal(SUBMIT(f, CMD0(34, 0, 5), 0, 64, 0, 0, 1), VGPU_VIRGL_MALFORMED);
+  assert_int_equal(SUBMIT(f, CMD0(5, 0, 2), 9, 0), VGPU_VIRGL_MALFORMED); /* 9 colour buffers */
+  assert_int_equal(SUBMIT(f, CMD0(6, 0, 2), 0, 0), VGPU_VIRGL_MALFORMED); /* not 3 per buffer */
+  /* empty shader-buffer and atomic lists change nothing, wherever they start */
+  assert_int_equal(SUBMIT(f, CMD0(34, 0, 2), 0, 1000, CMD0(40, 0, 2), 1000, 0), VGPU_VIRGL_OK);
+}
+
 /* The end of the tracker gives back what objects still kept. */
 static void test_free_releases_everything(void **state) {
   Fix *f = *state;
@@ -354,6 +415,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_object_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shader_text_charged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_releases_everything, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bindings_keep_resources, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rebind_and_sub_context_bindings, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bindings_outside_slots, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
