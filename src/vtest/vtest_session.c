@@ -440,8 +440,16 @@ static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDi
   /* Bytes the renderer walks with these strides (each factor < 2^32). */
   uint64_t rows = row ? img / row : 0;
   uint64_t need = (t->box.d - 1) * layer + (rows - 1) * stride + row;
+  /* The same box at the resource's own strides: what an honest client
+   * needs.  Strides may pad rows and layers, not multiply them. */
+  uint64_t real = (t->box.d - 1) * MAX(level_img, img) + (rows - 1) * MAX(level_row, row) + row;
   if (t->box.d == 0 || rows == 0)
-    need = 0;
+    need = real = 0;
+  if (need > 2 * real + V0_TRANSFER_SLACK)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "transfer strides %u/%u on resource %u span %" G_GUINT64_FORMAT
+                       " bytes for a box of %" G_GUINT64_FORMAT,
+                       t->stride, t->layer_stride, t->handle, need, real);
   if (need > t->data_size)
     return end_session(s, VTEST_END_VIOLATION,
                        "transfer of %u bytes cannot hold the %" G_GUINT64_FORMAT "-byte box",

@@ -30,8 +30,8 @@ def test(x, d):
     big = h.client(d, "big", ["timeout", "-s", "INT", "16", "glxgears"], x.display)
     time.sleep(3)
     frames_before = d.usage("big")["frames"]
-    # glxgears needs about 2.3 MB (two 300x300 targets and two vertex
-    # buffers): the 1 MiB instance must refuse it.
+    # glxgears needs about 4.5 MB (two 300x300 targets and two vertex
+    # buffers, each with its backing): the 1 MiB instance must refuse it.
     tiny = h.client(d, "tiny", ["glxgears"], x.display)
     rc, out = h.finish(tiny, 60)
     assert rc != 0, f"the tiny client was not refused:\n{out}"
@@ -57,15 +57,16 @@ def test(x, d):
     assert h.fps_values(out), f"tiny did not render after the resize:\n{out}"
 
     # Shrinking below use kills nobody: it refuses allocations that no
-    # longer fit.  A scripted client holds exactly 2 MiB (a real program's
-    # usage moves from frame to frame, which would make the check racy).
+    # longer fit.  A scripted client holds exactly 4 MiB: a 2 MiB texture
+    # and its 2 MiB backing (a real program's usage moves from frame to
+    # frame, which would make the check racy).
     holder = VtestClient(d.socket("tiny"))
     holder.handshake(b"holder")
     fd = holder.create2(1, 2, 1, 1 << 7 | 2 | 8, 1024, 512, 1024 * 512 * 4)
     assert holder.busy_wait(0) == 0
-    assert d.usage("tiny")["vram"] == 2 << 20, d.usage("tiny")
+    assert d.usage("tiny")["vram"] == 4 << 20, d.usage("tiny")
     r = d.control({"command": "set", "name": "tiny", "settings": {"vram": "1M"}})
-    assert r["ok"] and r["instance"]["usage"]["vram"] == 2 << 20, r
+    assert r["ok"] and r["instance"]["usage"]["vram"] == 4 << 20, r
     # The holder's session goes on: its resource is still there to use.
     holder.transfer_put2(1, (0, 0, 0, 64, 64, 1), 64 * 64 * 4)
     assert holder.busy_wait(1) == 0, "the holder was ended by the shrink"

@@ -487,6 +487,19 @@ static void test_v0_transfer_get_bounded(void **state) {
   assert_non_null(strstr(vtest_session_end_reason(f->s), "whose box covers 4 bytes"));
 }
 
+/* ... and so is one whose stride spreads two rows 16 MiB apart. */
+static void test_v0_transfer_stride_bounded(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){0}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){7, 2, 2, 2, 1, 2, 1, 1, 0, 0}, 10);
+  cmd(f, VTEST_CMD_TRANSFER_GET, 11,
+      (uint32_t[]){7, 0, 16u << 20, 0, 0, 0, 0, 1, 2, 1, (16u << 20) + 4}, 11);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "span 16777220 bytes for a box of 8"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_handshake_like_mesa, setup, teardown),
@@ -512,6 +525,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_long_shader_charged, setup_tiny, teardown),
       cmocka_unit_test_setup_teardown(test_stream_framing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_v0_transfer_get_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v0_transfer_stride_bounded, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
