@@ -501,8 +501,10 @@ static bool stream_has_resource(void *user, uint32_t handle) {
 }
 
 static VgpuVirglTracker *stream_tracker_new(VtestSession *s) {
-  VgpuVirglCharger ch = {.reserve = stream_reserve, .release = stream_release,
-                         .has_resource = stream_has_resource, .user = s};
+  VgpuVirglCharger ch = {.reserve = stream_reserve,
+                         .release = stream_release,
+                         .has_resource = stream_has_resource,
+                         .user = s};
   return vgpu_virgl_tracker_new(s->cfg.max_stream_objects, &ch);
 }
 

@@ -37,7 +37,8 @@ static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
                                        [VGPU_RES_CONTEXTS] = 4};
   f->ledger = vgpu_ledger_new_standalone(limits);
   f->r = vgpu_renderer_null_new(NULL, NULL);
-  VtestSessionConfig cfg = {.ledger = f->ledger, .slot = (uint32_t)f->slot,
+  VtestSessionConfig cfg = {.ledger = f->ledger,
+                            .slot = (uint32_t)f->slot,
                             .limits = VTEST_DEFAULT_LIMITS,
                             .max_stream_objects = max_stream_objects};
   f->s = vtest_session_new(f->r, f->sv[0], &cfg);
@@ -356,7 +357,6 @@ static void test_v0_transfer_get_is_raw(void **state) {
     assert_int_equal(got[i], 0);
 }
 
-
 /* ---- what command streams create ---------------------------------------- */
 
 #define CMD0(cmd, obj, len) ((uint32_t)(cmd) | ((uint32_t)(obj) << 8) | ((uint32_t)(len) << 16))
@@ -427,7 +427,8 @@ static void test_sub_contexts_count(void **state) {
   cmd(f, VTEST_CMD_SUBMIT_CMD, 4, (uint32_t[]){CMD0(29, 0, 1), 7, CMD0(29, 0, 1), 8}, 4);
   assert_false(run(f));
   assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "sub-context 8 refused: contexts limit 4"));
+  assert_non_null(
+      strstr(vtest_session_end_reason(f->s), "sub-context 8 refused: contexts limit 4"));
   vtest_session_free(f->s);
   f->s = NULL;
   assert_int_equal(used(f, VGPU_RES_CONTEXTS), 0);
