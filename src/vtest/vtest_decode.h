@@ -40,13 +40,13 @@ enum {
 typedef struct VtestLimits {
   uint32_t max_name_bytes;     /* CREATE_RENDERER */
   uint32_t max_submit_bytes;   /* one SUBMIT_CMD */
-  uint32_t max_transfer_bytes; /* inline data of a v0 TRANSFER_PUT */
+  uint32_t max_transfer_bytes; /* data of a v0 TRANSFER_PUT or TRANSFER_GET */
 } VtestLimits;
 
 #define VTEST_DEFAULT_LIMITS                                                   \
   ((VtestLimits){.max_name_bytes = 4096,                                       \
                  .max_submit_bytes = 64u << 20,                                \
-                 .max_transfer_bytes = 256u << 20})
+                 .max_transfer_bytes = 64u << 20})
 
 typedef struct VtestTransfer {
   uint32_t handle;
