@@ -241,10 +241,15 @@ typedef struct Bound {
   Obj *obj;
 } Bound;
 
+#define BIND_KINDS (VGPU_VIRGL_BIND_STREAMOUT + 1)
+
 typedef struct SubCtx {
   uint32_t id;
-  GHashTable *objects;  /* handle -> Obj* */
-  GHashTable *bindings; /* bind_key() -> Bound* */
+  GHashTable *objects; /* handle -> Obj* */
+  /* Binding slots per kind and shader stage, VGPU_VIRGL_MAX_SLOTS to a
+   * row, allocated when first used: a list that replaces its kind walks
+   * one row, never every binding. */
+  Bound *rows[BIND_KINDS][VGPU_VIRGL_SHADER_STAGES];
 } SubCtx;
 
 struct VgpuVirglTracker {
@@ -315,32 +320,25 @@ static void obj_remove(VgpuVirglTracker *t, SubCtx *s, uint32_t handle) {
   obj_unref(t, o);
 }
 
-static void bound_free(VgpuVirglTracker *t, Bound *b) {
+/* Empties a slot. */
+static void bound_clear(VgpuVirglTracker *t, Bound *b) {
+  if (!b->pin && !b->obj)
+    return;
   if (b->pin)
     unpin(t, b->pin);
   if (b->obj)
     obj_unref(t, b->obj);
+  b->pin = NULL;
+  b->obj = NULL;
   t->n_bindings--;
-  g_free(b);
-}
-
-static uint32_t bind_key(VgpuVirglBindKind kind, uint32_t shader, uint32_t slot) {
-  return (uint32_t)kind << 24 | shader << 16 | slot;
 }
 
 /* Unbinds the slots of (kind, shader) from `from` on. */
 static void unbind_from(VgpuVirglTracker *t, SubCtx *s, VgpuVirglBindKind kind, uint32_t shader,
                         uint32_t from) {
-  GHashTableIter it;
-  gpointer k, v;
-  g_hash_table_iter_init(&it, s->bindings);
-  while (g_hash_table_iter_next(&it, &k, &v)) {
-    uint32_t key = GPOINTER_TO_UINT(k);
-    if (key >> 16 == ((uint32_t)kind << 8 | shader) && (key & 0xffff) >= from) {
-      g_hash_table_iter_remove(&it);
-      bound_free(t, v);
-    }
-  }
+  Bound *row = s->rows[kind][shader];
+  for (uint32_t i = from; row && i < VGPU_VIRGL_MAX_SLOTS; i++)
+    bound_clear(t, &row[i]);
 }
 
 static bool bind_holds_object(VgpuVirglBindKind kind, uint32_t type) {
@@ -358,8 +356,11 @@ static bool bind_holds_object(VgpuVirglBindKind kind, uint32_t type) {
 
 static void bind_slot(VgpuVirglTracker *t, SubCtx *s, VgpuVirglBindKind kind, uint32_t shader,
                       uint32_t slot, uint32_t handle) {
-  uint32_t key = bind_key(kind, shader, slot);
-  Bound *old = g_hash_table_lookup(s->bindings, GUINT_TO_POINTER(key));
+  Bound **row = &s->rows[kind][shader];
+  if (!*row && !handle)
+    return;
+  if (!*row)
+    *row = g_new0(Bound, VGPU_VIRGL_MAX_SLOTS);
   Bound b = {NULL, NULL};
   /* Take the new reference before dropping the old: rebinding the same
    * thing must not free it in between. */
@@ -372,15 +373,10 @@ static void bind_slot(VgpuVirglTracker *t, SubCtx *s, VgpuVirglBindKind kind, ui
   } else if (handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, handle)) {
     b.pin = pin_get(t, handle);
   }
-  if (old) {
-    g_hash_table_remove(s->bindings, GUINT_TO_POINTER(key));
-    bound_free(t, old);
-  }
+  bound_clear(t, &(*row)[slot]);
   if (b.pin || b.obj) {
-    Bound *nb = g_new(Bound, 1);
-    *nb = b;
+    (*row)[slot] = b;
     t->n_bindings++;
-    g_hash_table_insert(s->bindings, GUINT_TO_POINTER(key), nb);
   }
 }
 
@@ -398,26 +394,24 @@ static SubCtx *sub_new(VgpuVirglTracker *t, uint32_t id) {
   SubCtx *s = g_new0(SubCtx, 1);
   s->id = id;
   s->objects = g_hash_table_new(g_direct_hash, g_direct_equal);
-  s->bindings = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_hash_table_insert(t->subs, GUINT_TO_POINTER(id), s);
   return s;
 }
 
 static void sub_free(VgpuVirglTracker *t, SubCtx *s) {
+  for (uint32_t k = 0; k < BIND_KINDS; k++)
+    for (uint32_t sh = 0; sh < VGPU_VIRGL_SHADER_STAGES; sh++) {
+      unbind_from(t, s, (VgpuVirglBindKind)k, sh, 0);
+      g_free(s->rows[k][sh]);
+    }
   GHashTableIter it;
   gpointer v;
-  g_hash_table_iter_init(&it, s->bindings);
-  while (g_hash_table_iter_next(&it, NULL, &v)) {
-    g_hash_table_iter_remove(&it);
-    bound_free(t, v);
-  }
   g_hash_table_iter_init(&it, s->objects);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     g_hash_table_iter_remove(&it);
     t->n_objects--;
     obj_unref(t, v);
   }
-  g_hash_table_unref(s->bindings);
   g_hash_table_unref(s->objects);
   g_free(s);
 }
