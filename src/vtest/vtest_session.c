@@ -36,8 +36,8 @@ struct VtestSession {
   bool ctx_created;
   uint32_t version;
   GHashTable *resources; /* handle -> VtestResource* */
-  uint32_t fence_submitted;
-  uint32_t fence_completed;
+  uint64_t fence_submitted;
+  uint64_t fence_completed;
   GByteArray *out;
   uint8_t *scratch; /* aligned copy of an unaligned command stream */
   size_t scratch_cap;
@@ -47,10 +47,10 @@ struct VtestSession {
 
 static void resource_free(VtestSession *s, VtestResource *res);
 
-static void on_fence(void *user, uint32_t fence) {
+static void on_fence(void *user, uint64_t fence) {
   VtestSession *s = user;
   /* Fences are mergeable: a report of N completes everything <= N. */
-  if ((int32_t)(fence - s->fence_completed) > 0)
+  if (fence > s->fence_completed && fence <= s->fence_submitted)
     s->fence_completed = fence;
 }
 
