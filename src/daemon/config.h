@@ -62,6 +62,6 @@ VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
 void vgpu_instance_config_free(VgpuInstanceConfig *ic);
 /* One `key=value` as in an [instance] group ("vram", "max-resources",
  * "max-contexts", "max-clients", "fps-cap", "gpu-share", "weight", "heads",
- * "socket-mode").  Used by the loader and by `vgpuctl set`. */
+ * "gpu-timeout", "socket-mode").  Used by the loader and by `vgpuctl set`. */
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error);

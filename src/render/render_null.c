@@ -85,8 +85,7 @@ static NullResource *null_lookup(VgpuRenderer *r, uint32_t handle) {
   return g_hash_table_lookup(((NullRenderer *)r)->resources, GUINT_TO_POINTER(handle));
 }
 
-static int null_attach_backing(VgpuRenderer *r, uint32_t handle, struct iovec *iov,
-                               unsigned niov) {
+static int null_attach_backing(VgpuRenderer *r, uint32_t handle, struct iovec *iov, unsigned niov) {
   NullResource *res = null_lookup(r, handle);
   if (!res || niov == 0 || !iov)
     return -EINVAL;

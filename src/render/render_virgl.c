@@ -203,13 +203,13 @@ static int virgl_resource_info(VgpuRenderer *r, uint32_t handle, VgpuResourceInf
    * tells whether the resource was found. */
   if (ret && vi.handle != handle)
     return -ABS(ret);
-  *info = (VgpuResourceInfo){.format = vi.virgl_format,
-                             .width = vi.width,
-                             .height = vi.height,
-                             .depth = vi.depth,
-                             .stride = vi.stride,
-                             .has_backing = g_hash_table_contains(((VirglRenderer *)r)->backed,
-                                                                  GUINT_TO_POINTER(handle))};
+  *info = (VgpuResourceInfo){
+      .format = vi.virgl_format,
+      .width = vi.width,
+      .height = vi.height,
+      .depth = vi.depth,
+      .stride = vi.stride,
+      .has_backing = g_hash_table_contains(((VirglRenderer *)r)->backed, GUINT_TO_POINTER(handle))};
   return 0;
 }
 

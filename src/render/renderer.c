@@ -2,7 +2,6 @@
 
 #include <errno.h>
 
-
 VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
                                 VgpuFenceCallback cb, void *user, GError **error) {
   if (g_strcmp0(name, "null") == 0)
