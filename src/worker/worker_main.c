@@ -14,6 +14,7 @@
 #include "core/guard.h"
 #include "core/ledger.h"
 #include "core/loop.h"
+#include "core/profile.h"
 #include "core/worker_exit.h"
 #include "render/renderer.h"
 #include "util/fd.h"
@@ -42,9 +43,6 @@ static const VgpuFrontendOps *frontend_find(const char *name) {
       return frontends[i];
   return NULL;
 }
-
-/* Longest --gpu-timeout accepted (a day); vgpud refuses more at load. */
-#define GPU_TIMEOUT_MAX_S 86400
 
 typedef struct {
   gint client_fd;
@@ -165,7 +163,7 @@ int main(int argc, char **argv) {
     return VGPU_WORKER_EXIT_ERROR;
   }
   if (a.idle_timeout < 0 || a.idle_timeout > G_MAXINT / 1000 || a.gpu_timeout < 0 ||
-      a.gpu_timeout > GPU_TIMEOUT_MAX_S) {
+      a.gpu_timeout > (gint)VGPU_GPU_TIMEOUT_MAX_S) {
     vgpu_error("--idle-timeout or --gpu-timeout out of range");
     return VGPU_WORKER_EXIT_ERROR;
   }
