@@ -19,7 +19,7 @@ struct VgpuGuard {
   void *user;
   pthread_t thread;
   atomic_int_least64_t busy_since; /* monotonic us; 0: no GPU work outstanding */
-  atomic_bool in_renderer;
+  atomic_int_least64_t in_renderer_since; /* monotonic us; 0: not inside */
   atomic_bool hangup_seen;
   atomic_bool stop;
 };
@@ -43,6 +43,16 @@ static void default_expire(void *user, VgpuGuardCause cause, double seconds) {
   _exit(VGPU_WORKER_EXIT_CLIENT_LEFT);
 }
 
+/* How long the main thread must have been inside one renderer call, its
+ * client gone, before the guard ends the session itself.  Quick calls are
+ * left to the main thread, which then sees the hang-up and ends the
+ * session with its own, more precise log line. */
+#define STUCK_US (500 * 1000)
+
+static int ms_until(int64_t us) {
+  return us <= 0 ? 0 : (int)MIN((us + 999) / 1000, (int64_t)G_MAXINT);
+}
+
 static void *guard_main(void *arg) {
   VgpuGuard *g = arg;
   while (!atomic_load(&g->stop)) {
@@ -60,14 +70,26 @@ static void *guard_main(void *arg) {
         atomic_store(&g->busy_since, 0); /* a test's hook returns */
         continue;
       }
-      timeout = (int)MIN((left + 999) / 1000, (int64_t)G_MAXINT);
+      timeout = ms_until(left);
     }
-    /* Once a hang-up was seen, the socket stays hung up: look at it again
-     * only while the main thread is inside the renderer. */
-    bool watch =
-        g->client_fd >= 0 && (!atomic_load(&g->hangup_seen) || atomic_load(&g->in_renderer));
+    /* The client is gone: end the session once the main thread has been
+     * stuck inside the renderer for STUCK_US. */
+    bool gone = atomic_load(&g->hangup_seen);
+    if (gone) {
+      int64_t entered = atomic_load(&g->in_renderer_since);
+      if (entered > 0 && now - entered >= STUCK_US) {
+        g->hook(g->user, VGPU_GUARD_CLIENT_GONE, (double)(now - entered) / 1e6);
+        atomic_store(&g->in_renderer_since, 0); /* a test's hook returns */
+        continue;
+      }
+      if (entered > 0)
+        timeout = timeout < 0 ? ms_until(entered + STUCK_US - now)
+                              : MIN(timeout, ms_until(entered + STUCK_US - now));
+    }
+    /* A hung-up socket stays hung up: once seen, it is not polled again
+     * (entering the renderer wakes the thread instead). */
     struct pollfd p[2] = {{.fd = g->wake_fd, .events = POLLIN},
-                          {.fd = watch ? g->client_fd : -1, .events = 0}};
+                          {.fd = gone ? -1 : g->client_fd, .events = 0}};
     int r = poll(p, 2, timeout);
     if (r < 0 && errno != EINTR)
       break;
@@ -75,15 +97,8 @@ static void *guard_main(void *arg) {
       uint64_t v;
       (void)!read(g->wake_fd, &v, sizeof(v));
     }
-    if (r > 0 && (p[1].revents & (POLLHUP | POLLERR))) {
+    if (r > 0 && (p[1].revents & (POLLHUP | POLLERR)))
       atomic_store(&g->hangup_seen, true);
-      if (atomic_load(&g->in_renderer)) {
-        int64_t s = atomic_load(&g->busy_since);
-        g->hook(g->user, VGPU_GUARD_CLIENT_GONE,
-                s > 0 ? (double)(g_get_monotonic_time() - s) / 1e6 : 0.0);
-        atomic_store(&g->in_renderer, false); /* a test's hook returns */
-      }
-    }
   }
   return NULL;
 }
@@ -125,14 +140,14 @@ void vgpu_guard_stop(VgpuGuard *g) {
 void vgpu_guard_enter(VgpuGuard *g) {
   if (!g)
     return;
-  atomic_store(&g->in_renderer, true);
+  atomic_store(&g->in_renderer_since, g_get_monotonic_time());
   if (atomic_load(&g->hangup_seen))
-    wake(g); /* the client is gone: let the guard look before we block */
+    wake(g); /* the client is gone: let the guard time this call */
 }
 
 void vgpu_guard_leave(VgpuGuard *g) {
   if (g)
-    atomic_store(&g->in_renderer, false);
+    atomic_store(&g->in_renderer_since, 0);
 }
 
 void vgpu_guard_busy(VgpuGuard *g) {

@@ -6,8 +6,10 @@
  *  - GPU timeout: GPU work has been outstanding for `gpu_timeout_s`
  *    without any of it completing;
  *  - client gone: the client's socket reports a hang-up (POLLHUP: the
- *    peer closed or died) while the main thread is inside a renderer call,
- *    where it cannot look at the socket itself.
+ *    peer closed or died) while the main thread has been inside one
+ *    renderer call for half a second, where it cannot look at the socket
+ *    itself (shorter calls are left to the main thread, which sees the
+ *    hang-up when it returns).
  *
  * Either way the guard calls its expire hook (default: one log line naming
  * the tenant, then _exit() with the worker-exit status: GPU_TIMEOUT or
