@@ -214,7 +214,10 @@ static bool ensure_context(VtestSession *s) {
  * polls it with 200 us sleeps between; never spins.  The client's socket
  * is watched beside it: a client that hangs up while its work runs ends
  * the session at once (the worker then exits without waiting for the
- * renderer; a GPU timeout is the guard's). */
+ * renderer; a GPU timeout is the guard's).  The socket is polled for
+ * POLLHUP (peer closed or died), not POLLRDHUP: a client that only shut
+ * down its sending side still reads replies, and POLLRDHUP would then stay
+ * set and turn this wait into a spin. */
 static bool wait_fences(VtestSession *s) {
   uint64_t t0 = now_ns();
   bool gone = false;
