@@ -23,10 +23,13 @@ VgpuTenant *vgpu_tenant_new(VgpuLedger *ledger, uint32_t slot, const VgpuTenantP
 }
 
 static void release(VgpuTenant *t, VgpuTenantResource *res, bool hook) {
+  bool keep = false;
   if (hook && t->policy.release)
-    t->policy.release(t->policy.user, res);
-  vgpu_tenant_uncharge(t, VGPU_RES_VRAM, res->charge);
-  vgpu_tenant_uncharge(t, VGPU_RES_OBJECTS, 1);
+    t->policy.release(t->policy.user, res, &keep);
+  if (!keep) {
+    vgpu_tenant_uncharge(t, VGPU_RES_VRAM, res->charge);
+    vgpu_tenant_uncharge(t, VGPU_RES_OBJECTS, 1);
+  }
   t->vram -= res->charge;
   g_free(res);
 }

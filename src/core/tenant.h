@@ -32,8 +32,12 @@ typedef struct VgpuTenantPolicy {
    * use.  Called once per refused request. */
   void (*refused)(void *user, VgpuResKind kind, const char *reason);
   /* A resource leaves the table (unref or teardown): release what the
-   * front-end attached to it.  Its charges are released after this. */
-  void (*release)(void *user, VgpuTenantResource *res);
+   * front-end attached to it.  Its charges (res->charge bytes of VRAM and
+   * one object) are released after this, unless the hook sets
+   * *keep_charge: then the front-end has taken them over (memory that
+   * outlives the handle, such as a texture still bound by command-stream
+   * objects) and releases them later with vgpu_tenant_uncharge(). */
+  void (*release)(void *user, VgpuTenantResource *res, bool *keep_charge);
   void *user;
 } VgpuTenantPolicy;
 
@@ -68,5 +72,5 @@ void vgpu_tenant_resource_forget(VgpuTenant *t, uint32_t handle);
 /* Releases (hook, then charges).  False if the handle is unknown. */
 bool vgpu_tenant_resource_remove(VgpuTenant *t, uint32_t handle);
 guint vgpu_tenant_resource_count(const VgpuTenant *t);
-/* Charged VRAM of all live resources. */
+/* VRAM charged for the resources in the table. */
 uint64_t vgpu_tenant_vram(const VgpuTenant *t);

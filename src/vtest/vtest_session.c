@@ -55,7 +55,7 @@ struct VtestSession {
 
 static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
-static void resource_release(void *user, VgpuTenantResource *res);
+static void resource_release(void *user, VgpuTenantResource *res, bool *keep_charge);
 
 static bool fences_pending(VtestSession *s) {
   return s->fence_completed != s->fence_submitted;
@@ -248,7 +248,7 @@ static bool wait_fences(VtestSession *s) {
 
 /* The tenant's release hook: the renderer's object, then the backing;
  * the tenant releases the charges. */
-static void resource_release(void *user, VgpuTenantResource *res) {
+static void resource_release(void *user, VgpuTenantResource *res, bool *keep_charge) {
   VtestSession *s = user;
   VtestBacking *b = res->priv;
   if (s->ctx_created)

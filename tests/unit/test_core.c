@@ -37,10 +37,12 @@ static void on_refused(void *user, VgpuResKind kind, const char *reason) {
   g_strlcpy(f->reason, reason, sizeof(f->reason));
 }
 
-static void on_release(void *user, VgpuTenantResource *res) {
+static void on_release(void *user, VgpuTenantResource *res, bool *keep_charge) {
   TFix *f = user;
   f->released++;
   f->released_handle = res->desc.handle;
+  /* priv "pinned": the front-end keeps the charge. */
+  *keep_charge = res->priv && strcmp(res->priv, "pinned") == 0;
   g_free(res->priv);
 }
 
@@ -124,11 +126,26 @@ static void test_tenant_books(void **state) {
   vgpu_tenant_count(t, VGPU_RES_FRAMES, 3);
   assert_int_equal(used(&f, VGPU_RES_FRAMES), 3);
 
+  /* A release hook may keep the charge (memory that outlives the handle)
+   * and release it later. */
+  VgpuResourceDesc d4 = desc(4);
+  VgpuTenantResource *r4 = vgpu_tenant_resource_add(t, &d4, 200, "resource 4");
+  r4->priv = g_strdup("pinned");
+  assert_true(vgpu_tenant_resource_remove(t, 4));
+  assert_null(vgpu_tenant_resource_get(t, 4));
+  assert_int_equal(vgpu_tenant_vram(t), 0);
+  assert_int_equal(used(&f, VGPU_RES_VRAM), 200);
+  assert_int_equal(used(&f, VGPU_RES_OBJECTS), 1);
+  vgpu_tenant_uncharge(t, VGPU_RES_VRAM, 200);
+  vgpu_tenant_uncharge(t, VGPU_RES_OBJECTS, 1);
+  assert_int_equal(used(&f, VGPU_RES_VRAM), 0);
+  assert_int_equal(f.released, 2);
+
   /* Teardown releases what is left, through the hook. */
   VgpuTenantResource *r3 = vgpu_tenant_resource_add(t, &d3, 300, "resource 3");
   r3->priv = g_malloc(8);
   vgpu_tenant_free(t);
-  assert_int_equal(f.released, 2);
+  assert_int_equal(f.released, 3);
   assert_int_equal(f.released_handle, 3);
   for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
     assert_int_equal(used(&f, (VgpuResKind)k), 0);
