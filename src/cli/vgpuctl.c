@@ -263,8 +263,9 @@ static const Command commands[] = {
      1, 1, OPT_FORCE, cmd_destroy},
     {"set", "set NAME KEY=VALUE...", "change limits at run time (admin)",
      "Keys: vram, max-resources, max-contexts, max-clients, max-clients-per-uid,\n"
-     "gpu-share, weight, fps-cap, heads, socket-mode; values as in vgpud.conf(5).\n"
-     "All settings are applied or none.  gpu-share, weight, fps-cap and heads are\n"
+     "gpu-share, weight, fps-cap, heads, gpu-timeout, socket-mode; values as in\n"
+     "vgpud.conf(5).  All settings are applied or none; gpu-timeout applies to\n"
+     "clients that connect after it.  gpu-share, weight, fps-cap and heads are\n"
      "stored and shown but not enforced (no GPU scheduler yet).\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
