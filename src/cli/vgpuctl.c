@@ -263,10 +263,11 @@ static const Command commands[] = {
      1, 1, OPT_FORCE, cmd_destroy},
     {"set", "set NAME KEY=VALUE...", "change limits at run time (admin)",
      "Keys: vram, max-resources, max-contexts, max-stream-objects, max-clients,\n"
-     "max-clients-per-uid, gpu-share, weight, fps-cap, heads, socket-mode; values\n"
-     "as in vgpud.conf(5).\n"
-     "All settings are applied or none.  gpu-share, weight, fps-cap and heads are\n"
-     "stored and shown but not enforced (no GPU scheduler yet).\n"
+     "max-clients-per-uid, gpu-share, weight, fps-cap, heads, gpu-timeout,\n"
+     "socket-mode; values as in vgpud.conf(5).  All settings are applied or none;\n"
+     "gpu-timeout applies to clients that connect after it.  gpu-share, weight,\n"
+     "fps-cap and heads are stored and shown but not enforced (no GPU scheduler\n"
+     "yet).\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
     {"reload", "reload", "re-read the configuration file (admin)",

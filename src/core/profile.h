@@ -33,11 +33,16 @@ typedef struct VgpuProfile {
    * max_clients rounded up (see vgpu_profile_clients_per_uid). */
   uint64_t max_clients_per_uid; /* 0 = unlimited */
   bool max_clients_per_uid_set;
+  uint32_t gpu_timeout_s; /* a submission's longest run, 0 = none */
 } VgpuProfile;
 
 #define VGPU_HOST_MEMORY_DEFAULT (2ull << 30)
 #define VGPU_HOST_MEMORY_MIN (64ull << 20)
 #define VGPU_HOST_MEMORY_MAX (1ull << 40)
+
+/* gpu-timeout: default and largest value (seconds). */
+#define VGPU_GPU_TIMEOUT_DEFAULT_S 10u
+#define VGPU_GPU_TIMEOUT_MAX_S 86400u
 
 VgpuProfile *vgpu_profile_copy(const VgpuProfile *p);
 void vgpu_profile_free(VgpuProfile *p);

@@ -40,6 +40,12 @@ typedef struct VgpuResourceDesc {
   uint32_t flags;
 } VgpuResourceDesc;
 
+/* A region of one mip level: x, y, z and its width, height, depth (for
+ * array targets the layers are in z, except 1D arrays: in y). */
+typedef struct VgpuBox {
+  uint32_t x, y, z, w, h, d;
+} VgpuBox;
+
 /* Format block geometry: bytes per block and block width/height in pixels.
  * Returns false for a format id we do not know. */
 typedef struct VgpuFormatInfo {

@@ -280,6 +280,17 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
       p->heads = (uint32_t)v;
     return true;
   }
+  if (g_str_equal(key, "gpu-timeout")) {
+    if (!vgpu_parse_count(value, &v, error))
+      return false;
+    if (v > VGPU_GPU_TIMEOUT_MAX_S) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "gpu-timeout must be between 0 (none) and %u seconds", VGPU_GPU_TIMEOUT_MAX_S);
+      return false;
+    }
+    p->gpu_timeout_s = (uint32_t)v;
+    return true;
+  }
   g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "unknown key \"%s\"", key);
   return false;
 }
@@ -316,6 +327,7 @@ static void profile_defaults(VgpuProfile *p) {
   p->heads = 1;
   p->host_memory = VGPU_HOST_MEMORY_DEFAULT;
   p->max_stream_objects = VGPU_VIRGL_DEFAULT_MAX_OBJECTS;
+  p->gpu_timeout_s = VGPU_GPU_TIMEOUT_DEFAULT_S;
 }
 
 VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p) {

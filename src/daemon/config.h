@@ -62,6 +62,7 @@ VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
 void vgpu_instance_config_free(VgpuInstanceConfig *ic);
 /* One `key=value` as in an [instance] group ("vram", "max-resources",
  * "max-contexts", "max-stream-objects", "max-clients", "fps-cap", "gpu-share",
- * "weight", "heads", "socket-mode").  Used by the loader and by `vgpuctl set`. */
+ * "weight", "heads", "gpu-timeout", "socket-mode").  Used by the loader and by
+ * `vgpuctl set`. */
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error);

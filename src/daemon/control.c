@@ -114,6 +114,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "weight", cfg->eff.weight);
   add_u64(b, "fps_cap", cfg->eff.fps_cap);
   add_u64(b, "heads", cfg->eff.heads);
+  add_u64(b, "gpu_timeout", cfg->eff.gpu_timeout_s);
   add_not_enforced(b);
   json_builder_set_member_name(b, "limits");
   json_builder_begin_object(b);
@@ -186,6 +187,7 @@ static void build_profile(JsonBuilder *b, const VgpuProfile *p) {
   add_u64(b, "weight", p->weight);
   add_u64(b, "fps_cap", p->fps_cap);
   add_u64(b, "heads", p->heads);
+  add_u64(b, "gpu_timeout", p->gpu_timeout_s);
   add_not_enforced(b);
   json_builder_end_object(b);
 }

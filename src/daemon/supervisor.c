@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/profile.h"
+#include "core/worker_exit.h"
 #include "vgpu-config.h"
 #include "daemon/control.h"
 #include "daemon/listener.h"
@@ -118,17 +119,15 @@ static char *find_render_node(const VgpuConfig *cfg) {
 /* ---- workers ------------------------------------------------------------- */
 
 static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
-  static const char *const reasons[] = {"client disconnected", "internal error",
-                                        "protocol violation", "quota refusal",
-                                        "renderer failure"};
   *crashed = false;
   if (WIFEXITED(status)) {
     int code = WEXITSTATUS(status);
-    if ((unsigned)code < G_N_ELEMENTS(reasons))
-      g_snprintf(buf, len, "%s (exit %d)", reasons[code], code);
+    const char *name = vgpu_worker_exit_name(code);
+    if (name)
+      g_snprintf(buf, len, "%s (exit %d)", name, code);
     else
       g_snprintf(buf, len, "exit status %d", code);
-    *crashed = code == 1 || code == 4;
+    *crashed = vgpu_worker_exit_is_crash(code);
   } else if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     /* SIGTERM is a request to stop (vgpud's own at shutdown, or an
@@ -240,6 +239,7 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
   if (s->cfg->header_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--header-timeout=%u", s->cfg->header_timeout_s));
+  g_ptr_array_add(argv, g_strdup_printf("--gpu-timeout=%u", in->cfg->eff.gpu_timeout_s));
   if (!s->cfg->sandbox)
     g_ptr_array_add(argv, g_strdup("--no-sandbox"));
   g_ptr_array_add(argv, NULL);

@@ -1,18 +1,30 @@
 /* The null renderer: accepts everything valid, draws nothing, and signals
- * fences at once.  Unit tests and the fuzzer run sessions on it, so it
- * still tracks resources and contexts and refuses what virglrenderer would
- * (unknown handles, duplicate ids), which keeps those paths exercised. */
+ * fences at once (through an eventfd, as virglrenderer's sync thread
+ * does).  Unit tests and the fuzzer run sessions on it, so it still tracks
+ * resources and contexts and refuses what virglrenderer would (unknown
+ * handles, duplicate ids), which keeps those paths exercised.  A command
+ * stream starting with VGPU_NULL_HANG_DW0/1 models a submission that never
+ * completes: no fence signals after it. */
 #include <errno.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "render/renderer.h"
 
 typedef struct {
+  VgpuResourceDesc desc;
+  bool backing;
+} NullResource;
+
+typedef struct {
   VgpuRenderer base;
-  GHashTable *resources; /* handle -> niov */
+  GHashTable *resources; /* handle -> NullResource* */
   GHashTable *contexts;
-  uint32_t last_fence;
+  uint64_t last_fence;
   bool fence_pending;
+  bool hung; /* a "never completes" stream was submitted */
+  int event_fd;
 } NullRenderer;
 
 #define NULL_CAPS1_SIZE 308u
@@ -22,6 +34,8 @@ static void null_destroy(VgpuRenderer *r) {
   NullRenderer *n = (NullRenderer *)r;
   g_hash_table_unref(n->resources);
   g_hash_table_unref(n->contexts);
+  if (n->event_fd >= 0)
+    close(n->event_fd);
   g_free(n);
 }
 
@@ -60,7 +74,60 @@ static int null_resource_create(VgpuRenderer *r, const VgpuResourceDesc *d, stru
   NullRenderer *n = (NullRenderer *)r;
   if (d->handle == 0 || g_hash_table_contains(n->resources, GUINT_TO_POINTER(d->handle)))
     return -EINVAL;
-  g_hash_table_insert(n->resources, GUINT_TO_POINTER(d->handle), GUINT_TO_POINTER(niov + 1));
+  NullResource *res = g_new0(NullResource, 1);
+  res->desc = *d;
+  res->backing = niov > 0;
+  g_hash_table_insert(n->resources, GUINT_TO_POINTER(d->handle), res);
+  return 0;
+}
+
+static NullResource *null_lookup(VgpuRenderer *r, uint32_t handle) {
+  return g_hash_table_lookup(((NullRenderer *)r)->resources, GUINT_TO_POINTER(handle));
+}
+
+static int null_attach_backing(VgpuRenderer *r, uint32_t handle, struct iovec *iov, unsigned niov) {
+  NullResource *res = null_lookup(r, handle);
+  if (!res || niov == 0 || !iov)
+    return -EINVAL;
+  if (res->backing)
+    return -EBUSY;
+  res->backing = true;
+  return 0;
+}
+
+static void null_detach_backing(VgpuRenderer *r, uint32_t handle) {
+  NullResource *res = null_lookup(r, handle);
+  if (res)
+    res->backing = false;
+}
+
+static int null_resource_info(VgpuRenderer *r, uint32_t handle, VgpuResourceInfo *info) {
+  NullResource *res = null_lookup(r, handle);
+  if (!res)
+    return -EINVAL;
+  VgpuFormatInfo fi = {0};
+  uint64_t stride = 0;
+  if (vgpu_format_info(res->desc.format, &fi) && fi.block_w)
+    stride = (uint64_t)(res->desc.width + fi.block_w - 1) / fi.block_w * fi.block_bytes;
+  *info = (VgpuResourceInfo){.format = res->desc.format,
+                             .width = res->desc.width,
+                             .height = res->desc.height,
+                             .depth = res->desc.depth,
+                             .stride = (uint32_t)MIN(stride, (uint64_t)UINT32_MAX),
+                             .has_backing = res->backing};
+  return 0;
+}
+
+static int null_read_back(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, void *dst,
+                          size_t len, uint32_t stride) {
+  VgpuResourceInfo info;
+  int ret = null_resource_info(r, handle, &info);
+  if (ret < 0)
+    return ret;
+  ret = vgpu_read_back_check(&info, box, len, stride);
+  if (ret < 0)
+    return ret;
+  memset(dst, 0, len); /* draws nothing: every pixel is 0 */
   return 0;
 }
 
@@ -78,12 +145,11 @@ static void null_ctx_detach(VgpuRenderer *r, uint32_t ctx, uint32_t handle) {}
 static int null_transfer(VgpuRenderer *r, uint32_t ctx, uint32_t handle, VgpuTransferDir dir,
                          uint32_t level, uint32_t stride, uint32_t layer_stride,
                          const VgpuBox *box, uint64_t offset, struct iovec *iov, unsigned niov) {
-  NullRenderer *n = (NullRenderer *)r;
-  gpointer v = g_hash_table_lookup(n->resources, GUINT_TO_POINTER(handle));
-  if (!v)
+  NullResource *res = null_lookup(r, handle);
+  if (!res)
     return -EINVAL;
   /* iov NULL means the attached backing, which must exist. */
-  if (!iov && GPOINTER_TO_UINT(v) == 1)
+  if (!iov && !res->backing)
     return -EINVAL;
   if (dir == VGPU_TRANSFER_FROM_HOST && iov)
     for (unsigned i = 0; i < niov; i++)
@@ -94,22 +160,40 @@ static int null_transfer(VgpuRenderer *r, uint32_t ctx, uint32_t handle, VgpuTra
 
 static int null_submit(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_t ndw) {
   NullRenderer *n = (NullRenderer *)r;
-  return g_hash_table_contains(n->contexts, GUINT_TO_POINTER(ctx)) ? 0 : -EINVAL;
+  if (!g_hash_table_contains(n->contexts, GUINT_TO_POINTER(ctx)))
+    return -EINVAL;
+  if (ndw >= 2) {
+    uint32_t dw[2];
+    memcpy(dw, cmds, sizeof(dw));
+    if (dw[0] == VGPU_NULL_HANG_DW0 && dw[1] == VGPU_NULL_HANG_DW1)
+      n->hung = true;
+  }
+  return 0;
 }
 
-static int null_create_fence(VgpuRenderer *r, uint32_t fence_id) {
+static int null_create_fence(VgpuRenderer *r, uint64_t fence_id) {
   NullRenderer *n = (NullRenderer *)r;
+  if (n->hung)
+    return 0; /* never signals */
   n->last_fence = fence_id;
   n->fence_pending = true;
+  if (n->event_fd >= 0) {
+    uint64_t one = 1;
+    (void)!write(n->event_fd, &one, sizeof(one));
+  }
   return 0;
 }
 
 static int null_get_poll_fd(VgpuRenderer *r) {
-  return -1;
+  return ((NullRenderer *)r)->event_fd;
 }
 
 static void null_poll(VgpuRenderer *r) {
   NullRenderer *n = (NullRenderer *)r;
+  if (n->event_fd >= 0) {
+    uint64_t v;
+    (void)!read(n->event_fd, &v, sizeof(v));
+  }
   if (n->fence_pending && r->fence_cb) {
     n->fence_pending = false;
     r->fence_cb(r->fence_user, n->last_fence);
@@ -136,6 +220,10 @@ static const VgpuRendererOps null_ops = {
     .create_fence = null_create_fence,
     .get_poll_fd = null_get_poll_fd,
     .poll = null_poll,
+    .attach_backing = null_attach_backing,
+    .detach_backing = null_detach_backing,
+    .resource_info = null_resource_info,
+    .read_back = null_read_back,
     .describe = null_describe,
 };
 
@@ -144,7 +232,8 @@ VgpuRenderer *vgpu_renderer_null_new(VgpuFenceCallback cb, void *user) {
   n->base.ops = &null_ops;
   n->base.fence_cb = cb;
   n->base.fence_user = user;
-  n->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  n->resources = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  n->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   n->contexts = g_hash_table_new(g_direct_hash, g_direct_equal);
   return &n->base;
 }

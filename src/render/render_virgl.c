@@ -15,6 +15,8 @@ typedef struct {
   VgpuRenderer base;
   char *render_node;
   char description[160];
+  uint64_t fence_reported; /* last 64-bit fence id passed to fence_cb */
+  GHashTable *backed;      /* handles with an iovec attached */
 } VirglRenderer;
 
 /* virglrenderer.h only declares struct virgl_box; this is its layout in
@@ -26,10 +28,17 @@ G_STATIC_ASSERT(sizeof(struct virgl_box) == sizeof(VgpuBox));
 
 static VirglRenderer *the_renderer;
 
+/* virglrenderer 0.10's fence ids are 32-bit: the low bits of ours.  Fences
+ * complete in order, so the 64-bit id is the last one reported moved on
+ * by the (wrapping) 32-bit distance. */
 static void virgl_write_fence(void *cookie, uint32_t fence) {
-  VgpuRenderer *r = cookie;
-  if (r->fence_cb)
-    r->fence_cb(r->fence_user, fence);
+  VirglRenderer *v = cookie;
+  uint32_t delta = fence - (uint32_t)v->fence_reported;
+  if (delta == 0 || delta > INT32_MAX)
+    return; /* already reported, or older */
+  v->fence_reported += delta;
+  if (v->base.fence_cb)
+    v->base.fence_cb(v->base.fence_user, v->fence_reported);
 }
 
 static int virgl_get_drm_fd(void *cookie) {
@@ -58,6 +67,7 @@ static void virgl_debug(const char *fmt, va_list ap) {
 static void virgl_destroy(VgpuRenderer *r) {
   VirglRenderer *v = (VirglRenderer *)r;
   virgl_renderer_cleanup(v);
+  g_hash_table_unref(v->backed);
   g_free(v->render_node);
   g_free(v);
   the_renderer = NULL;
@@ -111,12 +121,14 @@ static int virgl_resource_create(VgpuRenderer *r, const VgpuResourceDesc *d, str
       virgl_renderer_resource_unref(d->handle);
       return -ABS(ret);
     }
+    g_hash_table_add(((VirglRenderer *)r)->backed, GUINT_TO_POINTER(d->handle));
   }
   return 0;
 }
 
 static void virgl_resource_unref(VgpuRenderer *r, uint32_t handle) {
   /* The iovec is ours; take it back before the renderer forgets it. */
+  g_hash_table_remove(((VirglRenderer *)r)->backed, GUINT_TO_POINTER(handle));
   virgl_renderer_resource_detach_iov((int)handle, NULL, NULL);
   virgl_renderer_resource_unref(handle);
 }
@@ -149,8 +161,8 @@ static int virgl_submit(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_
   return ret ? -ABS(ret) : 0;
 }
 
-static int virgl_create_fence(VgpuRenderer *r, uint32_t fence_id) {
-  int ret = virgl_renderer_create_fence((int)fence_id, 0);
+static int virgl_create_fence(VgpuRenderer *r, uint64_t fence_id) {
+  int ret = virgl_renderer_create_fence((int)(uint32_t)fence_id, 0);
   return ret ? -ABS(ret) : 0;
 }
 
@@ -160,6 +172,61 @@ static int virgl_get_poll_fd(VgpuRenderer *r) {
 
 static void virgl_poll(VgpuRenderer *r) {
   virgl_renderer_poll();
+}
+
+static int virgl_attach_backing(VgpuRenderer *r, uint32_t handle, struct iovec *iov,
+                                unsigned niov) {
+  if (niov == 0 || !iov)
+    return -EINVAL;
+  VirglRenderer *v = (VirglRenderer *)r;
+  if (g_hash_table_contains(v->backed, GUINT_TO_POINTER(handle)))
+    return -EBUSY;
+  int ret = virgl_renderer_resource_attach_iov((int)handle, iov, (int)niov);
+  if (ret)
+    return -ABS(ret);
+  g_hash_table_add(v->backed, GUINT_TO_POINTER(handle));
+  return 0;
+}
+
+static void virgl_detach_backing(VgpuRenderer *r, uint32_t handle) {
+  VirglRenderer *v = (VirglRenderer *)r;
+  if (g_hash_table_remove(v->backed, GUINT_TO_POINTER(handle)))
+    virgl_renderer_resource_detach_iov((int)handle, NULL, NULL);
+}
+
+static int virgl_resource_info(VgpuRenderer *r, uint32_t handle, VgpuResourceInfo *info) {
+  struct virgl_renderer_resource_info vi;
+  memset(&vi, 0, sizeof(vi));
+  int ret = virgl_renderer_resource_get_info((int)handle, &vi);
+  /* 0.10 fills the geometry, sets the handle, and then returns what
+   * looking up a DRM fourcc gave (EINVAL on surfaceless EGL): the handle
+   * tells whether the resource was found. */
+  if (ret && vi.handle != handle)
+    return -ABS(ret);
+  *info = (VgpuResourceInfo){
+      .format = vi.virgl_format,
+      .width = vi.width,
+      .height = vi.height,
+      .depth = vi.depth,
+      .stride = vi.stride,
+      .has_backing = g_hash_table_contains(((VirglRenderer *)r)->backed, GUINT_TO_POINTER(handle))};
+  return 0;
+}
+
+static int virgl_read_back(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, void *dst,
+                           size_t len, uint32_t stride) {
+  VgpuResourceInfo info;
+  int ret = virgl_resource_info(r, handle, &info);
+  if (ret < 0)
+    return ret;
+  ret = vgpu_read_back_check(&info, box, len, stride);
+  if (ret < 0)
+    return ret;
+  struct virgl_box b = {box->x, box->y, 0, box->w, box->h, 1};
+  struct iovec iov = {.iov_base = dst, .iov_len = len};
+  /* Context 0: the renderer's own, which sees every resource. */
+  ret = virgl_renderer_transfer_read_iov(handle, 0, 0, stride, 0, &b, 0, &iov, 1);
+  return ret ? -ABS(ret) : 0;
 }
 
 static const char *virgl_describe(VgpuRenderer *r) {
@@ -182,6 +249,10 @@ static const VgpuRendererOps virgl_ops = {
     .create_fence = virgl_create_fence,
     .get_poll_fd = virgl_get_poll_fd,
     .poll = virgl_poll,
+    .attach_backing = virgl_attach_backing,
+    .detach_backing = virgl_detach_backing,
+    .resource_info = virgl_resource_info,
+    .read_back = virgl_read_back,
     .describe = virgl_describe,
 };
 
@@ -196,6 +267,7 @@ VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCa
   v->base.ops = &virgl_ops;
   v->base.fence_cb = cb;
   v->base.fence_user = user;
+  v->backed = g_hash_table_new(g_direct_hash, g_direct_equal);
   int flags = VIRGL_RENDERER_USE_EGL;
   if (!cfg || cfg->use_thread_sync)
     flags |= VIRGL_RENDERER_THREAD_SYNC;
@@ -212,6 +284,7 @@ VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCa
   if (ret) {
     g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "virglrenderer initialisation failed (%s)",
                 g_strerror(ABS(ret)));
+    g_hash_table_unref(v->backed);
     g_free(v->render_node);
     g_free(v);
     return NULL;

@@ -1,5 +1,6 @@
 #include "render/renderer.h"
 
+#include <errno.h>
 
 VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
                                 VgpuFenceCallback cb, void *user, GError **error) {
@@ -13,4 +14,18 @@ VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
               "unknown renderer \"%s\" (built-in: %s)", name ? name : "(default)",
               HAVE_VIRGL ? "virgl, null" : "null");
   return NULL;
+}
+
+int vgpu_read_back_check(const VgpuResourceInfo *info, const VgpuBox *box, size_t len,
+                         uint32_t stride) {
+  VgpuFormatInfo fi;
+  if (!vgpu_format_info(info->format, &fi) || fi.block_w != 1 || fi.block_h != 1)
+    return -EINVAL; /* scanouts are plain pixel formats */
+  if (box->w == 0 || box->h == 0 || box->d != 1 || box->z != 0 ||
+      (uint64_t)box->x + box->w > info->width || (uint64_t)box->y + box->h > info->height)
+    return -EINVAL;
+  uint64_t row = (uint64_t)box->w * fi.block_bytes;
+  if (stride < row || (uint64_t)(box->h - 1) * stride + row > len)
+    return -EINVAL;
+  return 0;
 }

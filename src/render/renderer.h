@@ -16,17 +16,34 @@
 
 typedef struct VgpuRenderer VgpuRenderer;
 
-typedef struct VgpuBox {
-  uint32_t x, y, z, w, h, d;
-} VgpuBox;
-
 typedef enum {
   VGPU_TRANSFER_TO_HOST = 0,   /* client memory -> GPU object (put/write) */
   VGPU_TRANSFER_FROM_HOST = 1, /* GPU object -> client memory (get/read) */
 } VgpuTransferDir;
 
-/* Called from inside poll(): every fence id <= `fence` has signalled. */
-typedef void (*VgpuFenceCallback)(void *user, uint32_t fence);
+/* Called from inside poll(): every fence id <= `fence` has signalled.
+ * Fence ids are 64-bit; each must be above the last one reported and less
+ * than 2^31 beyond it.  A back-end whose library has 32-bit ids
+ * (virglrenderer 0.10) passes the low 32 bits down and extends what it
+ * gets back from the last id reported, which that rule makes exact. */
+typedef void (*VgpuFenceCallback)(void *user, uint64_t fence);
+
+/* What the renderer knows of a resource (virtio-gpu's RESOURCE_INFO, a
+ * scanout's geometry). */
+typedef struct VgpuResourceInfo {
+  uint32_t format; /* virgl_formats */
+  uint32_t width, height, depth;
+  uint32_t stride; /* bytes per row of level 0 as the renderer holds it; 0 if unknown */
+  bool has_backing;
+} VgpuResourceInfo;
+
+/* The null back-end's model of a submission that never completes: a
+ * command stream whose first two dwords are these makes every fence
+ * created after it stay unsignalled (tests of hang-up and GPU timeout).
+ * They are a well-formed virgl command (NOP with one dword, "HANG"), so
+ * the worker's stream checks pass them on like any other stream. */
+#define VGPU_NULL_HANG_DW0 0x00010000u /* VIRGL_CCMD_NOP, length 1 */
+#define VGPU_NULL_HANG_DW1 0x474e4148u /* "HANG" */
 
 typedef struct VgpuRendererOps {
   const char *name;
@@ -46,10 +63,23 @@ typedef struct VgpuRendererOps {
                   uint32_t level, uint32_t stride, uint32_t layer_stride, const VgpuBox *box,
                   uint64_t offset, struct iovec *iov, unsigned niov);
   int (*submit)(VgpuRenderer *r, uint32_t ctx_id, const void *cmds, uint32_t ndw);
-  int (*create_fence)(VgpuRenderer *r, uint32_t fence_id);
+  int (*create_fence)(VgpuRenderer *r, uint64_t fence_id);
   /* fd that becomes readable when poll() has work; -1 if none. */
   int (*get_poll_fd)(VgpuRenderer *r);
   void (*poll)(VgpuRenderer *r);
+  /* Backing after creation (virtio-gpu ATTACH_BACKING / DETACH_BACKING):
+   * attach fails with -EBUSY when the resource has one; the iovec array
+   * must stay valid until it is detached or the resource unreferenced.
+   * Detach gives it back (a no-op without one). */
+  int (*attach_backing)(VgpuRenderer *r, uint32_t handle, struct iovec *iov, unsigned niov);
+  void (*detach_backing)(VgpuRenderer *r, uint32_t handle);
+  int (*resource_info)(VgpuRenderer *r, uint32_t handle, VgpuResourceInfo *info);
+  /* Copies box (level 0, one layer) of a resource into dst, rows `stride`
+   * bytes apart, whatever its backing: the read-back of a scanout.  dst
+   * must hold (box->h - 1) * stride + box->w * bytes-per-pixel bytes;
+   * -EINVAL for a box outside the resource or a stride too small. */
+  int (*read_back)(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, void *dst, size_t len,
+                   uint32_t stride);
   /* GL_RENDERER-like description for operators. */
   const char *(*describe)(VgpuRenderer *r);
 } VgpuRendererOps;
@@ -71,6 +101,10 @@ VgpuRenderer *vgpu_renderer_null_new(VgpuFenceCallback cb, void *user);
 VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCallback cb,
                                       void *user, GError **error);
 #endif
+/* Checks a read_back request against a resource's geometry: the box in
+ * level 0, stride at least a row, len enough for every row.  0 or -EINVAL. */
+int vgpu_read_back_check(const VgpuResourceInfo *info, const VgpuBox *box, size_t len,
+                         uint32_t stride);
 /* By name ("virgl", "null"). */
 VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
                                 VgpuFenceCallback cb, void *user, GError **error);

@@ -10,6 +10,7 @@
  * broken or a hostile client and ends the session. */
 #include "vtest/vtest_decode.h"
 
+#include <glib.h>
 #include <string.h>
 
 enum body_kind {

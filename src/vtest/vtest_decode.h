@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include "core/resource.h"
-#include "render/renderer.h"
 
 enum {
   VTEST_CMD_GET_CAPS = 1,

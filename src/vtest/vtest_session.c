@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/profile.h"
+#include "core/tenant.h"
 #include "core/virgl_stream.h"
 #include "util/fd.h"
 
@@ -20,13 +21,14 @@
  * display-target strides); anything far beyond is refused. */
 #define BACKING_SLACK (64u * 1024u)
 
-typedef struct VtestResource {
-  VgpuResourceDesc desc;
-  uint64_t charge; /* VRAM bytes charged */
-  void *shm;        /* the backing, mapped; its fd is closed once handed over */
+/* What vtest attaches to a resource of the tenant's table. */
+typedef struct VtestBacking {
+  void *shm; /* the backing, mapped; its fd is closed once handed over */
   size_t shm_size;
   struct iovec iov; /* must outlive the renderer resource */
-} VtestResource;
+} VtestBacking;
+
+typedef VgpuTenantResource VtestResource;
 
 struct VtestSession {
   VgpuRenderer *r;
@@ -36,25 +38,44 @@ struct VtestSession {
   bool named;
   bool ctx_created;
   uint32_t version;
-  GHashTable *resources; /* handle -> VtestResource* */
+  VgpuTenant *tenant;       /* resource table and quota charges */
   VgpuVirglTracker *stream; /* objects and sub-contexts made by command streams */
-  uint32_t fence_submitted;
-  uint32_t fence_completed;
+  uint64_t fence_submitted;
+  uint64_t fence_completed;
   GByteArray *out;
   uint8_t *scratch; /* aligned copy of an unaligned command stream */
   size_t scratch_cap;
   VtestEnd end;
   char *end_reason;
+  /* Served by a worker loop (vtest_session_attach). */
+  VgpuLoop *loop;
+  int client_watch, fence_watch;
+  int idle_timeout_ms;
+  uint8_t *in;
+  size_t in_cap, in_len;
 };
 
-static void resource_free(VtestSession *s, VtestResource *res);
+static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+static void resource_release(void *user, VgpuTenantResource *res, bool *keep_charge);
 static VgpuVirglTracker *stream_tracker_new(VtestSession *s);
 
-static void on_fence(void *user, uint32_t fence) {
+static bool fences_pending(VtestSession *s) {
+  return s->fence_completed != s->fence_submitted;
+}
+
+static void on_fence(void *user, uint64_t fence) {
   VtestSession *s = user;
   /* Fences are mergeable: a report of N completes everything <= N. */
-  if ((int32_t)(fence - s->fence_completed) > 0)
+  if (fence > s->fence_completed && fence <= s->fence_submitted) {
     s->fence_completed = fence;
+    vgpu_guard_progress(s->cfg.guard, fences_pending(s));
+  }
+}
+
+/* vtest's policy for a quota refusal: the session ends. */
+static void on_refused(void *user, VgpuResKind kind, const char *reason) {
+  end_session(user, VTEST_END_QUOTA, "%s", reason);
 }
 
 VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionConfig *cfg) {
@@ -64,9 +85,11 @@ VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionCon
   s->cfg = *cfg;
   if (s->cfg.max_version == 0 || s->cfg.max_version > VTEST_PROTOCOL_VERSION)
     s->cfg.max_version = VTEST_PROTOCOL_VERSION;
-  s->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  VgpuTenantPolicy policy = {.refused = on_refused, .release = resource_release, .user = s};
+  s->tenant = vgpu_tenant_new(cfg->ledger, cfg->slot, &policy);
   s->stream = stream_tracker_new(s);
   s->out = g_byte_array_sized_new(4096);
+  s->client_watch = s->fence_watch = -1;
   r->fence_cb = on_fence;
   r->fence_user = s;
   return s;
@@ -75,24 +98,23 @@ VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionCon
 void vtest_session_free(VtestSession *s) {
   if (!s)
     return;
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, s->resources);
-  while (g_hash_table_iter_next(&it, NULL, &v)) {
-    g_hash_table_iter_remove(&it);
-    resource_free(s, v);
+  if (s->loop) {
+    vgpu_loop_remove(s->loop, s->client_watch);
+    vgpu_loop_remove(s->loop, s->fence_watch);
+    vgpu_loop_set_timer(s->loop, -1, NULL, NULL);
   }
-  g_hash_table_unref(s->resources);
-  if (s->ctx_created) {
+  /* Resources go first (detached from the context), then the context. */
+  g_clear_pointer(&s->tenant, vgpu_tenant_free);
+  if (s->ctx_created)
     s->r->ops->context_destroy(s->r, VTEST_CTX_ID);
-    if (s->cfg.ledger)
-      vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, VGPU_RES_CONTEXTS, 1);
-  }
+  /* Last: it releases what it took over from released resources (its
+   * charges go straight to the ledger, not through the tenant). */
   vgpu_virgl_tracker_free(s->stream);
   s->r->fence_cb = NULL;
   s->r->fence_user = NULL;
   g_byte_array_unref(s->out);
   g_free(s->scratch);
+  g_free(s->in);
   g_free(s->end_reason);
   g_free(s);
 }
@@ -103,17 +125,20 @@ const char *vtest_session_end_reason(const VtestSession *s) {
 }
 const char *vtest_session_client_name(const VtestSession *s) { return s->name; }
 guint vtest_session_resource_count(const VtestSession *s) {
-  return g_hash_table_size(s->resources);
+  return vgpu_tenant_resource_count(s->tenant);
+}
+bool vtest_session_work_pending(VtestSession *s) {
+  if (fences_pending(s))
+    s->r->ops->poll(s->r);
+  return fences_pending(s);
 }
 
 const char *vtest_end_name(VtestEnd e) {
   static const char *const names[] = {"none",     "disconnect", "violation", "quota",
-                                      "renderer", "io",         "idle"};
+                                      "renderer", "io",         "idle",      "gone"};
   return (unsigned)e < G_N_ELEMENTS(names) ? names[e] : "?";
 }
 
-static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
 static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...) {
   if (s->end == VTEST_END_NONE) {
     va_list ap;
@@ -121,6 +146,8 @@ static bool end_session(VtestSession *s, VtestEnd kind, const char *fmt, ...) {
     s->end_reason = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     s->end = kind;
+    if (s->loop)
+      vgpu_loop_quit(s->loop);
   }
   return false;
 }
@@ -164,37 +191,8 @@ static bool send_fd(VtestSession *s, int fd) {
 
 /* ---- context, fences ---------------------------------------------------- */
 
-static bool quota_fail(VtestSession *s, VgpuResKind kind, uint64_t amount, const char *what) {
-  uint64_t limit, used;
-  vgpu_ledger_describe(s->cfg.ledger, kind, &limit, &used);
-  if (kind == VGPU_RES_VRAM) {
-    g_autofree char *a = vgpu_format_size(amount, false);
-    g_autofree char *u = vgpu_format_size(used, false);
-    g_autofree char *l = vgpu_format_size(limit, true);
-    return end_session(s, VTEST_END_QUOTA, "%s needs %s but VRAM limit %s is reached (%s in use)",
-                       what, a, l, u);
-  }
-  return end_session(s, VTEST_END_QUOTA, "%s refused: %s limit %" G_GUINT64_FORMAT
-                     " reached (%" G_GUINT64_FORMAT " in use)", what,
-                     vgpu_res_kind_name(kind), limit, used);
-}
-
-static bool charge(VtestSession *s, VgpuResKind kind, uint64_t amount, const char *what) {
-  if (!s->cfg.ledger || amount == 0)
-    return true;
-  if (vgpu_ledger_reserve(s->cfg.ledger, s->cfg.slot, kind, amount) < 0)
-    return quota_fail(s, kind, amount, what);
-  return true;
-}
-
-static void uncharge(VtestSession *s, VgpuResKind kind, uint64_t amount) {
-  if (s->cfg.ledger && amount)
-    vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, kind, amount);
-}
-
 static void count(VtestSession *s, VgpuResKind kind, uint64_t amount) {
-  if (s->cfg.ledger)
-    vgpu_ledger_count(s->cfg.ledger, s->cfg.slot, kind, amount);
+  vgpu_tenant_count(s->tenant, kind, amount);
 }
 
 static uint64_t now_ns(void) {
@@ -207,11 +205,11 @@ static uint64_t now_ns(void) {
 static bool ensure_context(VtestSession *s) {
   if (s->ctx_created)
     return true;
-  if (!charge(s, VGPU_RES_CONTEXTS, 1, "renderer context"))
+  if (!vgpu_tenant_context_charge(s->tenant, "renderer context"))
     return false;
   int r = s->r->ops->context_create(s->r, VTEST_CTX_ID, 0, s->name);
   if (r < 0) {
-    uncharge(s, VGPU_RES_CONTEXTS, 1);
+    vgpu_tenant_context_release(s->tenant);
     return end_session(s, VTEST_END_RENDERER, "renderer context creation failed: %s",
                        g_strerror(-r));
   }
@@ -219,39 +217,61 @@ static bool ensure_context(VtestSession *s) {
   return true;
 }
 
-static bool fences_pending(VtestSession *s) {
-  return s->fence_completed != s->fence_submitted;
-}
-
 /* Sleeps on the renderer's fence fd when it has one (sync thread), else
- * polls it with 200 us sleeps between; never spins. */
-static void wait_fences(VtestSession *s) {
+ * polls it with 200 us sleeps between; never spins.  The client's socket
+ * is watched beside it: a client that hangs up while its work runs ends
+ * the session at once (the worker then exits without waiting for the
+ * renderer; a GPU timeout is the guard's).  The socket is polled for
+ * POLLHUP (peer closed or died), not POLLRDHUP: a client that only shut
+ * down its sending side still reads replies, and POLLRDHUP would then stay
+ * set and turn this wait into a spin. */
+static bool wait_fences(VtestSession *s) {
   uint64_t t0 = now_ns();
+  bool gone = false;
   s->r->ops->poll(s->r);
-  while (fences_pending(s)) {
+  vgpu_guard_leave(s->cfg.guard); /* the socket is watched here */
+  /* Without a client (fuzzing) there is nobody to wait for. */
+  while (fences_pending(s) && !gone && s->sock >= 0) {
     int fd = s->r->ops->get_poll_fd(s->r);
-    if (fd >= 0) {
-      struct pollfd p = {.fd = fd, .events = POLLIN};
-      (void)poll(&p, 1, 100);
-    } else {
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->sock, .events = 0}};
+    int n = poll(p, 2, fd >= 0 ? 100 : 0);
+    if (n > 0 && (p[1].revents & (POLLHUP | POLLERR)))
+      gone = true;
+    else if (fd < 0)
       g_usleep(200);
-    }
     s->r->ops->poll(s->r);
   }
+  vgpu_guard_enter(s->cfg.guard);
   count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+  if (gone)
+    return end_session(s, VTEST_END_GONE,
+                       "client left while waiting for its GPU work (fence %" G_GUINT64_FORMAT
+                       " of %" G_GUINT64_FORMAT " done)",
+                       s->fence_completed, s->fence_submitted);
+  return true;
 }
 
 /* ---- resources ---------------------------------------------------------- */
 
-static void resource_free(VtestSession *s, VtestResource *res) {
+/* The tenant's release hook: the renderer's object, then the backing;
+ * the tenant releases the charges. */
+static void resource_release(void *user, VgpuTenantResource *res, bool *keep_charge) {
+  VtestSession *s = user;
+  VtestBacking *b = res->priv;
   if (s->ctx_created)
     s->r->ops->ctx_detach_resource(s->r, VTEST_CTX_ID, res->desc.handle);
   s->r->ops->resource_unref(s->r, res->desc.handle);
-  if (res->shm)
-    munmap(res->shm, res->shm_size);
-  /* Objects made by command streams may keep it alive: so does its charge. */
+  if (b && b->shm)
+    munmap(b->shm, b->shm_size);
+  g_free(b);
+  /* Objects made by command streams may keep it alive: so does its charge,
+   * which the tracker takes over (and releases when nothing refers to it). */
   vgpu_virgl_tracker_resource_gone(s->stream, res->desc.handle, res->charge);
-  g_free(res);
+  *keep_charge = true;
+}
+
+static VtestBacking *backing_of(const VtestResource *res) {
+  return res->priv;
 }
 
 /* A sealed memfd: the client maps it, but cannot shrink it under us. */
@@ -277,7 +297,7 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
 
   if (d->handle == 0)
     return end_session(s, VTEST_END_VIOLATION, "resource handle 0 is reserved");
-  if (g_hash_table_contains(s->resources, GUINT_TO_POINTER(d->handle)))
+  if (vgpu_tenant_resource_get(s->tenant, d->handle))
     return end_session(s, VTEST_END_VIOLATION, "resource handle %u is already in use", d->handle);
   int r = vgpu_resource_size(d, &size, &why);
   if (r < 0)
@@ -295,58 +315,47 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   uint64_t bytes = size + (uint64_t)data_size;
   char what[64];
   g_snprintf(what, sizeof(what), "resource %u", d->handle);
-  if (!charge(s, VGPU_RES_OBJECTS, 1, what))
-    return false;
-  if (!charge(s, VGPU_RES_VRAM, bytes, what)) {
-    uncharge(s, VGPU_RES_OBJECTS, 1);
-    return false;
-  }
+  VtestResource *res = vgpu_tenant_resource_add(s->tenant, d, bytes, what);
+  if (!res)
+    return false; /* the refusal ended the session */
 
-  VtestResource *res = g_new0(VtestResource, 1);
-  res->desc = *d;
-  res->charge = bytes;
+  VtestBacking *b = g_new0(VtestBacking, 1);
   /* The fd goes to the client (protocol 2) and is closed here either way:
    * the mapping keeps the memory, and a worker holding one fd per resource
    * would run into RLIMIT_NOFILE long before any quota. */
   vgpu_autofd int shm_fd = -1;
   if (data_size > 0) {
-    shm_fd = create_backing(data_size, &res->shm);
+    shm_fd = create_backing(data_size, &b->shm);
     if (shm_fd < 0) {
       int e = -shm_fd;
-      uncharge(s, VGPU_RES_VRAM, bytes);
-      uncharge(s, VGPU_RES_OBJECTS, 1);
-      g_free(res);
+      g_free(b);
+      vgpu_tenant_resource_forget(s->tenant, d->handle);
       return end_session(s, VTEST_END_RENDERER, "cannot allocate a %u-byte backing: %s",
                          data_size, g_strerror(e));
     }
-    res->shm_size = data_size;
-    res->iov.iov_base = res->shm;
-    res->iov.iov_len = data_size;
+    b->shm_size = data_size;
+    b->iov.iov_base = b->shm;
+    b->iov.iov_len = data_size;
   }
-  r = s->r->ops->resource_create(s->r, d, res->shm ? &res->iov : NULL, res->shm ? 1 : 0);
+  r = s->r->ops->resource_create(s->r, d, b->shm ? &b->iov : NULL, b->shm ? 1 : 0);
   if (r < 0) {
-    if (res->shm)
-      munmap(res->shm, res->shm_size);
-    uncharge(s, VGPU_RES_VRAM, bytes);
-    uncharge(s, VGPU_RES_OBJECTS, 1);
-    g_free(res);
+    if (b->shm)
+      munmap(b->shm, b->shm_size);
+    g_free(b);
+    vgpu_tenant_resource_forget(s->tenant, d->handle);
     return end_session(s, VTEST_END_VIOLATION, "renderer refused resource %u: %s", d->handle,
                        g_strerror(-r));
   }
   s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, d->handle);
-  g_hash_table_insert(s->resources, GUINT_TO_POINTER(d->handle), res);
+  res->priv = b;
   if (v2 && shm_fd >= 0)
     return send_fd(s, shm_fd);
   return true;
 }
 
 static bool cmd_resource_unref(VtestSession *s, uint32_t handle) {
-  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(handle));
   /* Unknown handles are ignored, as the reference server does: harmless. */
-  if (!res)
-    return true;
-  g_hash_table_remove(s->resources, GUINT_TO_POINTER(handle));
-  resource_free(s, res);
+  vgpu_tenant_resource_remove(s->tenant, handle);
   return true;
 }
 
@@ -390,10 +399,11 @@ static bool check_box(VtestSession *s, const VtestResource *res, const VtestTran
 
 static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir dir) {
   const VtestTransfer *t = &cmd->u.transfer;
-  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
+  VtestResource *res = vgpu_tenant_resource_get(s->tenant, t->handle);
   if (!res)
     return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
-  if (!res->shm)
+  const VtestBacking *bk = backing_of(res);
+  if (!bk->shm)
     return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u, which has no backing",
                        t->handle);
   uint64_t tight = 0, row = 0, img = 0;
@@ -401,11 +411,11 @@ static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir 
     return false;
   /* data_size is not checked: Mesa 22.3 sends aligned sizes larger than the
    * backing.  What the renderer touches is offset + tight. */
-  if ((uint64_t)t->offset + tight > res->shm_size)
+  if ((uint64_t)t->offset + tight > bk->shm_size)
     return end_session(s, VTEST_END_VIOLATION,
                        "transfer on resource %u reaches byte %" G_GUINT64_FORMAT
                        " of a %zu-byte backing",
-                       t->handle, (uint64_t)t->offset + tight, res->shm_size);
+                       t->handle, (uint64_t)t->offset + tight, bk->shm_size);
   int r = s->r->ops->transfer(s->r, VTEST_CTX_ID, t->handle, dir, t->level, 0, 0, &t->box,
                               t->offset, NULL, 0);
   if (r < 0)
@@ -424,7 +434,7 @@ static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir 
 
 static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir dir) {
   const VtestTransfer *t = &cmd->u.transfer;
-  VtestResource *res = g_hash_table_lookup(s->resources, GUINT_TO_POINTER(t->handle));
+  VtestResource *res = vgpu_tenant_resource_get(s->tenant, t->handle);
   if (!res)
     return end_session(s, VTEST_END_VIOLATION, "transfer on unknown resource %u", t->handle);
   uint64_t tight = 0, row = 0, img = 0, level_row = 0, level_img = 0;
@@ -491,13 +501,17 @@ static bool cmd_transfer_v0(VtestSession *s, const VtestCmd *cmd, VgpuTransferDi
 /* ---- command streams: what they create is charged (core/virgl_stream.c) -- */
 
 static bool stream_reserve(void *user, VgpuResKind kind, uint64_t amount, const char *what) {
-  return charge(user, kind, amount, what);
+  return vgpu_tenant_charge(((VtestSession *)user)->tenant, kind, amount, what);
 }
+/* Straight to the ledger: the tracker outlives the tenant at teardown. */
 static void stream_release(void *user, VgpuResKind kind, uint64_t amount) {
-  uncharge(user, kind, amount);
+  VtestSession *s = user;
+  if (s->cfg.ledger && amount)
+    vgpu_ledger_release(s->cfg.ledger, s->cfg.slot, kind, amount);
 }
 static bool stream_has_resource(void *user, uint32_t handle) {
-  return g_hash_table_contains(((VtestSession *)user)->resources, GUINT_TO_POINTER(handle));
+  VtestSession *s = user;
+  return s->tenant && vgpu_tenant_resource_get(s->tenant, handle) != NULL;
 }
 
 static VgpuVirglTracker *stream_tracker_new(VtestSession *s) {
@@ -547,6 +561,7 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
     return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
                        ndw, g_strerror(-r));
   s->fence_submitted++;
+  vgpu_guard_busy(s->cfg.guard);
   r = s->r->ops->create_fence(s->r, s->fence_submitted);
   count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
   if (r < 0)
@@ -558,9 +573,8 @@ static bool cmd_busy_wait(VtestSession *s, const VtestCmd *cmd) {
   /* The handle is not tracked per resource: "idle" means everything
    * submitted before is done, which is what Mesa's fences need. */
   if (cmd->u.busy_wait.flags & VTEST_BUSY_WAIT_FLAG_WAIT) {
-    if (!vtest_session_flush(s))
+    if (!vtest_session_flush(s) || !wait_fences(s))
       return false;
-    wait_fences(s);
   } else if (fences_pending(s)) {
     s->r->ops->poll(s->r);
   }
@@ -650,6 +664,9 @@ bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size
   uint64_t ncmds = 0;
   bool ok = s->end == VTEST_END_NONE;
   *need = VTEST_HDR_SIZE;
+  /* Renderer calls may block (a read-back waits for rendering): meanwhile
+   * the guard watches the client's socket. */
+  vgpu_guard_enter(s->cfg.guard);
   while (ok) {
     VtestCmd cmd;
     const char *why = NULL;
@@ -667,6 +684,7 @@ bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size
     off += cmd.size;
     ncmds++;
   }
+  vgpu_guard_leave(s->cfg.guard);
   *consumed = off;
   count(s, VGPU_RES_COMMANDS, ncmds);
   return ok;
@@ -674,60 +692,103 @@ bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size
 
 #define READ_BUF_SIZE (256u * 1024u)
 
+/* Executes what the buffer holds, keeps the rest, sizes the buffer for the
+ * next command and sends the replies. */
+static bool serve_buffer(VtestSession *s) {
+  size_t used = 0, need = VTEST_HDR_SIZE;
+  if (!vtest_session_process(s, s->in, s->in_len, &used, &need))
+    return false;
+  if (used) {
+    memmove(s->in, s->in + used, s->in_len - used);
+    s->in_len -= used;
+  }
+  if (need > s->in_cap) {
+    /* Bounded by the decoder's limits before we get here. */
+    s->in_cap = need;
+    s->in = g_realloc(s->in, s->in_cap);
+  } else if (s->in_cap > READ_BUF_SIZE && s->in_len <= READ_BUF_SIZE && need <= READ_BUF_SIZE) {
+    /* One large submit must not keep its buffer resident for the rest
+     * of the session. */
+    s->in_cap = READ_BUF_SIZE;
+    s->in = g_realloc(s->in, s->in_cap);
+  }
+  return vtest_session_flush(s);
+}
+
+static void on_idle(void *user) {
+  VtestSession *s = user;
+  end_session(s, VTEST_END_IDLE, "idle for %d s", s->idle_timeout_ms / 1000);
+}
+
+static void arm_idle(VtestSession *s) {
+  if (s->idle_timeout_ms > 0)
+    vgpu_loop_set_timer(s->loop, g_get_monotonic_time() + (int64_t)s->idle_timeout_ms * 1000,
+                        on_idle, s);
+}
+
+/* The client's socket: one large read, then everything it completes. */
+static void on_client(void *user, int fd, short revents) {
+  VtestSession *s = user;
+  ssize_t n = read(fd, s->in + s->in_len, s->in_cap - s->in_len);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    return;
+  if (n < 0 && errno == ECONNRESET && s->in_len == 0) {
+    /* A client killed between commands resets the connection. */
+    end_session(s, VTEST_END_DISCONNECT, "client disconnected (connection reset)");
+    return;
+  }
+  if (n < 0) {
+    end_session(s, VTEST_END_IO, "reading from the client failed: %s", g_strerror(errno));
+    return;
+  }
+  if (n == 0) {
+    if (s->in_len > 0)
+      end_session(s, VTEST_END_IO, "client hung up in the middle of a command (%zu bytes left)",
+                  s->in_len);
+    else
+      end_session(s, VTEST_END_DISCONNECT, "client disconnected");
+    return;
+  }
+  s->in_len += (size_t)n;
+  count(s, VGPU_RES_BYTES_IN, (uint64_t)n);
+  arm_idle(s);
+  serve_buffer(s);
+}
+
+/* The renderer's fence fd: completions are noted even while the client
+ * does not wait for them (the guard's GPU timeout counts from the last). */
+static void on_fence_fd(void *user, int fd, short revents) {
+  VtestSession *s = user;
+  s->r->ops->poll(s->r);
+}
+
+bool vtest_session_attach(VtestSession *s, VgpuLoop *loop, int idle_timeout_ms) {
+  s->loop = loop;
+  s->idle_timeout_ms = idle_timeout_ms;
+  s->in_cap = READ_BUF_SIZE;
+  s->in = g_malloc(s->in_cap);
+  s->client_watch = vgpu_loop_add(loop, s->sock, POLLIN, on_client, s);
+  int fd = s->r->ops->get_poll_fd(s->r);
+  if (fd >= 0)
+    s->fence_watch = vgpu_loop_add(loop, fd, POLLIN, on_fence_fd, s);
+  if (s->client_watch < 0 || (fd >= 0 && s->fence_watch < 0))
+    return end_session(s, VTEST_END_IO, "no room in the worker loop");
+  arm_idle(s);
+  return true;
+}
+
 VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms) {
-  size_t cap = READ_BUF_SIZE, len = 0;
-  g_autofree uint8_t *buf = g_malloc(cap);
-  for (;;) {
-    size_t used = 0, need = VTEST_HDR_SIZE;
-    if (!vtest_session_process(s, buf, len, &used, &need))
-      break;
-    if (used) {
-      memmove(buf, buf + used, len - used);
-      len -= used;
-    }
-    if (need > cap) {
-      /* Bounded by the decoder's limits before we get here. */
-      cap = need;
-      buf = g_realloc(buf, cap);
-    } else if (cap > READ_BUF_SIZE && len <= READ_BUF_SIZE && need <= READ_BUF_SIZE) {
-      /* One large submit must not keep its buffer resident for the rest
-       * of the session. */
-      cap = READ_BUF_SIZE;
-      buf = g_realloc(buf, cap);
-    }
-    if (!vtest_session_flush(s))
-      break;
-    if (idle_timeout_ms > 0) {
-      struct pollfd p = {.fd = s->sock, .events = POLLIN};
-      int pr = poll(&p, 1, idle_timeout_ms);
-      if (pr == 0) {
-        end_session(s, VTEST_END_IDLE, "idle for %d s", idle_timeout_ms / 1000);
-        break;
-      }
-    }
-    ssize_t n = read(s->sock, buf + len, cap - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno == ECONNRESET && len == 0) {
-      /* A client killed between commands resets the connection. */
-      end_session(s, VTEST_END_DISCONNECT, "client disconnected (connection reset)");
-      break;
-    }
-    if (n < 0) {
-      end_session(s, VTEST_END_IO, "reading from the client failed: %s", g_strerror(errno));
-      break;
-    }
-    if (n == 0) {
-      if (len > 0)
-        end_session(s, VTEST_END_IO, "client hung up in the middle of a command (%zu bytes left)",
-                    len);
-      else
-        end_session(s, VTEST_END_DISCONNECT, "client disconnected");
-      break;
-    }
-    len += (size_t)n;
-    count(s, VGPU_RES_BYTES_IN, (uint64_t)n);
+  VgpuLoop *loop = vgpu_loop_new();
+  if (vtest_session_attach(s, loop, idle_timeout_ms)) {
+    int r = vgpu_loop_run(loop);
+    if (r < 0)
+      end_session(s, VTEST_END_IO, "waiting for the client failed: %s", g_strerror(-r));
   }
   vtest_session_flush(s);
+  vgpu_loop_remove(loop, s->client_watch);
+  vgpu_loop_remove(loop, s->fence_watch);
+  s->client_watch = s->fence_watch = -1;
+  s->loop = NULL;
+  vgpu_loop_free(loop);
   return s->end;
 }

@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/guard.h"
 #include "core/ledger.h"
+#include "core/loop.h"
 #include "render/renderer.h"
 #include "vtest/vtest_decode.h"
 
@@ -22,6 +24,7 @@ typedef enum {
   VTEST_END_RENDERER,   /* the renderer failed on valid input */
   VTEST_END_IO,         /* socket error, or hang-up mid-message */
   VTEST_END_IDLE,       /* idle timeout */
+  VTEST_END_GONE,       /* client hung up while waiting for its GPU work */
 } VtestEnd;
 
 typedef struct VtestSessionConfig {
@@ -30,6 +33,7 @@ typedef struct VtestSessionConfig {
   VtestLimits limits;
   uint32_t max_version; /* highest protocol version to agree to */
   uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
+  VgpuGuard *guard;     /* NULL: none (tests) */
 } VtestSessionConfig;
 
 typedef struct VtestSession VtestSession;
@@ -47,8 +51,14 @@ bool vtest_session_process(VtestSession *s, const uint8_t *buf, size_t len, size
                            size_t *need);
 /* Writes buffered replies; false on a socket error. */
 bool vtest_session_flush(VtestSession *s);
-/* Serves the socket until the session ends; idle_timeout_ms <= 0: none. */
+/* Serves the socket from a worker loop: watches the client's socket and
+ * the renderer's fence fd, and quits the loop when the session ends.
+ * idle_timeout_ms <= 0: none.  False if the loop has no room. */
+bool vtest_session_attach(VtestSession *s, VgpuLoop *loop, int idle_timeout_ms);
+/* The same on a loop of its own, until the session ends. */
 VtestEnd vtest_session_run(VtestSession *s, int idle_timeout_ms);
+/* Whether submitted work has not completed yet (polls the renderer once). */
+bool vtest_session_work_pending(VtestSession *s);
 
 VtestEnd vtest_session_end_kind(const VtestSession *s);
 const char *vtest_session_end_reason(const VtestSession *s);

@@ -1,8 +1,8 @@
-/* vgpu-worker: serves one vtest client on one instance.  Started by vgpud
- * with the client connection and its ledger fds inherited (see the worker
- * contract in docs/ARCHITECTURE.md). */
+/* vgpu-worker: serves one client on one instance, speaking the protocol
+ * --protocol names (vtest).  Started by vgpud with the client connection
+ * and the ledger inherited (see the worker contract in
+ * docs/ARCHITECTURE.md); exits with a status from core/worker_exit.h. */
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +11,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/guard.h"
 #include "core/ledger.h"
+#include "core/loop.h"
+#include "core/profile.h"
+#include "core/worker_exit.h"
 #include "render/renderer.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/sanitize.h"
-#include "vtest/vtest_decode.h"
-#include "vtest/vtest_session.h"
+#include "worker/frontend.h"
 #include "worker/sandbox.h"
 
 #if VGPU_SANITIZED
@@ -31,13 +34,15 @@ const char *__asan_default_options(void) {
 }
 #endif
 
-enum {
-  WORKER_EXIT_OK = 0,
-  WORKER_EXIT_ERROR = 1,
-  WORKER_EXIT_VIOLATION = 2,
-  WORKER_EXIT_QUOTA = 3,
-  WORKER_EXIT_RENDERER = 4,
-};
+/* Front-ends by --protocol name. */
+static const VgpuFrontendOps *const frontends[] = {&vgpu_vtest_frontend};
+
+static const VgpuFrontendOps *frontend_find(const char *name) {
+  for (size_t i = 0; i < G_N_ELEMENTS(frontends); i++)
+    if (g_strcmp0(frontends[i]->name, name) == 0)
+      return frontends[i];
+  return NULL;
+}
 
 typedef struct {
   gint client_fd;
@@ -54,6 +59,8 @@ typedef struct {
   gint idle_timeout;
   gint64 host_memory;
   gint header_timeout;
+  gint gpu_timeout;
+  gchar *protocol;
   gboolean no_sandbox;
   gboolean version;
 } WorkerArgs;
@@ -64,23 +71,7 @@ static void args_clear(WorkerArgs *a) {
   g_free(a->renderer);
   g_free(a->render_node);
   g_free(a->log_level);
-}
-
-static int exit_code_for(VtestEnd end) {
-  switch (end) {
-  case VTEST_END_DISCONNECT:
-  case VTEST_END_IDLE:
-  case VTEST_END_IO:
-    return WORKER_EXIT_OK;
-  case VTEST_END_VIOLATION:
-    return WORKER_EXIT_VIOLATION;
-  case VTEST_END_QUOTA:
-    return WORKER_EXIT_QUOTA;
-  case VTEST_END_RENDERER:
-    return WORKER_EXIT_RENDERER;
-  default:
-    return WORKER_EXIT_ERROR;
-  }
+  g_free(a->protocol);
 }
 
 static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
@@ -106,57 +97,17 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
       {"header-timeout", 0, 0, G_OPTION_ARG_INT, &a->header_timeout,
        "End the session when no whole command header arrived within S seconds (0: idle-timeout)",
        "S"},
+      {"gpu-timeout", 0, 0, G_OPTION_ARG_INT, &a->gpu_timeout,
+       "End the session when submitted work runs this many seconds without completing (0: "
+       "never)",
+       "S"},
+      {"protocol", 0, 0, G_OPTION_ARG_STRING, &a->protocol, "vtest (default)", "NAME"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &a->version, "Print the version", NULL},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
-  g_autoptr(GOptionContext) ctx = g_option_context_new("- serve one vtest client (started by vgpud)");
+  g_autoptr(GOptionContext) ctx = g_option_context_new("- serve one client (started by vgpud)");
   g_option_context_add_main_entries(ctx, entries, NULL);
   return g_option_context_parse(ctx, &argc, &argv, error);
-}
-
-/* Waits until the client has sent VTEST_HDR_SIZE bytes (left in the
- * socket) or has gone.  Returns how many bytes are waiting: the header size
- * when it is all there, fewer (0 included) when the client hung up or sent
- * nothing within timeout_ms (-1: no limit).  Mesa writes each header in one
- * write(), so a real client is ready at the first wake-up.  While part of a
- * header waits, POLLIN stays set, so poll() can only wait for the hang-up:
- * the socket is looked at again after 5 ms, then less and less often (at
- * most once a second) for a client that dribbles its header or stops
- * half-way. */
-static ssize_t wait_for_header(int fd, int timeout_ms) {
-  gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-  int backoff_ms = 5;
-  for (;;) {
-    char hdr[VTEST_HDR_SIZE];
-    ssize_t n = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno != EAGAIN)
-      return 0;
-    if (n == 0 || n == (ssize_t)sizeof(hdr))
-      return n;
-    n = MAX(n, 0);
-    int wait_ms = -1;
-    if (n > 0) {
-      wait_ms = backoff_ms;
-      backoff_ms = MIN(backoff_ms * 2, 1000);
-    }
-    if (deadline >= 0) {
-      gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
-      if (left_ms <= 0)
-        return n;
-      wait_ms = wait_ms < 0 ? (int)MIN(left_ms, G_MAXINT) : (int)MIN(wait_ms, left_ms);
-    }
-    struct pollfd pfd = {.fd = fd, .events = (short)(n > 0 ? POLLRDHUP : POLLIN)};
-    int pr = poll(&pfd, 1, wait_ms);
-    if (pr < 0 && errno != EINTR)
-      return n;
-    if (pr > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-      /* Gone: whatever it managed to send is all there will be. */
-      ssize_t last = recv(fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT);
-      return MAX(last, 0);
-    }
-  }
 }
 
 int main(int argc, char **argv) {
@@ -165,7 +116,7 @@ int main(int argc, char **argv) {
   vgpu_log_init("vgpu-worker", VGPU_LOG_INFO);
   if (!parse_args(argc, argv, &a, &error)) {
     fprintf(stderr, "vgpu-worker: %s\n", error->message);
-    return WORKER_EXIT_ERROR;
+    return VGPU_WORKER_EXIT_ERROR;
   }
   if (a.version) {
     printf("vgpu-worker %s\n", VGPU_VERSION);
@@ -182,14 +133,14 @@ int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1 && a.ledger_fds) {
     vgpu_error("supervisor already gone");
-    return WORKER_EXIT_ERROR;
+    return VGPU_WORKER_EXIT_ERROR;
   }
   signal(SIGPIPE, SIG_IGN);
 
   struct stat st;
   if (a.client_fd < 0 || fstat(a.client_fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
     vgpu_error("--client-fd must name a connected socket");
-    return WORKER_EXIT_ERROR;
+    return VGPU_WORKER_EXIT_ERROR;
   }
   vgpu_set_nonblock(a.client_fd, false);
 
@@ -200,38 +151,60 @@ int main(int argc, char **argv) {
     if (sscanf(a.ledger_fds, "%d,%d,%d%c", &sfd, &gfd, &qfd, &end) != 3 || sfd < 0 || gfd < 0 ||
         qfd < 0) {
       vgpu_error("--ledger-fds must be three fds, as in 4,5,6");
-      return WORKER_EXIT_ERROR;
+      return VGPU_WORKER_EXIT_ERROR;
     }
     ledger = vgpu_ledger_attach(sfd, gfd, qfd, &error);
     if (!ledger) {
       vgpu_error("ledger: %s", error->message);
-      return WORKER_EXIT_ERROR;
+      return VGPU_WORKER_EXIT_ERROR;
     }
   }
 
+  const VgpuFrontendOps *fe_ops = frontend_find(a.protocol ? a.protocol : "vtest");
+  if (!fe_ops) {
+    vgpu_error("unknown --protocol \"%s\" (built in: vtest)", a.protocol);
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  if (a.idle_timeout < 0 || a.idle_timeout > G_MAXINT / 1000 || a.gpu_timeout < 0 ||
+      a.gpu_timeout > (gint)VGPU_GPU_TIMEOUT_MAX_S) {
+    vgpu_error("--idle-timeout or --gpu-timeout out of range");
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  VgpuFrontendArgs fa = {
+      .client_fd = a.client_fd,
+      .ledger = ledger,
+      .slot = (uint32_t)MAX(a.slot, 0),
+      .idle_timeout_ms = a.idle_timeout * 1000,
+      /* No whole header within this: the client left (0: idle-timeout). */
+      .header_timeout_ms =
+          (a.header_timeout > 0 ? MIN(a.header_timeout, 86400) : a.idle_timeout) * 1000,
+      .max_submit_bytes = (uint32_t)CLAMP(a.max_submit_bytes, 0, (gint64)UINT32_MAX),
+      .max_stream_objects = (uint32_t)MAX(a.max_stream_objects, 0),
+  };
+
   /* Start the renderer (EGL, llvmpipe: tens of milliseconds) only once the
-   * client has sent a whole command header: a client that connects and
-   * leaves, or leaves part of a header behind, costs a fork and an exec,
-   * nothing more. */
-  int header_s = a.header_timeout > 0 ? MIN(a.header_timeout, 86400) : a.idle_timeout;
-  ssize_t have = wait_for_header(a.client_fd, header_s > 0 ? header_s * 1000 : -1);
-  if (have == 0) {
-    vgpu_info("client left before sending a command");
-    return WORKER_EXIT_OK;
+   * client has asked for something: a client that connects and leaves, or
+   * leaves part of a request behind, costs a fork and an exec, nothing
+   * more.  It is not a crash. */
+  if (!fe_ops->await_client(&fa))
+    return VGPU_WORKER_EXIT_CLIENT_LEFT;
+
+  /* The guard ends the worker when its client hangs up while the main
+   * thread is stuck in the renderer, or when GPU work outlives
+   * --gpu-timeout.  Started before the sandbox (it is a thread). */
+  VgpuGuard *guard = vgpu_guard_start(a.client_fd, (unsigned)a.gpu_timeout, NULL, NULL, &error);
+  if (!guard) {
+    vgpu_error("%s", error->message);
+    return VGPU_WORKER_EXIT_ERROR;
   }
-  if (have < (ssize_t)VTEST_HDR_SIZE) {
-    vgpu_warn("session ended (io): only %zd of a command header's %u bytes arrived before the "
-              "client hung up or went idle",
-              have, VTEST_HDR_SIZE);
-    return WORKER_EXIT_ERROR;
-  }
+  fa.guard = guard;
 
   VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
   g_autoptr(VgpuRenderer) renderer =
       vgpu_renderer_new(a.renderer ? a.renderer : "virgl", &rcfg, NULL, NULL, &error);
   if (!renderer) {
     vgpu_error("renderer: %s", error->message);
-    return WORKER_EXIT_RENDERER;
+    return VGPU_WORKER_EXIT_RENDERER;
   }
 
   VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a.host_memory, 0),
@@ -239,37 +212,27 @@ int main(int argc, char **argv) {
   VgpuSandboxState sbs;
   if (!vgpu_sandbox_apply(&sb, &sbs, &error)) {
     vgpu_error("sandbox: %s", error->message);
-    return WORKER_EXIT_ERROR;
+    return VGPU_WORKER_EXIT_ERROR;
   }
 
-  VtestSessionConfig scfg = {.ledger = ledger, .slot = (uint32_t)MAX(a.slot, 0),
-                             .limits = VTEST_DEFAULT_LIMITS};
-  if (a.max_submit_bytes > 0)
-    scfg.limits.max_submit_bytes = (uint32_t)MIN(a.max_submit_bytes, (gint64)UINT32_MAX);
-  if (a.max_stream_objects > 0)
-    scfg.max_stream_objects = (uint32_t)a.max_stream_objects;
-  vgpu_debug("serving with %s", renderer->ops->describe(renderer));
-
-  g_autoptr(VtestSession) session = vtest_session_new(renderer, a.client_fd, &scfg);
-  VtestEnd end = vtest_session_run(session, a.idle_timeout > 0 ? a.idle_timeout * 1000 : 0);
-  const char *who = vtest_session_client_name(session);
-  const char *reason = vtest_session_end_reason(session);
-  switch (end) {
-  case VTEST_END_DISCONNECT:
-    vgpu_info("%s%s%s", *who ? who : "", *who ? ": " : "", reason);
-    break;
-  case VTEST_END_VIOLATION:
-    vgpu_warn("%s%sprotocol violation, session ended: %s", who, *who ? ": " : "", reason);
-    break;
-  case VTEST_END_QUOTA:
-    vgpu_warn("%s%squota exceeded, session ended: %s", who, *who ? ": " : "", reason);
-    break;
-  default:
-    vgpu_warn("%s%ssession ended (%s): %s", who, *who ? ": " : "", vtest_end_name(end), reason);
-    break;
+  vgpu_debug("serving %s with %s", fe_ops->name, renderer->ops->describe(renderer));
+  VgpuLoop *loop = vgpu_loop_new();
+  VgpuFrontend *fe = fe_ops->create(renderer, loop, &fa);
+  int r = vgpu_loop_run(loop);
+  if (r < 0)
+    vgpu_warn("worker loop: %s", g_strerror(-r));
+  bool abandon = false;
+  int code = fe_ops->finish(fe, &abandon);
+  if (abandon) {
+    /* The renderer is still busy with this tenant's work and cannot be
+     * stopped from inside the process: tearing it down would wait for it.
+     * The supervisor reclaims the slot from the exit. */
+    _exit(code);
   }
-  g_clear_pointer(&session, vtest_session_free);
+  fe_ops->destroy(fe);
+  vgpu_loop_free(loop);
+  vgpu_guard_stop(guard);
   g_clear_pointer(&renderer, vgpu_renderer_free);
   vgpu_close(a.client_fd);
-  return exit_code_for(end);
+  return code;
 }

@@ -772,6 +772,44 @@ static void test_runtime_dir(void **state) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* gpu-timeout: 10 s unless set, 0 = none, at most a day, in profiles,
+ * instances and `vgpuctl set`. */
+static void test_gpu_timeout(void **state) {
+  const char *text = "[profile p]\ngpu-timeout=30\n\n[profile bare]\n\n"
+                     "[instance a]\nprofile=p\ngpu-timeout=0\n\n[instance b]\nprofile=p\n\n"
+                     "[instance c]\nprofile=bare\n";
+  GError *e = NULL;
+  VgpuConfig *c = vgpu_config_load_data(text, -1, "g.conf", &e);
+  if (!c)
+    fail_msg("%s", e->message);
+  assert_int_equal(vgpu_config_find_profile(c, "p")->gpu_timeout_s, 30);
+  assert_int_equal(vgpu_config_find_profile(c, "bare")->gpu_timeout_s, VGPU_GPU_TIMEOUT_DEFAULT_S);
+  assert_int_equal(VGPU_GPU_TIMEOUT_DEFAULT_S, 10);
+  assert_int_equal(vgpu_config_find_instance(c, "a")->eff.gpu_timeout_s, 0);
+  assert_int_equal(vgpu_config_find_instance(c, "b")->eff.gpu_timeout_s, 30);
+  assert_int_equal(vgpu_config_find_instance(c, "c")->eff.gpu_timeout_s, 10);
+  VgpuInstanceConfig *ic = vgpu_instance_config_copy(vgpu_config_find_instance(c, "b"));
+  assert_true(vgpu_instance_config_set(ic, "gpu-timeout", "86400", &e));
+  assert_int_equal(ic->eff.gpu_timeout_s, 86400);
+  assert_false(vgpu_instance_config_set(ic, "gpu-timeout", "86401", &e));
+  assert_non_null(strstr(e->message, "between 0 (none) and 86400"));
+  g_clear_error(&e);
+  assert_false(vgpu_instance_config_set(ic, "gpu-timeout", "-1", &e));
+  g_clear_error(&e);
+  assert_int_equal(ic->eff.gpu_timeout_s, 86400); /* unchanged by refusals */
+  vgpu_instance_config_free(ic);
+  vgpu_config_free(c);
+  /* The built-in default's profiles all have the default. */
+  c = vgpu_config_load_default(NULL);
+  for (guint i = 0; i < c->profiles->len; i++)
+    assert_int_equal(((VgpuProfile *)g_ptr_array_index(c->profiles, i))->gpu_timeout_s, 10);
+  vgpu_config_free(c);
+  expect_error("[profile p]\ngpu-timeout=90000\n",
+               "x.conf:2: bad value \"90000\" for gpu-timeout: gpu-timeout must be between 0");
+  expect_error("[profile p]\n[instance a]\nprofile=p\ngpu-timeout=soon\n",
+               "x.conf:4: bad value \"soon\" for gpu-timeout");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_default),
@@ -794,6 +832,7 @@ int main(void) {
       cmocka_unit_test(test_runtime_dir),
       cmocka_unit_test(test_host_memory),
       cmocka_unit_test(test_worker_uid_range),
+      cmocka_unit_test(test_gpu_timeout),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,7 +61,8 @@ static int teardown(void **state) {
   vgpu_renderer_free(f->r);
   vgpu_ledger_free(f->ledger);
   close(f->sv[0]);
-  close(f->sv[1]);
+  if (f->sv[1] >= 0)
+    close(f->sv[1]);
   free(f);
   return 0;
 }
@@ -304,6 +305,45 @@ static void test_submit_and_busy_wait(void **state) {
   expect(f, (uint32_t[]){1, 7, 0}, 3);
 }
 
+/* A client that hangs up while waiting for work that does not complete
+ * (the null renderer's never-ending stream): the wait sees the hang-up at
+ * once and the session ends as "gone", with the work still pending. */
+static void test_hangup_while_waiting(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){VGPU_NULL_HANG_DW0, VGPU_NULL_HANG_DW1}, 2);
+  assert_true(run(f));
+  assert_true(vtest_session_work_pending(f->s));
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 0}, 2); /* no wait: busy */
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 7, 1}, 3);
+  close(f->sv[1]);
+  f->sv[1] = -1;
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 1}, 2);
+  size_t used, need;
+  gint64 t0 = g_get_monotonic_time();
+  assert_false(vtest_session_process(f->s, f->in, f->n, &used, &need));
+  assert_true(g_get_monotonic_time() - t0 < 5 * G_USEC_PER_SEC);
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_GONE);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "client left while waiting"));
+  assert_true(vtest_session_work_pending(f->s));
+}
+
+/* The same client leaving between commands while its work runs: the loop
+ * ends the session as a plain disconnect, and the worker learns that work
+ * is still pending (it then exits without tearing the renderer down). */
+static void test_hangup_with_work_pending(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){VGPU_NULL_HANG_DW0, VGPU_NULL_HANG_DW1}, 2);
+  assert_int_equal(vgpu_write_all(f->sv[1], f->in, f->n), 0);
+  f->n = 0;
+  close(f->sv[1]);
+  f->sv[1] = -1;
+  assert_int_equal(vtest_session_run(f->s, 0), VTEST_END_DISCONNECT);
+  assert_true(vtest_session_work_pending(f->s));
+}
+
 static gpointer write_stream(gpointer data) {
   Fix *f = data;
   GByteArray *b = g_byte_array_new();
@@ -518,6 +558,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_object_quota, setup_tiny, teardown),
       cmocka_unit_test_setup_teardown(test_partial_commands, setup, teardown),
       cmocka_unit_test_setup_teardown(test_submit_and_busy_wait, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hangup_while_waiting, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hangup_with_work_pending, setup, teardown),
       cmocka_unit_test_setup_teardown(test_v0_transfer_get_is_raw, setup, teardown),
       cmocka_unit_test_setup_teardown(test_view_keeps_texture_charged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_view_charge_released_at_end, setup, teardown),
