@@ -307,6 +307,8 @@ def rss_kib(pid):
 def run(test, needs=("Xvfb",), config=DEFAULT_CONFIG, env=None):
     """Runs test(xvfb, daemon) with both started and always stopped; the
     daemon must then stop cleanly (exit 0, no sanitizer report)."""
+    if os.environ.get("VGPU_HAVE_VIRGL") == "0":
+        skip("vgpu was built without virglrenderer (-Dvirgl=disabled): no client can render")
     need("Xvfb", *needs)
     x = Xvfb()
     d = Daemon(config, env=env)
