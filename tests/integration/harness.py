@@ -69,17 +69,20 @@ def sanitizer_env(env):
 class Xvfb:
     def __init__(self):
         need("Xvfb")
+        # A free display, as Xvfb's lock file says; if another Xvfb takes it
+        # first (tests of other trees on the same machine), the next one.
         for n in range(90, 200):
-            if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-                self.display = f":{n}"
-                break
-        self.proc = subprocess.Popen(
-            ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        path = f"/tmp/.X11-unix/X{self.display[1:]}"
-        wait_for(lambda: accepts(path) or self.proc.poll() is not None, 20, "Xvfb to accept clients")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"Xvfb {self.display} exited at start")
+            if os.path.exists(f"/tmp/.X{n}-lock") or os.path.exists(f"/tmp/.X11-unix/X{n}"):
+                continue
+            self.display = f":{n}"
+            self.proc = subprocess.Popen(
+                ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            path = f"/tmp/.X11-unix/X{n}"
+            wait_for(lambda: self.proc.poll() is not None or accepts(path), 20, "Xvfb to accept clients")
+            if self.proc.poll() is None:
+                return
+        raise AssertionError("no Xvfb display could be started in :90-:199")
 
     def stop(self):
         self.proc.terminate()
