@@ -201,8 +201,8 @@ int vgpu_resource_size(const VgpuResourceDesc *d, uint64_t *bytes, const char **
   return 0;
 }
 
-int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w,
-                               uint32_t *h, uint32_t *layers) {
+int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w, uint32_t *h,
+                               uint32_t *layers) {
   if (level > d->last_level)
     return -EINVAL;
   *w = minify(d->width, level);

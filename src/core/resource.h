@@ -73,8 +73,8 @@ typedef struct VgpuResourceBox {
  * array size of 1D, 2D and cube arrays (a cube array counts faces), and 1
  * for every other target.  Mip levels shrink w, h and a 3D depth, never
  * array layers.  Returns 0 or -EINVAL for a level past last_level. */
-int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w,
-                               uint32_t *h, uint32_t *layers);
+int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w, uint32_t *h,
+                               uint32_t *layers);
 
 /* Checks a transfer or copy box against a validated description: the
  * level exists and x+w, y+h and z+d stay within the level's extent (see

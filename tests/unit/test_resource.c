@@ -115,14 +115,14 @@ static int box(VgpuResourceDesc d, uint32_t level, uint32_t x, uint32_t y, uint3
   return r;
 }
 
-#define ACCEPTED(d, l, x, y, z, w, h, dd)                                                         \
+#define ACCEPTED(d, l, x, y, z, w, h, dd)                                                          \
   do {                                                                                             \
     const char *why_;                                                                              \
     int r_ = box(d, l, x, y, z, w, h, dd, &why_);                                                  \
     if (r_ != 0)                                                                                   \
       fail_msg("box %u,%u,%u %ux%ux%u level %u refused: %s", x, y, z, w, h, dd, l, why_);          \
   } while (0)
-#define REFUSED(d, l, x, y, z, w, h, dd)                                                          \
+#define REFUSED(d, l, x, y, z, w, h, dd)                                                           \
   do {                                                                                             \
     const char *why_;                                                                              \
     if (box(d, l, x, y, z, w, h, dd, &why_) != -EINVAL)                                            \
@@ -247,12 +247,18 @@ static void test_box_3d(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_what_glxgears_creates), cmocka_unit_test(test_mipmaps_layers_samples),
-      cmocka_unit_test(test_refusals),              cmocka_unit_test(test_largest_fits_in_64_bits),
-      cmocka_unit_test(test_level_layout),          cmocka_unit_test(test_box_buffer),
-      cmocka_unit_test(test_box_1d),                cmocka_unit_test(test_box_1d_array),
-      cmocka_unit_test(test_box_2d_rect),           cmocka_unit_test(test_box_2d_array),
-      cmocka_unit_test(test_box_cube),              cmocka_unit_test(test_box_cube_array),
+      cmocka_unit_test(test_what_glxgears_creates),
+      cmocka_unit_test(test_mipmaps_layers_samples),
+      cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_largest_fits_in_64_bits),
+      cmocka_unit_test(test_level_layout),
+      cmocka_unit_test(test_box_buffer),
+      cmocka_unit_test(test_box_1d),
+      cmocka_unit_test(test_box_1d_array),
+      cmocka_unit_test(test_box_2d_rect),
+      cmocka_unit_test(test_box_2d_array),
+      cmocka_unit_test(test_box_cube),
+      cmocka_unit_test(test_box_cube_array),
       cmocka_unit_test(test_box_3d),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
