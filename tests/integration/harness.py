@@ -132,7 +132,8 @@ class Daemon:
 
     def control(self, request, uid=None):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(10)
+        # generous: a loaded 2-core machine spawning ASan workers answers late
+        s.settimeout(30)
         s.connect(os.path.join(self.dir, "control.sock"))
         s.sendall(json.dumps(request).encode() + b"\n")
         data = b""
