@@ -10,6 +10,9 @@ FUZZ_SECONDS ?= 60
 CHECK_FUZZ_SECONDS ?= 20
 # .ci/run passes --no-summary and prints the summary itself, last
 SUMMARY_ARGS ?=
+# check leaves the piglit conformance suite to `make conformance`; .ci/run
+# empties this to run both in one pass
+CHECK_ARGS ?= --no-suite conformance
 
 # Sanitizer runs: Mesa, LLVM, EGL and virglrenderer keep allocations until
 # exit; tests/lsan.supp names those libraries (never our code).
@@ -29,13 +32,14 @@ meson_setup = if [ -f $(1)/meson-private/coredata.dat ]; then \
 SAN_OPTS = -Db_sanitize=address,undefined -Db_lundef=false -Dfuzzing=true \
   --buildtype=debugoptimized
 
-.PHONY: all deps build build-san check demo bench fuzz install clean help
+.PHONY: all deps build build-san check conformance demo bench fuzz install clean help
 
 all: build
 
 help:
 	@echo "make demo    set up, build, and show real GL programs on two vGPUs"
-	@echo "make check   set up, build with ASan/UBSan, run every test"
+	@echo "make check   set up, build with ASan/UBSan, run every test but the piglit set"
+	@echo "make conformance  the piglit set (hundreds of tests, ~10 min) against stored results"
 	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server"
 	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
 	@echo "make deps | build | install | clean"
@@ -57,7 +61,13 @@ build-san: deps
 check: build-san
 	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
 	-$(SAN_ENV) VGPU_FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) \
-	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1
+	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1 $(CHECK_ARGS)
+	@python3 scripts/test-summary.py $(SUMMARY_ARGS) $(BUILD_SAN)
+
+# The piglit set of tests/integration/piglit-expected.txt, every line.
+conformance: build-san
+	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
+	-$(SAN_ENV) $(MESON) test -C $(BUILD_SAN) --print-errorlogs --suite conformance
 	@python3 scripts/test-summary.py $(SUMMARY_ARGS) $(BUILD_SAN)
 
 demo: build

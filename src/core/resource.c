@@ -200,3 +200,51 @@ int vgpu_resource_size(const VgpuResourceDesc *d, uint64_t *bytes, const char **
   *bytes = total;
   return 0;
 }
+
+int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w, uint32_t *h,
+                               uint32_t *layers) {
+  if (level > d->last_level)
+    return -EINVAL;
+  *w = minify(d->width, level);
+  *h = minify(d->height, level);
+  switch (d->target) {
+  case VGPU_TARGET_3D:
+    *layers = minify(d->depth, level);
+    break;
+  case VGPU_TARGET_CUBE:
+    *layers = 6;
+    break;
+  case VGPU_TARGET_CUBE_ARRAY:
+    *layers = MAX(d->array_size, 6u);
+    break;
+  case VGPU_TARGET_1D_ARRAY:
+  case VGPU_TARGET_2D_ARRAY:
+    *layers = MAX(d->array_size, 1u);
+    break;
+  default: /* buffer, 1D, 2D, rect */
+    *layers = 1;
+    break;
+  }
+  return 0;
+}
+
+int vgpu_resource_check_box(const VgpuResourceDesc *d, uint32_t level, const VgpuResourceBox *b,
+                            const char **why) {
+  uint32_t w, h, layers;
+  if (vgpu_resource_level_extent(d, level, &w, &h, &layers) < 0)
+    REFUSE(-EINVAL, "mip level out of range");
+  /* 64-bit sums: no 32-bit origin plus extent wraps around. */
+  if ((uint64_t)b->x + b->w > w)
+    REFUSE(-EINVAL, d->target == VGPU_TARGET_BUFFER ? "box passes the end of the buffer"
+                                                    : "box passes the level's width");
+  if ((uint64_t)b->y + b->h > h)
+    REFUSE(-EINVAL, "box passes the level's height");
+  if ((uint64_t)b->z + b->d > layers)
+    REFUSE(-EINVAL, d->target == VGPU_TARGET_3D ? "box passes the level's depth"
+                    : d->target == VGPU_TARGET_CUBE || d->target == VGPU_TARGET_CUBE_ARRAY
+                        ? "box passes the last cube face"
+                    : d->target == VGPU_TARGET_1D_ARRAY || d->target == VGPU_TARGET_2D_ARRAY
+                        ? "box passes the last array layer"
+                        : "box has depth on a target without layers");
+  return 0;
+}

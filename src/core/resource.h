@@ -67,6 +67,29 @@ bool vgpu_format_info(uint32_t virgl_format, VgpuFormatInfo *out);
  * checks.  Returns 0, -EINVAL (malformed) or -EOVERFLOW. */
 int vgpu_resource_size(const VgpuResourceDesc *d, uint64_t *bytes, const char **why);
 
+/* A region of one mip level as virgl addresses it (gallium's pipe_box with
+ * unsigned fields): x/y/z origin and w/h/d extent. */
+typedef struct VgpuResourceBox {
+  uint32_t x, y, z, w, h, d;
+} VgpuResourceBox;
+
+/* What a box may address in one mip level, by gallium's rules: w in
+ * pixels (bytes for a buffer), h in rows (1 for buffers and 1D targets),
+ * and layers along z: the level's depth for 3D, the 6 faces of a cube, the
+ * array size of 1D, 2D and cube arrays (a cube array counts faces), and 1
+ * for every other target.  Mip levels shrink w, h and a 3D depth, never
+ * array layers.  Returns 0 or -EINVAL for a level past last_level. */
+int vgpu_resource_level_extent(const VgpuResourceDesc *d, uint32_t level, uint32_t *w, uint32_t *h,
+                               uint32_t *layers);
+
+/* Checks a transfer or copy box against a validated description: the
+ * level exists and x+w, y+h and z+d stay within the level's extent (see
+ * above; computed without overflow).  An empty box is accepted where its
+ * origin lies within the extent or on its end.  Returns 0, or -EINVAL with
+ * *why set. */
+int vgpu_resource_check_box(const VgpuResourceDesc *d, uint32_t level, const VgpuResourceBox *box,
+                            const char **why);
+
 /* Size in bytes of one mip level's row and image, for transfer box checks. */
 int vgpu_resource_level_layout(const VgpuResourceDesc *d, uint32_t level, uint64_t *row_bytes,
                                uint64_t *image_bytes, uint32_t *level_w, uint32_t *level_h,

@@ -364,27 +364,15 @@ static bool cmd_resource_unref(VtestSession *s, uint32_t handle) {
 static bool check_box(VtestSession *s, const VtestResource *res, const VtestTransfer *t,
                       uint64_t *tight, uint64_t *row_bytes, uint64_t *image_bytes) {
   const VgpuResourceDesc *d = &res->desc;
-  uint32_t lw, lh, ld;
-  uint64_t level_row, level_img;
-  if (vgpu_resource_level_layout(d, t->level, &level_row, &level_img, &lw, &lh, &ld) < 0)
-    return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u: level %u out of range",
-                       t->handle, t->level);
-  /* Array layers and cube faces are addressed through z, except for 1D
-   * arrays, whose layers gallium puts in y. */
-  uint64_t max_y = lh, max_z = ld;
-  if (d->target == VGPU_TARGET_1D_ARRAY) {
-    max_y = MAX(d->array_size, 1u);
-    max_z = 1;
-  } else if (d->target != VGPU_TARGET_3D) {
-    max_z = MAX(d->array_size, 1u);
-  }
   const VgpuBox *b = &t->box;
-  if ((uint64_t)b->x + b->w > lw || (uint64_t)b->y + b->h > max_y ||
-      (uint64_t)b->z + b->d > max_z)
+  const char *why = NULL;
+  if (vgpu_resource_check_box(
+          d, t->level, &(VgpuResourceBox){b->x, b->y, b->z, b->w, b->h, b->d}, &why) < 0)
     return end_session(s, VTEST_END_VIOLATION,
-                       "transfer box %ux%ux%u at %u,%u,%u outside resource %u (%ux%ux%" G_GUINT64_FORMAT
-                       ", level %u)",
-                       b->w, b->h, b->d, b->x, b->y, b->z, t->handle, lw, lh, max_z, t->level);
+                       "transfer box %ux%ux%u at %u,%u,%u outside resource %u (target %u, "
+                       "%ux%ux%u, %u layers, level %u): %s",
+                       b->w, b->h, b->d, b->x, b->y, b->z, t->handle, d->target, d->width,
+                       d->height, d->depth, d->array_size, t->level, why);
   VgpuFormatInfo fi;
   if (!vgpu_format_info(d->format, &fi))
     return end_session(s, VTEST_END_VIOLATION, "transfer on resource %u of unknown format",

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SKIP = 77
@@ -44,6 +45,18 @@ def wait_for(pred, timeout, what):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def accepts(path):
+    """Whether a Unix stream socket at path accepts a connection."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def sanitizer_env(env):
     supp = os.path.join(SOURCE_DIR, "tests", "lsan.supp")
     env.setdefault("ASAN_OPTIONS", "abort_on_error=0")
@@ -56,15 +69,20 @@ def sanitizer_env(env):
 class Xvfb:
     def __init__(self):
         need("Xvfb")
+        # A free display, as Xvfb's lock file says; if another Xvfb takes it
+        # first (tests of other trees on the same machine), the next one.
         for n in range(90, 200):
-            if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
-                self.display = f":{n}"
-                break
-        self.proc = subprocess.Popen(
-            ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: os.path.exists(f"/tmp/.X11-unix/X{self.display[1:]}"), 20, "Xvfb")
-        time.sleep(0.2)
+            if os.path.exists(f"/tmp/.X{n}-lock") or os.path.exists(f"/tmp/.X11-unix/X{n}"):
+                continue
+            self.display = f":{n}"
+            self.proc = subprocess.Popen(
+                ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            path = f"/tmp/.X11-unix/X{n}"
+            wait_for(lambda: self.proc.poll() is not None or accepts(path), 20, "Xvfb to accept clients")
+            if self.proc.poll() is None:
+                return
+        raise AssertionError("no Xvfb display could be started in :90-:199")
 
     def stop(self):
         self.proc.terminate()
@@ -114,7 +132,8 @@ class Daemon:
 
     def control(self, request, uid=None):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(10)
+        # generous: a loaded 2-core machine spawning ASan workers answers late
+        s.settimeout(30)
         s.connect(os.path.join(self.dir, "control.sock"))
         s.sendall(json.dumps(request).encode() + b"\n")
         data = b""
@@ -149,6 +168,19 @@ class Daemon:
 
     def pid(self):
         return self.proc.pid
+
+    def control_connections(self):
+        """Control connections vgpud still holds open (from /proc/net/unix,
+        where an accepted socket shows the path it was accepted on)."""
+        path = os.path.join(self.dir, "control.sock")
+        with open("/proc/net/unix") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        return sum(1 for r in rows if len(r) >= 8 and r[7] == path and r[5] == "03")
+
+    def wait_control_closed(self, timeout=20):
+        """Waits until vgpud has closed every control connection (the
+        test's own requests included), e.g. before counting its fds."""
+        wait_for(lambda: self.control_connections() == 0, timeout, "vgpud to close its control connections")
 
     def stop(self, expect_rc=0):
         if self.proc.poll() is None:
@@ -205,6 +237,50 @@ class ReferenceServer:
         self.proc.wait(timeout=10)
 
 
+class Output:
+    """Reads a client's output as it comes, so a test can wait on what it
+    printed, then stops it."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self):
+        return "".join(self.lines)
+
+    def stop(self, sig=signal.SIGINT, timeout=30):
+        """Sends sig to the client's process group unless it has ended;
+        returns (exit status, all its output)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(10)
+        return self.proc.returncode, self.text()
+
+
+def gears(daemon, instance, display, rates=1, args=()):
+    """Runs glxgears on an instance until it has printed `rates` frame rates
+    (its first comes 5 s after its first frame, then one every 5 s) or has
+    ended, then stops it with SIGINT; returns (status, output)."""
+    o = Output(client(daemon, instance, ["glxgears", *args], display))
+    try:
+        wait_for(lambda: len(fps_values(o.text())) >= rates or o.proc.poll() is not None,
+                 60 + 5 * rates, f"{rates} frame rate(s) from glxgears on {instance}")
+    finally:
+        rc, out = o.stop()
+    return rc, out
+
+
 def finish(p, timeout=60):
     """Output of a client started with a `timeout` wrapper or one that ends."""
     try:
@@ -216,8 +292,7 @@ def finish(p, timeout=60):
 
 
 def fps_values(text):
-    """glxgears' rates; it prints the first 5 s after its first frame, so a run
-    that must show one lasts 9 s or more (a slow start under load eats the rest)."""
+    """glxgears' rates (see gears())."""
     return [float(x) for x in re.findall(r"frames in [\d.]+ seconds = ([\d.]+) FPS", text)]
 
 
@@ -236,6 +311,8 @@ def rss_kib(pid):
 def run(test, needs=("Xvfb",), config=DEFAULT_CONFIG, env=None):
     """Runs test(xvfb, daemon) with both started and always stopped; the
     daemon must then stop cleanly (exit 0, no sanitizer report)."""
+    if os.environ.get("VGPU_HAVE_VIRGL") == "0":
+        skip("vgpu was built without virglrenderer (-Dvirgl=disabled): no client can render")
     need("Xvfb", *needs)
     x = Xvfb()
     d = Daemon(config, env=env)

@@ -2,15 +2,12 @@
 """Real Mesa clients (glxgears) render through vgpud on two vGPU instances,
 one at a time and both at once; usage is visible while they run and back
 to zero after."""
-import time
-
 import harness as h
 
 
 def test(x, d):
     for inst in ("vgpu0", "vgpu1"):
-        rc, out = h.finish(h.client(d, inst, ["timeout", "-s", "INT", "9", "glxgears", "-info"],
-                                    x.display), 60)
+        rc, out = h.gears(d, inst, x.display, args=["-info"])
         assert "GL_RENDERER   = virgl" in out, f"{inst}: no virgl renderer in:\n{out}"
         assert h.fps_values(out), f"{inst}: no frame rate reported:\n{out}"
         print(f"{inst}: {out.splitlines()[0]} ... {h.fps_values(out)[0]:.0f} FPS")
@@ -19,19 +16,25 @@ def test(x, d):
         assert u["frames"] > 0, u
 
     # Both at once: each renders, each instance sees only its own tenant.
-    a = h.client(d, "vgpu0", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
-    b = h.client(d, "vgpu1", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
-    time.sleep(4)
-    s0, s1 = d.show("vgpu0"), d.show("vgpu1")
-    time.sleep(2)
-    t0 = d.show("vgpu0")
-    for s in (s0, s1):
-        assert s["usage"]["clients"] == 1, s
-        assert len(s["tenants"]) == 1 and s["tenants"][0]["vram"] > 0, s
-        assert s["usage"]["vram"] == s["tenants"][0]["vram"], s
-    assert t0["usage"]["frames"] > s0["usage"]["frames"], "vgpu0 stopped presenting frames"
-    _, out_a = h.finish(a, 60)
-    _, out_b = h.finish(b, 60)
+    frames = {i: d.usage(i)["frames"] for i in ("vgpu0", "vgpu1")}
+    a = h.Output(h.client(d, "vgpu0", ["glxgears"], x.display))
+    b = h.Output(h.client(d, "vgpu1", ["glxgears"], x.display))
+    try:
+        for i in ("vgpu0", "vgpu1"):
+            h.wait_for(lambda: d.usage(i)["frames"] > frames[i], 60, f"{i} to present a frame")
+        s0, s1 = d.show("vgpu0"), d.show("vgpu1")
+        for s in (s0, s1):
+            assert s["usage"]["clients"] == 1, s
+            assert len(s["tenants"]) == 1 and s["tenants"][0]["vram"] > 0, s
+            assert s["usage"]["vram"] == s["tenants"][0]["vram"], s
+        h.wait_for(lambda: d.usage("vgpu0")["frames"] > s0["usage"]["frames"], 30,
+                   "vgpu0 to present more frames")
+        for o, i in ((a, "vgpu0"), (b, "vgpu1")):
+            h.wait_for(lambda: h.fps_values(o.text()) or o.proc.poll() is not None, 60,
+                       f"a frame rate from {i}")
+    finally:
+        _, out_a = a.stop()
+        _, out_b = b.stop()
     fa, fb = h.fps_values(out_a), h.fps_values(out_b)
     assert fa and fa[-1] > 0, out_a
     assert fb and fb[-1] > 0, out_b

@@ -13,7 +13,6 @@ import signal
 import socket
 import struct
 import subprocess
-import time
 
 import harness as h
 import vtest_client as vt
@@ -109,12 +108,12 @@ def test(x, d):
     print(f"ok: client against vgpud: {vt.reference_session(path)}")
     vt.well_behaved_session(path)
     d.wait_idle("vgpu0")
-    time.sleep(0.5)  # let vgpud close the control connection wait_idle used
+    d.wait_control_closed()  # the connection wait_idle used, among others
     fd_base = h.fd_count(d.pid())
     # The bystander runs until told to stop, however slow this build is.
     bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "600", "glxgears"], x.display)
-    t_bystander = time.monotonic()
     h.wait_for(lambda: d.usage("vgpu1")["frames"] > 10, 30, "the bystander to render")
+    bystander_worker = [t["worker_pid"] for t in d.show("vgpu1")["tenants"]]
 
     name = b"hostile\0"
     hello = cmd(vt.CREATE_RENDERER, raw=name, length=len(name))
@@ -179,7 +178,9 @@ def test(x, d):
     first = vt.create_renderer_cmd(b"dribble")
     c = vt.VtestClient(path)
     c.send(first[:3])
-    time.sleep(0.2)
+    # The rest follows once a worker serves the connection.
+    h.wait_for(lambda: any(t["client_pid"] == ME for t in d.show("vgpu0")["tenants"]), 20,
+               "a worker for the dribbling client")
     c.send(first[3:])
     c.ping()
     c.close()
@@ -265,15 +266,17 @@ def test(x, d):
     vt.well_behaved_session(path)
     u = d.wait_idle("vgpu0")
     assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
-    # The bystander never noticed any of it: still running, and an FPS
-    # report for every 5 s it ran (glxgears' period), give or take two.
+    # The bystander never noticed any of it: still running on the same
+    # worker, still presenting frames, and reporting a rate above zero.
     assert bystander.poll() is None, "the other instance's client died"
-    ran = time.monotonic() - t_bystander
+    assert [t["worker_pid"] for t in d.show("vgpu1")["tenants"]] == bystander_worker
+    frames = d.usage("vgpu1")["frames"]
+    h.wait_for(lambda: d.usage("vgpu1")["frames"] > frames, 30, "the bystander to render on")
     os.killpg(bystander.pid, signal.SIGINT)
     rc, out = h.finish(bystander, 90)
     fps = h.fps_values(out)
-    assert len(fps) >= max(3, int(ran / 5) - 2) and min(fps) > 0, f"{ran:.0f} s:\n{out}"
-    print(f"bystander on vgpu1: {len(fps)} FPS reports in {ran:.0f} s, min {min(fps):.0f}")
+    assert fps and min(fps) > 0, out
+    print(f"bystander on vgpu1: {len(fps)} FPS reports, min {min(fps):.0f}, {frames} frames")
     # Counted once the bystander's worker is gone too (its child watch
     # holds a pidfd while it runs).
     d.wait_idle("vgpu1", timeout=60)

@@ -29,7 +29,23 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 MESA_PATH = "/tmp/.virgl_test"
 # glxinfo -B trips an X error under Xvfb with virpipe; glxgears -info
 # prints the same renderer line and then renders.
-GEARS = ["timeout", "-s", "INT", "9", "glxgears", "-info"]
+# It runs until it has printed a frame rate (see gears()); the timeout
+# only bounds a client that hangs.
+GEARS = ["timeout", "-s", "INT", "120", "glxgears", "-info"]
+
+
+def gears(prefix, args, env=None):
+    """vgpu-run ARGS with GEARS, stopped by SIGINT (which timeout passes
+    on) once glxgears printed a frame rate or ended: (status, output)."""
+    o = h.Output(subprocess.Popen(list(prefix) + [h.VGPU_RUN] + list(args) + ["--"] + GEARS,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=dict(os.environ, **(env or {})), start_new_session=True))
+    try:
+        h.wait_for(lambda: h.fps_values(o.text()) or o.proc.poll() is not None, 90,
+                   "a frame rate from glxgears")
+    finally:
+        rc, out = o.stop()
+    return rc, out
 
 
 def vrun(args, env=None, prefix=(), timeout=60):
@@ -102,15 +118,20 @@ def test(x, d):
 
     # A real GL client renders, and vgpud accounts it to the same pid.
     env = {"DISPLAY": x.display}
-    p = subprocess.Popen([h.VGPU_RUN] + rd + ["--"] + GEARS, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **env))
-    # `timeout` (which vgpu-run became) forks glxgears: the tenant vgpud
-    # accounts is that child.
-    tenant = h.wait_for(lambda: d.show("vgpu0")["tenants"], 30, "a tenant on vgpu0")[0]
-    with open(f"/proc/{tenant['client_pid']}/stat") as f:
-        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-    assert ppid == p.pid, (tenant, p.pid)
-    out, _ = p.communicate(timeout=60)
+    o = h.Output(subprocess.Popen([h.VGPU_RUN] + rd + ["--"] + GEARS, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **env),
+                                  start_new_session=True))
+    try:
+        # `timeout` (which vgpu-run became) forks glxgears: the tenant vgpud
+        # accounts is that child.
+        tenant = h.wait_for(lambda: d.show("vgpu0")["tenants"], 30, "a tenant on vgpu0")[0]
+        with open(f"/proc/{tenant['client_pid']}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        assert ppid == o.proc.pid, (tenant, o.proc.pid)
+        h.wait_for(lambda: h.fps_values(o.text()) or o.proc.poll() is not None, 90,
+                   "a frame rate from glxgears")
+    finally:
+        _, out = o.stop()
     assert "GL_RENDERER   = virgl" in out and h.fps_values(out), out
     d.wait_log(r"vgpu0: client pid %d uid 0 connected" % tenant["client_pid"])
     print("ok: glxgears renders through virgl")
@@ -119,10 +140,10 @@ def test(x, d):
     # behind Mesa's "connection lost".
     rc, _, err = vrun(rd + ["--instance", "locked", "--", "true"], prefix=NOBODY)
     assert rc == 125 and "no permission to connect" in err and "mode 0600" in err, (rc, err)
-    args = rd + ["--"] + GEARS
-    rc, out, err = vrun(args, prefix=NOBODY + ["env", f"DISPLAY={x.display}"])
+    rc, out = gears(NOBODY + ["env", f"DISPLAY={x.display}"], rd)
+    err = out
     if userns_allowed():
-        assert "GL_RENDERER   = virgl" in out and h.fps_values(out), out + err
+        assert "GL_RENDERER   = virgl" in out and h.fps_values(out), out
         print("ok: as nobody, rendered through an unprivileged user namespace")
     else:
         assert rc == 125 and "unprivileged user namespaces are disabled" in err, (rc, err)

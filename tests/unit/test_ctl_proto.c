@@ -246,7 +246,7 @@ static void test_read_line_timeout(void **state) {
   gint64 waited = g_get_monotonic_time() - t0;
   assert_true(g_error_matches(e, VGPU_CTL_ERROR, VGPU_CTL_ERROR_TIMEOUT));
   assert_string_equal(e->message, "no reply from vgpud within 150 ms");
-  assert_true(waited >= 140000 && waited < 3000000);
+  assert_true(waited >= 140000 && waited < 30000000); /* a timeout, not a hang */
   g_clear_error(&e);
   close(sv[0]);
   close(sv[1]);

@@ -200,13 +200,26 @@ static void test_backings_hold_no_fds(void **state) {
   expect(f, (uint32_t[]){1, 7, 0}, 3);
 }
 
-static void test_duplicate_and_zero_handles(void **state) {
+static void test_duplicate_handle(void **state) {
   Fix *f = *state;
   name(f);
   create2(f, 3, 0, 64, 16, 64, 1, 0);
   create2(f, 3, 0, 64, 16, 64, 1, 0);
   assert_false(run(f));
   assert_non_null(strstr(vtest_session_end_reason(f->s), "already in use"));
+  assert_int_equal(vtest_session_resource_count(f->s), 1);
+}
+
+/* Handle 0 is reserved (the renderer refuses it too): refused before
+ * anything is created or charged. */
+static void test_zero_handle(void **state) {
+  Fix *f = *state;
+  name(f);
+  create2(f, 3, 0, 64, 16, 64, 1, 0);
+  assert_true(run(f));
+  create2(f, 0, 0, 64, 16, 64, 1, 0);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "handle 0"));
   assert_int_equal(vtest_session_resource_count(f->s), 1);
 }
 
@@ -227,6 +240,40 @@ static void test_transfer_outside_resource(void **state) {
   cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 8, 0, 0, 16, 16, 1, 1024, 0}, 10);
   assert_false(run(f));
   assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 1"));
+}
+
+/* What Mesa sends for a 1D array texture (arb_copy_image, layered
+ * rendering): its layers are z, as for every array target. */
+static void test_transfer_1d_array_layers(void **state) {
+  Fix *f = *state;
+  name(f);
+  /* resource 4: 32x1 RGBA8, 12 layers, a 1536-byte backing */
+  cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, (uint32_t[]){4, 6, 67, 8, 32, 1, 1, 12, 0, 0, 1536}, 11);
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 0, 1, 32, 1, 1, 128, 128}, 10);
+  cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){4, 0, 0, 0, 0, 32, 1, 12, 1536, 0}, 10);
+  cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 8, 0, 11, 24, 1, 1, 96, 1408}, 10);
+  assert_true(run(f));
+  /* one layer past the end, and a layer put in y */
+  cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 0, 12, 32, 1, 1, 128, 0}, 10);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 4"));
+}
+
+static void test_transfer_1d_array_layer_in_y(void **state) {
+  Fix *f = *state;
+  name(f);
+  cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, (uint32_t[]){4, 6, 67, 8, 32, 1, 1, 12, 0, 0, 1536}, 11);
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 1, 0, 32, 1, 1, 128, 0}, 10);
+  assert_false(run(f));
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 4"));
 }
 
 static void test_transfer_past_backing(void **state) {
@@ -549,8 +596,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_create_passes_sealed_memfd, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backings_hold_no_fds, setup, teardown),
       cmocka_unit_test_setup_teardown(test_run_loop_large_submit, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_duplicate_and_zero_handles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_duplicate_handle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zero_handle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_outside_resource, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transfer_1d_array_layers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_transfer_1d_array_layer_in_y, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_past_backing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_transfer_unknown_handle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_vram_quota_refuses_before_allocating, setup_tiny,
