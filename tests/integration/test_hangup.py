@@ -49,7 +49,7 @@ sys.path.insert(0, sys.argv[2])
 import vtest_client as vt
 c = vt.VtestClient(sys.argv[1])
 c.handshake(b"waiter")
-c.submit_cmd((0x4C4C554E, 0x474E4148))
+c.submit_cmd(tuple(int(w, 0) for w in sys.argv[3].split(",")))
 c.send(vt.cmd(vt.BUSY_WAIT, (0, 1)))  # wait: never answered
 print("waiting", flush=True)
 time.sleep(600)
@@ -76,7 +76,8 @@ def worker_of(d, inst, client_pid):
 
 def killed_while_waiting(d):
     here = os.path.dirname(os.path.abspath(__file__))
-    p = subprocess.Popen([sys.executable, "-c", WAITER, d.socket("patient"), here],
+    hang = ",".join(hex(w) for w in NULL_HANG)
+    p = subprocess.Popen([sys.executable, "-c", WAITER, d.socket("patient"), here, hang],
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "waiting"
     worker = worker_of(d, "patient", p.pid)
