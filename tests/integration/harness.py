@@ -7,6 +7,7 @@ anything else fail."""
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -69,20 +70,33 @@ def sanitizer_env(env):
 class Xvfb:
     def __init__(self):
         need("Xvfb")
-        # A free display, as Xvfb's lock file says; if another Xvfb takes it
-        # first (tests of other trees on the same machine), the next one.
-        for n in range(90, 200):
-            if os.path.exists(f"/tmp/.X{n}-lock") or os.path.exists(f"/tmp/.X11-unix/X{n}"):
-                continue
-            self.display = f":{n}"
-            self.proc = subprocess.Popen(
-                ["Xvfb", self.display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            path = f"/tmp/.X11-unix/X{n}"
-            wait_for(lambda: self.proc.poll() is not None or accepts(path), 20, "Xvfb to accept clients")
-            if self.proc.poll() is None:
-                return
-        raise AssertionError("no Xvfb display could be started in :90-:199")
+        # Xvfb picks a free display itself and writes its number to the
+        # pipe once it accepts clients.  Choosing a number here raced with
+        # the Xvfbs of tests running in parallel: a loser could see the
+        # winner's socket, take it for its own and lose its display when
+        # the winner's test ended.
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        num = b""
+        try:
+            end = time.monotonic() + 30
+            while not num.endswith(b"\n"):
+                left = end - time.monotonic()
+                if left <= 0 or not select.select([r], [], [], left)[0]:
+                    break
+                chunk = os.read(r, 16)
+                if not chunk:
+                    break
+                num += chunk
+        finally:
+            os.close(r)
+        if not num.strip().isdigit() or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError(f"Xvfb did not report a display (got {num!r})")
+        self.display = ":" + num.decode().strip()
 
     def stop(self):
         self.proc.terminate()
