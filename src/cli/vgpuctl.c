@@ -110,7 +110,7 @@ static char *human_profiles(JsonObject *r) {
   return vgpu_format_profiles(vgpu_ctl_get_array(r, "profiles"));
 }
 static char *human_status(JsonObject *r) {
-  return vgpu_format_status(vgpu_ctl_get_object(r, "daemon"));
+  return vgpu_format_status(vgpu_ctl_get_object(r, "daemon"), vgpu_ctl_get_array(r, "instances"));
 }
 
 static int cmd_list(const Opts *o, char **a, guint n) {
@@ -242,9 +242,13 @@ static const Command commands[] = {
      1, 1, 0, cmd_show},
     {"profiles", "profiles", "the profiles instances are cut from",
      "Lists the profiles of vgpud's configuration with their limits.\n", 0, 0, 0, cmd_profiles},
-    {"status", "status", "the daemon itself",
+    {"status", "status", "the daemon; per instance its renderer, vtest protocols and capsets",
      "Prints vgpud's version, pid, uptime, runtime directory, configuration and\n"
-     "renderer.\n",
+     "renderer, then per instance what its workers offer: the renderer's\n"
+     "description, the vtest protocol versions and the capability sets with\n"
+     "their versions and sizes, as a probe worker started by vgpud reported\n"
+     "them (\"probing\" until it has answered, \"unknown\" with the reason\n"
+     "when it failed).\n",
      0, 0, 0, cmd_status},
     {"top", "top [--interval S] [--iterations N]", "refreshing view with frame rates",
      "Polls vgpud every S seconds (default 1) and prints one table per poll:\n"

@@ -299,7 +299,59 @@ char *vgpu_format_profiles(JsonArray *profiles) {
   return starred ? g_strconcat(table, NOT_ENFORCED_NOTE, NULL) : g_steal_pointer(&table);
 }
 
-char *vgpu_format_status(JsonObject *d) {
+/* "0, 2" from [0, 2]; fallback when the array is missing or empty. */
+static char *join_numbers(JsonArray *a, const char *fallback) {
+  GString *out = g_string_new(NULL);
+  guint n = a ? json_array_get_length(a) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonNode *e = json_array_get_element(a, i);
+    if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_INT64)
+      g_string_append_printf(out, "%s%" G_GINT64_FORMAT, out->len ? ", " : "",
+                             json_node_get_int(e));
+  }
+  if (!out->len)
+    g_string_append(out, fallback);
+  return g_string_free(out, FALSE);
+}
+
+/* The renderer lines of one instance of `status`. */
+static void format_renderer(GString *out, JsonObject *in) {
+  JsonObject *r = vgpu_ctl_get_object(in, "renderer");
+  const char *name = vgpu_ctl_get_str(r, "name", "?");
+  const char *state = vgpu_ctl_get_str(r, "state", "unknown");
+  g_string_append_printf(out, "\ninstance %s\n", vgpu_ctl_get_str(in, "name", "?"));
+  g_autofree char *offer = NULL;
+  if (g_str_equal(state, "probing")) {
+    g_string_append_printf(out, "  renderer         %s\n", name);
+    offer = g_strdup("probing");
+  } else if (!g_str_equal(state, "ready")) {
+    g_string_append_printf(out, "  renderer         %s\n", name);
+    offer = g_strdup_printf("unknown (%s)", vgpu_ctl_get_str(r, "reason", "no reason given"));
+  }
+  if (offer) {
+    g_string_append_printf(out, "  vtest protocols  %s\n", offer);
+    g_string_append_printf(out, "  capsets          %s\n", offer);
+    return;
+  }
+  g_string_append_printf(out, "  renderer         %s: %s\n", name,
+                         vgpu_ctl_get_str(r, "description", ""));
+  g_autofree char *versions = join_numbers(vgpu_ctl_get_array(r, "vtest_protocols"), "none");
+  g_string_append_printf(out, "  vtest protocols  %s\n", versions);
+  JsonArray *caps = vgpu_ctl_get_array(r, "capsets");
+  guint n = caps ? json_array_get_length(caps) : 0;
+  g_autoptr(GString) cs = g_string_new(NULL);
+  for (guint i = 0; i < n; i++) {
+    JsonObject *c = vgpu_ctl_array_object(caps, i);
+    if (!c)
+      continue;
+    g_string_append_printf(cs, "%s%s v%" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " B)",
+                           cs->len ? ", " : "", vgpu_ctl_get_str(c, "name", "?"),
+                           vgpu_ctl_get_u64(c, "version"), vgpu_ctl_get_u64(c, "size"));
+  }
+  g_string_append_printf(out, "  capsets          %s\n", cs->len ? cs->str : "none");
+}
+
+char *vgpu_format_status(JsonObject *d, JsonArray *instances) {
   g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(d, "uptime_s"));
   GString *out = g_string_new(NULL);
   g_string_append_printf(out, "vgpud %s, pid %" G_GUINT64_FORMAT ", up %s\n",
@@ -310,6 +362,12 @@ char *vgpu_format_status(JsonObject *d) {
   if (d && json_object_has_member(d, "instances"))
     g_string_append_printf(out, "instances      %" G_GUINT64_FORMAT "\n",
                            vgpu_ctl_get_u64(d, "instances"));
+  guint n = instances ? json_array_get_length(instances) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *in = vgpu_ctl_array_object(instances, i);
+    if (in)
+      format_renderer(out, in);
+  }
   return g_string_free(out, FALSE);
 }
 

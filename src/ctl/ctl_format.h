@@ -41,8 +41,10 @@ char *vgpu_format_list(JsonArray *instances);
 char *vgpu_format_show(JsonObject *instance);
 /* `profiles` */
 char *vgpu_format_profiles(JsonArray *profiles);
-/* `status`: the daemon object. */
-char *vgpu_format_status(JsonObject *daemon);
+/* `status`: the daemon object, then per instance (instances may be NULL)
+ * the renderer its workers run, the vtest protocol versions and the
+ * capability sets it offers, or "probing" / "unknown (reason)". */
+char *vgpu_format_status(JsonObject *daemon, JsonArray *instances);
 
 /* `top`: remembers each instance's frame counter between screens so that
  * frames per second come from deltas.  The clock is passed in (monotonic

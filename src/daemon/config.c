@@ -423,6 +423,11 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         c->header_timeout_s = (guint)n;
       else
         c->control_timeout_s = (guint)n;
+    } else if (g_str_equal(k, "probe-timeout")) {
+      if (!vgpu_parse_count(v, &n, &e) || n == 0 || n > 600)
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for probe-timeout: %s", v,
+                       e ? e->message : "must be between 1 and 600 seconds");
+      c->probe_timeout_s = (guint)n;
     } else if (g_str_equal(k, "max-control-connections") ||
                g_str_equal(k, "max-control-connections-per-uid")) {
       if (!vgpu_parse_count(v, &n, &e) || n == 0 || n > 65536)
@@ -568,6 +573,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->worker_uid_first = VGPU_WORKER_UID_FIRST;
   c->worker_uid_last = VGPU_WORKER_UID_LAST;
   c->header_timeout_s = 10;
+  c->probe_timeout_s = 10;
   c->control_timeout_s = 30;
   c->max_control_conns = 64;
   c->max_control_conns_per_uid = 8;

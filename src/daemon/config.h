@@ -35,6 +35,9 @@ typedef struct VgpuConfig {
   uint32_t worker_uid_first, worker_uid_last; /* worker-uid-range */
   /* The first command header must arrive within this (default 10; 0: none). */
   guint header_timeout_s;
+  /* A renderer probe (vgpu-worker --probe) is killed when it has not
+   * answered within this (default 10, 1..600). */
+  guint probe_timeout_s;
   /* Idle control connections are closed after this (default 30; 0: never). */
   guint control_timeout_s;
   /* Open control connections of non-admins in all (default 64), per uid (8). */

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/capset.h"
 #include "core/profile.h"
 #include "daemon/listener.h"
 #include "daemon/supervisor.h"
@@ -174,6 +175,46 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   json_builder_end_object(b);
 }
 
+/* What the instance's workers offer, as their renderer probe answered:
+ * {name, state: probing|ready|unknown, reason (unknown), description,
+ * vtest_protocols, capsets [{id, name, version, size}]} (ready). */
+static void build_renderer(JsonBuilder *b, VgpuInstance *in) {
+  const VgpuProbe *p = vgpu_instance_probe(in);
+  VgpuProbeState st = p ? vgpu_probe_state(p) : VGPU_PROBE_PROBING;
+  json_builder_begin_object(b);
+  add_str(b, "name", vgpu_instance_renderer(in));
+  add_str(b, "state",
+          st == VGPU_PROBE_READY     ? "ready"
+          : st == VGPU_PROBE_UNKNOWN ? "unknown"
+                                     : "probing");
+  if (st == VGPU_PROBE_UNKNOWN)
+    add_str(b, "reason", vgpu_probe_reason(p));
+  const VgpuProbeAnswer *a = st == VGPU_PROBE_READY ? vgpu_probe_answer(p) : NULL;
+  if (a) {
+    add_str(b, "description", a->description);
+    json_builder_set_member_name(b, "vtest_protocols");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < a->n_versions; i++)
+      json_builder_add_int_value(b, a->versions[i]);
+    json_builder_end_array(b);
+    json_builder_set_member_name(b, "capsets");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < a->n_capsets; i++) {
+      const VgpuProbeCapset *c = &a->capsets[i];
+      const char *name = vgpu_capset_name(c->id);
+      g_autofree char *unnamed = name ? NULL : g_strdup_printf("capset %u", c->id);
+      json_builder_begin_object(b);
+      add_u64(b, "id", c->id);
+      add_str(b, "name", name ? name : unnamed);
+      add_u64(b, "version", c->version);
+      add_u64(b, "size", c->size);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+  }
+  json_builder_end_object(b);
+}
+
 static void build_profile(JsonBuilder *b, const VgpuProfile *p) {
   json_builder_begin_object(b);
   add_str(b, "name", p->name);
@@ -272,6 +313,18 @@ static char *cmd_status(VgpuControlRequest *r) {
   add_u64(b, "log_lines_suppressed", vgpu_log_suppressed_total());
   add_str(b, "caller", r->admin ? "admin" : "user");
   json_builder_end_object(b);
+  /* Per instance, what its workers offer. */
+  json_builder_set_member_name(b, "instances");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    json_builder_begin_object(b);
+    add_str(b, "name", vgpu_instance_name(in));
+    json_builder_set_member_name(b, "renderer");
+    build_renderer(b, in);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
   return reply_finish(b);
 }
 

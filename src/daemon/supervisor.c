@@ -24,6 +24,7 @@
 #include "vgpu-config.h"
 #include "daemon/control.h"
 #include "daemon/listener.h"
+#include "daemon/probe.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
@@ -64,6 +65,7 @@ struct VgpuSupervisor {
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
   gint64 started_us;
+  GHashTable *probes; /* renderer configuration (probe_key) -> VgpuProbe* */
 };
 
 static void instance_free(VgpuInstance *in);
@@ -202,6 +204,49 @@ static gboolean on_ledger_request(gint fd, GIOCondition cond, gpointer user) {
   return G_SOURCE_REMOVE;
 }
 
+/* What starts the renderer: the same for serving workers and probes. */
+static void add_renderer_args(VgpuSupervisor *s, GPtrArray *argv) {
+  g_ptr_array_add(argv, g_strdup_printf("--renderer=%s", s->cfg->renderer));
+  if (s->render_node)
+    g_ptr_array_add(argv, g_strdup_printf("--render-node=%s", s->render_node));
+  g_ptr_array_add(argv,
+                  g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
+  if (!s->cfg->sandbox)
+    g_ptr_array_add(argv, g_strdup("--no-sandbox"));
+}
+
+/* ---- renderer probes ------------------------------------------------------ */
+
+/* Everything of the configuration that changes what a worker's renderer
+ * offers. */
+static char *probe_key(VgpuSupervisor *s) {
+  return g_strdup_printf("%s|%s|%d", s->cfg->renderer, s->render_node ? s->render_node : "",
+                         (int)s->cfg->sandbox);
+}
+
+/* Starts the probe of the current renderer configuration unless it has
+ * one; never waits for it. */
+static void probe_ensure(VgpuSupervisor *s) {
+  g_autofree char *key = probe_key(s);
+  if (g_hash_table_contains(s->probes, key))
+    return;
+  g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(argv, g_strdup(s->worker_path));
+  g_ptr_array_add(argv, g_strdup("--probe"));
+  add_renderer_args(s, argv);
+  if (vgpu_isolation_memcap(s->isolation) == VGPU_MEMCAP_RLIMIT)
+    g_ptr_array_add(argv, g_strdup_printf("--host-memory=%llu", VGPU_PROBE_HOST_MEMORY));
+  g_ptr_array_add(argv, NULL);
+  g_autofree char *label = g_strdup_printf("%s on %s", s->cfg->renderer,
+                                           s->render_node ? s->render_node : "EGL surfaceless");
+  VgpuProbeSpawn sp = {.label = label,
+                       .argv = (const char *const *)argv->pdata,
+                       .envp = (const char *const *)s->worker_env,
+                       .isolation = s->isolation,
+                       .timeout_s = s->cfg->probe_timeout_s};
+  g_hash_table_insert(s->probes, g_steal_pointer(&key), vgpu_probe_start(&sp));
+}
+
 static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid) {
   VgpuSupervisor *s = in->sup;
   VgpuBookChildFds child;
@@ -224,11 +269,7 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   g_ptr_array_add(argv, g_strdup_printf("--instance=%s", in->cfg->name));
   g_ptr_array_add(argv, g_strdup_printf("--client-pid=%d", (int)cpid));
   g_ptr_array_add(argv, g_strdup_printf("--client-uid=%u", (unsigned)cuid));
-  g_ptr_array_add(argv, g_strdup_printf("--renderer=%s", s->cfg->renderer));
-  if (s->render_node)
-    g_ptr_array_add(argv, g_strdup_printf("--render-node=%s", s->render_node));
-  g_ptr_array_add(argv,
-                  g_strdup_printf("--log-level=%s", vgpu_log_level_name(vgpu_log_get_level())));
+  add_renderer_args(s, argv);
   g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
   if (vgpu_isolation_memcap(s->isolation) == VGPU_MEMCAP_RLIMIT)
     g_ptr_array_add(argv, g_strdup_printf("--host-memory=%" G_GUINT64_FORMAT,
@@ -240,8 +281,6 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   if (s->cfg->header_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--header-timeout=%u", s->cfg->header_timeout_s));
   g_ptr_array_add(argv, g_strdup_printf("--gpu-timeout=%u", in->cfg->eff.gpu_timeout_s));
-  if (!s->cfg->sandbox)
-    g_ptr_array_add(argv, g_strdup("--no-sandbox"));
   g_ptr_array_add(argv, NULL);
 
   g_autoptr(GError) error = NULL;
@@ -459,6 +498,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                        (GDestroyNotify)instance_free);
   s->started_us = g_get_monotonic_time();
+  s->probes =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vgpu_probe_free);
   s->book = vgpu_book_new();
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
@@ -483,7 +524,10 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
     g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   }
   s->control = vgpu_control_new(s, error);
-  return s->control != NULL;
+  if (!s->control)
+    return false;
+  probe_ensure(s);
+  return true;
 }
 
 void vgpu_supervisor_stop(VgpuSupervisor *s) {
@@ -503,6 +547,10 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
       n++;
     }
   }
+  GHashTableIter pi;
+  g_hash_table_iter_init(&pi, s->probes);
+  while (g_hash_table_iter_next(&pi, NULL, &v))
+    vgpu_probe_kill(v, "vgpud stopped before it answered");
   /* Let the child watches reclaim; whoever is still there after 3 s is
    * killed. */
   gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
@@ -512,7 +560,11 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
     g_hash_table_iter_init(&it, s->instances);
     while (g_hash_table_iter_next(&it, NULL, &v))
       left += g_hash_table_size(((VgpuInstance *)v)->workers);
-    if (left == 0)
+    guint probes_left = 0;
+    g_hash_table_iter_init(&pi, s->probes);
+    while (g_hash_table_iter_next(&pi, NULL, &v))
+      probes_left += vgpu_probe_alive(v);
+    if (left == 0 && (probes_left == 0 || killed))
       break;
     if (!killed && g_get_monotonic_time() > deadline) {
       vgpu_warn("%u worker(s) still running after 3 s: killing", left);
@@ -540,6 +592,8 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_clear_pointer(&s->control, vgpu_control_free);
   if (s->instances)
     g_hash_table_unref(s->instances);
+  if (s->probes)
+    g_hash_table_unref(s->probes);
   vgpu_book_free(s->book);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);
@@ -601,6 +655,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   vgpu_log_set_level(next->log_level);
   vgpu_config_free(s->cfg);
   s->cfg = next;
+  probe_ensure(s); /* a new renderer, or sandbox setting, is probed anew */
   vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
             removed, changed);
   if (not_added)
@@ -731,6 +786,13 @@ bool vgpu_instance_is_draining(const VgpuInstance *in) {
 }
 uint32_t vgpu_instance_ledger_index(const VgpuInstance *in) {
   return (uint32_t)in->ledger_index;
+}
+const VgpuProbe *vgpu_instance_probe(const VgpuInstance *in) {
+  g_autofree char *key = probe_key(in->sup);
+  return g_hash_table_lookup(in->sup->probes, key);
+}
+const char *vgpu_instance_renderer(const VgpuInstance *in) {
+  return in->sup->cfg->renderer;
 }
 guint vgpu_instance_n_tenants(const VgpuInstance *in) {
   return g_hash_table_size(in->workers);

@@ -11,6 +11,7 @@
 #include "core/ledger.h"
 #include "daemon/config.h"
 #include "daemon/isolation.h"
+#include "daemon/probe.h"
 
 typedef struct VgpuSupervisor VgpuSupervisor;
 
@@ -73,5 +74,9 @@ bool vgpu_instance_is_runtime(const VgpuInstance *in); /* created with vgpuctl c
 bool vgpu_instance_is_draining(const VgpuInstance *in);
 uint32_t vgpu_instance_ledger_index(const VgpuInstance *in);
 guint vgpu_instance_n_tenants(const VgpuInstance *in);
+/* The renderer its new workers start ([daemon] renderer) and the probe of
+ * what they offer (NULL before the supervisor has started). */
+const char *vgpu_instance_renderer(const VgpuInstance *in);
+const VgpuProbe *vgpu_instance_probe(const VgpuInstance *in);
 /* VgpuTenantInfo of each connected tenant, in slot order. */
 GArray *vgpu_instance_tenants(const VgpuInstance *in);

@@ -1,7 +1,9 @@
 /* vgpu-worker: serves one client on one instance, speaking the protocol
  * --protocol names (vtest).  Started by vgpud with the client connection
  * and the ledger inherited (see the worker contract in
- * docs/ARCHITECTURE.md); exits with a status from core/worker_exit.h. */
+ * docs/ARCHITECTURE.md); exits with a status from core/worker_exit.h.
+ * With --probe it serves nobody: it starts its renderer as a serving
+ * worker would and writes on stdout what it offers. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/capset.h"
 #include "core/guard.h"
 #include "core/ledger.h"
 #include "core/loop.h"
@@ -20,6 +23,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/sanitize.h"
+#include "vtest/vtest_version.h"
 #include "worker/frontend.h"
 #include "worker/sandbox.h"
 
@@ -62,6 +66,7 @@ typedef struct {
   gint gpu_timeout;
   gchar *protocol;
   gboolean no_sandbox;
+  gboolean probe;
   gboolean version;
 } WorkerArgs;
 
@@ -103,11 +108,94 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
        "S"},
       {"protocol", 0, 0, G_OPTION_ARG_STRING, &a->protocol, "vtest (default)", "NAME"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
+      {"probe", 0, 0, G_OPTION_ARG_NONE, &a->probe,
+       "Serve no client: start the renderer (with --renderer, --render-node, --host-memory, "
+       "--no-sandbox as when serving), write one JSON object on stdout naming it, the vtest "
+       "protocol versions and the capability sets it offers, and exit",
+       NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &a->version, "Print the version", NULL},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
   g_autoptr(GOptionContext) ctx = g_option_context_new("- serve one client (started by vgpud)");
   g_option_context_add_main_entries(ctx, entries, NULL);
   return g_option_context_parse(ctx, &argc, &argv, error);
+}
+
+/* A JSON string of printable ASCII: anything else is escaped, so the
+ * answer is valid UTF-8 whatever the driver's description holds. */
+static void json_string(GString *out, const char *s) {
+  g_string_append_c(out, '"');
+  for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+    if (*p == '"' || *p == '\\')
+      g_string_append_printf(out, "\\%c", *p);
+    else if (*p < 0x20 || *p >= 0x7f)
+      g_string_append_printf(out, "\\u%04x", *p);
+    else
+      g_string_append_c(out, (char)*p);
+  }
+  g_string_append_c(out, '"');
+}
+
+static bool write_all(int fd, const char *buf, size_t len) {
+  while (len) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return true;
+}
+
+/* --probe: the renderer is started and sandboxed exactly as for a client;
+ * then each known capability set is asked for (a size of 0 means the
+ * renderer does not have it).  The answer (docs/ARCHITECTURE.md, "Worker
+ * contract"):
+ *   {"renderer": NAME, "description": TEXT, "vtest_protocols": [0, 2],
+ *    "capsets": [{"id": 1, "version": 1, "size": 308}, ...]} */
+static int run_probe(const WorkerArgs *a) {
+  g_autoptr(GError) error = NULL;
+  VgpuRendererConfig rcfg = {.render_node = a->render_node, .use_thread_sync = true};
+  g_autoptr(VgpuRenderer) renderer =
+      vgpu_renderer_new(a->renderer ? a->renderer : "virgl", &rcfg, NULL, NULL, &error);
+  if (!renderer) {
+    vgpu_error("probe: renderer: %s", error->message);
+    return VGPU_WORKER_EXIT_RENDERER;
+  }
+  VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a->host_memory, 0),
+                          .filter = !a->no_sandbox};
+  VgpuSandboxState sbs;
+  if (!vgpu_sandbox_apply(&sb, &sbs, &error)) {
+    vgpu_error("probe: sandbox: %s", error->message);
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  g_autoptr(GString) out = g_string_new("{\"renderer\":");
+  json_string(out, renderer->ops->name);
+  g_string_append(out, ",\"description\":");
+  json_string(out, renderer->ops->describe(renderer));
+  g_string_append(out, ",\"vtest_protocols\":[");
+  uint32_t versions[16];
+  size_t nv =
+      MIN(vtest_protocol_versions(versions, G_N_ELEMENTS(versions)), G_N_ELEMENTS(versions));
+  for (size_t i = 0; i < nv; i++)
+    g_string_append_printf(out, "%s%u", i ? "," : "", versions[i]);
+  g_string_append(out, "],\"capsets\":[");
+  bool first = true;
+  for (size_t i = 0; i < VGPU_CAPSET_N_KNOWN; i++) {
+    uint32_t id = vgpu_capset_names[i].id, ver = 0, size = 0;
+    if (renderer->ops->get_capset(renderer, id, &ver, &size) < 0 || size == 0)
+      continue;
+    g_string_append_printf(out, "%s{\"id\":%u,\"version\":%u,\"size\":%u}", first ? "" : ",", id,
+                           ver, size);
+    first = false;
+  }
+  g_string_append(out, "]}\n");
+  if (!write_all(STDOUT_FILENO, out->str, out->len)) {
+    vgpu_error("probe: cannot write the answer: %s", g_strerror(errno));
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -131,6 +219,11 @@ int main(int argc, char **argv) {
 
   /* Never outlive the supervisor: it is the one that reclaims our slot. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (a.probe) {
+    vgpu_log_set_tag("probe");
+    signal(SIGPIPE, SIG_IGN);
+    return run_probe(&a);
+  }
   if (getppid() == 1 && a.ledger_fds) {
     vgpu_error("supervisor already gone");
     return VGPU_WORKER_EXIT_ERROR;

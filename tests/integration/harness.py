@@ -180,6 +180,14 @@ class Daemon:
         return wait_for(lambda: (lambda u: u if u["clients"] == 0 else None)(self.usage(instance)),
                         timeout, f"{instance} to have no tenants")
 
+    def wait_probed(self, timeout=60):
+        """Waits until vgpud's renderer probe has ended (answered or not),
+        e.g. before counting vgpud's fds: it holds the probe's pipe."""
+        def done():
+            r = self.control({"command": "status"})
+            return all(i["renderer"]["state"] != "probing" for i in r.get("instances", []))
+        wait_for(done, timeout, "vgpud's renderer probe to end")
+
     def pid(self):
         return self.proc.pid
 

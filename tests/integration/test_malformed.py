@@ -108,6 +108,7 @@ def test(x, d):
     print(f"ok: client against vgpud: {vt.reference_session(path)}")
     vt.well_behaved_session(path)
     d.wait_idle("vgpu0")
+    d.wait_probed()  # its pipe is one of vgpud's fds until it ends
     d.wait_control_closed()  # the connection wait_idle used, among others
     fd_base = h.fd_count(d.pid())
     # The bystander runs until told to stop, however slow this build is.

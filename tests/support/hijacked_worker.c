@@ -236,8 +236,17 @@ int main(int argc, char **argv) {
   g_option_context_add_main_entries(ctx, entries, NULL);
   int ac = argc;
   char **av = argv; /* parsing takes what it knows out of av: args keeps all */
-  if (!g_option_context_parse(ctx, &ac, &av, NULL) || client_fd < 0)
+  if (!g_option_context_parse(ctx, &ac, &av, NULL))
     return 1;
+  if (client_fd < 0) {
+    /* vgpud's renderer probe (--probe) has no client: the real worker's. */
+    const char *real = g_getenv("VGPU_REAL_WORKER");
+    if (!real)
+      return 1;
+    args[0] = g_strdup(real);
+    execv(real, args);
+    return 1;
+  }
   client = client_fd;
   signal(SIGPIPE, SIG_IGN);
 

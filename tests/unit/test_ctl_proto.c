@@ -392,11 +392,44 @@ static void test_views(void **state) {
   g_autoptr(JsonObject) d = parse_object(
       "{\"version\":\"0.1.0\",\"pid\":77,\"uptime_s\":3725,\"runtime_dir\":\"/run/vgpu\","
       "\"renderer\":\"virgl\",\"config\":\"/etc/vgpu/vgpud.conf\"}");
-  g_autofree char *st = vgpu_format_status(d);
+  g_autofree char *st = vgpu_format_status(d, NULL);
   assert_string_equal(st, "vgpud 0.1.0, pid 77, up 1h02m\n"
                           "runtime dir    /run/vgpu\n"
                           "configuration  /etc/vgpu/vgpud.conf\n"
                           "renderer       virgl\n");
+  /* Per instance: what its workers offer, still probing, or unknown. */
+  g_autoptr(JsonObject) sr =
+      parse_object("{\"instances\":["
+                   "{\"name\":\"vgpu0\",\"renderer\":{\"name\":\"virgl\",\"state\":\"ready\","
+                   "\"description\":\"virgl (llvmpipe)\",\"vtest_protocols\":[0,2],\"capsets\":["
+                   "{\"id\":1,\"name\":\"virgl\",\"version\":1,\"size\":308},"
+                   "{\"id\":2,\"name\":\"virgl2\",\"version\":2,\"size\":1376}]}},"
+                   "{\"name\":\"vgpu1\",\"renderer\":{\"name\":\"virgl\",\"state\":\"probing\"}},"
+                   "{\"name\":\"vgpu2\",\"renderer\":{\"name\":\"null\",\"state\":\"unknown\","
+                   "\"reason\":\"no answer within 10 s: killed\"}},"
+                   "{\"name\":\"vgpu3\",\"renderer\":{\"name\":\"null\",\"state\":\"ready\","
+                   "\"description\":\"null\",\"vtest_protocols\":[0,2,\"x\"],\"capsets\":[7]}}]}");
+  g_autofree char *sti = vgpu_format_status(NULL, vgpu_ctl_get_array(sr, "instances"));
+  assert_string_equal(sti, "vgpud ?, pid 0, up 0s\n"
+                           "runtime dir    -\n"
+                           "configuration  -\n"
+                           "renderer       -\n"
+                           "\ninstance vgpu0\n"
+                           "  renderer         virgl: virgl (llvmpipe)\n"
+                           "  vtest protocols  0, 2\n"
+                           "  capsets          virgl v1 (308 B), virgl2 v2 (1376 B)\n"
+                           "\ninstance vgpu1\n"
+                           "  renderer         virgl\n"
+                           "  vtest protocols  probing\n"
+                           "  capsets          probing\n"
+                           "\ninstance vgpu2\n"
+                           "  renderer         null\n"
+                           "  vtest protocols  unknown (no answer within 10 s: killed)\n"
+                           "  capsets          unknown (no answer within 10 s: killed)\n"
+                           "\ninstance vgpu3\n"
+                           "  renderer         null: null\n"
+                           "  vtest protocols  0, 2\n"
+                           "  capsets          none\n");
 }
 
 static JsonArray *top_sample(uint64_t frames_a, uint64_t frames_b, bool with_b) {
