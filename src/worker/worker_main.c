@@ -160,14 +160,14 @@ static int run_probe(const WorkerArgs *a) {
   g_autoptr(VgpuRenderer) renderer =
       vgpu_renderer_new(a->renderer ? a->renderer : "virgl", &rcfg, NULL, NULL, &error);
   if (!renderer) {
-    vgpu_error("probe: renderer: %s", error->message);
+    vgpu_error("renderer: %s", error->message);
     return VGPU_WORKER_EXIT_RENDERER;
   }
   VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a->host_memory, 0),
                           .filter = !a->no_sandbox};
   VgpuSandboxState sbs;
   if (!vgpu_sandbox_apply(&sb, &sbs, &error)) {
-    vgpu_error("probe: sandbox: %s", error->message);
+    vgpu_error("sandbox: %s", error->message);
     return VGPU_WORKER_EXIT_ERROR;
   }
   g_autoptr(GString) out = g_string_new("{\"renderer\":");
@@ -192,7 +192,7 @@ static int run_probe(const WorkerArgs *a) {
   }
   g_string_append(out, "]}\n");
   if (!write_all(STDOUT_FILENO, out->str, out->len)) {
-    vgpu_error("probe: cannot write the answer: %s", g_strerror(errno));
+    vgpu_error("cannot write the answer: %s", g_strerror(errno));
     return VGPU_WORKER_EXIT_ERROR;
   }
   return 0;

@@ -60,7 +60,7 @@ exec {real} "$@"
 PROBES = {
     # Never answers; leaves a child in its process group.
     "hang": "    sleep 3141 &\n    exec sleep 3142",
-    "fail": "    echo 'probe: renderer: no display here' >&2\n    exit 4",
+    "fail": "    echo 'error probe: renderer: no display here' >&2\n    exit 4",
     "garbage": "    echo 'this is not {json'\n    exit 0",
     "flood": "    exec yes '{\"renderer\":\"virgl\"}'",
 }
