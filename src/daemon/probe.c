@@ -277,7 +277,8 @@ static void kill_group(VgpuProbe *p) {
 void vgpu_probe_kill(VgpuProbe *p, const char *why) {
   if (!p->pid)
     return;
-  set_unknown(p, "%s", why);
+  if (why)
+    set_unknown(p, "%s", why);
   kill_group(p);
 }
 

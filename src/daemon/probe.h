@@ -80,7 +80,8 @@ const VgpuProbeAnswer *vgpu_probe_answer(const VgpuProbe *p); /* READY only, els
 /* Whether its process has not been reaped yet. */
 bool vgpu_probe_alive(const VgpuProbe *p);
 /* Kills a live probe's process group (its exit is still reaped by the
- * main loop); it becomes UNKNOWN unless it had answered. */
+ * main loop).  With a reason it becomes UNKNOWN (logged) unless it had
+ * answered; without one (vgpud stopping) nothing is logged. */
 void vgpu_probe_kill(VgpuProbe *p, const char *why);
 /* A live probe is killed and forgotten (its zombie, if any, is left). */
 void vgpu_probe_free(VgpuProbe *p);

@@ -550,7 +550,7 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
   GHashTableIter pi;
   g_hash_table_iter_init(&pi, s->probes);
   while (g_hash_table_iter_next(&pi, NULL, &v))
-    vgpu_probe_kill(v, "vgpud stopped before it answered");
+    vgpu_probe_kill(v, NULL);
   /* Let the child watches reclaim; whoever is still there after 3 s is
    * killed. */
   gint64 deadline = g_get_monotonic_time() + 3 * G_USEC_PER_SEC;
@@ -567,7 +567,8 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
     if (left == 0 && (probes_left == 0 || killed))
       break;
     if (!killed && g_get_monotonic_time() > deadline) {
-      vgpu_warn("%u worker(s) still running after 3 s: killing", left);
+      if (left)
+        vgpu_warn("%u worker(s) still running after 3 s: killing", left);
       g_hash_table_iter_init(&it, s->instances);
       while (g_hash_table_iter_next(&it, NULL, &v)) {
         GHashTableIter wi;

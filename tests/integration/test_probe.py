@@ -11,7 +11,8 @@
    child of its own): vgpud answers `status` at once ("probing") and serves
    a client meanwhile; after probe-timeout the probe's whole process group
    is gone and status says "unknown (no answer within 2 s: killed)", logged
-   once.
+   once.  SIGTERM while such a probe runs stops vgpud at once, the probe
+   and its child killed.
 3. Probes that fail (exit 4), answer garbage, or flood their output: each
    shown as unknown with its reason, logged once, and vgpud carries on."""
 import json
@@ -218,6 +219,25 @@ def test_hang(tmp):
             os.kill(pid, signal.SIGKILL)
 
 
+def test_stop_while_probing(tmp):
+    """SIGTERM while the probe hangs: vgpud stops at once, probe and child
+    killed and reaped."""
+    hung = [["sleep", "3141"], ["sleep", "3142"]]
+    d = with_wrapper("hang", tmp, timeout=600)
+    try:
+        h.wait_for(lambda: len(processes_named(*hung)) == 2, 10, "the hanging probe and its child")
+        t = time.monotonic()
+        d.stop()
+        took = time.monotonic() - t
+        assert took < 5, f"vgpud took {took:.1f} s to stop while its probe hung"
+        h.wait_for(lambda: not processes_named(*hung), 10, "the probe's process group to be killed")
+        print(f"ok: vgpud stopped in {took:.2f} s while its probe hung; probe and child gone")
+    finally:
+        d.kill()
+        for pid in processes_named(*hung):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_failures(tmp):
     reasons = {
         "fail": "the probe failed: renderer failure (exit 4); the log has its reason",
@@ -250,6 +270,7 @@ def main():
     os.chmod(tmp, 0o755)
     try:
         test_hang(tmp)
+        test_stop_while_probing(tmp)
         test_failures(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
