@@ -24,6 +24,8 @@ typedef struct VgpuProfile {
   /* Live objects (shaders, states, views, surfaces, queries...) a client's
    * command streams may hold; VGPU_VIRGL_MIN/MAX_MAX_OBJECTS bound it. */
   uint32_t max_stream_objects;
+  /* Sync objects (vtest protocol 3) a client may hold at once. */
+  uint32_t max_syncs;
   VgpuShareMode share;
   uint32_t weight;  /* fixed-share weight, 1..10000 */
   uint32_t fps_cap; /* 0 = none */
@@ -36,6 +38,9 @@ typedef struct VgpuProfile {
   uint32_t gpu_timeout_s; /* a submission's longest run, 0 = none */
 } VgpuProfile;
 
+#define VGPU_MAX_SYNCS_DEFAULT 1024u
+#define VGPU_MAX_SYNCS_MIN 16u
+#define VGPU_MAX_SYNCS_MAX (1u << 20)
 #define VGPU_HOST_MEMORY_DEFAULT (2ull << 30)
 #define VGPU_HOST_MEMORY_MIN (64ull << 20)
 #define VGPU_HOST_MEMORY_MAX (1ull << 40)

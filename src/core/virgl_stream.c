@@ -19,6 +19,9 @@
  *    SET_VERTEX_BUFFERS, SET_FRAMEBUFFER_STATE and SET_STREAMOUT_TARGETS
  *    replace the whole list; SET_SAMPLER_VIEWS also unbinds the slots after
  *    the ones it names; the others change only the slots they name;
+ *  - PIPE_RESOURCE_CREATE (exactly 11 dwords) makes a resource the
+ *    context keeps under its blob id until a host3d blob claims it, or the
+ *    context is destroyed;
  *  - sub-context 0 exists with the context and is never destroyed;
  *    CREATE_SUB_CTX of a live id does nothing, of a new id creates a GL
  *    context and makes it current; DESTROY_SUB_CTX of the current one makes
@@ -198,6 +201,26 @@ int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent 
     ev->handle = le32(c[1]);
     ev->kind = VGPU_VIRGL_EV_OBJECT_DESTROY;
     return 1;
+  case VGPU_VIRGL_CCMD_PIPE_RESOURCE_CREATE: {
+    if (ev->length != VGPU_VIRGL_PIPE_RES_CREATE_SIZE) {
+      *why = "pipe resource creation of the wrong length";
+      return -EINVAL;
+    }
+    VgpuResourceDesc *d = &ev->desc;
+    d->format = le32(c[1]);
+    d->bind = le32(c[2]);
+    d->target = le32(c[3]);
+    d->width = le32(c[4]);
+    d->height = le32(c[5]);
+    d->depth = le32(c[6]);
+    d->array_size = le32(c[7]);
+    d->last_level = le32(c[8]);
+    d->nr_samples = le32(c[9]);
+    d->flags = le32(c[10]);
+    ev->blob_id = le32(c[11]);
+    ev->kind = VGPU_VIRGL_EV_PIPE_RESOURCE;
+    return 1;
+  }
   case VGPU_VIRGL_CCMD_SET_SUB_CTX:
   case VGPU_VIRGL_CCMD_CREATE_SUB_CTX:
   case VGPU_VIRGL_CCMD_DESTROY_SUB_CTX:
@@ -263,7 +286,13 @@ struct VgpuVirglTracker {
   GHashTable *pins; /* handle -> Pin*, resources the tenant still holds */
   GHashTable *kept; /* Pin* set, resources kept alive by objects only */
   uint64_t kept_vram;
+  GHashTable *blobs; /* blob id -> PipeRes*, made by streams, not yet claimed */
 };
+
+typedef struct PipeRes {
+  VgpuResourceDesc desc;
+  uint64_t vram;
+} PipeRes;
 
 static bool reserve(VgpuVirglTracker *t, VgpuResKind kind, uint64_t amount, const char *what) {
   if (amount == 0 || !t->ch.reserve)
@@ -424,6 +453,7 @@ VgpuVirglTracker *vgpu_virgl_tracker_new(uint32_t max_objects, const VgpuVirglCh
   t->subs = g_hash_table_new(g_direct_hash, g_direct_equal);
   t->pins = g_hash_table_new(g_direct_hash, g_direct_equal);
   t->kept = g_hash_table_new(g_direct_hash, g_direct_equal);
+  t->blobs = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
   t->sub0 = t->current = sub_new(t, 0);
   return t;
 }
@@ -440,6 +470,12 @@ void vgpu_virgl_tracker_free(VgpuVirglTracker *t) {
       release(t, VGPU_RES_CONTEXTS, 1);
     sub_free(t, v);
   }
+  g_hash_table_iter_init(&it, t->blobs);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    release(t, VGPU_RES_VRAM, ((PipeRes *)v)->vram);
+    g_hash_table_iter_remove(&it);
+  }
+  g_hash_table_unref(t->blobs);
   /* Every pin was held by an object: none can be left. */
   g_warn_if_fail(g_hash_table_size(t->pins) == 0 && g_hash_table_size(t->kept) == 0);
   g_hash_table_unref(t->subs);
@@ -493,8 +529,65 @@ static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *
   return VGPU_VIRGL_OK;
 }
 
+/* The renderer allocates the resource when the stream runs: it is charged
+ * from then on, and counts against the bound on stream objects. */
+static VgpuVirglResult pipe_resource(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
+  uint64_t size = 0;
+  const char *bad = NULL;
+  if (ev->blob_id == 0) {
+    *why = g_strdup("virgl command stream: pipe resource with blob id 0");
+    return VGPU_VIRGL_MALFORMED;
+  }
+  if (g_hash_table_contains(t->blobs, GUINT_TO_POINTER(ev->blob_id))) {
+    *why = g_strdup_printf("virgl command stream: pipe resource with blob id %u, which is "
+                           "already waiting for its blob",
+                           ev->blob_id);
+    return VGPU_VIRGL_MALFORMED;
+  }
+  int r = vgpu_resource_size(&ev->desc, &size, &bad);
+  if (r < 0) {
+    *why = g_strdup_printf("virgl command stream: invalid pipe resource for blob %u: %s",
+                           ev->blob_id, bad ? bad : g_strerror(-r));
+    return VGPU_VIRGL_MALFORMED;
+  }
+  if (t->n_objects + g_hash_table_size(t->blobs) >= t->max_objects) {
+    *why = g_strdup_printf("pipe resource for blob %u would exceed the bound of %u stream objects",
+                           ev->blob_id, t->max_objects);
+    return VGPU_VIRGL_BOUND;
+  }
+  char what[64];
+  g_snprintf(what, sizeof(what), "pipe resource for blob %u", ev->blob_id);
+  if (!reserve(t, VGPU_RES_VRAM, size, what))
+    return VGPU_VIRGL_REFUSED;
+  PipeRes *p = g_new0(PipeRes, 1);
+  p->desc = ev->desc;
+  p->vram = size;
+  g_hash_table_insert(t->blobs, GUINT_TO_POINTER(ev->blob_id), p);
+  return VGPU_VIRGL_OK;
+}
+
+bool vgpu_virgl_tracker_blob_take(VgpuVirglTracker *t, uint64_t blob_id, VgpuResourceDesc *desc,
+                                  uint64_t *vram) {
+  if (blob_id == 0 || blob_id > UINT32_MAX)
+    return false;
+  PipeRes *p = g_hash_table_lookup(t->blobs, GUINT_TO_POINTER((uint32_t)blob_id));
+  if (!p)
+    return false;
+  *desc = p->desc;
+  *vram = p->vram;
+  release(t, VGPU_RES_VRAM, p->vram);
+  g_hash_table_remove(t->blobs, GUINT_TO_POINTER((uint32_t)blob_id));
+  return true;
+}
+
+uint32_t vgpu_virgl_tracker_blobs(const VgpuVirglTracker *t) {
+  return g_hash_table_size(t->blobs);
+}
+
 static VgpuVirglResult apply(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
   switch (ev->kind) {
+  case VGPU_VIRGL_EV_PIPE_RESOURCE:
+    return pipe_resource(t, ev, why);
   case VGPU_VIRGL_EV_OBJECT_CREATE:
     return object_create(t, ev, why);
   case VGPU_VIRGL_EV_OBJECT_DESTROY:

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "core/ledger.h"
+#include "core/resource.h"
 
 /* virgl_protocol.h: enum virgl_object_type and the context commands we
  * look at. */
@@ -61,7 +62,12 @@ enum {
   VGPU_VIRGL_CCMD_SET_SHADER_BUFFERS = 34,
   VGPU_VIRGL_CCMD_SET_SHADER_IMAGES = 35,
   VGPU_VIRGL_CCMD_SET_ATOMIC_BUFFERS = 40,
+  /* A resource made inside the context, for a later host3d blob to claim
+   * by blob id: format, bind, target, width, height, depth, array size,
+   * last level, samples, flags, blob id (11 dwords). */
+  VGPU_VIRGL_CCMD_PIPE_RESOURCE_CREATE = 48,
 };
+#define VGPU_VIRGL_PIPE_RES_CREATE_SIZE 11u
 
 /* What a binding command binds.  The first six hold resources, the rest
  * objects. */
@@ -100,7 +106,8 @@ typedef enum {
   VGPU_VIRGL_EV_SUB_CTX_CREATE,  /* sub_ctx */
   VGPU_VIRGL_EV_SUB_CTX_DESTROY,
   VGPU_VIRGL_EV_SUB_CTX_SET,
-  VGPU_VIRGL_EV_BIND, /* bind, shader, start, count, handles at dw[at + i * stride] */
+  VGPU_VIRGL_EV_BIND,          /* bind, shader, start, count, handles at dw[at + i * stride] */
+  VGPU_VIRGL_EV_PIPE_RESOURCE, /* desc (handle 0), blob_id */
 } VgpuVirglEventKind;
 
 typedef struct VgpuVirglEvent {
@@ -118,6 +125,9 @@ typedef struct VgpuVirglEvent {
   uint32_t shader, start, count;
   const uint32_t *handles; /* handles[i * stride], i < count */
   uint32_t stride;
+  /* VGPU_VIRGL_EV_PIPE_RESOURCE */
+  VgpuResourceDesc desc;
+  uint32_t blob_id;
 } VgpuVirglEvent;
 
 /* Decodes the command at dword *off of dw[0..ndw).  Returns 1 with *ev
@@ -176,7 +186,16 @@ VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *d
  * when the last such object is destroyed. */
 void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint64_t vram);
 
+/* A host3d blob claims the resource a command stream made with this blob
+ * id: its description comes back (handle 0) with the VRAM bytes it was
+ * charged, which the tracker releases now (the caller charges them again
+ * to the blob, which owns the memory from here on).  False if no stream
+ * made one. */
+bool vgpu_virgl_tracker_blob_take(VgpuVirglTracker *t, uint64_t blob_id, VgpuResourceDesc *desc,
+                                  uint64_t *vram);
+
 /* For tests and status. */
+uint32_t vgpu_virgl_tracker_blobs(const VgpuVirglTracker *t);   /* unclaimed pipe resources */
 uint32_t vgpu_virgl_tracker_objects(const VgpuVirglTracker *t); /* in object tables */
 uint32_t vgpu_virgl_tracker_bindings(const VgpuVirglTracker *t);
 uint32_t vgpu_virgl_tracker_sub_ctxs(const VgpuVirglTracker *t); /* besides sub-context 0 */

@@ -255,6 +255,17 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
     p->max_stream_objects = (uint32_t)v;
     return true;
   }
+  if (g_str_equal(key, "max-syncs")) {
+    if (!vgpu_parse_count(value, &v, error))
+      return false;
+    if (v < VGPU_MAX_SYNCS_MIN || v > VGPU_MAX_SYNCS_MAX) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "max-syncs must be between %u and %u", VGPU_MAX_SYNCS_MIN, VGPU_MAX_SYNCS_MAX);
+      return false;
+    }
+    p->max_syncs = (uint32_t)v;
+    return true;
+  }
   if (g_str_equal(key, "gpu-share")) {
     if (vgpu_share_mode_parse(value, &p->share))
       return true;
@@ -327,6 +338,7 @@ static void profile_defaults(VgpuProfile *p) {
   p->heads = 1;
   p->host_memory = VGPU_HOST_MEMORY_DEFAULT;
   p->max_stream_objects = VGPU_VIRGL_DEFAULT_MAX_OBJECTS;
+  p->max_syncs = VGPU_MAX_SYNCS_DEFAULT;
   p->gpu_timeout_s = VGPU_GPU_TIMEOUT_DEFAULT_S;
 }
 

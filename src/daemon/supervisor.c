@@ -276,6 +276,7 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
                                           in->cfg->eff.host_memory));
   g_ptr_array_add(argv,
                   g_strdup_printf("--max-stream-objects=%u", in->cfg->eff.max_stream_objects));
+  g_ptr_array_add(argv, g_strdup_printf("--max-syncs=%u", in->cfg->eff.max_syncs));
   if (s->cfg->idle_timeout_s)
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
   if (s->cfg->header_timeout_s)

@@ -6,8 +6,10 @@
  * stream starting with VGPU_NULL_HANG_DW0/1 models a submission that never
  * completes: no fence signals after it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "render/renderer.h"
@@ -15,7 +17,15 @@
 typedef struct {
   VgpuResourceDesc desc;
   bool backing;
+  uint32_t blob_mem; /* 0: not a blob */
+  uint64_t blob_size;
 } NullResource;
+
+/* A context fence waiting for the next poll. */
+typedef struct {
+  uint32_t ctx, ring;
+  uint64_t id;
+} NullCtxFence;
 
 typedef struct {
   VgpuRenderer base;
@@ -25,6 +35,7 @@ typedef struct {
   bool fence_pending;
   bool hung; /* a "never completes" stream was submitted */
   int event_fd;
+  GArray *ctx_fences; /* NullCtxFence, signalled at the next poll */
 } NullRenderer;
 
 #define NULL_CAPS1_SIZE 308u
@@ -34,6 +45,7 @@ static void null_destroy(VgpuRenderer *r) {
   NullRenderer *n = (NullRenderer *)r;
   g_hash_table_unref(n->resources);
   g_hash_table_unref(n->contexts);
+  g_array_unref(n->ctx_fences);
   if (n->event_fd >= 0)
     close(n->event_fd);
   g_free(n);
@@ -184,6 +196,59 @@ static int null_create_fence(VgpuRenderer *r, uint64_t fence_id) {
   return 0;
 }
 
+static int null_create_blob(VgpuRenderer *r, const VgpuBlobArgs *a) {
+  NullRenderer *n = (NullRenderer *)r;
+  if (a->handle == 0 || g_hash_table_contains(n->resources, GUINT_TO_POINTER(a->handle)) ||
+      !g_hash_table_contains(n->contexts, GUINT_TO_POINTER(a->ctx_id)) || a->size == 0)
+    return -EINVAL;
+  /* Guest memory comes with the blob; host memory must not. */
+  if ((a->blob_mem == 2) != (a->niov == 0))
+    return -EINVAL;
+  NullResource *res = g_new0(NullResource, 1);
+  res->desc.handle = a->handle;
+  res->desc.width = (uint32_t)MIN(a->size, (uint64_t)UINT32_MAX);
+  res->desc.height = res->desc.depth = res->desc.array_size = 1;
+  res->backing = a->niov > 0;
+  res->blob_mem = a->blob_mem;
+  res->blob_size = a->size;
+  g_hash_table_insert(n->resources, GUINT_TO_POINTER(a->handle), res);
+  return 0;
+}
+
+/* Host memory of a blob: a fresh memfd of its size, as virglrenderer
+ * hands out shared memory. */
+static int null_export_blob(VgpuRenderer *r, uint32_t handle, int *fd) {
+  NullResource *res = null_lookup(r, handle);
+  if (!res || res->blob_mem != 2)
+    return -EINVAL;
+  int f = memfd_create("vgpu-null-blob", MFD_CLOEXEC);
+  if (f < 0)
+    return -errno;
+  if (ftruncate(f, (off_t)res->blob_size) < 0) {
+    int e = errno;
+    close(f);
+    return -e;
+  }
+  *fd = f;
+  return 0;
+}
+
+static int null_context_create_fence(VgpuRenderer *r, uint32_t ctx, uint32_t ring,
+                                     uint64_t fence_id) {
+  NullRenderer *n = (NullRenderer *)r;
+  if (!g_hash_table_contains(n->contexts, GUINT_TO_POINTER(ctx)))
+    return -EINVAL;
+  if (n->hung)
+    return 0; /* never signals */
+  NullCtxFence f = {ctx, ring, fence_id};
+  g_array_append_val(n->ctx_fences, f);
+  if (n->event_fd >= 0) {
+    uint64_t one = 1;
+    (void)!write(n->event_fd, &one, sizeof(one));
+  }
+  return 0;
+}
+
 static int null_get_poll_fd(VgpuRenderer *r) {
   return ((NullRenderer *)r)->event_fd;
 }
@@ -197,6 +262,14 @@ static void null_poll(VgpuRenderer *r) {
   if (n->fence_pending && r->fence_cb) {
     n->fence_pending = false;
     r->fence_cb(r->fence_user, n->last_fence);
+  }
+  /* The callback may create fences: take the list first. */
+  g_autoptr(GArray) done = n->ctx_fences;
+  n->ctx_fences = g_array_new(FALSE, FALSE, sizeof(NullCtxFence));
+  for (guint i = 0; i < done->len; i++) {
+    NullCtxFence *f = &g_array_index(done, NullCtxFence, i);
+    if (r->ctx_fence_cb)
+      r->ctx_fence_cb(r->fence_user, f->ctx, f->ring, f->id);
   }
 }
 
@@ -225,6 +298,9 @@ static const VgpuRendererOps null_ops = {
     .resource_info = null_resource_info,
     .read_back = null_read_back,
     .describe = null_describe,
+    .resource_create_blob = null_create_blob,
+    .export_blob = null_export_blob,
+    .context_create_fence = null_context_create_fence,
 };
 
 VgpuRenderer *vgpu_renderer_null_new(VgpuFenceCallback cb, void *user) {
@@ -235,5 +311,6 @@ VgpuRenderer *vgpu_renderer_null_new(VgpuFenceCallback cb, void *user) {
   n->resources = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
   n->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   n->contexts = g_hash_table_new(g_direct_hash, g_direct_equal);
+  n->ctx_fences = g_array_new(FALSE, FALSE, sizeof(NullCtxFence));
   return &n->base;
 }

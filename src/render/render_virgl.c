@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+/* 0.10 declares context fences, the fence callback and USE_EXTERNAL_BLOB
+ * only for callers that ask for its unstable interface. */
+#define VIRGL_RENDERER_UNSTABLE_APIS 1
 #include <virgl/virglrenderer.h>
 
 #include "render/renderer.h"
@@ -48,11 +51,30 @@ static int virgl_get_drm_fd(void *cookie) {
   return open(v->render_node, O_RDWR | O_CLOEXEC);
 }
 
+#if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE
+static void virgl_write_context_fence(void *cookie, uint32_t ctx_id, uint32_t ring_idx,
+                                      uint64_t fence_id) {
+  VirglRenderer *v = cookie;
+  if (v->base.ctx_fence_cb)
+    v->base.ctx_fence_cb(v->base.fence_user, ctx_id, ring_idx, fence_id);
+}
+#endif
+
 static struct virgl_renderer_callbacks virgl_cbs = {
+#if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE
+    .version = 3, /* write_context_fence */
+    .write_context_fence = virgl_write_context_fence,
+#else
     .version = 2,
+#endif
     .write_fence = virgl_write_fence,
     .get_drm_fd = virgl_get_drm_fd,
 };
+
+/* vtest protocol version 3 needs all of these. */
+#define VIRGL_HAS_V3                                                                               \
+  (HAVE_VIRGL_RENDERER_RESOURCE_CREATE_BLOB && HAVE_VIRGL_RENDERER_RESOURCE_EXPORT_BLOB &&         \
+   HAVE_VIRGL_RENDERER_CONTEXT_CREATE_WITH_FLAGS && HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE)
 
 static void virgl_debug(const char *fmt, va_list ap) G_GNUC_PRINTF(1, 0);
 static void virgl_debug(const char *fmt, va_list ap) {
@@ -86,9 +108,70 @@ static int virgl_fill_capset(VgpuRenderer *r, uint32_t set, uint32_t ver, void *
 }
 
 static int virgl_context_create(VgpuRenderer *r, uint32_t ctx, uint32_t capset, const char *name) {
-  int ret = virgl_renderer_context_create(ctx, (uint32_t)strlen(name), name);
+  int ret;
+#if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_WITH_FLAGS
+  if (capset) {
+    if (capset > VIRGL_RENDERER_CONTEXT_FLAG_CAPSET_ID_MASK)
+      return -EINVAL;
+    ret = virgl_renderer_context_create_with_flags(ctx, capset, (uint32_t)strlen(name), name);
+    return ret ? -ABS(ret) : 0;
+  }
+#else
+  if (capset)
+    return -ENOTSUP;
+#endif
+  ret = virgl_renderer_context_create(ctx, (uint32_t)strlen(name), name);
   return ret ? -ABS(ret) : 0;
 }
+
+#if VIRGL_HAS_V3
+static int virgl_resource_create_blob(VgpuRenderer *r, const VgpuBlobArgs *a) {
+  struct virgl_renderer_resource_create_blob_args args = {
+      .res_handle = a->handle,
+      .ctx_id = a->ctx_id,
+      .blob_mem = a->blob_mem,
+      .blob_flags = a->blob_flags,
+      .blob_id = a->blob_id,
+      .size = a->size,
+      .iovecs = a->iov,
+      .num_iovs = a->niov,
+  };
+  int ret = virgl_renderer_resource_create_blob(&args);
+  if (ret)
+    return -ABS(ret);
+  /* Guest memory is ours, as with an attached backing. */
+  if (a->niov)
+    g_hash_table_add(((VirglRenderer *)r)->backed, GUINT_TO_POINTER(a->handle));
+  return 0;
+}
+
+static int virgl_export_blob(VgpuRenderer *r, uint32_t handle, int *fd) {
+  uint32_t type = 0;
+  int out = -1;
+  int ret = virgl_renderer_resource_export_blob(handle, &type, &out);
+  if (ret)
+    return -ABS(ret);
+  if (type != VIRGL_RENDERER_BLOB_FD_TYPE_SHM && type != VIRGL_RENDERER_BLOB_FD_TYPE_DMABUF) {
+    close(out);
+    return -EINVAL;
+  }
+  /* The library's fd may lack close-on-exec. */
+  if (fcntl(out, F_SETFD, FD_CLOEXEC) < 0) {
+    int e = errno;
+    close(out);
+    return -e;
+  }
+  *fd = out;
+  return 0;
+}
+
+static int virgl_context_create_fence(VgpuRenderer *r, uint32_t ctx, uint32_t ring,
+                                      uint64_t fence_id) {
+  int ret =
+      virgl_renderer_context_create_fence(ctx, VIRGL_RENDERER_FENCE_FLAG_MERGEABLE, ring, fence_id);
+  return ret ? -ABS(ret) : 0;
+}
+#endif
 
 static void virgl_context_destroy(VgpuRenderer *r, uint32_t ctx) {
   virgl_renderer_context_destroy(ctx);
@@ -254,6 +337,11 @@ static const VgpuRendererOps virgl_ops = {
     .resource_info = virgl_resource_info,
     .read_back = virgl_read_back,
     .describe = virgl_describe,
+#if VIRGL_HAS_V3
+    .resource_create_blob = virgl_resource_create_blob,
+    .export_blob = virgl_export_blob,
+    .context_create_fence = virgl_context_create_fence,
+#endif
 };
 
 VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCallback cb,
@@ -269,6 +357,13 @@ VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCa
   v->base.fence_user = user;
   v->backed = g_hash_table_new(g_direct_hash, g_direct_equal);
   int flags = VIRGL_RENDERER_USE_EGL;
+#ifdef VIRGL_RENDERER_USE_EXTERNAL_BLOB
+  /* Host blobs are handed to another process (the client) as fds.  As in
+   * virgl_test_server, this also keeps ARB_buffer_storage out of the caps
+   * (0.10 offers it only for memory it need not export): Mesa 24/25 then
+   * maps no buffer persistently, and sends no blobs for it. */
+  flags |= VIRGL_RENDERER_USE_EXTERNAL_BLOB;
+#endif
   if (!cfg || cfg->use_thread_sync)
     flags |= VIRGL_RENDERER_THREAD_SYNC;
   if (cfg && cfg->render_node && *cfg->render_node) {

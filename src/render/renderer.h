@@ -27,6 +27,23 @@ typedef enum {
  * (virglrenderer 0.10) passes the low 32 bits down and extends what it
  * gets back from the last id reported, which that rule makes exact. */
 typedef void (*VgpuFenceCallback)(void *user, uint64_t fence);
+/* Called from inside poll(): a context fence has retired.  Context fences
+ * are mergeable: every fence created earlier on the same ring has retired
+ * too, whether or not it is reported. */
+typedef void (*VgpuCtxFenceCallback)(void *user, uint32_t ctx_id, uint32_t ring_idx,
+                                     uint64_t fence_id);
+
+/* A blob resource (virtio-gpu / vtest RESOURCE_CREATE_BLOB). */
+typedef struct VgpuBlobArgs {
+  uint32_t handle;
+  uint32_t ctx_id;
+  uint32_t blob_mem;   /* VTEST_BLOB_MEM_*: 1 guest, 2 host3d, 3 host3d+guest */
+  uint32_t blob_flags; /* mappable 1, shareable 2, cross-device 4 */
+  uint64_t blob_id;    /* host3d: the pipe resource a command stream made */
+  uint64_t size;
+  struct iovec *iov; /* guest memory, must outlive the resource */
+  unsigned niov;
+} VgpuBlobArgs;
 
 /* What the renderer knows of a resource (virtio-gpu's RESOURCE_INFO, a
  * scanout's geometry). */
@@ -82,12 +99,22 @@ typedef struct VgpuRendererOps {
                    uint32_t stride);
   /* GL_RENDERER-like description for operators. */
   const char *(*describe)(VgpuRenderer *r);
+  /* Optional (NULL where the library lacks them; vtest then offers
+   * protocol version 2 only). */
+  int (*resource_create_blob)(VgpuRenderer *r, const VgpuBlobArgs *args);
+  /* A new fd (O_CLOEXEC) mapping a host3d blob's memory: shared memory or
+   * a dma-buf, -EINVAL for any other kind. */
+  int (*export_blob)(VgpuRenderer *r, uint32_t handle, int *fd);
+  /* A mergeable fence on one ring of a context; ctx_fence_cb reports it. */
+  int (*context_create_fence)(VgpuRenderer *r, uint32_t ctx_id, uint32_t ring_idx,
+                              uint64_t fence_id);
 } VgpuRendererOps;
 
 struct VgpuRenderer {
   const VgpuRendererOps *ops;
   VgpuFenceCallback fence_cb;
   void *fence_user;
+  VgpuCtxFenceCallback ctx_fence_cb; /* same user as fence_cb */
 };
 
 typedef struct VgpuRendererConfig {

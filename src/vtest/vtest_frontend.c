@@ -81,6 +81,11 @@ static VgpuFrontend *vtest_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFro
   if (a->max_submit_bytes > 0)
     scfg.limits.max_submit_bytes = a->max_submit_bytes;
   scfg.max_stream_objects = a->max_stream_objects;
+  scfg.max_syncs = a->max_syncs;
+  if (vtest_renderer_max_version(r) < VTEST_PROTOCOL_VERSION)
+    vgpu_info("renderer %s lacks blob resources or context fences: vtest protocol version 2 "
+              "only (Mesa 24 and later clients that need version 3 cannot run)",
+              r->ops->name);
   VgpuFrontend *fe = g_new0(VgpuFrontend, 1);
   fe->session = vtest_session_new(r, a->client_fd, &scfg);
   vtest_session_attach(fe->session, loop, a->idle_timeout_ms);

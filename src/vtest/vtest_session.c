@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,36 @@ typedef struct VtestBacking {
 
 typedef VgpuTenantResource VtestResource;
 
+/* A sync object (protocol 3): a 64-bit value that command batches and the
+ * client move forward.  The session's table holds one reference; pending
+ * waits and timeline submissions hold others. */
+typedef struct VtestSync {
+  uint32_t id;
+  uint32_t refs;
+  uint64_t value;
+} VtestSync;
+
+/* A SYNC_WAIT not yet satisfied: its eventfd (the client holds a copy)
+ * becomes readable when all of its syncs (one with ANY) reach their
+ * values.  Signalled entries are dropped (NULL). */
+typedef struct VtestWait {
+  uint32_t flags;
+  uint32_t count, signaled;
+  uint64_t deadline_ns;
+  int fd;
+  VtestSync **syncs;
+  uint64_t *values;
+} VtestWait;
+
+/* A SUBMIT_CMD2 batch on a ring, whose syncs move when its context fence
+ * retires. */
+typedef struct VtestSubmit {
+  uint64_t fence;
+  uint32_t count;
+  VtestSync **syncs;
+  uint64_t *values;
+} VtestSubmit;
+
 struct VtestSession {
   VgpuRenderer *r;
   int sock;
@@ -38,6 +69,14 @@ struct VtestSession {
   bool named;
   bool ctx_created;
   uint32_t version;
+  bool v3_agreed;      /* agreed on version 3 at least once */
+  uint32_t capset_id;  /* CONTEXT_INIT's, 0: a plain context */
+  uint32_t max_handle; /* highest resource handle this session used */
+  GHashTable *syncs;   /* id -> VtestSync* */
+  uint32_t next_sync_id;
+  GQueue waits;                          /* VtestWait*, in arrival order */
+  GQueue timelines[VTEST_MAX_TIMELINES]; /* VtestSubmit*, oldest first */
+  uint64_t ctx_fence_seq;
   VgpuTenant *tenant;       /* resource table and quota charges */
   VgpuVirglTracker *stream; /* objects and sub-contexts made by command streams */
   uint64_t fence_submitted;
@@ -73,6 +112,101 @@ static void on_fence(void *user, uint64_t fence) {
   }
 }
 
+/* ---- sync objects --------------------------------------------------------- */
+
+static VtestSync *sync_ref(VtestSync *y) {
+  y->refs++;
+  return y;
+}
+
+static void sync_unref(VtestSync *y) {
+  if (y && --y->refs == 0)
+    g_free(y);
+}
+
+static void wait_free(VtestWait *w) {
+  for (uint32_t i = 0; i < w->count; i++)
+    sync_unref(w->syncs[i]);
+  if (w->fd >= 0)
+    close(w->fd);
+  g_free(w->syncs);
+  g_free(w->values);
+  g_free(w);
+}
+
+static void submit_free(VtestSubmit *sub) {
+  for (uint32_t i = 0; i < sub->count; i++)
+    sync_unref(sub->syncs[i]);
+  g_free(sub->syncs);
+  g_free(sub->values);
+  g_free(sub);
+}
+
+static uint64_t now_ns(void);
+
+static void wait_ready(VtestWait *w) {
+  static const uint64_t one = 1;
+  (void)!write(w->fd, &one, sizeof(one));
+}
+
+/* Waits past their time are forgotten: the client has stopped polling. */
+static void waits_collect(VtestSession *s, uint64_t now) {
+  for (GList *l = s->waits.head; l;) {
+    GList *next = l->next;
+    VtestWait *w = l->data;
+    if (w->deadline_ns < now) {
+      g_queue_delete_link(&s->waits, l);
+      wait_free(w);
+    }
+    l = next;
+  }
+}
+
+/* As the reference server: a lower value is stored without waking
+ * anyone, a higher one wakes the waits it satisfies. */
+static void sync_signal(VtestSession *s, VtestSync *y, uint64_t value) {
+  if (y->value >= value) {
+    y->value = value;
+    return;
+  }
+  y->value = value;
+  waits_collect(s, now_ns());
+  for (GList *l = s->waits.head; l;) {
+    GList *next = l->next;
+    VtestWait *w = l->data;
+    bool ready = false;
+    for (uint32_t i = 0; i < w->count && !ready; i++) {
+      if (w->syncs[i] != y || w->values[i] > value)
+        continue;
+      sync_unref(w->syncs[i]);
+      w->syncs[i] = NULL;
+      w->signaled++;
+      ready = w->signaled == w->count || (w->flags & VTEST_SYNC_WAIT_FLAG_ANY);
+    }
+    if (ready) {
+      wait_ready(w);
+      g_queue_delete_link(&s->waits, l);
+      wait_free(w);
+    }
+    l = next;
+  }
+}
+
+/* A context fence retired: it and every earlier submission on its ring
+ * are done (fences are mergeable). */
+static void on_ctx_fence(void *user, uint32_t ctx_id, uint32_t ring, uint64_t fence) {
+  VtestSession *s = user;
+  if (ctx_id != VTEST_CTX_ID || ring >= VTEST_MAX_TIMELINES)
+    return;
+  GQueue *q = &s->timelines[ring];
+  while (!g_queue_is_empty(q) && ((VtestSubmit *)g_queue_peek_head(q))->fence <= fence) {
+    VtestSubmit *sub = g_queue_pop_head(q);
+    for (uint32_t i = 0; i < sub->count; i++)
+      sync_signal(s, sub->syncs[i], sub->values[i]);
+    submit_free(sub);
+  }
+}
+
 /* vtest's policy for a quota refusal: the session ends. */
 static void on_refused(void *user, VgpuResKind kind, const char *reason) {
   end_session(user, VTEST_END_QUOTA, "%s", reason);
@@ -90,9 +224,26 @@ VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionCon
   s->stream = stream_tracker_new(s);
   s->out = g_byte_array_sized_new(4096);
   s->client_watch = s->fence_watch = -1;
+  s->syncs = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, (GDestroyNotify)sync_unref);
+  s->next_sync_id = 1;
+  g_queue_init(&s->waits);
+  for (guint i = 0; i < VTEST_MAX_TIMELINES; i++)
+    g_queue_init(&s->timelines[i]);
+  if (s->cfg.max_version > vtest_renderer_max_version(r))
+    s->cfg.max_version = vtest_renderer_max_version(r);
+  if (s->cfg.max_syncs == 0)
+    s->cfg.max_syncs = VTEST_DEFAULT_MAX_SYNCS;
+  if (s->cfg.limits.max_wait_syncs == 0)
+    s->cfg.limits.max_wait_syncs = VTEST_DEFAULT_MAX_WAIT_SYNCS;
   r->fence_cb = on_fence;
+  r->ctx_fence_cb = on_ctx_fence;
   r->fence_user = s;
   return s;
+}
+
+uint32_t vtest_renderer_max_version(const VgpuRenderer *r) {
+  const VgpuRendererOps *o = r->ops;
+  return o->resource_create_blob && o->export_blob && o->context_create_fence ? 3u : 2u;
 }
 
 void vtest_session_free(VtestSession *s) {
@@ -110,7 +261,12 @@ void vtest_session_free(VtestSession *s) {
   /* Last: it releases what it took over from released resources (its
    * charges go straight to the ledger, not through the tenant). */
   vgpu_virgl_tracker_free(s->stream);
+  g_queue_clear_full(&s->waits, (GDestroyNotify)wait_free);
+  for (guint i = 0; i < VTEST_MAX_TIMELINES; i++)
+    g_queue_clear_full(&s->timelines[i], (GDestroyNotify)submit_free);
+  g_hash_table_unref(s->syncs);
   s->r->fence_cb = NULL;
+  s->r->ctx_fence_cb = NULL;
   s->r->fence_user = NULL;
   g_byte_array_unref(s->out);
   g_free(s->scratch);
@@ -126,6 +282,21 @@ const char *vtest_session_end_reason(const VtestSession *s) {
 const char *vtest_session_client_name(const VtestSession *s) { return s->name; }
 guint vtest_session_resource_count(const VtestSession *s) {
   return vgpu_tenant_resource_count(s->tenant);
+}
+guint vtest_session_sync_count(const VtestSession *s) {
+  return g_hash_table_size(s->syncs);
+}
+guint vtest_session_wait_count(const VtestSession *s) {
+  return s->waits.length;
+}
+guint vtest_session_timeline_pending(const VtestSession *s) {
+  guint n = 0;
+  for (guint i = 0; i < VTEST_MAX_TIMELINES; i++)
+    n += s->timelines[i].length;
+  return n;
+}
+uint64_t vtest_session_vram(const VtestSession *s) {
+  return vgpu_tenant_vram(s->tenant);
 }
 bool vtest_session_work_pending(VtestSession *s) {
   if (fences_pending(s))
@@ -207,7 +378,7 @@ static bool ensure_context(VtestSession *s) {
     return true;
   if (!vgpu_tenant_context_charge(s->tenant, "renderer context"))
     return false;
-  int r = s->r->ops->context_create(s->r, VTEST_CTX_ID, 0, s->name);
+  int r = s->r->ops->context_create(s->r, VTEST_CTX_ID, s->capset_id, s->name);
   if (r < 0) {
     vgpu_tenant_context_release(s->tenant);
     return end_session(s, VTEST_END_RENDERER, "renderer context creation failed: %s",
@@ -289,15 +460,72 @@ static int create_backing(size_t size, void **map) {
   return vgpu_steal_fd(&fd);
 }
 
+/* A handle for a resource the server names (protocol 3, blobs): above
+ * every handle this session has used, as Mesa continues its own counter
+ * from the id a blob gets, and never one in use. */
+static uint32_t pick_handle(VtestSession *s) {
+  uint32_t h = s->max_handle + 1;
+  while (h == 0 || vgpu_tenant_resource_get(s->tenant, h))
+    h++;
+  return h;
+}
+
+static void note_handle(VtestSession *s, uint32_t h) {
+  s->max_handle = MAX(s->max_handle, h);
+}
+
+/* Creates the renderer's resource for a tenant entry already charged, and
+ * its shared-memory backing; the fd (or -1) for the client in *fd. */
+static bool resource_finish(VtestSession *s, VtestResource *res, uint32_t data_size, int *fd) {
+  uint32_t h = res->desc.handle;
+  VtestBacking *b = g_new0(VtestBacking, 1);
+  /* The fd goes to the client (protocol 2) and is closed by the caller
+   * either way: the mapping keeps the memory, and a worker holding one fd
+   * per resource would run into RLIMIT_NOFILE long before any quota. */
+  vgpu_autofd int shm_fd = -1;
+  if (data_size > 0) {
+    shm_fd = create_backing(data_size, &b->shm);
+    if (shm_fd < 0) {
+      int e = -shm_fd;
+      g_free(b);
+      vgpu_tenant_resource_forget(s->tenant, h);
+      return end_session(s, VTEST_END_RENDERER, "cannot allocate a %u-byte backing: %s", data_size,
+                         g_strerror(e));
+    }
+    b->shm_size = data_size;
+    b->iov.iov_base = b->shm;
+    b->iov.iov_len = data_size;
+  }
+  int r = s->r->ops->resource_create(s->r, &res->desc, b->shm ? &b->iov : NULL, b->shm ? 1 : 0);
+  if (r < 0) {
+    if (b->shm)
+      munmap(b->shm, b->shm_size);
+    g_free(b);
+    vgpu_tenant_resource_forget(s->tenant, h);
+    return end_session(s, VTEST_END_VIOLATION, "renderer refused resource %u: %s", h,
+                       g_strerror(-r));
+  }
+  s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, h);
+  res->priv = b;
+  *fd = vgpu_steal_fd(&shm_fd);
+  return true;
+}
+
 static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
-  const VgpuResourceDesc *d = &cmd->u.create.desc;
+  VgpuResourceDesc desc = cmd->u.create.desc;
+  const VgpuResourceDesc *d = &desc;
   uint32_t data_size = cmd->u.create.data_size;
   const char *why = NULL;
   uint64_t size;
+  bool server_ids = s->version >= 3;
 
-  if (d->handle == 0)
+  if (server_ids && d->handle != 0)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "resource handle %u at protocol version 3, where the server picks them",
+                       d->handle);
+  if (!server_ids && d->handle == 0)
     return end_session(s, VTEST_END_VIOLATION, "resource handle 0 is reserved");
-  if (vgpu_tenant_resource_get(s->tenant, d->handle))
+  if (!server_ids && vgpu_tenant_resource_get(s->tenant, d->handle))
     return end_session(s, VTEST_END_VIOLATION, "resource handle %u is already in use", d->handle);
   int r = vgpu_resource_size(d, &size, &why);
   if (r < 0)
@@ -310,6 +538,9 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
                        d->handle, data_size, size);
   if (!ensure_context(s))
     return false;
+  if (server_ids)
+    desc.handle = pick_handle(s);
+  note_handle(s, desc.handle);
 
   /* The renderer's texture and the shm backing both exist. */
   uint64_t bytes = size + (uint64_t)data_size;
@@ -318,39 +549,328 @@ static bool cmd_resource_create(VtestSession *s, const VtestCmd *cmd, bool v2) {
   VtestResource *res = vgpu_tenant_resource_add(s->tenant, d, bytes, what);
   if (!res)
     return false; /* the refusal ended the session */
+  vgpu_autofd int shm_fd = -1;
+  if (!resource_finish(s, res, data_size, &shm_fd))
+    return false;
+  if (server_ids) {
+    out_hdr(s, 1, cmd->id);
+    out_u32(s, desc.handle);
+  }
+  if (v2 && shm_fd >= 0)
+    return send_fd(s, shm_fd);
+  return true;
+}
+
+/* ---- protocol 3 ----------------------------------------------------------- */
+
+/* RESOURCE_CREATE_BLOB.  Host3d blobs (types 2 and 3) claim the resource a
+ * command stream made under blob_id: the stream tracker charged it, and
+ * the blob takes that charge over.  Guest memory (types 1 and 3) is a
+ * sealed memfd of `size` bytes, charged as well. */
+static bool cmd_blob(VtestSession *s, const VtestCmd *cmd) {
+  uint32_t type = cmd->u.blob.type, flags = cmd->u.blob.flags;
+  uint64_t size = cmd->u.blob.size, blob_id = cmd->u.blob.blob_id;
+  bool host = type != VTEST_BLOB_MEM_GUEST, guest = type != VTEST_BLOB_MEM_HOST3D;
+  VgpuResourceDesc desc = {0};
+  uint64_t charge = 0;
+
+  if (guest && size > UINT32_MAX)
+    return end_session(s, VTEST_END_QUOTA,
+                       "blob of %" G_GUINT64_FORMAT " bytes of guest memory, beyond 4 GiB", size);
+  if (host) {
+    if (!vgpu_virgl_tracker_blob_take(s->stream, blob_id, &desc, &charge))
+      return end_session(
+          s, VTEST_END_VIOLATION,
+          "blob names blob id %" G_GUINT64_FORMAT ", which no command stream created", blob_id);
+    if (size > 2 * charge + BACKING_SLACK)
+      return end_session(s, VTEST_END_VIOLATION,
+                         "blob of %" G_GUINT64_FORMAT " bytes for a %" G_GUINT64_FORMAT
+                         "-byte resource",
+                         size, charge);
+  } else {
+    if (blob_id != 0)
+      return end_session(s, VTEST_END_VIOLATION, "guest blob with blob id %" G_GUINT64_FORMAT,
+                         blob_id);
+    /* What the tenant's table needs to know of it: a byte buffer. */
+    desc.target = 0;
+    desc.format = 64; /* VIRGL_FORMAT_R8_UNORM */
+    desc.width = (uint32_t)size;
+    desc.height = desc.depth = desc.array_size = 1;
+  }
+  if (guest)
+    charge += size;
+  if (!ensure_context(s))
+    return false;
+  desc.handle = pick_handle(s);
+  note_handle(s, desc.handle);
+  char what[64];
+  g_snprintf(what, sizeof(what), "blob resource %u", desc.handle);
+  VtestResource *res = vgpu_tenant_resource_add(s->tenant, &desc, charge, what);
+  if (!res)
+    return false;
 
   VtestBacking *b = g_new0(VtestBacking, 1);
-  /* The fd goes to the client (protocol 2) and is closed here either way:
-   * the mapping keeps the memory, and a worker holding one fd per resource
-   * would run into RLIMIT_NOFILE long before any quota. */
-  vgpu_autofd int shm_fd = -1;
-  if (data_size > 0) {
-    shm_fd = create_backing(data_size, &b->shm);
-    if (shm_fd < 0) {
-      int e = -shm_fd;
+  vgpu_autofd int fd = -1;
+  if (guest) {
+    fd = create_backing((size_t)size, &b->shm);
+    if (fd < 0) {
+      int e = -fd;
       g_free(b);
-      vgpu_tenant_resource_forget(s->tenant, d->handle);
-      return end_session(s, VTEST_END_RENDERER, "cannot allocate a %u-byte backing: %s",
-                         data_size, g_strerror(e));
+      vgpu_tenant_resource_forget(s->tenant, desc.handle);
+      return end_session(s, VTEST_END_RENDERER,
+                         "cannot allocate a %" G_GUINT64_FORMAT "-byte blob: %s", size,
+                         g_strerror(e));
     }
-    b->shm_size = data_size;
+    b->shm_size = (size_t)size;
     b->iov.iov_base = b->shm;
-    b->iov.iov_len = data_size;
+    b->iov.iov_len = (size_t)size;
   }
-  r = s->r->ops->resource_create(s->r, d, b->shm ? &b->iov : NULL, b->shm ? 1 : 0);
+  VgpuBlobArgs args = {.handle = desc.handle,
+                       .ctx_id = VTEST_CTX_ID,
+                       .blob_mem = type,
+                       .blob_flags = flags,
+                       .blob_id = blob_id,
+                       .size = size,
+                       .iov = guest ? &b->iov : NULL,
+                       .niov = guest ? 1 : 0};
+  int r = s->r->ops->resource_create_blob(s->r, &args);
   if (r < 0) {
     if (b->shm)
       munmap(b->shm, b->shm_size);
     g_free(b);
-    vgpu_tenant_resource_forget(s->tenant, d->handle);
-    return end_session(s, VTEST_END_VIOLATION, "renderer refused resource %u: %s", d->handle,
+    vgpu_tenant_resource_forget(s->tenant, desc.handle);
+    return end_session(s, VTEST_END_VIOLATION, "renderer refused blob %u: %s", desc.handle,
                        g_strerror(-r));
   }
-  s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, d->handle);
   res->priv = b;
-  if (v2 && shm_fd >= 0)
-    return send_fd(s, shm_fd);
+  if (type == VTEST_BLOB_MEM_HOST3D) {
+    r = s->r->ops->export_blob(s->r, desc.handle, &fd);
+    if (r < 0)
+      return end_session(s, VTEST_END_RENDERER, "exporting blob %u failed: %s", desc.handle,
+                         g_strerror(-r));
+  }
+  s->r->ops->ctx_attach_resource(s->r, VTEST_CTX_ID, desc.handle);
+  out_hdr(s, 1, VTEST_CMD_RESOURCE_CREATE_BLOB);
+  out_u32(s, desc.handle);
+  return send_fd(s, fd);
+}
+
+static VtestSync *sync_get(VtestSession *s, uint32_t id) {
+  return g_hash_table_lookup(s->syncs, GUINT_TO_POINTER(id));
+}
+
+static bool cmd_sync_create(VtestSession *s, const VtestCmd *cmd) {
+  guint n = g_hash_table_size(s->syncs);
+  if (n >= s->cfg.max_syncs)
+    return end_session(s, VTEST_END_QUOTA, "sync object refused: %u held, limit %u", n,
+                       s->cfg.max_syncs);
+  uint32_t id = s->next_sync_id;
+  while (id == 0 || sync_get(s, id))
+    id++;
+  s->next_sync_id = id + 1;
+  VtestSync *y = g_new0(VtestSync, 1);
+  y->id = id;
+  y->refs = 1;
+  y->value = cmd->u.sync.value;
+  g_hash_table_insert(s->syncs, GUINT_TO_POINTER(id), y);
+  out_hdr(s, 1, VTEST_CMD_SYNC_CREATE);
+  out_u32(s, id);
   return true;
+}
+
+static bool unknown_sync(VtestSession *s, const VtestCmd *cmd, uint32_t id) {
+  return end_session(s, VTEST_END_VIOLATION, "%s names sync %u, which does not exist",
+                     vtest_cmd_name(cmd->id), id);
+}
+
+static bool cmd_sync(VtestSession *s, const VtestCmd *cmd) {
+  VtestSync *y = sync_get(s, cmd->u.sync.id);
+  if (!y)
+    return unknown_sync(s, cmd, cmd->u.sync.id);
+  switch (cmd->id) {
+  case VTEST_CMD_SYNC_UNREF:
+    g_hash_table_remove(s->syncs, GUINT_TO_POINTER(cmd->u.sync.id));
+    return true;
+  case VTEST_CMD_SYNC_READ:
+    out_hdr(s, 2, VTEST_CMD_SYNC_READ);
+    out_u32(s, (uint32_t)y->value);
+    out_u32(s, (uint32_t)(y->value >> 32));
+    return true;
+  default: /* SYNC_WRITE */
+    sync_signal(s, y, cmd->u.sync.value);
+    return true;
+  }
+}
+
+/* SYNC_WAIT never blocks: the client gets an eventfd that becomes readable
+ * when the wait is satisfied (at once if it already is). */
+static bool cmd_sync_wait(VtestSession *s, const VtestCmd *cmd) {
+  uint32_t n = cmd->u.wait.count;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id;
+    uint64_t v;
+    vtest_sync_entry(cmd->u.wait.syncs, i, &id, &v);
+    if (!sync_get(s, id))
+      return unknown_sync(s, cmd, id);
+  }
+  uint64_t now = now_ns();
+  waits_collect(s, now);
+  if (s->waits.length >= VTEST_MAX_PENDING_WAITS)
+    return end_session(s, VTEST_END_QUOTA, "sync wait refused: %u waits pending, limit %u",
+                       s->waits.length, VTEST_MAX_PENDING_WAITS);
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0)
+    return end_session(s, VTEST_END_RENDERER, "eventfd for a sync wait: %s", g_strerror(errno));
+  VtestWait *w = g_new0(VtestWait, 1);
+  w->fd = fd;
+  w->flags = cmd->u.wait.flags;
+  w->syncs = g_new0(VtestSync *, MAX(n, 1));
+  w->values = g_new0(uint64_t, MAX(n, 1));
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id;
+    uint64_t v;
+    vtest_sync_entry(cmd->u.wait.syncs, i, &id, &v);
+    VtestSync *y = sync_get(s, id);
+    if (y->value < v) { /* already signalled ones are skipped */
+      w->syncs[w->count] = sync_ref(y);
+      w->values[w->count++] = v;
+    }
+  }
+  bool ready = w->count == 0 || ((w->flags & VTEST_SYNC_WAIT_FLAG_ANY) && w->count < n);
+  if (ready)
+    wait_ready(w);
+  uint32_t ms = MIN(cmd->u.wait.timeout_ms, VTEST_MAX_WAIT_MS);
+  w->deadline_ns = now + (uint64_t)ms * 1000000u;
+  out_hdr(s, 0, VTEST_CMD_SYNC_WAIT);
+  bool ok = send_fd(s, w->fd);
+  if (!ok || ready || ms == 0)
+    wait_free(w);
+  else
+    g_queue_push_tail(&s->waits, w);
+  return ok;
+}
+
+static bool stream_check(VtestSession *s, const void *dw, uint32_t ndw);
+
+/* An aligned view of ndw dwords that may sit at any byte offset. */
+static const void *aligned_dwords(VtestSession *s, const void *dw, uint32_t ndw) {
+  if (ndw == 0 || ((uintptr_t)dw & 3) == 0)
+    return dw;
+  size_t bytes = (size_t)ndw * 4;
+  if (s->scratch_cap < bytes) {
+    g_free(s->scratch);
+    s->scratch = g_malloc(bytes);
+    s->scratch_cap = bytes;
+  }
+  memcpy(s->scratch, dw, bytes);
+  return s->scratch;
+}
+
+/* SUBMIT_CMD2: every batch and sync is checked before the first reaches
+ * the renderer.  A batch with RING_IDX moves its syncs when its context
+ * fence retires; one without, right after it is submitted. */
+static bool cmd_submit2(VtestSession *s, const VtestCmd *cmd) {
+  uint32_t nb = cmd->u.submit2.batch_count;
+  for (uint32_t i = 0; i < nb; i++) {
+    VtestBatch b;
+    vtest_submit2_batch(cmd, i, &b);
+    for (uint32_t j = 0; j < b.sync_count; j++) {
+      uint32_t id;
+      uint64_t v;
+      vtest_sync_entry(b.syncs, j, &id, &v);
+      if (!sync_get(s, id))
+        return unknown_sync(s, cmd, id);
+    }
+  }
+  if (!ensure_context(s))
+    return false;
+  for (uint32_t i = 0; i < nb; i++) {
+    VtestBatch b;
+    vtest_submit2_batch(cmd, i, &b);
+    const void *dw = aligned_dwords(s, b.cmd, b.cmd_size);
+    if (!stream_check(s, dw, b.cmd_size))
+      return false;
+    uint64_t t0 = now_ns();
+    int r = s->r->ops->submit(s->r, VTEST_CTX_ID, dw, b.cmd_size);
+    count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+    if (r < 0)
+      return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
+                         b.cmd_size, g_strerror(-r));
+    if (b.sync_count == 0)
+      continue;
+    if (!(b.flags & VTEST_SUBMIT2_FLAG_RING_IDX)) {
+      for (uint32_t j = 0; j < b.sync_count; j++) {
+        uint32_t id;
+        uint64_t v;
+        vtest_sync_entry(b.syncs, j, &id, &v);
+        sync_signal(s, sync_get(s, id), v);
+      }
+      continue;
+    }
+    VtestSubmit *sub = g_new0(VtestSubmit, 1);
+    sub->fence = ++s->ctx_fence_seq;
+    sub->syncs = g_new0(VtestSync *, b.sync_count);
+    sub->values = g_new0(uint64_t, b.sync_count);
+    for (uint32_t j = 0; j < b.sync_count; j++) {
+      uint32_t id;
+      vtest_sync_entry(b.syncs, j, &id, &sub->values[j]);
+      sub->syncs[sub->count++] = sync_ref(sync_get(s, id));
+    }
+    /* Queued first: a renderer may report the fence from inside. */
+    g_queue_push_tail(&s->timelines[b.ring_idx], sub);
+    r = s->r->ops->context_create_fence(s->r, VTEST_CTX_ID, b.ring_idx, sub->fence);
+    if (r < 0)
+      return end_session(s, VTEST_END_RENDERER, "creating a context fence failed: %s",
+                         g_strerror(-r));
+  }
+  return true;
+}
+
+static bool cmd_get_param(VtestSession *s, const VtestCmd *cmd) {
+  bool known = cmd->u.param == VTEST_PARAM_MAX_TIMELINE_COUNT;
+  out_hdr(s, 2, VTEST_CMD_GET_PARAM);
+  out_u32(s, known ? 1 : 0);
+  out_u32(s, known ? VTEST_MAX_TIMELINES : 0);
+  return true;
+}
+
+static bool cmd_get_capset(VtestSession *s, const VtestCmd *cmd) {
+  uint32_t ver = 0, size = 0;
+  int r = s->r->ops->get_capset(s->r, cmd->u.capset.id, &ver, &size);
+  if (r < 0 || size == 0 || cmd->u.capset.version > ver) {
+    out_hdr(s, 1, VTEST_CMD_GET_CAPSET);
+    out_u32(s, 0);
+    return true;
+  }
+  if (size % 4)
+    return end_session(s, VTEST_END_RENDERER, "capability set %u has %u bytes, not whole dwords",
+                       cmd->u.capset.id, size);
+  guint off = s->out->len;
+  out_hdr(s, 1 + size / 4, VTEST_CMD_GET_CAPSET);
+  out_u32(s, 1);
+  g_byte_array_set_size(s->out, off + 12 + size);
+  memset(s->out->data + off + 12, 0, size);
+  r = s->r->ops->fill_capset(s->r, cmd->u.capset.id, cmd->u.capset.version,
+                             s->out->data + off + 12);
+  if (r < 0)
+    return end_session(s, VTEST_END_RENDERER, "filling capability set %u failed", cmd->u.capset.id);
+  return true;
+}
+
+static bool cmd_context_init(VtestSession *s, const VtestCmd *cmd) {
+  uint32_t id = cmd->u.capset_id, ver, size;
+  if (s->ctx_created) {
+    if (id == s->capset_id)
+      return true;
+    return end_session(s, VTEST_END_VIOLATION,
+                       "CONTEXT_INIT with capability set %u for a context made with %u", id,
+                       s->capset_id);
+  }
+  if (s->r->ops->get_capset(s->r, id, &ver, &size) < 0 || size == 0)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "CONTEXT_INIT with capability set %u, which the renderer lacks", id);
+  s->capset_id = id;
+  return ensure_context(s);
 }
 
 static bool cmd_resource_unref(VtestSession *s, uint32_t handle) {
@@ -530,17 +1050,7 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
   if (!ensure_context(s))
     return false;
   uint32_t ndw = cmd->u.submit.ndw;
-  const void *dw = cmd->u.submit.dw;
-  if (ndw > 0 && ((uintptr_t)dw & 3) != 0) {
-    size_t bytes = (size_t)ndw * 4;
-    if (s->scratch_cap < bytes) {
-      g_free(s->scratch);
-      s->scratch = g_malloc(bytes);
-      s->scratch_cap = bytes;
-    }
-    memcpy(s->scratch, dw, bytes);
-    dw = s->scratch;
-  }
+  const void *dw = aligned_dwords(s, cmd->u.submit.dw, ndw);
   if (!stream_check(s, dw, ndw))
     return false;
   uint64_t t0 = now_ns();
@@ -604,9 +1114,31 @@ static bool execute(VtestSession *s, const VtestCmd *cmd) {
   if (!s->named && cmd->id != VTEST_CMD_CREATE_RENDERER)
     return end_session(s, VTEST_END_VIOLATION, "%s before CREATE_RENDERER",
                        vtest_cmd_name(cmd->id));
+  if (vtest_cmd_is_v3(cmd->id) && !s->v3_agreed)
+    return end_session(s, VTEST_END_VIOLATION,
+                       "%s needs protocol version 3, which this session never agreed to",
+                       vtest_cmd_name(cmd->id));
   switch (cmd->id) {
   case VTEST_CMD_CREATE_RENDERER:
     return cmd_create_renderer(s, cmd);
+  case VTEST_CMD_GET_PARAM:
+    return cmd_get_param(s, cmd);
+  case VTEST_CMD_GET_CAPSET:
+    return cmd_get_capset(s, cmd);
+  case VTEST_CMD_CONTEXT_INIT:
+    return cmd_context_init(s, cmd);
+  case VTEST_CMD_RESOURCE_CREATE_BLOB:
+    return cmd_blob(s, cmd);
+  case VTEST_CMD_SYNC_CREATE:
+    return cmd_sync_create(s, cmd);
+  case VTEST_CMD_SYNC_UNREF:
+  case VTEST_CMD_SYNC_READ:
+  case VTEST_CMD_SYNC_WRITE:
+    return cmd_sync(s, cmd);
+  case VTEST_CMD_SYNC_WAIT:
+    return cmd_sync_wait(s, cmd);
+  case VTEST_CMD_SUBMIT_CMD2:
+    return cmd_submit2(s, cmd);
   case VTEST_CMD_PING_PROTOCOL_VERSION:
     out_hdr(s, 0, VTEST_CMD_PING_PROTOCOL_VERSION);
     return true;
@@ -615,6 +1147,10 @@ static bool execute(VtestSession *s, const VtestCmd *cmd) {
     if (v == 1)
       v = 0; /* version 1 was never a complete protocol */
     s->version = v;
+    /* Mesa 24/25 agree on 3, read the caps, and may settle on 2 again
+     * while still using what version 3 brought. */
+    if (v >= 3)
+      s->v3_agreed = true;
     out_hdr(s, 1, VTEST_CMD_PROTOCOL_VERSION);
     out_u32(s, v);
     return true;

@@ -31,10 +31,24 @@ typedef struct VtestSessionConfig {
   VgpuLedger *ledger; /* NULL: no quota (tests) */
   uint32_t slot;
   VtestLimits limits;
-  uint32_t max_version; /* highest protocol version to agree to */
+  uint32_t max_version;        /* highest protocol version to agree to */
   uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
-  VgpuGuard *guard;     /* NULL: none (tests) */
+  uint32_t max_syncs;          /* sync objects the client may hold; 0: VTEST_DEFAULT_MAX_SYNCS */
+  VgpuGuard *guard;            /* NULL: none (tests) */
 } VtestSessionConfig;
+
+/* Sync objects a client may hold when the profile does not say. */
+#define VTEST_DEFAULT_MAX_SYNCS 1024u
+#define VTEST_MIN_MAX_SYNCS 16u
+#define VTEST_MAX_MAX_SYNCS (1u << 20)
+/* SYNC_WAITs not yet satisfied that one client may leave pending (each
+ * holds an eventfd), and how long one is kept at most. */
+#define VTEST_MAX_PENDING_WAITS 256u
+#define VTEST_MAX_WAIT_MS (10u * 60u * 1000u)
+
+/* The highest protocol version a session on this renderer can agree to:
+ * 3 needs blob resources and context fences, else 2. */
+uint32_t vtest_renderer_max_version(const VgpuRenderer *r);
 
 typedef struct VtestSession VtestSession;
 
@@ -65,5 +79,11 @@ const char *vtest_session_end_reason(const VtestSession *s);
 const char *vtest_end_name(VtestEnd e);
 /* The name the client gave in CREATE_RENDERER (printable), or "". */
 const char *vtest_session_client_name(const VtestSession *s);
-/* Live resources (for tests). */
+/* Live resources, sync objects, pending waits, unsignalled timeline
+ * submissions (for tests). */
 guint vtest_session_resource_count(const VtestSession *s);
+guint vtest_session_sync_count(const VtestSession *s);
+guint vtest_session_wait_count(const VtestSession *s);
+guint vtest_session_timeline_pending(const VtestSession *s);
+/* VRAM charged for the session's resources (for tests). */
+uint64_t vtest_session_vram(const VtestSession *s);

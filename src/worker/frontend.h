@@ -28,7 +28,8 @@ typedef struct VgpuFrontendArgs {
   int header_timeout_ms;     /* first request within this; 0: none */
   uint32_t max_submit_bytes; /* 0: the front-end's default */
   uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
-  VgpuGuard *guard;          /* NULL: none */
+  uint32_t max_syncs;          /* sync objects a client may hold; 0: default */
+  VgpuGuard *guard;            /* NULL: none */
 } VgpuFrontendArgs;
 
 typedef struct VgpuFrontendOps {

@@ -60,6 +60,7 @@ typedef struct {
   gchar *log_level;
   gint64 max_submit_bytes;
   gint max_stream_objects;
+  gint max_syncs;
   gint idle_timeout;
   gint64 host_memory;
   gint header_timeout;
@@ -95,6 +96,8 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
        "Largest command stream accepted", "N"},
       {"max-stream-objects", 0, 0, G_OPTION_ARG_INT, &a->max_stream_objects,
        "Live objects command streams may create (default 65536)", "N"},
+      {"max-syncs", 0, 0, G_OPTION_ARG_INT, &a->max_syncs,
+       "Sync objects a client may hold (vtest protocol 3; default 1024)", "N"},
       {"idle-timeout", 0, 0, G_OPTION_ARG_INT, &a->idle_timeout,
        "End the session after this many idle seconds (0: never)", "S"},
       {"host-memory", 0, 0, G_OPTION_ARG_INT64, &a->host_memory,
@@ -273,6 +276,7 @@ int main(int argc, char **argv) {
           (a.header_timeout > 0 ? MIN(a.header_timeout, 86400) : a.idle_timeout) * 1000,
       .max_submit_bytes = (uint32_t)CLAMP(a.max_submit_bytes, 0, (gint64)UINT32_MAX),
       .max_stream_objects = (uint32_t)MAX(a.max_stream_objects, 0),
+      .max_syncs = (uint32_t)MAX(a.max_syncs, 0),
   };
 
   /* Start the renderer (EGL, llvmpipe: tens of milliseconds) only once the

@@ -137,9 +137,10 @@ static void test_version_negotiation(void **state) {
   Fix *f = *state;
   name(f);
   cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){7}, 1);
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){2}, 1);
   cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){1}, 1);
   assert_true(run(f));
-  expect(f, (uint32_t[]){1, 11, 2, 1, 11, 0}, 6);
+  expect(f, (uint32_t[]){1, 11, 3, 1, 11, 2, 1, 11, 0}, 9);
 }
 
 static void test_command_before_create_renderer(void **state) {
