@@ -179,6 +179,7 @@ static void test_overrides(void **state) {
   assert_int_equal(bare->weight, 100);
   assert_int_equal(bare->heads, 1);
   assert_int_equal(bare->max_stream_objects, 65536); /* bounded even when unset */
+  assert_int_equal(bare->max_syncs, 1024);
   assert_null(bare->description);
   vgpu_config_free(c);
 }
@@ -331,6 +332,12 @@ static void test_errors_with_lines(void **state) {
                "x.conf:2: bad value \"unlimited\" for max-stream-objects");
   expect_error("[profile p]\nvram=1M\n\n[instance a]\nprofile=p\nmax-stream-objects=0\n",
                "x.conf:6: bad value \"0\" for max-stream-objects");
+  expect_error(
+      "[profile p]\nmax-syncs=15\n",
+      "x.conf:2: bad value \"15\" for max-syncs: max-syncs must be between 16 and 1048576");
+  expect_error("[profile p]\nmax-syncs=1048577\n", "x.conf:2: bad value \"1048577\" for max-syncs");
+  expect_error("[profile p]\nmax-syncs=unlimited\n",
+               "x.conf:2: bad value \"unlimited\" for max-syncs");
   expect_error("[profile p]\nfps-cap=100000\n", "x.conf:2: bad value \"100000\" for fps-cap");
   expect_error("[profile p]\ngpu-share=most\n", "x.conf:2: bad value \"most\" for gpu-share");
   expect_error("[profile p]\nsocket-mode=0600\n", "x.conf:2: unknown key \"socket-mode\"");

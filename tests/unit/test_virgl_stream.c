@@ -404,6 +404,46 @@ static void test_free_releases_everything(void **state) {
     assert_int_equal(f->b.used[k], 0);
 }
 
+/* PIPE_RESOURCE_CREATE: charged when the stream runs, handed to the blob
+ * that claims its id, released with the tracker if none does. */
+static void test_pipe_resources(void **state) {
+  Fix *f = *state;
+  /* 4096-byte buffer (R8, width 4096) for blob 3; 2D 64x64 RGBA for blob 4 */
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 3, CMD0(48, 0, 11),
+                          1, 2, 2, 64, 64, 1, 1, 0, 0, 0, 4),
+                   VGPU_VIRGL_OK);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 4096 + 64 * 64 * 4);
+  assert_int_equal(vgpu_virgl_tracker_blobs(f->t), 2);
+  VgpuResourceDesc d;
+  uint64_t vram = 0;
+  assert_false(vgpu_virgl_tracker_blob_take(f->t, 5, &d, &vram));
+  assert_false(vgpu_virgl_tracker_blob_take(f->t, (1ull << 32) | 3, &d, &vram));
+  assert_true(vgpu_virgl_tracker_blob_take(f->t, 4, &d, &vram));
+  assert_int_equal(vram, 64 * 64 * 4);
+  assert_int_equal(d.target, 2);
+  assert_int_equal(d.width, 64);
+  assert_int_equal(d.format, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 4096); /* the caller charges it now */
+  assert_false(vgpu_virgl_tracker_blob_take(f->t, 4, &d, &vram));
+  /* blob id 0, a pending id again, a bad description, a wrong length */
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 0),
+                   VGPU_VIRGL_MALFORMED);
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 3),
+                   VGPU_VIRGL_MALFORMED);
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 0xffffffffu, 1, 1, 1, 0, 0, 0, 9),
+                   VGPU_VIRGL_MALFORMED);
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 10), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0),
+                   VGPU_VIRGL_MALFORMED);
+  /* VRAM refused: nothing kept */
+  f->b.limit[VGPU_RES_VRAM] = 8192;
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 8192, 1, 1, 1, 0, 0, 0, 7),
+                   VGPU_VIRGL_REFUSED);
+  assert_int_equal(vgpu_virgl_tracker_blobs(f->t), 1);
+  vgpu_virgl_tracker_free(f->t);
+  f->t = NULL;
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_next_events),
@@ -415,6 +455,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_object_bound, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shader_text_charged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_free_releases_everything, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pipe_resources, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bindings_keep_resources, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rebind_and_sub_context_bindings, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bindings_outside_slots, setup, teardown),

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -29,6 +30,7 @@ typedef struct {
 } Fix;
 
 static uint32_t max_stream_objects; /* 0: the session's default */
+static uint32_t max_syncs;          /* 0: the session's default */
 
 static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   Fix *f = calloc(1, sizeof(*f));
@@ -40,7 +42,8 @@ static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   VtestSessionConfig cfg = {.ledger = f->ledger,
                             .slot = (uint32_t)f->slot,
                             .limits = VTEST_DEFAULT_LIMITS,
-                            .max_stream_objects = max_stream_objects};
+                            .max_stream_objects = max_stream_objects,
+                            .max_syncs = max_syncs};
   f->s = vtest_session_new(f->r, f->sv[0], &cfg);
   *state = f;
   return 0;
@@ -52,6 +55,13 @@ static int setup_bound(void **state) {
   max_stream_objects = 64;
   int r = setup_limits(state, 64u << 20, 100);
   max_stream_objects = 0;
+  return r;
+}
+
+static int setup_syncs(void **state) {
+  max_syncs = 16;
+  int r = setup_limits(state, 64u << 20, 100);
+  max_syncs = 0;
   return r;
 }
 
@@ -589,6 +599,306 @@ static void test_v0_transfer_stride_bounded(void **state) {
   assert_non_null(strstr(vtest_session_end_reason(f->s), "span 16777220 bytes for a box of 8"));
 }
 
+/* ---- protocol 3 ----------------------------------------------------------- */
+
+/* CREATE_RENDERER and PROTOCOL_VERSION(asked), with its reply read. */
+static void agree(Fix *f, uint32_t asked, uint32_t got) {
+  cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){asked}, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 11, got}, 3);
+}
+
+static bool readable(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* A stream that makes a buffer of `bytes` for blob `blob_id`. */
+static void pipe_resource(Fix *f, uint32_t bytes, uint32_t blob_id) {
+  uint32_t c[12] = {(11u << 16) | 48u, 64, 16, 0, bytes, 1, 1, 1, 0, 0, 0, blob_id};
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 12, c, 12);
+}
+
+static void blob(Fix *f, uint32_t type, uint64_t size, uint64_t blob_id) {
+  uint32_t a[6] = {type,
+                   VTEST_BLOB_FLAG_MAPPABLE,
+                   (uint32_t)size,
+                   (uint32_t)(size >> 32),
+                   (uint32_t)blob_id,
+                   (uint32_t)(blob_id >> 32)};
+  cmd(f, VTEST_CMD_RESOURCE_CREATE_BLOB, 6, a, 6);
+}
+
+static void test_v3_needs_agreement(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 2, 2);
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "never agreed"));
+  assert_int_equal(vtest_session_sync_count(f->s), 0);
+}
+
+/* Mesa 25 against virglrenderer 0.10.4: 3, caps, then 2 again, and blobs
+ * after that; the blob's id continues above the client's own handles. */
+static void test_mesa25_renegotiation_and_blob(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  cmd(f, VTEST_CMD_GET_PARAM, 1, (uint32_t[]){VTEST_PARAM_MAX_TIMELINE_COUNT}, 1);
+  cmd(f, VTEST_CMD_GET_PARAM, 1, (uint32_t[]){99}, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){2, 15, 1, 64, 2, 15, 0, 0}, 8);
+  agree(f, 2, 2);
+  create2(f, 7, 0, 64, 16, 4096, 1, 4096);
+  assert_true(run(f));
+  int fd = -1;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  pipe_resource(f, 65536, 1);
+  assert_true(run(f));
+  /* the pipe resource is charged as soon as the stream made it */
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 8192 + 65536);
+  blob(f, VTEST_BLOB_MEM_HOST3D, 65536, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 18, 8}, 3);
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  assert_int_equal(lseek(fd, 0, SEEK_END), 65536);
+  close(fd);
+  /* charged once, as one more object */
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 8192 + 65536);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 2);
+  /* the same blob id cannot be claimed twice */
+  blob(f, VTEST_BLOB_MEM_HOST3D, 65536, 1);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "no command stream"));
+  assert_int_equal(vtest_session_resource_count(f->s), 2);
+}
+
+static void test_blob_released(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  pipe_resource(f, 4096, 5);
+  blob(f, VTEST_BLOB_MEM_HOST3D, 4096, 5);
+  blob(f, VTEST_BLOB_MEM_GUEST, 8192, 0);
+  assert_true(run(f));
+  int fd = -1;
+  expect(f, (uint32_t[]){1, 18, 1}, 3);
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  expect(f, (uint32_t[]){1, 18, 2}, 3);
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  assert_int_equal(lseek(fd, 0, SEEK_END), 8192);
+  assert_true(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK);
+  close(fd);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 4096 + 8192);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){1}, 1);
+  cmd(f, VTEST_CMD_RESOURCE_UNREF, 1, (uint32_t[]){2}, 1);
+  assert_true(run(f));
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 0);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 0);
+  /* a pipe resource never claimed is charged until the session ends */
+  pipe_resource(f, 4096, 6);
+  assert_true(run(f));
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 4096);
+  vtest_session_free(f->s);
+  f->s = NULL;
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 0);
+  f->s = vtest_session_new(f->r, f->sv[0], &(VtestSessionConfig){.limits = VTEST_DEFAULT_LIMITS});
+}
+
+static void test_blob_bad(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  /* beyond the 64 MiB of VRAM: refused, nothing charged or created */
+  blob(f, VTEST_BLOB_MEM_GUEST, 1ull << 30, 0);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 0);
+  assert_int_equal(vtest_session_resource_count(f->s), 0);
+}
+
+static void test_blob_overflow(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  blob(f, VTEST_BLOB_MEM_HOST3D_GUEST, UINT64_MAX, 3);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 0);
+}
+
+static void test_v3_server_handles(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  create2(f, 0, 0, 64, 16, 4096, 1, 4096);
+  cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){0, 0, 64, 16, 16, 1, 1, 1, 0, 0}, 10);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 12, 1}, 3);
+  int fd = -1;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+  expect(f, (uint32_t[]){1, 2, 2}, 3);
+  /* a client-chosen handle at version 3 */
+  create2(f, 9, 0, 64, 16, 4096, 1, 4096);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "server picks"));
+}
+
+static void test_syncs_and_waits(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){5, 1}, 2);
+  cmd(f, VTEST_CMD_SYNC_WRITE, 3, (uint32_t[]){1, 3, 0}, 3);
+  cmd(f, VTEST_CMD_SYNC_READ, 1, (uint32_t[]){1}, 1);
+  cmd(f, VTEST_CMD_SYNC_READ, 1, (uint32_t[]){2}, 1);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 19, 1, 1, 19, 2, 2, 21, 3, 0, 2, 21, 5, 1}, 14);
+  /* already signalled: readable at once, nothing pending */
+  cmd(f, VTEST_CMD_SYNC_WAIT, 5, (uint32_t[]){0, 1000, 1, 3, 0}, 5);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){0, 23}, 2);
+  int fd = -1;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  assert_true(readable(fd));
+  close(fd);
+  assert_int_equal(vtest_session_wait_count(f->s), 0);
+  /* all of two syncs: pending until a batch's fence moves both */
+  cmd(f, VTEST_CMD_SYNC_WAIT, 8, (uint32_t[]){0, 1000, 1, 7, 0, 2, 6, 1}, 8);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){0, 23}, 2);
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  assert_false(readable(fd));
+  assert_int_equal(vtest_session_wait_count(f->s), 1);
+  /* batch 0: no ring, moves sync 1 at once; batch 1: ring 3, sync 2 */
+  uint32_t sc[1 + 16 + 1 + 6] = {2,  0, 17, 1, 18, 1, 0, 0, 0, VTEST_SUBMIT2_FLAG_RING_IDX,
+                                 17, 1, 21, 1, 3,  0, 0, 0, /* a NOP */
+                                 1,  7, 0,  2, 6,  1};
+  cmd(f, VTEST_CMD_SUBMIT_CMD2, G_N_ELEMENTS(sc), sc, G_N_ELEMENTS(sc));
+  assert_true(run(f));
+  assert_false(readable(fd));
+  assert_int_equal(vtest_session_timeline_pending(f->s), 1);
+  f->r->ops->poll(f->r); /* the context fence retires */
+  assert_int_equal(vtest_session_timeline_pending(f->s), 0);
+  assert_true(readable(fd));
+  assert_int_equal(vtest_session_wait_count(f->s), 0);
+  close(fd);
+  cmd(f, VTEST_CMD_SYNC_UNREF, 1, (uint32_t[]){1}, 1);
+  assert_true(run(f));
+  assert_int_equal(vtest_session_sync_count(f->s), 1);
+  /* gone now */
+  cmd(f, VTEST_CMD_SYNC_READ, 1, (uint32_t[]){1}, 1);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "does not exist"));
+}
+
+/* A wait left pending when the session ends (the client hung up inside
+ * SYNC_WAIT): its eventfd and sync references go with the session. */
+static void test_wait_pending_at_end(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  int before = vgpu_count_fds();
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  cmd(f, VTEST_CMD_SYNC_WAIT, 5, (uint32_t[]){VTEST_SYNC_WAIT_FLAG_ANY, 60000, 1, 1, 0}, 5);
+  cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){VGPU_NULL_HANG_DW0, VGPU_NULL_HANG_DW1}, 2);
+  uint32_t sc[1 + 8 + 3] = {1, VTEST_SUBMIT2_FLAG_RING_IDX, 0, 0, 9, 1, 0, 0, 0, 1, 9, 0};
+  cmd(f, VTEST_CMD_SUBMIT_CMD2, G_N_ELEMENTS(sc), sc, G_N_ELEMENTS(sc));
+  assert_true(run(f));
+  assert_int_equal(vtest_session_wait_count(f->s), 1);
+  assert_int_equal(vtest_session_timeline_pending(f->s), 1);
+  /* the worker's eventfd (the client's copy is still in the socket) */
+  assert_int_equal(vgpu_count_fds(), before + 1);
+  vtest_session_free(f->s);
+  f->s = NULL;
+  assert_int_equal(vgpu_count_fds(), before);
+  f->s = vtest_session_new(f->r, f->sv[0], &(VtestSessionConfig){.limits = VTEST_DEFAULT_LIMITS});
+}
+
+static void test_sync_limits(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  for (int i = 0; i < 16; i++)
+    cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  assert_true(run(f));
+  assert_int_equal(vtest_session_sync_count(f->s), 16);
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "limit 16"));
+}
+
+static void test_pending_waits_bounded(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 19, 1}, 3);
+  for (uint32_t i = 0; i < VTEST_MAX_PENDING_WAITS; i++) {
+    cmd(f, VTEST_CMD_SYNC_WAIT, 5, (uint32_t[]){0, 60000, 1, 1, 0}, 5);
+    assert_true(run(f));
+    expect(f, (uint32_t[]){0, 23}, 2);
+    int fd = -1;
+    assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+    close(fd);
+  }
+  cmd(f, VTEST_CMD_SYNC_WAIT, 5, (uint32_t[]){0, 60000, 1, 1, 0}, 5);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
+  /* one write satisfies them all */
+  assert_int_equal(vtest_session_wait_count(f->s), VTEST_MAX_PENDING_WAITS);
+}
+
+static void test_submit2_unknown_sync(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  uint32_t sc[1 + 8 + 1 + 3] = {1, 0, 9, 1, 10, 1, 0, 0, 0, 0, 77, 1, 0};
+  cmd(f, VTEST_CMD_SUBMIT_CMD2, G_N_ELEMENTS(sc), sc, G_N_ELEMENTS(sc));
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), "sync 77"));
+  /* checked before anything reached the renderer: no context yet */
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_CONTEXTS), 0);
+}
+
+static void test_capset_and_context_init(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  cmd(f, VTEST_CMD_GET_CAPSET, 2, (uint32_t[]){2, 2}, 2);
+  assert_true(run(f));
+  uint32_t h[3];
+  static uint8_t caps[1376];
+  assert_int_equal(vgpu_read_all(f->sv[1], h, 12), 0);
+  assert_int_equal(h[0], 1 + 1376 / 4);
+  assert_int_equal(h[1], 16);
+  assert_int_equal(h[2], 1);
+  assert_int_equal(vgpu_read_all(f->sv[1], caps, 1376), 0);
+  cmd(f, VTEST_CMD_GET_CAPSET, 2, (uint32_t[]){2, 3}, 2); /* version too new */
+  cmd(f, VTEST_CMD_GET_CAPSET, 2, (uint32_t[]){9, 0}, 2); /* no such set */
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 16, 0, 1, 16, 0}, 6);
+  cmd(f, VTEST_CMD_CONTEXT_INIT, 1, (uint32_t[]){2}, 1);
+  cmd(f, VTEST_CMD_CONTEXT_INIT, 1, (uint32_t[]){2}, 1); /* again, the same: fine */
+  assert_true(run(f));
+  assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_CONTEXTS), 1);
+  cmd(f, VTEST_CMD_CONTEXT_INIT, 1, (uint32_t[]){1}, 1);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_handshake_like_mesa, setup, teardown),
@@ -620,6 +930,18 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stream_framing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_v0_transfer_get_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_v0_transfer_stride_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v3_needs_agreement, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mesa25_renegotiation_and_blob, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_blob_released, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_blob_bad, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_blob_overflow, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v3_server_handles, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_syncs_and_waits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_wait_pending_at_end, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_limits, setup_syncs, teardown),
+      cmocka_unit_test_setup_teardown(test_pending_waits_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit2_unknown_sync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_capset_and_context_init, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
