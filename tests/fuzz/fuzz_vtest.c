@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/ledger.h"
 #include "render/renderer.h"
@@ -38,8 +39,10 @@ static void decode_all(const uint8_t *data, size_t size, const VtestLimits *lim)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* Small limits so fuzzing reaches the refusal paths quickly. */
-  VtestLimits lim = {.max_name_bytes = 256, .max_submit_bytes = 1 << 16,
-                     .max_transfer_bytes = 1 << 16};
+  VtestLimits lim = {.max_name_bytes = 256,
+                     .max_submit_bytes = 1 << 16,
+                     .max_transfer_bytes = 1 << 16,
+                     .max_wait_syncs = 8};
   decode_all(data, size, &lim);
 
   if (!ledger) {
@@ -49,7 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   int slot = 0;
   VgpuRenderer *r = vgpu_renderer_null_new(NULL, NULL);
-  VtestSessionConfig cfg = {.ledger = ledger, .slot = (uint32_t)slot, .limits = lim};
+  VtestSessionConfig cfg = {
+      .ledger = ledger, .slot = (uint32_t)slot, .limits = lim, .max_syncs = 16};
+  /* The lowest free descriptor: one a session leaves open (a wait's
+   * eventfd, a blob's memfd) takes it. */
+  int probe = dup(2);
+  close(probe);
   VtestSession *s = vtest_session_new(r, -1, &cfg);
   /* Feed in two uneven pieces to exercise partial commands. */
   uint8_t *buf = malloc(size + 1);
@@ -63,10 +71,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     len = size;
   }
+  /* Retire what the renderer has (context fences move syncs, wake waits). */
+  r->ops->poll(r);
+  if (vtest_session_sync_count(s) > 16 || vtest_session_wait_count(s) > VTEST_MAX_PENDING_WAITS)
+    abort(); /* past the limits it was given */
   vtest_session_free(s);
+  int after = dup(2);
+  close(after);
+  if (after != probe)
+    abort(); /* a descriptor outlived its session */
   vgpu_renderer_free(r);
   free(buf);
-  /* A finished session must have released everything it charged. */
+  /* A finished session must have released everything it charged: blobs,
+   * pipe resources no blob claimed, and what command streams hold. */
   for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
     if (vgpu_ledger_used(ledger, k) != 0)
       abort();
