@@ -207,9 +207,9 @@ int vgpu_virgl_next(const uint32_t *dw, size_t ndw, size_t *off, VgpuVirglEvent 
       return -EINVAL;
     }
     VgpuResourceDesc *d = &ev->desc;
-    d->format = le32(c[1]);
-    d->bind = le32(c[2]);
-    d->target = le32(c[3]);
+    d->target = le32(c[1]);
+    d->format = le32(c[2]);
+    d->bind = le32(c[3]);
     d->width = le32(c[4]);
     d->height = le32(c[5]);
     d->depth = le32(c[6]);

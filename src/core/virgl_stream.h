@@ -63,7 +63,7 @@ enum {
   VGPU_VIRGL_CCMD_SET_SHADER_IMAGES = 35,
   VGPU_VIRGL_CCMD_SET_ATOMIC_BUFFERS = 40,
   /* A resource made inside the context, for a later host3d blob to claim
-   * by blob id: format, bind, target, width, height, depth, array size,
+   * by blob id: target, format, bind, width, height, depth, array size,
    * last level, samples, flags, blob id (11 dwords). */
   VGPU_VIRGL_CCMD_PIPE_RESOURCE_CREATE = 48,
 };

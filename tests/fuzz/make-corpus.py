@@ -33,7 +33,7 @@ def hello3(name=b"glxgears\0"):
 
 def pipe_resource(blob_id, size):
     """A command stream making a buffer for a host3d blob."""
-    return cmd(6, ((11 << 16) | 48, 64, 16, 0, size, 1, 1, 1, 0, 0, 0, blob_id))
+    return cmd(6, ((11 << 16) | 48, 0, 64, 16, size, 1, 1, 1, 0, 0, 0, blob_id))
 
 
 def blob(btype, size, blob_id, flags=1):

@@ -1,5 +1,6 @@
-"""A small vtest client (protocol version 2, as Mesa 22.3 speaks it) for
-tests that need to send exact bytes, well-formed or not.
+"""A small vtest client (protocol version 2, as Mesa 22.3 speaks it, and
+version 3's blobs, syncs and SUBMIT_CMD2) for tests that need to send
+exact bytes, well-formed or not.
 
 Wire format (little-endian dwords): a header {LEN, CMD} where LEN counts
 the payload dwords, then the payload.  Replies use the same header; the
@@ -20,6 +21,15 @@ import sys
 GET_CAPS, RESOURCE_UNREF, BUSY_WAIT, SUBMIT_CMD = 1, 3, 7, 6
 CREATE_RENDERER, GET_CAPS2, PING, PROTOCOL_VERSION = 8, 9, 10, 11
 RESOURCE_CREATE2, TRANSFER_GET2, TRANSFER_PUT2 = 12, 13, 14
+GET_PARAM, GET_CAPSET, CONTEXT_INIT, RESOURCE_CREATE_BLOB = 15, 16, 17, 18
+SYNC_CREATE, SYNC_UNREF, SYNC_READ, SYNC_WRITE, SYNC_WAIT, SUBMIT_CMD2 = 19, 20, 21, 22, 23, 24
+BLOB_GUEST, BLOB_HOST3D, BLOB_HOST3D_GUEST = 1, 2, 3
+BLOB_FLAG_MAPPABLE = 1
+SUBMIT2_RING_IDX = 1
+# virgl command stream: a resource made for a host3d blob (11 dwords:
+# target, format, bind, width, height, depth, array size, last level,
+# samples, flags, blob id)
+CCMD_PIPE_RESOURCE_CREATE = 48
 
 # Enumerations from virgl_hw.h / p_defines.h used by the tests.
 TARGET_BUFFER, TARGET_2D = 0, 2
@@ -172,6 +182,88 @@ class VtestClient:
         # backing); a server must accept it, so the client does it too.
         length = 10 + (data_size + 3) // 4
         self.send(cmd(TRANSFER_PUT2, (handle, level) + tuple(box) + (data_size, offset), length=length))
+
+
+def pipe_resource_words(blob_id, size, bind=BIND_VERTEX_BUFFER, flags=6):
+    """A command stream making a `size`-byte buffer for host3d blob `blob_id`
+    (flags: map persistent | coherent, as Mesa asks for a mapped buffer)."""
+    return [11 << 16 | CCMD_PIPE_RESOURCE_CREATE, TARGET_BUFFER, FORMAT_R8_UNORM, bind, size, 1, 1,
+            1, 0, 0, flags, blob_id]
+
+
+def blob_cmd(btype, size, blob_id, flags=BLOB_FLAG_MAPPABLE):
+    return cmd(RESOURCE_CREATE_BLOB, (btype, flags, size & 0xFFFFFFFF, size >> 32,
+                                      blob_id & 0xFFFFFFFF, blob_id >> 32))
+
+
+def submit2_cmd(batches, data):
+    """batches: (flags, cmd_offset, cmd_size, sync_offset, sync_count, ring_idx)
+    tuples, 8 dwords apart; data: the dwords after the batch table."""
+    words = [len(batches)]
+    for b in batches:
+        words += list(b) + [0, 0]
+    return cmd(SUBMIT_CMD2, words + list(data))
+
+
+class VtestClient3(VtestClient):
+    """The commands of protocol version 3."""
+
+    def handshake3(self, name=b"vtest-client-3"):
+        """Mesa 25's opening: version 3, caps (it would then ask for 2 again
+        against virglrenderer 0.10.4; see mesa25_handshake)."""
+        self.send(create_renderer_cmd(name) + cmd(PING) + cmd(BUSY_WAIT, (0, 0)))
+        assert self.recv_words(2) == (0, PING)
+        assert self.recv_words(3) == (1, BUSY_WAIT, 0)
+        v = self.protocol_version(3)
+        self.send(cmd(GET_CAPS2) + cmd(GET_CAPS))
+        self.caps2 = self._caps_reply(2)
+        self.caps1 = self._caps_reply(GET_CAPS)
+        return v
+
+    def get_param(self, param):
+        self.send(cmd(GET_PARAM, (param,)))
+        assert self.recv_words(2) == (2, GET_PARAM)
+        return self.recv_words(2)
+
+    def get_capset(self, cid, version):
+        self.send(cmd(GET_CAPSET, (cid, version)))
+        n, rid, valid = self.recv_words(3)
+        assert rid == GET_CAPSET, rid
+        return self.recv_exact(4 * (n - 1)) if valid else None
+
+    def create2_v3(self, target, fmt, bind, w, h, data_size):
+        """RESOURCE_CREATE2 at version 3: handle 0, the server names it."""
+        self.send(cmd(RESOURCE_CREATE2, (0, target, fmt, bind, w, h, 1, 1, 0, 0, data_size)))
+        n, rid, handle = self.recv_words(3)
+        assert (n, rid) == (1, RESOURCE_CREATE2), (n, rid)
+        return handle, (self.recv_fd() if data_size else None)
+
+    def create_blob(self, btype, size, blob_id, flags=BLOB_FLAG_MAPPABLE):
+        self.send(blob_cmd(btype, size, blob_id, flags))
+        n, rid, handle = self.recv_words(3)
+        assert (n, rid) == (1, RESOURCE_CREATE_BLOB), (n, rid)
+        return handle, self.recv_fd()
+
+    def sync_create(self, value=0):
+        self.send(cmd(SYNC_CREATE, (value & 0xFFFFFFFF, value >> 32)))
+        n, rid, sid = self.recv_words(3)
+        assert (n, rid) == (1, SYNC_CREATE), (n, rid)
+        return sid
+
+    def sync_read(self, sid):
+        self.send(cmd(SYNC_READ, (sid,)))
+        n, rid, lo, hi = self.recv_words(4)
+        assert (n, rid) == (2, SYNC_READ), (n, rid)
+        return lo | hi << 32
+
+    def sync_wait(self, syncs, timeout_ms, any_=False):
+        """Returns the eventfd that becomes readable when the wait is met."""
+        words = [1 if any_ else 0, timeout_ms]
+        for sid, value in syncs:
+            words += [sid, value & 0xFFFFFFFF, value >> 32]
+        self.send(cmd(SYNC_WAIT, words))
+        assert self.recv_words(2) == (0, SYNC_WAIT)
+        return self.recv_fd()
 
 
 def well_behaved_session(path):

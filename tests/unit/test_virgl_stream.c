@@ -409,8 +409,8 @@ static void test_free_releases_everything(void **state) {
 static void test_pipe_resources(void **state) {
   Fix *f = *state;
   /* 4096-byte buffer (R8, width 4096) for blob 3; 2D 64x64 RGBA for blob 4 */
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 3, CMD0(48, 0, 11),
-                          1, 2, 2, 64, 64, 1, 1, 0, 0, 0, 4),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 0, 64, 16, 4096, 1, 1, 1, 0, 0, 0, 3, CMD0(48, 0, 11),
+                          2, 1, 2, 64, 64, 1, 1, 0, 0, 0, 4),
                    VGPU_VIRGL_OK);
   assert_int_equal(f->b.used[VGPU_RES_VRAM], 4096 + 64 * 64 * 4);
   assert_int_equal(vgpu_virgl_tracker_blobs(f->t), 2);
@@ -426,17 +426,17 @@ static void test_pipe_resources(void **state) {
   assert_int_equal(f->b.used[VGPU_RES_VRAM], 4096); /* the caller charges it now */
   assert_false(vgpu_virgl_tracker_blob_take(f->t, 4, &d, &vram));
   /* blob id 0, a pending id again, a bad description, a wrong length */
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 0),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 0, 64, 16, 4096, 1, 1, 1, 0, 0, 0, 0),
                    VGPU_VIRGL_MALFORMED);
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0, 3),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 0, 64, 16, 4096, 1, 1, 1, 0, 0, 0, 3),
                    VGPU_VIRGL_MALFORMED);
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 0xffffffffu, 1, 1, 1, 0, 0, 0, 9),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 0, 64, 16, 0xffffffffu, 1, 1, 1, 0, 0, 0, 9),
                    VGPU_VIRGL_MALFORMED);
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 10), 64, 16, 0, 4096, 1, 1, 1, 0, 0, 0),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 10), 0, 64, 16, 4096, 1, 1, 1, 0, 0, 0),
                    VGPU_VIRGL_MALFORMED);
   /* VRAM refused: nothing kept */
   f->b.limit[VGPU_RES_VRAM] = 8192;
-  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 64, 16, 0, 8192, 1, 1, 1, 0, 0, 0, 7),
+  assert_int_equal(SUBMIT(f, CMD0(48, 0, 11), 0, 64, 16, 8192, 1, 1, 1, 0, 0, 0, 7),
                    VGPU_VIRGL_REFUSED);
   assert_int_equal(vgpu_virgl_tracker_blobs(f->t), 1);
   vgpu_virgl_tracker_free(f->t);

@@ -615,7 +615,7 @@ static bool readable(int fd) {
 
 /* A stream that makes a buffer of `bytes` for blob `blob_id`. */
 static void pipe_resource(Fix *f, uint32_t bytes, uint32_t blob_id) {
-  uint32_t c[12] = {(11u << 16) | 48u, 64, 16, 0, bytes, 1, 1, 1, 0, 0, 0, blob_id};
+  uint32_t c[12] = {(11u << 16) | 48u, 0, 64, 16, bytes, 1, 1, 1, 0, 0, 0, blob_id};
   cmd(f, VTEST_CMD_SUBMIT_CMD, 12, c, 12);
 }
 
