@@ -23,6 +23,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/sanitize.h"
+#include "vtest/vtest_session.h"
 #include "vtest/vtest_version.h"
 #include "worker/frontend.h"
 #include "worker/sandbox.h"
@@ -179,8 +180,9 @@ static int run_probe(const WorkerArgs *a) {
   json_string(out, renderer->ops->describe(renderer));
   g_string_append(out, ",\"vtest_protocols\":[");
   uint32_t versions[16];
-  size_t nv =
-      MIN(vtest_protocol_versions(versions, G_N_ELEMENTS(versions)), G_N_ELEMENTS(versions));
+  size_t nv = MIN(vtest_protocol_versions_upto(vtest_renderer_max_version(renderer), versions,
+                                               G_N_ELEMENTS(versions)),
+                  G_N_ELEMENTS(versions));
   for (size_t i = 0; i < nv; i++)
     g_string_append_printf(out, "%s%u", i ? "," : "", versions[i]);
   g_string_append(out, "],\"capsets\":[");
