@@ -766,9 +766,13 @@ static const void *aligned_dwords(VtestSession *s, const void *dw, uint32_t ndw)
   return s->scratch;
 }
 
+static bool implicit_fence(VtestSession *s);
+
 /* SUBMIT_CMD2: every batch and sync is checked before the first reaches
  * the renderer.  A batch with RING_IDX moves its syncs when its context
- * fence retires; one without, right after it is submitted. */
+ * fence retires; one without, right after it is submitted.  Unlike the
+ * reference server, an implicit fence follows the batches too: a busy
+ * wait then covers this work as well, and so does the GPU timeout. */
 static bool cmd_submit2(VtestSession *s, const VtestCmd *cmd) {
   uint32_t nb = cmd->u.submit2.batch_count;
   for (uint32_t i = 0; i < nb; i++) {
@@ -823,7 +827,7 @@ static bool cmd_submit2(VtestSession *s, const VtestCmd *cmd) {
       return end_session(s, VTEST_END_RENDERER, "creating a context fence failed: %s",
                          g_strerror(-r));
   }
-  return true;
+  return nb == 0 || implicit_fence(s);
 }
 
 static bool cmd_get_param(VtestSession *s, const VtestCmd *cmd) {
@@ -1046,6 +1050,17 @@ static bool stream_check(VtestSession *s, const void *dw, uint32_t ndw) {
 
 /* ---- everything else ----------------------------------------------------- */
 
+/* The implicit fence after submitted work: RESOURCE_BUSY_WAIT waits for
+ * it, and the guard's GPU timeout counts from it. */
+static bool implicit_fence(VtestSession *s) {
+  s->fence_submitted++;
+  vgpu_guard_busy(s->cfg.guard);
+  int r = s->r->ops->create_fence(s->r, s->fence_submitted);
+  if (r < 0)
+    return end_session(s, VTEST_END_RENDERER, "creating a fence failed: %s", g_strerror(-r));
+  return true;
+}
+
 static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
   if (!ensure_context(s))
     return false;
@@ -1058,13 +1073,9 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
   if (r < 0)
     return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
                        ndw, g_strerror(-r));
-  s->fence_submitted++;
-  vgpu_guard_busy(s->cfg.guard);
-  r = s->r->ops->create_fence(s->r, s->fence_submitted);
+  bool ok = implicit_fence(s);
   count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
-  if (r < 0)
-    return end_session(s, VTEST_END_RENDERER, "creating a fence failed: %s", g_strerror(-r));
-  return true;
+  return ok;
 }
 
 static bool cmd_busy_wait(VtestSession *s, const VtestCmd *cmd) {

@@ -860,6 +860,40 @@ static void test_pending_waits_bounded(void **state) {
   assert_int_equal(vtest_session_wait_count(f->s), VTEST_MAX_PENDING_WAITS);
 }
 
+/* Without blobs or context fences the renderer allows version 2 only. */
+static void test_renderer_without_v3(void **state) {
+  Fix *f = *state;
+  static VgpuRendererOps ops;
+  ops = *f->r->ops;
+  ops.resource_create_blob = NULL;
+  const VgpuRendererOps *saved = f->r->ops;
+  vtest_session_free(f->s);
+  f->r->ops = &ops;
+  assert_int_equal(vtest_renderer_max_version(f->r), 2);
+  f->s = vtest_session_new(f->r, f->sv[0], &(VtestSessionConfig){.limits = VTEST_DEFAULT_LIMITS});
+  name(f);
+  agree(f, 3, 2);
+  cmd(f, VTEST_CMD_GET_PARAM, 1, (uint32_t[]){1}, 1);
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
+  vtest_session_free(f->s);
+  f->r->ops = saved;
+  f->s = vtest_session_new(f->r, f->sv[0], &(VtestSessionConfig){.limits = VTEST_DEFAULT_LIMITS});
+}
+
+/* Work submitted with SUBMIT_CMD2 is what a busy wait waits for too. */
+static void test_submit2_busy_wait(void **state) {
+  Fix *f = *state;
+  name(f);
+  agree(f, 3, 3);
+  uint32_t sc[1 + 8 + 2] = {1, 0, 9, 2, 0, 0, 0, 0, 0, VGPU_NULL_HANG_DW0, VGPU_NULL_HANG_DW1};
+  cmd(f, VTEST_CMD_SUBMIT_CMD2, G_N_ELEMENTS(sc), sc, G_N_ELEMENTS(sc));
+  cmd(f, VTEST_CMD_RESOURCE_BUSY_WAIT, 2, (uint32_t[]){0, 0}, 2);
+  assert_true(run(f));
+  expect(f, (uint32_t[]){1, 7, 1}, 3);
+  assert_true(vtest_session_work_pending(f->s));
+}
+
 static void test_submit2_unknown_sync(void **state) {
   Fix *f = *state;
   name(f);
@@ -941,6 +975,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sync_limits, setup_syncs, teardown),
       cmocka_unit_test_setup_teardown(test_pending_waits_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_submit2_unknown_sync, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_renderer_without_v3, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit2_busy_wait, setup, teardown),
       cmocka_unit_test_setup_teardown(test_capset_and_context_init, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
