@@ -4,9 +4,11 @@ session as against virgl_test_server (Mesa 25's handshake, GET_PARAM,
 GET_CAPSET, server-chosen handles, a guest blob, syncs, a SUBMIT_CMD2 batch
 whose context fence moves a sync and wakes a SYNC_WAIT), then the bad
 input of version 3, each of which ends only its own session with one log
-line while nothing stays charged and the daemon goes on."""
+line while nothing stays charged, and the daemon and a tenant rendering on
+another instance go on."""
 import os
 import select
+import signal
 import shutil
 import struct
 
@@ -21,6 +23,9 @@ max-syncs=32
 max-clients=unlimited
 
 [instance vgpu0]
+profile=p3
+
+[instance vgpu1]
 profile=p3
 """
 
@@ -207,6 +212,11 @@ def test(x, d):
     d.wait_log(r"vgpu0 client %d: v3-good: client disconnected" % ME)
     check_idle(d)
 
+    # Mesa 22.3's glxgears on the other instance, through all that follows.
+    bystander = h.client(d, "vgpu1", ["timeout", "-s", "INT", "600", "glxgears"], x.display)
+    h.wait_for(lambda: d.usage("vgpu1")["frames"] > 10, 60, "the bystander to render")
+    bystander_worker = [t["worker_pid"] for t in d.show("vgpu1")["tenants"]]
+
     for payload, reason in bad_cases():
         c = vt.VtestClient3(path)
         try:
@@ -250,6 +260,15 @@ def test(x, d):
     vt.well_behaved_session(path)
     check_idle(d)
 
+    assert bystander.poll() is None, "the other instance's client died"
+    assert [t["worker_pid"] for t in d.show("vgpu1")["tenants"]] == bystander_worker
+    frames = d.usage("vgpu1")["frames"]
+    h.wait_for(lambda: d.usage("vgpu1")["frames"] > frames, 30, "the bystander to render on")
+    os.killpg(bystander.pid, signal.SIGINT)
+    h.finish(bystander, 90)
+    d.wait_idle("vgpu1", timeout=60)
+    print(f"ok: the bystander on vgpu1 rendered throughout ({frames} frames)")
+
 
 if __name__ == "__main__":
-    h.run(test, config=CONFIG)
+    h.run(test, needs=("glxgears",), config=CONFIG)
