@@ -4,6 +4,8 @@
  *   0 LEN  dwords   a command stream of LEN (one byte) dwords
  *   1 H             the tenant creates resource H (one byte)
  *   2 H             the tenant lets resource H go
+ *   3 B             a blob claims the pipe resource streams made for blob
+ *                   id B (one byte), and its charge goes with it
  * Checks beyond ASan/UBSan: the scanner never walks past the stream and
  * always says why it refuses; nothing is given back that was not taken;
  * the limits hold; when the tracker goes, everything it charged is back. */
@@ -67,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   VgpuVirglTracker *t = vgpu_virgl_tracker_new(VGPU_VIRGL_MIN_MAX_OBJECTS, &ch);
   size_t i = 0;
   while (i < size) {
-    uint8_t op = data[i++] % 3;
+    uint8_t op = data[i++] % 4;
     if (op == 0) {
       if (i >= size)
         break;
@@ -87,6 +89,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         abort();
       if (r != VGPU_VIRGL_OK)
         break; /* the session would end here */
+    } else if (op == 3) {
+      if (i >= size)
+        break;
+      VgpuResourceDesc d;
+      uint64_t vram = 0, before = b.used[VGPU_RES_VRAM];
+      uint32_t pending = vgpu_virgl_tracker_blobs(t);
+      if (vgpu_virgl_tracker_blob_take(t, data[i++], &d, &vram) &&
+          (b.used[VGPU_RES_VRAM] != before - vram || vgpu_virgl_tracker_blobs(t) != pending - 1))
+        abort(); /* the claim hands over exactly the resource's charge */
     } else {
       if (i >= size)
         break;
