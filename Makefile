@@ -32,7 +32,7 @@ meson_setup = if [ -f $(1)/meson-private/coredata.dat ]; then \
 SAN_OPTS = -Db_sanitize=address,undefined -Db_lundef=false -Dfuzzing=true \
   --buildtype=debugoptimized
 
-.PHONY: all deps build build-san check conformance demo bench fuzz install clean help
+.PHONY: all deps mesa-root build build-san check conformance demo bench fuzz install clean help
 
 all: build
 
@@ -42,10 +42,18 @@ help:
 	@echo "make conformance  the piglit set (hundreds of tests, ~10 min) against stored results"
 	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server"
 	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
+	@echo "make mesa-root  build (once, cached) the Debian 13 root with Mesa 25's clients"
 	@echo "make deps | build | install | clean"
 
 deps:
 	@sh scripts/install-deps.sh
+
+# The Debian 13 root with Mesa 25's clients that the client-compatibility
+# tests and the benchmarks use (scripts/mesa-root.sh): built once, from this
+# host's Debian mirror, then cached.  Where no mirror is reachable it is
+# left out with a note, and the tests that need it skip saying so.
+mesa-root:
+	@sh scripts/mesa-root.sh --if-possible
 
 build: deps
 	@$(call meson_setup,$(BUILD),--buildtype=release -Db_ndebug=false)
@@ -58,7 +66,7 @@ build-san: deps
 	ninja -C $(BUILD_SAN)
 
 # meson's own exit status is ignored: the summary decides, from the log.
-check: build-san
+check: build-san mesa-root
 	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
 	-$(SAN_ENV) VGPU_FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) \
 	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1 $(CHECK_ARGS)
@@ -73,7 +81,7 @@ conformance: build-san
 demo: build
 	@bash scripts/demo.sh $(BUILD)
 
-bench: build
+bench: build mesa-root
 	@sh bench/run.sh
 
 fuzz: deps
