@@ -1,10 +1,13 @@
 /* vgpu-run: runs an unmodified GL program on a vGPU instance.
  *
- * Newer Mesa reads VTEST_SOCKET_NAME; Mesa 22.3 (Debian 12) has the vtest
- * socket path /tmp/.virgl_test compiled in.  So the program runs in a
- * private mount namespace in which that path is the instance's socket.
- * Nothing is ever created, replaced or followed at that path in the shared
- * /tmp, which any user can write:
+ * Mesa 24 and later read the vtest socket's path from VTEST_SOCKET_NAME:
+ * the program gets the instance's socket there and runs as it is.  Mesa
+ * 22.3 (Debian 12) has /tmp/.virgl_test compiled in: the program then runs
+ * in a private mount namespace in which that path is the instance's
+ * socket.  Which of the two is decided from the Mesa driver the program
+ * would load (util/mesa_probe.h), unless --namespace says.  Nothing is ever
+ * created, replaced or followed at that path in the shared /tmp, which any
+ * user can write:
  *
  *  - where /tmp/.virgl_test already exists as a regular file or socket
  *    owned by root or by the caller (no one else can remove or replace it
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include "util/fd.h"
+#include "util/mesa_probe.h"
 #include "util/runtime_dir.h"
 
 #define MESA_VTEST_DIR "/tmp"
@@ -162,8 +166,49 @@ static int enter_namespace(void) {
   return 0;
 }
 
+/* Whether the program needs the namespace: from --namespace, else from
+ * its Mesa.  Says why under --verbose. */
+static bool want_namespace(const char *mode, const char *mesa_root, bool verbose) {
+  if (g_str_equal(mode, "always") || g_str_equal(mode, "never")) {
+    if (verbose)
+      fprintf(stderr, "vgpu-run: --namespace=%s: %s\n", mode,
+              g_str_equal(mode, "always") ? "private mount namespace"
+                                          : "no mount namespace, VTEST_SOCKET_NAME only");
+    return g_str_equal(mode, "always");
+  }
+  VgpuMesaProbe probe;
+  vgpu_mesa_probe(mesa_root, g_getenv("LD_LIBRARY_PATH"), g_getenv("LIBGL_DRIVERS_PATH"), &probe);
+  bool ns = probe.kind != VGPU_MESA_SOCKET_ENV;
+  if (verbose) {
+    if (probe.kind == VGPU_MESA_SOCKET_ENV)
+      fprintf(stderr, "vgpu-run: Mesa driver %s reads VTEST_SOCKET_NAME: no mount namespace\n",
+              probe.driver);
+    else if (probe.kind == VGPU_MESA_SOCKET_FIXED)
+      fprintf(stderr,
+              "vgpu-run: Mesa driver %s does not read VTEST_SOCKET_NAME: private mount "
+              "namespace for %s\n",
+              probe.driver, MESA_VTEST_PATH);
+    else
+      fprintf(stderr,
+              "vgpu-run: no Mesa driver found (looked for %s): private mount namespace, "
+              "which every Mesa can use\n",
+              probe.searched);
+  }
+  vgpu_mesa_probe_clear(&probe);
+  return ns;
+}
+
+/* Replaces this process with the command; returns only on failure. */
+static int run_command(char **command) {
+  execvp(command[0], command);
+  int exec_errno = errno;
+  die("cannot run %s: %s", command[0], g_strerror(exec_errno));
+  return exec_errno == ENOENT ? 127 : 126; /* as env(1) and the shells */
+}
+
 int main(int argc, char **argv) {
   g_autofree char *instance = NULL, *socket_path = NULL, *runtime_dir = NULL;
+  g_autofree char *ns_mode = NULL, *mesa_root = NULL;
   gboolean verbose = FALSE, version = FALSE;
   g_auto(GStrv) command = NULL;
   GOptionEntry entries[] = {
@@ -173,6 +218,12 @@ int main(int argc, char **argv) {
        "Use this vtest socket instead of an instance's", "PATH"},
       {"runtime-dir", 'r', 0, G_OPTION_ARG_FILENAME, &runtime_dir,
        "vgpud's runtime directory (default: $VGPU_RUNTIME_DIR, then vgpud's default)", "DIR"},
+      {"namespace", 'n', 0, G_OPTION_ARG_STRING, &ns_mode,
+       "Private mount namespace for Mesa's fixed socket path: auto (default: when the "
+       "program's Mesa does not read VTEST_SOCKET_NAME), always or never",
+       "auto|always|never"},
+      {"mesa-root", 0, 0, G_OPTION_ARG_FILENAME, &mesa_root,
+       "Look for the program's Mesa under DIR (for a program that runs chrooted there)", "DIR"},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Say what is being set up", NULL},
       {"version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
       {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &command, NULL, "-- COMMAND [ARG...]"},
@@ -190,6 +241,18 @@ int main(int argc, char **argv) {
   if (version) {
     printf("vgpu-run %s\n", VGPU_VERSION);
     return 0;
+  }
+  if (!ns_mode)
+    ns_mode = g_strdup("auto");
+  if (!g_str_equal(ns_mode, "auto") && !g_str_equal(ns_mode, "always") &&
+      !g_str_equal(ns_mode, "never")) {
+    fprintf(stderr, "vgpu-run: --namespace takes auto, always or never, not '%s' (try --help)\n",
+            ns_mode);
+    return 2;
+  }
+  if (mesa_root && !g_file_test(mesa_root, G_FILE_TEST_IS_DIR)) {
+    fprintf(stderr, "vgpu-run: --mesa-root %s: not a directory\n", mesa_root);
+    return 2;
   }
   if (!command || !command[0]) {
     fprintf(stderr, "vgpu-run: no command given (usage: vgpu-run [--instance NAME] -- COMMAND)\n");
@@ -228,6 +291,12 @@ int main(int argc, char **argv) {
    * the only one, but an X server with a hardware DRI driver would get that
    * driver instead of virpipe without this. */
   g_setenv("LIBGL_ALWAYS_SOFTWARE", "1", TRUE);
+
+  if (!want_namespace(ns_mode, mesa_root, verbose)) {
+    if (verbose)
+      fprintf(stderr, "vgpu-run: VTEST_SOCKET_NAME=%s, GALLIUM_DRIVER=virpipe\n", socket_path);
+    return run_command(command);
+  }
 
   struct stat cover_st;
   bool cover = placeholder_fit(&cover_st);
@@ -285,8 +354,5 @@ int main(int argc, char **argv) {
               "GALLIUM_DRIVER=virpipe\n",
               MESA_VTEST_PATH, socket_path, MESA_VTEST_DIR, shown);
   }
-  execvp(command[0], command);
-  int exec_errno = errno;
-  die("cannot run %s: %s", command[0], g_strerror(exec_errno));
-  return exec_errno == ENOENT ? 127 : 126; /* as env(1) and the shells */
+  return run_command(command);
 }

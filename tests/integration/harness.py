@@ -23,6 +23,8 @@ VGPU_RUN = os.environ.get("VGPU_RUN", "vgpu-run")
 VGPUCTL = os.environ.get("VGPUCTL", "vgpuctl")
 SOURCE_DIR = os.environ.get("VGPU_SOURCE_DIR", os.path.dirname(os.path.abspath(__file__)) + "/../..")
 PIGLIT_BIN = "/usr/lib/x86_64-linux-gnu/piglit/bin"
+MESA_ROOT_SH = os.path.join(SOURCE_DIR, "scripts", "mesa-root.sh")
+IN_MESA_ROOT_SH = os.path.join(SOURCE_DIR, "scripts", "in-mesa-root.sh")
 
 
 def skip(reason):
@@ -240,6 +242,38 @@ def reference_client(sock, argv, display, **kw):
     env = dict(os.environ, DISPLAY=display)
     return subprocess.Popen([VGPU_RUN, "--socket", sock, "--"] + argv, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, **kw)
+
+
+def find_mesa_root():
+    """The Debian 13 root with Mesa 25's clients (scripts/mesa-root.sh),
+    built by `make check`: (path, None), or (None, why) when this machine
+    cannot build it (no mirror reachable, not root).  Fails when it could
+    be built but has not been."""
+    p = subprocess.run(["sh", MESA_ROOT_SH, "--print"], capture_output=True, text=True, timeout=60)
+    if p.returncode == 0:
+        return p.stdout.strip(), None
+    w = subprocess.run(["sh", MESA_ROOT_SH, "--why-not"], capture_output=True, text=True, timeout=60)
+    if w.returncode == 0:
+        return None, f"no Mesa 25 root, and it cannot be built here: {w.stdout.strip()}"
+    raise AssertionError("the Mesa 25 root is not built although this machine can build it: "
+                         "run `make mesa-root` (make check does)")
+
+
+def mesa_root():
+    """find_mesa_root()'s path; skips the test when there is none."""
+    root, why = find_mesa_root()
+    if not root:
+        skip(why)
+    return root
+
+
+def mesa25_client(root, sock, argv, display, cwd="/", **kw):
+    """Starts a program of the Mesa 25 root connected to a vtest socket
+    (scripts/in-mesa-root.sh: chrooted, in a private mount namespace)."""
+    env = dict(os.environ, DISPLAY=display)
+    return subprocess.Popen(["sh", IN_MESA_ROOT_SH, "--root", root, "--cwd", cwd, sock, "--"] + list(argv),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, **kw)
 
 
 class ReferenceServer:

@@ -61,6 +61,61 @@ def userns_allowed():
     return p.returncode == 0
 
 
+def namespace_choice(d, rd, sock0):
+    """The mount namespace comes from the client's Mesa (or --namespace):
+    this host's Mesa 22.3 gets one, a Mesa that reads VTEST_SOCKET_NAME
+    (Mesa 25 of the Debian 13 root, a driver named by LIBGL_DRIVERS_PATH)
+    gets none."""
+    own_ns = os.readlink("/proc/self/ns/mnt")
+    sock_ino = str(os.stat(sock0).st_ino)
+    probe = f"readlink /proc/self/ns/mnt; stat -L -c %i {MESA_PATH} 2>/dev/null || echo none"
+
+    def decided(args, env=None, prefix=()):
+        rc, out, err = vrun(rd + ["--verbose"] + args + ["--", "sh", "-c", probe], env=env, prefix=prefix)
+        assert rc == 0, (args, rc, err)
+        ns, ino = out.split()
+        # in a namespace Mesa's fixed path is the instance's socket
+        assert (ino == sock_ino) == (ns != own_ns), (args, out, err)
+        return ns != own_ns, err
+
+    ns, err = decided([])
+    assert ns and re.search(r"Mesa driver \S+/dri/swrast_dri\.so does not read VTEST_SOCKET_NAME: "
+                            r"private mount namespace", err), err
+    ns, err = decided(["--namespace=never"])
+    assert not ns and "--namespace=never: no mount namespace" in err, err
+    ns, err = decided(["--namespace=auto"])
+    assert ns, err
+    rc, _, err = vrun(rd + ["--namespace=sometimes", "--", "true"])
+    assert rc == 2 and "auto, always or never" in err, (rc, err)
+
+    # A driver that reads the variable, where LIBGL_DRIVERS_PATH sends the
+    # loader (this host's libGLX_mesa has no libgallium: its DRI driver
+    # decides).
+    dri = os.path.join(d.tmp, "dri")
+    os.mkdir(dri)
+    with open(os.path.join(dri, "swrast_dri.so"), "wb") as f:
+        f.write(b"\x7fELF\0VTEST_SOCKET_NAME\0")
+    ns, err = decided([], env={"LIBGL_DRIVERS_PATH": dri})
+    assert not ns and f"{dri}/swrast_dri.so reads VTEST_SOCKET_NAME: no mount namespace" in err, err
+    print("ok: Mesa 22.3 gets a namespace, --namespace=never and a driver reading "
+          "VTEST_SOCKET_NAME none")
+
+    root, why = h.find_mesa_root()
+    if not root:
+        print(f"note: the Mesa 25 decision is not checked: {why}")
+        return
+    ns, err = decided(["--mesa-root", root])
+    assert not ns and re.search(r"Mesa driver \S+/libgallium-25\.\S+\.so reads VTEST_SOCKET_NAME: "
+                                r"no mount namespace", err), err
+    ns, err = decided(["--mesa-root", root, "--namespace=always"])
+    assert ns and "--namespace=always: private mount namespace" in err, err
+    # No namespace needed: an unprivileged caller runs without one, even
+    # where user namespaces are disabled.
+    ns, err = decided(["--mesa-root", root], prefix=NOBODY)
+    assert not ns, err
+    print(f"ok: Mesa 25 of {root} reads VTEST_SOCKET_NAME: no namespace, also as nobody")
+
+
 def test(x, d):
     rd = ["--runtime-dir", d.dir]
     sock0 = d.socket("vgpu0")
@@ -110,6 +165,8 @@ def test(x, d):
     # The bind is private to the command: outside it Mesa's path is untouched.
     assert not os.path.exists(MESA_PATH) or not os.path.samestat(os.stat(MESA_PATH), os.stat(sock0))
     print("ok: exec keeps the pid; environment and private bind as documented")
+
+    namespace_choice(d, rd, sock0)
 
     # Defaults from the environment.
     rc, out, err = vrun(["--", "sh", "-c", "echo $VTEST_SOCKET_NAME"],
