@@ -15,6 +15,11 @@ Environment:
   BENCH_ROUNDS         repeat the whole interleaved sequence (default 1)
   BENCH_OUT            directory for logs and results.json (default out/bench)
   BENCH_LAUNCHER       auto (vgpu-run when it works), vgpu-run, or unshare
+  BENCH_MESA           comma list of the clients' Mesa: 22 (this host's) and 25
+                       (default: both where the root is built, else 22)
+                       (the Debian 13 root of scripts/mesa-root.sh, run
+                       through scripts/in-mesa-root.sh; its configs are named
+                       CONFIG-m25 and compared with reference-m25; no native)
 """
 
 import json
@@ -27,6 +32,9 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_MESA_ROOT = os.path.join(REPO, "scripts", "in-mesa-root.sh")
+MESA_ROOT = os.path.join(REPO, "scripts", "mesa-root.sh")
+M25 = "-m25"  # suffix of the configs whose clients are Mesa 25's
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 GLMARK2_SCENES = [
@@ -158,6 +166,15 @@ class Bench:
         self.configs = [c for c in os.environ.get("BENCH_CONFIGS", ",".join(CONFIGS)).split(",") if c]
         self.scenarios = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s]
         self.launcher_pref = os.environ.get("BENCH_LAUNCHER", "auto")
+        self.mesas = [m for m in os.environ.get("BENCH_MESA", default_mesas()).split(",") if m]
+        for m in self.mesas:
+            if m not in ("22", "25"):
+                raise SystemExit(f"BENCH_MESA: {m!r} is neither 22 nor 25")
+        if "25" in self.mesas:
+            base = self.configs
+            self.configs = base[:] if "22" in self.mesas else []
+            self.configs += [c + M25 for c in base if c != "native"]
+        self.mesa_root = None
         self.procs = []  # every long-lived process we started, for cleanup
         self.display = None
         self.ref = None
@@ -301,12 +318,16 @@ class Bench:
         """argv that runs cmd as a tenant of config."""
         if config == "native":
             return cmd
+        m25 = config.endswith(M25)
+        config = config.removesuffix(M25)
         if config == "reference":
             sock = self.ref[1]
             inst = None
         else:
             inst = f"t{tenant}" if config == "vgpud" else "t0"
             sock = os.path.join(self.vgpud_dir, inst, "vtest.sock")
+        if m25:
+            return ["sh", IN_MESA_ROOT, "--root", self.mesa_root, sock, "--"] + cmd
         if self.launcher == "vgpu-run":
             vrun = os.path.join(self.build, "src/cli/vgpu-run")
             if inst is None:
@@ -326,10 +347,12 @@ class Bench:
             env.pop("GALLIUM_DRIVER", None)
         else:
             env["GALLIUM_DRIVER"] = "virpipe"
+        if config.endswith(M25):
+            env["VGPU_PASS_ENV"] = "vblank_mode"  # the root's environment is its own
         return env
 
     def server_of(self, config):
-        if config == "reference":
+        if config.startswith("reference"):
             return self.ref[0].pid if self.ref else None
         if config.startswith("vgpud"):
             return self.vgpud[0].pid if self.vgpud else None
@@ -419,12 +442,26 @@ class Bench:
                 log(f"bench: {tool} not found; install it (see bench/README.md)")
                 return 0
         self.start_xvfb()
-        if "reference" in self.configs or any(c.startswith("vgpud") for c in self.configs):
+        if any(c.startswith(("reference", "vgpud")) for c in self.configs):
             self.start_reference()
         if any(c.startswith("vgpud") for c in self.configs):
             self.start_vgpud()
             if "vgpud" in self.unavailable:
                 self.unavailable["vgpud-1inst"] = self.unavailable["vgpud"]
+        if any(c.endswith(M25) for c in self.configs):
+            p = subprocess.run(["sh", MESA_ROOT, "--print"], capture_output=True, text=True)
+            if p.returncode == 0:
+                self.mesa_root = p.stdout.strip()
+            else:
+                for c in self.configs:
+                    if c.endswith(M25):
+                        self.unavailable[c] = "no Mesa 25 root: run make mesa-root"
+            if "reference" in self.unavailable:
+                self.unavailable.setdefault("reference" + M25, self.unavailable["reference"])
+            if self.vgpud is None and "vgpud" in self.unavailable:
+                for c in self.configs:
+                    if c.startswith("vgpud") and c.endswith(M25):
+                        self.unavailable.setdefault(c, self.unavailable["vgpud"])
         self.pick_launcher()
         log(f"vtest clients launched with {self.launcher}; load average "
             f"{os.getloadavg()[0]:.2f} at start")
@@ -435,9 +472,9 @@ class Bench:
                 for config in self.configs:
                     if config in self.unavailable:
                         continue
-                    if config == "vgpud-1inst" and scenario.endswith("-1"):
+                    if config.startswith("vgpud-1inst") and scenario.endswith("-1"):
                         continue  # identical to vgpud with one tenant
-                    log(f"[round {rnd + 1}/{self.rounds}] {config:12s} {scenario} ...")
+                    log(f"[round {rnd + 1}/{self.rounds}] {config:16s} {scenario} ...")
                     r = self.run_scenario(config, scenario)
                     r["round"] = rnd + 1
                     for e in r["errors"]:
@@ -445,6 +482,7 @@ class Bench:
                     self.results.append(r)
         load1 = os.getloadavg()
         meta = {"started": started, "launcher": self.launcher, "cpus": os.cpu_count(),
+                "mesa": self.mesas,
                 "gears_seconds": self.gears_seconds, "scene_seconds": self.scene_seconds,
                 "glmark2_scenes": GLMARK2_SCENES, "rounds": self.rounds,
                 "loadavg_start": load0, "loadavg_end": load1, "unavailable": self.unavailable}
@@ -454,6 +492,12 @@ class Bench:
         print_report(meta, self.results)
         log(f"logs and results.json in {self.out}")
         return 0
+
+
+def default_mesas():
+    """Both Mesas where the Mesa 25 root is built, else this host's."""
+    p = subprocess.run(["sh", MESA_ROOT, "--print"], capture_output=True, text=True)
+    return "22,25" if p.returncode == 0 else "22"
 
 
 def wait_for(cond, seconds):

@@ -40,6 +40,15 @@ def summarize(runs):
     return summary
 
 
+def ref_of(cfg):
+    """The reference a config is compared with: the same clients' Mesa."""
+    return "reference" + B.M25 if cfg.endswith(B.M25) else "reference"
+
+
+def native_of(cfg):
+    return None if cfg.endswith(B.M25) else "native"
+
+
 def print_report(meta, runs):
     s = summarize(runs)
     scenarios = []
@@ -53,23 +62,24 @@ def print_report(meta, runs):
 
     print()
     print(f"vgpu bench  {meta['started']}  {meta['cpus']} CPUs, llvmpipe, "
+          f"client Mesa {'+'.join(meta.get('mesa', ['22']))}, "
           f"vtest clients via {meta['launcher']}, rounds={meta['rounds']}, "
           f"load avg {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}")
     for cfg, why in meta["unavailable"].items():
         print(f"  {cfg}: not measured ({why})")
-    hdr = (f"{'config':12s} {'scenario':10s} {'FPS(agg)':>9s} {'x native':>8s} {'x ref':>6s} "
+    hdr = (f"{'config':16s} {'scenario':10s} {'FPS(agg)':>9s} {'x native':>8s} {'x ref':>6s} "
            f"{'fair':>5s} {'sup CPU%':>8s} {'srv CPU%':>8s} {'cli CPU%':>8s} {'RSS MiB':>8s} "
            f"{'x refRSS':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for sc in scenarios:
-        nat = s.get(("native", sc), {}).get("fps")
-        ref = s.get(("reference", sc), {})
         for cfg in configs:
             v = s.get((cfg, sc))
             if v is None:
                 continue
-            print(f"{cfg:12s} {sc:10s} {fmt(v['fps'], '9.1f'):>9s} "
+            nat = s.get((native_of(cfg), sc), {}).get("fps")
+            ref = s.get((ref_of(cfg), sc), {})
+            print(f"{cfg:16s} {sc:10s} {fmt(v['fps'], '9.1f'):>9s} "
                   f"{fmt(ratio(v['fps'], nat), '8.2f'):>8s} "
                   f"{fmt(ratio(v['fps'], ref.get('fps')), '6.2f'):>6s} "
                   f"{fmt(v['fairness'], '5.3f'):>5s} {fmt(v['sup_cpu'], '8.2f'):>8s} "
@@ -101,7 +111,7 @@ def print_scenes(s, configs):
         names = list(lst[0].keys())
         avg = {n: sum(d.get(n, 0) for d in lst) / len(lst) for n in names}
         line = "  ".join(f"{n.split(':')[0]}={avg[n]:.0f}" for n in names)
-        print(f"  {cfg:12s} {line}")
+        print(f"  {cfg:16s} {line}")
 
 
 def verdict(ok):
@@ -110,16 +120,16 @@ def verdict(ok):
 
 def print_targets(s, scenarios, configs):
     vg = [c for c in configs if c.startswith("vgpud")]
-    if not vg or not any(("reference", sc) in s for sc in scenarios):
+    if not vg or not any((ref_of(c), sc) in s for c in vg for sc in scenarios):
         print("\ntargets: need both vgpud and reference results")
         return
     print("\ntargets (vs virgl_test_server in this run):")
     for sc in scenarios:
-        ref = s.get(("reference", sc), {})
         for cfg in vg:
             v = s.get((cfg, sc))
             if v is None:
                 continue
+            ref = s.get((ref_of(cfg), sc), {})
             r = ratio(v["fps"], ref.get("fps"))
             if sc.endswith("-1"):
                 ok = None if r is None else r >= B.TARGET_ONE_TENANT
@@ -141,9 +151,9 @@ def print_targets(s, scenarios, configs):
     print(f"  {verdict(None if worst is None else worst < B.TARGET_SUPERVISOR_CPU)} "
           f"supervisor CPU: worst {fmt(worst, '.2f')}% of a core, target < 1%")
     for sc in scenarios:
-        ref = s.get(("reference", sc), {}).get("rss_mib")
         for cfg in vg:
             v = s.get((cfg, sc))
+            ref = s.get((ref_of(cfg), sc), {}).get("rss_mib")
             if v is None or v["rss_mib"] is None or ref is None:
                 continue
             print(f"  {verdict(v['rss_mib'] <= ref)} {cfg} {sc}: worker RSS "
