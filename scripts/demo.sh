@@ -2,7 +2,7 @@
 # make demo: starts vgpud on its embedded configuration in a private runtime
 # directory, runs glxgears on vgpu0 and vgpu1 at the same time for about
 # ten seconds (each on its own Xvfb screen, so both windows can be captured
-# by name), prints a table per instance and saves a PNG of each window in
+# by name), prints which Mesa the clients use and a table per instance, and saves a PNG of each window in
 # out/demo/.  Stops everything it started, also on failure or Ctrl-C.
 #
 # Usage: scripts/demo.sh [BUILD_DIR]   (default build; DEMO_SECONDS=10)
@@ -114,6 +114,12 @@ for inst in "${INSTANCES[@]}"; do
   say "Xvfb ${DISPLAY_OF[$inst]} is $inst's screen"
 done
 
+# Which Mesa the clients use, and how vgpu-run connects it (vgpu-run(1)).
+mesa=$(dpkg-query -W -f='${Version}' libgl1-mesa-dri 2>/dev/null || echo unknown)
+say "client Mesa: this host's, libgl1-mesa-dri $mesa"
+"$VGPU_RUN" --runtime-dir "$RUNDIR" --instance "${INSTANCES[0]}" --verbose -- true 2>&1 |
+  sed -n 's/^vgpu-run: \(Mesa driver\|no Mesa driver\)/[demo] vgpu-run: \1/p'
+
 say "running glxgears on ${INSTANCES[*]} at the same time for $SECONDS_TO_RUN s"
 for inst in "${INSTANCES[@]}"; do
   # timeout -s INT: glxgears prints its last frame rate and exits cleanly
@@ -141,12 +147,14 @@ done
 table() { # table INSTANCE
   local inst=$1 out=$TMP/gears-$1.out renderer fps shot
   renderer=$(sed -n 's/^GL_RENDERER *= *//p' "$out" | head -n 1)
+  glversion=$(sed -n 's/^GL_VERSION *= *//p' "$out" | head -n 1)
   fps=$(grep -o '= [0-9.]* FPS' "$out" | awk '{ s += $2; n++ } END { if (n) printf "%.0f", s / n }' || true)
   shot="(vgpu-xshot not built or no window)"
   [ -f "$OUT/$inst.png" ] && shot=$OUT/$inst.png
-  python3 - "$TMP/show-$inst.json" "${renderer:-(none: see the output below)}" "${fps:--}" "$shot" <<'PY'
+  python3 - "$TMP/show-$inst.json" "${renderer:-(none: see the output below)}" "${fps:--}" "$shot" \
+    "${glversion:--}" <<'PY'
 import json, sys
-path, renderer, fps, shot = sys.argv[1:]
+path, renderer, fps, shot, glversion = sys.argv[1:]
 s = json.load(open(path))["instance"]
 u, l = s["usage"], s["limits"]
 
@@ -159,7 +167,7 @@ def size(n):
 def limit(v):
     return str(v) if v else "unlimited"
 
-rows = [("renderer", renderer), ("frames per second", fps),
+rows = [("renderer", renderer), ("GL version (Mesa)", glversion), ("frames per second", fps),
         ("VRAM used / limit", f"{size(u['vram'])} / {size(l['vram']) if l['vram'] else 'unlimited'}"),
         ("resources", f"{u['resources']} / {limit(l['resources'])}"),
         ("clients", f"{u['clients']} / {limit(l['clients'])}"),
