@@ -2,8 +2,8 @@
 # make demo: starts vgpud on its embedded configuration in a private runtime
 # directory, runs glxgears on vgpu0 and vgpu1 at the same time for about
 # ten seconds (each on its own Xvfb screen, so both windows can be captured
-# by name), prints which Mesa the clients use and a table per instance, and saves a PNG of each window in
-# out/demo/.  Stops everything it started, also on failure or Ctrl-C.
+# by name), prints which Mesa the clients use and a table per instance, and
+# saves a PNG of each window in out/demo/.  Stops everything it started, also on failure or Ctrl-C.
 #
 # Usage: scripts/demo.sh [BUILD_DIR]   (default build; DEMO_SECONDS=10)
 set -euo pipefail
