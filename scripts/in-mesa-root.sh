@@ -68,6 +68,7 @@ fi
 
 # The inner shell runs in the new namespace: mounts made there vanish with
 # it.  Paths are passed as arguments, never pasted into the script.
+# shellcheck disable=SC2016 # the inner script expands its own arguments
 exec unshare --mount --propagation private sh -eu -c '
 root=$1 sock=$2 cwd=$3
 shift 3

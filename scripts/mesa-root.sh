@@ -51,6 +51,7 @@ ready() {
 }
 
 mesa_version() {
+  # shellcheck disable=SC2016 # a dpkg-query format, not shell
   chroot "$DIR" dpkg-query -W -f='${Version}' libgl1-mesa-dri 2>/dev/null || echo unknown
 }
 
