@@ -5,7 +5,11 @@ env(1), otherwise the command's own status and process id (exec); the
 environment it sets, the private bind of Mesa's fixed socket path, the
 VGPU_INSTANCE / VGPU_RUNTIME_DIR defaults, a socket the caller may not
 use, and an unprivileged caller (user namespace where the kernel allows
-one, else the documented refusal)."""
+one, else the documented refusal); the namespace decided from the
+client's Mesa (this host's Mesa 22.3 gets one; Mesa 25 of the Debian 13
+root, or a driver named by LIBGL_DRIVERS_PATH that reads
+VTEST_SOCKET_NAME, gets none, and Mesa 25 renders so as nobody) and
+--namespace overriding it."""
 import os
 import re
 import subprocess
