@@ -130,9 +130,12 @@ if [ -n "$reason" ]; then
 fi
 mirror=$(find_mirror)
 
+# make deps installs it; this is for a run of this script alone.
 if ! command -v debootstrap >/dev/null 2>&1; then
   echo "mesa-root: installing debootstrap"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q --no-install-recommends debootstrap >/dev/null 2>&1 &&
+    ! { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; }; then
     echo "mesa-root: apt-get could not install debootstrap" >&2
     exit 1
   fi
