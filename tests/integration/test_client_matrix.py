@@ -20,12 +20,11 @@ Each server is judged against the stored results only, never against the
 other live: a reference that crashes fails its own test.  With --record,
 prints the piglit results in the file's format instead of comparing."""
 import argparse
+import ast
 import concurrent.futures
 import gzip
-import ast
 import os
 import re
-import sys
 import time
 import xml.etree.ElementTree as ET
 
