@@ -116,7 +116,9 @@ done
 
 # Which Mesa the clients use, and how vgpu-run connects it (vgpu-run(1)).
 mesa=$(dpkg-query -W -f='${Version}' libgl1-mesa-dri 2>/dev/null || echo unknown)
-say "client Mesa: this host's, libgl1-mesa-dri $mesa"
+say "client Mesa: this host's, libgl1-mesa-dri $mesa (vgpu serves Mesa 22.3 through a private"
+say "  mount namespace for its fixed /tmp/.virgl_test, and Mesa 24/25 through VTEST_SOCKET_NAME"
+say "  with vtest protocol 3; README.md, 'Supported Mesa versions')"
 "$VGPU_RUN" --runtime-dir "$RUNDIR" --instance "${INSTANCES[0]}" --verbose -- true 2>&1 |
   sed -n 's/^vgpu-run: \(Mesa driver\|no Mesa driver\)/[demo] vgpu-run: \1/p'
 
