@@ -11,10 +11,14 @@ vgpu0) or virglrenderer's own virgl_test_server.  The clients:
 
   - glxgears -info: renders on virgl with the expected Mesa, a frame rate;
   - glmark2: a few short scenes, each reporting a frame rate;
-  - piglit: the tests of client-matrix-expected.txt (persistent and
-    coherent buffer storage, which Mesa 25 creates as blob resources; sync
-    objects and fences; every texture target), each giving the stored
-    result for that Mesa.
+  - piglit: the tests of client-matrix-expected.txt (mapped, copied and
+    persistent buffers; sync objects and fences; every texture target),
+    each giving the stored result for that Mesa.
+
+Against virglrenderer 0.10.4's capabilities Mesa 25 settles on protocol
+version 2 (it asks for 3, then for 2 when the host's feature level is
+below 23), so these clients use no blob or sync command; test_vtest3.py
+drives those.
 
 Each server is judged against the stored results only, never against the
 other live: a reference that crashes fails its own test.  With --record,
