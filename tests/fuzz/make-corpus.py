@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus for fuzz-vtest: client streams shaped like what
+"""Writes the seed corpora for fuzz-vtest: client streams shaped like what
 Mesa 22.3 and Mesa 25 send (see docs/ARCHITECTURE.md), protocol-0
-transfers, and protocol 3's blobs, syncs and SUBMIT_CMD2.
-Run from anywhere; writes into tests/fuzz/corpus/vtest/."""
+transfers, and protocol 3's blobs, syncs and SUBMIT_CMD2; and for
+fuzz-vhost_user: what QEMU 10 sends a GPU back-end, with guest rings.
+Run from anywhere; writes into tests/fuzz/corpus/vtest/ and vhost_user/."""
 import os
 import struct
 
@@ -97,3 +98,126 @@ for name, data in SEEDS.items():
     with open(os.path.join(OUT, name), "wb") as f:
         f.write(data)
 print(f"wrote {len(SEEDS)} seeds to {OUT}")
+
+
+# ---- fuzz-vhost_user: scripts of vhost-user messages and guest actions ----
+# Format (tests/fuzz/fuzz_vhost_user.c): 0 req flags nfds fdkinds len16
+# payload (a message; fdkinds bit i set = an eventfd, clear = a memfd of the
+# 64 KiB guest memory), 1 q (pop, push, notify), 2 off16 len8 bytes (guest
+# memory write), 3 q (kick drain).
+VHU_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "vhost_user")
+NEED_REPLY = 0x8
+UVA = 0x7F0000000000
+
+
+def vmsg(req, payload=b"", flags=0, nfds=0, kinds=0):
+    return bytes([0, req, flags, nfds, kinds]) + struct.pack("<H", len(payload)) + payload
+
+
+def vu64(req, v, **kw):
+    return vmsg(req, struct.pack("<Q", v), **kw)
+
+
+def vstate(req, index, num, **kw):
+    return vmsg(req, struct.pack("<II", index, num), **kw)
+
+
+def region(gpa, size, uva, off):
+    return struct.pack("<QQQQ", gpa, size, uva, off)
+
+
+def gwrite(off, data):
+    out = b""
+    while data:
+        piece, data = data[:255], data[255:]
+        out += bytes([2]) + struct.pack("<HB", off, len(piece)) + piece
+        off += len(piece)
+    return out
+
+
+def desc(addr, length, flags, nxt):
+    return struct.pack("<QIHH", addr, length, flags, nxt)
+
+
+RING = {0: 0x1000, 1: 0x2000}
+
+
+def ring_setup(q, num=16):
+    return vstate(8, q, num) + vstate(10, q, 0) + ring_addr_kick(q)
+
+
+def ring_addr_kick(q):
+    base = RING[q]
+    return (vmsg(9, struct.pack("<IIQQQQ", q, 0, UVA + base, UVA + base + 0x800,
+                                  UVA + base + 0x400, 0))
+            + vu64(12, q, nfds=1, kinds=1))
+
+
+def offer(q, heads, num=16):
+    base = RING[q]
+    return gwrite(base + 0x400, struct.pack("<HH", 0, len(heads))
+                  + b"".join(struct.pack("<H", h) for h in heads))
+
+
+def qemu10_start(features=0x10170000002, add_mem=True):
+    """Realize and DRIVER_OK as QEMU 10 sends them to a GPU back-end."""
+    s = (vmsg(1) + vmsg(15) + vu64(16, 0x8F2B) + vmsg(17) + vmsg(36)
+         + vmsg(21, flags=NEED_REPLY, nfds=1, kinds=1) + vmsg(3) + vmsg(1))
+    for q in (0, 1):
+        s += vu64(13, q, nfds=1, kinds=1) + vu64(14, q, nfds=1, kinds=1)
+    s += vmsg(24, struct.pack("<III", 0, 16, 0) + bytes(16))
+    s += vmsg(33, nfds=1, kinds=1)
+    s += vu64(13, 0, nfds=1, kinds=1) + vu64(13, 1, nfds=1, kinds=1)
+    s += vu64(2, features)
+    if add_mem:
+        s += vmsg(37, struct.pack("<Q", 0) + region(0, 0x8000, UVA, 0), flags=NEED_REPLY, nfds=1)
+        s += vmsg(37, struct.pack("<Q", 0) + region(0x10000, 0x8000, UVA + 0x10000, 0x8000),
+                  flags=NEED_REPLY, nfds=1)
+    else:
+        s += vmsg(5, struct.pack("<II", 2, 0) + region(0, 0x8000, UVA, 0)
+                  + region(0x10000, 0x8000, UVA + 0x10000, 0x8000), nfds=2)
+    s += ring_setup(0) + ring_setup(1)
+    s += vstate(18, 0, 1, flags=NEED_REPLY) + vstate(18, 1, 1, flags=NEED_REPLY)
+    s += vu64(13, 0, nfds=1, kinds=1) + vu64(13, 1, nfds=1, kinds=1)
+    return s
+
+
+def qemu10_stop():
+    return (vstate(18, 0, 0) + vstate(18, 1, 0) + vstate(11, 0, 0) + vstate(11, 1, 0)
+            + vu64(13, 0, nfds=1, kinds=1) + vu64(13, 1, nfds=1, kinds=1))
+
+
+direct = (gwrite(0x1000, desc(0x4000, 24, 1, 1) + desc(0x10100, 24, 2, 0))
+          + gwrite(0x4000, struct.pack("<IIQIB3x", 0x100, 0, 0, 0, 0)) + offer(0, [0]))
+indirect = (gwrite(0x5000, desc(0x4000, 24, 1, 1) + desc(0x4100, 64, 1, 2)
+                   + desc(0x10200, 24, 2, 0))
+            + gwrite(0x1000, desc(0x5000, 48, 4, 0)) + offer(0, [0]))
+VHU_SEEDS = {
+    "qemu10-2d-boot": qemu10_start() + direct + bytes([3, 0, 1, 0]) + qemu10_stop(),
+    "qemu10-indirect": qemu10_start() + indirect + bytes([1, 0]),
+    "set-mem-table": qemu10_start(add_mem=False) + direct + bytes([1, 0]),
+    "cursor-queue": qemu10_start() + gwrite(0x2000, desc(0x4000, 56, 0, 0)) + offer(1, [0, 0])
+    + bytes([1, 1]),
+    "no-event-idx": qemu10_start(features=0x10150000002) + direct + bytes([1, 0]),
+    "looping-chain": qemu10_start() + gwrite(0x1000, desc(0x4000, 0, 1, 1) + desc(0x4000, 0, 1, 0))
+    + offer(0, [0]) + bytes([1, 0]),
+    "nested-indirect": qemu10_start() + gwrite(0x5000, desc(0x6000, 16, 4, 0))
+    + gwrite(0x1000, desc(0x5000, 16, 4, 0)) + offer(0, [0]) + bytes([1, 0]),
+    "outside-memory": qemu10_start() + gwrite(0x1000, desc(0xC000, 64, 0, 0)) + offer(0, [0])
+    + bytes([1, 0]),
+    "resume": qemu10_start() + direct + bytes([1, 0]) + qemu10_stop() + vstate(10, 0, 1)
+    + ring_addr_kick(0) + vstate(18, 0, 1) + bytes([1, 0]),
+    "reset-device": qemu10_start() + direct + bytes([1, 0]) + vmsg(34) + bytes([1, 0]),
+    "remove-region": qemu10_start() + vmsg(38, struct.pack("<Q", 0) + region(0, 0x8000, UVA, 0))
+    + direct + bytes([1, 0]),
+    "config": vmsg(24, struct.pack("<III", 4, 8, 0) + bytes(8))
+    + vmsg(25, struct.pack("<III", 0, 16, 0) + struct.pack("<IIII", 0, 1, 0, 0)),
+    "bad-table": vmsg(5, struct.pack("<II", 2, 0) + region(0, 0x8000, UVA, 0)
+                      + region(0x4000, 0x8000, UVA + 0x10000, 0x8000), nfds=2),
+}
+
+os.makedirs(VHU_OUT, exist_ok=True)
+for name, data in VHU_SEEDS.items():
+    with open(os.path.join(VHU_OUT, name), "wb") as f:
+        f.write(data)
+print(f"wrote {len(VHU_SEEDS)} seeds to {VHU_OUT}")
