@@ -282,7 +282,10 @@ static bool vq_map(VhuDev *dev, VhuQueue *vq) {
   void *d = vhu_uva_to_host(dev, vq->desc_uva, 16 * (uint64_t)vq->num);
   void *a = vhu_uva_to_host(dev, vq->avail_uva, avail_bytes(vq->num));
   void *u = vhu_uva_to_host(dev, vq->used_uva, used_bytes(vq->num));
-  if (!d || !a || !u)
+  /* The front-end's addresses were checked for alignment; a region whose
+   * front-end address and file offset disagree modulo 16 would still give
+   * misaligned host pointers. */
+  if (!d || !a || !u || ((uintptr_t)d & 15) || ((uintptr_t)a & 1) || ((uintptr_t)u & 3))
     return false;
   vq->desc = d;
   vq->avail = a;
@@ -610,7 +613,7 @@ static int h_vring_addr(Msg *m) {
   vq->addr_set = true;
   if (!vq_map(m->dev, vq)) {
     vq->addr_set = false;
-    return fail(m, -EFAULT, "ring outside the memory table");
+    return fail(m, -EFAULT, "ring outside the memory table or misaligned in it");
   }
   if (!vq->started) {
     /* Continue the used ring where the guest sees it; last_avail stays

@@ -670,6 +670,21 @@ static void test_bad_ring_setup(void **state) {
   assert_int_equal(vstate(t, VHU_SET_VRING_BASE, 0, 0, 1), -EBUSY);
 }
 
+/* Front-end addresses aligned, but the region's front-end address and file
+ * offset disagree modulo 16: the host pointers would be misaligned. */
+static void test_ring_misaligned_in_mapping(void **state) {
+  T *t = *state;
+  assert_int_equal(add_reg(t, (Reg){0, 0x10000, UVA0 + 8, 0}), 0);
+  assert_int_equal(vstate(t, VHU_SET_VRING_NUM, 0, 0, 16), 0);
+  assert_int_equal(ring_addr(t, 0, UVA0 + 0x1000, UVA0 + 0x2000, UVA0 + 0x3000), -EFAULT);
+  assert_non_null(strstr(t->res.why, "misaligned"));
+  /* a region whose addresses agree modulo 16 takes the same ring */
+  uint64_t rm[5] = {0, 0, 0x10000, UVA0 + 8, 0};
+  assert_int_equal(msg(t, VHU_REM_MEM_REG, 0, rm, 40, NULL, 0), 0);
+  assert_int_equal(add_reg(t, (Reg){0, 0x10000, UVA0, 0}), 0);
+  assert_int_equal(ring_addr(t, 0, UVA0 + 0x1000, UVA0 + 0x2000, UVA0 + 0x3000), 0);
+}
+
 static void test_bad_memory_tables(void **state) {
   T *t = *state;
   int before = count_fds();
@@ -954,6 +969,7 @@ int main(void) {
       T_(test_indirect_needs_feature),
       T_(test_stop_resume_reset),
       T_(test_bad_ring_setup),
+      T_(test_ring_misaligned_in_mapping),
       T_(test_bad_memory_tables),
       T_(test_ring_memory_removed),
       T_(test_too_many_fds),
