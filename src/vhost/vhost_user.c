@@ -314,6 +314,8 @@ static void vq_reset(VhuQueue *vq) {
 static void mem_clear(VhuDev *dev) {
   for (uint32_t i = 0; i < dev->nregions; i++)
     region_unmap(&dev->regions[i]);
+  if (dev->nregions)
+    dev->mem_gen++;
   dev->nregions = 0;
 }
 
@@ -563,6 +565,7 @@ static int h_rem_mem_reg(Msg *m) {
     VhuRegion *r = &dev->regions[i];
     if (r->gpa == w.gpa && r->size == w.size && r->uva == w.uva) {
       region_unmap(r);
+      dev->mem_gen++;
       dev->regions[i] = dev->regions[dev->nregions - 1];
       memset(&dev->regions[dev->nregions - 1], 0, sizeof(VhuRegion));
       dev->nregions--;
@@ -945,6 +948,7 @@ static int walk_chain(VhuDev *dev, VhuQueue *vq, uint16_t head, VhuElem *e, cons
   bool indirect = false, writable = false;
   unsigned n = 0;
   e->head = head;
+  e->mem_gen = dev->mem_gen;
   e->out_num = e->in_num = 0;
   e->out_bytes = e->in_bytes = 0;
   for (;;) {
@@ -999,6 +1003,11 @@ static int walk_chain(VhuDev *dev, VhuQueue *vq, uint16_t head, VhuElem *e, cons
   return 0;
 }
 
+/* The u16 after the used ring: where the guest looks before kicking. */
+static uint16_t *avail_event(VhuQueue *vq) {
+  return (uint16_t *)&vq->used->ring[vq->num];
+}
+
 int vhu_vq_pop(VhuDev *dev, unsigned q, VhuElem *elem, const char **why) {
   if (q >= dev->cfg.num_queues) {
     if (why)
@@ -1019,8 +1028,21 @@ int vhu_vq_pop(VhuDev *dev, unsigned q, VhuElem *elem, const char **why) {
   uint16_t pending = (uint16_t)(avail_idx - vq->last_avail);
   if (pending > vq->num)
     return vq_fail(vq, why, "available index moved by more than the ring size", -EINVAL);
-  if (pending == 0)
-    return 0;
+  if (pending == 0) {
+    if (!vhu_dev_has_feature(dev, VHU_F_EVENT_IDX))
+      return 0;
+    /* Going idle: ask for a kick at the next entry, then look again, so
+     * an entry added in between is not left waiting for a kick that the
+     * guest thinks it need not send. */
+    __atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+    pending = (uint16_t)(avail_idx - vq->last_avail);
+    if (pending == 0)
+      return 0;
+    if (pending > vq->num)
+      return vq_fail(vq, why, "available index moved by more than the ring size", -EINVAL);
+  }
   if (vq->inflight >= vq->num)
     return vq_fail(vq, why, "more chains in flight than the ring holds", -EINVAL);
   uint16_t head =
@@ -1034,10 +1056,13 @@ int vhu_vq_pop(VhuDev *dev, unsigned q, VhuElem *elem, const char **why) {
   vq->inflight++;
   if (vhu_dev_has_feature(dev, VHU_F_EVENT_IDX)) {
     /* avail_event: the guest kicks again once it passes this index. */
-    uint16_t *avail_event = (uint16_t *)&vq->used->ring[vq->num];
-    __atomic_store_n(avail_event, vq->last_avail, __ATOMIC_RELEASE);
+    __atomic_store_n(avail_event(vq), vq->last_avail, __ATOMIC_RELEASE);
   }
   return 1;
+}
+
+bool vhu_elem_valid(const VhuDev *dev, const VhuElem *elem) {
+  return elem->mem_gen == dev->mem_gen;
 }
 
 int vhu_vq_push(VhuDev *dev, unsigned q, uint16_t head, uint32_t len) {

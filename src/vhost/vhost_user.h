@@ -166,6 +166,7 @@ typedef struct {
   VhuQueue vq[VHU_MAX_QUEUES];
   int display_fd; /* GPU_SET_SOCKET, until the adapter takes it */
   uint32_t events_read;
+  uint32_t mem_gen; /* bumped whenever a mapping goes away */
 } VhuDev;
 
 /* Actions the adapter takes after a message (bits of VhuResult.actions). */
@@ -235,6 +236,7 @@ unsigned long vhu_live_mappings(void);
  * then writable ones (iov[out_num, out_num + in_num)). */
 typedef struct {
   uint16_t head;
+  uint32_t mem_gen; /* the device's mem_gen when popped */
   unsigned out_num, in_num;
   uint64_t out_bytes, in_bytes;
   struct iovec iov[VHU_ELEM_MAX_IOV];
@@ -244,6 +246,10 @@ typedef struct {
  * empty (or not started/enabled), negative errno with *why for a hostile
  * ring, which is then marked broken (later pops fail until reset). */
 int vhu_vq_pop(VhuDev *dev, unsigned q, VhuElem *elem, const char **why);
+/* Whether @elem's iovecs still point into mapped guest memory: false once
+ * a region was unmapped after the pop (SET_MEM_TABLE, REM_MEM_REG, reset).
+ * A stale element's buffers must not be touched; push it with length 0. */
+bool vhu_elem_valid(const VhuDev *dev, const VhuElem *elem);
 /* Returns a popped chain with @len bytes written.  0 or -EINVAL. */
 int vhu_vq_push(VhuDev *dev, unsigned q, uint16_t head, uint32_t len);
 /* Whether the guest wants an interrupt for what was pushed since the last
