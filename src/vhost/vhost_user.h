@@ -174,8 +174,8 @@ enum {
   VHU_ACT_FEATURES = 1u << 0,     /* SET_FEATURES: check vhu_dev_has_feature() (VIRGL...) */
   VHU_ACT_MEM_CHANGED = 1u << 1,  /* memory table changed: drop cached guest pointers */
   VHU_ACT_KICK_FD = 1u << 2,      /* a ring's kick fd changed: re-watch vhu_vq_kick_fd() */
-  VHU_ACT_RING_STARTED = 1u << 3, /* a ring can be popped now (also after kick) */
-  VHU_ACT_RING_STOPPED = 1u << 4, /* GET_VRING_BASE: stop using it, drop its elements */
+  VHU_ACT_RING_STARTED = 1u << 3, /* kick set: the ring runs (pop once vhu_vq_ready()) */
+  VHU_ACT_RING_STOPPED = 1u << 4, /* GET_VRING_BASE: no more pops; reply may wait for drain */
   VHU_ACT_RING_ENABLE = 1u << 5,  /* SET_VRING_ENABLE changed a ring */
   VHU_ACT_DISPLAY_FD = 1u << 6,   /* GPU_SET_SOCKET: take it with vhu_dev_take_display_fd() */
   VHU_ACT_RESET = 1u << 7,        /* RESET_OWNER/RESET_DEVICE: device state is back to start */
