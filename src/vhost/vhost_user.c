@@ -460,15 +460,18 @@ static void ring_action(Msg *m, uint32_t index, uint32_t actions) {
   m->res->ring_mask |= 1u << index;
 }
 
+/* RESET_DEVICE (and the deprecated RESET_OWNER): rings and features back
+ * to their initial state.  The memory table stays: a front-end that
+ * tracks which regions it sent (CONFIGURE_MEM_SLOTS) does not send them
+ * again, and the mappings are still the front-end's memory. */
 static void dev_reset(Msg *m) {
   VhuDev *dev = m->dev;
   for (unsigned q = 0; q < VHU_MAX_QUEUES; q++)
     vq_reset(&dev->vq[q]);
-  mem_clear(dev);
   dev->features = 0;
   dev->features_set = false;
   dev->events_read = 0;
-  all_rings(m, VHU_ACT_RESET | VHU_ACT_MEM_CHANGED | VHU_ACT_RING_STOPPED | VHU_ACT_KICK_FD);
+  all_rings(m, VHU_ACT_RESET | VHU_ACT_RING_STOPPED | VHU_ACT_KICK_FD);
 }
 
 static int h_set_features(Msg *m) {

@@ -178,7 +178,7 @@ enum {
   VHU_ACT_RING_STOPPED = 1u << 4, /* GET_VRING_BASE: no more pops; reply may wait for drain */
   VHU_ACT_RING_ENABLE = 1u << 5,  /* SET_VRING_ENABLE changed a ring */
   VHU_ACT_DISPLAY_FD = 1u << 6,   /* GPU_SET_SOCKET: take it with vhu_dev_take_display_fd() */
-  VHU_ACT_RESET = 1u << 7,        /* RESET_OWNER/RESET_DEVICE: device state is back to start */
+  VHU_ACT_RESET = 1u << 7,        /* RESET_OWNER/RESET_DEVICE: rings, features reset; memory kept */
   VHU_ACT_CONFIG = 1u << 8,       /* SET_CONFIG cleared events */
 };
 
@@ -247,7 +247,7 @@ typedef struct {
  * ring, which is then marked broken (later pops fail until reset). */
 int vhu_vq_pop(VhuDev *dev, unsigned q, VhuElem *elem, const char **why);
 /* Whether @elem's iovecs still point into mapped guest memory: false once
- * a region was unmapped after the pop (SET_MEM_TABLE, REM_MEM_REG, reset).
+ * a region was unmapped after the pop (SET_MEM_TABLE, REM_MEM_REG).
  * A stale element's buffers must not be touched; push it with length 0. */
 bool vhu_elem_valid(const VhuDev *dev, const VhuElem *elem);
 /* Returns a popped chain with @len bytes written.  0 or -EINVAL. */

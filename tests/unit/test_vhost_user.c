@@ -626,13 +626,26 @@ static void test_stop_resume_reset(void **state) {
   assert_int_equal(vhu_vq_pop(&t->dev, 0, e, &why), 1);
   assert_int_equal(vhu_vq_push(&t->dev, 0, 0, 0), 0);
   assert_int_equal(used_idx(t, 0), 6);
-  /* reset: no mapping, no fd left */
+  /* reset: rings and their fds gone, features cleared, memory kept (the
+   * front-end does not send regions it already sent) */
   int before = count_fds();
   assert_int_equal(msg(t, VHU_RESET_DEVICE, 0, NULL, 0, NULL, 0), 0);
   assert_true(t->res.actions & VHU_ACT_RESET);
-  assert_int_equal(vhu_live_mappings(), 0);
   assert_int_equal(count_fds(), before - 5); /* kick 0 (1 was stopped), 2 call, 2 err */
   assert_int_equal(vhu_vq_pop(&t->dev, 0, e, &why), 0);
+  assert_false(vhu_vq_ready(&t->dev, 0));
+  assert_false(vhu_dev_has_feature(&t->dev, VHU_F_EVENT_IDX));
+  assert_int_equal(vhu_live_mappings(), 2);
+  assert_non_null(vhu_gpa_to_host(&t->dev, B_GPA, 8));
+  /* and the device starts again on it */
+  assert_int_equal(set_u64(t, VHU_SET_FEATURES, 0, ALL_FEATURES, NULL, 0), 0);
+  assert_int_equal(vstate(t, VHU_SET_VRING_NUM, 0, 0, QSIZE), 0);
+  assert_int_equal(vstate(t, VHU_SET_VRING_BASE, 0, 0, 6), 0);
+  assert_int_equal(ring_addr(t, 0, UVA0 + g, UVA0 + g + 0x1000, UVA0 + g + 0x2000), 0);
+  assert_int_equal(ring_fd(t, VHU_SET_VRING_KICK, 0, &t->kick[0]), 0);
+  assert_int_equal(vstate(t, VHU_SET_VRING_ENABLE, 0, 0, 1), 0);
+  offer(t, 0, 0);
+  assert_int_equal(vhu_vq_pop(&t->dev, 0, e, &why), 1);
   free(e);
 }
 
