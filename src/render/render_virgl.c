@@ -6,9 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "vgpu-config.h"
 /* 0.10 declares context fences, the fence callback and USE_EXTERNAL_BLOB
- * only for callers that ask for its unstable interface. */
+ * only for callers that ask for its unstable interface; 1.x has them in
+ * its stable one (meson checks which, by symbol). */
+#if VGPU_VIRGL_NEEDS_UNSTABLE_APIS
 #define VIRGL_RENDERER_UNSTABLE_APIS 1
+#endif
 #include <virgl/virglrenderer.h>
 
 #include "render/renderer.h"
@@ -51,7 +55,7 @@ static int virgl_get_drm_fd(void *cookie) {
   return open(v->render_node, O_RDWR | O_CLOEXEC);
 }
 
-#if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE
+#if HAVE_VIRGL_CALLBACKS_WRITE_CONTEXT_FENCE
 static void virgl_write_context_fence(void *cookie, uint32_t ctx_id, uint32_t ring_idx,
                                       uint64_t fence_id) {
   VirglRenderer *v = cookie;
@@ -61,7 +65,7 @@ static void virgl_write_context_fence(void *cookie, uint32_t ctx_id, uint32_t ri
 #endif
 
 static struct virgl_renderer_callbacks virgl_cbs = {
-#if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE
+#if HAVE_VIRGL_CALLBACKS_WRITE_CONTEXT_FENCE
     .version = 3, /* write_context_fence */
     .write_context_fence = virgl_write_context_fence,
 #else
@@ -74,7 +78,8 @@ static struct virgl_renderer_callbacks virgl_cbs = {
 /* vtest protocol version 3 needs all of these. */
 #define VIRGL_HAS_V3                                                                               \
   (HAVE_VIRGL_RENDERER_RESOURCE_CREATE_BLOB && HAVE_VIRGL_RENDERER_RESOURCE_EXPORT_BLOB &&         \
-   HAVE_VIRGL_RENDERER_CONTEXT_CREATE_WITH_FLAGS && HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE)
+   HAVE_VIRGL_RENDERER_CONTEXT_CREATE_WITH_FLAGS && HAVE_VIRGL_RENDERER_CONTEXT_CREATE_FENCE &&    \
+   HAVE_VIRGL_CALLBACKS_WRITE_CONTEXT_FENCE)
 
 static void virgl_debug(const char *fmt, va_list ap) G_GNUC_PRINTF(1, 0);
 static void virgl_debug(const char *fmt, va_list ap) {
@@ -95,14 +100,27 @@ static void virgl_destroy(VgpuRenderer *r) {
   the_renderer = NULL;
 }
 
+/* The capability sets of the one renderer this back-end starts, virgl's
+ * (GL): ids 1 and 2.  virglrenderer 1.x built with venus also reports
+ * venus's set (id 4), yet refuses contexts with it (EINVAL) unless
+ * initialised with VIRGL_RENDERER_VENUS, which vgpu does not ask for:
+ * offering it would invite a CONTEXT_INIT that cannot work. */
+static bool virgl_capset_served(uint32_t set) {
+  return set == 1 || set == 2;
+}
+
 static int virgl_get_capset(VgpuRenderer *r, uint32_t set, uint32_t *ver, uint32_t *size) {
   *ver = 0;
   *size = 0;
+  if (!virgl_capset_served(set))
+    return -EINVAL;
   virgl_renderer_get_cap_set(set, ver, size);
   return *size ? 0 : -EINVAL;
 }
 
 static int virgl_fill_capset(VgpuRenderer *r, uint32_t set, uint32_t ver, void *buf) {
+  if (!virgl_capset_served(set))
+    return -EINVAL;
   virgl_renderer_fill_caps(set, ver, buf);
   return 0;
 }
@@ -111,7 +129,7 @@ static int virgl_context_create(VgpuRenderer *r, uint32_t ctx, uint32_t capset, 
   int ret;
 #if HAVE_VIRGL_RENDERER_CONTEXT_CREATE_WITH_FLAGS
   if (capset) {
-    if (capset > VIRGL_RENDERER_CONTEXT_FLAG_CAPSET_ID_MASK)
+    if (!virgl_capset_served(capset))
       return -EINVAL;
     ret = virgl_renderer_context_create_with_flags(ctx, capset, (uint32_t)strlen(name), name);
     return ret ? -ABS(ret) : 0;
@@ -377,8 +395,8 @@ VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCa
   virgl_set_debug_callback(virgl_debug);
   int ret = virgl_renderer_init(v, flags, &virgl_cbs);
   if (ret) {
-    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "virglrenderer initialisation failed (%s)",
-                g_strerror(ABS(ret)));
+    g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                "virglrenderer initialisation failed (%s)", g_strerror(ABS(ret)));
     g_hash_table_unref(v->backed);
     g_free(v->render_node);
     g_free(v);
