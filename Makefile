@@ -32,7 +32,7 @@ meson_setup = if [ -f $(1)/meson-private/coredata.dat ]; then \
 SAN_OPTS = -Db_sanitize=address,undefined -Db_lundef=false -Dfuzzing=true \
   --buildtype=debugoptimized
 
-.PHONY: all deps mesa-root build build-san check conformance demo bench fuzz install clean help
+.PHONY: all deps mesa-root build build-san check check-virgl1 conformance demo bench fuzz install clean help
 
 all: build
 
@@ -40,6 +40,7 @@ help:
 	@echo "make demo    set up, build, and show real GL programs on two vGPUs"
 	@echo "make check   set up, build with ASan/UBSan, run every test but the piglit set"
 	@echo "make conformance  the piglit set (hundreds of tests, ~10 min) against stored results"
+	@echo "make check-virgl1  build and test against virglrenderer 1.x in a cached Debian 13 root"
 	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server"
 	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
 	@echo "make mesa-root  build (once, cached) the Debian 13 root with Mesa 25's clients"
@@ -78,6 +79,12 @@ conformance: build-san
 	-$(SAN_ENV) $(MESON) test -C $(BUILD_SAN) --print-errorlogs --suite conformance
 	@python3 scripts/test-summary.py $(SUMMARY_ARGS) $(BUILD_SAN)
 
+# The same sources built and run against Debian 13's virglrenderer 1.x in a
+# cached trixie root (build-virgl1 inside it): unit suite and glxgears
+# through vgpud.  Needs root; the host's libraries stay as they are.
+check-virgl1: deps
+	@sh scripts/check-virgl1.sh; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ]
+
 demo: build
 	@bash scripts/demo.sh $(BUILD)
 
@@ -94,4 +101,4 @@ install: build
 	$(MESON) install -C $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) out
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) build-virgl1 out

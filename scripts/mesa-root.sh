@@ -29,7 +29,9 @@
 set -eu
 
 SUITE=trixie
-PKGS="mesa-utils,glmark2-x11,piglit,libgl1-mesa-dri,libegl-mesa0,x11-utils"
+# VGPU_ROOT_PACKAGES replaces the list for a root of another purpose
+# (scripts/check-virgl1.sh), kept in a DIR of its own.
+PKGS=${VGPU_ROOT_PACKAGES:-mesa-utils,glmark2-x11,piglit,libgl1-mesa-dri,libegl-mesa0,x11-utils}
 STAMP_TEXT="suite=$SUITE packages=$PKGS"
 
 mode=build
