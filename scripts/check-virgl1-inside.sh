@@ -102,7 +102,11 @@ grep -q '^GL_RENDERER *= *virgl' /tmp/gears.out || {
 show=$("$B/src/cli/vgpuctl" --runtime-dir "$RUN" --json show vgpu0)
 frames=$(printf '%s' "$show" | python3 -c 'import json, sys; print(json.load(sys.stdin)["instance"]["usage"]["frames"])')
 say "vgpud counted $frames frames on vgpu0"
-[ "$frames" -gt 0 ] || fail "vgpud counted no frames"
+[ "$frames" -gt 0 ] || {
+  sed 's/^/  glxgears| /' /tmp/gears.out
+  tail -n 15 "$LOG" | sed 's/^/  vgpud| /'
+  fail "vgpud counted no frames"
+}
 # The instance socket still answers once the client has gone.
 python3 - "$sock" <<'PY' || fail "the instance socket does not accept connections"
 import socket, sys

@@ -101,10 +101,11 @@ static void virgl_destroy(VgpuRenderer *r) {
 }
 
 /* The capability sets of the one renderer this back-end starts, virgl's
- * (GL): ids 1 and 2.  virglrenderer 1.x built with venus also reports
- * venus's set (id 4), yet refuses contexts with it (EINVAL) unless
- * initialised with VIRGL_RENDERER_VENUS, which vgpu does not ask for:
- * offering it would invite a CONTEXT_INIT that cannot work. */
+ * (GL): ids 1 and 2.  A virglrenderer built with venus (Debian's 0.10.4
+ * and 1.1.0 both are) also reports venus's set (id 4), yet refuses
+ * contexts with it (EINVAL) unless initialised with VIRGL_RENDERER_VENUS,
+ * which vgpu does not ask for: offering it would invite a CONTEXT_INIT
+ * that cannot work. */
 static bool virgl_capset_served(uint32_t set) {
   return set == 1 || set == 2;
 }

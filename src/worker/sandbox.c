@@ -63,7 +63,9 @@ static bool apply_rlimits(uint64_t host_memory, VgpuSandboxState *state, GError 
 /* The allow-list: what Mesa (llvmpipe: threads, JIT memory), EGL
  * surfaceless, virglrenderer and the worker's own loop use once the
  * renderer is up, as recorded with strace -f on glxgears, glmark2 and the
- * piglit set through vgpud, plus their close relatives (the p/v variants
+ * piglit set through vgpud (and on Mesa 25's glxgears with virglrenderer
+ * 1.1, `scripts/check-virgl1.sh --strace`: nothing beyond this list, no
+ * call refused), plus their close relatives (the p/v variants
  * of read and write, other clocks and waits).  Anything else fails with
  * EPERM, so an unforeseen but harmless call costs a feature, not the
  * session; the calls in killed_syscalls end the worker at once. */

@@ -227,8 +227,8 @@ static void test_virgl(void **state) {
   assert_null(vgpu_renderer_virgl_new(&cfg, on_fence, &seen, &e2));
   assert_non_null(strstr(e2->message, "already"));
   check_caps(r);
-  /* Every capability set offered takes a context (virglrenderer 1.x
-   * reports venus's too, which this back-end does not start). */
+  /* Every capability set offered takes a context (virglrenderer built
+   * with venus reports venus's too, which this back-end does not start). */
   unsigned offered = 0;
   for (size_t i = 0; i < VGPU_CAPSET_N_KNOWN; i++) {
     uint32_t id = vgpu_capset_names[i].id, ver = 0, size = 0;
