@@ -221,3 +221,67 @@ for name, data in VHU_SEEDS.items():
     with open(os.path.join(VHU_OUT, name), "wb") as f:
         f.write(data)
 print(f"wrote {len(VHU_SEEDS)} seeds to {VHU_OUT}")
+
+
+# fuzz-virtio_gpu_cmd: one config byte (scanouts - 1 in bits 0-3, capsets in
+# bits 4-5, SUBMIT_3D cap in bits 6-7), then one request laid out as the
+# Linux guest driver sends it.
+VGC_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "virtio_gpu_cmd")
+VGC_CFG = bytes([0x01 | (2 << 4) | (2 << 6)])  # two heads, VIRGL+VIRGL2, 4 KiB
+
+
+def vgc(ctype, body=b"", flags=0, fence=0, ctx=0, ring=0):
+    return VGC_CFG + struct.pack("<IIQIB3x", ctype, flags, fence, ctx, ring) + body
+
+
+def vgc_rect(x, y, w, h):
+    return struct.pack("<IIII", x, y, w, h)
+
+
+VGC_SEEDS = {
+    "get-display-info": vgc(0x100),
+    "create-2d": vgc(0x101, struct.pack("<IIII", 1, 2, 1024, 768)),
+    "unref": vgc(0x102, struct.pack("<II", 1, 0)),
+    "set-scanout": vgc(0x103, vgc_rect(0, 0, 1024, 768) + struct.pack("<II", 0, 1)),
+    "flush": vgc(0x104, vgc_rect(0, 0, 8, 16) + struct.pack("<II", 1, 0)),
+    "transfer-2d": vgc(0x105, vgc_rect(8, 16, 8, 16) + struct.pack("<QII", 65568, 1, 0)),
+    "attach-backing": vgc(0x106, struct.pack("<II", 1, 2) + struct.pack("<QII", 0x100000, 4096, 0)
+                          + struct.pack("<QII", 0x200000, 8192, 0)),
+    "detach-backing": vgc(0x107, struct.pack("<II", 1, 0)),
+    "capset-info": vgc(0x108, struct.pack("<II", 1, 0)),
+    "capset": vgc(0x109, struct.pack("<II", 2, 2)),
+    "edid": vgc(0x10a, struct.pack("<II", 0, 0)),
+    "assign-uuid": vgc(0x10b, struct.pack("<II", 1, 0)),
+    "create-blob-guest": vgc(0x10c, struct.pack("<IIIIQQ", 9, 1, 1, 1, 0, 65536)
+                             + struct.pack("<QII", 0x300000, 65536, 0)),
+    "create-blob-host3d": vgc(0x10c, struct.pack("<IIIIQQ", 10, 2, 3, 0, 77, 4096)),
+    "set-scanout-blob": vgc(0x10d, vgc_rect(0, 0, 640, 480)
+                            + struct.pack("<IIIIII", 1, 9, 640, 480, 1, 0)
+                            + struct.pack("<4I", 2560, 0, 0, 0) + bytes(16)),
+    "ctx-create": vgc(0x200, struct.pack("<II", 8, 0) + b"glxgears".ljust(64, b"\0"), ctx=1),
+    "ctx-create-init": vgc(0x200, struct.pack("<II", 4, 2) + b"kwin".ljust(64, b"\0"), ctx=2),
+    "ctx-destroy": vgc(0x201, ctx=1),
+    "ctx-attach": vgc(0x202, struct.pack("<II", 4, 0), ctx=1),
+    "ctx-detach": vgc(0x203, struct.pack("<II", 4, 0), ctx=1),
+    "create-3d": vgc(0x204, struct.pack("<11I", 4, 2, 67, 2, 256, 128, 1, 1, 0, 0, 1) + bytes(4)),
+    "transfer-to-3d": vgc(0x205, struct.pack("<6IQ4I", 0, 0, 0, 256, 128, 1, 0, 4, 0, 1024, 0),
+                          ctx=1),
+    "transfer-from-3d": vgc(0x206, struct.pack("<6IQ4I", 0, 0, 0, 16, 16, 1, 0, 4, 0, 64, 0),
+                            ctx=1, flags=1, fence=5),
+    "submit-3d": vgc(0x207, struct.pack("<II", 16, 0) + struct.pack("<4I", 0x10001, 0, 0, 0),
+                     ctx=1, flags=1, fence=6),
+    "submit-3d-ring": vgc(0x207, struct.pack("<II", 4, 0) + struct.pack("<I", 0),
+                          ctx=1, flags=3, fence=7, ring=1),
+    "map-blob": vgc(0x208, struct.pack("<IIQ", 10, 0, 0x200000)),
+    "unmap-blob": vgc(0x209, struct.pack("<II", 10, 0)),
+    "update-cursor": vgc(0x300, struct.pack("<IIII", 0, 100, 200, 0) + struct.pack("<IIII", 3, 4, 5, 0)),
+    "move-cursor": vgc(0x301, struct.pack("<IIII", 1, 10, 20, 0) + bytes(16)),
+    "rect-wrap": vgc(0x104, vgc_rect(0xffffff00, 0, 0x100, 1) + struct.pack("<II", 1, 0)),
+    "entries-wrap": vgc(0x106, struct.pack("<II", 1, 0x10000001) + bytes(32)),
+}
+
+os.makedirs(VGC_OUT, exist_ok=True)
+for name, data in VGC_SEEDS.items():
+    with open(os.path.join(VGC_OUT, name), "wb") as f:
+        f.write(data)
+print(f"wrote {len(VGC_SEEDS)} seeds to {VGC_OUT}")
