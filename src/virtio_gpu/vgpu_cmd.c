@@ -13,7 +13,8 @@
  *   honoured only with CONTEXT_INIT negotiated and together with FENCE (it
  *   names the ring a fence belongs to; Linux sets it only on fenced
  *   commands), and ring_idx must be below 64: otherwise INVALID_PARAMETER.
- *   Without INFO_RING_IDX the ring_idx byte is ignored and decoded as 0.
+ *   Without INFO_RING_IDX the ring_idx byte is ignored and decoded as 0;
+ *   after a header refusal the error response echoes FENCE but no ring.
  * - Everything below checks structure only: no id is looked up, no
  *   rectangle is compared to a resource, no address to guest memory.
  *
@@ -871,19 +872,18 @@ int vgpu_cmd_decode(const VgpuCmdConfig *cfg, VgpuQueue q, const uint8_t *buf, s
   h->fence_id = rd64(buf, HDR_FENCE_ID);
   h->ctx_id = rd32(buf, HDR_CTX_ID);
   if (h->flags & VIRTIO_GPU_FLAG_INFO_RING_IDX) {
-    h->ring_idx = buf[HDR_RING_IDX];
-    if (!(cfg->features & VGPU_CMD_F_CONTEXT_INIT)) {
+    const char *bad = NULL;
+    if (!(cfg->features & VGPU_CMD_F_CONTEXT_INIT))
+      bad = "INFO_RING_IDX without the CONTEXT_INIT feature";
+    else if (!(h->flags & VIRTIO_GPU_FLAG_FENCE))
+      bad = "INFO_RING_IDX without FENCE";
+    else if (buf[HDR_RING_IDX] >= VGPU_CMD_MAX_RINGS)
+      bad = "ring_idx out of range";
+    if (bad) { /* the error response echoes no ring */
       h->flags &= ~VIRTIO_GPU_FLAG_INFO_RING_IDX;
-      h->ring_idx = 0;
-      return refuse(out, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
-                    "INFO_RING_IDX without the CONTEXT_INIT feature");
+      return refuse(out, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, bad);
     }
-    if (!(h->flags & VIRTIO_GPU_FLAG_FENCE))
-      return refuse(out, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "INFO_RING_IDX without FENCE");
-    if (h->ring_idx >= VGPU_CMD_MAX_RINGS) {
-      h->ring_idx = 0;
-      return refuse(out, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "ring_idx out of range");
-    }
+    h->ring_idx = buf[HDR_RING_IDX];
   }
 
   const VgpuCmdInfo *info = vgpu_cmd_lookup(h->type);
@@ -919,7 +919,9 @@ static int resp_start(const VgpuCmdHdr *req, uint32_t type, uint8_t *buf, size_t
   if (cap < size)
     return -ENOSPC;
   memset(buf, 0, size);
-  uint32_t flags = req->flags & (VIRTIO_GPU_FLAG_FENCE | VIRTIO_GPU_FLAG_INFO_RING_IDX);
+  uint32_t flags = req->flags & VIRTIO_GPU_FLAG_FENCE;
+  if (flags && (req->flags & VIRTIO_GPU_FLAG_INFO_RING_IDX) && req->ring_idx < VGPU_CMD_MAX_RINGS)
+    flags |= VIRTIO_GPU_FLAG_INFO_RING_IDX;
   wr32(buf, HDR_TYPE, type);
   wr32(buf, HDR_FLAGS, flags);
   if (flags & VIRTIO_GPU_FLAG_FENCE) {

@@ -170,6 +170,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               c.err <= VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
         /* An error response can always be built, echoing the fence. */
         check(vgpu_resp_hdr(&c.hdr, c.err, resp, sizeof(resp)) == VGPU_CMD_HDR_SIZE);
+        check(c.hdr.ring_idx < VGPU_CMD_MAX_RINGS);
+        if (resp[4] & VIRTIO_GPU_FLAG_INFO_RING_IDX) /* only with FENCE */
+          check(resp[4] & VIRTIO_GPU_FLAG_FENCE);
       } else {
         check(c.err == 0 && c.why == NULL);
         check_ok(&cfg, (VgpuQueue)q, buf, len, &c);

@@ -154,6 +154,8 @@ static void test_header_and_fence(void **state) {
   p32(4, VIRTIO_GPU_FLAG_INFO_RING_IDX);
   expect_err(&full, VGPU_QUEUE_CONTROL, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
   assert_string_equal(cmd.why, "INFO_RING_IDX without FENCE");
+  assert_int_equal(cmd.hdr.flags, 0); /* the error response echoes no ring */
+  assert_int_equal(cmd.hdr.ring_idx, 0);
 
   /* Shorter than a header: UNSPEC, and the type is still named. */
   for (size_t n = 0; n < 24; n++) {
