@@ -78,9 +78,11 @@ class Xvfb:
         # winner's socket, take it for its own and lose its display when
         # the winner's test ended.
         r, w = os.pipe()
+        # Its messages are kept: they say why it refused a client.
+        self.log = tempfile.NamedTemporaryFile(prefix="vgpu-xvfb-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             ["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self.log)
         os.close(w)
         num = b""
         try:
@@ -100,9 +102,35 @@ class Xvfb:
             raise AssertionError(f"Xvfb did not report a display (got {num!r})")
         self.display = ":" + num.decode().strip()
 
+    def health(self):
+        """One line on the X server now: alive, its socket, a new client."""
+        n = self.display.lstrip(":")
+        alive = self.proc.poll() is None
+        path = f"/tmp/.X11-unix/X{n}"
+        probe = subprocess.run(["xdpyinfo", "-display", self.display], capture_output=True,
+                               text=True, timeout=30) if shutil.which("xdpyinfo") else None
+        with open(self.log.name, errors="replace") as f:
+            said = f.read()[-600:].strip()
+        return (f"Xvfb {self.display}: {'running' if alive else 'exited'}, socket "
+                f"{path} {'present' if os.path.exists(path) else 'missing'}, a new client "
+                + ("-" if probe is None else "connects" if probe.returncode == 0 else
+                   f"is refused ({probe.stderr.strip()[:200]})")
+                + (f"; it said: {said}" if said else ""))
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+# What a GL client prints when the X server refused its connection: a
+# failure of the test environment, not a result of the server under test.
+X_REFUSED = re.compile(r"XOpenDisplay failed|waffle_display_connect failed|[Cc]an't open display")
+
+
+def x_refused(out):
+    return bool(X_REFUSED.search(out or ""))
 
 
 DEFAULT_CONFIG = """

@@ -168,7 +168,12 @@ class Matrix:
             argv = ["timeout", "-s", "KILL", str(PER_TEST_S), os.path.join(h.PIGLIT_BIN, cmd[0])] + \
                 cmd[1:] + ["-auto", "-fbo"]
             t0 = time.monotonic()
-            rc, out = h.finish(self.start(argv, cwd=h.PIGLIT_BIN), PER_TEST_S + 30)
+            for attempt in (1, 2):
+                rc, out = h.finish(self.start(argv, cwd=h.PIGLIT_BIN), PER_TEST_S + 30)
+                # an X server that refused the client: not a result (harness.x_refused)
+                if attempt == 2 or not h.x_refused(out):
+                    break
+                print(f"  note: the X server refused {name}; run again. {self.x.health()}", flush=True)
             return name, (piglit_result(rc, out), out, time.monotonic() - t0)
 
         got = {}
