@@ -213,6 +213,9 @@ typedef struct {
   uint64_t max_grant_vram;
   uint64_t peak_vram;
   uint64_t seen[VGPU_RES_N]; /* counters: highest value read */
+  /* While the book is frozen: what the quota counters read then. */
+  bool frozen;
+  uint64_t frozen_used[VGPU_RES_N_QUOTA];
   int sock;                  /* our end, non-blocking */
   VgpuBookChildFds child;    /* until the worker has its copies */
   gint64 window_us;
@@ -264,6 +267,8 @@ static BookWorker *book_worker(VgpuBook *b, uint32_t slot) {
  * cannot claim more than it was granted, and a "negative" value (a release
  * it never reserved) counts as nothing. */
 static uint64_t worker_quota_used(const BookWorker *w, int k) {
+  if (w->frozen)
+    return w->frozen_used[k];
   uint64_t u = atomic_load(&w->slot->used[k]);
   if (u > (uint64_t)INT64_MAX)
     return 0;
@@ -393,6 +398,23 @@ void vgpu_book_instance_remove(VgpuBook *b, uint32_t inst) {
   BookInstance *in = book_inst(b, inst);
   if (in)
     in->in_use = false;
+}
+
+void vgpu_book_freeze(VgpuBook *b) {
+  for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++) {
+    BookWorker *w = &b->w[i];
+    w->frozen = false;
+    if (!w->live)
+      continue;
+    for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+      w->frozen_used[k] = worker_quota_used(w, k);
+    w->frozen = true;
+  }
+}
+
+void vgpu_book_thaw(VgpuBook *b) {
+  for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++)
+    b->w[i].frozen = false;
 }
 
 bool vgpu_book_instance_usage(VgpuBook *b, uint32_t inst, VgpuBookUsage *out) {

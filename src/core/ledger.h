@@ -177,6 +177,12 @@ void vgpu_book_instance_set_limits(VgpuBook *b, uint32_t inst,
 /* Frees the record; callers remove its workers first. */
 void vgpu_book_instance_remove(VgpuBook *b, uint32_t inst);
 bool vgpu_book_instance_usage(VgpuBook *b, uint32_t inst, VgpuBookUsage *out);
+/* Workers change their pages while they run: between freeze and thaw,
+ * every usage read returns what the quota counters held at the freeze, so
+ * one reply's instance totals and per-tenant figures agree.  Only for
+ * building a report (nothing may reserve or reclaim meanwhile). */
+void vgpu_book_freeze(VgpuBook *b);
+void vgpu_book_thaw(VgpuBook *b);
 void vgpu_book_note_refusal(VgpuBook *b, uint32_t inst);
 void vgpu_book_note_crash(VgpuBook *b, uint32_t inst);
 

@@ -104,6 +104,8 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   VgpuBook *book = vgpu_supervisor_book(s);
   const VgpuInstanceConfig *cfg = vgpu_instance_config(in);
   VgpuBookUsage u;
+  /* The totals and the tenants below from one reading of the workers. */
+  vgpu_book_freeze(book);
   vgpu_book_instance_usage(book, vgpu_instance_ledger_index(in), &u);
   json_builder_begin_object(b);
   add_str(b, "name", cfg->name);
@@ -173,6 +175,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
     add_u64(b, "tenants_hidden", hidden);
   }
   json_builder_end_object(b);
+  vgpu_book_thaw(book);
 }
 
 /* What the instance's workers offer, as their renderer probe answered:

@@ -374,6 +374,23 @@ static void test_reserve_up_to_limit(void **state) {
   assert_int_equal(u.clients, 0);
 }
 
+/* One report reads the workers once: between freeze and thaw the totals
+ * and the per-worker figures stay what they were, even as workers go on. */
+static void test_freeze_gives_one_reading(void **state) {
+  Remote a = remote_new(inst);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 100), 0);
+  vgpu_book_freeze(book);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 16), 0);
+  assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 100);
+  assert_int_equal(wusage(&a).used[VGPU_RES_VRAM], 100);
+  vgpu_book_thaw(book);
+  assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 116);
+  assert_int_equal(wusage(&a).used[VGPU_RES_VRAM], 116);
+  release(&a, VGPU_RES_VRAM, 116);
+  assert_int_equal(remote_end(&a, 0), 0);
+  assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 0);
+}
+
 static void test_two_workers_share_the_limit(void **state) {
   Remote a = remote_new(inst), b = remote_new(inst);
   assert_int_equal(usage(inst).clients, 2);
@@ -661,6 +678,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reserve_up_to_limit),
+      cmocka_unit_test(test_freeze_gives_one_reading),
       cmocka_unit_test(test_two_workers_share_the_limit),
       cmocka_unit_test(test_shrink_below_use),
       cmocka_unit_test(test_counters_are_not_limited),
