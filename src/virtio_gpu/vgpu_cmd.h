@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/resource.h"
+
 /* Command types. */
 enum {
   VIRTIO_GPU_CMD_GET_DISPLAY_INFO = 0x0100,
@@ -111,9 +113,8 @@ typedef struct VgpuRect {
   uint32_t x, y, w, h; /* x + w and y + h do not wrap in 32 bits */
 } VgpuRect;
 
-typedef struct VgpuBox {
-  uint32_t x, y, z, w, h, d; /* x + w, y + h, z + d do not wrap */
-} VgpuBox;
+/* Boxes are core/resource.h's VgpuBox; decoded ones have x + w, y + h and
+ * z + d that do not wrap. */
 
 /* Decoded variable part: points into the caller's request buffer. */
 typedef struct VgpuMemEntries {

@@ -1,0 +1,110 @@
+/* The virtio-gpu device model: one guest's GPU state (resources, backing,
+ * scanouts, cursor, 3D contexts) behind one call per request.
+ *
+ * Transport-neutral: it never sees a vring, a socket or a vhost-user
+ * message.  The adapter (the vhost-user-gpu front-end, or a test) pops a
+ * request, gathers its readable bytes, and calls vgpu_device_handle(); it
+ * writes the response the device produced into the chain's writable part
+ * and pushes it.  A fenced 3D command's response is deferred until its
+ * fence retires: the device then hands it back through `complete`.
+ *
+ * Guest memory is reached only through the VgpuGuestMem hooks (guest
+ * physical address to host iovecs), so the device keeps backing as guest
+ * addresses and translates again after vgpu_device_mem_changed().
+ *
+ * Every guest value is validated before use; a bad request gets an error
+ * response (VIRTIO_GPU_RESP_ERR_*) with one logged reason, and the device
+ * keeps running.  Charges go through the core tenant (core/tenant.h) whose
+ * refusals the device answers with ERR_OUT_OF_MEMORY. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "core/tenant.h"
+#include "render/renderer.h"
+#include "virtio_gpu/vgpu_cmd.h"
+
+typedef struct VgpuDevice VgpuDevice;
+
+/* Guest memory, as the adapter maps it. */
+typedef struct VgpuGuestMem {
+  /* Splits [gpa, gpa + len) into host iovecs appended at iov[*n], at most
+   * @max in all.  0, -EFAULT (outside guest memory) or -E2BIG. */
+  int (*to_iov)(void *user, uint64_t gpa, uint64_t len, struct iovec *iov, unsigned max,
+                unsigned *n);
+  void *user;
+} VgpuGuestMem;
+
+/* Pixel formats as virtio-gpu names them (VIRTIO_GPU_FORMAT_*). */
+enum {
+  VGPU_FORMAT_B8G8R8A8_UNORM = 1,
+  VGPU_FORMAT_B8G8R8X8_UNORM = 2,
+  VGPU_FORMAT_A8R8G8B8_UNORM = 3,
+  VGPU_FORMAT_X8R8G8B8_UNORM = 4,
+  VGPU_FORMAT_R8G8B8A8_UNORM = 67,
+  VGPU_FORMAT_X8B8G8R8_UNORM = 68,
+  VGPU_FORMAT_A8B8G8R8_UNORM = 121,
+  VGPU_FORMAT_R8G8B8X8_UNORM = 134,
+};
+
+/* What the guest's screens show, for the adapter to forward (the
+ * vhost-user-gpu display channel) or a test to record.  Pointers are valid
+ * only during the call. */
+typedef struct VgpuDisplayOps {
+  /* Scanout @id now shows a @w x @h image (w == 0: disabled). */
+  void (*scanout)(void *user, uint32_t id, uint32_t w, uint32_t h);
+  /* Rectangle @r of scanout @id changed; @pixels is its top-left pixel,
+   * 4 bytes per pixel in @format (VGPU_FORMAT_*), rows @stride bytes
+   * apart. */
+  void (*update)(void *user, uint32_t id, const VgpuRect *r, const void *pixels, uint32_t stride,
+                 uint32_t format);
+  /* A new 64x64 cursor image (B8G8R8A8), or @pixels NULL: hidden. */
+  void (*cursor_update)(void *user, uint32_t scanout, uint32_t x, uint32_t y, uint32_t hot_x,
+                        uint32_t hot_y, const uint32_t *pixels);
+  void (*cursor_move)(void *user, uint32_t scanout, uint32_t x, uint32_t y);
+  /* A fenced command's response is ready: @cookie as given to
+   * vgpu_device_handle(), @resp/@len the bytes to write. */
+  void (*complete)(void *user, uint64_t cookie, const void *resp, size_t len);
+  void *user;
+} VgpuDisplayOps;
+
+typedef struct VgpuDeviceConfig {
+  uint32_t num_scanouts; /* 1..VGPU_CMD_MAX_SCANOUTS (the profile's heads) */
+  uint32_t width, height; /* preferred mode reported for each scanout */
+  uint32_t features;      /* VGPU_CMD_F_* negotiated with the guest */
+  uint32_t submit_max;    /* cap on SUBMIT_3D bytes */
+  VgpuRenderer *renderer; /* NULL: 2D only (VIRGL must not be offered) */
+  VgpuTenant *tenant;     /* charges; NULL: none (tests, fuzzing) */
+  VgpuGuestMem mem;
+  VgpuDisplayOps display;
+  const char *log_name; /* names the VM in log lines */
+} VgpuDeviceConfig;
+
+VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg);
+/* Releases every resource and context (charges included). */
+void vgpu_device_free(VgpuDevice *d);
+
+/* vgpu_device_handle() returns this when the response comes later through
+ * `complete` (a fenced command). */
+#define VGPU_DEVICE_DEFERRED 0
+
+/* Handles one request of queue @q (@req: its @len readable bytes).  Writes
+ * the response into @resp (@cap bytes; VGPU_DEVICE_RESP_MAX always
+ * suffices) and returns its length (> 0), VGPU_DEVICE_DEFERRED, or, on the
+ * cursor queue, 0 with nothing to write.  Never fails: a bad request gets
+ * an error response. */
+#define VGPU_DEVICE_RESP_MAX 65536u
+size_t vgpu_device_handle(VgpuDevice *d, VgpuQueue q, const uint8_t *req, size_t len,
+                          uint8_t *resp, size_t cap, uint64_t cookie);
+/* The guest's memory table changed: cached translations are dropped and
+ * backing translated again at its next use. */
+void vgpu_device_mem_changed(VgpuDevice *d);
+/* Device reset: every resource, context and scanout goes; deferred
+ * responses are dropped (never completed). */
+void vgpu_device_reset(VgpuDevice *d);
+/* Redraws scanout @id into the display ops (e.g. for a new display
+ * connection or a screenshot).  0 or -ENOENT (no scanout set). */
+int vgpu_device_refresh(VgpuDevice *d, uint32_t id);
