@@ -210,6 +210,16 @@ static bool rect_ok(const VgpuRect *r) {
   return add_ok(r->x, r->w) && add_ok(r->y, r->h);
 }
 
+/* Reads the rectangle every rectangle-carrying command has at RECT; an
+ * error code with *why = @wraps when its far corner wraps. */
+static uint32_t rect_decode(const uint8_t *p, VgpuRect *r, const char *wraps, const char **why) {
+  *r = rd_rect(p, RECT);
+  if (rect_ok(r))
+    return 0;
+  *why = wraps;
+  return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+}
+
 /* Backing entries after a fixed part of fixed bytes: nr bounded, all
  * inside the request, each addr + length not wrapping. */
 static uint32_t entries_decode(const uint8_t *p, size_t len, size_t fixed, uint32_t nr,
@@ -296,42 +306,25 @@ static uint32_t dec_resource(const VgpuCmdConfig *cfg, const uint8_t *p, size_t 
 static uint32_t dec_set_scanout(const VgpuCmdConfig *cfg, const uint8_t *p, size_t len, VgpuCmd *o,
                                 const char **why) {
   UNUSED(len);
-  o->u.set_scanout.r = rd_rect(p, RECT);
   o->u.set_scanout.scanout_id = rd32(p, SS_SCANOUT_ID);
   o->u.set_scanout.resource_id = rd32(p, SS_RESOURCE_ID);
   uint32_t e = scanout_check(cfg, o->u.set_scanout.scanout_id, why);
-  if (e)
-    return e;
-  if (!rect_ok(&o->u.set_scanout.r)) {
-    *why = "scanout rectangle wraps";
-    return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
-  }
-  return 0;
+  return e ? e : rect_decode(p, &o->u.set_scanout.r, "scanout rectangle wraps", why);
 }
 
 static uint32_t dec_flush(const VgpuCmdConfig *cfg, const uint8_t *p, size_t len, VgpuCmd *o,
                           const char **why) {
   UNUSED(cfg), UNUSED(len);
-  o->u.flush.r = rd_rect(p, RECT);
   o->u.flush.resource_id = rd32(p, FL_RESOURCE_ID);
-  if (!rect_ok(&o->u.flush.r)) {
-    *why = "flush rectangle wraps";
-    return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
-  }
-  return 0;
+  return rect_decode(p, &o->u.flush.r, "flush rectangle wraps", why);
 }
 
 static uint32_t dec_transfer_2d(const VgpuCmdConfig *cfg, const uint8_t *p, size_t len, VgpuCmd *o,
                                 const char **why) {
   UNUSED(cfg), UNUSED(len);
-  o->u.transfer_2d.r = rd_rect(p, RECT);
   o->u.transfer_2d.offset = rd64(p, T2D_OFFSET);
   o->u.transfer_2d.resource_id = rd32(p, T2D_RESOURCE_ID);
-  if (!rect_ok(&o->u.transfer_2d.r)) {
-    *why = "transfer rectangle wraps";
-    return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
-  }
-  return 0;
+  return rect_decode(p, &o->u.transfer_2d.r, "transfer rectangle wraps", why);
 }
 
 static uint32_t dec_attach_backing(const VgpuCmdConfig *cfg, const uint8_t *p, size_t len,
@@ -410,7 +403,6 @@ static uint32_t dec_set_scanout_blob(const VgpuCmdConfig *cfg, const uint8_t *p,
                                      VgpuCmd *o, const char **why) {
   UNUSED(len);
   __typeof__(o->u.set_scanout_blob) *s = &o->u.set_scanout_blob;
-  s->r = rd_rect(p, RECT);
   s->scanout_id = rd32(p, SB_SCANOUT_ID);
   s->resource_id = rd32(p, SB_RESOURCE_ID);
   s->width = rd32(p, SB_WIDTH);
@@ -421,12 +413,10 @@ static uint32_t dec_set_scanout_blob(const VgpuCmdConfig *cfg, const uint8_t *p,
     s->offsets[i] = rd32(p, SB_OFFSETS + 4 * i);
   }
   uint32_t e = scanout_check(cfg, s->scanout_id, why);
+  if (!e)
+    e = rect_decode(p, &s->r, "scanout rectangle wraps", why);
   if (e)
     return e;
-  if (!rect_ok(&s->r)) {
-    *why = "scanout rectangle wraps";
-    return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
-  }
   if (s->resource_id == 0) /* disable: the rest is not used */
     return 0;
   if (!format_2d_ok(s->format)) {
