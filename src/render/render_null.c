@@ -132,11 +132,7 @@ static int null_resource_info(VgpuRenderer *r, uint32_t handle, VgpuResourceInfo
 
 static int null_read_back(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, void *dst,
                           size_t len, uint32_t stride) {
-  VgpuResourceInfo info;
-  int ret = null_resource_info(r, handle, &info);
-  if (ret < 0)
-    return ret;
-  ret = vgpu_read_back_check(&info, box, len, stride);
+  int ret = vgpu_read_back_prepare(r, handle, box, len, stride);
   if (ret < 0)
     return ret;
   memset(dst, 0, len); /* draws nothing: every pixel is 0 */

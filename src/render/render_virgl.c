@@ -317,11 +317,7 @@ static int virgl_resource_info(VgpuRenderer *r, uint32_t handle, VgpuResourceInf
 
 static int virgl_read_back(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, void *dst,
                            size_t len, uint32_t stride) {
-  VgpuResourceInfo info;
-  int ret = virgl_resource_info(r, handle, &info);
-  if (ret < 0)
-    return ret;
-  ret = vgpu_read_back_check(&info, box, len, stride);
+  int ret = vgpu_read_back_prepare(r, handle, box, len, stride);
   if (ret < 0)
     return ret;
   struct virgl_box b = {box->x, box->y, 0, box->w, box->h, 1};

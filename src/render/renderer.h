@@ -128,10 +128,12 @@ VgpuRenderer *vgpu_renderer_null_new(VgpuFenceCallback cb, void *user);
 VgpuRenderer *vgpu_renderer_virgl_new(const VgpuRendererConfig *cfg, VgpuFenceCallback cb,
                                       void *user, GError **error);
 #endif
-/* Checks a read_back request against a resource's geometry: the box in
- * level 0, stride at least a row, len enough for every row.  0 or -EINVAL. */
-int vgpu_read_back_check(const VgpuResourceInfo *info, const VgpuBox *box, size_t len,
-                         uint32_t stride);
+/* For back-ends' read_back: looks the resource up (resource_info) and
+ * checks the request against its geometry: the box in level 0, stride at
+ * least a row, len enough for every row.  0, -EINVAL or resource_info's
+ * error. */
+int vgpu_read_back_prepare(VgpuRenderer *r, uint32_t handle, const VgpuBox *box, size_t len,
+                           uint32_t stride);
 /* By name ("virgl", "null"). */
 VgpuRenderer *vgpu_renderer_new(const char *name, const VgpuRendererConfig *cfg,
                                 VgpuFenceCallback cb, void *user, GError **error);
