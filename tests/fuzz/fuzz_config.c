@@ -9,18 +9,9 @@
 #include <glib.h>
 
 #include "daemon/config.h"
-#include "util/log.h"
+#include "fuzz_glib.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
-  vgpu_log_init("fuzz-config", VGPU_LOG_ERROR);
-  return 0;
-}
+VGPU_FUZZ_GLIB_TARGET("fuzz-config")
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   GError *error = NULL;

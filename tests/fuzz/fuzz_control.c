@@ -18,9 +18,7 @@
 #include "util/log.h"
 
 #include "../support/scratch_daemon.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
+#include "fuzz_glib.h"
 
 /* The request's "command" string, or NULL; parsed here independently of
  * the server. */
@@ -48,8 +46,7 @@ static void cleanup(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
-  vgpu_log_init("fuzz-control", VGPU_LOG_ERROR);
+  vgpu_fuzz_glib_init("fuzz-control");
   /* The embedded default, quiet: "reload" re-reads it, and the log level
    * follows it. */
   g_autoptr(GString) text = g_string_new(vgpu_config_default_text());
