@@ -35,8 +35,8 @@ static uint32_t max_syncs;          /* 0: the session's default */
 static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   Fix *f = calloc(1, sizeof(*f));
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->sv), 0);
-  uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = vram, [VGPU_RES_OBJECTS] = objects,
-                                       [VGPU_RES_CONTEXTS] = 4};
+  uint64_t limits[VGPU_RES_N_QUOTA] = {
+      [VGPU_RES_VRAM] = vram, [VGPU_RES_OBJECTS] = objects, [VGPU_RES_CONTEXTS] = 4};
   f->ledger = vgpu_ledger_new_standalone(limits);
   f->r = vgpu_renderer_null_new(NULL, NULL);
   VtestSessionConfig cfg = {.ledger = f->ledger,
@@ -49,8 +49,12 @@ static int setup_limits(void **state, uint64_t vram, uint64_t objects) {
   return 0;
 }
 
-static int setup(void **state) { return setup_limits(state, 64u << 20, 100); }
-static int setup_tiny(void **state) { return setup_limits(state, 1u << 20, 3); }
+static int setup(void **state) {
+  return setup_limits(state, 64u << 20, 100);
+}
+static int setup_tiny(void **state) {
+  return setup_limits(state, 1u << 20, 3);
+}
 static int setup_bound(void **state) {
   max_stream_objects = 64;
   int r = setup_limits(state, 64u << 20, 100);
@@ -106,14 +110,31 @@ static bool run(Fix *f) {
   return ok;
 }
 
+/* Runs what was queued and expects the session to end: how, and a reason
+ * that contains @reason. */
+static void expect_end(Fix *f, int kind, const char *reason) {
+  assert_false(run(f));
+  assert_int_equal(vtest_session_end_kind(f->s), kind);
+  assert_non_null(strstr(vtest_session_end_reason(f->s), reason));
+}
+
+/* Runs what was queued (a resource creation) and closes the backing fd the
+ * session sent back. */
+static void run_drop_backing(Fix *f) {
+  assert_true(run(f));
+  int fd;
+  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
+  close(fd);
+}
+
 static void expect(Fix *f, const uint32_t *w, int nw) {
   uint32_t got[16];
   assert_int_equal(vgpu_read_all(f->sv[1], got, (size_t)nw * 4), 0);
   assert_memory_equal(got, w, (size_t)nw * 4);
 }
 
-static void create2(Fix *f, uint32_t h, uint32_t target, uint32_t fmt, uint32_t bind,
-                    uint32_t w, uint32_t hgt, uint32_t data) {
+static void create2(Fix *f, uint32_t h, uint32_t target, uint32_t fmt, uint32_t bind, uint32_t w,
+                    uint32_t hgt, uint32_t data) {
   uint32_t a[11] = {h, target, fmt, bind, w, hgt, 1, target == 0 ? 0 : 1, 0, 0, data};
   cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, a, 11);
 }
@@ -156,9 +177,7 @@ static void test_version_negotiation(void **state) {
 static void test_command_before_create_renderer(void **state) {
   Fix *f = *state;
   cmd(f, VTEST_CMD_PING_PROTOCOL_VERSION, 0, NULL, 0);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "before CREATE_RENDERER"));
+  expect_end(f, VTEST_END_VIOLATION, "before CREATE_RENDERER");
 }
 
 static void test_create_passes_sealed_memfd(void **state) {
@@ -216,8 +235,7 @@ static void test_duplicate_handle(void **state) {
   name(f);
   create2(f, 3, 0, 64, 16, 64, 1, 0);
   create2(f, 3, 0, 64, 16, 64, 1, 0);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "already in use"));
+  expect_end(f, VTEST_END_VIOLATION, "already in use");
   assert_int_equal(vtest_session_resource_count(f->s), 1);
 }
 
@@ -229,8 +247,7 @@ static void test_zero_handle(void **state) {
   create2(f, 3, 0, 64, 16, 64, 1, 0);
   assert_true(run(f));
   create2(f, 0, 0, 64, 16, 64, 1, 0);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "handle 0"));
+  expect_end(f, VTEST_END_VIOLATION, "handle 0");
   assert_int_equal(vtest_session_resource_count(f->s), 1);
 }
 
@@ -239,18 +256,14 @@ static void test_zero_handle(void **state) {
 static void create_small_target(Fix *f) {
   name(f);
   create2(f, 1, 2, 2, 138, 16, 16, 1024);
-  assert_true(run(f));
-  int fd;
-  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
-  close(fd);
+  run_drop_backing(f);
 }
 
 static void test_transfer_outside_resource(void **state) {
   Fix *f = *state;
   create_small_target(f);
   cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){1, 0, 8, 0, 0, 16, 16, 1, 1024, 0}, 10);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 1"));
+  expect_end(f, VTEST_END_VIOLATION, "outside resource 1");
 }
 
 /* What Mesa sends for a 1D array texture (arb_copy_image, layered
@@ -260,39 +273,30 @@ static void test_transfer_1d_array_layers(void **state) {
   name(f);
   /* resource 4: 32x1 RGBA8, 12 layers, a 1536-byte backing */
   cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, (uint32_t[]){4, 6, 67, 8, 32, 1, 1, 12, 0, 0, 1536}, 11);
-  assert_true(run(f));
-  int fd;
-  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
-  close(fd);
+  run_drop_backing(f);
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 0, 1, 32, 1, 1, 128, 128}, 10);
   cmd(f, VTEST_CMD_TRANSFER_GET2, 10, (uint32_t[]){4, 0, 0, 0, 0, 32, 1, 12, 1536, 0}, 10);
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 8, 0, 11, 24, 1, 1, 96, 1408}, 10);
   assert_true(run(f));
   /* one layer past the end, and a layer put in y */
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 0, 12, 32, 1, 1, 128, 0}, 10);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 4"));
+  expect_end(f, VTEST_END_VIOLATION, "outside resource 4");
 }
 
 static void test_transfer_1d_array_layer_in_y(void **state) {
   Fix *f = *state;
   name(f);
   cmd(f, VTEST_CMD_RESOURCE_CREATE2, 11, (uint32_t[]){4, 6, 67, 8, 32, 1, 1, 12, 0, 0, 1536}, 11);
-  assert_true(run(f));
-  int fd;
-  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
-  close(fd);
+  run_drop_backing(f);
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){4, 0, 0, 1, 0, 32, 1, 1, 128, 0}, 10);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "outside resource 4"));
+  expect_end(f, VTEST_END_VIOLATION, "outside resource 4");
 }
 
 static void test_transfer_past_backing(void **state) {
   Fix *f = *state;
   create_small_target(f);
   cmd(f, VTEST_CMD_TRANSFER_PUT2, 10, (uint32_t[]){1, 0, 0, 0, 0, 4, 4, 1, 64, 1000}, 10);
-  assert_false(run(f));
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "backing"));
+  expect_end(f, VTEST_END_VIOLATION, "backing");
 }
 
 static void test_transfer_unknown_handle(void **state) {
@@ -307,14 +311,9 @@ static void test_vram_quota_refuses_before_allocating(void **state) {
   Fix *f = *state; /* 1 MiB, 3 objects */
   name(f);
   create2(f, 1, 2, 2, 138, 256, 256, 262144); /* 256 KiB */
-  assert_true(run(f));
-  int fd;
-  assert_int_equal(vgpu_recv_fds(f->sv[1], &fd, 1), 1);
-  close(fd);
+  run_drop_backing(f);
   create2(f, 2, 2, 2, 138, 1024, 1024, 4194304); /* 4 MiB: over */
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "VRAM limit"));
+  expect_end(f, VTEST_END_QUOTA, "VRAM limit");
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_VRAM), 2 * 262144); /* + backing */
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 1);
   assert_int_equal(vtest_session_resource_count(f->s), 1);
@@ -330,9 +329,7 @@ static void test_object_quota(void **state) {
   name(f);
   for (uint32_t h = 1; h <= 4; h++)
     create2(f, h, 0, 64, 16, 64, 1, 0);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "resources limit 3"));
+  expect_end(f, VTEST_END_QUOTA, "resources limit 3");
 }
 
 static void test_partial_commands(void **state) {
@@ -523,10 +520,7 @@ static void test_sub_contexts_count(void **state) {
   assert_true(run(f));
   assert_int_equal(used(f, VGPU_RES_CONTEXTS), 3);
   cmd(f, VTEST_CMD_SUBMIT_CMD, 4, (uint32_t[]){CMD0(29, 0, 1), 7, CMD0(29, 0, 1), 8}, 4);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(
-      strstr(vtest_session_end_reason(f->s), "sub-context 8 refused: contexts limit 4"));
+  expect_end(f, VTEST_END_QUOTA, "sub-context 8 refused: contexts limit 4");
   vtest_session_free(f->s);
   f->s = NULL;
   assert_int_equal(used(f, VGPU_RES_CONTEXTS), 0);
@@ -546,9 +540,7 @@ static void test_stream_object_bound(void **state) {
   assert_true(run(f));
   w[1] = 65;
   cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "bound of 64 stream objects"));
+  expect_end(f, VTEST_END_QUOTA, "bound of 64 stream objects");
 }
 
 /* A long shader's declared text is charged while the shader lives. */
@@ -558,9 +550,7 @@ static void test_long_shader_charged(void **state) {
   /* declares 2 MiB of text in a 4-dword piece */
   uint32_t w[10] = {CMD0(1, 4, 9), 3, 1, 2u << 20, 100, 0, 0, 0, 0, 0};
   cmd(f, VTEST_CMD_SUBMIT_CMD, 10, w, 10);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "shader 3 needs"));
+  expect_end(f, VTEST_END_QUOTA, "shader 3 needs");
 }
 
 static void test_stream_framing(void **state) {
@@ -568,9 +558,7 @@ static void test_stream_framing(void **state) {
   name(f);
   /* a command claiming 5 dwords with 1 left in the stream */
   cmd(f, VTEST_CMD_SUBMIT_CMD, 2, (uint32_t[]){CMD0(0, 0, 0), CMD0(7, 0, 5)}, 2);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "past the end"));
+  expect_end(f, VTEST_END_VIOLATION, "past the end");
 }
 
 /* A v0 read-back of a 1x1 texture asks for 64 MiB: refused, nothing
@@ -581,9 +569,7 @@ static void test_v0_transfer_get_bounded(void **state) {
   cmd(f, VTEST_CMD_PROTOCOL_VERSION, 1, (uint32_t[]){0}, 1);
   cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){7, 2, 2, 2, 1, 1, 1, 1, 0, 0}, 10);
   cmd(f, VTEST_CMD_TRANSFER_GET, 11, (uint32_t[]){7, 0, 0, 0, 0, 0, 0, 1, 1, 1, 64u << 20}, 11);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "whose box covers 4 bytes"));
+  expect_end(f, VTEST_END_VIOLATION, "whose box covers 4 bytes");
 }
 
 /* ... and so is one whose stride spreads two rows 16 MiB apart. */
@@ -594,9 +580,7 @@ static void test_v0_transfer_stride_bounded(void **state) {
   cmd(f, VTEST_CMD_RESOURCE_CREATE, 10, (uint32_t[]){7, 2, 2, 2, 1, 2, 1, 1, 0, 0}, 10);
   cmd(f, VTEST_CMD_TRANSFER_GET, 11,
       (uint32_t[]){7, 0, 16u << 20, 0, 0, 0, 0, 1, 2, 1, (16u << 20) + 4}, 11);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "span 16777220 bytes for a box of 8"));
+  expect_end(f, VTEST_END_VIOLATION, "span 16777220 bytes for a box of 8");
 }
 
 /* ---- protocol 3 ----------------------------------------------------------- */
@@ -634,9 +618,7 @@ static void test_v3_needs_agreement(void **state) {
   name(f);
   agree(f, 2, 2);
   cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "never agreed"));
+  expect_end(f, VTEST_END_VIOLATION, "never agreed");
   assert_int_equal(vtest_session_sync_count(f->s), 0);
 }
 
@@ -671,9 +653,7 @@ static void test_mesa25_renegotiation_and_blob(void **state) {
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_OBJECTS), 2);
   /* the same blob id cannot be claimed twice */
   blob(f, VTEST_BLOB_MEM_HOST3D, 65536, 1);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "no command stream"));
+  expect_end(f, VTEST_END_VIOLATION, "no command stream");
   assert_int_equal(vtest_session_resource_count(f->s), 2);
 }
 
@@ -746,9 +726,7 @@ static void test_v3_server_handles(void **state) {
   expect(f, (uint32_t[]){1, 2, 2}, 3);
   /* a client-chosen handle at version 3 */
   create2(f, 9, 0, 64, 16, 4096, 1, 4096);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "server picks"));
+  expect_end(f, VTEST_END_VIOLATION, "server picks");
 }
 
 static void test_syncs_and_waits(void **state) {
@@ -796,9 +774,7 @@ static void test_syncs_and_waits(void **state) {
   assert_int_equal(vtest_session_sync_count(f->s), 1);
   /* gone now */
   cmd(f, VTEST_CMD_SYNC_READ, 1, (uint32_t[]){1}, 1);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "does not exist"));
+  expect_end(f, VTEST_END_VIOLATION, "does not exist");
 }
 
 /* A wait left pending when the session ends (the client hung up inside
@@ -833,9 +809,7 @@ static void test_sync_limits(void **state) {
   assert_true(run(f));
   assert_int_equal(vtest_session_sync_count(f->s), 16);
   cmd(f, VTEST_CMD_SYNC_CREATE, 2, (uint32_t[]){0, 0}, 2);
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_QUOTA);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "limit 16"));
+  expect_end(f, VTEST_END_QUOTA, "limit 16");
 }
 
 static void test_pending_waits_bounded(void **state) {
@@ -900,9 +874,7 @@ static void test_submit2_unknown_sync(void **state) {
   agree(f, 3, 3);
   uint32_t sc[1 + 8 + 1 + 3] = {1, 0, 9, 1, 10, 1, 0, 0, 0, 0, 77, 1, 0};
   cmd(f, VTEST_CMD_SUBMIT_CMD2, G_N_ELEMENTS(sc), sc, G_N_ELEMENTS(sc));
-  assert_false(run(f));
-  assert_int_equal(vtest_session_end_kind(f->s), VTEST_END_VIOLATION);
-  assert_non_null(strstr(vtest_session_end_reason(f->s), "sync 77"));
+  expect_end(f, VTEST_END_VIOLATION, "sync 77");
   /* checked before anything reached the renderer: no context yet */
   assert_int_equal(vgpu_ledger_used(f->ledger, VGPU_RES_CONTEXTS), 0);
 }
