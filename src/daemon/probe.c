@@ -267,7 +267,7 @@ static void close_output(VgpuProbe *p) {
 }
 
 static void kill_group(VgpuProbe *p) {
-  /* Its own session (child setup), so the group holds whatever it forked. */
+  /* Its own process group (child setup), so the group holds whatever it forked. */
   if (p->pid > 0) {
     kill(-p->pid, SIGKILL);
     kill(p->pid, SIGKILL);

@@ -4,6 +4,7 @@ through vgpu-run.  Python standard library only.
 
 Exit codes follow meson: 0 pass, 77 skip (with the reason printed),
 anything else fail."""
+import fcntl
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -151,7 +153,7 @@ profile=test
 class Daemon:
     """vgpud --foreground on a private runtime directory."""
 
-    def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None):
+    def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None, ctty=None):
         self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
         os.chmod(self.tmp, 0o755)  # tests also act as an unprivileged user
         self.dir = os.path.join(self.tmp, "run")
@@ -163,9 +165,14 @@ class Daemon:
                 f.write(config)
             args += ["--config", self.config_path]
         self.log = open(self.log_path, "w")
+        # ctty: a terminal fd that becomes vgpud's controlling terminal.
+        tty_kw = {}
+        if ctty is not None:
+            tty_kw = {"pass_fds": (ctty,),
+                      "preexec_fn": lambda: fcntl.ioctl(ctty, termios.TIOCSCTTY, 0)}
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=sanitizer_env(dict(os.environ, **(env or {}))),
-                                     start_new_session=True)
+                                     start_new_session=True, **tty_kw)
         wait_for(lambda: os.path.exists(os.path.join(self.dir, "control.sock")) or self.proc.poll() is not None,
                  30, "vgpud's control socket")
         if self.proc.poll() is not None:
@@ -396,14 +403,14 @@ def rss_kib(pid):
     return 0
 
 
-def run(test, needs=("Xvfb",), config=DEFAULT_CONFIG, env=None):
+def run(test, needs=("Xvfb",), config=DEFAULT_CONFIG, env=None, ctty=None):
     """Runs test(xvfb, daemon) with both started and always stopped; the
     daemon must then stop cleanly (exit 0, no sanitizer report)."""
     if os.environ.get("VGPU_HAVE_VIRGL") == "0":
         skip("vgpu was built without virglrenderer (-Dvirgl=disabled): no client can render")
     need("Xvfb", *needs)
     x = Xvfb()
-    d = Daemon(config, env=env)
+    d = Daemon(config, env=env, ctty=ctty)
     try:
         test(x, d)
         d.stop()

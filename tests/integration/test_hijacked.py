@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import termios
 import threading
 import time
 
@@ -86,6 +87,15 @@ def attack(d, name, arg="", keep_open=False):
     return results, ended, None
 
 
+def pending_input(fd):
+    """What waits to be read on the terminal (TIOCSTI puts it there)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b""
+
+
 def expect_refused(results, name):
     assert results, f"{name}: no attempt reported"
     done = [r for r in results if r[1] != "refused"]
@@ -120,6 +130,14 @@ def attacks(x, d):
     h.wait_for(lambda: d.usage("neighbour")["frames"] > 20, 60, "the neighbour to render")
     before = d.show("neighbour")
     nb_worker = before["tenants"][0]["worker_pid"]
+    # A process group of its own (a signal to vgpud's group, such as a
+    # terminal's ^C, does not reach it), in vgpud's session (no scheduler
+    # autogroup of its own), without vgpud's controlling terminal.
+    assert os.getpgid(nb_worker) == nb_worker, "the worker is not its own process group"
+    assert os.getsid(nb_worker) == os.getsid(d.proc.pid), "the worker left vgpud's session"
+    tty_nr = int(open(f"/proc/{nb_worker}/stat").read().rsplit(")", 1)[1].split()[4])
+    assert tty_nr == 0, f"the worker has a controlling terminal ({tty_nr:#x})"
+    assert int(open(f"/proc/{d.proc.pid}/stat").read().rsplit(")", 1)[1].split()[4]) != 0
     probe = ListProbe(d)
     probe.start()
     frames0 = d.usage("neighbour")["frames"]
@@ -130,7 +148,7 @@ def attacks(x, d):
             results, ended, _ = attack(d, name, arg)
             expect_killed(d, name, results, ended)
 
-        for name, arg in (("proc", ""), ("files", d.dir)):
+        for name, arg in (("proc", ""), ("files", d.dir), ("tty", TTY_PATH)):
             results, ended, _ = attack(d, name, arg)
             assert ended, f"{name}: the worker died"
             expect_refused(results, name)
@@ -138,6 +156,8 @@ def attacks(x, d):
         assert not os.path.exists("/tmp/vgpu-hijacked")
         assert not os.path.exists("/tmp/vgpu-hijacked-exec")
         assert not os.path.exists(os.path.join(d.dir, "hijacked"))
+        typed = pending_input(TTY_SLAVE)
+        assert not typed, f"the worker typed {typed!r} into vgpud's terminal"
 
         results, ended, _ = attack(d, "memory")
         if ended:
@@ -196,5 +216,12 @@ if __name__ == "__main__":
     real = os.environ.get("VGPU_WORKER")
     if not worker or not real:
         h.skip("VGPU_HIJACKED_WORKER and VGPU_WORKER name the test and real workers (meson sets them)")
+    # vgpud gets a controlling terminal, as when started by hand from a
+    # shell: a worker must not be able to type into it.
+    TTY_MASTER, TTY_SLAVE = os.openpty()
+    TTY_PATH = os.ttyname(TTY_SLAVE)
+    tattr = termios.tcgetattr(TTY_SLAVE)
+    tattr[3] &= ~(termios.ICANON | termios.ECHO)  # bytes readable as they come
+    termios.tcsetattr(TTY_SLAVE, termios.TCSANOW, tattr)
     h.run(test, needs=("glxgears",), config=CONFIG.format(worker=worker),
-          env={"VGPU_REAL_WORKER": real})
+          env={"VGPU_REAL_WORKER": real}, ctty=TTY_SLAVE)

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -191,6 +192,28 @@ static void attack_memory(void) {
   result("allocate-without-end", total >= (64ull << 30), d);
 }
 
+/* vgpud's controlling terminal (the test gives it one, @pty names it):
+ * typing into it with TIOCSTI, through /dev/tty, the inherited stdio or
+ * the terminal's own path. */
+static void attack_tty(const char *pty) {
+  char c = '#';
+  int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+  result_errno("open-/dev/tty", fd);
+  if (fd >= 0)
+    result_errno("tiocsti-/dev/tty", ioctl(fd, TIOCSTI, &c));
+  for (int i = 0; i <= 2; i++) {
+    char name[32];
+    g_snprintf(name, sizeof(name), "tiocsti-fd%d", i);
+    int r = ioctl(i, TIOCSTI, &c);
+    if (r == 0 || errno != ENOTTY) /* not a terminal: nothing to try */
+      result_errno(name, r);
+  }
+  fd = open(pty, O_RDWR | O_CLOEXEC);
+  result_errno("open-terminal-path", fd);
+  if (fd >= 0)
+    result_errno("tiocsti-terminal-path", ioctl(fd, TIOCSTI, &c));
+}
+
 static void run_attack(const char *name, const char *arg, const char *ledger_fds) {
   if (g_str_equal(name, "control"))
     attack_control(arg);
@@ -216,6 +239,8 @@ static void run_attack(const char *name, const char *arg, const char *ledger_fds
     attack_lock();
   else if (g_str_equal(name, "memory"))
     attack_memory();
+  else if (g_str_equal(name, "tty"))
+    attack_tty(arg);
   else
     say("NOTE unknown attack %s", name);
 }
