@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "core/ledger.h"
 #include "core/profile.h"
 #include "util/fd.h"
 #include "util/log.h"
@@ -23,6 +24,7 @@ struct VgpuIsolation {
   uint32_t first, last;
   uint32_t next;      /* round robin: a uid just freed is the last one reused */
   GHashTable *in_use; /* uid -> 1 */
+  GHashTable *taken;  /* ids of the range an account owns: never given out */
   bool render_group;
   gid_t render_gid;
   VgpuMemCap memcap;
@@ -49,33 +51,44 @@ static bool in_range(const VgpuIsolation *iso, uint64_t id) {
   return id >= iso->first && id <= iso->last;
 }
 
-/* No user or group of the system's databases (NSS: files, and whatever
- * else is configured) may own an id of the range. */
-static bool check_databases(const VgpuIsolation *iso, GError **error) {
-  bool ok = true;
+/* Whether a user or group of the system's databases (NSS: files, and
+ * whatever else is configured) owns @id. */
+static bool account_owns(uint32_t id) {
+  return getpwuid((uid_t)id) != NULL || getgrgid((gid_t)id) != NULL;
+}
+
+/* Ids of the range that users or groups own are set aside, never given
+ * to a worker (a worker's uid and gid are the same id), as systemd does
+ * for its dynamic users: Debian, for one, gives packages such as
+ * libvirt's fixed ids from 64000-64999, inside systemd's range.  Refuses
+ * a range with fewer free ids than workers may run at once. */
+static bool collect_accounts(VgpuIsolation *iso, GError **error) {
+  g_autofree char *example = NULL;
   setpwent();
-  for (struct passwd *pw; ok && (pw = getpwent());)
-    if (in_range(iso, pw->pw_uid)) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                  "worker-uid-range %u-%u includes user \"%s\" (uid %u): choose a range no "
-                  "account uses",
-                  iso->first, iso->last, pw->pw_name, (unsigned)pw->pw_uid);
-      ok = false;
-    }
+  for (struct passwd *pw; (pw = getpwent());)
+    if (in_range(iso, pw->pw_uid) &&
+        g_hash_table_add(iso->taken, GUINT_TO_POINTER((guint)pw->pw_uid)) && !example)
+      example = g_strdup_printf("user %s, uid %u", pw->pw_name, (unsigned)pw->pw_uid);
   endpwent();
-  if (!ok)
-    return false;
   setgrent();
-  for (struct group *gr; ok && (gr = getgrent());)
-    if (in_range(iso, gr->gr_gid)) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                  "worker-uid-range %u-%u includes group \"%s\" (gid %u): choose a range no "
-                  "group uses",
-                  iso->first, iso->last, gr->gr_name, (unsigned)gr->gr_gid);
-      ok = false;
-    }
+  for (struct group *gr; (gr = getgrent());)
+    if (in_range(iso, gr->gr_gid) &&
+        g_hash_table_add(iso->taken, GUINT_TO_POINTER((guint)gr->gr_gid)) && !example)
+      example = g_strdup_printf("group %s, gid %u", gr->gr_name, (unsigned)gr->gr_gid);
   endgrent();
-  return ok;
+  uint64_t n = (uint64_t)iso->last - iso->first + 1, taken = g_hash_table_size(iso->taken);
+  if (n - taken < VGPU_LEDGER_MAX_SLOTS) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                "worker-uid-range %u-%u has %" G_GUINT64_FORMAT " ids no account owns, fewer "
+                "than the %u workers that may run at once: choose a larger range",
+                iso->first, iso->last, n - taken, VGPU_LEDGER_MAX_SLOTS);
+    return false;
+  }
+  if (taken)
+    vgpu_info("isolation: %" G_GUINT64_FORMAT " ids of worker-uid-range belong to accounts (%s%s) "
+              "and are never given to a worker",
+              taken, example, taken > 1 ? ", ..." : "");
+  return true;
 }
 
 /* /etc/subuid and /etc/subgid lines "name:first:count": a user who owns
@@ -189,10 +202,14 @@ VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node
   iso->last = cfg->worker_uid_last;
   iso->next = iso->first;
   iso->own_uids = geteuid() == 0;
+  iso->in_use = g_hash_table_new(g_direct_hash, g_direct_equal);
+  iso->taken = g_hash_table_new(g_direct_hash, g_direct_equal);
   if (iso->own_uids) {
-    if (!check_databases(iso, error) || !check_subids(iso, "/etc/subuid", error) ||
-        !check_subids(iso, "/etc/subgid", error))
+    if (!collect_accounts(iso, error) || !check_subids(iso, "/etc/subuid", error) ||
+        !check_subids(iso, "/etc/subgid", error)) {
+      vgpu_isolation_free(g_steal_pointer(&iso));
       return NULL;
+    }
     vgpu_info("isolation: each worker runs as a uid and gid of its own from %u-%u, without "
               "supplementary groups or capabilities (bounding set emptied), with no_new_privs",
               iso->first, iso->last);
@@ -215,7 +232,6 @@ VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node
     vgpu_warn("isolation: built without libseccomp: workers run without a system-call filter");
   else
     vgpu_info("isolation: workers install a seccomp allow-list once their renderer is up");
-  iso->in_use = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_autofree char *why = NULL;
   cgroup_setup(iso, &why);
   if (iso->memcap == VGPU_MEMCAP_CGROUP)
@@ -233,6 +249,8 @@ void vgpu_isolation_free(VgpuIsolation *iso) {
     return;
   if (iso->in_use)
     g_hash_table_unref(iso->in_use);
+  if (iso->taken)
+    g_hash_table_unref(iso->taken);
   g_free(iso->cgroup_workers);
   g_free(iso);
 }
@@ -245,15 +263,30 @@ bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, Vgp
                                    GError **error) {
   *id = (VgpuWorkerIdentity){.cgroup_procs_fd = -1};
   if (iso->own_uids) {
+    /* The next id neither a worker nor an account holds; an account
+     * made since start-up is found here and set aside for good. */
     uint64_t n = (uint64_t)iso->last - iso->first + 1;
-    if (g_hash_table_size(iso->in_use) >= n) {
+    bool found = false;
+    for (uint64_t tries = 0; !found && tries < n; tries++) {
+      gpointer key = GUINT_TO_POINTER(iso->next);
+      if (!g_hash_table_contains(iso->in_use, key) && !g_hash_table_contains(iso->taken, key)) {
+        found = !account_owns(iso->next);
+        if (!found) {
+          vgpu_warn("isolation: id %u of worker-uid-range now belongs to an account; it is "
+                    "never given to a worker",
+                    iso->next);
+          g_hash_table_add(iso->taken, key);
+        }
+      }
+      if (!found)
+        iso->next = iso->next >= iso->last ? iso->first : iso->next + 1;
+    }
+    if (!found) {
       g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                  "all %" G_GUINT64_FORMAT " worker uids (%u-%u) are in use", n, iso->first,
-                  iso->last);
+                  "all %" G_GUINT64_FORMAT " worker uids (%u-%u) are in use or owned by accounts",
+                  n, iso->first, iso->last);
       return false;
     }
-    while (g_hash_table_contains(iso->in_use, GUINT_TO_POINTER(iso->next)))
-      iso->next = iso->next >= iso->last ? iso->first : iso->next + 1;
     id->own_uid = true;
     id->uid = iso->next;
     id->gid = iso->next;

@@ -44,17 +44,20 @@ typedef struct VgpuWorkerIdentity {
   char *cgroup_dir;    /* NULL, or the worker's cgroup directory */
 } VgpuWorkerIdentity;
 
-/* Checks worker-uid-range against the user and group databases and
- * /etc/subuid and /etc/subgid, finds whether cgroups can be used, and logs
- * once which measure is active and which cannot apply. */
+/* Sets aside the ids of worker-uid-range that users or groups own (never
+ * given to a worker), refuses a range with fewer free ids than workers may
+ * run at once or that overlaps /etc/subuid or /etc/subgid, finds whether
+ * cgroups can be used, and logs once which measure is active and which
+ * cannot apply. */
 VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node, GError **error);
 void vgpu_isolation_free(VgpuIsolation *iso);
 
 VgpuMemCap vgpu_isolation_memcap(const VgpuIsolation *iso);
 
-/* Picks a free uid and, with cgroups, creates the worker's cgroup with its
- * cap.  false (and error) when every uid of the range is in use or the
- * cgroup cannot be made. */
+/* Picks a free uid (one no worker holds and no account owns, checked
+ * again here for accounts made since start-up) and, with cgroups, creates the worker's cgroup with
+ * its cap.  false (and error) when every uid of the range is in use or the cgroup cannot be made.
+ */
 bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, VgpuWorkerIdentity *id,
                                    GError **error);
 /* The spawn is done (or failed): closes what only the child needed. */

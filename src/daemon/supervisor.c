@@ -61,7 +61,7 @@ struct VgpuSupervisor {
   char *render_node;
   VgpuBook *book;
   VgpuIsolation *isolation;
-  char **worker_env; /* vgpud's environment, Mesa's disk cache off */
+  char **worker_env;     /* vgpud's environment, Mesa's disk cache off */
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
   gint64 started_us;
@@ -138,7 +138,9 @@ static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
       g_snprintf(buf, len, "killed by its seccomp filter (SIGSYS: a forbidden system call)");
     else
       g_snprintf(buf, len, "%s by SIG%s%s",
-                 sig == SIGKILL ? "killed" : sig == SIGTERM ? "stopped" : "crashed",
+                 sig == SIGKILL   ? "killed"
+                 : sig == SIGTERM ? "stopped"
+                                  : "crashed",
                  sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
                  WCOREDUMP(status) ? " (core dumped)" : "");
     *crashed = sig != SIGTERM;
@@ -272,8 +274,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   add_renderer_args(s, argv);
   g_ptr_array_add(argv, g_strdup_printf("--max-submit-bytes=%u", s->cfg->max_submit_bytes));
   if (vgpu_isolation_memcap(s->isolation) == VGPU_MEMCAP_RLIMIT)
-    g_ptr_array_add(argv, g_strdup_printf("--host-memory=%" G_GUINT64_FORMAT,
-                                          in->cfg->eff.host_memory));
+    g_ptr_array_add(argv,
+                    g_strdup_printf("--host-memory=%" G_GUINT64_FORMAT, in->cfg->eff.host_memory));
   g_ptr_array_add(argv,
                   g_strdup_printf("--max-stream-objects=%u", in->cfg->eff.max_stream_objects));
   g_ptr_array_add(argv, g_strdup_printf("--max-syncs=%u", in->cfg->eff.max_syncs));
@@ -299,8 +301,8 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
    * worker starts as its own uid, without capabilities. */
   bool spawned = g_spawn_async_with_pipes_and_fds(
       "/", (const char *const *)argv->pdata, (const char *const *)s->worker_env,
-      G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id,
-      -1, -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &error);
+      G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id, -1,
+      -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &error);
   vgpu_isolation_worker_spawned(&id);
   if (!spawned) {
     vgpu_error("%s: cannot start a worker for client pid %d: %s", in->cfg->name, (int)cpid,
@@ -496,8 +498,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->worker_path = g_steal_pointer(&worker);
   s->render_node = find_render_node(cfg);
   /* Keys are copies: an instance's cfg (and its name) is replaced on resize. */
-  s->instances = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                       (GDestroyNotify)instance_free);
+  s->instances =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)instance_free);
   s->started_us = g_get_monotonic_time();
   s->probes =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vgpu_probe_free);
@@ -506,6 +508,7 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
   s->isolation = vgpu_isolation_new(cfg, s->render_node, error);
   if (!s->isolation) {
+    s->cfg = NULL; /* the caller's again */
     vgpu_supervisor_free(s);
     return NULL;
   }
@@ -632,8 +635,8 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     }
     if (in) {
       if (in->runtime_origin) {
-        vgpu_warn("%s: defined in %s and created at run time; keeping the run-time one",
-                  ic->name, next->source);
+        vgpu_warn("%s: defined in %s and created at run time; keeping the run-time one", ic->name,
+                  next->source);
         continue;
       }
       if (memcmp(&in->cfg->eff.vram, &ic->eff.vram,
@@ -665,11 +668,21 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   return true;
 }
 
-const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) { return s->cfg; }
-VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s) { return s->book; }
-const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) { return s->runtime_dir; }
-const char *vgpu_supervisor_config_source(VgpuSupervisor *s) { return s->cfg->source; }
-gint64 vgpu_supervisor_started_us(VgpuSupervisor *s) { return s->started_us; }
+const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) {
+  return s->cfg;
+}
+VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s) {
+  return s->book;
+}
+const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) {
+  return s->runtime_dir;
+}
+const char *vgpu_supervisor_config_source(VgpuSupervisor *s) {
+  return s->cfg->source;
+}
+gint64 vgpu_supervisor_started_us(VgpuSupervisor *s) {
+  return s->started_us;
+}
 
 static gint by_name(gconstpointer a, gconstpointer b) {
   const VgpuInstance *x = *(VgpuInstance *const *)a, *y = *(VgpuInstance *const *)b;
@@ -756,8 +769,8 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
   while (g_hash_table_iter_next(&it, &k, &v)) {
     g_autoptr(GError) e = NULL;
     if (!vgpu_instance_config_set(next, k, v, &e)) {
-      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s=%s: %s", (char *)k,
-                  (char *)v, e->message);
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s=%s: %s", (char *)k, (char *)v,
+                  e->message);
       vgpu_instance_config_free(next);
       return false;
     }

@@ -32,6 +32,7 @@ typedef struct VgpuSupervisorOptions {
   char *config_path; /* NULL: embedded default */
 } VgpuSupervisorOptions;
 
+/* Takes @cfg when it succeeds; on failure (NULL) the caller keeps it. */
 VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions *opt,
                                     GError **error);
 /* Creates instance sockets and the control socket. */
@@ -62,8 +63,7 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
 bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool force,
                                       GError **error);
 /* Applies key=value settings atomically (all or none). */
-bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings,
-                         GError **error);
+bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings, GError **error);
 
 /* Accessors of one instance (valid until the next main-loop iteration that
  * may remove it). */
