@@ -258,10 +258,9 @@ static uint32_t res_add(VgpuDevice *d, const char *cmd, Res *r) {
     bad(d, cmd, "too many resources");
     return VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY;
   }
-  if (d->cfg.tenant && !vgpu_tenant_resource_add(d->cfg.tenant, &r->desc, r->charge, cmd)) {
-    bad(d, cmd, "over the instance's quota");
+  /* A quota refusal is logged once, by the tenant's policy. */
+  if (d->cfg.tenant && !vgpu_tenant_resource_add(d->cfg.tenant, &r->desc, r->charge, cmd))
     return VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY;
-  }
   g_hash_table_insert(d->resources, GUINT_TO_POINTER(r->id), r);
   return 0;
 }
@@ -563,7 +562,7 @@ static size_t do_set_scanout(Ctx *x) {
     } else {
       if (d->cfg.tenant &&
           !vgpu_tenant_charge(d->cfg.tenant, VGPU_RES_VRAM, rb_bytes, "scanout read-back buffer"))
-        return fail(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, "over the instance's VRAM quota");
+        return resp_nodata(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY); /* the tenant logged it */
       rb = g_try_malloc0(rb_bytes);
       if (!rb) {
         if (d->cfg.tenant)
@@ -648,7 +647,7 @@ static size_t do_ctx_create(Ctx *x) {
   if (g_hash_table_size(d->contexts) >= MAX_CONTEXTS)
     return fail(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, "too many contexts");
   if (d->cfg.tenant && !vgpu_tenant_context_charge(d->cfg.tenant, "CTX_CREATE"))
-    return fail(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, "over the instance's context quota");
+    return resp_nodata(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY); /* the tenant logged it */
   VgpuRenderer *rd = d->cfg.renderer;
   if (rd->ops->context_create(rd, ctx, x->c->u.ctx_create.context_init,
                               x->c->u.ctx_create.debug_name) < 0) {
