@@ -338,7 +338,7 @@ static size_t do_create_2d(Ctx *x) {
   if (a->width > VGPU_RESOURCE_MAX_DIM || a->height > VGPU_RESOURCE_MAX_DIM ||
       __builtin_mul_overflow((uint64_t)a->width, 4u, &stride) ||
       __builtin_mul_overflow(stride, (uint64_t)a->height, &bytes))
-    return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "2D resource too large");
+    return fail(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, "2D resource too large");
   if (res_get(d, a->resource_id))
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "resource id in use");
   Res *r = g_new0(Res, 1);
@@ -417,8 +417,8 @@ static size_t do_detach_backing(Ctx *x) {
   Res *r = res_get(x->d, x->c->u.resource.resource_id);
   if (!r)
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "unknown resource");
-  if (!r->backing_len)
-    return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "resource has no backing");
+  if (!r->backing_len) /* as the reference back-end answers */
+    return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "resource has no backing");
   backing_drop(x->d, r);
   g_clear_pointer(&r->ents, g_free);
   r->nents = 0;
@@ -434,9 +434,9 @@ static uint32_t transfer_2d(VgpuDevice *d, Res *r, const VgpuRect *rc, uint64_t 
     *why = "transfer rectangle outside the resource";
     return VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
   }
-  if (!r->backing_len) {
+  if (!r->backing_len) { /* as the reference back-end answers */
     *why = "resource has no backing";
-    return VIRTIO_GPU_RESP_ERR_UNSPEC;
+    return VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID;
   }
   if (rc->w == 0 || rc->h == 0)
     return 0;
@@ -546,9 +546,12 @@ static size_t do_set_scanout(Ctx *x) {
   Res *r = res_get(d, a->resource_id);
   if (!r)
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "unknown resource");
-  if (a->r.w == 0 || a->r.h == 0 || !rect_inside(&a->r, r->desc.width, r->desc.height))
-    return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER,
-                "scanout rectangle empty or outside the resource");
+  if (!rect_inside(&a->r, r->desc.width, r->desc.height))
+    return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "scanout rectangle outside the resource");
+  if (a->r.w == 0 || a->r.h == 0) { /* shows nothing: as good as disabled */
+    scanout_disable(d, i, true);
+    return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
+  }
   if (r->is_3d && (!format_4byte(r->desc.format) || r->desc.target == VGPU_TARGET_BUFFER))
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "resource format cannot be shown");
   uint8_t *rb = NULL;

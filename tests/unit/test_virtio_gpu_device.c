@@ -133,11 +133,12 @@ static void on_refused(void *user, VgpuResKind kind, const char *reason) {
 
 /* A device with @features; a renderer when VIRGL is among them; a tenant
  * on a standalone ledger with @vram bytes (0: unlimited). */
-static Fix *fix_new(uint32_t features, uint64_t vram) {
+static Fix *fix_new_limits(uint32_t features, uint64_t vram, uint64_t objects, uint64_t contexts) {
   Fix *f = g_new0(Fix, 1);
   F = f;
   f->mem = g_malloc0(MEM_SIZE);
-  uint64_t limits[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = vram};
+  uint64_t limits[VGPU_RES_N_QUOTA] = {
+      [VGPU_RES_VRAM] = vram, [VGPU_RES_OBJECTS] = objects, [VGPU_RES_CONTEXTS] = contexts};
   f->ledger = vgpu_ledger_new_standalone(limits);
   VgpuTenantPolicy p = {.refused = on_refused, .user = f};
   f->tenant = vgpu_tenant_new(f->ledger, 0, &p);
@@ -163,6 +164,10 @@ static Fix *fix_new(uint32_t features, uint64_t vram) {
   f->dev = vgpu_device_new(&cfg);
   assert_non_null(f->dev);
   return f;
+}
+
+static Fix *fix_new(uint32_t features, uint64_t vram) {
+  return fix_new_limits(features, vram, 0, 0);
 }
 
 static uint64_t used(Fix *f, VgpuResKind k) {
@@ -375,7 +380,7 @@ static void test_2d_sequence_pixels(void **state) {
 
   /* detach, unref: the scanout showing it goes dark, books are zero */
   assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, 1), OK);
-  assert_int_equal(transfer_2d(1, 0, 0, w, h, 0), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  assert_int_equal(transfer_2d(1, 0, 0, w, h, 0), VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID);
   assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 1), OK);
   assert_int_equal(f->sc_w[0], 0);
   assert_int_equal(used(f, VGPU_RES_VRAM), 0);
@@ -393,7 +398,7 @@ static void test_2d_validation(void **state) {
   assert_int_equal(create_2d(2, 99, 4, 4), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
   assert_int_equal(create_2d(0, 1, 4, 4), VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID);
   /* transfer without backing */
-  assert_int_equal(transfer_2d(1, 0, 0, w, h, 0), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  assert_int_equal(transfer_2d(1, 0, 0, w, h, 0), VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID);
   /* backing outside guest memory: below it, running past its end, wrapping */
   assert_int_equal(attach(1, 0x1000, 1, 4096, 0), VIRTIO_GPU_RESP_ERR_UNSPEC);
   assert_int_equal(attach(1, GPA_BASE + MEM_SIZE - 100, 1, 4096, 0), VIRTIO_GPU_RESP_ERR_UNSPEC);
@@ -404,7 +409,8 @@ static void test_2d_validation(void **state) {
   /* as many as allowed is fine (and splits into many host pieces) */
   assert_int_equal(attach(1, GPA_BASE, VGPU_CMD_MAX_ENTRIES, 512, 0), OK);
   assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, 1), OK);
-  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, 1), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, 1),
+                   VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID);
   /* a short backing: half the resource */
   assert_int_equal(attach(1, GPA_BASE, 1, stride * h / 2, 0), OK);
   assert_int_equal(attach(1, GPA_BASE, 1, 4096, 0), VIRTIO_GPU_RESP_ERR_UNSPEC); /* twice */
@@ -419,7 +425,9 @@ static void test_2d_validation(void **state) {
                    VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER); /* wraps */
   assert_int_equal(flush(1, 0, 0, w + 1, h), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
   assert_int_equal(set_scanout(0, 1, 0, 1, w, h), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
-  assert_int_equal(set_scanout(0, 1, 0, 0, 0, h), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+  assert_int_equal(set_scanout(0, 1, 0, 0, 0, h), OK); /* empty: disabled */
+  assert_int_equal(f->sc_w[0], 0);
+  assert_int_equal(vgpu_device_refresh(f->dev, 0), -ENOENT);
   /* transfer offset and stride arithmetic that overflows 64 bits */
   assert_int_equal(transfer_2d(1, 0, 0, w, 2, UINT64_MAX - stride),
                    VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
@@ -457,10 +465,10 @@ static void test_2d_validation(void **state) {
  * refused before anything is charged or allocated. */
 static void test_2d_size_overflow(void **state) {
   Fix *f = fix_new(0, 0);
-  assert_int_equal(create_2d(1, 1, 0x10000, 0x10000), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
-  assert_int_equal(create_2d(1, 1, 0x40000000, 4), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
-  assert_int_equal(create_2d(1, 1, UINT32_MAX, UINT32_MAX), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
-  assert_int_equal(create_2d(1, 1, 16385, 1), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+  assert_int_equal(create_2d(1, 1, 0x10000, 0x10000), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(create_2d(1, 1, 0x40000000, 4), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(create_2d(1, 1, UINT32_MAX, UINT32_MAX), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(create_2d(1, 1, 16385, 1), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
   assert_int_equal(used(f, VGPU_RES_VRAM), 0);
   assert_int_equal(used(f, VGPU_RES_OBJECTS), 0);
   assert_int_equal(create_2d(1, 1, 16384, 1), OK);
@@ -735,6 +743,32 @@ static void test_3d_flow(void **state) {
   fix_free(f);
 }
 
+/* Object and context quotas: refused with OUT_OF_MEMORY, nothing
+ * charged, the device goes on; a 3D scanout's read-back buffer is VRAM. */
+static void test_3d_quotas(void **state) {
+  Fix *f = fix_new_limits(F3D, 64u << 10, 2, 1);
+  assert_int_equal(ctx_create(1), OK);
+  assert_int_equal(ctx_create(2), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 1);
+  assert_int_equal(create_3d(1, VGPU_TARGET_2D, 2, 64, 64, 1, 1, 0), OK); /* 16 KiB */
+  assert_int_equal(create_2d(2, 1, 8, 8), OK);
+  assert_int_equal(create_2d(3, 1, 8, 8), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY); /* objects */
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 2), OK);
+  assert_int_equal(create_3d(3, VGPU_TARGET_2D, 2, 128, 128, 1, 1, 0),
+                   VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY); /* 64 KiB: over VRAM */
+  assert_int_equal(f->refusals, 3);
+  uint64_t before = used(f, VGPU_RES_VRAM);
+  assert_int_equal(set_scanout(0, 1, 0, 0, 64, 64), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), before + 64 * 64 * 4);
+  assert_int_equal(set_scanout(0, 0, 0, 0, 0, 0), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), before);
+  start(VIRTIO_GPU_CMD_CTX_DESTROY, 24);
+  p32(16, 1);
+  assert_int_equal(send(), OK);
+  assert_int_equal(ctx_create(2), OK);
+  fix_free(f);
+}
+
 /* A fenced command completes only after its fence retires; guest fence
  * ids that repeat or go backwards change nothing. */
 static void test_fence_deferred(void **state) {
@@ -945,6 +979,7 @@ int main(void) {
       cmocka_unit_test(test_mem_changed),
       cmocka_unit_test(test_reset),
       cmocka_unit_test(test_3d_flow),
+      cmocka_unit_test(test_3d_quotas),
       cmocka_unit_test(test_fence_deferred),
       cmocka_unit_test(test_fence_2d_immediate),
       cmocka_unit_test(test_cve_2021_3544_no_leaks),
