@@ -14,7 +14,8 @@
  * Checks: every response is a whole header or more and no longer than the
  * buffer; display updates lie inside the scanout the device announced and
  * every pixel byte they name is readable; deferred responses complete at
- * most once; after vgpu_device_free the ledger holds nothing. */
+ * most once; after vgpu_device_free the ledger holds nothing.  GLib
+ * criticals and warnings are fatal. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,11 +23,11 @@
 
 #include "core/ledger.h"
 #include "core/tenant.h"
+#include "fuzz_glib.h"
 #include "render/renderer.h"
-#include "util/log.h"
 #include "virtio_gpu/vgpu_device.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+VGPU_FUZZ_GLIB_TARGET("fuzz-virtio_gpu_device")
 
 #define GPA_BASE 0x10000u
 #define MEM_SIZE (256u << 10)
@@ -114,11 +115,6 @@ static void on_ctx_fence(void *user, uint32_t ctx, uint32_t ring, uint64_t fence
 static uint8_t resp[VGPU_DEVICE_RESP_MAX];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static bool quiet;
-  if (!quiet) {
-    vgpu_log_set_level(VGPU_LOG_ERROR); /* refusals are the point here */
-    quiet = true;
-  }
   if (size < 1)
     return 0;
   uint8_t cfgb = data[0];
