@@ -822,6 +822,55 @@ static void test_fence_2d_immediate(void **state) {
   fix_free(f);
 }
 
+#if HAVE_VIRGL
+/* With virglrenderer on llvmpipe: what the guest transferred into a 3D
+ * resource reaches the display when it is flushed on a scanout, through
+ * the device's read-back (no dmabuf anywhere). */
+static void test_3d_scanout_virgl(void **state) {
+  Fix *f = fix_new(0, 0);
+  vgpu_device_free(f->dev);
+  VgpuRendererConfig rc = {.render_node = NULL, .use_thread_sync = true};
+  g_autoptr(GError) e = NULL;
+  f->r = vgpu_renderer_virgl_new(&rc, on_fence, f, &e);
+  if (!f->r)
+    fail_msg("virglrenderer on EGL surfaceless: %s", e->message);
+  VgpuDeviceConfig cfg = {.num_scanouts = 2,
+                          .width = MODE_W,
+                          .height = MODE_H,
+                          .features = F3D,
+                          .submit_max = 4096,
+                          .renderer = f->r,
+                          .tenant = f->tenant,
+                          .mem = {.to_iov = to_iov, .user = f},
+                          .display = {.scanout = d_scanout, .update = d_update, .user = f}};
+  f->dev = vgpu_device_new(&cfg);
+  assert_non_null(f->dev);
+  const uint32_t w = 96, h = 48, bytes = w * h * 4;
+  assert_int_equal(ctx_create(1), OK);
+  assert_int_equal(create_3d(7, VGPU_TARGET_2D, VGPU_FORMAT_B8G8R8A8_UNORM, w, h, 1, 1, 0), OK);
+  fill_backing(GPA_BASE, 3, bytes / 3, 8192, 6);
+  assert_int_equal(attach(7, GPA_BASE, 3, bytes / 3, 8192), OK);
+  start(VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 32); /* the renderer transfers in the guest's context */
+  p32(16, 1), p32(24, 7);
+  assert_int_equal(send(), OK);
+  assert_int_equal(
+      transfer_3d(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 1, 7, 0, 0, 0, w, h, 1, 0, 0, w * 4), OK);
+  assert_int_equal(set_scanout(0, 7, 0, 0, w, h), OK);
+  assert_int_equal(flush(7, 0, 0, w, h), OK);
+  assert_int_equal(f->updates, 1);
+  for (uint32_t y = 0; y < h; y++)
+    for (uint32_t b = 0; b < w * 4; b++)
+      if (f->fb[0][(size_t)y * MODE_W * 4 + b] != pat(6, (size_t)y * w * 4 + b))
+        fail_msg("scanout byte (%u, %u) differs", y, b);
+  /* a partial flush sends only its part, at the scanout's coordinates */
+  assert_int_equal(flush(7, 10, 5, 20, 7), OK);
+  assert_int_equal(f->updates, 2);
+  assert_int_equal(f->last_update.x, 10);
+  assert_int_equal(f->last_update.h, 7);
+  fix_free(f);
+}
+#endif
+
 /* ---- CVE classes ------------------------------------------------------- */
 /* CVE-2021-3544: memory leaked by the back-end's command handlers.  Every
  * command, good and bad, many times over: LeakSanitizer sees nothing left
@@ -969,22 +1018,25 @@ static void test_cve_2021_3546_capset_bounds(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_display_info),
-      cmocka_unit_test(test_2d_sequence_pixels),
-      cmocka_unit_test(test_2d_validation),
-      cmocka_unit_test(test_2d_size_overflow),
-      cmocka_unit_test(test_vram_limit_out_of_memory),
-      cmocka_unit_test(test_cursor),
-      cmocka_unit_test(test_edid),
-      cmocka_unit_test(test_mem_changed),
-      cmocka_unit_test(test_reset),
-      cmocka_unit_test(test_3d_flow),
-      cmocka_unit_test(test_3d_quotas),
-      cmocka_unit_test(test_fence_deferred),
-      cmocka_unit_test(test_fence_2d_immediate),
-      cmocka_unit_test(test_cve_2021_3544_no_leaks),
-      cmocka_unit_test(test_cve_2021_3545_capset_zeroed),
-      cmocka_unit_test(test_cve_2021_3546_capset_bounds),
+    cmocka_unit_test(test_display_info),
+    cmocka_unit_test(test_2d_sequence_pixels),
+    cmocka_unit_test(test_2d_validation),
+    cmocka_unit_test(test_2d_size_overflow),
+    cmocka_unit_test(test_vram_limit_out_of_memory),
+    cmocka_unit_test(test_cursor),
+    cmocka_unit_test(test_edid),
+    cmocka_unit_test(test_mem_changed),
+    cmocka_unit_test(test_reset),
+    cmocka_unit_test(test_3d_flow),
+    cmocka_unit_test(test_3d_quotas),
+    cmocka_unit_test(test_fence_deferred),
+    cmocka_unit_test(test_fence_2d_immediate),
+#if HAVE_VIRGL
+    cmocka_unit_test(test_3d_scanout_virgl),
+#endif
+    cmocka_unit_test(test_cve_2021_3544_no_leaks),
+    cmocka_unit_test(test_cve_2021_3545_capset_zeroed),
+    cmocka_unit_test(test_cve_2021_3546_capset_bounds),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
