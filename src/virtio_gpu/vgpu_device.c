@@ -16,7 +16,7 @@
  * Fences: the guest's fence ids are only echoed in responses; what the
  * renderer sees is the device's own counter, strictly increasing, so a
  * guest that repeats or rewinds its ids cannot break the renderer's rule
- * (each fence above the last).  With a renderer, every FENCE-flagged
+ * (each fence above the last).  With VIRGL negotiated, every FENCE-flagged
  * request (also one that failed) waits for its fence, so a guest that
  * signals "every fence up to N" on each response never sees a later fence
  * complete before an earlier one. */
@@ -84,7 +84,7 @@ struct VgpuDevice {
   GQueue pending; /* Pending*, in fence order */
   uint64_t next_fence;
   bool mem_stale; /* some 3D backing needs translating again */
-  const char *name;
+  char *name;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -930,26 +930,44 @@ uint32_t vgpu_device_capset_mask(VgpuRenderer *r) {
   return mask;
 }
 
+static bool features_ok(const VgpuDevice *d, uint32_t features) {
+  return !(features & VGPU_CMD_F_VIRGL) || d->cfg.renderer;
+}
+
+static void features_apply(VgpuDevice *d, uint32_t features) {
+  d->cfg.features = features;
+  /* Blob resources and UUIDs are not implemented: never decoded. */
+  d->cmd_cfg.features = features & (VGPU_CMD_F_VIRGL | VGPU_CMD_F_EDID | VGPU_CMD_F_CONTEXT_INIT);
+  d->cmd_cfg.capset_mask =
+      features & VGPU_CMD_F_VIRGL ? vgpu_device_capset_mask(d->cfg.renderer) : 0;
+}
+
 VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg) {
   if (!cfg || cfg->num_scanouts < 1 || cfg->num_scanouts > VGPU_CMD_MAX_SCANOUTS)
     return NULL;
-  if ((cfg->features & VGPU_CMD_F_VIRGL) && !cfg->renderer)
-    return NULL;
   VgpuDevice *d = g_new0(VgpuDevice, 1);
   d->cfg = *cfg;
-  d->name = cfg->log_name ? cfg->log_name : "virtio-gpu";
-  /* Blob resources and UUIDs are not implemented: never decoded. */
-  d->cmd_cfg.features =
-      cfg->features & (VGPU_CMD_F_VIRGL | VGPU_CMD_F_EDID | VGPU_CMD_F_CONTEXT_INIT);
+  if (!features_ok(d, cfg->features)) {
+    g_free(d);
+    return NULL;
+  }
+  d->name = g_strdup(cfg->log_name ? cfg->log_name : "virtio-gpu");
+  d->cfg.log_name = d->name;
+  features_apply(d, cfg->features);
   d->cmd_cfg.num_scanouts = cfg->num_scanouts;
   d->cmd_cfg.submit_max = cfg->submit_max;
-  if (cfg->features & VGPU_CMD_F_VIRGL)
-    d->cmd_cfg.capset_mask = vgpu_device_capset_mask(cfg->renderer);
   d->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
   d->contexts = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_queue_init(&d->pending);
   d->next_fence = 1;
   return d;
+}
+
+int vgpu_device_set_features(VgpuDevice *d, uint32_t features) {
+  if (!features_ok(d, features))
+    return -EINVAL;
+  features_apply(d, features);
+  return 0;
 }
 
 static void drop_all(VgpuDevice *d, bool tell) {
@@ -978,6 +996,7 @@ void vgpu_device_free(VgpuDevice *d) {
   drop_all(d, false);
   g_hash_table_unref(d->resources);
   g_hash_table_unref(d->contexts);
+  g_free(d->name);
   g_free(d);
 }
 
@@ -1086,7 +1105,7 @@ size_t vgpu_device_handle(VgpuDevice *d, VgpuQueue q, const uint8_t *req, size_t
   } else {
     n = dispatch(&x);
   }
-  if (n == 0 || !(c.hdr.flags & VIRTIO_GPU_FLAG_FENCE) || !d->cfg.renderer)
+  if (n == 0 || !(c.hdr.flags & VIRTIO_GPU_FLAG_FENCE) || !(d->cmd_cfg.features & VGPU_CMD_F_VIRGL))
     return n;
   if (defer(d, &c, resp, n, cookie))
     return VGPU_DEVICE_DEFERRED;

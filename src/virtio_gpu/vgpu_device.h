@@ -84,7 +84,16 @@ typedef struct VgpuDeviceConfig {
   const char *log_name; /* names the VM in log lines */
 } VgpuDeviceConfig;
 
+/* NULL for a config out of range (scanouts, VIRGL without a renderer).
+ * cfg->tenant must outlive the device: the device enters its resources in
+ * it (priv NULL) and takes them out with vgpu_tenant_resource_forget(), so
+ * the tenant's release hook is never called for them.  log_name is
+ * copied. */
 VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg);
+/* The features negotiated after creation (VGPU_CMD_F_*): 0, or -EINVAL
+ * for VIRGL without a renderer (nothing changes then).  Resources and
+ * contexts stay. */
+int vgpu_device_set_features(VgpuDevice *d, uint32_t features);
 /* Releases every resource and context (charges included). */
 void vgpu_device_free(VgpuDevice *d);
 
@@ -97,9 +106,9 @@ void vgpu_device_free(VgpuDevice *d);
  * suffices, and @cap must be at least VGPU_CMD_HDR_SIZE) and returns its
  * length (> 0), VGPU_DEVICE_DEFERRED, or, on the cursor queue, 0 with
  * nothing to write.  Never fails: a bad request gets an error response.
- * With a renderer, every FENCE-flagged control request is deferred (also
- * one that failed), so responses complete in fence order; without one a
- * fenced request is answered at once. */
+ * With VIRGL negotiated, every FENCE-flagged control request is deferred
+ * (also one that failed), so responses complete in fence order; without
+ * it a fenced request is answered at once. */
 #define VGPU_DEVICE_RESP_MAX 65536u
 size_t vgpu_device_handle(VgpuDevice *d, VgpuQueue q, const uint8_t *req, size_t len, uint8_t *resp,
                           size_t cap, uint64_t cookie);

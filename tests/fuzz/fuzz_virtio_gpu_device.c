@@ -8,7 +8,9 @@
  *   op % 8 = 0, 7: a control-queue request; 1: a cursor-queue request;
  *   2: the renderer's poll (fences retire); 3: the memory table changes
  *   (guest memory moves to new host pages, the old ones freed, so a stale
- *   translation is a use-after-free); 4: device reset; 5: refresh of the
+ *   translation is a use-after-free); 4: device reset (no bytes), or the
+ *   features of the first byte (bits as in the config byte) negotiated
+ *   again; 5: refresh of the
  *   scanout in the first byte; 6: a write into guest memory (u32 offset,
  *   then the bytes).
  * Checks: every response is a whole header or more and no longer than the
@@ -187,8 +189,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       vgpu_device_mem_changed(z.dev);
       break;
     }
-    case 4:
-      vgpu_device_reset(z.dev);
+    case 4: /* no bytes: reset; else features negotiated again */
+      if (len == 0)
+        vgpu_device_reset(z.dev);
+      else
+        check(vgpu_device_set_features(z.dev, (req[0] & 1 ? VGPU_CMD_F_VIRGL : 0) |
+                                                  (req[0] & 2 ? VGPU_CMD_F_EDID : 0) |
+                                                  (req[0] & 4 ? VGPU_CMD_F_CONTEXT_INIT : 0)) ==
+              ((req[0] & 1) && !r ? -EINVAL : 0));
       break;
     case 5: {
       int rc = vgpu_device_refresh(z.dev, len ? req[0] : 0);

@@ -290,7 +290,8 @@ print(f"wrote {len(VGC_SEEDS)} seeds to {VGC_OUT}")
 # fuzz-virtio_gpu_device: one config byte (bit 0 VIRGL, bit 1 EDID, bit 2
 # CONTEXT_INIT, bits 4-7 scanouts - 1), then records: op byte, u16 length,
 # bytes (op 0 control request, 1 cursor request, 2 poll, 3 memory table
-# change, 4 reset, 5 refresh, 6 guest memory write).  Guest memory is
+# change, 4 reset or (with a byte) features again, 5 refresh, 6 guest
+# memory write).  Guest memory is
 # 256 KiB from 0x10000.
 VGD_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "virtio_gpu_device")
 

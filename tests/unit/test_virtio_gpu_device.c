@@ -45,7 +45,7 @@ typedef struct {
   uint32_t cursor_x, cursor_y;
   int completions;
   uint64_t cookies[64];
-  uint8_t completed[64][64];
+  uint8_t completed[64][512];
   /* request and response */
   uint8_t req[1u << 20];
   size_t n;
@@ -113,7 +113,7 @@ static void d_cursor_move(void *user, uint32_t scanout, uint32_t x, uint32_t y) 
 
 static void d_complete(void *user, uint64_t cookie, const void *resp, size_t len) {
   Fix *f = user;
-  assert_true(len <= 64);
+  assert_true(len <= sizeof(f->completed[0]));
   f->cookies[f->completions % 64] = cookie;
   memcpy(f->completed[f->completions % 64], resp, len);
   f->completions++;
@@ -819,6 +819,36 @@ static void test_fence_2d_immediate(void **state) {
   p32(4, VIRTIO_GPU_FLAG_FENCE), p64(8, 42);
   assert_int_equal(send(), VIRTIO_GPU_RESP_OK_DISPLAY_INFO);
   assert_int_equal(r64(f->resp, 8), 42);
+  /* VIRGL cannot be turned on without a renderer */
+  assert_int_equal(vgpu_device_set_features(f->dev, VGPU_CMD_F_VIRGL), -EINVAL);
+  assert_int_equal(ctx_create(1), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  fix_free(f);
+}
+
+/* Features negotiated after creation: 3D commands, capsets and deferred
+ * fences appear with VIRGL; resources made before stay. */
+static void test_set_features(void **state) {
+  Fix *f = fix_new(F3D, 0);
+  assert_int_equal(vgpu_device_set_features(f->dev, 0), 0);
+  assert_int_equal(create_2d(1, 1, 8, 8), OK);
+  assert_int_equal(ctx_create(1), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  start(VIRTIO_GPU_CMD_GET_CAPSET_INFO, 32);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+  start(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, 24);
+  p32(4, VIRTIO_GPU_FLAG_FENCE);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_OK_DISPLAY_INFO); /* at once */
+  assert_int_equal(vgpu_device_set_features(f->dev, F3D), 0);
+  assert_int_equal(ctx_create(1), OK);
+  start(VIRTIO_GPU_CMD_GET_CAPSET_INFO, 32);
+  p32(24, 1);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_OK_CAPSET_INFO);
+  assert_int_equal(r32(f->resp, 24), 2);
+  start(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, 24);
+  p32(4, VIRTIO_GPU_FLAG_FENCE);
+  assert_int_equal(send(), 0); /* deferred */
+  f->r->ops->poll(f->r);
+  assert_int_equal(f->completions, 1);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 1), OK);
   fix_free(f);
 }
 
@@ -1031,6 +1061,7 @@ int main(void) {
     cmocka_unit_test(test_3d_quotas),
     cmocka_unit_test(test_fence_deferred),
     cmocka_unit_test(test_fence_2d_immediate),
+    cmocka_unit_test(test_set_features),
 #if HAVE_VIRGL
     cmocka_unit_test(test_3d_scanout_virgl),
 #endif
