@@ -5,7 +5,7 @@
 set -eu
 
 BUILD="meson ninja-build pkg-config gcc clang libclang-rt-14-dev \
-  libglib2.0-dev libjson-glib-dev libvirglrenderer-dev \
+  libglib2.0-dev libjson-glib-dev libvirglrenderer-dev libpixman-1-dev \
   libseccomp-dev libsystemd-dev libcmocka-dev libpng-dev libx11-dev libgl-dev"
 RUNTIME="libvirglrenderer1 libgl1-mesa-dri libegl1 libegl-mesa0 mesa-utils \
   virgl-server xvfb x11-utils glmark2-x11 piglit python3 procps util-linux debootstrap"

@@ -56,7 +56,8 @@ enum {
 typedef struct VgpuDisplayOps {
   /* Scanout @id now shows a @w x @h image (w == 0: disabled). */
   void (*scanout)(void *user, uint32_t id, uint32_t w, uint32_t h);
-  /* Rectangle @r of scanout @id changed; @pixels is its top-left pixel,
+  /* Rectangle @r (in the scanout's own coordinates) of scanout @id
+   * changed; @pixels is its top-left pixel,
    * 4 bytes per pixel in @format (VGPU_FORMAT_*), rows @stride bytes
    * apart. */
   void (*update)(void *user, uint32_t id, const VgpuRect *r, const void *pixels, uint32_t stride,
@@ -72,7 +73,7 @@ typedef struct VgpuDisplayOps {
 } VgpuDisplayOps;
 
 typedef struct VgpuDeviceConfig {
-  uint32_t num_scanouts; /* 1..VGPU_CMD_MAX_SCANOUTS (the profile's heads) */
+  uint32_t num_scanouts;  /* 1..VGPU_CMD_MAX_SCANOUTS (the profile's heads) */
   uint32_t width, height; /* preferred mode reported for each scanout */
   uint32_t features;      /* VGPU_CMD_F_* negotiated with the guest */
   uint32_t submit_max;    /* cap on SUBMIT_3D bytes */
@@ -83,7 +84,16 @@ typedef struct VgpuDeviceConfig {
   const char *log_name; /* names the VM in log lines */
 } VgpuDeviceConfig;
 
+/* NULL for a config out of range (scanouts, VIRGL without a renderer).
+ * cfg->tenant must outlive the device: the device enters its resources in
+ * it (priv NULL) and takes them out with vgpu_tenant_resource_forget(), so
+ * the tenant's release hook is never called for them.  log_name is
+ * copied. */
 VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg);
+/* The features negotiated after creation (VGPU_CMD_F_*): 0, or -EINVAL
+ * for VIRGL without a renderer (nothing changes then).  Resources and
+ * contexts stay. */
+int vgpu_device_set_features(VgpuDevice *d, uint32_t features);
 /* Releases every resource and context (charges included). */
 void vgpu_device_free(VgpuDevice *d);
 
@@ -93,12 +103,15 @@ void vgpu_device_free(VgpuDevice *d);
 
 /* Handles one request of queue @q (@req: its @len readable bytes).  Writes
  * the response into @resp (@cap bytes; VGPU_DEVICE_RESP_MAX always
- * suffices) and returns its length (> 0), VGPU_DEVICE_DEFERRED, or, on the
- * cursor queue, 0 with nothing to write.  Never fails: a bad request gets
- * an error response. */
+ * suffices, and @cap must be at least VGPU_CMD_HDR_SIZE) and returns its
+ * length (> 0), VGPU_DEVICE_DEFERRED, or, on the cursor queue, 0 with
+ * nothing to write.  Never fails: a bad request gets an error response.
+ * With VIRGL negotiated, every FENCE-flagged control request is deferred
+ * (also one that failed), so responses complete in fence order; without
+ * it a fenced request is answered at once. */
 #define VGPU_DEVICE_RESP_MAX 65536u
-size_t vgpu_device_handle(VgpuDevice *d, VgpuQueue q, const uint8_t *req, size_t len,
-                          uint8_t *resp, size_t cap, uint64_t cookie);
+size_t vgpu_device_handle(VgpuDevice *d, VgpuQueue q, const uint8_t *req, size_t len, uint8_t *resp,
+                          size_t cap, uint64_t cookie);
 /* The guest's memory table changed: cached translations are dropped and
  * backing translated again at its next use. */
 void vgpu_device_mem_changed(VgpuDevice *d);
@@ -108,3 +121,20 @@ void vgpu_device_reset(VgpuDevice *d);
 /* Redraws scanout @id into the display ops (e.g. for a new display
  * connection or a screenshot).  0 or -ENOENT (no scanout set). */
 int vgpu_device_refresh(VgpuDevice *d, uint32_t id);
+
+/* Fences.  The device gives the renderer its own fence ids (strictly
+ * increasing from 1, whatever the guest's ids), so the adapter forwards
+ * the renderer's callbacks here: every deferred response whose fence is
+ * <= @fence is completed (through `complete`, in fence order).  The
+ * renderer's callbacks are set when the adapter creates it, with the
+ * device as (part of) their user data. */
+void vgpu_device_fence_retired(VgpuDevice *d, uint64_t fence);
+/* A context fence (a request with INFO_RING_IDX): completes the deferred
+ * responses of that context and ring up to @fence. */
+void vgpu_device_ctx_fence_retired(VgpuDevice *d, uint32_t ctx_id, uint32_t ring_idx,
+                                   uint64_t fence);
+
+/* Bit n set: capset id n (1 VIRGL, 2 VIRGL2) is offered with this renderer
+ * (0 for NULL).  Its popcount is the config space's num_capsets, which the
+ * guest reads before features are negotiated. */
+uint32_t vgpu_device_capset_mask(VgpuRenderer *r);

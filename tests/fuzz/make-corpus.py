@@ -285,3 +285,68 @@ for name, data in VGC_SEEDS.items():
     with open(os.path.join(VGC_OUT, name), "wb") as f:
         f.write(data)
 print(f"wrote {len(VGC_SEEDS)} seeds to {VGC_OUT}")
+
+
+# fuzz-virtio_gpu_device: one config byte (bit 0 VIRGL, bit 1 EDID, bit 2
+# CONTEXT_INIT, bits 4-7 scanouts - 1), then records: op byte, u16 length,
+# bytes (op 0 control request, 1 cursor request, 2 poll, 3 memory table
+# change, 4 reset or (with a byte) features again, 5 refresh, 6 guest
+# memory write).  Guest memory is
+# 256 KiB from 0x10000.
+VGD_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "virtio_gpu_device")
+
+
+def vgd(op, data=b""):
+    return struct.pack("<BH", op, len(data)) + data
+
+
+def vgd_req(ctype, body=b"", flags=0, fence=0, ctx=0, ring=0):
+    return vgd(0, struct.pack("<IIQIB3x", ctype, flags, fence, ctx, ring) + body)
+
+
+def vgd_2d(res=1, w=64, h=32):
+    size = w * h * 4
+    return (vgd_req(0x100)
+            + vgd_req(0x101, struct.pack("<IIII", res, 2, w, h))
+            + vgd(6, struct.pack("<I", 0) + bytes(range(256)) * 16)
+            + vgd_req(0x106, struct.pack("<II", res, 2) + struct.pack("<QII", 0x10000, size // 2, 0)
+                      + struct.pack("<QII", 0x10000 + size, size // 2, 0))
+            + vgd_req(0x105, vgc_rect(0, 0, w, h) + struct.pack("<QII", 0, res, 0))
+            + vgd_req(0x103, vgc_rect(0, 0, w, h) + struct.pack("<II", 0, res))
+            + vgd_req(0x104, vgc_rect(0, 0, w, h) + struct.pack("<II", res, 0)))
+
+
+VGD_SEEDS = {
+    "2d-sequence": bytes([0x12]) + vgd_2d() + vgd(5, b"\0") + vgd(3)
+    + vgd_req(0x105, vgc_rect(4, 4, 8, 8) + struct.pack("<QII", 4 * 256 + 16, 1, 0))
+    + vgd_req(0x107, struct.pack("<II", 1, 0)) + vgd_req(0x102, struct.pack("<II", 1, 0)),
+    "cursor": bytes([0x02]) + vgd_2d(5, 64, 64)
+    + vgd(1, struct.pack("<IIQIB3x", 0x300, 0, 0, 0, 0) + struct.pack("<IIII", 0, 100, 200, 0)
+          + struct.pack("<IIII", 5, 4, 5, 0))
+    + vgd(1, struct.pack("<IIQIB3x", 0x301, 0, 0, 0, 0) + struct.pack("<IIII", 0, 10, 20, 0)
+          + bytes(16)),
+    "edid-reset": bytes([0x02]) + vgd_2d() + vgd_req(0x10a, struct.pack("<II", 0, 0)) + vgd(4)
+    + vgd_2d(),
+    "3d-sequence": bytes([0x17])
+    + vgd_req(0x108, struct.pack("<II", 0, 0)) + vgd_req(0x109, struct.pack("<II", 2, 2))
+    + vgd_req(0x200, struct.pack("<II", 4, 0) + b"fuzz".ljust(64, b"\0"), ctx=1)
+    + vgd_req(0x204, struct.pack("<11I", 4, 2, 2, 2, 64, 32, 1, 1, 0, 0, 0) + bytes(4))
+    + vgd_req(0x106, struct.pack("<II", 4, 1) + struct.pack("<QII", 0x10000, 8192, 0))
+    + vgd_req(0x202, struct.pack("<II", 4, 0), ctx=1)
+    + vgd_req(0x205, struct.pack("<6IQ4I", 0, 0, 0, 64, 32, 1, 0, 4, 0, 256, 0), ctx=1)
+    + vgd_req(0x207, struct.pack("<II", 8, 0) + struct.pack("<2I", 0x10000, 0), ctx=1, flags=1,
+              fence=9)
+    + vgd_req(0x207, struct.pack("<II", 4, 0) + struct.pack("<I", 0x10000), ctx=1, flags=3,
+              fence=3, ring=1)
+    + vgd_req(0x103, vgc_rect(0, 0, 64, 32) + struct.pack("<II", 0, 4))
+    + vgd_req(0x104, vgc_rect(0, 0, 64, 32) + struct.pack("<II", 4, 0))
+    + vgd(2) + vgd(3)
+    + vgd_req(0x206, struct.pack("<6IQ4I", 0, 0, 0, 16, 16, 1, 0, 4, 0, 256, 0), ctx=1)
+    + vgd_req(0x201, ctx=1),
+}
+
+os.makedirs(VGD_OUT, exist_ok=True)
+for name, data in VGD_SEEDS.items():
+    with open(os.path.join(VGD_OUT, name), "wb") as f:
+        f.write(data)
+print(f"wrote {len(VGD_SEEDS)} seeds to {VGD_OUT}")
