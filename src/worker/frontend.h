@@ -1,5 +1,5 @@
-/* A worker front-end: the protocol one tenant speaks to its worker (vtest
- * now; vhost-user-gpu later).  The worker main is the same for all: it
+/* A worker front-end: the protocol one tenant speaks to its worker (vtest, or
+ * vhost-user-gpu for QEMU's virtio-gpu).  The worker main is the same for all: it
  * parses the worker contract, maps the ledger, starts the guard, picks the
  * front-end by --protocol, lets it wait for its client, starts the
  * renderer, and runs the loop the front-end registered its fds on.
@@ -30,6 +30,8 @@ typedef struct VgpuFrontendArgs {
   uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
   uint32_t max_syncs;          /* sync objects a client may hold; 0: default */
   VgpuGuard *guard;            /* NULL: none */
+  uint32_t heads;              /* vhost-user-gpu: scanouts, 1..16 (0: 1) */
+  int virgl;                   /* vhost-user-gpu: offer VIRGL; -1: when the renderer is virgl */
 } VgpuFrontendArgs;
 
 typedef struct VgpuFrontendOps {
@@ -50,3 +52,4 @@ typedef struct VgpuFrontendOps {
 } VgpuFrontendOps;
 
 extern const VgpuFrontendOps vgpu_vtest_frontend;
+extern const VgpuFrontendOps vgpu_vhost_user_gpu_frontend;
