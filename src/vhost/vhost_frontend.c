@@ -57,6 +57,7 @@ struct VgpuFrontend {
   VhuDev dev;
   bool dev_ready;
   VgpuDevice *gpu;
+  VgpuTenant *tenant;    /* the instance's books; NULL without a ledger */
   uint32_t gpu_features; /* VGPU_CMD_F_* the device was created with */
   uint32_t heads;
   bool virgl;
@@ -145,7 +146,8 @@ static void gpu_complete(void *user, uint64_t cookie, const void *resp, size_t l
     return; /* its ring was stopped or reset meanwhile */
   push(fe, p->q, &p->elem, resp, len);
   g_hash_table_remove(fe->pending, &cookie);
-  notify_all(fe);
+  /* The guest is notified by whoever called the device: the ring's
+   * batch, or the fence callback. */
 }
 
 static void display_scanout(void *user, uint32_t id, uint32_t w, uint32_t h);
@@ -179,7 +181,7 @@ static VgpuDevice *gpu_get(VgpuFrontend *fe) {
       .features = want,
       .submit_max = fe->submit_max,
       .renderer = (want & VGPU_CMD_F_VIRGL) ? fe->renderer : NULL,
-      .tenant = NULL,
+      .tenant = fe->tenant,
       .mem = {.to_iov = mem_to_iov, .user = fe},
       .display = {.scanout = display_scanout,
                   .update = display_update,
@@ -269,7 +271,7 @@ static void ring_run(VgpuFrontend *fe, unsigned q) {
       /* The guest's ring is hostile: it stays stopped until a reset; the
        * session (and QEMU's other work) goes on. */
       if (!fe->ring_broken_logged[q])
-        vgpu_warn("guest ring %u is broken, not served until the device is reset: %s", q,
+        vgpu_warn("guest ring %u is broken, not served until QEMU restarts it: %s", q,
                   why ? why : g_strerror(-rc));
       fe->ring_broken_logged[q] = true;
       break;
@@ -578,8 +580,11 @@ static void on_client(void *user, int fd, short revents) {
   gint64 deadline = g_get_monotonic_time() + (gint64)VHF_MSG_TIMEOUT_MS * 1000;
   int rc = recv_part(fd, raw, sizeof(raw), fds, &nfds, true, deadline, &why);
   VhuHeader hdr = {0};
-  if (rc == 1)
+  bool have_hdr = false;
+  if (rc == 1) {
     rc = vhu_header_parse(raw, &hdr, &why) < 0 ? -EPROTO : 1;
+    have_hdr = true;
+  }
   if (rc == 1 && hdr.size > 0)
     rc = recv_part(fd, payload, hdr.size, fds, &nfds, false, deadline, &why);
   if (rc <= 0) {
@@ -587,7 +592,8 @@ static void on_client(void *user, int fd, short revents) {
     if (rc == 0)
       session_end(fe, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up");
     else if (rc == -EPROTO)
-      session_end(fe, VGPU_WORKER_EXIT_VIOLATION, "%s: %s", vhu_request_name(hdr.request), why);
+      session_end(fe, VGPU_WORKER_EXIT_VIOLATION, "%s: %s",
+                  have_hdr ? vhu_request_name(hdr.request) : "message", why);
     else
       session_end(fe, VGPU_WORKER_EXIT_CLIENT_LEFT, "%s", why);
     return;
@@ -633,18 +639,38 @@ static bool vhf_await_client(const VgpuFrontendArgs *a) {
   return true;
 }
 
-static uint32_t count_capsets(VgpuRenderer *r) {
-  uint32_t n = 0;
-  for (uint32_t id = 1; id <= 2; id++) {
-    uint32_t ver = 0, size = 0;
-    if (r->ops->get_capset(r, id, &ver, &size) == 0 && size > 0)
-      n++;
-  }
-  return n;
+/* The renderer's fence callbacks (from inside its poll): the device
+ * completes the deferred responses they retire. */
+static void on_fence(void *user, uint64_t fence) {
+  VgpuFrontend *fe = user;
+  if (fe->gpu)
+    vgpu_device_fence_retired(fe->gpu, fence);
+  notify_all(fe);
+}
+
+static void on_ctx_fence(void *user, uint32_t ctx_id, uint32_t ring_idx, uint64_t fence) {
+  VgpuFrontend *fe = user;
+  if (fe->gpu)
+    vgpu_device_ctx_fence_retired(fe->gpu, ctx_id, ring_idx, fence);
+  notify_all(fe);
 }
 
 static void pending_free(gpointer p) {
   g_free(p);
+}
+
+/* A quota refusal costs the guest its request (ERR_OUT_OF_MEMORY from the
+ * device), never the session. */
+static void tenant_refused(void *user, VgpuResKind kind, const char *reason) {
+  (void)user;
+  (void)kind;
+  vgpu_info("guest request refused by the instance's quota: %s", reason);
+}
+
+static void tenant_release(void *user, VgpuTenantResource *res, bool *keep_charge) {
+  (void)user;
+  (void)res;
+  *keep_charge = false;
 }
 
 static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFrontendArgs *a) {
@@ -663,8 +689,12 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   fe->req_cap = MAX((size_t)fe->submit_max + 32, (size_t)VHF_MAX_FIXED_REQ);
   fe->req = g_malloc(fe->req_cap);
   fe->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, pending_free);
+  if (a->ledger) {
+    VgpuTenantPolicy policy = {.refused = tenant_refused, .release = tenant_release, .user = fe};
+    fe->tenant = vgpu_tenant_new(a->ledger, a->slot, &policy);
+  }
 
-  uint32_t capsets = fe->virgl ? count_capsets(r) : 0;
+  uint32_t capsets = fe->virgl ? (uint32_t)__builtin_popcount(vgpu_device_capset_mask(r)) : 0;
   if (fe->virgl && capsets == 0) {
     vgpu_info("renderer %s has no capability set: VIRGL not offered", r->ops->name);
     fe->virgl = false;
@@ -682,6 +712,9 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   fe->dev_ready = true;
   vgpu_set_nonblock(fe->client_fd, true);
   fe->client_watch = vgpu_loop_add(loop, fe->client_fd, POLLIN, on_client, fe);
+  r->fence_cb = on_fence;
+  r->ctx_fence_cb = on_ctx_fence;
+  r->fence_user = fe;
   fe->renderer_fd = r->ops->get_poll_fd(r);
   if (fe->renderer_fd >= 0)
     fe->renderer_watch = vgpu_loop_add(loop, fe->renderer_fd, POLLIN, on_renderer, fe);
@@ -711,8 +744,12 @@ static void vhf_destroy(VgpuFrontend *fe) {
   if (!fe)
     return;
   display_drop(fe);
+  fe->renderer->fence_cb = NULL;
+  fe->renderer->ctx_fence_cb = NULL;
+  fe->renderer->fence_user = NULL;
   g_clear_pointer(&fe->pending, g_hash_table_destroy);
   g_clear_pointer(&fe->gpu, vgpu_device_free);
+  g_clear_pointer(&fe->tenant, vgpu_tenant_free);
   if (fe->dev_ready)
     vhu_dev_fini(&fe->dev);
   g_free(fe->req);

@@ -24,9 +24,9 @@ typedef struct VgpuFrontendArgs {
   int client_fd;      /* connected, blocking; the worker keeps ownership */
   VgpuLedger *ledger; /* NULL: no quota */
   uint32_t slot;
-  int idle_timeout_ms;       /* 0: none */
-  int header_timeout_ms;     /* first request within this; 0: none */
-  uint32_t max_submit_bytes; /* 0: the front-end's default */
+  int idle_timeout_ms;         /* 0: none */
+  int header_timeout_ms;       /* first request within this; 0: none */
+  uint32_t max_submit_bytes;   /* 0: the front-end's default */
   uint32_t max_stream_objects; /* live objects command streams may create; 0: default */
   uint32_t max_syncs;          /* sync objects a client may hold; 0: default */
   VgpuGuard *guard;            /* NULL: none */

@@ -1,7 +1,7 @@
 /* vgpu-worker: serves one client on one instance, speaking the protocol
- * --protocol names (vtest).  Started by vgpud with the client connection
- * and the ledger inherited (see the worker contract in
- * docs/ARCHITECTURE.md); exits with a status from core/worker_exit.h.
+ * --protocol names (vtest, or vhost-user-gpu for QEMU's virtio-gpu).
+ * Started by vgpud with the client connection and the ledger inherited
+ * (see the worker contract in docs/ARCHITECTURE.md); exits with a status from core/worker_exit.h.
  * With --probe it serves nobody: it starts its renderer as a serving
  * worker would and writes on stdout what it offers. */
 #include <errno.h>
@@ -40,7 +40,8 @@ const char *__asan_default_options(void) {
 #endif
 
 /* Front-ends by --protocol name. */
-static const VgpuFrontendOps *const frontends[] = {&vgpu_vtest_frontend};
+static const VgpuFrontendOps *const frontends[] = {&vgpu_vtest_frontend,
+                                                   &vgpu_vhost_user_gpu_frontend};
 
 static const VgpuFrontendOps *frontend_find(const char *name) {
   for (size_t i = 0; i < G_N_ELEMENTS(frontends); i++)
@@ -67,6 +68,8 @@ typedef struct {
   gint header_timeout;
   gint gpu_timeout;
   gchar *protocol;
+  gint heads;
+  gchar *virgl;
   gboolean no_sandbox;
   gboolean probe;
   gboolean version;
@@ -79,6 +82,7 @@ static void args_clear(WorkerArgs *a) {
   g_free(a->render_node);
   g_free(a->log_level);
   g_free(a->protocol);
+  g_free(a->virgl);
 }
 
 static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
@@ -110,7 +114,13 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
        "End the session when submitted work runs this many seconds without completing (0: "
        "never)",
        "S"},
-      {"protocol", 0, 0, G_OPTION_ARG_STRING, &a->protocol, "vtest (default)", "NAME"},
+      {"protocol", 0, 0, G_OPTION_ARG_STRING, &a->protocol, "vtest (default) or vhost-user-gpu",
+       "NAME"},
+      {"heads", 0, 0, G_OPTION_ARG_INT, &a->heads,
+       "vhost-user-gpu: number of scanouts, 1..16 (default 1)", "N"},
+      {"virgl", 0, 0, G_OPTION_ARG_STRING, &a->virgl,
+       "vhost-user-gpu: offer the guest 3D (VIRGL); default on when the renderer is virgl",
+       "on|off"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
       {"probe", 0, 0, G_OPTION_ARG_NONE, &a->probe,
        "Serve no client: start the renderer (with --renderer, --render-node, --host-memory, "
@@ -260,12 +270,25 @@ int main(int argc, char **argv) {
 
   const VgpuFrontendOps *fe_ops = frontend_find(a.protocol ? a.protocol : "vtest");
   if (!fe_ops) {
-    vgpu_error("unknown --protocol \"%s\" (built in: vtest)", a.protocol);
+    vgpu_error("unknown --protocol \"%s\" (built in: vtest, vhost-user-gpu)", a.protocol);
     return VGPU_WORKER_EXIT_ERROR;
   }
   if (a.idle_timeout < 0 || a.idle_timeout > G_MAXINT / 1000 || a.gpu_timeout < 0 ||
       a.gpu_timeout > (gint)VGPU_GPU_TIMEOUT_MAX_S) {
     vgpu_error("--idle-timeout or --gpu-timeout out of range");
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  if (a.heads < 0 || a.heads > 16) {
+    vgpu_error("--heads must be 1..16");
+    return VGPU_WORKER_EXIT_ERROR;
+  }
+  int virgl = -1;
+  if (a.virgl && g_strcmp0(a.virgl, "on") == 0)
+    virgl = 1;
+  else if (a.virgl && g_strcmp0(a.virgl, "off") == 0)
+    virgl = 0;
+  else if (a.virgl) {
+    vgpu_error("--virgl must be on or off");
     return VGPU_WORKER_EXIT_ERROR;
   }
   VgpuFrontendArgs fa = {
@@ -279,6 +302,8 @@ int main(int argc, char **argv) {
       .max_submit_bytes = (uint32_t)CLAMP(a.max_submit_bytes, 0, (gint64)UINT32_MAX),
       .max_stream_objects = (uint32_t)MAX(a.max_stream_objects, 0),
       .max_syncs = (uint32_t)MAX(a.max_syncs, 0),
+      .heads = (uint32_t)MAX(a.heads, 1),
+      .virgl = virgl,
   };
 
   /* Start the renderer (EGL, llvmpipe: tens of milliseconds) only once the
