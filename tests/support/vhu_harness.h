@@ -1,0 +1,96 @@
+/* A test harness that plays QEMU for the worker's vhost-user-gpu
+ * front-end: it spawns the real vgpu-worker on one end of a socketpair,
+ * gives it memfd guest memory, lays out split virtqueues in it, kicks and
+ * waits on call eventfds (poll with a timeout, never sleep), and serves the
+ * display socket (answers GET_PROTOCOL_FEATURES, records SCANOUT and UPDATE
+ * into an image per scanout).
+ *
+ * Guest-physical addresses run from 0 to the memory's size; the "QEMU
+ * virtual" addresses of the ring messages are the harness's own mapping. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define VHH_MEM_SIZE (16u << 20)
+#define VHH_RING_NUM 64u
+#define VHH_MAX_SCANOUTS 16u
+#define VHH_TIMEOUT_MS 10000
+
+typedef struct {
+  uint32_t w, h; /* from SCANOUT; 0: disabled or never set */
+  uint32_t *px;  /* w x h, x8r8g8b8 as QEMU composites it */
+  unsigned updates;
+} VhhScanout;
+
+typedef struct {
+  uint64_t desc_gpa, avail_gpa, used_gpa;
+  int kick, call; /* eventfds, harness side */
+  uint16_t avail_idx;
+  uint16_t used_seen;
+} VhhRing;
+
+typedef struct {
+  pid_t pid;
+  int sock;   /* QEMU's end of the vhost-user socket; -1 once closed */
+  int err_fd; /* the worker's stderr */
+  char log[16384];
+  size_t log_len;
+  int memfd;
+  uint8_t *mem;
+  VhhRing vq[2];
+  int disp;            /* QEMU's end of the display socket; -1: none */
+  bool disp_handshake; /* GET/SET_PROTOCOL_FEATURES done */
+  bool disp_stalled;   /* true: the harness stops reading the display (QEMU blocked) */
+  uint64_t disp_acked;
+  VhhScanout scanout[VHH_MAX_SCANOUTS];
+  unsigned cursor_msgs;
+  uint64_t features;  /* what GET_FEATURES offered */
+  uint64_t pfeatures; /* what GET_PROTOCOL_FEATURES offered */
+  uint64_t alloc;     /* bump allocator for request buffers */
+} VhhHarness;
+
+/* Starts `$VGPU_WORKER --protocol=vhost-user-gpu --renderer=null` with
+ * @extra_args (NULL-terminated, may be NULL).  false if it cannot. */
+bool vhh_start(VhhHarness *h, const char *const *extra_args);
+/* Closes the sockets (if still open), waits for the worker (bounded;
+ * killed after the timeout) and returns its exit status, or -1 for a
+ * signal/timeout.  The worker's stderr is in h->log afterwards. */
+int vhh_finish(VhhHarness *h);
+/* Unmaps and frees the harness's own state. */
+void vhh_free(VhhHarness *h);
+
+/* One vhost-user message; fds are sent with it.  With @reply non-NULL
+ * waits for the reply and copies up to @reply_cap payload bytes (returns
+ * its size, or -1 on EOF/timeout/bad header).  0 on success otherwise. */
+int vhh_msg(VhhHarness *h, uint32_t request, uint32_t flags, const void *payload, uint32_t size,
+            const int *fds, unsigned nfds, void *reply, size_t reply_cap);
+/* The QEMU 10 start sequence: features, protocol features, owner,
+ * config, display socket, memory table, both rings running.  With
+ * @want_gpu_features the GPU bits to ack (of those offered). */
+bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features);
+
+/* Guest memory: a fresh buffer of @len bytes (16-byte aligned). */
+uint64_t vhh_alloc(VhhHarness *h, uint64_t len);
+static inline void *vhh_ptr(VhhHarness *h, uint64_t gpa) {
+  return h->mem + gpa;
+}
+/* Submits a request (@req copied into guest memory) with a writable
+ * response buffer of @resp_cap bytes on ring @q; waits for its used entry
+ * (serving the display meanwhile) and copies the response into @resp.
+ * Returns the used length, or -1 when none came within the timeout. */
+int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *resp, size_t resp_cap);
+/* Makes the next chain on ring @q start with a descriptor at @gpa (which
+ * may lie outside guest memory) and kicks, without waiting. */
+void vhh_post_raw(VhhHarness *h, unsigned q, uint64_t gpa, uint32_t len);
+/* Convenience: submits a control request and returns the response type
+ * (0 on timeout). */
+uint32_t vhh_ctrl(VhhHarness *h, const void *req, size_t len);
+/* Serves the display socket until nothing arrives for @quiet_ms. */
+void vhh_pump_display(VhhHarness *h, int quiet_ms);
+/* Reads the worker's stderr so far (non-blocking) into h->log. */
+void vhh_read_log(VhhHarness *h);
+/* Number of lines in h->log containing @needle. */
+unsigned vhh_log_count(const VhhHarness *h, const char *needle);

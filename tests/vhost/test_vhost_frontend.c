@@ -1,0 +1,425 @@
+/* vgpu-worker --protocol=vhost-user-gpu against a harness that plays QEMU
+ * (tests/support/vhu_harness.h): the QEMU 10 start sequence, a 2D frame
+ * whose pixels must arrive on the display channel as the guest wrote them,
+ * hostile messages from QEMU (each ends the session with the violation
+ * status and one log line), guest requests that only get error responses,
+ * and QEMU hanging up (a clean exit). */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../support/vhu_harness.h"
+#include "core/worker_exit.h"
+#include "vhost/vhost_user.h"
+#include "virtio_gpu/vgpu_cmd.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __func__, __LINE__, #cond);                              \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      failures++;                                                                                  \
+      return;                                                                                      \
+    }                                                                                              \
+  } while (0)
+
+typedef struct {
+  uint32_t type, flags;
+  uint64_t fence_id;
+  uint32_t ctx_id, ring;
+} Hdr;
+
+static Hdr hdr(uint32_t type) {
+  return (Hdr){.type = type};
+}
+
+static void dump_log(VhhHarness *h) {
+  vhh_read_log(h);
+  fprintf(stderr, "--- worker log ---\n%s------------------\n", h->log);
+}
+
+/* Waits (bounded) until the worker closed its end of the vhost-user
+ * socket, draining whatever it still sent. */
+static void wait_worker_closed(VhhHarness *h) {
+  for (int turns = 0; turns < 1000; turns++) {
+    struct pollfd pfd = {.fd = h->sock, .events = POLLIN};
+    if (poll(&pfd, 1, VHH_TIMEOUT_MS) <= 0)
+      return;
+    uint8_t b[256];
+    if (recv(h->sock, b, sizeof(b), MSG_DONTWAIT) <= 0)
+      return;
+  }
+}
+
+/* Ends with the expected status and exactly one line naming the cause. */
+static void expect_end(VhhHarness *h, int status, const char *line, const char *what) {
+  int st = vhh_finish(h);
+  unsigned n = vhh_log_count(h, line);
+  if (st != status || n != 1 || getenv("VHH_VERBOSE"))
+    dump_log(h);
+  CHECK(st == status, "%s: exit status %d, want %d", what, st, status);
+  CHECK(n == 1, "%s: %u log lines with \"%s\", want 1", what, n, line);
+}
+
+static void test_2d_frame(void) {
+  VhhHarness h;
+  const char *args[] = {"--max-submit-bytes=4096", NULL};
+  CHECK(vhh_start(&h, args), "cannot start the worker");
+  if (!vhh_negotiate(&h, 0)) {
+    dump_log(&h);
+    vhh_finish(&h);
+    vhh_free(&h);
+    CHECK(false, "negotiation failed");
+  }
+  CHECK(h.features & (1ull << VHU_F_GPU_EDID), "EDID not offered");
+  CHECK(!(h.features & (1ull << VHU_F_GPU_VIRGL)), "VIRGL offered by the null renderer");
+  CHECK(h.disp_acked == 0, "display features acked: %#llx", (unsigned long long)h.disp_acked);
+
+  enum { W = 64, H = 48, RES = 7 };
+  /* The guest's framebuffer in guest memory. */
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  uint32_t *px = vhh_ptr(&h, fb);
+  for (uint32_t y = 0; y < H; y++)
+    for (uint32_t x = 0; x < W; x++)
+      px[y * W + x] = 0xff000000u | (x * 4) << 16 | (y * 5) << 8 | ((x ^ y) & 0xff);
+
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  uint32_t t = vhh_ctrl(&h, &create, sizeof(create));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "create: %#x", t);
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  t = vhh_ctrl(&h, &attach, sizeof(attach));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "attach: %#x", t);
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "transfer: %#x", t);
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  t = vhh_ctrl(&h, &set, sizeof(set));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "set scanout: %#x", t);
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "flush: %#x", t);
+  /* The worker wrote the frame before it answered the flush. */
+  vhh_pump_display(&h, 200);
+  CHECK(h.scanout[0].w == W && h.scanout[0].h == H, "scanout %ux%u", h.scanout[0].w,
+        h.scanout[0].h);
+  CHECK(h.scanout[0].updates >= 1, "no UPDATE received");
+  unsigned bad = 0;
+  for (uint32_t i = 0; i < W * H; i++)
+    if ((h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff))
+      bad++;
+  CHECK(bad == 0, "%u of %u pixels differ from what the guest wrote", bad, W * H);
+
+  /* Bad guest requests only get error responses. */
+  xfer.id = 99;
+  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  CHECK(t >= VIRTIO_GPU_RESP_ERR_UNSPEC, "transfer to a missing resource: %#x", t);
+  uint8_t junk[8] = {1, 2, 3};
+  t = vhh_ctrl(&h, junk, sizeof(junk));
+  CHECK(t == VIRTIO_GPU_RESP_ERR_UNSPEC, "short request: %#x", t);
+  /* Larger than any request may be (256 KiB with a 4 KiB submit cap):
+   * ERR_UNSPEC without being read. */
+  size_t big_len = 300000;
+  uint8_t *big = calloc(1, big_len);
+  memcpy(big, &flush, sizeof(flush));
+  t = vhh_ctrl(&h, big, big_len);
+  free(big);
+  CHECK(t == VIRTIO_GPU_RESP_ERR_UNSPEC, "oversized request: %#x", t);
+  /* A response buffer smaller than the response: only what fits. */
+  struct {
+    Hdr h;
+  } info = {hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO)};
+  uint8_t small[16];
+  int used = vhh_submit(&h, 0, &info, sizeof(info), small, sizeof(small));
+  CHECK(used == (int)sizeof(small), "used length %d for a 16-byte response buffer", used);
+  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "after bad requests: %#x", t);
+
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "hang-up after a frame");
+  vhh_free(&h);
+}
+
+/* A message QEMU should never send, sent after negotiation. */
+typedef void (*Hostile)(VhhHarness *h);
+
+static void hostile_bad_size(VhhHarness *h) {
+  uint32_t four = 1;
+  vhh_msg(h, VHU_SET_FEATURES, 0, &four, 4, NULL, 0, NULL, 0);
+}
+
+static void hostile_missing_fd(VhhHarness *h) {
+  struct {
+    uint32_t n, pad;
+    uint64_t gpa, size, uva, off;
+  } table = {1, 0, 0, 1 << 20, 0x10000000, 0};
+  vhh_msg(h, VHU_SET_MEM_TABLE, 0, &table, sizeof(table), NULL, 0, NULL, 0);
+}
+
+static void hostile_too_many_fds(VhhHarness *h) {
+  int fds[12];
+  for (int i = 0; i < 12; i++)
+    fds[i] = eventfd(0, EFD_CLOEXEC);
+  vhh_msg(h, VHU_SET_OWNER, 0, NULL, 0, fds, 12, NULL, 0);
+  for (int i = 0; i < 12; i++)
+    close(fds[i]);
+}
+
+static void hostile_ring_outside(VhhHarness *h) {
+  uint32_t base[2] = {0, 0};
+  /* Stop ring 0 first, as QEMU does before moving it. */
+  uint32_t st[2] = {0, 0};
+  uint32_t reply[2];
+  vhh_msg(h, VHU_GET_VRING_BASE, 0, st, 8, NULL, 0, reply, sizeof(reply));
+  vhh_msg(h, VHU_SET_VRING_BASE, 0, base, 8, NULL, 0, NULL, 0);
+  struct {
+    uint32_t index, flags;
+    uint64_t desc, used, avail, log;
+  } addr = {0, 0, 0x7f0000000000ull, 0x7f0000002000ull, 0x7f0000001000ull, 0};
+  vhh_msg(h, VHU_SET_VRING_ADDR, 0, &addr, sizeof(addr), NULL, 0, NULL, 0);
+}
+
+static void hostile_huge_payload(VhhHarness *h) {
+  uint32_t raw[3] = {VHU_SET_FEATURES, VHU_FLAG_VERSION, 1u << 20};
+  (void)!write(h->sock, raw, sizeof(raw));
+}
+
+static void test_hostile(const char *what, Hostile fn) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  bool ok = vhh_negotiate(&h, 0);
+  if (!ok)
+    dump_log(&h);
+  CHECK(ok, "%s: negotiation failed", what);
+  fn(&h);
+  /* The session ends on its own, with the socket still open (QEMU has
+   * not hung up): wait for the worker's end of it to close. */
+  wait_worker_closed(&h);
+  int st;
+  st = vhh_finish(&h);
+  unsigned n = vhh_log_count(&h, "protocol violation");
+  if (st != VGPU_WORKER_EXIT_VIOLATION || n != 1 || getenv("VHH_VERBOSE"))
+    dump_log(&h);
+  vhh_free(&h);
+  CHECK(st == VGPU_WORKER_EXIT_VIOLATION, "%s: exit status %d, want %d", what, st,
+        VGPU_WORKER_EXIT_VIOLATION);
+  CHECK(n == 1, "%s: %u protocol violation lines, want 1", what, n);
+}
+
+/* 3D offered (--virgl=on; the null renderer has capability sets): a fenced
+ * request is answered only when its fence retires, through the renderer's
+ * fence callback, with the guest's fence id. */
+static void test_fenced(void) {
+  VhhHarness h;
+  const char *args[] = {"--virgl=on", "--heads=2", NULL};
+  CHECK(vhh_start(&h, args), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
+  CHECK(h.features & (1ull << VHU_F_GPU_VIRGL), "VIRGL not offered with --virgl=on");
+  struct {
+    Hdr h;
+    uint32_t index, pad;
+  } ci = {hdr(VIRTIO_GPU_CMD_GET_CAPSET_INFO), 0, 0};
+  uint32_t t = vhh_ctrl(&h, &ci, sizeof(ci));
+  CHECK(t == VIRTIO_GPU_RESP_OK_CAPSET_INFO, "capset info: %#x", t);
+  struct {
+    Hdr h;
+  } di = {hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO)};
+  uint8_t info[408];
+  int used = vhh_submit(&h, 0, &di, sizeof(di), info, sizeof(info));
+  uint32_t enabled1;
+  memcpy(&enabled1, info + 24 + 24 + 16, 4);
+  CHECK(used == 408 && enabled1 == 1, "display info: used %d, head 1 enabled %u", used, enabled1);
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, VIRTIO_GPU_FLAG_FENCE, 0x123456789ull, 3, 0}, 4, 0, "test"};
+  Hdr resp;
+  used = vhh_submit(&h, 0, &cc, sizeof(cc), &resp, sizeof(resp));
+  CHECK(used == (int)sizeof(resp), "fenced ctx create: used %d", used);
+  CHECK(resp.type == VIRTIO_GPU_RESP_OK_NODATA && (resp.flags & VIRTIO_GPU_FLAG_FENCE) &&
+            resp.fence_id == 0x123456789ull && resp.ctx_id == 3,
+        "fenced response: type %#x flags %#x fence %#llx ctx %u", resp.type, resp.flags,
+        (unsigned long long)resp.fence_id, resp.ctx_id);
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "fenced");
+  vhh_free(&h);
+}
+
+/* A guest ring with a descriptor outside guest memory: that ring stops
+ * (one log line), the cursor ring and the session go on. */
+static void test_hostile_guest_ring(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 0), "negotiation failed");
+  vhh_post_raw(&h, 0, VHH_MEM_SIZE + 4096, 24);
+  struct {
+    Hdr h;
+    uint32_t scanout, x, y, pad, id, hot_x, hot_y, pad2;
+  } move = {hdr(VIRTIO_GPU_CMD_MOVE_CURSOR), 0, 10, 10, 0, 0, 0, 0, 0};
+  uint8_t none[4];
+  int used = vhh_submit(&h, 1, &move, sizeof(move), none, sizeof(none));
+  CHECK(used == 0, "cursor request: used length %d", used);
+  uint16_t *used_idx = (uint16_t *)((uint8_t *)vhh_ptr(&h, h.vq[0].used_gpa) + 2);
+  CHECK(*used_idx == 0, "the hostile chain was answered");
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "is broken", "hostile guest ring");
+  CHECK(vhh_log_count(&h, "QEMU hung up") == 1, "no clean hang-up after a broken ring");
+  vhh_free(&h);
+}
+
+/* QEMU stops reading its display socket: the worker gives up after its
+ * bound and ends the session (not a crash), with one line. */
+static void test_display_stall(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 0), "negotiation failed");
+  enum { W = 1024, H = 1024, RES = 1 };
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA, "create");
+  CHECK(vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA, "attach");
+  CHECK(vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA, "set scanout");
+  h.disp_stalled = true;
+  /* 4 MiB through a socket nobody reads: no answer, the worker ends. */
+  (void)vhh_ctrl(&h, &flush, sizeof(flush));
+  wait_worker_closed(&h);
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "stopped reading its display", "display stall");
+  vhh_free(&h);
+}
+
+static void test_hangup_mid_message(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 0), "negotiation failed");
+  uint8_t part[12 + 3] = {VHU_SET_FEATURES, 0, 0, 0, VHU_FLAG_VERSION, 0, 0, 0, 8, 0, 0, 0, 1, 2};
+  CHECK(write(h.sock, part, sizeof(part)) == (ssize_t)sizeof(part), "write");
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "session ended", "hang-up mid-message");
+  vhh_free(&h);
+}
+
+static void test_hangup_before_anything(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  int st = vhh_finish(&h);
+  if (st != VGPU_WORKER_EXIT_CLIENT_LEFT)
+    dump_log(&h);
+  vhh_free(&h);
+  CHECK(st == VGPU_WORKER_EXIT_CLIENT_LEFT, "exit status %d", st);
+}
+
+/* --bench N: N full-screen 1280x800 frames (TRANSFER_TO_HOST_2D + FLUSH)
+ * through the display channel; prints frames/s and MB/s of pixels. */
+static int bench(int frames) {
+  VhhHarness h;
+  if (!vhh_start(&h, NULL) || !vhh_negotiate(&h, 0))
+    return 1;
+  enum { W = 1280, H = 800, RES = 1 };
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  memset(vhh_ptr(&h, fb), 0x5a, W * H * 4);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  if (vhh_ctrl(&h, &create, sizeof(create)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &attach, sizeof(attach)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &set, sizeof(set)) != VIRTIO_GPU_RESP_OK_NODATA)
+    return 1;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < frames; i++)
+    if (vhh_ctrl(&h, &xfer, sizeof(xfer)) != VIRTIO_GPU_RESP_OK_NODATA ||
+        vhh_ctrl(&h, &flush, sizeof(flush)) != VIRTIO_GPU_RESP_OK_NODATA)
+      return 1;
+  vhh_pump_display(&h, 100);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 - 0.1;
+  printf("%u updates of %ux%u in %.3f s: %.1f updates/s, %.1f MB/s\n", h.scanout[0].updates, W, H,
+         s, h.scanout[0].updates / s, h.scanout[0].updates * (double)W * H * 4 / s / 1e6);
+  vhh_finish(&h);
+  vhh_free(&h);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--bench") == 0)
+    return bench(atoi(argv[2]));
+  if (!getenv("VGPU_WORKER")) {
+    printf("SKIP: VGPU_WORKER not set\n");
+    return 77;
+  }
+  test_2d_frame();
+  test_hostile("payload of the wrong size", hostile_bad_size);
+  test_hostile("memory table without its fd", hostile_missing_fd);
+  test_hostile("more fds than any request", hostile_too_many_fds);
+  test_hostile("ring outside guest memory", hostile_ring_outside);
+  test_hostile("payload over the limit", hostile_huge_payload);
+  test_fenced();
+  test_hostile_guest_ring();
+  test_hangup_mid_message();
+  test_hangup_before_anything();
+  test_display_stall();
+  if (failures)
+    fprintf(stderr, "%d check(s) failed\n", failures);
+  return failures ? 1 : 0;
+}
