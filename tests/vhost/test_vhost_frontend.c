@@ -4,6 +4,7 @@
  * hostile messages from QEMU (each ends the session with the violation
  * status and one log line), guest requests that only get error responses,
  * and QEMU hanging up (a clean exit). */
+#include <glib.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,9 +235,9 @@ static void test_hostile(const char *what, Hostile fn) {
 /* 3D offered (--virgl=on; the null renderer has capability sets): a fenced
  * request is answered only when its fence retires, through the renderer's
  * fence callback, with the guest's fence id. */
-static void test_fenced(void) {
+static void test_fenced(const char *renderer) {
   VhhHarness h;
-  const char *args[] = {"--virgl=on", "--heads=2", NULL};
+  const char *args[] = {"--virgl=on", "--heads=2", renderer, NULL};
   CHECK(vhh_start(&h, args), "cannot start the worker");
   CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
   CHECK(h.features & (1ull << VHU_F_GPU_VIRGL), "VIRGL not offered with --virgl=on");
@@ -414,7 +415,12 @@ int main(int argc, char **argv) {
   test_hostile("more fds than any request", hostile_too_many_fds);
   test_hostile("ring outside guest memory", hostile_ring_outside);
   test_hostile("payload over the limit", hostile_huge_payload);
-  test_fenced();
+  test_fenced(NULL);
+  /* The same through virglrenderer (llvmpipe), where the build has it. */
+  if (g_strcmp0(getenv("VGPU_HAVE_VIRGL"), "1") == 0)
+    test_fenced("--renderer=virgl");
+  else
+    printf("virgl part skipped: VGPU_HAVE_VIRGL is not 1 (built without virglrenderer)\n");
   test_hostile_guest_ring();
   test_hangup_mid_message();
   test_hangup_before_anything();
