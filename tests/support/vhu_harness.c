@@ -224,6 +224,48 @@ static bool need_ack(VhhHarness *h, uint32_t req, const void *p, uint32_t size, 
          ack == 0;
 }
 
+static bool start_rings(VhhHarness *h, uint16_t base_idx);
+static bool display_handshake(VhhHarness *h);
+
+static bool set_display_socket(VhhHarness *h) {
+  int dsv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dsv) < 0)
+    return false;
+  int rc = vhh_msg(h, VHU_GPU_SET_SOCKET, 0, NULL, 0, &dsv[1], 1, NULL, 0);
+  close(dsv[1]);
+  h->disp = dsv[0];
+  h->disp_handshake = false;
+  return rc == 0;
+}
+
+bool vhh_stop(VhhHarness *h, uint16_t *next_avail) {
+  if (h->disp >= 0)
+    close(h->disp);
+  h->disp = -1;
+  for (unsigned q = 0; q < 2; q++) {
+    uint32_t en[2] = {q, 0};
+    if (!need_ack(h, VHU_SET_VRING_ENABLE, en, 8, NULL, 0))
+      return false;
+  }
+  for (unsigned q = 0; q < 2; q++) {
+    uint32_t st[2] = {q, 0}, reply[2] = {0, 0};
+    if (vhh_msg(h, VHU_GET_VRING_BASE, 0, st, 8, NULL, 0, reply, sizeof(reply)) != 8 ||
+        reply[0] != q)
+      return false;
+    if (q == 0)
+      *next_avail = (uint16_t)reply[1];
+  }
+  return true;
+}
+
+bool vhh_restart(VhhHarness *h, uint16_t next_avail) {
+  for (unsigned i = 0; i < VHH_MAX_SCANOUTS; i++) {
+    free(h->scanout[i].px);
+    memset(&h->scanout[i], 0, sizeof(h->scanout[i]));
+  }
+  return set_display_socket(h) && start_rings(h, next_avail) && display_handshake(h);
+}
+
 bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
   uint64_t v;
   if (!get_u64(h, VHU_GET_FEATURES, &h->features) ||
@@ -239,13 +281,7 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
   if (vhh_msg(h, VHU_GET_CONFIG, 0, cfg, sizeof(cfg), NULL, 0, cfg_reply, sizeof(cfg_reply)) !=
       (int)sizeof(cfg))
     return false;
-  int dsv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dsv) < 0)
-    return false;
-  int rc = vhh_msg(h, VHU_GPU_SET_SOCKET, 0, NULL, 0, &dsv[1], 1, NULL, 0);
-  close(dsv[1]);
-  h->disp = dsv[0];
-  if (rc < 0)
+  if (!set_display_socket(h))
     return false;
   uint64_t feats = (1ull << VHU_F_VERSION_1) | (1ull << VHU_F_PROTOCOL_FEATURES) |
                    (h->features & want_gpu_features & VHU_GPU_FEATURE_MASK);
@@ -264,8 +300,15 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
     r->used_gpa = r->desc_gpa + 0x2000;
     r->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
+  return start_rings(h, 0) && display_handshake(h);
+}
+
+static bool start_rings(VhhHarness *h, uint16_t base_idx) {
+  for (unsigned q = 0; q < 2; q++) {
+    VhhRing *r = &h->vq[q];
     uint32_t st[2] = {q, VHH_RING_NUM};
-    uint32_t base[2] = {q, 0};
+    uint32_t base[2] = {q, q == 0 ? base_idx : r->avail_idx};
     struct {
       uint32_t index, flags;
       uint64_t desc, used, avail, log;
@@ -285,6 +328,10 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
         !need_ack(h, VHU_SET_VRING_ENABLE, en, 8, NULL, 0))
       return false;
   }
+  return true;
+}
+
+static bool display_handshake(VhhHarness *h) {
   /* QEMU answers the display handshake once it has started the device. */
   int64_t deadline = now_ms() + VHH_TIMEOUT_MS;
   while (!h->disp_handshake && h->disp >= 0 && now_ms() < deadline) {

@@ -72,6 +72,14 @@ int vhh_msg(VhhHarness *h, uint32_t request, uint32_t flags, const void *payload
  * @want_gpu_features the GPU bits to ack (of those offered). */
 bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features);
 
+/* QEMU's stop (guest reset, VM pause): display socket closed, rings
+ * disabled, GET_VRING_BASE for both; *next_avail is ring 0's answer. */
+bool vhh_stop(VhhHarness *h, uint16_t *next_avail);
+/* QEMU's start again: a new display socket, rings from @next_avail
+ * (ring 0) and where ring 1 was, enabled; waits for the display handshake.
+ * The recorded scanouts are cleared first. */
+bool vhh_restart(VhhHarness *h, uint16_t next_avail);
+
 /* Guest memory: a fresh buffer of @len bytes (16-byte aligned). */
 uint64_t vhh_alloc(VhhHarness *h, uint64_t len);
 static inline void *vhh_ptr(VhhHarness *h, uint64_t gpa) {

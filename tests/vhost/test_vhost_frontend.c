@@ -162,6 +162,25 @@ static void test_2d_frame(void) {
   t = vhh_ctrl(&h, &flush, sizeof(flush));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "after bad requests: %#x", t);
 
+  /* QEMU stops the device (guest reset or VM pause) and starts it again:
+   * the ring continues where it stopped, and the new display socket is
+   * shown what the guest shows without the guest drawing again. */
+  uint16_t next_avail = 0;
+  CHECK(vhh_stop(&h, &next_avail), "stop sequence failed");
+  CHECK(next_avail == h.vq[0].avail_idx, "GET_VRING_BASE said %u, %u chains were offered",
+        next_avail, h.vq[0].avail_idx);
+  CHECK(vhh_restart(&h, next_avail), "restart failed");
+  for (int i = 0; i < 50 && h.scanout[0].updates == 0; i++)
+    vhh_pump_display(&h, 100);
+  CHECK(h.scanout[0].w == W && h.scanout[0].updates >= 1, "no redraw after the restart");
+  bad = 0;
+  for (uint32_t i = 0; i < W * H; i++)
+    if ((h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff))
+      bad++;
+  CHECK(bad == 0, "%u pixels differ after the restart", bad);
+  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "flush after the restart: %#x", t);
+
   expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "hang-up after a frame");
   vhh_free(&h);
 }
