@@ -283,7 +283,11 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
     return false;
   if (!set_display_socket(h))
     return false;
+  /* What QEMU 10 acks for a Linux guest: the ring features whether
+   * offered or not, RING_RESET included. */
   uint64_t feats = (1ull << VHU_F_VERSION_1) | (1ull << VHU_F_PROTOCOL_FEATURES) |
+                   (1ull << VHU_F_INDIRECT_DESC) | (1ull << VHU_F_EVENT_IDX) |
+                   (1ull << VHU_F_RING_RESET) |
                    (h->features & want_gpu_features & VHU_GPU_FEATURE_MASK);
   if (!msg_u64(h, VHU_SET_FEATURES, feats))
     return false;
@@ -456,6 +460,8 @@ int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *res
     d[head + 1] = (Desc){rs, (uint32_t)resp_cap, 2, 0};
   uint16_t *avail = vhh_ptr(h, r->avail_gpa);
   avail[2 + r->avail_idx % VHH_RING_NUM] = head;
+  /* EVENT_IDX: interrupt me when this chain is used (used_event). */
+  avail[2 + VHH_RING_NUM] = r->used_seen;
   __atomic_store_n(&avail[1], (uint16_t)(r->avail_idx + 1), __ATOMIC_RELEASE);
   r->avail_idx++;
   uint64_t one = 1;
