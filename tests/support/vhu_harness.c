@@ -18,6 +18,12 @@
 #include "vhost/vhost_display.h"
 #include "vhost/vhost_user.h"
 
+/* The protocol features the harness speaks (the reference back-end offers
+ * more: back-end requests, inflight tracking...). */
+#define VHH_PROTOCOL_FEATURES                                                                      \
+  ((1ull << VHU_PF_MQ) | (1ull << VHU_PF_REPLY_ACK) | (1ull << VHU_PF_CONFIG) |                    \
+   (1ull << VHU_PF_CONFIGURE_MEM_SLOTS))
+
 /* Ring layout in guest memory: ring q at q * 64 KiB. */
 #define RING_AREA 0x20000u
 #define REQ_AREA_START 0x100000u
@@ -62,18 +68,12 @@ unsigned vhh_log_count(const VhhHarness *h, const char *needle) {
 }
 
 bool vhh_start(VhhHarness *h, const char *const *extra_args) {
-  memset(h, 0, sizeof(*h));
-  h->sock = h->err_fd = h->disp = h->memfd = -1;
-  for (unsigned q = 0; q < 2; q++)
-    h->vq[q].kick = h->vq[q].call = -1;
   const char *worker = getenv("VGPU_WORKER");
   if (!worker) {
+    memset(h, 0, sizeof(*h));
     fprintf(stderr, "VGPU_WORKER is not set\n");
     return false;
   }
-  int sv[2], ep[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0)
-    return false;
   const char *argv[32] = {worker,
                           "--client-fd=3",
                           "--protocol=vhost-user-gpu",
@@ -84,13 +84,25 @@ bool vhh_start(VhhHarness *h, const char *const *extra_args) {
   for (unsigned i = 0; extra_args && extra_args[i] && argc < 31; i++)
     argv[argc++] = extra_args[i];
   argv[argc] = NULL;
+  return vhh_start_argv(h, argv);
+}
+
+bool vhh_start_argv(VhhHarness *h, const char *const *argv) {
+  memset(h, 0, sizeof(*h));
+  h->sock = h->err_fd = h->disp = h->memfd = -1;
+  for (unsigned q = 0; q < 2; q++)
+    h->vq[q].kick = h->vq[q].call = -1;
+  int sv[2], ep[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0)
+    return false;
+  const char *prog = argv[0];
   pid_t pid = fork();
   if (pid < 0)
     return false;
   if (pid == 0) {
     dup2(sv[1], 3);
     dup2(ep[1], 2);
-    execv(worker, (char *const *)argv);
+    execv(prog, (char *const *)argv);
     _exit(127);
   }
   close(sv[1]);
@@ -270,8 +282,8 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features) {
   uint64_t v;
   if (!get_u64(h, VHU_GET_FEATURES, &h->features) ||
       !get_u64(h, VHU_GET_PROTOCOL_FEATURES, &h->pfeatures) ||
-      !msg_u64(h, VHU_SET_PROTOCOL_FEATURES, h->pfeatures) || !get_u64(h, VHU_GET_QUEUE_NUM, &v) ||
-      v != 2 || !get_u64(h, VHU_GET_MAX_MEM_SLOTS, &v) ||
+      !msg_u64(h, VHU_SET_PROTOCOL_FEATURES, h->pfeatures & VHH_PROTOCOL_FEATURES) ||
+      !get_u64(h, VHU_GET_QUEUE_NUM, &v) || v != 2 || !get_u64(h, VHU_GET_MAX_MEM_SLOTS, &v) ||
       vhh_msg(h, VHU_SET_OWNER, 0, NULL, 0, NULL, 0, NULL, 0) < 0)
     return false;
   uint8_t cfg[12 + 16] = {0};
@@ -377,6 +389,17 @@ static bool display_one(VhhHarness *h) {
     uint32_t r[3] = {VHU_DISP_GET_PROTOCOL_FEATURES, VHU_DISP_FLAG_REPLY, 8};
     uint64_t f = 0x3;
     ok = write(h->disp, r, sizeof(r)) == sizeof(r) && write(h->disp, &f, 8) == 8;
+    break;
+  }
+  case VHU_DISP_GET_DISPLAY_INFO: {
+    /* QEMU's answer for one 1280x800 head (the reference back-end asks). */
+    uint8_t r[12 + 408] = {0};
+    uint32_t rh[3] = {VHU_DISP_GET_DISPLAY_INFO, VHU_DISP_FLAG_REPLY, 408};
+    uint32_t type = 0x1101, mode[6] = {0, 0, 1280, 800, 1, 0};
+    memcpy(r, rh, 12);
+    memcpy(r + 12, &type, 4);
+    memcpy(r + 12 + 24, mode, sizeof(mode));
+    ok = write(h->disp, r, sizeof(r)) == (ssize_t)sizeof(r);
     break;
   }
   case VHU_DISP_SET_PROTOCOL_FEATURES:

@@ -55,6 +55,9 @@ typedef struct {
 /* Starts `$VGPU_WORKER --protocol=vhost-user-gpu --renderer=null` with
  * @extra_args (NULL-terminated, may be NULL).  false if it cannot. */
 bool vhh_start(VhhHarness *h, const char *const *extra_args);
+/* Starts any vhost-user-gpu back-end: @argv[0] is the program, the
+ * vhost-user socket is its fd 3 (e.g. QEMU's reference with --fd=3). */
+bool vhh_start_argv(VhhHarness *h, const char *const *argv);
 /* Closes the sockets (if still open), waits for the worker (bounded;
  * killed after the timeout) and returns its exit status, or -1 for a
  * signal/timeout.  The worker's stderr is in h->log afterwards. */

@@ -368,11 +368,143 @@ static void test_hangup_before_anything(void) {
   CHECK(st == VGPU_WORKER_EXIT_CLIENT_LEFT, "exit status %d", st);
 }
 
+/* The differential test: one 2D sequence, good and bad requests, against
+ * this worker and against QEMU's reference back-end; every response (its
+ * bytes and used length) and the scanout's pixels must be the same. */
+#define REFERENCE_BACKEND "/usr/lib/qemu/vhost-user-gpu"
+#define DIFF_STEPS 14
+
+typedef struct {
+  int used[DIFF_STEPS];
+  uint8_t resp[DIFF_STEPS][24];
+  uint32_t sw, sh;
+  uint32_t *px;
+  char log[16384];
+} DiffRun;
+
+static bool diff_run(VhhHarness *h, DiffRun *out) {
+  memset(out, 0, sizeof(*out));
+  if (!vhh_negotiate(h, 0))
+    return false;
+  enum { W = 64, H = 48 };
+  uint64_t fb = vhh_alloc(h, W * H * 4);
+  uint32_t *px = vhh_ptr(h, fb);
+  for (uint32_t i = 0; i < W * H; i++)
+    px[i] = 0xff000000u | (i * 2654435761u >> 8);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } c1 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 1, 2, W, H},
+    c0 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 0, 2, W, H},
+    cf = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 2, 999, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } at = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), 1, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } tr = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, 1, 0},
+    tr9 = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, 9, 0},
+    trx = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 60, 0, 10, H, 0, 1, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } ss = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, 1},
+    ssx = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 16, 1},
+    ssr = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W + 1, H, 0, 1};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } fl = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, 1, 0},
+    flx = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H + 1, 1, 0};
+  struct {
+    const void *p;
+    size_t len;
+  } steps[DIFF_STEPS] = {
+      {&c1, sizeof(c1)},   {&c1, sizeof(c1)},   {&c0, sizeof(c0)},   {&cf, sizeof(cf)},
+      {&at, sizeof(at)},   {&tr, sizeof(tr)},   {&tr9, sizeof(tr9)}, {&trx, sizeof(trx)},
+      {&ss, sizeof(ss)},   {&ssx, sizeof(ssx)}, {&ssr, sizeof(ssr)}, {&fl, sizeof(fl)},
+      {&flx, sizeof(flx)}, {&fl, sizeof(fl)},
+  };
+  for (unsigned i = 0; i < DIFF_STEPS; i++)
+    out->used[i] = vhh_submit(h, 0, steps[i].p, steps[i].len, out->resp[i], 24);
+  for (int i = 0; i < 50 && h->scanout[0].updates < 2; i++)
+    vhh_pump_display(h, 100);
+  out->sw = h->scanout[0].w;
+  out->sh = h->scanout[0].h;
+  if (h->scanout[0].px) {
+    out->px = malloc((size_t)out->sw * out->sh * 4);
+    memcpy(out->px, h->scanout[0].px, (size_t)out->sw * out->sh * 4);
+  }
+  vhh_finish(h);
+  memcpy(out->log, h->log, sizeof(out->log));
+  vhh_free(h);
+  return true;
+}
+
+static int differential(void) {
+  if (access(REFERENCE_BACKEND, X_OK) != 0) {
+    printf("SKIP: QEMU's reference back-end %s is not installed (make deps installs "
+           "qemu-system-gui)\n",
+           REFERENCE_BACKEND);
+    return 77;
+  }
+  VhhHarness h;
+  DiffRun ours, ref;
+  const char *ref_argv[] = {REFERENCE_BACKEND, "--fd=3", NULL};
+  if (!vhh_start(&h, NULL) || !diff_run(&h, &ours)) {
+    fprintf(stderr, "FAIL: this worker's run did not complete\n%s", h.log);
+    return 1;
+  }
+  if (!vhh_start_argv(&h, ref_argv) || !diff_run(&h, &ref)) {
+    fprintf(stderr, "FAIL: the reference's run did not complete\n%s", h.log);
+    return 1;
+  }
+  int bad = 0;
+  for (unsigned i = 0; i < DIFF_STEPS; i++) {
+    uint32_t to, tr;
+    memcpy(&to, ours.resp[i], 4);
+    memcpy(&tr, ref.resp[i], 4);
+    if (getenv("VHH_VERBOSE"))
+      printf("step %u: ours used %d type %#x, reference used %d type %#x\n", i, ours.used[i], to,
+             ref.used[i], tr);
+    if (ours.used[i] != ref.used[i] || memcmp(ours.resp[i], ref.resp[i], 24) != 0) {
+      fprintf(stderr, "step %u: ours used %d type %#x, reference used %d type %#x\n", i,
+              ours.used[i], to, ref.used[i], tr);
+      bad++;
+    }
+  }
+  if (ours.sw != ref.sw || ours.sh != ref.sh || !ours.px || !ref.px) {
+    fprintf(stderr, "scanout: ours %ux%u, reference %ux%u\n", ours.sw, ours.sh, ref.sw, ref.sh);
+    bad++;
+  } else {
+    unsigned n = 0;
+    for (uint32_t i = 0; i < ours.sw * ours.sh; i++)
+      n += (ours.px[i] & 0xffffff) != (ref.px[i] & 0xffffff);
+    if (n) {
+      fprintf(stderr, "scanout: %u pixels differ\n", n);
+      bad++;
+    }
+  }
+  if (bad || getenv("VHH_VERBOSE"))
+    fprintf(stderr, "--- reference log ---\n%s--- our log ---\n%s", ref.log, ours.log);
+  free(ours.px);
+  free(ref.px);
+  printf("%d difference(s) over %u responses and the scanout\n", bad, DIFF_STEPS);
+  return bad ? 1 : 0;
+}
+
 /* --bench N: N full-screen 1280x800 frames (TRANSFER_TO_HOST_2D + FLUSH)
  * through the display channel; prints frames/s and MB/s of pixels. */
-static int bench(int frames) {
+static int bench(int frames, bool reference) {
   VhhHarness h;
-  if (!vhh_start(&h, NULL) || !vhh_negotiate(&h, 0))
+  const char *ref_argv[] = {REFERENCE_BACKEND, "--fd=3", NULL};
+  if (!(reference ? vhh_start_argv(&h, ref_argv) : vhh_start(&h, NULL)) || !vhh_negotiate(&h, 0))
     return 1;
   enum { W = 1280, H = 800, RES = 1 };
   uint64_t fb = vhh_alloc(&h, W * H * 4);
@@ -414,16 +546,19 @@ static int bench(int frames) {
   vhh_pump_display(&h, 100);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 - 0.1;
-  printf("%u updates of %ux%u in %.3f s: %.1f updates/s, %.1f MB/s\n", h.scanout[0].updates, W, H,
-         s, h.scanout[0].updates / s, h.scanout[0].updates * (double)W * H * 4 / s / 1e6);
+  printf("%s: %u updates of %ux%u in %.3f s: %.1f updates/s, %.1f MB/s\n",
+         reference ? "reference" : "vgpu-worker", h.scanout[0].updates, W, H, s,
+         h.scanout[0].updates / s, h.scanout[0].updates * (double)W * H * 4 / s / 1e6);
   vhh_finish(&h);
   vhh_free(&h);
   return 0;
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--bench") == 0)
-    return bench(atoi(argv[2]));
+  if (argc == 2 && strcmp(argv[1], "--differential") == 0)
+    return differential();
+  if ((argc == 3 || argc == 4) && strcmp(argv[1], "--bench") == 0)
+    return bench(atoi(argv[2]), argc == 4 && strcmp(argv[3], "reference") == 0);
   if (!getenv("VGPU_WORKER")) {
     printf("SKIP: VGPU_WORKER not set\n");
     return 77;
