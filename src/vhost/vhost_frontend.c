@@ -58,6 +58,7 @@ struct VgpuFrontend {
   bool dev_ready;
   VgpuDevice *gpu;
   VgpuTenant *tenant;    /* the instance's books; NULL without a ledger */
+  VgpuGuard *guard;      /* GPU timeout and hang-up watch; NULL: none */
   uint32_t gpu_features; /* VGPU_CMD_F_* the device was created with */
   uint32_t heads;
   bool virgl;
@@ -174,6 +175,7 @@ static VgpuDevice *gpu_get(VgpuFrontend *fe) {
     return fe->gpu;
   g_clear_pointer(&fe->gpu, vgpu_device_free);
   g_hash_table_remove_all(fe->pending);
+  vgpu_guard_progress(fe->guard, false);
   VgpuDeviceConfig cfg = {
       .num_scanouts = fe->heads,
       .width = VHF_PREFERRED_W,
@@ -254,14 +256,22 @@ static void handle_elem(VgpuFrontend *fe, unsigned q, VhuElem *e) {
   }
   size_t n =
       vgpu_device_handle(gpu, (VgpuQueue)q, fe->req, len, fe->resp, sizeof(fe->resp), cookie);
-  if (q == VGPU_QUEUE_CONTROL && n == VGPU_DEVICE_DEFERRED)
-    return; /* answered through gpu_complete (perhaps already) */
+  if (q == VGPU_QUEUE_CONTROL && n == VGPU_DEVICE_DEFERRED) {
+    /* Answered through gpu_complete (perhaps already); until then GPU
+     * work is outstanding and the guard's timeout runs. */
+    if (g_hash_table_contains(fe->pending, &cookie))
+      vgpu_guard_busy(fe->guard);
+    return;
+  }
   if (p)
     g_hash_table_remove(fe->pending, &cookie);
   push(fe, q, e, fe->resp, MIN(n, sizeof(fe->resp)));
 }
 
 static void ring_run(VgpuFrontend *fe, unsigned q) {
+  /* The device may block in the renderer (a read-back waits for
+   * rendering): meanwhile the guard watches QEMU's socket. */
+  vgpu_guard_enter(fe->guard);
   while (!fe->ended && vhu_vq_ready(&fe->dev, q)) {
     const char *why = NULL;
     int rc = vhu_vq_pop(&fe->dev, q, &fe->elem, &why);
@@ -278,6 +288,7 @@ static void ring_run(VgpuFrontend *fe, unsigned q) {
     }
     handle_elem(fe, q, &fe->elem);
   }
+  vgpu_guard_leave(fe->guard);
   notify_all(fe);
 }
 
@@ -313,6 +324,8 @@ static void drop_pending_ring(VgpuFrontend *fe, unsigned q) {
   while (g_hash_table_iter_next(&it, &k, &v))
     if (((VhfPending *)v)->q == q)
       g_hash_table_iter_remove(&it);
+  if (g_hash_table_size(fe->pending) == 0)
+    vgpu_guard_progress(fe->guard, false);
 }
 
 /* Before a ring stops: let fenced work finish so its responses reach the
@@ -546,6 +559,7 @@ static void act(VgpuFrontend *fe, const VhuResult *res) {
   }
   if (a & VHU_ACT_RESET) {
     g_hash_table_remove_all(fe->pending);
+    vgpu_guard_progress(fe->guard, false);
     if (fe->gpu)
       vgpu_device_reset(fe->gpu);
     memset(fe->ring_broken_logged, 0, sizeof(fe->ring_broken_logged));
@@ -645,6 +659,7 @@ static void on_fence(void *user, uint64_t fence) {
   VgpuFrontend *fe = user;
   if (fe->gpu)
     vgpu_device_fence_retired(fe->gpu, fence);
+  vgpu_guard_progress(fe->guard, g_hash_table_size(fe->pending) > 0);
   notify_all(fe);
 }
 
@@ -652,6 +667,7 @@ static void on_ctx_fence(void *user, uint32_t ctx_id, uint32_t ring_idx, uint64_
   VgpuFrontend *fe = user;
   if (fe->gpu)
     vgpu_device_ctx_fence_retired(fe->gpu, ctx_id, ring_idx, fence);
+  vgpu_guard_progress(fe->guard, g_hash_table_size(fe->pending) > 0);
   notify_all(fe);
 }
 
@@ -678,6 +694,7 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   fe->renderer = r;
   fe->loop = loop;
   fe->client_fd = a->client_fd;
+  fe->guard = a->guard;
   fe->renderer_fd = -1;
   fe->renderer_watch = -1;
   fe->display_watch = -1;

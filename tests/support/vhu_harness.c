@@ -468,14 +468,13 @@ void vhh_pump_display(VhhHarness *h, int quiet_ms) {
   }
 }
 
-int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *resp,
-               size_t resp_cap) {
+uint64_t vhh_post(VhhHarness *h, unsigned q, const void *req, size_t len, size_t resp_cap) {
   VhhRing *r = &h->vq[q];
   uint64_t rq = vhh_alloc(h, len);
   uint64_t rs = vhh_alloc(h, resp_cap ? resp_cap : 1);
   memcpy(vhh_ptr(h, rq), req, len);
   memset(vhh_ptr(h, rs), 0xee, resp_cap);
-  /* Descriptors 0 and 1 for the one request in flight at a time. */
+  /* Descriptors 2n and 2n + 1 for the n-th request. */
   Desc *d = vhh_ptr(h, r->desc_gpa);
   uint16_t head = (uint16_t)((r->avail_idx * 2) % VHH_RING_NUM);
   d[head] = (Desc){rq, (uint32_t)len, resp_cap ? 1 : 0, (uint16_t)(head + 1)};
@@ -489,6 +488,16 @@ int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *res
   r->avail_idx++;
   uint64_t one = 1;
   if (write(r->kick, &one, 8) != 8)
+    return 0;
+  return rs;
+}
+
+int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *resp,
+               size_t resp_cap) {
+  VhhRing *r = &h->vq[q];
+  uint16_t head = (uint16_t)((r->avail_idx * 2) % VHH_RING_NUM);
+  uint64_t rs = vhh_post(h, q, req, len, resp_cap);
+  if (!rs)
     return -1;
   uint16_t *used_idx = (uint16_t *)((uint8_t *)vhh_ptr(h, r->used_gpa) + 2);
   int64_t deadline = now_ms() + VHH_TIMEOUT_MS;

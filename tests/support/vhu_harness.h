@@ -93,6 +93,9 @@ static inline void *vhh_ptr(VhhHarness *h, uint64_t gpa) {
  * (serving the display meanwhile) and copies the response into @resp.
  * Returns the used length, or -1 when none came within the timeout. */
 int vhh_submit(VhhHarness *h, unsigned q, const void *req, size_t len, void *resp, size_t resp_cap);
+/* Submits without waiting; returns the response buffer's address (0 if
+ * the kick failed). */
+uint64_t vhh_post(VhhHarness *h, unsigned q, const void *req, size_t len, size_t resp_cap);
 /* Makes the next chain on ring @q start with a descriptor at @gpa (which
  * may lie outside guest memory) and kicks, without waiting. */
 void vhh_post_raw(VhhHarness *h, unsigned q, uint64_t gpa, uint32_t len);

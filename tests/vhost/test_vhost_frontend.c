@@ -16,6 +16,7 @@
 
 #include "../support/vhu_harness.h"
 #include "core/worker_exit.h"
+#include "render/renderer.h"
 #include "vhost/vhost_user.h"
 #include "virtio_gpu/vgpu_cmd.h"
 
@@ -287,6 +288,41 @@ static void test_fenced(const char *renderer) {
         "fenced response: type %#x flags %#x fence %#llx ctx %u", resp.type, resp.flags,
         (unsigned long long)resp.fence_id, resp.ctx_id);
   expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "fenced");
+  vhh_free(&h);
+}
+
+/* A submission that never completes (the null renderer's HANG stream):
+ * its fenced response waits, and the guard ends the session after
+ * --gpu-timeout with the GPU timeout status and one line. */
+static void test_gpu_timeout(void) {
+  VhhHarness h;
+  const char *args[] = {"--virgl=on", "--gpu-timeout=1", NULL};
+  CHECK(vhh_start(&h, args), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 4, 0, "hang"};
+  uint32_t t = vhh_ctrl(&h, &cc, sizeof(cc));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "ctx create: %#x", t);
+  struct {
+    Hdr h;
+    uint32_t size, pad;
+    uint32_t dw[2];
+  } sub = {{VIRTIO_GPU_CMD_SUBMIT_3D, VIRTIO_GPU_FLAG_FENCE, 7, 1, 0},
+           8,
+           0,
+           {VGPU_NULL_HANG_DW0, VGPU_NULL_HANG_DW1}};
+  CHECK(vhh_post(&h, 0, &sub, sizeof(sub), 24) != 0, "post");
+  struct {
+    Hdr h;
+  } fenced = {{VIRTIO_GPU_CMD_GET_DISPLAY_INFO, VIRTIO_GPU_FLAG_FENCE, 8, 0, 0}};
+  CHECK(vhh_post(&h, 0, &fenced, sizeof(fenced), 408) != 0, "post");
+  wait_worker_closed(&h);
+  uint16_t *used_idx = (uint16_t *)((uint8_t *)vhh_ptr(&h, h.vq[0].used_gpa) + 2);
+  CHECK(*used_idx == h.vq[0].used_seen, "a response behind the hung fence was answered");
+  expect_end(&h, VGPU_WORKER_EXIT_GPU_TIMEOUT, "gpu timeout", "hung submission");
   vhh_free(&h);
 }
 
@@ -575,6 +611,7 @@ int main(int argc, char **argv) {
     test_fenced("--renderer=virgl");
   else
     printf("virgl part skipped: VGPU_HAVE_VIRGL is not 1 (built without virglrenderer)\n");
+  test_gpu_timeout();
   test_hostile_guest_ring();
   test_hangup_mid_message();
   test_hangup_before_anything();
