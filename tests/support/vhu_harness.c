@@ -440,10 +440,21 @@ static bool display_one(VhhHarness *h) {
   case VHU_DISP_CURSOR_POS:
   case VHU_DISP_CURSOR_POS_HIDE:
     ok = size == 12;
+    if (ok) {
+      h->cursor_x = u[1];
+      h->cursor_y = u[2];
+      h->cursor_hidden = hdr[0] == VHU_DISP_CURSOR_POS_HIDE;
+    }
     h->cursor_msgs++;
     break;
   case VHU_DISP_CURSOR_UPDATE:
     ok = size == 20 + 64 * 64 * 4;
+    if (ok) {
+      h->cursor_x = u[1];
+      h->cursor_y = u[2];
+      h->cursor_hidden = false;
+      memcpy(h->cursor_px, p + 20, sizeof(h->cursor_px));
+    }
     h->cursor_msgs++;
     break;
   default:

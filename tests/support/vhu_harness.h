@@ -47,9 +47,12 @@ typedef struct {
   uint64_t disp_acked;
   VhhScanout scanout[VHH_MAX_SCANOUTS];
   unsigned cursor_msgs;
-  uint64_t features;  /* what GET_FEATURES offered */
-  uint64_t pfeatures; /* what GET_PROTOCOL_FEATURES offered */
-  uint64_t alloc;     /* bump allocator for request buffers */
+  uint32_t cursor_x, cursor_y; /* last CURSOR_POS / CURSOR_UPDATE position */
+  bool cursor_hidden;          /* last message was CURSOR_POS_HIDE */
+  uint32_t cursor_px[64 * 64]; /* last CURSOR_UPDATE image */
+  uint64_t features;           /* what GET_FEATURES offered */
+  uint64_t pfeatures;          /* what GET_PROTOCOL_FEATURES offered */
+  uint64_t alloc;              /* bump allocator for request buffers */
 } VhhHarness;
 
 /* Starts `$VGPU_WORKER --protocol=vhost-user-gpu --renderer=null` with

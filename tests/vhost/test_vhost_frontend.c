@@ -138,6 +138,45 @@ static void test_2d_frame(void) {
       bad++;
   CHECK(bad == 0, "%u of %u pixels differ from what the guest wrote", bad, W * H);
 
+  /* The cursor queue: a 64x64 image and a move reach the display channel;
+   * its chains come back with length 0. */
+  uint64_t cfb = vhh_alloc(&h, 64 * 64 * 4);
+  uint32_t *cpx = vhh_ptr(&h, cfb);
+  for (uint32_t i = 0; i < 64 * 64; i++)
+    cpx[i] = 0x80000000u | i;
+  create.id = 8;
+  create.w = create.hh = 64;
+  attach.id = 8;
+  attach.addr = cfb;
+  attach.len = 64 * 64 * 4;
+  xfer.id = 8;
+  xfer.w = xfer.hh = 64;
+  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA,
+        "cursor resource");
+  struct {
+    Hdr h;
+    uint32_t scanout, x, y, pad, id, hot_x, hot_y, pad2;
+  } cur = {hdr(VIRTIO_GPU_CMD_UPDATE_CURSOR), 0, 10, 20, 0, 8, 3, 4, 0};
+  unsigned before = h.cursor_msgs;
+  int cused = vhh_submit(&h, 1, &cur, sizeof(cur), NULL, 0);
+  CHECK(cused == 0, "cursor update: used length %d", cused);
+  for (int i = 0; i < 50 && h.cursor_msgs == before; i++)
+    vhh_pump_display(&h, 100);
+  CHECK(h.cursor_msgs == before + 1 && h.cursor_x == 10 && h.cursor_y == 20 && !h.cursor_hidden &&
+            memcmp(h.cursor_px, cpx, sizeof(h.cursor_px)) == 0,
+        "cursor image: %u messages, at %u,%u", h.cursor_msgs - before, h.cursor_x, h.cursor_y);
+  cur.h.type = VIRTIO_GPU_CMD_MOVE_CURSOR;
+  cur.x = 30;
+  CHECK(vhh_submit(&h, 1, &cur, sizeof(cur), NULL, 0) == 0, "cursor move");
+  for (int i = 0; i < 50 && h.cursor_msgs == before + 1; i++)
+    vhh_pump_display(&h, 100);
+  CHECK(h.cursor_msgs == before + 2 && h.cursor_x == 30, "cursor move: at %u", h.cursor_x);
+  xfer.id = RES;
+  xfer.w = W;
+  xfer.hh = H;
+
   /* Bad guest requests only get error responses. */
   xfer.id = 99;
   t = vhh_ctrl(&h, &xfer, sizeof(xfer));
