@@ -330,6 +330,83 @@ static void test_fenced(const char *renderer) {
   vhh_free(&h);
 }
 
+/* A 3D resource on virglrenderer (llvmpipe, no dmabuf) as a scanout: the
+ * flushed frame is read back from the renderer and reaches the display
+ * channel as UPDATE, pixel for pixel what the guest uploaded. */
+static void test_3d_scanout(void) {
+  VhhHarness h;
+  const char *args[] = {"--virgl=on", "--renderer=virgl", NULL};
+  CHECK(vhh_start(&h, args), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
+  enum { W = 96, H = 40, RES = 5 };
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  uint32_t *px = vhh_ptr(&h, fb);
+  for (uint32_t i = 0; i < W * H; i++)
+    px[i] = 0xff000000u | (i * 40503u);
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 2, 0, "3d"};
+  struct {
+    Hdr h;
+    uint32_t id, target, format, bind, w, hh, depth, array_size, last_level, nr_samples, flags;
+  } c3 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_3D),
+          RES,
+          2,
+          2,
+          (1u << 1) | (1u << 3) | (1u << 18),
+          W,
+          H,
+          1,
+          1,
+          0,
+          0,
+          0};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } at = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t id, pad;
+  } ca = {{VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 0, 0, 1, 0}, RES, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, z, w, hh, d;
+    uint64_t offset;
+    uint32_t id, level, stride, layer_stride;
+  } tr = {{VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 0, 0, 1, 0}, 0, 0, 0, W, H, 1, 0, RES, 0, W * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } ss = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } fl = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  uint32_t t;
+  CHECK((t = vhh_ctrl(&h, &cc, sizeof(cc))) == VIRTIO_GPU_RESP_OK_NODATA, "ctx: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &c3, sizeof(c3))) == VIRTIO_GPU_RESP_OK_NODATA, "create 3d: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &at, sizeof(at))) == VIRTIO_GPU_RESP_OK_NODATA, "attach: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &ca, sizeof(ca))) == VIRTIO_GPU_RESP_OK_NODATA, "ctx attach: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &tr, sizeof(tr))) == VIRTIO_GPU_RESP_OK_NODATA, "transfer: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &ss, sizeof(ss))) == VIRTIO_GPU_RESP_OK_NODATA, "scanout: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &fl, sizeof(fl))) == VIRTIO_GPU_RESP_OK_NODATA, "flush: %#x", t);
+  for (int i = 0; i < 50 && h.scanout[0].updates == 0; i++)
+    vhh_pump_display(&h, 100);
+  CHECK(h.scanout[0].w == W && h.scanout[0].h == H && h.scanout[0].updates >= 1,
+        "3D scanout %ux%u, %u updates", h.scanout[0].w, h.scanout[0].h, h.scanout[0].updates);
+  unsigned bad = 0;
+  for (uint32_t i = 0; i < W * H; i++)
+    bad += (h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff);
+  CHECK(bad == 0, "%u of %u pixels of the 3D scanout differ", bad, W * H);
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "3D scanout");
+  vhh_free(&h);
+}
+
 /* A submission that never completes (the null renderer's HANG stream):
  * its fenced response waits, and the guard ends the session after
  * --gpu-timeout with the GPU timeout status and one line. */
@@ -646,9 +723,10 @@ int main(int argc, char **argv) {
   test_hostile("payload over the limit", hostile_huge_payload);
   test_fenced(NULL);
   /* The same through virglrenderer (llvmpipe), where the build has it. */
-  if (g_strcmp0(getenv("VGPU_HAVE_VIRGL"), "1") == 0)
+  if (g_strcmp0(getenv("VGPU_HAVE_VIRGL"), "1") == 0) {
     test_fenced("--renderer=virgl");
-  else
+    test_3d_scanout();
+  } else
     printf("virgl part skipped: VGPU_HAVE_VIRGL is not 1 (built without virglrenderer)\n");
   test_gpu_timeout();
   test_hostile_guest_ring();
