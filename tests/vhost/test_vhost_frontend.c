@@ -701,6 +701,14 @@ static int bench(int frames, bool reference) {
   printf("%s: %u updates of %ux%u in %.3f s: %.1f updates/s, %.1f MB/s\n",
          reference ? "reference" : "vgpu-worker", h.scanout[0].updates, W, H, s,
          h.scanout[0].updates / s, h.scanout[0].updates * (double)W * H * 4 / s / 1e6);
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)h.pid);
+  FILE *f = fopen(path, "r");
+  while (f && fgets(line, sizeof(line), f))
+    if (strncmp(line, "VmRSS:", 6) == 0)
+      printf("%s: back-end %s", reference ? "reference" : "vgpu-worker", line);
+  if (f)
+    fclose(f);
   vhh_finish(&h);
   vhh_free(&h);
   return 0;
