@@ -138,6 +138,63 @@ static void test_2d_frame(void) {
       bad++;
   CHECK(bad == 0, "%u of %u pixels differ from what the guest wrote", bad, W * H);
 
+  /* A partial update: rows of the rectangle are not contiguous in the
+   * resource (one iovec per row on the display socket). */
+  for (uint32_t y = 5; y < 15; y++)
+    for (uint32_t x = 8; x < 24; x++)
+      px[y * W + x] = 0xff000000u | (x * y * 977u);
+  xfer.x = 8, xfer.y = 5, xfer.w = 16, xfer.hh = 10, xfer.offset = (5 * W + 8) * 4;
+  flush.x = 8, flush.y = 5, flush.w = 16, flush.hh = 10;
+  unsigned updates = h.scanout[0].updates;
+  CHECK(vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+        "partial transfer and flush");
+  for (int i = 0; i < 50 && h.scanout[0].updates == updates; i++)
+    vhh_pump_display(&h, 100);
+  bad = 0;
+  for (uint32_t i = 0; i < W * H; i++)
+    bad += (h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff);
+  CHECK(h.scanout[0].updates > updates && bad == 0, "partial update: %u pixels differ", bad);
+  xfer.x = 0, xfer.y = 0, xfer.w = W, xfer.hh = H, xfer.offset = 0;
+  flush.x = 0, flush.y = 0, flush.w = W, flush.hh = H;
+
+  /* A format QEMU does not read as it is (R8G8B8A8): converted to
+   * x8r8g8b8 on the way. */
+  uint64_t fb2 = vhh_alloc(&h, W * H * 4);
+  uint32_t *px2 = vhh_ptr(&h, fb2);
+  for (uint32_t i = 0; i < W * H; i++)
+    px2[i] = 0xff000000u | (i * 2246822519u >> 8);
+  create.id = 9, create.format = 67;
+  attach.id = 9, attach.addr = fb2;
+  xfer.id = 9;
+  set.id = 9;
+  flush.id = 9;
+  updates = h.scanout[0].updates;
+  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+        "R8G8B8A8 scanout");
+  for (int i = 0; i < 50 && h.scanout[0].updates == updates; i++)
+    vhh_pump_display(&h, 100);
+  bad = 0;
+  for (uint32_t i = 0; i < W * H; i++) {
+    uint32_t v = px2[i]; /* bytes R, G, B, A */
+    uint32_t want = (v & 0xff) << 16 | (v & 0xff00) | (v >> 16 & 0xff);
+    bad += (h.scanout[0].px[i] & 0xffffff) != want;
+  }
+  CHECK(h.scanout[0].updates > updates && bad == 0, "R8G8B8A8: %u pixels differ", bad);
+  /* Back to the first resource for what follows. */
+  create.id = RES, create.format = 2;
+  attach.id = RES, attach.addr = fb;
+  xfer.id = RES;
+  set.id = RES;
+  flush.id = RES;
+  CHECK(vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+        "back to the first scanout");
+
   /* The cursor queue: a 64x64 image and a move reach the display channel;
    * its chains come back with length 0. */
   uint64_t cfb = vhh_alloc(&h, 64 * 64 * 4);
