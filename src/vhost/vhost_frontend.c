@@ -57,8 +57,11 @@ struct VgpuFrontend {
   VhuDev dev;
   bool dev_ready;
   VgpuDevice *gpu;
-  VgpuTenant *tenant;    /* the instance's books; NULL without a ledger */
-  VgpuGuard *guard;      /* GPU timeout and hang-up watch; NULL: none */
+  VgpuTenant *tenant; /* the instance's books; NULL without a ledger */
+  VgpuGuard *guard;   /* GPU timeout and hang-up watch; NULL: none */
+  /* The control ring's next index when QEMU last stopped it (see act()). */
+  bool ctrl_stopped;
+  uint16_t ctrl_stopped_at;
   uint32_t gpu_features; /* VGPU_CMD_F_* the device was created with */
   uint32_t heads;
   bool virgl;
@@ -558,6 +561,7 @@ static void act(VgpuFrontend *fe, const VhuResult *res) {
       vgpu_device_mem_changed(fe->gpu);
   }
   if (a & VHU_ACT_RESET) {
+    fe->ctrl_stopped = false;
     g_hash_table_remove_all(fe->pending);
     vgpu_guard_progress(fe->guard, false);
     if (fe->gpu)
@@ -570,6 +574,24 @@ static void act(VgpuFrontend *fe, const VhuResult *res) {
     if (a & VHU_ACT_RING_STOPPED) {
       drop_pending_ring(fe, q);
       fe->ring_broken_logged[q] = false;
+      if (q == VGPU_QUEUE_CONTROL && !(a & VHU_ACT_RESET)) {
+        fe->ctrl_stopped = true;
+        fe->ctrl_stopped_at = fe->dev.vq[q].last_avail;
+      }
+    }
+    /* QEMU sends no reset when the guest reboots: it stops the rings and
+     * starts them again, and the new driver starts its resource ids from
+     * 1. A pause resumes the control ring where it stopped; a new driver
+     * starts it from 0. So a control ring that stopped past 0 and starts
+     * at 0 is a new driver, and the old one's objects go. */
+    if ((a & VHU_ACT_RING_STARTED) && q == VGPU_QUEUE_CONTROL && fe->ctrl_stopped) {
+      fe->ctrl_stopped = false;
+      if (fe->ctrl_stopped_at != 0 && fe->dev.vq[q].last_avail == 0 && fe->gpu) {
+        vgpu_info("guest driver started afresh: its previous resources and scanouts dropped");
+        g_hash_table_remove_all(fe->pending);
+        vgpu_guard_progress(fe->guard, false);
+        vgpu_device_reset(fe->gpu);
+      }
     }
     if (a & VHU_ACT_KICK_FD)
       rewatch_kick(fe, q);

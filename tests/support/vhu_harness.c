@@ -275,6 +275,13 @@ bool vhh_restart(VhhHarness *h, uint16_t next_avail) {
     free(h->scanout[i].px);
     memset(&h->scanout[i], 0, sizeof(h->scanout[i]));
   }
+  if (next_avail == 0) {
+    /* A new driver (guest reboot): fresh rings from index 0. */
+    for (unsigned q = 0; q < 2; q++) {
+      memset(h->mem + h->vq[q].desc_gpa, 0, RING_AREA);
+      h->vq[q].avail_idx = h->vq[q].used_seen = 0;
+    }
+  }
   return set_display_socket(h) && start_rings(h, next_avail) && display_handshake(h);
 }
 

@@ -83,7 +83,8 @@ bool vhh_negotiate(VhhHarness *h, uint64_t want_gpu_features);
 bool vhh_stop(VhhHarness *h, uint16_t *next_avail);
 /* QEMU's start again: a new display socket, rings from @next_avail
  * (ring 0) and where ring 1 was, enabled; waits for the display handshake.
- * The recorded scanouts are cleared first. */
+ * The recorded scanouts are cleared first.  @next_avail 0 plays a guest
+ * reboot: both rings are laid out afresh from index 0. */
 bool vhh_restart(VhhHarness *h, uint16_t next_avail);
 
 /* Guest memory: a fresh buffer of @len bytes (16-byte aligned). */

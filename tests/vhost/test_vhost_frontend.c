@@ -278,6 +278,16 @@ static void test_2d_frame(void) {
   t = vhh_ctrl(&h, &flush, sizeof(flush));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "flush after the restart: %#x", t);
 
+  /* A guest reboot: QEMU stops and starts the rings, with no reset; the
+   * new driver starts its rings at 0 and its resource ids at 1 again. */
+  CHECK(vhh_stop(&h, &next_avail), "second stop failed");
+  CHECK(vhh_restart(&h, 0), "restart after reboot failed");
+  t = vhh_ctrl(&h, &create, sizeof(create));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "the new driver's first resource: %#x", t);
+  xfer.id = 8; /* the old driver's cursor resource */
+  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  CHECK(t == VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "an old driver's resource: %#x", t);
+
   expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "hang-up after a frame");
   vhh_free(&h);
 }
