@@ -22,8 +22,7 @@ VgpuTenant *vgpu_tenant_new(VgpuLedger *ledger, uint32_t slot, const VgpuTenantP
   return t;
 }
 
-static void release(VgpuTenant *t, VgpuTenantResource *res, bool hook) {
-  bool keep = false;
+static void release(VgpuTenant *t, VgpuTenantResource *res, bool hook, bool keep) {
   if (hook && t->policy.release)
     t->policy.release(t->policy.user, res, &keep);
   if (!keep) {
@@ -42,7 +41,7 @@ void vgpu_tenant_free(VgpuTenant *t) {
   g_hash_table_iter_init(&it, t->resources);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     g_hash_table_iter_remove(&it);
-    release(t, v, true);
+    release(t, v, true, false);
   }
   g_hash_table_unref(t->resources);
   vgpu_tenant_uncharge(t, VGPU_RES_CONTEXTS, t->contexts);
@@ -126,21 +125,25 @@ VgpuTenantResource *vgpu_tenant_resource_get(const VgpuTenant *t, uint32_t handl
   return g_hash_table_lookup(t->resources, GUINT_TO_POINTER(handle));
 }
 
-static bool take(VgpuTenant *t, uint32_t handle, bool hook) {
+static bool take(VgpuTenant *t, uint32_t handle, bool hook, bool keep) {
   VgpuTenantResource *res = vgpu_tenant_resource_get(t, handle);
   if (!res)
     return false;
   g_hash_table_remove(t->resources, GUINT_TO_POINTER(handle));
-  release(t, res, hook);
+  release(t, res, hook, keep);
   return true;
 }
 
 void vgpu_tenant_resource_forget(VgpuTenant *t, uint32_t handle) {
-  take(t, handle, false);
+  take(t, handle, false, false);
+}
+
+void vgpu_tenant_resource_keep(VgpuTenant *t, uint32_t handle) {
+  take(t, handle, false, true);
 }
 
 bool vgpu_tenant_resource_remove(VgpuTenant *t, uint32_t handle) {
-  return take(t, handle, true);
+  return take(t, handle, true, false);
 }
 
 guint vgpu_tenant_resource_count(const VgpuTenant *t) {

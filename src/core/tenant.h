@@ -69,6 +69,11 @@ VgpuTenantResource *vgpu_tenant_resource_get(const VgpuTenant *t, uint32_t handl
 /* Takes a resource out of the table without the release hook and releases
  * its charges (a creation the renderer refused after add). */
 void vgpu_tenant_resource_forget(VgpuTenant *t, uint32_t handle);
+/* Takes a resource out of the table without the release hook and keeps
+ * its charges (res->charge bytes of VRAM and one object): the caller has
+ * taken them over (memory that outlives the handle) and releases them
+ * later with vgpu_tenant_uncharge(). */
+void vgpu_tenant_resource_keep(VgpuTenant *t, uint32_t handle);
 /* Releases (hook, then charges).  False if the handle is unknown. */
 bool vgpu_tenant_resource_remove(VgpuTenant *t, uint32_t handle);
 guint vgpu_tenant_resource_count(const VgpuTenant *t);

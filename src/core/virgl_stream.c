@@ -247,6 +247,7 @@ typedef struct Pin {
   uint32_t handle;
   uint32_t refs;
   bool gone;
+  bool charged; /* gone: this tracker holds its charge (vram bytes, one object) */
   uint64_t vram;
 } Pin;
 
@@ -311,8 +312,10 @@ static void unpin(VgpuVirglTracker *t, Pin *p) {
   if (p->gone) {
     g_hash_table_remove(t->kept, p);
     t->kept_vram -= p->vram;
-    release(t, VGPU_RES_VRAM, p->vram);
-    release(t, VGPU_RES_OBJECTS, 1);
+    if (p->charged && (!t->ch.hand_over || !t->ch.hand_over(t->ch.user, p->handle, p->vram))) {
+      release(t, VGPU_RES_VRAM, p->vram);
+      release(t, VGPU_RES_OBJECTS, 1);
+    }
   } else {
     g_hash_table_remove(t->pins, GUINT_TO_POINTER(p->handle));
   }
@@ -495,16 +498,49 @@ void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint
   }
   g_hash_table_remove(t->pins, GUINT_TO_POINTER(handle));
   p->gone = true;
+  p->charged = true;
   p->vram = vram;
   t->kept_vram += vram;
   g_hash_table_add(t->kept, p);
 }
 
+bool vgpu_virgl_tracker_resource_retire(VgpuVirglTracker *t, uint32_t handle) {
+  Pin *p = t ? g_hash_table_lookup(t->pins, GUINT_TO_POINTER(handle)) : NULL;
+  if (!p)
+    return false;
+  g_hash_table_remove(t->pins, GUINT_TO_POINTER(handle));
+  p->gone = true;
+  g_hash_table_add(t->kept, p);
+  return true;
+}
+
+bool vgpu_virgl_tracker_take_over(VgpuVirglTracker *t, uint32_t handle, uint64_t vram) {
+  GHashTableIter it;
+  gpointer k;
+  g_hash_table_iter_init(&it, t->kept);
+  while (g_hash_table_iter_next(&it, &k, NULL)) {
+    Pin *p = k;
+    if (p->handle == handle && !p->charged) {
+      p->charged = true;
+      p->vram = vram;
+      t->kept_vram += vram;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool vgpu_virgl_tracker_refers(const VgpuVirglTracker *t, uint32_t handle) {
+  return t && g_hash_table_contains(t->pins, GUINT_TO_POINTER(handle));
+}
+
 static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char **why) {
   if (ev->handle == 0)
-    return VGPU_VIRGL_OK;                /* the renderer refuses it and the session ends */
-  obj_remove(t, t->current, ev->handle); /* the renderer replaces a live handle */
-  if (t->n_objects >= t->max_objects) {
+    return VGPU_VIRGL_OK; /* the renderer refuses it and the session ends */
+  /* The renderer replaces a live handle; a refused command changes
+   * nothing, so the old object goes only once the new one is accepted. */
+  bool replaces = g_hash_table_contains(t->current->objects, GUINT_TO_POINTER(ev->handle));
+  if (!replaces && t->n_objects >= t->max_objects) {
     *why = g_strdup_printf("creating a %s (handle %u) would exceed the bound of %u stream "
                            "objects",
                            vgpu_virgl_object_name(ev->obj_type), ev->handle, t->max_objects);
@@ -522,6 +558,7 @@ static VgpuVirglResult object_create(VgpuVirglTracker *t, const VgpuVirglEvent *
     }
     o->charge = ev->bytes;
   }
+  obj_remove(t, t->current, ev->handle);
   if (ev->res_handle && t->ch.has_resource && t->ch.has_resource(t->ch.user, ev->res_handle))
     o->pin = pin_get(t, ev->res_handle);
   t->n_objects++;
@@ -630,11 +667,18 @@ static VgpuVirglResult apply(VgpuVirglTracker *t, const VgpuVirglEvent *ev, char
 
 VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *dw, size_t ndw,
                                           char **why) {
+  size_t applied;
+  return vgpu_virgl_tracker_submit_part(t, dw, ndw, &applied, why);
+}
+
+VgpuVirglResult vgpu_virgl_tracker_submit_part(VgpuVirglTracker *t, const uint32_t *dw, size_t ndw,
+                                               size_t *applied, char **why) {
   size_t off = 0;
   for (;;) {
     VgpuVirglEvent ev;
     const char *w = NULL;
     size_t at = off;
+    *applied = at;
     int r = vgpu_virgl_next(dw, ndw, &off, &ev, &w);
     if (r == 0)
       return VGPU_VIRGL_OK;

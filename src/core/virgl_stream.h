@@ -148,6 +148,12 @@ typedef struct VgpuVirglCharger {
   /* Whether the tenant holds a resource with this handle right now. */
   bool (*has_resource)(void *user, uint32_t handle);
   void *user;
+  /* Optional.  The last object referring to resource `handle`, which the
+   * tenant let go of, is gone from this tracker: true when the front-end
+   * takes its charge (`vram` bytes and one VGPU_RES_OBJECTS) over, because
+   * something else (another context's objects) still holds the memory;
+   * false (or no hook): the tracker releases it. */
+  bool (*hand_over)(void *user, uint32_t handle, uint64_t vram);
 } VgpuVirglCharger;
 
 /* Shader text (declared length plus the token buffer the renderer
@@ -181,10 +187,39 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuVirglTracker, vgpu_virgl_tracker_free)
 VgpuVirglResult vgpu_virgl_tracker_submit(VgpuVirglTracker *t, const uint32_t *dw, size_t ndw,
                                           char **why);
 
+/* The same, for a front-end that keeps the tenant running after a refusal
+ * (virtio-gpu answers with an error): *applied is the number of dwords of
+ * the commands the books took before the one refused (ndw on OK).  A
+ * refused command leaves the books as they were, so submitting exactly
+ * those dwords leaves the renderer holding what the books say. */
+VgpuVirglResult vgpu_virgl_tracker_submit_part(VgpuVirglTracker *t, const uint32_t *dw, size_t ndw,
+                                               size_t *applied, char **why);
+
 /* The tenant let go of resource `handle`, which was charged `vram` bytes
  * and one VGPU_RES_OBJECTS.  Released now if no object refers to it, else
  * when the last such object is destroyed. */
 void vgpu_virgl_tracker_resource_gone(VgpuVirglTracker *t, uint32_t handle, uint64_t vram);
+
+/* Whether an object of this tracker (or a binding) refers to the
+ * resource the tenant holds under `handle` now: the tracker that would keep
+ * its memory alive after vgpu_virgl_tracker_resource_gone().  A resource
+ * already gone does not count, so a new resource under the same handle is
+ * not mistaken for it. */
+bool vgpu_virgl_tracker_refers(const VgpuVirglTracker *t, uint32_t handle);
+
+/* Several trackers (one per context of a virtio-gpu device) may refer to
+ * one resource, but exactly one holds its charge after the tenant let go
+ * of it (vgpu_virgl_tracker_resource_gone()).  Each other one that refers
+ * to it retires its references here: they keep nothing charged and are no
+ * longer confused with a new resource under the same handle.  False if
+ * the tracker did not refer to it. */
+bool vgpu_virgl_tracker_resource_retire(VgpuVirglTracker *t, uint32_t handle);
+/* The charger's hand_over hook passes a charge on: a tracker whose
+ * objects still hold a retired resource `handle` takes `vram` bytes and
+ * one VGPU_RES_OBJECTS over (and releases them, or hands them over in
+ * turn, when its last such object goes).  False if none of its objects
+ * holds one. */
+bool vgpu_virgl_tracker_take_over(VgpuVirglTracker *t, uint32_t handle, uint64_t vram);
 
 /* A host3d blob claims the resource a command stream made with this blob
  * id: its description comes back (handle 0) with the VRAM bytes it was

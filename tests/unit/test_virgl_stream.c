@@ -51,7 +51,8 @@ typedef struct {
 static int setup(void **state) {
   Fix *f = g_new0(Fix, 1);
   f->b.resources = g_hash_table_new(g_direct_hash, g_direct_equal);
-  VgpuVirglCharger ch = {b_reserve, b_release, b_has, &f->b};
+  VgpuVirglCharger ch = {
+      .reserve = b_reserve, .release = b_release, .has_resource = b_has, .user = &f->b};
   f->t = vgpu_virgl_tracker_new(VGPU_VIRGL_MIN_MAX_OBJECTS, &ch);
   *state = f;
   return 0;
@@ -444,6 +445,99 @@ static void test_pipe_resources(void **state) {
   assert_int_equal(f->b.used[VGPU_RES_VRAM], 0);
 }
 
+/* Two trackers (two contexts of one device) on one tenant's books: the
+ * device's hand-over hook passes a charge to the other tracker. */
+static VgpuVirglTracker *other_tracker;
+static int hand_overs;
+static bool b_hand_over(void *user, uint32_t handle, uint64_t vram) {
+  hand_overs++;
+  return other_tracker && vgpu_virgl_tracker_take_over(other_tracker, handle, vram);
+}
+
+static void test_refers_and_hand_over(void **state) {
+  Fix *f = *state;
+  VgpuVirglCharger ch = {.reserve = b_reserve,
+                         .release = b_release,
+                         .has_resource = b_has,
+                         .hand_over = b_hand_over,
+                         .user = &f->b};
+  VgpuVirglTracker *a = vgpu_virgl_tracker_new(0, &ch), *b = vgpu_virgl_tracker_new(0, &ch);
+  hand_overs = 0;
+  resource(f, 1);
+  resource(f, 2);
+  uint32_t w[7];
+  view(w, 10, 1);
+  char *why = NULL;
+  assert_int_equal(vgpu_virgl_tracker_submit(a, w, 7, &why), VGPU_VIRGL_OK);
+  assert_int_equal(vgpu_virgl_tracker_submit(b, w, 7, &why), VGPU_VIRGL_OK);
+  assert_true(vgpu_virgl_tracker_refers(a, 1) && vgpu_virgl_tracker_refers(b, 1));
+  assert_false(vgpu_virgl_tracker_refers(a, 2));
+  assert_false(vgpu_virgl_tracker_refers(NULL, 1));
+  /* The tenant lets go of 1: a keeps its charge, b retires its view's. */
+  g_hash_table_remove(f->b.resources, GUINT_TO_POINTER(1));
+  vgpu_virgl_tracker_resource_gone(a, 1, 1000);
+  assert_true(vgpu_virgl_tracker_resource_retire(b, 1));
+  assert_false(vgpu_virgl_tracker_resource_retire(b, 2));
+  assert_false(vgpu_virgl_tracker_refers(a, 1) || vgpu_virgl_tracker_refers(b, 1));
+  assert_int_equal(vgpu_virgl_tracker_kept_vram(a), 1000);
+  assert_int_equal(vgpu_virgl_tracker_kept_vram(b), 0);
+  /* A new resource under handle 1 is not the retired one. */
+  resource(f, 1);
+  assert_false(vgpu_virgl_tracker_refers(b, 1));
+  /* a's view goes: b still holds the memory and takes the charge over. */
+  other_tracker = b;
+  uint32_t destroy[2] = {CMD0(3, 0, 1), 10};
+  assert_int_equal(vgpu_virgl_tracker_submit(a, destroy, 2, &why), VGPU_VIRGL_OK);
+  assert_int_equal(hand_overs, 1);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 2000 + 1000); /* 1 (new), 2, and the old 1 */
+  assert_int_equal(vgpu_virgl_tracker_kept_vram(a), 0);
+  assert_int_equal(vgpu_virgl_tracker_kept_vram(b), 1000);
+  assert_false(vgpu_virgl_tracker_take_over(a, 1, 1000)); /* nothing of a holds it */
+  /* b's view goes with b: nobody takes it, it is released. */
+  other_tracker = a;
+  vgpu_virgl_tracker_free(b);
+  assert_int_equal(hand_overs, 2);
+  assert_int_equal(f->b.used[VGPU_RES_VRAM], 2000);
+  assert_int_equal(f->b.used[VGPU_RES_OBJECTS], 2);
+  other_tracker = NULL;
+  vgpu_virgl_tracker_free(a);
+}
+
+/* A refused command leaves the books as they were, and the caller learns
+ * how much of the stream was taken. */
+static void test_submit_part(void **state) {
+  Fix *f = *state;
+  f->b.limit[VGPU_RES_CONTEXTS] = 1;
+  resource(f, 1);
+  uint32_t w[7];
+  view(w, 10, 1);
+  assert_int_equal(submit(f, w, 7), VGPU_VIRGL_OK);
+  /* destroy 10, then a second sub-context: refused at dword 4 */
+  const uint32_t s[] = {CMD0(29, 0, 1), 1, CMD0(3, 0, 1), 10, CMD0(29, 0, 1), 2, CMD0(0, 0, 0)};
+  size_t applied = 99;
+  char *why = NULL;
+  assert_int_equal(vgpu_virgl_tracker_submit_part(f->t, s, G_N_ELEMENTS(s), &applied, &why),
+                   VGPU_VIRGL_REFUSED);
+  assert_int_equal(applied, 4);
+  assert_int_equal(vgpu_virgl_tracker_sub_ctxs(f->t), 1);
+  /* framing: stops before the bad command */
+  const uint32_t bad[] = {CMD0(0, 0, 0), CMD0(0, 0, 5), 1};
+  assert_int_equal(vgpu_virgl_tracker_submit_part(f->t, bad, 3, &applied, &why),
+                   VGPU_VIRGL_MALFORMED);
+  assert_int_equal(applied, 1);
+  g_free(why);
+  assert_int_equal(vgpu_virgl_tracker_submit_part(f->t, bad, 1, &applied, &why), VGPU_VIRGL_OK);
+  assert_int_equal(applied, 1);
+  /* a create replacing a live handle at the bound is not refused; a refused
+   * large shader does not take the old object away */
+  f->b.limit[VGPU_RES_VRAM] = 1000 + 1;
+  assert_int_equal(SUBMIT(f, CMD0(28, 0, 1), 0), VGPU_VIRGL_OK);
+  uint32_t sh[6] = {CMD0(1, VGPU_VIRGL_OBJECT_SHADER, 5), 10, 1, 1u << 20, 0, 0};
+  assert_int_equal(submit(f, sh, 6), VGPU_VIRGL_REFUSED);
+  assert_int_equal(vgpu_virgl_tracker_objects(f->t), 1);
+  assert_true(vgpu_virgl_tracker_refers(f->t, 1)); /* view 10 is still there */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_next_events),
@@ -459,6 +553,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bindings_keep_resources, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rebind_and_sub_context_bindings, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bindings_outside_slots, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_refers_and_hand_over, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_submit_part, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
