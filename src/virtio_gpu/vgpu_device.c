@@ -27,6 +27,7 @@
 #include <pixman.h>
 #include <string.h>
 
+#include "core/virgl_stream.h"
 #include "util/log.h"
 
 /* Hard caps independent of quotas: what a guest can make the device hold. */
@@ -79,7 +80,7 @@ struct VgpuDevice {
   VgpuDeviceConfig cfg;
   VgpuCmdConfig cmd_cfg;
   GHashTable *resources; /* id -> Res* */
-  GHashTable *contexts;  /* ctx id set */
+  GHashTable *contexts;  /* ctx id -> VgpuVirglTracker*, its command streams */
   Scanout scanouts[VGPU_CMD_MAX_SCANOUTS];
   GQueue pending; /* Pending*, in fence order */
   uint64_t next_fence;
@@ -242,8 +243,30 @@ static void res_free(VgpuDevice *d, Res *r, bool tell) {
   }
   if (r->image)
     pixman_image_unref(r->image);
-  if (d->cfg.tenant)
+  /* Command-stream objects of some context may keep a 3D resource's memory
+   * alive: so does its charge, which one context's tracker takes over (the
+   * others retire their references; see stream_hand_over). */
+  VgpuVirglTracker *keeper = NULL;
+  if (r->is_3d) {
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, d->contexts);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+      if (!vgpu_virgl_tracker_refers(v, r->id))
+        continue;
+      if (keeper)
+        vgpu_virgl_tracker_resource_retire(v, r->id);
+      else
+        keeper = v;
+    }
+  }
+  if (keeper) {
+    if (d->cfg.tenant)
+      vgpu_tenant_resource_keep(d->cfg.tenant, r->id);
+    vgpu_virgl_tracker_resource_gone(keeper, r->id, r->charge);
+  } else if (d->cfg.tenant) {
     vgpu_tenant_resource_forget(d->cfg.tenant, r->id);
+  }
   g_free(r->ents);
   g_free(r);
 }
@@ -638,6 +661,47 @@ static size_t do_capset(Ctx *x) {
   return (size_t)n;
 }
 
+/* ---- command streams: charged and bounded (core/virgl_stream.c) --------- */
+static bool stream_reserve(void *user, VgpuResKind kind, uint64_t amount, const char *what) {
+  VgpuDevice *d = user;
+  return !d->cfg.tenant || vgpu_tenant_charge(d->cfg.tenant, kind, amount, what);
+}
+
+static void stream_release(void *user, VgpuResKind kind, uint64_t amount) {
+  VgpuDevice *d = user;
+  if (d->cfg.tenant)
+    vgpu_tenant_uncharge(d->cfg.tenant, kind, amount);
+}
+
+/* Only 3D resources reach the renderer: a 2D one is never held by an
+ * object. */
+static bool stream_has_resource(void *user, uint32_t handle) {
+  Res *r = res_get(user, handle);
+  return r && r->is_3d;
+}
+
+/* A context's last object holding a resource the guest unreferenced went
+ * away: another context whose objects still hold it takes its charge. */
+static bool stream_hand_over(void *user, uint32_t handle, uint64_t vram) {
+  VgpuDevice *d = user;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, d->contexts);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    if (vgpu_virgl_tracker_take_over(v, handle, vram))
+      return true;
+  return false;
+}
+
+static VgpuVirglTracker *stream_tracker_new(VgpuDevice *d) {
+  VgpuVirglCharger ch = {.reserve = stream_reserve,
+                         .release = stream_release,
+                         .has_resource = stream_has_resource,
+                         .hand_over = stream_hand_over,
+                         .user = d};
+  return vgpu_virgl_tracker_new(d->cfg.max_stream_objects, &ch);
+}
+
 static bool ctx_known(VgpuDevice *d, uint32_t ctx) {
   return ctx && g_hash_table_contains(d->contexts, GUINT_TO_POINTER(ctx));
 }
@@ -658,12 +722,15 @@ static size_t do_ctx_create(Ctx *x) {
       vgpu_tenant_context_release(d->cfg.tenant);
     return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "renderer refused the context");
   }
-  g_hash_table_add(d->contexts, GUINT_TO_POINTER(ctx));
+  g_hash_table_insert(d->contexts, GUINT_TO_POINTER(ctx), stream_tracker_new(d));
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 
-static void ctx_destroy(VgpuDevice *d, uint32_t ctx) {
+/* @ctx is already out of the table: its tracker's charges go (or are
+ * handed over to the contexts left). */
+static void ctx_destroy(VgpuDevice *d, uint32_t ctx, VgpuVirglTracker *stream) {
   d->cfg.renderer->ops->context_destroy(d->cfg.renderer, ctx);
+  vgpu_virgl_tracker_free(stream);
   if (d->cfg.tenant)
     vgpu_tenant_context_release(d->cfg.tenant);
 }
@@ -672,8 +739,9 @@ static size_t do_ctx_destroy(Ctx *x) {
   uint32_t ctx = x->c->hdr.ctx_id;
   if (!ctx_known(x->d, ctx))
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID, "unknown context");
+  VgpuVirglTracker *stream = g_hash_table_lookup(x->d->contexts, GUINT_TO_POINTER(ctx));
   g_hash_table_remove(x->d->contexts, GUINT_TO_POINTER(ctx));
-  ctx_destroy(x->d, ctx);
+  ctx_destroy(x->d, ctx, stream);
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 
@@ -808,9 +876,34 @@ static size_t do_submit(Ctx *x) {
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID, "unknown context");
   if (x->c->u.submit_3d.size == 0)
     return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
+  /* The books first: what the stream makes is charged and bounded like a
+   * vtest tenant's.  A refusal answers this request with an error and the
+   * device goes on; the commands before the refused one were taken into
+   * the books, and run (as the renderer itself runs a stream up to a bad
+   * command), so the renderer holds exactly what is charged. */
+  size_t ndw = x->c->u.submit_3d.size / 4u, applied = 0;
+  g_autofree uint32_t *copy = NULL; /* the tracker reads whole dwords */
+  const uint32_t *dw = (const uint32_t *)(const void *)x->c->u.submit_3d.data;
+  if ((uintptr_t)dw % _Alignof(uint32_t))
+    dw = copy = g_memdup2(x->c->u.submit_3d.data, ndw * 4u);
+  g_autofree char *why = NULL;
+  VgpuVirglResult res = vgpu_virgl_tracker_submit_part(
+      g_hash_table_lookup(d->contexts, GUINT_TO_POINTER(ctx)), dw, ndw, &applied, &why);
   backing_refresh_all(d);
   VgpuRenderer *rd = d->cfg.renderer;
-  if (rd->ops->submit(rd, ctx, x->c->u.submit_3d.data, x->c->u.submit_3d.size / 4u) < 0)
+  if (res != VGPU_VIRGL_OK) {
+    if (applied && rd->ops->submit(rd, ctx, dw, (uint32_t)applied) < 0)
+      vgpu_warn("%s: the renderer refused the commands before a refused one", d->name);
+    switch (res) {
+    case VGPU_VIRGL_MALFORMED:
+      return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, why);
+    case VGPU_VIRGL_BOUND:
+      return fail(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY, why);
+    default: /* the tenant logged the refusal */
+      return resp_nodata(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+    }
+  }
+  if (rd->ops->submit(rd, ctx, dw, (uint32_t)ndw) < 0)
     return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "renderer refused the command stream");
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
@@ -976,9 +1069,9 @@ static void drop_all(VgpuDevice *d, bool tell) {
   GHashTableIter it;
   gpointer k, v;
   g_hash_table_iter_init(&it, d->contexts);
-  while (g_hash_table_iter_next(&it, &k, NULL)) {
+  while (g_hash_table_iter_next(&it, &k, &v)) {
     g_hash_table_iter_remove(&it);
-    ctx_destroy(d, GPOINTER_TO_UINT(k));
+    ctx_destroy(d, GPOINTER_TO_UINT(k), v);
   }
   g_hash_table_iter_init(&it, d->resources);
   while (g_hash_table_iter_next(&it, NULL, &v)) {

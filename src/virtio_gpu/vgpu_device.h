@@ -15,7 +15,8 @@
  * Every guest value is validated before use; a bad request gets an error
  * response (VIRTIO_GPU_RESP_ERR_*) with one logged reason, and the device
  * keeps running.  Charges go through the core tenant (core/tenant.h) whose
- * refusals the device answers with ERR_OUT_OF_MEMORY. */
+ * refusals the device answers with ERR_OUT_OF_MEMORY; that includes what
+ * 3D command streams make (see max_stream_objects). */
 #pragma once
 
 #include <stdbool.h>
@@ -77,6 +78,16 @@ typedef struct VgpuDeviceConfig {
   uint32_t width, height; /* preferred mode reported for each scanout */
   uint32_t features;      /* VGPU_CMD_F_* negotiated with the guest */
   uint32_t submit_max;    /* cap on SUBMIT_3D bytes */
+  /* Bound on live command-stream objects per 3D context (the profile's
+   * max-stream-objects; 0: VGPU_VIRGL_DEFAULT_MAX_OBJECTS).  Every SUBMIT_3D
+   * goes through a per-context stream tracker (core/virgl_stream.h) before
+   * the renderer: sub-contexts beyond the first are charged as contexts,
+   * large shader text as VRAM, objects beyond this bound are refused, and a
+   * 3D resource the guest unreferenced stays charged while objects still
+   * hold it.  A malformed stream is answered ERR_INVALID_PARAMETER, a bound
+   * or quota refusal ERR_OUT_OF_MEMORY; the stream's commands before the
+   * refused one run, the rest do not. */
+  uint32_t max_stream_objects;
   VgpuRenderer *renderer; /* NULL: 2D only (VIRGL must not be offered) */
   VgpuTenant *tenant;     /* charges; NULL: none (tests, fuzzing) */
   VgpuGuestMem mem;

@@ -55,6 +55,20 @@ typedef struct {
 
 static Fix *F;
 
+/* Bound on stream objects for the next fixture (0: the default). */
+static uint32_t fix_max_stream_objects;
+
+/* The renderer's submissions, counted under the null renderer. */
+static VgpuRendererOps counting_ops;
+static int (*real_submit)(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_t ndw);
+static int submits;
+static uint32_t last_submit_ndw;
+static int counting_submit(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_t ndw) {
+  submits++;
+  last_submit_ndw = ndw;
+  return real_submit(r, ctx, cmds, ndw);
+}
+
 /* ---- fakes ------------------------------------------------------------- */
 static int to_iov(void *user, uint64_t gpa, uint64_t len, struct iovec *iov, unsigned max,
                   unsigned *n) {
@@ -145,12 +159,18 @@ static Fix *fix_new_limits(uint32_t features, uint64_t vram, uint64_t objects, u
   if (features & VGPU_CMD_F_VIRGL) {
     f->r = vgpu_renderer_null_new(on_fence, f);
     f->r->ctx_fence_cb = on_ctx_fence;
+    counting_ops = *f->r->ops;
+    real_submit = counting_ops.submit;
+    counting_ops.submit = counting_submit;
+    f->r->ops = &counting_ops;
+    submits = 0;
   }
   VgpuDeviceConfig cfg = {.num_scanouts = 2,
                           .width = MODE_W,
                           .height = MODE_H,
                           .features = features,
                           .submit_max = 4096,
+                          .max_stream_objects = fix_max_stream_objects,
                           .renderer = f->r,
                           .tenant = f->tenant,
                           .mem = {.to_iov = to_iov, .user = f},
@@ -1046,6 +1066,107 @@ static void test_cve_2021_3546_capset_bounds(void **state) {
   fix_free(f);
 }
 
+/* ---- command streams: charged and bounded like a vtest tenant's -------- */
+#define CMD0(cmd, obj, len) ((uint32_t)(cmd) | ((uint32_t)(obj) << 8) | ((uint32_t)(len) << 16))
+#define SUBMIT(ctx, ...)                                                                           \
+  submit(ctx, 0, 0, (const uint32_t[]){__VA_ARGS__}, sizeof((const uint32_t[]){__VA_ARGS__}) / 4, 0)
+#define SAMPLER_STATE(h) CMD0(1, 7, 9), h, 0, 0, 0, 0, 0, 0, 0, 0
+#define VIEW(h, res) CMD0(1, 6, 6), h, res, 2, 0, 0, 0
+#define DESTROY(h) CMD0(3, 0, 1), h
+
+/* Sub-contexts beyond the contexts quota, objects beyond the bound and
+ * malformed framing are answered with errors; the stream does not reach
+ * the renderer (only the commands before the refused one do) and the
+ * device goes on. */
+static void test_stream_quotas(void **state) {
+  fix_max_stream_objects = 4;
+  Fix *f = fix_new_limits(F3D, 0, 0, 2);
+  fix_max_stream_objects = 0;
+  assert_int_equal(ctx_create(1), OK);
+  assert_int_equal(SUBMIT(1, CMD0(29, 0, 1), 1), OK); /* sub-context 1: the 2nd context */
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 2);
+  assert_int_equal(submits, 1);
+  assert_int_equal(SUBMIT(1, CMD0(29, 0, 1), 2), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(submits, 1);
+  assert_int_equal(f->refusals, 1);
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 2);
+  assert_int_equal(ctx_create(2), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(SUBMIT(1, CMD0(0, 0, 0)), OK); /* the device goes on */
+  assert_int_equal(submits, 2);
+  /* objects: four fit, a fifth does not */
+  assert_int_equal(SUBMIT(1, SAMPLER_STATE(1), SAMPLER_STATE(2), SAMPLER_STATE(3)), OK);
+  assert_int_equal(SUBMIT(1, SAMPLER_STATE(4)), OK);
+  assert_int_equal(submits, 4);
+  assert_int_equal(SUBMIT(1, SAMPLER_STATE(5)), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(submits, 4);
+  /* a destroy makes room; what comes before a refusal runs, the rest not */
+  assert_int_equal(SUBMIT(1, DESTROY(1), SAMPLER_STATE(5), SAMPLER_STATE(6), CMD0(0, 0, 0)),
+                   VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+  assert_int_equal(submits, 5);
+  assert_int_equal(last_submit_ndw, 2 + 10);
+  /* malformed framing: a command longer than the stream */
+  assert_int_equal(SUBMIT(1, CMD0(0, 0, 5), 1), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+  assert_int_equal(submits, 5);
+  /* the context goes, its sub-context with it */
+  start(VIRTIO_GPU_CMD_CTX_DESTROY, 24);
+  p32(16, 1);
+  assert_int_equal(send(), OK);
+  assert_int_equal(used(f, VGPU_RES_CONTEXTS), 0);
+  assert_int_equal(ctx_create(2), OK);
+  assert_int_equal(SUBMIT(2, SAMPLER_STATE(1), SAMPLER_STATE(2), SAMPLER_STATE(3)), OK);
+  fix_free(f);
+}
+
+/* A sampler view keeps an unreferenced 3D resource's VRAM charged until
+ * the view is destroyed, or its context; with two contexts the charge
+ * passes to the one still holding it.  A 2D resource never reaches the
+ * renderer: it is released at once. */
+static void test_stream_view_keeps_resource(void **state) {
+  Fix *f = fix_new(F3D, 0);
+  assert_int_equal(ctx_create(1), OK);
+  assert_int_equal(create_3d(10, VGPU_TARGET_2D, 2, 64, 32, 1, 1, 0), OK);
+  uint64_t v = used(f, VGPU_RES_VRAM);
+  assert_true(v >= 64 * 32 * 4);
+  assert_int_equal(SUBMIT(1, VIEW(20, 10)), OK);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 10), OK);
+  assert_int_equal(vgpu_tenant_resource_count(f->tenant), 0);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 1);
+  /* a new resource under the same id is another one */
+  assert_int_equal(create_3d(10, VGPU_TARGET_2D, 2, 64, 32, 1, 1, 0), OK);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 10), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);
+  assert_int_equal(SUBMIT(1, DESTROY(20)), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), 0);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 0);
+  /* 2D */
+  assert_int_equal(create_2d(12, 1, 8, 8), OK);
+  assert_int_equal(SUBMIT(1, VIEW(21, 12)), OK);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 12), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), 0);
+  /* two contexts hold it: the charge lasts until both let go */
+  assert_int_equal(ctx_create(2), OK);
+  assert_int_equal(create_3d(13, VGPU_TARGET_2D, 2, 64, 32, 1, 1, 0), OK);
+  assert_int_equal(SUBMIT(1, VIEW(22, 13)), OK);
+  assert_int_equal(SUBMIT(2, VIEW(22, 13)), OK);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 13), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);
+  start(VIRTIO_GPU_CMD_CTX_DESTROY, 24);
+  p32(16, 1);
+  assert_int_equal(send(), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 1);
+  assert_int_equal(SUBMIT(2, DESTROY(22)), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), 0);
+  assert_int_equal(used(f, VGPU_RES_OBJECTS), 0);
+  /* still held when the device goes: fix_free checks the books are zero */
+  assert_int_equal(create_3d(14, VGPU_TARGET_2D, 2, 64, 32, 1, 1, 0), OK);
+  assert_int_equal(SUBMIT(2, VIEW(23, 14), CMD0(29, 0, 1), 5), OK);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 14), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);
+  fix_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_display_info),
@@ -1062,6 +1183,8 @@ int main(void) {
     cmocka_unit_test(test_fence_deferred),
     cmocka_unit_test(test_fence_2d_immediate),
     cmocka_unit_test(test_set_features),
+    cmocka_unit_test(test_stream_quotas),
+    cmocka_unit_test(test_stream_view_keeps_resource),
 #if HAVE_VIRGL
     cmocka_unit_test(test_3d_scanout_virgl),
 #endif
