@@ -16,8 +16,9 @@
  * Checks: every response is a whole header or more and no longer than the
  * buffer; display updates lie inside the scanout the device announced and
  * every pixel byte they name is readable; deferred responses complete at
- * most once; after vgpu_device_free the ledger holds nothing.  GLib
- * criticals and warnings are fatal. */
+ * most once; after vgpu_device_free the ledger holds nothing (command
+ * streams are bounded to 16 objects per context, so the fuzzer reaches the
+ * bound too).  GLib criticals and warnings are fatal. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -137,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                           .height = 480,
                           .features = features,
                           .submit_max = 4096,
+                          .max_stream_objects = 16,
                           .renderer = r,
                           .tenant = tenant,
                           .mem = {.to_iov = to_iov, .user = &z},
