@@ -114,6 +114,16 @@ static void test_tenant_books(void **state) {
   assert_int_equal(f.released_handle, 1);
   assert_int_equal(used(&f, VGPU_RES_VRAM), 0);
   assert_int_equal(used(&f, VGPU_RES_OBJECTS), 0);
+  /* Keep: out of the table, no hook, the charges stay with the caller. */
+  assert_non_null(vgpu_tenant_resource_add(t, &d3, 250, "resource 3"));
+  vgpu_tenant_resource_keep(t, 3);
+  assert_null(vgpu_tenant_resource_get(t, 3));
+  assert_int_equal(vgpu_tenant_vram(t), 0);
+  assert_int_equal(f.released, 1);
+  assert_int_equal(used(&f, VGPU_RES_VRAM), 250);
+  assert_int_equal(used(&f, VGPU_RES_OBJECTS), 1);
+  vgpu_tenant_uncharge(t, VGPU_RES_VRAM, 250);
+  vgpu_tenant_uncharge(t, VGPU_RES_OBJECTS, 1);
 
   /* Contexts. */
   assert_true(vgpu_tenant_context_charge(t, "context"));
