@@ -67,6 +67,14 @@ typedef struct {
   uint64_t rb_charge;
 } Scanout;
 
+/* A 3D context: its command streams' books. */
+typedef struct {
+  VgpuVirglTracker *stream;
+  /* The renderer refused a stream: it runs nothing more in this context
+   * (virglrenderer keeps a context in error), so neither do the books. */
+  bool in_error;
+} Context;
+
 typedef struct {
   uint64_t fence; /* the device's id */
   uint64_t cookie;
@@ -80,7 +88,7 @@ struct VgpuDevice {
   VgpuDeviceConfig cfg;
   VgpuCmdConfig cmd_cfg;
   GHashTable *resources; /* id -> Res* */
-  GHashTable *contexts;  /* ctx id -> VgpuVirglTracker*, its command streams */
+  GHashTable *contexts;  /* ctx id -> Context* */
   Scanout scanouts[VGPU_CMD_MAX_SCANOUTS];
   GQueue pending; /* Pending*, in fence order */
   uint64_t next_fence;
@@ -252,12 +260,13 @@ static void res_free(VgpuDevice *d, Res *r, bool tell) {
     gpointer v;
     g_hash_table_iter_init(&it, d->contexts);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
-      if (!vgpu_virgl_tracker_refers(v, r->id))
+      VgpuVirglTracker *t = ((Context *)v)->stream;
+      if (!vgpu_virgl_tracker_refers(t, r->id))
         continue;
       if (keeper)
-        vgpu_virgl_tracker_resource_retire(v, r->id);
+        vgpu_virgl_tracker_resource_retire(t, r->id);
       else
-        keeper = v;
+        keeper = t;
     }
   }
   if (keeper) {
@@ -688,7 +697,7 @@ static bool stream_hand_over(void *user, uint32_t handle, uint64_t vram) {
   gpointer v;
   g_hash_table_iter_init(&it, d->contexts);
   while (g_hash_table_iter_next(&it, NULL, &v))
-    if (vgpu_virgl_tracker_take_over(v, handle, vram))
+    if (vgpu_virgl_tracker_take_over(((Context *)v)->stream, handle, vram))
       return true;
   return false;
 }
@@ -722,15 +731,18 @@ static size_t do_ctx_create(Ctx *x) {
       vgpu_tenant_context_release(d->cfg.tenant);
     return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "renderer refused the context");
   }
-  g_hash_table_insert(d->contexts, GUINT_TO_POINTER(ctx), stream_tracker_new(d));
+  Context *c = g_new0(Context, 1);
+  c->stream = stream_tracker_new(d);
+  g_hash_table_insert(d->contexts, GUINT_TO_POINTER(ctx), c);
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 
 /* @ctx is already out of the table: its tracker's charges go (or are
  * handed over to the contexts left). */
-static void ctx_destroy(VgpuDevice *d, uint32_t ctx, VgpuVirglTracker *stream) {
+static void ctx_destroy(VgpuDevice *d, uint32_t ctx, Context *c) {
   d->cfg.renderer->ops->context_destroy(d->cfg.renderer, ctx);
-  vgpu_virgl_tracker_free(stream);
+  vgpu_virgl_tracker_free(c->stream);
+  g_free(c);
   if (d->cfg.tenant)
     vgpu_tenant_context_release(d->cfg.tenant);
 }
@@ -739,9 +751,9 @@ static size_t do_ctx_destroy(Ctx *x) {
   uint32_t ctx = x->c->hdr.ctx_id;
   if (!ctx_known(x->d, ctx))
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID, "unknown context");
-  VgpuVirglTracker *stream = g_hash_table_lookup(x->d->contexts, GUINT_TO_POINTER(ctx));
+  Context *c = g_hash_table_lookup(x->d->contexts, GUINT_TO_POINTER(ctx));
   g_hash_table_remove(x->d->contexts, GUINT_TO_POINTER(ctx));
-  ctx_destroy(x->d, ctx, stream);
+  ctx_destroy(x->d, ctx, c);
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 
@@ -881,19 +893,24 @@ static size_t do_submit(Ctx *x) {
    * device goes on; the commands before the refused one were taken into
    * the books, and run (as the renderer itself runs a stream up to a bad
    * command), so the renderer holds exactly what is charged. */
+  Context *c = g_hash_table_lookup(d->contexts, GUINT_TO_POINTER(ctx));
+  if (c->in_error)
+    return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC,
+                "the renderer refused an earlier stream of this context");
   size_t ndw = x->c->u.submit_3d.size / 4u, applied = 0;
   g_autofree uint32_t *copy = NULL; /* the tracker reads whole dwords */
   const uint32_t *dw = (const uint32_t *)(const void *)x->c->u.submit_3d.data;
   if ((uintptr_t)dw % _Alignof(uint32_t))
     dw = copy = g_memdup2(x->c->u.submit_3d.data, ndw * 4u);
   g_autofree char *why = NULL;
-  VgpuVirglResult res = vgpu_virgl_tracker_submit_part(
-      g_hash_table_lookup(d->contexts, GUINT_TO_POINTER(ctx)), dw, ndw, &applied, &why);
+  VgpuVirglResult res = vgpu_virgl_tracker_submit_part(c->stream, dw, ndw, &applied, &why);
   backing_refresh_all(d);
   VgpuRenderer *rd = d->cfg.renderer;
   if (res != VGPU_VIRGL_OK) {
-    if (applied && rd->ops->submit(rd, ctx, dw, (uint32_t)applied) < 0)
+    if (applied && rd->ops->submit(rd, ctx, dw, (uint32_t)applied) < 0) {
+      c->in_error = true;
       vgpu_warn("%s: the renderer refused the commands before a refused one", d->name);
+    }
     switch (res) {
     case VGPU_VIRGL_MALFORMED:
       return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, why);
@@ -903,8 +920,13 @@ static size_t do_submit(Ctx *x) {
       return resp_nodata(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
     }
   }
-  if (rd->ops->submit(rd, ctx, dw, (uint32_t)ndw) < 0)
+  if (rd->ops->submit(rd, ctx, dw, (uint32_t)ndw) < 0) {
+    /* The books took the whole stream, the renderer ran it up to the
+     * command it refused; from here on it refuses the context's streams,
+     * and so does the device, so the books change no more. */
+    c->in_error = true;
     return fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "renderer refused the command stream");
+  }
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 

@@ -63,9 +63,14 @@ static VgpuRendererOps counting_ops;
 static int (*real_submit)(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_t ndw);
 static int submits;
 static uint32_t last_submit_ndw;
+#define RENDERER_REFUSES 0x00000063u /* a command the renderer refuses here */
 static int counting_submit(VgpuRenderer *r, uint32_t ctx, const void *cmds, uint32_t ndw) {
   submits++;
   last_submit_ndw = ndw;
+  uint32_t dw0;
+  memcpy(&dw0, cmds, sizeof(dw0));
+  if (dw0 == RENDERER_REFUSES)
+    return -EINVAL;
   return real_submit(r, ctx, cmds, ndw);
 }
 
@@ -1117,6 +1122,30 @@ static void test_stream_quotas(void **state) {
   fix_free(f);
 }
 
+/* A stream the renderer refuses leaves its context in error (virglrenderer
+ * runs nothing more there): later streams are refused before the books,
+ * so a destroy the renderer never runs releases nothing. */
+static void test_stream_renderer_refusal(void **state) {
+  Fix *f = fix_new(F3D, 0);
+  assert_int_equal(ctx_create(1), OK);
+  assert_int_equal(ctx_create(2), OK);
+  assert_int_equal(create_3d(10, VGPU_TARGET_2D, 2, 64, 32, 1, 1, 0), OK);
+  uint64_t v = used(f, VGPU_RES_VRAM);
+  assert_int_equal(SUBMIT(1, VIEW(20, 10)), OK);
+  assert_int_equal(SUBMIT(1, RENDERER_REFUSES), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  assert_int_equal(submits, 2);
+  assert_int_equal(SUBMIT(1, DESTROY(20)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+  assert_int_equal(submits, 2);
+  assert_int_equal(simple(VIRTIO_GPU_CMD_RESOURCE_UNREF, 10), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), v);    /* the view still holds it */
+  assert_int_equal(SUBMIT(2, CMD0(0, 0, 0)), OK); /* other contexts go on */
+  start(VIRTIO_GPU_CMD_CTX_DESTROY, 24);
+  p32(16, 1);
+  assert_int_equal(send(), OK);
+  assert_int_equal(used(f, VGPU_RES_VRAM), 0);
+  fix_free(f);
+}
+
 /* A sampler view keeps an unreferenced 3D resource's VRAM charged until
  * the view is destroyed, or its context; with two contexts the charge
  * passes to the one still holding it.  A 2D resource never reaches the
@@ -1185,6 +1214,7 @@ int main(void) {
     cmocka_unit_test(test_set_features),
     cmocka_unit_test(test_stream_quotas),
     cmocka_unit_test(test_stream_view_keeps_resource),
+    cmocka_unit_test(test_stream_renderer_refusal),
 #if HAVE_VIRGL
     cmocka_unit_test(test_3d_scanout_virgl),
 #endif
