@@ -66,6 +66,7 @@ struct VgpuFrontend {
   uint32_t heads;
   bool virgl;
   uint32_t submit_max;
+  uint32_t max_stream_objects; /* the profile's bound; 0: the tracker's default */
   /* Gather buffer (readable part of one chain) and the response. */
   uint8_t *req;
   size_t req_cap;
@@ -185,6 +186,7 @@ static VgpuDevice *gpu_get(VgpuFrontend *fe) {
       .height = VHF_PREFERRED_H,
       .features = want,
       .submit_max = fe->submit_max,
+      .max_stream_objects = fe->max_stream_objects,
       .renderer = (want & VGPU_CMD_F_VIRGL) ? fe->renderer : NULL,
       .tenant = fe->tenant,
       .mem = {.to_iov = mem_to_iov, .user = fe},
@@ -725,6 +727,7 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   fe->heads = a->heads ? a->heads : 1;
   fe->virgl = a->virgl < 0 ? g_strcmp0(r->ops->name, "virgl") == 0 : a->virgl > 0;
   fe->submit_max = a->max_submit_bytes ? a->max_submit_bytes : VHF_DEFAULT_SUBMIT_MAX;
+  fe->max_stream_objects = a->max_stream_objects;
   fe->req_cap = MAX((size_t)fe->submit_max + 32, (size_t)VHF_MAX_FIXED_REQ);
   fe->req = g_malloc(fe->req_cap);
   fe->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, pending_free);

@@ -397,6 +397,48 @@ static void test_fenced(const char *renderer) {
   vhh_free(&h);
 }
 
+/* --max-stream-objects reaches the device: with a bound of 64, a guest's
+ * 3D context may hold 64 sampler states and the 65th is refused with
+ * out-of-memory, while the device goes on answering. */
+static void test_stream_bound(void) {
+  VhhHarness h;
+  const char *args[] = {"--virgl=on", "--max-stream-objects=64", NULL};
+  CHECK(vhh_start(&h, args), "cannot start the worker");
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 4, 0, "test"};
+  uint32_t t = vhh_ctrl(&h, &cc, sizeof(cc));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "ctx create: %#x", t);
+  /* SUBMIT_3D: header, size, padding, then 10 dwords per sampler state */
+  enum { PER = 10, N = 65 };
+  static uint8_t req[24 + 8 + N * PER * 4];
+  for (uint32_t round = 0; round < 2; round++) {
+    uint32_t first = round ? 64 : 0, count = round ? 1 : 64;
+    uint32_t size = count * PER * 4;
+    Hdr hd = {VIRTIO_GPU_CMD_SUBMIT_3D, 0, 0, 1, 0};
+    memset(req, 0, sizeof(req));
+    memcpy(req, &hd, sizeof(hd));
+    memcpy(req + 24, &size, 4);
+    for (uint32_t i = 0; i < count; i++) {
+      uint32_t dw[PER] = {1u | (7u << 8) | (9u << 16), first + i + 1};
+      memcpy(req + 32 + (size_t)i * PER * 4, dw, sizeof(dw));
+    }
+    t = vhh_ctrl(&h, req, 32 + size);
+    CHECK(t == (round ? VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY : VIRTIO_GPU_RESP_OK_NODATA),
+          "submit of %u sampler states after %u: %#x", count, first, t);
+  }
+  struct {
+    Hdr h;
+  } di = {hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO)};
+  t = vhh_ctrl(&h, &di, sizeof(di));
+  CHECK(t == VIRTIO_GPU_RESP_OK_DISPLAY_INFO, "display info after the refusal: %#x", t);
+  expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "stream bound");
+  vhh_free(&h);
+}
+
 /* A 3D resource on virglrenderer (llvmpipe, no dmabuf) as a scanout: the
  * flushed frame is read back from the renderer and reaches the display
  * channel as UPDATE, pixel for pixel what the guest uploaded. */
@@ -797,6 +839,7 @@ int main(int argc, char **argv) {
   test_hostile("ring outside guest memory", hostile_ring_outside);
   test_hostile("payload over the limit", hostile_huge_payload);
   test_fenced(NULL);
+  test_stream_bound();
   /* The same through virglrenderer (llvmpipe), where the build has it. */
   if (g_strcmp0(getenv("VGPU_HAVE_VIRGL"), "1") == 0) {
     test_fenced("--renderer=virgl");
