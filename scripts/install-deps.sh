@@ -3,10 +3,10 @@
 # run its demo.  The one list of dependencies; README.md says why each is
 # there.  Idempotent: does nothing (quickly) when everything is present.
 #
-# QEMU 10 (the VM tests) comes from Debian's backports suite of this
-# release, added from the Debian mirror this host's apt already uses (never
-# a host named here) into a sources file of its own.  Its packages are
-# asked for one by one (PACKAGE/SUITE): `-t SUITE` would also move
+# QEMU 10 and libvirt 11 (the VM tests) come from Debian's backports suite
+# of this release, added from the Debian mirror this host's apt already
+# uses (never a host named here) into a sources file of its own.  Their
+# packages are asked for one by one (PACKAGE/SUITE): `-t SUITE` would also move
 # packages that have newer versions there, Mesa among them (22.3 -> 25),
 # and every client's and renderer's baseline with it.
 set -eu
@@ -24,11 +24,13 @@ PKGS="$BUILD $RUNTIME $GUEST"
 # From backports, each with the lowest version the tests need (QEMU 7.2
 # refuses vhost-user-gpu without KVM; 10.0 accepts it under TCG).
 # qemu-system-gui holds QEMU's reference back-end, vhost-user-gpu.
-# libvirt 11 is not installed: its packages create the account
-# libvirt-qemu with Debian's fixed uid and gid 64055, inside vgpud's
-# default worker-uid-range (61184-65519), and vgpud refuses to start while
-# an account owns an id of its range.
-BPO_PKGS="qemu-system-x86:1:10 qemu-system-gui:1:10"
+# libvirt 11's daemons and virsh for the libvirt tests, which start the
+# daemons by hand where no systemd runs (its libvirt-qemu account has
+# Debian's fixed uid 64055, inside vgpud's default worker-uid-range:
+# vgpud sets that id aside).
+BPO_PKGS="qemu-system-x86:1:10 qemu-system-gui:1:10 \
+  libvirt-daemon:11 libvirt-daemon-driver-qemu:11 libvirt-clients:11 \
+  libvirt-daemon-log:11 libvirt-daemon-lock:11"
 # What must keep its Debian 12 version: the Mesa every baseline was taken on.
 MESA_PKG=libgl1-mesa-dri
 MESA_WANT="22.3.*"
@@ -143,7 +145,7 @@ have_backports() {
 if [ -n "$bpo_missing" ] && [ "$CODENAME" = bookworm ] && ! have_backports; then
   stanza=$(backports_stanza)
   if [ -n "$stanza" ]; then
-    printf '# Added by vgpu (scripts/install-deps.sh) for QEMU 10, installed\n# per package.\n%s\n' \
+    printf '# Added by vgpu (scripts/install-deps.sh) for QEMU 10 and libvirt\n# 11, installed per package.\n%s\n' \
       "$stanza" | $SUDO tee "$BPO_LIST.tmp" >/dev/null
     $SUDO mv "$BPO_LIST.tmp" "$BPO_LIST"
   else
@@ -163,8 +165,8 @@ fi
 # Without QEMU 10 only the real-guest tests cannot run (they skip, saying
 # so): a host whose mirror has no backports still gets everything else.
 no_qemu() {
-  echo "deps: QEMU 10 is not installed: $1; the real-guest tests will skip" >&2
-  echo "deps: done, but for QEMU 10"
+  echo "deps: QEMU 10 and libvirt 11 are not installed: $1; the real-guest tests will skip" >&2
+  echo "deps: done, but for QEMU 10 and libvirt 11"
   exit 0
 }
 
