@@ -55,14 +55,16 @@ def qemu_version():
     if not exe:
         return None
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
-    m = re.search(r"version (\d+)\.(\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    m = re.search(r"QEMU emulator version (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def check_qemu():
     v = qemu_version()
     if v is None:
         h.skip(f"{QEMU} is not installed (make deps installs QEMU 10 from backports)")
+    if v == (0, 0):
+        h.skip(f"{QEMU} prints no QEMU version: QEMU 10 is needed (make deps installs it from backports)")
     if v < (10, 0):
         h.skip(f"{QEMU} is QEMU {v[0]}.{v[1]}, which refuses vhost-user-gpu without KVM: "
                "QEMU 10 is needed (make deps installs it from backports)")
@@ -84,10 +86,15 @@ def guest_dir():
 class Qmp:
     """A QMP connection: one command at a time, events skipped."""
 
-    def __init__(self, path, deadline):
+    def __init__(self, path, deadline, proc):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        h.wait_for(lambda: self._connect(path), max(1, deadline - time.monotonic()),
-                   "QEMU's QMP socket")
+
+        def connected():
+            if proc.poll() is not None:
+                raise AssertionError(f"QEMU exited with {proc.returncode} at start")
+            return self._connect(path)
+
+        h.wait_for(connected, max(1, deadline - time.monotonic()), "QEMU's QMP socket")
         self.buf = b""
         self._read()  # the greeting
         self.cmd("qmp_capabilities")
@@ -172,7 +179,10 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
                 + (f"--- back-end\n{tail(backend_log)}" if backend_log else ""))
 
     try:
-        qmp = Qmp(qmp_path, deadline)
+        try:
+            qmp = Qmp(qmp_path, deadline, qemu)
+        except AssertionError as e:
+            raise AssertionError(f"{e}{context()}") from None
 
         # The guest's serial console, polled until its verdict or the deadline.
         def verdict():
