@@ -25,7 +25,8 @@ the work directory (serial console, logs, screendumps).
 
 Skips (77) only when QEMU 10 (qemu-system-x86_64 >= 10 with its
 vhost-user-gpu-pci device, and for `reference` its back-end) is not
-installed, or for `vgpu` while vgpu-vhost-gpu is not built in this tree."""
+installed, or for `vgpu` and `vgpud` while vgpud's VM path
+(vgpu-vhost-gpu) is not built in this tree."""
 import argparse
 import json
 import os
@@ -304,10 +305,11 @@ def main():
         if not cmd or not (shutil.which(cmd[0]) or os.access(cmd[0], os.X_OK)):
             h.skip(f"the back-end {cmd[0] if cmd else '(empty)'} is not installed "
                    "(QEMU's is in qemu-system-gui, which make deps installs)")
-    elif args.backend == "vgpu":
+    else:
+        # vgpu-vhost-gpu and vgpud's vhost-user.sock come together.
         exe = os.environ.get("VGPU_VHOST_GPU", "")
         if not exe or not os.access(exe, os.X_OK):
-            h.skip("vgpu-vhost-gpu is not built in this tree")
+            h.skip("vgpud's VM path (vgpu-vhost-gpu) is not built in this tree")
     if os.environ.get("VGPU_HAVE_VIRGL") == "0" and args.backend != "reference":
         h.skip("vgpu was built without virglrenderer (-Dvirgl=disabled): no worker renders")
     guest = guest_dir()
