@@ -334,15 +334,22 @@ def main():
                 assert os.path.exists(sock), f"vgpud did not create {sock}:\n{daemon.log_text()}"
                 backend_log = None
             def tenant():
+                # The guest's framebuffer (one resource) is charged to the
+                # instance, and the VM counts as its tenant.
                 usage = daemon.usage("vgpu0")
                 print(f"vgpu0 while the VM runs: {usage}")
-                assert usage["clients"] >= 1, f"vgpu0 counts no tenant for the VM: {usage}"
+                assert usage.get("vm_clients", usage["clients"]) >= 1 and usage["clients"] >= 1, \
+                    f"vgpu0 counts no tenant for the VM: {usage}"
+                assert usage["resources"] >= 1 and usage["vram"] > 0, \
+                    f"vgpu0 holds no VRAM for the guest's framebuffer: {usage}"
 
             t = boot(work, guest, sock, backend, backend_log, tenant)
             if backend is not None:
                 backend_ended(backend, backend_log)
             usage = daemon.wait_idle("vgpu0")
             print(f"vgpu0 after the VM: {usage}")
+            assert usage.get("vm_clients", 0) == 0 and usage["vram"] == 0 and \
+                usage["resources"] == 0, f"vgpu0 still holds something after the VM: {usage}"
             daemon.stop()
             daemon = None
         report(args.backend, t)
