@@ -158,6 +158,10 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
     qmp_path = os.path.join(work, "qmp.sock")
     qemu_log_path = os.path.join(work, "qemu.log")
     accel = os.environ.get("VGPU_VM_ACCEL", "tcg")
+    # The unpacked kernel boots as a PVH guest, without decompressing itself.
+    kernel = os.path.join(guest, "vmlinux")
+    if not os.path.exists(kernel):
+        kernel = os.path.join(guest, "vmlinuz")
     argv = [QEMU, "-accel", accel, "-smp", "1", "-m", MEM,
             "-object", f"memory-backend-memfd,id=mem,size={MEM},share=on",
             "-machine", "pc,memory-backend=mem",
@@ -166,7 +170,7 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
             "-device", "vhost-user-gpu-pci,chardev=vgpu",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
             "-serial", f"file:{serial}",
-            "-kernel", os.path.join(guest, "vmlinuz"), "-initrd", os.path.join(guest, "initrd.gz"),
+            "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
             "-append", "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d"]
     qemu_log = open(qemu_log_path, "w")
     t0 = time.monotonic()
