@@ -32,7 +32,7 @@ meson_setup = if [ -f $(1)/meson-private/coredata.dat ]; then \
 SAN_OPTS = -Db_sanitize=address,undefined -Db_lundef=false -Dfuzzing=true \
   --buildtype=debugoptimized
 
-.PHONY: all deps mesa-root build build-san check check-virgl1 conformance demo bench fuzz install clean help
+.PHONY: all deps mesa-root vm-guest build build-san check check-virgl1 conformance demo bench fuzz install clean help
 
 all: build
 
@@ -44,6 +44,7 @@ help:
 	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server"
 	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
 	@echo "make mesa-root  build (once, cached) the Debian 13 root with Mesa 25's clients"
+	@echo "make vm-guest   build (once, cached) the kernel and initramfs of the real-guest tests"
 	@echo "make deps | build | install | clean"
 
 deps:
@@ -56,6 +57,13 @@ deps:
 mesa-root:
 	@sh scripts/mesa-root.sh --if-possible
 
+# The real-guest tests' kernel and initramfs (scripts/vm-guest.sh): built
+# once from this host's Debian kernel and busybox, then cached.  Where
+# those are missing it is left out with a note, and the real-guest tests
+# fail naming what is missing.
+vm-guest: deps
+	@sh scripts/vm-guest.sh --if-possible
+
 build: deps
 	@$(call meson_setup,$(BUILD),--buildtype=release -Db_ndebug=false)
 	ninja -C $(BUILD)
@@ -67,7 +75,7 @@ build-san: deps
 	ninja -C $(BUILD_SAN)
 
 # meson's own exit status is ignored: the summary decides, from the log.
-check: build-san mesa-root
+check: build-san mesa-root vm-guest
 	@rm -f $(BUILD_SAN)/meson-logs/testlog.json
 	-$(SAN_ENV) VGPU_FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS) \
 	  $(MESON) test -C $(BUILD_SAN) --print-errorlogs --num-processes 1 $(CHECK_ARGS)
