@@ -161,8 +161,8 @@ static void usage_cells_clear(UsageCells *c) {
 }
 
 char *vgpu_format_list(JsonArray *instances) {
-  static const char *const h[] = {"NAME",     "PROFILE", "STATE",    "CLIENTS", "VRAM", "RESOURCES",
-                                  "CONTEXTS", "FRAMES",  "REFUSALS", "CRASHES", NULL};
+  static const char *const h[] = {"NAME",      "PROFILE",  "STATE",  "CLIENTS",  "VMS",     "VRAM",
+                                  "RESOURCES", "CONTEXTS", "FRAMES", "REFUSALS", "CRASHES", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   guint n = instances ? json_array_get_length(instances) : 0;
   for (guint i = 0; i < n; i++) {
@@ -175,9 +175,10 @@ char *vgpu_format_list(JsonArray *instances) {
     g_autofree char *frames = num(vgpu_ctl_get_u64(u, "frames"));
     g_autofree char *refusals = num(vgpu_ctl_get_u64(u, "refusals"));
     g_autofree char *crashes = num(vgpu_ctl_get_u64(u, "worker_crashes"));
+    g_autofree char *vms = num(vgpu_ctl_get_u64(u, "vm_clients"));
     vgpu_table_add(t, vgpu_ctl_get_str(in, "name", "?"), vgpu_ctl_get_str(in, "profile", "-"),
-                   vgpu_ctl_get_str(in, "state", "-"), c.clients, c.vram, c.resources, c.contexts,
-                   frames, refusals, crashes, NULL);
+                   vgpu_ctl_get_str(in, "state", "-"), c.clients, vms, c.vram, c.resources,
+                   c.contexts, frames, refusals, crashes, NULL);
     usage_cells_clear(&c);
   }
   g_autofree char *s = vgpu_table_render(t);
@@ -210,14 +211,21 @@ char *vgpu_format_show(JsonObject *in) {
                          vgpu_ctl_get_str(in, "state", "-"), vgpu_ctl_get_str(in, "origin", "-"));
   g_string_append_printf(out, "profile    %s\n", vgpu_ctl_get_str(in, "profile", "-"));
   g_string_append_printf(out, "socket     %s\n", vgpu_ctl_get_str(in, "socket", "-"));
+  const char *vm_socket = vgpu_ctl_get_str(in, "vm_socket", NULL);
+  if (vm_socket)
+    g_string_append_printf(out, "vm socket  %s\n", vm_socket);
   /* Scheduling fields are extras beyond the contract's instance object. */
   const char *share = vgpu_ctl_get_str(in, "gpu_share", NULL);
   if (share)
     g_string_append_printf(out, "gpu share  %s (weight %" G_GUINT64_FORMAT ")%s\n", share,
                            vgpu_ctl_get_u64(in, "weight"),
                            not_enforced(in, "gpu_share") ? ", not enforced" : "");
-  g_string_append_printf(out, "clients    %s\nVRAM       %s\nresources  %s\ncontexts   %s\n",
-                         c.clients, c.vram, c.resources, c.contexts);
+  uint64_t vms = vgpu_ctl_get_u64(u, "vm_clients");
+  g_autofree char *vm_note =
+      vms ? g_strdup_printf(" (%" G_GUINT64_FORMAT " VM%s)", vms, vms == 1 ? "" : "s")
+          : g_strdup("");
+  g_string_append_printf(out, "clients    %s%s\nVRAM       %s\nresources  %s\ncontexts   %s\n",
+                         c.clients, vm_note, c.vram, c.resources, c.contexts);
   g_string_append_printf(out,
                          "frames     %" G_GUINT64_FORMAT "   commands %" G_GUINT64_FORMAT
                          "   refusals %" G_GUINT64_FORMAT "   worker crashes %" G_GUINT64_FORMAT
@@ -226,7 +234,7 @@ char *vgpu_format_show(JsonObject *in) {
                          vgpu_ctl_get_u64(u, "refusals"), vgpu_ctl_get_u64(u, "worker_crashes"));
   usage_cells_clear(&c);
 
-  static const char *const h[] = {"WORKER",    "CLIENT",   "UID",    "VRAM",   "PEAK",
+  static const char *const h[] = {"KIND",      "WORKER",   "CLIENT", "UID",    "VRAM", "PEAK",
                                   "RESOURCES", "CONTEXTS", "FRAMES", "UPTIME", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   JsonArray *ts = vgpu_ctl_get_array(in, "tenants");
@@ -244,7 +252,8 @@ char *vgpu_format_show(JsonObject *in) {
     g_autofree char *cx = num(vgpu_ctl_get_u64(x, "contexts"));
     g_autofree char *f = num(vgpu_ctl_get_u64(x, "frames"));
     g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(x, "uptime_s"));
-    vgpu_table_add(t, w, cp, uid, v, p, rs, cx, f, up, NULL);
+    /* A daemon that does not say had only vtest tenants. */
+    vgpu_table_add(t, vgpu_ctl_get_str(x, "kind", "vtest"), w, cp, uid, v, p, rs, cx, f, up, NULL);
   }
   uint64_t hidden = vgpu_ctl_get_u64(in, "tenants_hidden");
   if (vgpu_table_rows(t) == 0) {
@@ -402,8 +411,8 @@ double vgpu_top_fps(const VgpuTop *t, const char *name) {
 }
 
 char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
-  static const char *const h[] = {"NAME", "CLIENTS", "VRAM",     "RESOURCES", "CONTEXTS",
-                                  "FPS",  "FRAMES",  "REFUSALS", "CRASHES",   NULL};
+  static const char *const h[] = {"NAME", "CLIENTS", "VMS",      "VRAM",    "RESOURCES", "CONTEXTS",
+                                  "FPS",  "FRAMES",  "REFUSALS", "CRASHES", NULL};
   g_autoptr(VgpuTable) tab = vgpu_table_new(h);
   double dt = t->last_us ? (double)(now_us - t->last_us) / G_USEC_PER_SEC : 0;
   /* A fresh map each screen: instances destroyed meanwhile drop out, and a
@@ -428,7 +437,8 @@ char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
     g_autofree char *frames = num(e->frames);
     g_autofree char *ref = num(vgpu_ctl_get_u64(u, "refusals"));
     g_autofree char *cr = num(vgpu_ctl_get_u64(u, "worker_crashes"));
-    vgpu_table_add(tab, name, c.clients, c.vram, c.resources, c.contexts, fps, frames, ref, cr,
+    g_autofree char *vms = num(vgpu_ctl_get_u64(u, "vm_clients"));
+    vgpu_table_add(tab, name, c.clients, vms, c.vram, c.resources, c.contexts, fps, frames, ref, cr,
                    NULL);
     usage_cells_clear(&c);
   }

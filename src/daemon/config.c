@@ -385,7 +385,7 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         return fail_at(error, m, "daemon", k, "runtime-dir must be an absolute path");
       if (strlen(v) > VGPU_RUNTIME_DIR_MAX)
         return fail_at(error, m, "daemon", k,
-                       "runtime-dir is longer than %d bytes (DIR/NAME/vtest.sock must fit a "
+                       "runtime-dir is longer than %d bytes (DIR/NAME/vhost-user.sock must fit a "
                        "socket address)",
                        VGPU_RUNTIME_DIR_MAX);
       g_free(c->runtime_dir);
@@ -449,6 +449,14 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         c->max_control_conns = (guint)n;
       else
         c->max_control_conns_per_uid = (guint)n;
+    } else if (g_str_equal(k, "vm-instance")) {
+      if (!vgpu_instance_name_valid(v))
+        return fail_at(error, m, "daemon", k,
+                       "bad value \"%s\" for vm-instance (an instance name: 1-31 letters, digits, "
+                       "- and _)",
+                       v);
+      g_free(c->vm_instance);
+      c->vm_instance = g_strdup(v);
     } else if (g_str_equal(k, "admin-group")) {
       if (!*v || strlen(v) > 64 || strpbrk(v, ":\n "))
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for admin-group (a group name)", v);
@@ -638,6 +646,7 @@ void vgpu_config_free(VgpuConfig *c) {
   g_free(c->render_node);
   g_free(c->worker_path);
   g_free(c->admin_group);
+  g_free(c->vm_instance);
   if (c->profiles)
     g_ptr_array_unref(c->profiles);
   if (c->instances)

@@ -44,6 +44,7 @@ typedef struct VgpuConfig {
   guint max_control_conns;
   guint max_control_conns_per_uid;
   char *admin_group; /* its members may use admin commands; NULL: none */
+  char *vm_instance; /* where vgpu-vhost-gpu lands without --instance; NULL: first */
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */
 } VgpuConfig;

@@ -16,6 +16,7 @@
 #include <json-glib/json-glib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,10 @@ typedef struct {
   bool admin;
   bool eof;     /* the client sent its last byte */
   bool closing; /* write what is queued, then close */
+  int passed_fd;   /* received with the request bytes (SCM_RIGHTS); -1: none */
+  pid_t vm_worker; /* attach-vm: the worker this connection stands for */
+  bool holding;    /* attach-vm: open until vm_worker ends */
+  bool uncounted;  /* no longer counted against the per-uid cap */
   GString *in;
   GString *out;
   size_t out_off;
@@ -58,6 +63,7 @@ typedef struct {
 
 struct VgpuControlRequest {
   VgpuSupervisor *sup;
+  Conn *conn; /* NULL: no connection (tests, fuzzing) */
   JsonObject *req;
   const char *name;
   uid_t uid;
@@ -111,6 +117,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_str(b, "name", cfg->name);
   add_str(b, "profile", cfg->profile);
   add_str(b, "socket", vgpu_instance_socket_path(in));
+  add_str(b, "vm_socket", vgpu_instance_vm_socket_path(in));
   add_str(b, "origin", vgpu_instance_is_runtime(in) ? "runtime" : "config");
   add_str(b, "state", vgpu_instance_is_draining(in) ? "draining" : "active");
   add_str(b, "gpu_share", vgpu_share_mode_name(cfg->eff.share));
@@ -133,6 +140,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "resources", u.used[VGPU_RES_OBJECTS]);
   add_u64(b, "contexts", u.used[VGPU_RES_CONTEXTS]);
   add_u64(b, "clients", vgpu_instance_n_tenants(in));
+  add_u64(b, "vm_clients", vgpu_instance_n_vm_tenants(in));
   add_u64(b, "frames", u.used[VGPU_RES_FRAMES]);
   add_u64(b, "commands", u.used[VGPU_RES_COMMANDS]);
   add_u64(b, "bytes_in", u.used[VGPU_RES_BYTES_IN]);
@@ -156,6 +164,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
       if (!vgpu_book_worker_usage(book, (uint32_t)t->slot, &wu))
         continue;
       json_builder_begin_object(b);
+      add_str(b, "kind", vgpu_tenant_kind_name(t->kind));
       add_u64(b, "worker_pid", (uint64_t)t->worker_pid);
       add_u64(b, "client_pid", (uint64_t)t->client_pid);
       add_u64(b, "client_uid", (uint64_t)t->client_uid);
@@ -278,8 +287,9 @@ static char *check_member_types(JsonObject *req) {
     const char *name;
     GType type; /* G_TYPE_NONE: a JSON object */
   } members[] = {
-      {"command", G_TYPE_STRING}, {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
-      {"force", G_TYPE_BOOLEAN},  {"settings", G_TYPE_NONE},
+      {"command", G_TYPE_STRING},     {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
+      {"force", G_TYPE_BOOLEAN},      {"settings", G_TYPE_NONE}, {"virgl", G_TYPE_BOOLEAN},
+      {"render_node", G_TYPE_STRING},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
     JsonNode *n = json_object_get_member(req, members[i].name);
@@ -405,6 +415,74 @@ static char *cmd_set(VgpuControlRequest *r) {
   return reply_finish(b);
 }
 
+static void conn_queue(Conn *c, const char *reply);
+static bool conn_flush(Conn *c);
+static bool conn_rewatch(Conn *c);
+static void conn_close(Conn *c);
+
+/* The worker of an attached VM ended: one last line, then the connection
+ * closes.  clean: the worker exited 0 (its tenant left). */
+static void on_vm_end(int status, const char *why, gpointer user) {
+  Conn *c = user;
+  c->holding = false;
+  c->vm_worker = 0;
+  bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  JsonBuilder *b = reply_ok();
+  add_str(b, "event", "worker-ended");
+  json_builder_set_member_name(b, "clean");
+  json_builder_add_boolean_value(b, clean);
+  json_builder_set_member_name(b, "exit_code");
+  json_builder_add_int_value(b, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  json_builder_set_member_name(b, "signal");
+  json_builder_add_int_value(b, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  add_str(b, "reason", why);
+  g_autofree char *line = reply_finish(b);
+  conn_queue(c, line);
+  c->closing = true;
+  if (!conn_flush(c) || !conn_rewatch(c))
+    conn_close(c);
+}
+
+/* A VM's connection (QEMU's end of a vhost-user socket) handed over with
+ * the request as SCM_RIGHTS: vgpud starts its worker and keeps this
+ * connection open until the worker ends, then writes one last line. */
+static char *cmd_attach_vm(VgpuControlRequest *r) {
+  Conn *c = r->conn;
+  if (!c || c->passed_fd < 0)
+    return reply_error("attach-vm needs the VM's connected socket passed with the request "
+                       "(SCM_RIGHTS)");
+  int fd = c->passed_fd;
+  c->passed_fd = -1;
+  if (c->holding) {
+    vgpu_close(fd);
+    return reply_error("this connection already stands for a VM");
+  }
+  bool virgl = json_object_get_boolean_member_with_default(r->req, "virgl", FALSE);
+  const char *node = json_object_get_string_member_with_default(r->req, "render_node", NULL);
+  g_autoptr(GError) e = NULL;
+  g_autofree char *instance = NULL;
+  pid_t pid =
+      vgpu_supervisor_attach_vm(r->sup, r->name, fd, virgl, node, on_vm_end, c, &instance, &e);
+  if (!pid)
+    return reply_error("%s", e->message);
+  c->vm_worker = pid;
+  c->holding = true;
+  /* An attached VM lives as long as its guest: no idle timeout, and it
+   * does not count against its user's cap on control connections. */
+  if (!c->uncounted) {
+    guint n = GPOINTER_TO_UINT(g_hash_table_lookup(c->ctl->per_uid, GUINT_TO_POINTER(c->uid)));
+    if (n > 1)
+      g_hash_table_insert(c->ctl->per_uid, GUINT_TO_POINTER(c->uid), GUINT_TO_POINTER(n - 1));
+    else
+      g_hash_table_remove(c->ctl->per_uid, GUINT_TO_POINTER(c->uid));
+    c->uncounted = true;
+  }
+  JsonBuilder *b = reply_ok();
+  add_str(b, "instance", instance);
+  add_u64(b, "worker_pid", (uint64_t)pid);
+  return reply_finish(b);
+}
+
 static char *cmd_reload(VgpuControlRequest *r) {
   g_autoptr(GError) e = NULL;
   g_autofree char *not_added = NULL;
@@ -425,6 +503,7 @@ static const VgpuControlCommand commands[] = {
     {"destroy", cmd_destroy, true, "name force"},
     {"set", cmd_set, true, "name settings"},
     {"reload", cmd_reload, true, ""},
+    {"attach-vm", cmd_attach_vm, true, "name virgl render_node"},
 };
 
 const VgpuControlCommand *vgpu_control_commands(size_t *n) {
@@ -457,7 +536,7 @@ bool vgpu_control_is_admin(uid_t uid, gid_t gid, const gid_t *groups, size_t n_g
   return false;
 }
 
-char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid, bool admin) {
+static char *handle(VgpuSupervisor *s, const char *line, uid_t uid, bool admin, Conn *conn) {
   g_autoptr(JsonParser) parser = json_parser_new();
   g_autoptr(GError) e = NULL;
   if (!json_parser_load_from_data(parser, line, -1, &e))
@@ -485,12 +564,17 @@ char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid, bool a
                        cmd);
   VgpuControlRequest r = {
       .sup = s,
+      .conn = conn,
       .req = req,
       .name = json_object_get_string_member_with_default(req, "name", NULL),
       .uid = uid,
       .admin = admin,
   };
   return c->handler(&r);
+}
+
+char *vgpu_control_handle(VgpuSupervisor *s, const char *line, uid_t uid, bool admin) {
+  return handle(s, line, uid, admin, NULL);
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -502,11 +586,17 @@ static void conn_free(gpointer p) {
     g_source_remove(c->watch);
   if (c->timer)
     g_source_remove(c->timer);
+  if (c->holding)
+    vgpu_supervisor_forget_end(ctl->sup, c->vm_worker, true);
+  if (c->passed_fd >= 0)
+    vgpu_close(c->passed_fd);
   vgpu_close(c->fd);
   g_string_free(c->in, TRUE);
   g_string_free(c->out, TRUE);
   guint n = GPOINTER_TO_UINT(g_hash_table_lookup(ctl->per_uid, GUINT_TO_POINTER(c->uid)));
-  if (n > 1)
+  if (c->uncounted)
+    ;
+  else if (n > 1)
     g_hash_table_insert(ctl->per_uid, GUINT_TO_POINTER(c->uid), GUINT_TO_POINTER(n - 1));
   else
     g_hash_table_remove(ctl->per_uid, GUINT_TO_POINTER(c->uid));
@@ -595,16 +685,20 @@ static void conn_serve(Conn *c) {
   char *nl;
   size_t done = 0;
   int served = 0;
-  while (!c->closing && served++ < SERVE_BATCH && conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
+  while (!c->closing && !c->holding && served++ < SERVE_BATCH &&
+         conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
          (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
     *nl = '\0';
     const char *line = c->in->str + done;
     done = (size_t)(nl - c->in->str) + 1;
     c->last_us = g_get_monotonic_time();
-    g_autofree char *reply = vgpu_control_handle(c->ctl->sup, line, c->uid, c->admin);
+    g_autofree char *reply = handle(c->ctl->sup, line, c->uid, c->admin, c);
     conn_queue(c, reply);
   }
   g_string_erase(c->in, 0, (gssize)done);
+  /* A connection that stands for a VM takes no more requests. */
+  if (c->holding)
+    g_string_truncate(c->in, 0);
   if (!c->closing && !conn_has_line(c) && c->in->len > VGPU_CONTROL_MAX_REQUEST) {
     vgpu_warn("control: pid %d uid %u sent a request longer than %d bytes; closed", (int)c->pid,
               (unsigned)c->uid, VGPU_CONTROL_MAX_REQUEST);
@@ -616,19 +710,53 @@ static void conn_serve(Conn *c) {
   }
 }
 
+/* Reads like read(); an fd passed along (SCM_RIGHTS) is kept for the
+ * request it came with, one at most: extra ones, and any fd beyond what
+ * the control buffer holds, are closed. */
+static ssize_t conn_recv(Conn *c, char *buf, size_t len) {
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(4 * sizeof(int))];
+  } ctrl;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
+  ssize_t n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0)
+    return n;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
+      continue;
+    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+      if (c->passed_fd < 0 && !c->holding)
+        c->passed_fd = fd;
+      else
+        vgpu_close(fd);
+    }
+  }
+  return n;
+}
+
 static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user) {
   Conn *c = user;
   if ((cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)) && conn_may_read(c)) {
     /* One read a wake-up, never much past the request limit: the input
      * held for a connection stays under VGPU_CONTROL_MAX_REQUEST + 4 KiB. */
     char buf[4096];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = conn_recv(c, buf, sizeof(buf));
     if (n < 0 && errno != EAGAIN && errno != EINTR)
       goto close;
     if (n == 0)
       c->eof = true; /* answer what came, then close */
-    if (n > 0)
+    if (n > 0 && !c->holding)
       g_string_append_len(c->in, buf, n);
+    /* The caller that stands for an attached VM left: so does the VM's
+     * worker (conn_free). */
+    if (c->holding && c->eof)
+      goto close;
   } else if ((cond & (G_IO_HUP | G_IO_ERR)) && !(cond & G_IO_OUT)) {
     goto close; /* gone: nobody to answer */
   }
@@ -650,6 +778,8 @@ close:
  * for VGPU_CONTROL_STALL_S (the client does not read). */
 static gboolean on_conn_timer(gpointer user) {
   Conn *c = user;
+  if (c->holding)
+    return G_SOURCE_CONTINUE;
   guint timeout_s = vgpu_supervisor_config(c->ctl->sup)->control_timeout_s;
   gint64 now = g_get_monotonic_time(), idle_us = now - c->last_us;
   bool waiting = conn_queued(c) > 0 || (conn_has_line(c) && !c->closing);
@@ -747,6 +877,7 @@ static void on_control_client(int cfd, gpointer user) {
   Conn *c = g_new0(Conn, 1);
   c->ctl = ctl;
   c->fd = cfd;
+  c->passed_fd = -1;
   c->in = g_string_new(NULL);
   c->out = g_string_new(NULL);
   c->uid = uid;

@@ -197,10 +197,11 @@ int main(int argc, char **argv) {
   g_autofree char *dir =
       chosen ? g_canonicalize_filename(chosen, NULL) : vgpu_builtin_runtime_dir();
   if (strlen(dir) > VGPU_RUNTIME_DIR_MAX) {
-    fprintf(stderr,
-            "vgpud: runtime directory %s is longer than %d bytes (DIR/NAME/vtest.sock must fit a "
-            "socket address)\n",
-            dir, VGPU_RUNTIME_DIR_MAX);
+    fprintf(
+        stderr,
+        "vgpud: runtime directory %s is longer than %d bytes (DIR/NAME/vhost-user.sock must fit a "
+        "socket address)\n",
+        dir, VGPU_RUNTIME_DIR_MAX);
     return fail_early(&o, cfg, 1);
   }
   /* Only a directory no other user can change: see vgpu_private_dir_open(). */

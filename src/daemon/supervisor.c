@@ -38,6 +38,9 @@ typedef struct VgpuWorker {
   guint watch;
   VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
   guint ledger_watch;    /* the worker's ledger request socket */
+  VgpuTenantKind kind;
+  VgpuWorkerEndFunc end; /* attach_vm's caller, told of the end */
+  gpointer end_user;
 } VgpuWorker;
 
 struct VgpuInstance {
@@ -46,8 +49,11 @@ struct VgpuInstance {
   int ledger_index;
   int listen_fd;
   VgpuListener *listener;
+  int vm_listen_fd; /* DIR/NAME/vhost-user.sock */
+  VgpuListener *vm_listener;
   char *dir;
   char *socket_path;
+  char *vm_socket_path;
   bool runtime_origin; /* created with vgpuctl create */
   bool draining;       /* removed: no new clients, freed when empty */
   GHashTable *workers; /* pid -> VgpuWorker* */
@@ -69,6 +75,10 @@ struct VgpuSupervisor {
 };
 
 static void instance_free(VgpuInstance *in);
+
+const char *vgpu_tenant_kind_name(VgpuTenantKind kind) {
+  return kind == VGPU_TENANT_VM ? "vm" : "vtest";
+}
 
 /* ---- worker binary and render node --------------------------------------- */
 
@@ -178,8 +188,14 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
                (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
   VgpuLogLevel lvl = quiet ? VGPU_LOG_INFO : VGPU_LOG_WARN;
   g_autofree char *vs = vgpu_format_size(vram, false);
-  vgpu_log(lvl, "%s: client pid %d worker %d ended: %s; slot %d reclaimed (%s)", in->cfg->name,
-           (int)w->client_pid, (int)pid, why, w->slot, vs);
+  vgpu_log(lvl, "%s: %s pid %d worker %d ended: %s; slot %d reclaimed (%s)", in->cfg->name,
+           w->kind == VGPU_TENANT_VM ? "VM (QEMU)" : "client", (int)w->client_pid, (int)pid, why,
+           w->slot, vs);
+  if (w->end) {
+    VgpuWorkerEndFunc end = w->end;
+    w->end = NULL;
+    end(status, why, w->end_user);
+  }
   g_spawn_close_pid(pid);
   w->watch = 0; /* this source ends itself after the callback */
   g_hash_table_remove(in->workers, GINT_TO_POINTER(pid));
@@ -249,22 +265,47 @@ static void probe_ensure(VgpuSupervisor *s) {
   g_hash_table_insert(s->probes, g_steal_pointer(&key), vgpu_probe_start(&sp));
 }
 
-static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid) {
+/* Logs why a tenant is refused (one line, at lvl) and sets *error to the
+ * reason alone. */
+static void refuse_tenant(VgpuInstance *in, VgpuTenantKind kind, pid_t cpid, uid_t cuid,
+                          VgpuLogLevel lvl, GError **error, const char *fmt, ...)
+    G_GNUC_PRINTF(7, 8);
+static void refuse_tenant(VgpuInstance *in, VgpuTenantKind kind, pid_t cpid, uid_t cuid,
+                          VgpuLogLevel lvl, GError **error, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *why = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  vgpu_log(lvl, "%s: refused %s pid %d uid %u: %s", in->cfg->name,
+           kind == VGPU_TENANT_VM ? "VM (QEMU)" : "client", (int)cpid, (unsigned)cuid, why);
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", in->cfg->name, why);
+}
+
+/* Starts the worker of one tenant on client_fd (blocking, not owned).
+ * Returns its pid, or 0 with the reason logged and in *error. */
+static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid,
+                         VgpuTenantKind kind, bool virgl, GError **error) {
   VgpuSupervisor *s = in->sup;
   VgpuBookChildFds child;
   int slot = vgpu_book_worker_add(s->book, (uint32_t)in->ledger_index, cpid, cuid, &child);
   if (slot == -ENOSPC) {
-    vgpu_warn("%s: refused client pid %d uid %u: no free ledger slot (%d tenants in all)",
-              in->cfg->name, (int)cpid, (unsigned)cuid, VGPU_LEDGER_MAX_SLOTS);
-    return false;
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error,
+                  "no free ledger slot (%d tenants in all)", VGPU_LEDGER_MAX_SLOTS);
+    return 0;
   }
   if (slot < 0) {
-    vgpu_error("%s: refused client pid %d uid %u: cannot create its ledger pages: %s",
-               in->cfg->name, (int)cpid, (unsigned)cuid, g_strerror(-slot));
-    return false;
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_ERROR, error, "cannot create its ledger pages: %s",
+                  g_strerror(-slot));
+    return 0;
   }
   g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
   g_ptr_array_add(argv, g_strdup(s->worker_path));
+  if (kind == VGPU_TENANT_VM) {
+    /* The profile's heads bound the scanouts the guest sees. */
+    g_ptr_array_add(argv, g_strdup("--protocol=vhost-user-gpu"));
+    g_ptr_array_add(argv, g_strdup_printf("--heads=%u", CLAMP(in->cfg->eff.heads, 1u, 16u)));
+    g_ptr_array_add(argv, g_strdup_printf("--virgl=%s", virgl ? "on" : "off"));
+  }
   g_ptr_array_add(argv, g_strdup("--client-fd=3"));
   g_ptr_array_add(argv, g_strdup("--ledger-fds=4,5,6"));
   g_ptr_array_add(argv, g_strdup_printf("--slot=%d", slot));
@@ -279,20 +320,22 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   g_ptr_array_add(argv,
                   g_strdup_printf("--max-stream-objects=%u", in->cfg->eff.max_stream_objects));
   g_ptr_array_add(argv, g_strdup_printf("--max-syncs=%u", in->cfg->eff.max_syncs));
-  if (s->cfg->idle_timeout_s)
+  /* A guest may sit idle for hours, and QEMU speaks when its device is
+   * set up, which libvirt may do well after starting the back-end: the
+   * idle and first-request timeouts are for vtest tenants. */
+  if (s->cfg->idle_timeout_s && kind == VGPU_TENANT_VTEST)
     g_ptr_array_add(argv, g_strdup_printf("--idle-timeout=%u", s->cfg->idle_timeout_s));
-  if (s->cfg->header_timeout_s)
+  if (s->cfg->header_timeout_s && kind == VGPU_TENANT_VTEST)
     g_ptr_array_add(argv, g_strdup_printf("--header-timeout=%u", s->cfg->header_timeout_s));
   g_ptr_array_add(argv, g_strdup_printf("--gpu-timeout=%u", in->cfg->eff.gpu_timeout_s));
   g_ptr_array_add(argv, NULL);
 
-  g_autoptr(GError) error = NULL;
+  g_autoptr(GError) e = NULL;
   VgpuWorkerIdentity id;
-  if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, &id, &error)) {
-    vgpu_warn("%s: refused client pid %d uid %u: %s", in->cfg->name, (int)cpid, (unsigned)cuid,
-              error->message);
+  if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, &id, &e)) {
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error, "%s", e->message);
     vgpu_book_worker_remove(s->book, (uint32_t)slot);
-    return false;
+    return 0;
   }
   int source_fds[4] = {client_fd, child.slot_fd, child.grant_fd, child.sock};
   int target_fds[4] = {3, 4, 5, 6};
@@ -302,14 +345,14 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   bool spawned = g_spawn_async_with_pipes_and_fds(
       "/", (const char *const *)argv->pdata, (const char *const *)s->worker_env,
       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id, -1,
-      -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &error);
+      -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &e);
   vgpu_isolation_worker_spawned(&id);
   if (!spawned) {
-    vgpu_error("%s: cannot start a worker for client pid %d: %s", in->cfg->name, (int)cpid,
-               error->message);
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_ERROR, error, "cannot start a worker: %s",
+                  e->message);
     vgpu_isolation_worker_done(s->isolation, &id);
     vgpu_book_worker_remove(s->book, (uint32_t)slot);
-    return false;
+    return 0;
   }
   vgpu_book_worker_started(s->book, (uint32_t)slot, pid);
   VgpuWorker *w = g_new0(VgpuWorker, 1);
@@ -319,17 +362,19 @@ static bool spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->client_pid = cpid;
   w->client_uid = cuid;
   w->id = id;
+  w->kind = kind;
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
   w->ledger_watch = g_unix_fd_add(vgpu_book_worker_fd(s->book, (uint32_t)slot),
                                   G_IO_IN | G_IO_HUP | G_IO_ERR, on_ledger_request, w);
+  const char *who = kind == VGPU_TENANT_VM ? "VM (QEMU)" : "client";
   if (id.own_uid)
-    vgpu_info("%s: client pid %d uid %u connected: worker %d (uid %u), slot %d", in->cfg->name,
+    vgpu_info("%s: %s pid %d uid %u connected: worker %d (uid %u), slot %d", in->cfg->name, who,
               (int)cpid, (unsigned)cuid, (int)pid, (unsigned)id.uid, slot);
   else
-    vgpu_info("%s: client pid %d uid %u connected: worker %d, slot %d", in->cfg->name, (int)cpid,
+    vgpu_info("%s: %s pid %d uid %u connected: worker %d, slot %d", in->cfg->name, who, (int)cpid,
               (unsigned)cuid, (int)pid, slot);
-  return true;
+  return pid;
 }
 
 static guint clients_of_uid(VgpuInstance *in, uid_t uid) {
@@ -342,37 +387,55 @@ static guint clients_of_uid(VgpuInstance *in, uid_t uid) {
   return n;
 }
 
-/* Each new connection: the limits are checked here, before a worker (and
- * a ledger slot) is spent on it. */
-static void on_client(int fd, gpointer user) {
-  VgpuInstance *in = user;
+/* The limits of a new tenant, checked before a worker (and a ledger
+ * slot) is spent on it.  False: refused, logged, reason in *error. */
+static bool admit(VgpuInstance *in, VgpuTenantKind kind, pid_t cpid, uid_t cuid, GError **error) {
+  guint live = g_hash_table_size(in->workers);
+  if (in->draining) {
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error, "instance is being removed");
+    return false;
+  }
+  if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error,
+                  "client limit %" G_GUINT64_FORMAT " reached", in->cfg->eff.max_clients);
+    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
+    return false;
+  }
+  uint64_t per_uid = vgpu_profile_clients_per_uid(&in->cfg->eff);
+  if (per_uid && clients_of_uid(in, cuid) >= per_uid) {
+    refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error,
+                  "per-uid client limit %" G_GUINT64_FORMAT " reached", per_uid);
+    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
+    return false;
+  }
+  return true;
+}
+
+/* 3D for VM tenants whenever the renderer can do it. */
+static bool renderer_has_3d(const VgpuSupervisor *s) {
+  return !g_str_equal(s->cfg->renderer, "null");
+}
+
+static void serve_connection(VgpuInstance *in, int fd, VgpuTenantKind kind) {
   vgpu_autofd int c = fd;
   pid_t cpid = 0;
   uid_t cuid = (uid_t)-1;
   vgpu_peer_cred(c, &cpid, &cuid, NULL);
-  guint live = g_hash_table_size(in->workers);
-  if (in->draining) {
-    vgpu_warn("%s: refused client pid %d uid %u: instance is being removed", in->cfg->name,
-              (int)cpid, (unsigned)cuid);
+  if (!admit(in, kind, cpid, cuid, NULL))
     return;
-  }
-  if (in->cfg->eff.max_clients && live >= in->cfg->eff.max_clients) {
-    vgpu_warn("%s: refused client pid %d uid %u: client limit %" G_GUINT64_FORMAT " reached",
-              in->cfg->name, (int)cpid, (unsigned)cuid, in->cfg->eff.max_clients);
-    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
-    return;
-  }
-  uint64_t per_uid = vgpu_profile_clients_per_uid(&in->cfg->eff);
-  if (per_uid && clients_of_uid(in, cuid) >= per_uid) {
-    vgpu_warn("%s: refused client pid %d uid %u: per-uid client limit %" G_GUINT64_FORMAT
-              " reached",
-              in->cfg->name, (int)cpid, (unsigned)cuid, per_uid);
-    vgpu_book_note_refusal(in->sup->book, (uint32_t)in->ledger_index);
-    return;
-  }
   /* The worker needs a blocking socket. */
   vgpu_set_nonblock(c, false);
-  spawn_worker(in, c, cpid, cuid);
+  spawn_worker(in, c, cpid, cuid, kind, renderer_has_3d(in->sup), NULL);
+}
+
+/* Each new connection on DIR/NAME/vtest.sock. */
+static void on_client(int fd, gpointer user) {
+  serve_connection(user, fd, VGPU_TENANT_VTEST);
+}
+
+/* Each QEMU that connects on DIR/NAME/vhost-user.sock. */
+static void on_vm_client(int fd, gpointer user) {
+  serve_connection(user, fd, VGPU_TENANT_VM);
 }
 
 /* ---- instances ----------------------------------------------------------- */
@@ -387,6 +450,12 @@ static int listen_unix(const char *path, guint mode, GError **error) {
 
 static void instance_stop_listening(VgpuInstance *in) {
   g_clear_pointer(&in->listener, vgpu_listener_free);
+  g_clear_pointer(&in->vm_listener, vgpu_listener_free);
+  if (in->vm_listen_fd >= 0) {
+    vgpu_close(in->vm_listen_fd);
+    in->vm_listen_fd = -1;
+    (void)unlink(in->vm_socket_path);
+  }
   if (in->listen_fd >= 0) {
     vgpu_close(in->listen_fd);
     in->listen_fd = -1;
@@ -422,10 +491,12 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
   in->cfg = vgpu_instance_config_copy(ic);
   in->ledger_index = idx;
   in->listen_fd = -1;
+  in->vm_listen_fd = -1;
   in->runtime_origin = runtime;
   in->workers = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, worker_forget);
   in->dir = g_build_filename(s->runtime_dir, ic->name, NULL);
   in->socket_path = g_build_filename(in->dir, "vtest.sock", NULL);
+  in->vm_socket_path = g_build_filename(in->dir, "vhost-user.sock", NULL);
   /* Checked like the runtime directory: ours, not writable by others, no
    * symbolic link on the way. */
   int dfd = vgpu_private_dir_open(in->dir, 0755, NULL, error);
@@ -439,13 +510,22 @@ static VgpuInstance *instance_new(VgpuSupervisor *s, const VgpuInstanceConfig *i
     instance_free(in);
     return NULL;
   }
+  /* The same rules as the vtest socket: made with its mode, in the
+   * instance's private directory, only a stale socket replaced. */
+  in->vm_listen_fd = listen_unix(in->vm_socket_path, ic->socket_mode, error);
+  if (in->vm_listen_fd < 0) {
+    instance_free(in);
+    return NULL;
+  }
   /* One connection a wake-up: each starts a worker, and the control socket
    * gets its turn in between. */
   in->listener = vgpu_listener_new(in->listen_fd, ic->name, 1, on_client, in);
+  g_autofree char *vm_what = g_strdup_printf("%s (vhost-user)", ic->name);
+  in->vm_listener = vgpu_listener_new(in->vm_listen_fd, vm_what, 1, on_vm_client, in);
   g_autofree char *vram = vgpu_format_size(ic->eff.vram, true);
-  vgpu_info("%s: listening on %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT
+  vgpu_info("%s: listening on %s and %s (profile %s, VRAM %s, %" G_GUINT64_FORMAT
             " clients max, %" G_GUINT64_FORMAT " per uid)",
-            ic->name, in->socket_path, ic->profile, vram, ic->eff.max_clients,
+            ic->name, in->socket_path, in->vm_socket_path, ic->profile, vram, ic->eff.max_clients,
             vgpu_profile_clients_per_uid(&ic->eff));
   return in;
 }
@@ -460,6 +540,7 @@ static void instance_free(VgpuInstance *in) {
   vgpu_instance_config_free(in->cfg);
   g_free(in->dir);
   g_free(in->socket_path);
+  g_free(in->vm_socket_path);
   g_free(in);
 }
 
@@ -471,6 +552,10 @@ static void instance_apply(VgpuInstance *in, const VgpuInstanceConfig *ic) {
   if (ic->socket_mode != in->cfg->socket_mode &&
       fchmodat(AT_FDCWD, in->socket_path, ic->socket_mode, AT_SYMLINK_NOFOLLOW) < 0)
     vgpu_warn("%s: cannot change the mode of %s: %s", ic->name, in->socket_path, g_strerror(errno));
+  if (ic->socket_mode != in->cfg->socket_mode && in->vm_listen_fd >= 0 &&
+      fchmodat(AT_FDCWD, in->vm_socket_path, ic->socket_mode, AT_SYMLINK_NOFOLLOW) < 0)
+    vgpu_warn("%s: cannot change the mode of %s: %s", ic->name, in->vm_socket_path,
+              g_strerror(errno));
   vgpu_instance_config_free(in->cfg);
   in->cfg = vgpu_instance_config_copy(ic);
 }
@@ -754,6 +839,133 @@ bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool 
   return true;
 }
 
+/* Whether fd is what QEMU's side of a vhost-user connection must be: a
+ * connected AF_UNIX stream socket (not a listening one). */
+static bool check_vm_socket(int fd, GError **error) {
+  struct stat st;
+  int domain = 0, type = 0, acceptconn = 0;
+  socklen_t len = sizeof(int);
+  if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "the file descriptor passed is not a socket");
+    return false;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
+      (len = sizeof(int), getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len)) < 0 ||
+      type != SOCK_STREAM) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "the socket passed is not an AF_UNIX stream socket");
+    return false;
+  }
+  len = sizeof(int);
+  struct sockaddr_storage peer;
+  socklen_t plen = sizeof(peer);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acceptconn, &len) < 0 || acceptconn ||
+      getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "the socket passed is not connected (accept QEMU's connection first)");
+    return false;
+  }
+  return true;
+}
+
+/* [daemon] vm-instance, else the first instance by name that takes
+ * tenants. */
+static VgpuInstance *default_vm_instance(VgpuSupervisor *s) {
+  if (s->cfg->vm_instance)
+    return vgpu_supervisor_find(s, s->cfg->vm_instance);
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    if (!in->draining)
+      return in;
+  }
+  return NULL;
+}
+
+/* Whether path is the render node vgpud's workers use (the same device,
+ * whatever its name). */
+static bool check_render_node(VgpuSupervisor *s, const char *path, GError **error) {
+  if (!s->render_node) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                "render node %s not usable: vgpud renders without one (llvmpipe through EGL "
+                "surfaceless); leave out --render-node",
+                path);
+    return false;
+  }
+  struct stat a, b;
+  if (stat(path, &a) < 0 || !S_ISCHR(a.st_mode) || stat(s->render_node, &b) < 0 ||
+      a.st_rdev != b.st_rdev) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                "render node %s not usable: vgpud's workers render on %s ([daemon] render-node)",
+                path, s->render_node);
+    return false;
+  }
+  return true;
+}
+
+pid_t vgpu_supervisor_attach_vm(VgpuSupervisor *s, const char *name, int fd, bool virgl,
+                                const char *render_node, VgpuWorkerEndFunc end, gpointer user,
+                                char **instance, GError **error) {
+  vgpu_autofd int c = fd;
+  VgpuInstance *in = name ? vgpu_supervisor_find(s, name) : default_vm_instance(s);
+  if (!in || in->draining) {
+    if (name)
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                  "no instance \"%s\" (vgpuctl list shows them)", name);
+    else if (s->cfg->vm_instance)
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                  "no instance \"%s\" ([daemon] vm-instance names it)", s->cfg->vm_instance);
+    else
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "vgpud has no instance");
+    return 0;
+  }
+  if (!check_vm_socket(c, error))
+    return 0;
+  if (render_node && !check_render_node(s, render_node, error))
+    return 0;
+  if (virgl && !renderer_has_3d(s)) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                "no 3D: vgpud's renderer is \"%s\" ([daemon] renderer); start without --virgl",
+                s->cfg->renderer);
+    return 0;
+  }
+  pid_t cpid = 0;
+  uid_t cuid = (uid_t)-1;
+  vgpu_peer_cred(c, &cpid, &cuid, NULL);
+  if (!admit(in, VGPU_TENANT_VM, cpid, cuid, error))
+    return 0;
+  vgpu_set_nonblock(c, false);
+  GPid pid = spawn_worker(in, c, cpid, cuid, VGPU_TENANT_VM, virgl, error);
+  if (!pid)
+    return 0;
+  VgpuWorker *w = g_hash_table_lookup(in->workers, GINT_TO_POINTER(pid));
+  w->end = end;
+  w->end_user = user;
+  if (instance)
+    *instance = g_strdup(in->cfg->name);
+  return pid;
+}
+
+void vgpu_supervisor_forget_end(VgpuSupervisor *s, pid_t worker_pid, bool kill_it) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuWorker *w = g_hash_table_lookup(((VgpuInstance *)v)->workers, GINT_TO_POINTER(worker_pid));
+    if (!w)
+      continue;
+    w->end = NULL;
+    w->end_user = NULL;
+    if (kill_it) {
+      vgpu_info("%s: the caller that attached VM (QEMU) pid %d left: ending worker %d",
+                w->inst->cfg->name, (int)w->client_pid, (int)w->pid);
+      kill(w->pid, SIGTERM);
+    }
+    return;
+  }
+}
+
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings,
                          GError **error) {
   VgpuInstance *in = vgpu_supervisor_find(s, name);
@@ -793,6 +1005,9 @@ const VgpuInstanceConfig *vgpu_instance_config(const VgpuInstance *in) {
 const char *vgpu_instance_socket_path(const VgpuInstance *in) {
   return in->socket_path;
 }
+const char *vgpu_instance_vm_socket_path(const VgpuInstance *in) {
+  return in->vm_socket_path;
+}
 bool vgpu_instance_is_runtime(const VgpuInstance *in) {
   return in->runtime_origin;
 }
@@ -812,6 +1027,15 @@ const char *vgpu_instance_renderer(const VgpuInstance *in) {
 guint vgpu_instance_n_tenants(const VgpuInstance *in) {
   return g_hash_table_size(in->workers);
 }
+guint vgpu_instance_n_vm_tenants(const VgpuInstance *in) {
+  guint n = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, in->workers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    n += ((const VgpuWorker *)v)->kind == VGPU_TENANT_VM;
+  return n;
+}
 
 static gint by_slot(gconstpointer a, gconstpointer b) {
   const VgpuTenantInfo *x = a, *y = b;
@@ -828,7 +1052,8 @@ GArray *vgpu_instance_tenants(const VgpuInstance *in) {
     VgpuTenantInfo t = {.worker_pid = w->pid,
                         .client_pid = w->client_pid,
                         .client_uid = w->client_uid,
-                        .slot = w->slot};
+                        .slot = w->slot,
+                        .kind = w->kind};
     g_array_append_val(a, t);
   }
   g_array_sort(a, by_slot);

@@ -19,13 +19,29 @@ typedef struct VgpuSupervisor VgpuSupervisor;
  * (the control server) see them only through the accessors below. */
 typedef struct VgpuInstance VgpuInstance;
 
+/* What a tenant is: a local process speaking vtest on DIR/NAME/vtest.sock,
+ * or a virtual machine's QEMU speaking vhost-user-gpu (on
+ * DIR/NAME/vhost-user.sock, or handed over by vgpu-vhost-gpu). */
+typedef enum {
+  VGPU_TENANT_VTEST,
+  VGPU_TENANT_VM,
+} VgpuTenantKind;
+
+/* "vtest" or "vm". */
+const char *vgpu_tenant_kind_name(VgpuTenantKind kind);
+
 /* One connected tenant, as the control server reports it (a copy). */
 typedef struct VgpuTenantInfo {
   pid_t worker_pid;
   pid_t client_pid;
   uid_t client_uid;
   int slot;
+  VgpuTenantKind kind;
 } VgpuTenantInfo;
+
+/* Called once when a worker started by vgpu_supervisor_attach_vm() ends:
+ * its wait status and the sentence vgpud logged about it. */
+typedef void (*VgpuWorkerEndFunc)(int status, const char *why, gpointer user);
 
 typedef struct VgpuSupervisorOptions {
   char *runtime_dir;
@@ -62,6 +78,24 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
                                               const char *profile, GError **error);
 bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool force,
                                       GError **error);
+/* A VM connection handed over by a caller (vgpu-vhost-gpu): fd is a
+ * connected socket whose peer is QEMU (owned: closed in every case).  name
+ * NULL picks [daemon] vm-instance, else the first instance by name.  The
+ * instance's admission limits apply to the peer's uid as to any tenant.
+ * virgl asks for 3D (refused when the renderer is null).  render_node (may
+ * be NULL) is the node the caller was told to use: refused unless it is
+ * the device vgpud's workers render on.  Returns the
+ * worker's pid and sets *instance (when given) to the instance's name, or
+ * returns 0 with the reason.  end (when not NULL) is called once when the
+ * worker ends, unless vgpu_supervisor_forget_end() came first. */
+pid_t vgpu_supervisor_attach_vm(VgpuSupervisor *s, const char *name, int fd, bool virgl,
+                                const char *render_node, VgpuWorkerEndFunc end, gpointer user,
+                                char **instance, GError **error);
+/* The caller of attach_vm no longer wants to hear of worker_pid's end; when
+ * kill is true the worker is sent SIGTERM (the caller that stood for it
+ * went away). */
+void vgpu_supervisor_forget_end(VgpuSupervisor *s, pid_t worker_pid, bool kill);
+
 /* Applies key=value settings atomically (all or none). */
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings, GError **error);
 
@@ -70,10 +104,14 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
 const char *vgpu_instance_name(const VgpuInstance *in);
 const VgpuInstanceConfig *vgpu_instance_config(const VgpuInstance *in);
 const char *vgpu_instance_socket_path(const VgpuInstance *in);
+/* DIR/NAME/vhost-user.sock: where QEMU connects a vhost-user-gpu device. */
+const char *vgpu_instance_vm_socket_path(const VgpuInstance *in);
 bool vgpu_instance_is_runtime(const VgpuInstance *in); /* created with vgpuctl create */
 bool vgpu_instance_is_draining(const VgpuInstance *in);
 uint32_t vgpu_instance_ledger_index(const VgpuInstance *in);
 guint vgpu_instance_n_tenants(const VgpuInstance *in);
+/* Of those, the virtual machines. */
+guint vgpu_instance_n_vm_tenants(const VgpuInstance *in);
 /* The renderer its new workers start ([daemon] renderer) and the probe of
  * what they offer (NULL before the supervisor has started). */
 const char *vgpu_instance_renderer(const VgpuInstance *in);

@@ -12,9 +12,10 @@
 /* Longest instance name plus its NUL (the ledger's record size). */
 #define VGPU_INSTANCE_NAME_MAX 32
 
-/* Longest runtime directory: DIR/NAME/vtest.sock must fit an AF_UNIX
- * address (107 bytes and a NUL) for the longest NAME. */
-#define VGPU_RUNTIME_DIR_MAX (107 - (1 + (VGPU_INSTANCE_NAME_MAX - 1) + 11))
+/* Longest runtime directory: DIR/NAME/vhost-user.sock (the longest of an
+ * instance's socket names) must fit an AF_UNIX address (107 bytes and a
+ * NUL) for the longest NAME. */
+#define VGPU_RUNTIME_DIR_MAX (107 - (1 + (VGPU_INSTANCE_NAME_MAX - 1) + 16))
 
 /* [a-zA-Z0-9_-]{1,31}: safe as one path component. */
 bool vgpu_instance_name_valid(const char *name);

@@ -428,15 +428,18 @@ static void test_ranges(void **state) {
   expect_error("[profile p]\nheads=17\n", "x.conf:2: bad value \"17\" for heads");
   expect_error("[profile p]\nheads=0\n", "x.conf:2: bad value \"0\" for heads");
   expect_error("[profile p]\nfps-cap=1001\n", "x.conf:2: bad value \"1001\" for fps-cap");
-  /* The runtime directory leaves room for DIR/NAME/vtest.sock in a socket
-   * address (108 bytes with the NUL). */
-  g_autofree char *dir64 = g_strnfill(64, 'd');
+  /* The runtime directory leaves room for DIR/NAME/vhost-user.sock in a
+   * socket address (108 bytes with the NUL). */
+  g_autofree char *dir64 = g_strnfill(59, 'd');
   dir64[0] = '/';
   g_autofree char *ok_dir = g_strdup_printf("[daemon]\nruntime-dir=%s\n", dir64);
   expect_ok(ok_dir);
   g_autofree char *long_dir = g_strdup_printf("[daemon]\nruntime-dir=%sd\n", dir64);
-  expect_error(long_dir, "x.conf:2: runtime-dir is longer than 64 bytes");
-  assert_int_equal(64 + strlen("/abcdefghijklmnopqrstuvwxyz01234/vtest.sock"), 107);
+  expect_error(long_dir, "x.conf:2: runtime-dir is longer than 59 bytes");
+  assert_int_equal(59 + strlen("/abcdefghijklmnopqrstuvwxyz01234/vhost-user.sock"), 107);
+  /* vm-instance names an instance. */
+  expect_ok("[daemon]\nvm-instance=vgpu0\n");
+  expect_error("[daemon]\nvm-instance=a/b\n", "x.conf:2: bad value \"a/b\" for vm-instance");
   /* socket-mode: permission bits only, octal. */
   expect_ok("[profile p]\n[instance a]\nprofile=p\nsocket-mode=0777\n");
   expect_error("[profile p]\n[instance a]\nprofile=p\nsocket-mode=04666\n",

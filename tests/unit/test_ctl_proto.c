@@ -32,14 +32,19 @@ static JsonArray *parse_array(const char *json) {
 
 #define INSTANCE_VGPU0                                                                             \
   "{\"name\":\"vgpu0\",\"profile\":\"medium\",\"socket\":\"/run/vgpu/vgpu0/vtest.sock\","          \
+  "\"vm_socket\":\"/run/vgpu/vgpu0/vhost-user.sock\","                                             \
   "\"origin\":\"config\",\"state\":\"active\",\"limits\":{\"vram\":268435456,"                     \
   "\"resources\":4096,\"contexts\":0,\"clients\":4},\"usage\":{\"vram\":13107200,"                 \
-  "\"resources\":12,\"contexts\":1,\"clients\":1,\"frames\":7462,\"commands\":90000,"              \
+  "\"resources\":12,\"contexts\":1,\"clients\":2,\"vm_clients\":1,\"frames\":7462,"                \
+  "\"commands\":90000,"                                                                            \
   "\"bytes_in\":1,\"refusals\":2,\"worker_crashes\":0}"
 #define TENANT                                                                                     \
   "{\"worker_pid\":4242,\"client_pid\":4240,\"client_uid\":1000,\"vram\":13107200,"                \
   "\"peak_vram\":20971520,\"resources\":12,\"contexts\":1,\"frames\":7462,"                        \
   "\"commands\":90000,\"uptime_s\":3720}"
+#define TENANT_VM                                                                                  \
+  "{\"kind\":\"vm\",\"worker_pid\":4250,\"client_pid\":4249,\"client_uid\":0,\"vram\":0,"          \
+  "\"peak_vram\":0,\"resources\":0,\"contexts\":0,\"frames\":0,\"commands\":0,\"uptime_s\":5}"
 
 /* ---- requests ------------------------------------------------------------ */
 
@@ -325,12 +330,12 @@ static void test_views(void **state) {
   g_autoptr(JsonArray) list = parse_array("[" INSTANCE_VGPU0 "}, {\"name\":\"bare\"}, 7]");
   g_autofree char *l = vgpu_format_list(list);
   assert_string_equal(
-      l, "NAME   PROFILE  STATE   CLIENTS      VRAM                     RESOURCES    CONTEXTS     "
-         "FRAMES  REFUSALS  CRASHES\n"
-         "vgpu0  medium   active  1/4          12.5 MiB / 256 MiB (4%)  12/4096      1/unlimited  "
-         "7462    2         0\n"
-         "bare   -        -       0/unlimited  0 B / unlimited          0/unlimited  0/unlimited  "
-         "0       0         0\n");
+      l, "NAME   PROFILE  STATE   CLIENTS      VMS  VRAM                     RESOURCES    "
+         "CONTEXTS     FRAMES  REFUSALS  CRASHES\n"
+         "vgpu0  medium   active  2/4          1    12.5 MiB / 256 MiB (4%)  12/4096      "
+         "1/unlimited  7462    2         0\n"
+         "bare   -        -       0/unlimited  0    0 B / unlimited          0/unlimited  "
+         "0/unlimited  0       0         0\n");
 
   g_autoptr(JsonArray) empty = parse_array("[]");
   g_autofree char *le = vgpu_format_list(empty);
@@ -338,21 +343,25 @@ static void test_views(void **state) {
   g_autofree char *ln = vgpu_format_list(NULL);
   assert_non_null(strstr(ln, "NAME"));
 
-  g_autoptr(JsonObject) in = parse_object(INSTANCE_VGPU0 ",\"tenants\":[" TENANT "]}");
+  g_autoptr(JsonObject) in =
+      parse_object(INSTANCE_VGPU0 ",\"tenants\":[" TENANT "," TENANT_VM "]}");
   g_autofree char *sh = vgpu_format_show(in);
   assert_string_equal(sh, "instance   vgpu0 (active, config)\n"
                           "profile    medium\n"
                           "socket     /run/vgpu/vgpu0/vtest.sock\n"
-                          "clients    1/4\n"
+                          "vm socket  /run/vgpu/vgpu0/vhost-user.sock\n"
+                          "clients    2/4 (1 VM)\n"
                           "VRAM       12.5 MiB / 256 MiB (4%)\n"
                           "resources  12/4096\n"
                           "contexts   1/unlimited\n"
                           "frames     7462   commands 90000   refusals 2   worker crashes 0\n"
                           "\n"
-                          "WORKER  CLIENT  UID   VRAM      PEAK    RESOURCES  CONTEXTS  FRAMES  "
-                          "UPTIME\n"
-                          "4242    4240    1000  12.5 MiB  20 MiB  12         1         7462    "
-                          "1h02m\n");
+                          "KIND   WORKER  CLIENT  UID   VRAM      PEAK    RESOURCES  CONTEXTS  "
+                          "FRAMES  UPTIME\n"
+                          "vtest  4242    4240    1000  12.5 MiB  20 MiB  12         1         "
+                          "7462    1h02m\n"
+                          "vm     4250    4249    0     0 B       0 B     0          0         "
+                          "0       5s\n");
   g_autoptr(JsonObject) lonely = parse_object(INSTANCE_VGPU0 ",\"tenants\":[]}");
   g_autofree char *sl = vgpu_format_show(lonely);
   assert_true(g_str_has_suffix(sl, "\n\nno tenants connected\n"));
@@ -656,7 +665,7 @@ static void test_vgpuctl_end_to_end(void **state) {
 
   assert_int_equal(run_ctl(&out, &err, "--runtime-dir", d, "list", NULL), 0);
   assert_true(g_str_has_prefix(out, "NAME   PROFILE  STATE   CLIENTS"));
-  assert_non_null(strstr(out, "vgpu0  p        active  0/unlimited  0 B / 256 MiB (0%)"));
+  assert_non_null(strstr(out, "vgpu0  p        active  0/unlimited  0    0 B / 256 MiB (0%)"));
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
 
@@ -670,7 +679,7 @@ static void test_vgpuctl_end_to_end(void **state) {
   g_clear_pointer(&err, g_free);
 
   assert_int_equal(run_ctl(&out, &err, "-r", d, "show", "vgpu0", NULL), 0);
-  assert_non_null(strstr(out, "WORKER  CLIENT  UID"));
+  assert_non_null(strstr(out, "KIND   WORKER  CLIENT  UID"));
   assert_non_null(strstr(out, "1h02m"));
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
