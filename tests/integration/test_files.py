@@ -160,6 +160,11 @@ def daemon_as_root():
     os.symlink(v, os.path.join(rd, "vgpu0", "vtest.sock"))
     refused(vgpud(["-f", "-r", rd]), "vtest.sock", "File exists")
     assert os.readlink(os.path.join(rd, "vgpu0", "vtest.sock")) == v
+    os.unlink(os.path.join(rd, "vgpu0", "vtest.sock"))
+    # The same for the instance's vhost-user socket (for QEMU).
+    os.symlink(v, os.path.join(rd, "vgpu0", "vhost-user.sock"))
+    refused(vgpud(["-f", "-r", rd]), "vhost-user.sock", "File exists")
+    assert os.readlink(os.path.join(rd, "vgpu0", "vhost-user.sock")) == v
     subprocess.run(["rm", "-rf", os.path.join(rd, "vgpu0")], check=True)
     assert_victim_intact(v)
     print("ok: root: linked pid file, log file, instance directory and socket refused; "
@@ -173,14 +178,17 @@ def daemon_as_root():
         os.umask(old)
     wait_ready(p, "/tmp/new/run")
     modes = {n: stat.S_IMODE(os.lstat(os.path.join("/tmp/new/run", n)).st_mode)
-             for n in ("", "control.sock", "vgpu0", "vgpu0/vtest.sock", "vgpud.pid")}
+             for n in ("", "control.sock", "vgpu0", "vgpu0/vtest.sock", "vgpu0/vhost-user.sock",
+                       "vgpud.pid")}
     assert modes == {"": 0o755, "control.sock": 0o666, "vgpu0": 0o755,
-                     "vgpu0/vtest.sock": 0o660, "vgpud.pid": 0o644}, modes
+                     "vgpu0/vtest.sock": 0o660, "vgpu0/vhost-user.sock": 0o660,
+                     "vgpud.pid": 0o644}, modes
     # A run-time socket-mode change reaches the socket (never through a link).
     r = subprocess.run([h.VGPUCTL, "--runtime-dir", "/tmp/new/run", "set", "vgpu0",
                         "socket-mode=0600"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     assert stat.S_IMODE(os.lstat("/tmp/new/run/vgpu0/vtest.sock").st_mode) == 0o600
+    assert stat.S_IMODE(os.lstat("/tmp/new/run/vgpu0/vhost-user.sock").st_mode) == 0o600
     stop(p)
     assert not os.path.exists("/tmp/new/run")
     shown = ", ".join(f"{n or '.'} {m:04o}" for n, m in modes.items())
