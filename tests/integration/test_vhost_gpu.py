@@ -45,6 +45,7 @@ CONFIG = """
 [daemon]
 vm-instance=vgpu1
 worker-uid-range=65000-65519
+control-timeout=1
 
 [profile test]
 vram=512M
@@ -168,9 +169,17 @@ def test_handoff(d):
     assert "clients    1/8 (1 VM)" in text and ["vm", str(t["worker_pid"])] in [r[:2] for r in rows], text
     text = subprocess.run([h.VGPUCTL, "-r", d.dir, "list"], capture_output=True, text=True).stdout
     assert " VMS " in text.splitlines()[0], text
-    # The program lives while the worker does; QEMU hanging up ends both, cleanly.
-    time.sleep(0.3)
+    # The program lives while the worker does, past the control socket's
+    # idle timeout (1 s here): an idle connection opened after it is closed
+    # by vgpud first.
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(os.path.join(d.dir, "control.sock"))
+    idle.settimeout(30)
+    assert idle.recv(1) == b"", "vgpud did not close an idle control connection"
+    idle.close()
     assert p.poll() is None, finish(p)
+    assert tenants(d, "vgpu1"), "the VM's tenant went with the idle timeout"
+    # QEMU hanging up ends both, cleanly.
     ours.close()
     rc, out, err = finish(p)
     assert rc == 0 and "VM attached to instance vgpu1" in err, (rc, err)
