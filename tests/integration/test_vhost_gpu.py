@@ -18,9 +18,11 @@ and the program do is checked whatever the real worker's front-ends are:
   - killing the program ends the worker;
   - vhost-user.sock accepts a connection and starts a vm worker.
 
-Then against the real vgpu-worker: a QEMU-side GET_FEATURES request on
-vhost-user.sock gets a vhost-user reply, when the worker has the
-vhost-user-gpu front-end (said, not skipped, when it has not)."""
+Then against the real vgpu-worker, when it has the vhost-user-gpu
+front-end (said, not skipped, when it has not): QEMU's first requests
+(GET_FEATURES, the protocol features, GET_CONFIG) on vhost-user.sock and
+through vgpu-vhost-gpu; num_scanouts is the profile's heads (1, 3), and the
+program exits 0 once QEMU hangs up."""
 import glob
 import json
 import os
@@ -271,6 +273,40 @@ def test_instance_socket(d):
     print("vhost-user.sock: a connection got a vm worker")
 
 
+def recv_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, "the worker hung up instead of replying"
+        data += chunk
+    return data
+
+
+def vhost_call(s, request, payload=b""):
+    """One vhost-user request that has a reply, as QEMU sends it (flags:
+    version 1); returns the reply's payload."""
+    s.sendall(struct.pack("<III", request, 1, len(payload)) + payload)
+    req, flags, size = struct.unpack("<III", recv_exact(s, 12))
+    assert req == request and flags & 0x4 and size <= 4096, (req, flags, size)
+    return recv_exact(s, size)
+
+
+def vhost_negotiate(s):
+    """GET_FEATURES, then the protocol features with CONFIG, then the
+    virtio-gpu config space: returns (features, num_scanouts)."""
+    features = struct.unpack("<Q", vhost_call(s, 1))[0]  # GET_FEATURES
+    assert features & (1 << 30), hex(features)  # VHOST_USER_F_PROTOCOL_FEATURES
+    proto = struct.unpack("<Q", vhost_call(s, 15))[0]  # GET_PROTOCOL_FEATURES
+    assert proto & (1 << 9), hex(proto)  # CONFIG
+    s.sendall(struct.pack("<IIIQ", 16, 1, 8, 1 << 9))  # SET_PROTOCOL_FEATURES
+    # GET_CONFIG: virtio_gpu_config is events_read, events_clear,
+    # num_scanouts, num_capsets (u32 each).
+    cfg = vhost_call(s, 24, struct.pack("<III", 0, 16, 0) + bytes(16))
+    offset, size, flags = struct.unpack("<III", cfg[:12])
+    assert size == 16 and len(cfg) == 28, cfg
+    return features, struct.unpack("<IIII", cfg[12:28])[2]
+
+
 def real_worker_speaks_vhost_user():
     p = subprocess.run([os.environ.get("VGPU_WORKER", "vgpu-worker"), "--help"], capture_output=True, text=True)
     return "vhost-user-gpu" in p.stdout + p.stderr
@@ -290,23 +326,27 @@ def test_real_worker():
             print("real worker: no vhost-user-gpu front-end in this vgpu-worker; "
                   "GET_FEATURES exchange not tried")
         else:
-            # VHOST_USER_GET_FEATURES (1), flags: version 1, no payload.
-            s.sendall(struct.pack("<III", 1, 1, 0))
-            hdr = b""
-            while len(hdr) < 12:
-                chunk = s.recv(12 - len(hdr))
-                assert chunk, "the worker hung up instead of replying"
-                hdr += chunk
-            req, flags, size = struct.unpack("<III", hdr)
-            assert req == 1 and flags & 0x4 and size == 8, (req, flags, size)
-            body = s.recv(8)
-            features = struct.unpack("<Q", body)[0]
-            assert features & (1 << 30), hex(features)  # VHOST_USER_F_PROTOCOL_FEATURES
+            # On vgpu0's own socket: profile "one", heads=1.
+            features, scanouts = vhost_negotiate(s)
+            assert scanouts == 1, scanouts
             t = wait_tenant(d, "vgpu0")
             assert t["kind"] == "vm"
             s.close()
             d.wait_idle("vgpu0")
-            print(f"real worker: GET_FEATURES answered, features {features:#x}")
+            print(f"real worker on vhost-user.sock: features {features:#x}, {scanouts} scanout")
+            # Through vgpu-vhost-gpu onto vgpu1 (heads=3); QEMU hanging up
+            # ends the worker cleanly and the program with status 0.
+            ours, p = attach(d, "--virgl")
+            ours.settimeout(60)
+            features, scanouts = vhost_negotiate(ours)
+            assert scanouts == 3 and features & 1, (scanouts, hex(features))  # VIRTIO_GPU_F_VIRGL
+            assert [x["kind"] for x in tenants(d, "vgpu1")] == ["vm"]
+            ours.close()
+            rc, out, err = finish(p)
+            assert rc == 0, (rc, err)
+            d.wait_idle("vgpu1")
+            print(f"real worker via vgpu-vhost-gpu: features {features:#x}, {scanouts} scanouts, "
+                  "exit 0 after QEMU hung up")
         s.close()
         d.stop()
     finally:
