@@ -41,12 +41,9 @@ VHOST_GPU = os.environ.get("VGPU_VHOST_GPU", "vgpu-vhost-gpu")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SELF = os.path.abspath(__file__)
 
-# Workers' uids above Debian's package allocations (libvirt-qemu is 64055),
-# as a host with libvirt installed needs.
 CONFIG = """
 [daemon]
 vm-instance=vgpu1
-worker-uid-range=65000-65519
 control-timeout=1
 
 [profile test]
