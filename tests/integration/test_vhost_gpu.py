@@ -195,6 +195,23 @@ def test_handoff(d):
     ours.close()
     d.wait_idle("vgpu0")
 
+    # --socket-path: the program listens, QEMU connects, the socket file goes.
+    path = os.path.join(d.tmp, "gpu.sock")
+    p = subprocess.Popen([VHOST_GPU, "--runtime-dir", d.dir, f"--socket-path={path}", "-i", "vgpu0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=h.sanitizer_env(dict(os.environ)))
+    h.wait_for(lambda: os.path.exists(path) or p.poll() is not None, 30, "the program's socket")
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600, oct(os.lstat(path).st_mode)
+    qemu = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    qemu.connect(path)
+    t = wait_tenant(d, "vgpu0")
+    assert t["kind"] == "vm" and t["client_pid"] == os.getpid(), t
+    assert not os.path.exists(path), "the listening socket was left behind"
+    qemu.close()
+    rc, out, err = finish(p)
+    assert rc == 0, (rc, err)
+    d.wait_idle("vgpu0")
+
     # Killing the program (libvirt stopping the back-end) ends the worker.
     ours, p = attach(d)
     t = wait_tenant(d, "vgpu1")
