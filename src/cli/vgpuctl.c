@@ -269,9 +269,9 @@ static const Command commands[] = {
      "Keys: vram, max-resources, max-contexts, max-stream-objects, max-clients,\n"
      "max-clients-per-uid, gpu-share, weight, fps-cap, heads, gpu-timeout,\n"
      "socket-mode; values as in vgpud.conf(5).  All settings are applied or none;\n"
-     "gpu-timeout applies to clients that connect after it.  gpu-share, weight,\n"
-     "fps-cap and heads are stored and shown but not enforced (no GPU scheduler\n"
-     "yet).\n"
+     "gpu-timeout and heads apply to clients that connect after it.  gpu-share,\n"
+     "weight and fps-cap are stored and shown but not enforced (no GPU\n"
+     "scheduler yet).\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
     {"reload", "reload", "re-read the configuration file (admin)",

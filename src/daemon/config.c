@@ -22,7 +22,7 @@ static const char default_config[] =
     "render-node=auto\n"
     "worker-uid-range=61184-65519\n"
     "\n"
-    "# gpu-share, weight, fps-cap and heads are accepted and shown but not\n"
+    "# gpu-share, weight and fps-cap are accepted and shown but not\n"
     "# enforced: vgpud has no GPU scheduler yet.\n"
     "\n"
     "[profile tiny]\n"

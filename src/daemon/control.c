@@ -91,9 +91,10 @@ static void add_str(JsonBuilder *b, const char *k, const char *v) {
 }
 
 /* The scheduling settings are stored and reported but nothing enforces
- * them yet: every view that shows them says so. */
+ * them yet: every view that shows them says so.  (heads is enforced: a VM
+ * tenant's device has that many scanouts; vtest tenants have none.) */
 static void add_not_enforced(JsonBuilder *b) {
-  static const char *const fields[] = {"gpu_share", "weight", "fps_cap", "heads"};
+  static const char *const fields[] = {"gpu_share", "weight", "fps_cap"};
   json_builder_set_member_name(b, "not_enforced");
   json_builder_begin_array(b);
   for (size_t i = 0; i < G_N_ELEMENTS(fields); i++)

@@ -255,7 +255,7 @@ def test(x, d):
     rc, out, _ = ctl(d, "--json", "profiles")
     assert [p["name"] for p in json.loads(out)["profiles"]] == ["p"]
     # Scheduling settings are shown as not enforced, in JSON and in tables.
-    unenforced = ["gpu_share", "weight", "fps_cap", "heads"]
+    unenforced = ["gpu_share", "weight", "fps_cap"]
     assert json.loads(out)["profiles"][0]["not_enforced"] == unenforced, out
     assert inst["vgpu0"]["not_enforced"] == unenforced, inst["vgpu0"]
     rc, out, _ = ctl(d, "profiles")

@@ -361,6 +361,15 @@ def test_real_worker():
             d.wait_idle("vgpu1")
             print(f"real worker via vgpu-vhost-gpu: features {features:#x}, {scanouts} scanouts, "
                   "exit 0 after QEMU hung up")
+            # heads set at run time reaches the next VM.
+            r = d.control({"command": "set", "name": "vgpu0", "settings": {"heads": "2"}})
+            assert r["ok"], r
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(60)
+            s.connect(path)
+            assert vhost_negotiate(s)[1] == 2
+            s.close()
+            d.wait_idle("vgpu0")
         s.close()
         d.stop()
     finally:
