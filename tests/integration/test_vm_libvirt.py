@@ -5,6 +5,11 @@ in `virsh screenshot` with every pixel right while vgpud counts the VM as a
 tenant of the instance the back-end landed on; after `virsh destroy` that
 instance holds nothing.
 
+The domain is docs/examples/vgpu-domain.xml with this test's name, guest
+(scripts/vm-guest.sh), emulator and a serial console in a file; --accel3d
+keeps its <acceleration accel3d='yes'/> (a host without a render node:
+libvirt passes --virgl and no node), else it is removed.
+
 What runs, all started here and always stopped at the end:
   vgpud       as root on a private runtime directory, with [daemon]
               admin-group=libvirt-qemu: libvirt runs QEMU and its
@@ -56,6 +61,7 @@ import sys
 import tempfile
 import time
 import zlib
+from xml.etree import ElementTree as ET
 
 import harness as h
 import test_vm_boot_2d as vm
@@ -66,6 +72,7 @@ GUEST_CMDLINE = "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d"
 PRIVATE = ["/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
            "/var/cache/libvirt", "/usr/share/qemu/vhost-user"]
 DESCRIPTOR_DIR = "/usr/share/qemu/vhost-user"
+EXAMPLE = os.path.join(h.SOURCE_DIR, "docs", "examples", "vgpu-domain.xml")
 
 CONFIG = """
 [daemon]
@@ -243,43 +250,30 @@ class Libvirt:
 
 
 def domain_xml(name, guest, serial, accel3d):
+    """docs/examples/vgpu-domain.xml, the example the README points at, with
+    this test's name, guest, emulator and a serial console in a file, and
+    without <acceleration> unless accel3d."""
+    tree = ET.parse(EXAMPLE)
+    dom = tree.getroot()
     kernel = os.path.join(guest, "vmlinux")
     if not os.path.exists(kernel):
         kernel = os.path.join(guest, "vmlinuz")
-    # accel3d without rendernode: libvirt passes --virgl and, since the
-    # back-end offers no render-node where the host has none, no node.
-    accel = ">\n        <acceleration accel3d='yes'/>\n      </model>" if accel3d else "/>"
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <memoryBacking>
-    <source type='memfd'/>
-    <access mode='shared'/>
-  </memoryBacking>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{os.path.join(guest, 'initrd.gz')}</initrd>
-    <cmdline>{GUEST_CMDLINE}</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>{shutil.which(vm.QEMU)}</emulator>
-    <serial type='file'>
-      <source path='{serial}'/>
-      <target port='0'/>
-    </serial>
-    <video>
-      <driver name='vhostuser'/>
-      <model type='virtio' heads='1' primary='yes'{accel}
-    </video>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
+    dom.find("name").text = name
+    dom.find("os/kernel").text = kernel
+    dom.find("os/initrd").text = os.path.join(guest, "initrd.gz")
+    dom.find("os/cmdline").text = GUEST_CMDLINE
+    devices = dom.find("devices")
+    devices.find("emulator").text = shutil.which(vm.QEMU)
+    ser = devices.find("serial")
+    ser.set("type", "file")
+    ET.SubElement(ser, "source", path=serial)
+    model = devices.find("video/model")
+    assert devices.find("video/driver").get("name") == "vhostuser", "the example's video is not vhostuser"
+    acc = model.find("acceleration")
+    assert acc is not None and acc.get("accel3d") == "yes", "the example has no accel3d='yes'"
+    if not accel3d:
+        model.remove(acc)
+    return ET.tostring(dom, encoding="unicode")
 
 
 def main():
