@@ -11,6 +11,9 @@
  * libvirt watches; if it is killed, vgpud ends the worker.  It never reads
  * a byte of what QEMU sends.
  *
+ * Its messages are lines on standard error and, when that is /dev/null or
+ * closed (libvirt starts back-ends so), also syslog's (daemon facility).
+ *
  * Exit status: 0 when the worker ended cleanly (QEMU hung up), 1 when it
  * did not or when the VM could not be attached, 2 for a usage error. */
 #include <errno.h>
@@ -22,8 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,13 +40,39 @@
 #define PROG "vgpu-vhost-gpu"
 #define EXIT_USAGE 2
 
+/* Whether standard error goes nowhere: closed, or /dev/null, which is where
+ * libvirt leaves a back-end it starts. */
+static bool stderr_unseen(void) {
+  struct stat st;
+  if (fstat(STDERR_FILENO, &st) < 0)
+    return true;
+  return S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3;
+}
+
+static bool use_syslog;
+
+/* One line on standard error, and in syslog when nobody reads that. */
+static void say(int prio, const char *fmt, va_list ap) G_GNUC_PRINTF(2, 0);
+static void say(int prio, const char *fmt, va_list ap) {
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  fprintf(stderr, PROG ": %s\n", msg);
+  if (use_syslog)
+    syslog(prio, "%s", msg);
+}
+
+static void info(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void info(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  say(LOG_INFO, fmt, ap);
+  va_end(ap);
+}
+
 static int fail(int code, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static int fail(int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fputs(PROG ": ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  say(LOG_ERR, fmt, ap);
   va_end(ap);
   return code;
 }
@@ -188,6 +219,10 @@ int main(int argc, char **argv) {
       {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version", NULL},
       {NULL},
   };
+  if (stderr_unseen()) {
+    use_syslog = true;
+    openlog(PROG, LOG_PID, LOG_DAEMON);
+  }
   g_autoptr(GOptionContext) ctx = g_option_context_new(NULL);
   g_option_context_set_summary(ctx, "Serve a QEMU vhost-user-gpu device on a vGPU instance of "
                                     "vgpud; stays alive while the VM's worker runs.");
@@ -267,8 +302,8 @@ int main(int argc, char **argv) {
   g_autoptr(JsonObject) reply = first ? vgpu_ctl_parse_reply(first, &e) : NULL;
   if (!reply)
     return fail(1, "%s", e->message);
-  fprintf(stderr, PROG ": VM attached to instance %s (worker pid %" G_GUINT64_FORMAT ")\n",
-          vgpu_ctl_get_str(reply, "instance", "?"), vgpu_ctl_get_u64(reply, "worker_pid"));
+  info("VM attached to instance %s (worker pid %" G_GUINT64_FORMAT ")",
+       vgpu_ctl_get_str(reply, "instance", "?"), vgpu_ctl_get_u64(reply, "worker_pid"));
 
   /* Until the worker ends: vgpud's last line. */
   g_autofree char *last = vgpu_ctl_read_line(ctl, VGPU_CTL_MAX_REPLY, -1, &e);
@@ -282,6 +317,6 @@ int main(int argc, char **argv) {
             json_node_get_value_type(clean) == G_TYPE_BOOLEAN && json_node_get_boolean(clean);
   if (!ok)
     return fail(1, "the VM's worker ended: %s", vgpu_ctl_get_str(end, "reason", "no reason given"));
-  fprintf(stderr, PROG ": the VM's worker ended: %s\n", vgpu_ctl_get_str(end, "reason", "-"));
+  info("the VM's worker ended: %s", vgpu_ctl_get_str(end, "reason", "-"));
   return 0;
 }

@@ -34,7 +34,9 @@ What runs, all started here and always stopped at the end:
               (libvirt passes a back-end no environment and no options of
               ours).
 
-Checks: libvirt ran our program (the back-end's pidfile names a process
+Checks, first with no vgpud: `virsh start` fails and the domain stays shut
+off, and the back-end started as libvirt starts it (streams on /dev/null)
+exits 1 with its reason in syslog.  Then: libvirt ran our program (the back-end's pidfile names a process
 whose executable is this build's vgpu-vhost-gpu, and `vgpuctl --json show`
 lists a tenant of kind vm on vgpu0); the guest's virtio_gpu driver binds
 and its pattern is in a screenshot (polled to a deadline, each compared
@@ -55,6 +57,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -72,6 +75,7 @@ GUEST_CMDLINE = "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d"
 PRIVATE = ["/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
            "/var/cache/libvirt", "/usr/share/qemu/vhost-user"]
 DESCRIPTOR_DIR = "/usr/share/qemu/vhost-user"
+DESCRIPTOR_IN = os.path.join(h.SOURCE_DIR, "dist", "vgpu-vhost-gpu.json.in")
 EXAMPLE = os.path.join(h.SOURCE_DIR, "docs", "examples", "vgpu-domain.xml")
 
 CONFIG = """
@@ -188,10 +192,16 @@ class Libvirt:
         desc = self.dirs[DESCRIPTOR_DIR]
         for f in glob.glob(os.path.join(DESCRIPTOR_DIR, "*.json")):
             shutil.copy(f, desc)
+        # vgpu's own descriptor, as make install writes it, but for the
+        # binary.
+        with open(DESCRIPTOR_IN) as f:
+            text = f.read()
+        assert "@LIBEXECDIR@/vgpu-vhost-gpu" in text, f"{DESCRIPTOR_IN} names no binary"
+        text = text.replace("@LIBEXECDIR@/vgpu-vhost-gpu", wrapper)
+        assert json.loads(text)["binary"] == wrapper and json.loads(text)["type"] == "gpu"
         self.descriptor = os.path.join(desc, "40-vgpu-vhost-gpu.json")
         with open(self.descriptor, "w") as f:
-            json.dump({"description": "vgpu: a vGPU instance of vgpud (this test's)",
-                       "type": "gpu", "binary": wrapper}, f, indent=2)
+            f.write(text)
         self.log_path = os.path.join(work, "libvirtd.log")
         mounts = "".join(f"mount --bind '{d}' '{p}' && " for d, p in binds)
         script = (f"mount --make-rprivate / && {mounts}"
@@ -276,6 +286,40 @@ def domain_xml(name, guest, serial, accel3d):
     return ET.tostring(dom, encoding="unicode")
 
 
+def unseen_reason_in_syslog(exe, work):
+    """Started as libvirt starts it (standard streams on /dev/null, --fd of a
+    connected socket) with no vgpud, the back-end exits 1 and its one line
+    goes to syslog: in a mount namespace with a tmpfs /dev whose /dev/log is
+    this test's datagram socket."""
+    log_sock = os.path.join(work, "log.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(log_sock)
+    ours, theirs = socket.socketpair()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        script = ("mount --make-rprivate / && mount -t tmpfs none /dev && touch /dev/log && "
+                  f"mount --bind '{log_sock}' /dev/log && exec \"$@\"")
+        p = subprocess.Popen(["unshare", "--mount", "sh", "-c", script, "sh", exe,
+                              "--runtime-dir", os.path.join(work, "no-vgpud"),
+                              f"--fd={theirs.fileno()}"],
+                             stdin=null, stdout=null, stderr=null, pass_fds=(theirs.fileno(),))
+        rc = p.wait(timeout=60)
+        rx.settimeout(10)
+        try:
+            line = rx.recv(4096).decode(errors="replace")
+        except socket.timeout:
+            line = ""
+    finally:
+        os.close(null)
+        ours.close()
+        theirs.close()
+        rx.close()
+    print(f"vgpu-vhost-gpu with stderr on /dev/null and no vgpud: status {rc}, syslog: {line!r}")
+    assert rc == 1, f"the back-end exited with {rc} without vgpud"
+    assert "vgpu-vhost-gpu[" in line and "vgpud is not running" in line, \
+        f"the back-end's reason is not in syslog: {line!r}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--accel3d", action="store_true",
@@ -302,10 +346,13 @@ def main():
     daemon = lv = None
     defined = False
     try:
-        daemon = h.Daemon(CONFIG)
+        unseen_reason_in_syslog(exe, work)
+        # The wrapper names vgpud's runtime directory through a link made
+        # once vgpud runs.
+        run_link = os.path.join(work, "vgpud")
         wrapper = os.path.join(work, "vgpu-vhost-gpu")
         with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nexec '{exe}' --runtime-dir '{daemon.dir}' --instance vgpu0 \"$@\"\n")
+            f.write(f"#!/bin/sh\nexec '{exe}' --runtime-dir '{run_link}' --instance vgpu0 \"$@\"\n")
         os.chmod(wrapper, 0o755)
         lv = Libvirt(work, wrapper)
         print(lv.virsh("version").stdout.strip())
@@ -315,6 +362,21 @@ def main():
         lv.virsh("define", xml_path)
         defined = True
 
+        # No vgpud yet: the back-end says so and exits 1, and libvirt does
+        # not start the domain.
+        r = lv.virsh("start", name, check=False)
+        said = r.stdout + r.stderr
+        print(f"virsh start without vgpud: status {r.returncode}: {said.strip()}")
+        assert r.returncode != 0, "the domain started without vgpud" + lv.context(name)
+        st = lv.virsh("domstate", name).stdout.strip()
+        assert st == "shut off", f"the domain is {st!r} after a failed start" + lv.context(name)
+        # libvirt reads nothing the back-end prints (its stderr is
+        # /dev/null; see unseen_reason_in_syslog); QEMU names the device.
+        assert "vhost-user" in said + lv.qemu_log(name), \
+            "neither virsh nor libvirt's log names the vhost-user device" + lv.context(name)
+
+        daemon = h.Daemon(CONFIG)
+        os.symlink(daemon.dir, run_link)
         t0 = time.monotonic()
         lv.virsh("start", name)
         t_started = time.monotonic() - t0
