@@ -171,6 +171,13 @@ class Libvirt:
         self.root = os.path.join(work, "libvirt")
         self.made = []  # mount points made on the host, removed at the end
         self.proc = None
+        try:
+            self._start(work, wrapper)
+        except BaseException:
+            self.stop()  # nothing left running or made when start fails
+            raise
+
+    def _start(self, work, wrapper):
         binds = []
         for path in PRIVATE:
             priv = os.path.join(self.root, path.strip("/").replace("/", "-"))
