@@ -13,11 +13,20 @@
 #include "util/fd.h"
 #include "virtio_gpu/vgpu_device.h"
 
-/* Feature bits QEMU may offer on this channel; this back-end acks none of
- * them (EDID is answered from the device's own modes, dmabuf is absent). */
-#define VHU_DISP_F_EDID 0
+/* Feature bits QEMU may offer on this channel; this back-end acks EDID
+ * (QEMU then answers GET_EDID), never DMABUF2 (no dmabuf here). */
+#define VHU_DISP_F_EDID VHU_DISP_PROTOCOL_F_EDID
 #define VHU_DISP_F_DMABUF2 1
-#define VHU_DISP_ACKED 0ull
+#define VHU_DISP_ACKED (1ull << VHU_DISP_F_EDID)
+
+/* QEMU's reply payloads (virtio_gpu_resp_display_info / _edid). */
+#define VHU_DISP_INFO_SIZE 408u
+#define VHU_DISP_EDID_RESP_SIZE 1056u
+#define VHU_DISP_EDID_MAX 1024u
+#define VHU_DISP_RESP_OK_DISPLAY_INFO 0x1101u
+#define VHU_DISP_RESP_OK_EDID 0x1104u
+/* The largest width, height, x or y QEMU may report. */
+#define VHU_DISP_MODE_MAX 16384u
 
 /* Rows of one UPDATE per sendmsg. */
 #define VHU_DISP_IOV_BATCH 512u
@@ -31,6 +40,16 @@ struct VhuDisplay {
   uint32_t sw[VHU_DISP_MAX_SCANOUTS], sh[VHU_DISP_MAX_SCANOUTS]; /* sent SCANOUT sizes */
   uint32_t *bounce;                                              /* one converted row */
   size_t bounce_px;
+  /* Requests QEMU still owes a reply to, oldest first (a ring). */
+  struct {
+    uint32_t request, scanout;
+  } asked[VHU_DISP_MAX_ASKED];
+  unsigned asked_first, asked_n;
+  /* QEMU's latest answers. */
+  bool have_modes;
+  VgpuDisplayMode modes[VHU_DISP_MAX_SCANOUTS];
+  uint32_t edid_len[VHU_DISP_MAX_SCANOUTS]; /* 0: none yet */
+  uint8_t edid[VHU_DISP_MAX_SCANOUTS][VHU_DISP_EDID_MAX];
 };
 
 typedef struct {
@@ -95,6 +114,8 @@ VhuDisplay *vhu_display_new(int fd, uint32_t num_scanouts, int timeout_ms, int *
   d->timeout_ms = timeout_ms;
   d->num_scanouts = MIN(MAX(num_scanouts, 1u), VHU_DISP_MAX_SCANOUTS);
   vgpu_set_cloexec(fd, true);
+  d->asked[0].request = VHU_DISP_GET_PROTOCOL_FEATURES;
+  d->asked_n = 1;
   *rc = send_msg(d, VHU_DISP_GET_PROTOCOL_FEATURES, NULL, 0, why);
   if (*rc < 0) {
     vhu_display_free(d);
@@ -150,27 +171,179 @@ static int recv_all(VhuDisplay *d, void *buf, size_t len, gint64 deadline, const
   return 0;
 }
 
+uint64_t vhu_display_acked(const VhuDisplay *d) {
+  return d->ready ? d->qemu_features & VHU_DISP_ACKED : 0;
+}
+
+unsigned vhu_display_outstanding(const VhuDisplay *d) {
+  return d->asked_n;
+}
+
+/* Takes the oldest request matching a reply to @request.  QEMU drops a
+ * GET_EDID it cannot answer (a head it does not have) without a word, so
+ * GET_EDID entries before the match are forgotten; anything else out of
+ * order is QEMU's error.  false: nothing matches. */
+static bool asked_take(VhuDisplay *d, uint32_t request, uint32_t *scanout) {
+  unsigned skip = 0;
+  while (skip < d->asked_n) {
+    unsigned i = (d->asked_first + skip) % VHU_DISP_MAX_ASKED;
+    if (d->asked[i].request == request)
+      break;
+    if (d->asked[i].request != VHU_DISP_GET_EDID)
+      return false;
+    skip++;
+  }
+  if (skip == d->asked_n)
+    return false;
+  unsigned i = (d->asked_first + skip) % VHU_DISP_MAX_ASKED;
+  *scanout = d->asked[i].scanout;
+  d->asked_first = (i + 1) % VHU_DISP_MAX_ASKED;
+  d->asked_n -= skip + 1;
+  return true;
+}
+
+static uint32_t get32(const uint8_t *p, size_t off) {
+  uint32_t v;
+  memcpy(&v, p + off, 4);
+  return GUINT32_FROM_LE(v);
+}
+
+/* QEMU's display info: every mode checked before any is kept. */
+static int take_display_info(VhuDisplay *d, const uint8_t *p, const char **why) {
+  if (get32(p, 0) != VHU_DISP_RESP_OK_DISPLAY_INFO) {
+    *why = "QEMU's display info reply is not OK_DISPLAY_INFO";
+    return -EPROTO;
+  }
+  VgpuDisplayMode m[VHU_DISP_MAX_SCANOUTS];
+  for (uint32_t i = 0; i < VHU_DISP_MAX_SCANOUTS; i++) {
+    const uint8_t *q = p + 24 + 24 * i;
+    m[i] = (VgpuDisplayMode){.r = {get32(q, 0), get32(q, 4), get32(q, 8), get32(q, 12)},
+                             .enabled = get32(q, 16),
+                             .flags = get32(q, 20)};
+    if (m[i].enabled > 1 ||
+        (m[i].enabled && (m[i].r.w == 0 || m[i].r.h == 0 || m[i].r.w > VHU_DISP_MODE_MAX ||
+                          m[i].r.h > VHU_DISP_MODE_MAX || m[i].r.x > VHU_DISP_MODE_MAX ||
+                          m[i].r.y > VHU_DISP_MODE_MAX))) {
+      *why = "QEMU's display info has a mode out of range";
+      return -EPROTO;
+    }
+  }
+  /* Heads beyond this device's (QEMU configured more outputs) are left
+   * out: the guest cannot reach them through this device. */
+  memcpy(d->modes, m, sizeof(m));
+  for (uint32_t i = d->num_scanouts; i < VHU_DISP_MAX_SCANOUTS; i++)
+    d->modes[i] = (VgpuDisplayMode){0};
+  d->have_modes = true;
+  return VHU_DISP_EV_MODES;
+}
+
+static int take_edid(VhuDisplay *d, uint32_t id, const uint8_t *p, const char **why) {
+  uint32_t len = get32(p, 24);
+  if (get32(p, 0) != VHU_DISP_RESP_OK_EDID || len == 0 || len > VHU_DISP_EDID_MAX ||
+      len % 128 != 0) {
+    *why = "QEMU's EDID reply is malformed";
+    return -EPROTO;
+  }
+  memcpy(d->edid[id], p + 32, len);
+  d->edid_len[id] = len;
+  return VHU_DISP_EV_MODES;
+}
+
 int vhu_display_on_readable(VhuDisplay *d, const char **why) {
   DispHdr h;
   gint64 deadline = deadline_of(d);
   int rc = recv_all(d, &h, sizeof(h), deadline, why);
   if (rc < 0)
     return rc;
-  /* Only one request of ours waits for an answer: GET_PROTOCOL_FEATURES
-   * (this back-end never sends GET_DISPLAY_INFO, GET_EDID or dmabuf). */
-  if (d->ready || h.request != VHU_DISP_GET_PROTOCOL_FEATURES || h.size != 8) {
+  /* QEMU only ever answers: a reply to something asked, of its size. */
+  uint32_t want = h.request == VHU_DISP_GET_PROTOCOL_FEATURES ? 8u
+                  : h.request == VHU_DISP_GET_DISPLAY_INFO    ? VHU_DISP_INFO_SIZE
+                  : h.request == VHU_DISP_GET_EDID            ? VHU_DISP_EDID_RESP_SIZE
+                                                              : 0u;
+  uint32_t scanout = 0;
+  if (want == 0 || !(h.flags & VHU_DISP_FLAG_REPLY) || !asked_take(d, h.request, &scanout)) {
     *why = "unexpected message from QEMU";
     return -EPROTO;
   }
-  uint64_t f;
-  if ((rc = recv_all(d, &f, sizeof(f), deadline, why)) < 0)
+  if (h.size != want) {
+    *why = "a reply from QEMU has the wrong size";
+    return -EPROTO;
+  }
+  uint8_t p[VHU_DISP_EDID_RESP_SIZE];
+  if ((rc = recv_all(d, p, want, deadline, why)) < 0)
     return rc;
-  d->qemu_features = f;
-  uint64_t ack = f & VHU_DISP_ACKED;
+  if (h.request == VHU_DISP_GET_DISPLAY_INFO)
+    return take_display_info(d, p, why);
+  if (h.request == VHU_DISP_GET_EDID)
+    return take_edid(d, scanout, p, why);
+  uint64_t f;
+  memcpy(&f, p, sizeof(f));
+  d->qemu_features = GUINT64_FROM_LE(f);
+  uint64_t ack = GUINT64_TO_LE(d->qemu_features & VHU_DISP_ACKED);
   if ((rc = send_msg(d, VHU_DISP_SET_PROTOCOL_FEATURES, &ack, sizeof(ack), why)) < 0)
     return rc;
   d->ready = true;
+  return VHU_DISP_EV_READY;
+}
+
+static int ask(VhuDisplay *d, uint32_t request, uint32_t scanout, const char **why) {
+  if (d->asked_n == VHU_DISP_MAX_ASKED)
+    return 0; /* QEMU is behind: the answers it still owes will do */
+  uint32_t m[1] = {scanout};
+  int rc = send_msg(d, request, m, request == VHU_DISP_GET_EDID ? sizeof(m) : 0, why);
+  if (rc < 0)
+    return rc;
+  unsigned i = (d->asked_first + d->asked_n++) % VHU_DISP_MAX_ASKED;
+  d->asked[i].request = request;
+  d->asked[i].scanout = scanout;
   return 1;
+}
+
+int vhu_display_ask_modes(VhuDisplay *d, const char **why) {
+  if (!d->ready)
+    return 0;
+  return ask(d, VHU_DISP_GET_DISPLAY_INFO, 0, why);
+}
+
+int vhu_display_ask_edid(VhuDisplay *d, uint32_t id, const char **why) {
+  /* QEMU never answers a GET_EDID for a head it lacks, so only head 0
+   * (always there) and heads its display info showed are asked about. */
+  if (!d->ready || !(d->qemu_features & (1ull << VHU_DISP_F_EDID)) || id >= d->num_scanouts ||
+      (id > 0 && !(d->have_modes && d->modes[id].enabled)))
+    return 0;
+  return ask(d, VHU_DISP_GET_EDID, id, why);
+}
+
+int vhu_display_wait(VhuDisplay *d, int wait_ms, const char **why) {
+  int ev = 0;
+  gint64 deadline = g_get_monotonic_time() + (gint64)wait_ms * 1000;
+  while (d->asked_n > 0) {
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    if (left <= 0)
+      break;
+    struct pollfd pfd = {.fd = d->fd, .events = POLLIN};
+    int n = poll(&pfd, 1, (int)MIN(left, G_MAXINT));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    int rc = vhu_display_on_readable(d, why);
+    if (rc < 0)
+      return rc;
+    ev |= rc;
+  }
+  return ev;
+}
+
+const VgpuDisplayMode *vhu_display_modes(const VhuDisplay *d) {
+  return d->have_modes ? d->modes : NULL;
+}
+
+const uint8_t *vhu_display_edid(const VhuDisplay *d, uint32_t id, size_t *len) {
+  if (id >= d->num_scanouts || d->edid_len[id] == 0)
+    return NULL;
+  *len = d->edid_len[id];
+  return d->edid[id];
 }
 
 int vhu_display_scanout(VhuDisplay *d, uint32_t id, uint32_t w, uint32_t h, const char **why) {

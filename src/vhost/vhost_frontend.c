@@ -33,6 +33,10 @@
 #define VHF_MSG_TIMEOUT_MS 10000
 /* A display write QEMU does not take within this ends the session. */
 #define VHF_DISPLAY_TIMEOUT_MS 10000
+/* The guest's GET_DISPLAY_INFO / GET_EDID waits at most this long for
+ * QEMU's answer (QEMU busy: the last modes are reported; its late answer
+ * is taken when it comes). */
+#define VHF_QUERY_WAIT_MS 1000
 /* GET_VRING_BASE waits at most this long for fenced work to finish. */
 #define VHF_DRAIN_TIMEOUT_MS 2000
 /* Default SUBMIT_3D cap when the worker contract gives none. */
@@ -78,6 +82,7 @@ struct VgpuFrontend {
   bool ring_broken_logged[VHU_MAX_QUEUES];
   VhuDisplay *display;
   int display_watch;
+  bool refresh_due; /* the display came up while the device was busy */
   /* How the session ended. */
   bool ended;
   int exit_code;
@@ -161,6 +166,8 @@ static void display_update(void *user, uint32_t id, const VgpuRect *r, const voi
 static void display_cursor_update(void *user, uint32_t scanout, uint32_t x, uint32_t y,
                                   uint32_t hot_x, uint32_t hot_y, const uint32_t *pixels);
 static void display_cursor_move(void *user, uint32_t scanout, uint32_t x, uint32_t y);
+static void gpu_modes_wanted(void *user, int32_t scanout);
+static void modes_apply(VgpuFrontend *fe);
 
 static uint32_t gpu_features_wanted(const VgpuFrontend *fe) {
   uint32_t f = 0;
@@ -195,6 +202,7 @@ static VgpuDevice *gpu_get(VgpuFrontend *fe) {
                   .cursor_update = display_cursor_update,
                   .cursor_move = display_cursor_move,
                   .complete = gpu_complete,
+                  .modes_wanted = gpu_modes_wanted,
                   .user = fe},
       .log_name = "guest",
   };
@@ -202,6 +210,8 @@ static VgpuDevice *gpu_get(VgpuFrontend *fe) {
   fe->gpu_features = want;
   if (!fe->gpu)
     session_end(fe, VGPU_WORKER_EXIT_ERROR, "cannot create the virtio-gpu device");
+  else
+    modes_apply(fe); /* what QEMU said before this device existed */
   return fe->gpu;
 }
 
@@ -271,6 +281,11 @@ static void handle_elem(VgpuFrontend *fe, unsigned q, VhuElem *e) {
   if (p)
     g_hash_table_remove(fe->pending, &cookie);
   push(fe, q, e, fe->resp, MIN(n, sizeof(fe->resp)));
+  if (fe->refresh_due && fe->display && fe->gpu) {
+    fe->refresh_due = false;
+    for (uint32_t i = 0; i < fe->heads && fe->display; i++)
+      vgpu_device_refresh(fe->gpu, i);
+  }
 }
 
 static void ring_run(VgpuFrontend *fe, unsigned q) {
@@ -387,17 +402,88 @@ static void display_result(VgpuFrontend *fe, int rc, const char *why) {
   }
 }
 
+/* QEMU's latest display info and EDIDs into the device; a change raises
+ * the config space's DISPLAY event.  (QEMU 10 keeps events_read to itself
+ * and raises DISPLAY on its own when its windows change; the guest then
+ * asks again, and gpu_modes_wanted() fetches the new modes.) */
+static void modes_apply(VgpuFrontend *fe) {
+  if (!fe->display || !fe->gpu)
+    return;
+  int changed = 0;
+  const VgpuDisplayMode *m = vhu_display_modes(fe->display);
+  if (m) {
+    int rc = vgpu_device_set_modes(fe->gpu, m, fe->heads);
+    if (rc < 0)
+      vgpu_warn("QEMU's display modes not taken: %s", g_strerror(-rc));
+    changed |= rc > 0;
+  }
+  for (uint32_t i = 0; i < fe->heads; i++) {
+    size_t len = 0;
+    const uint8_t *e = vhu_display_edid(fe->display, i, &len);
+    if (e)
+      changed |= vgpu_device_set_edid(fe->gpu, i, e, len) > 0;
+  }
+  if (changed)
+    vhu_dev_config_raise(&fe->dev, VHU_GPU_EVENT_DISPLAY);
+}
+
+/* What display replies brought (VHU_DISP_EV_*).  @in_device: called from
+ * within the device (its modes hook), which must not be re-entered. */
+static void display_events(VgpuFrontend *fe, int ev, bool in_device) {
+  const char *why = NULL;
+  if ((ev & VHU_DISP_EV_READY) && fe->display) {
+    /* The channel is up: show what the guest already shows, and learn
+     * QEMU's modes (answered while the guest goes on). */
+    if (in_device)
+      fe->refresh_due = true;
+    else if (fe->gpu)
+      for (uint32_t i = 0; i < fe->heads && fe->display; i++)
+        vgpu_device_refresh(fe->gpu, i);
+    int rc = fe->display ? vhu_display_ask_modes(fe->display, &why) : 0;
+    if (rc >= 0 && fe->display)
+      rc = vhu_display_ask_edid(fe->display, 0, &why);
+    display_result(fe, rc < 0 ? rc : 0, why);
+  }
+  if (ev & VHU_DISP_EV_MODES)
+    modes_apply(fe);
+}
+
 static void on_display(void *user, int fd, short revents) {
   VgpuFrontend *fe = user;
   (void)fd;
   (void)revents;
   const char *why = NULL;
   int rc = vhu_display_on_readable(fe->display, &why);
-  if (rc == 1 && fe->gpu) {
-    /* The channel is up: show what the guest already shows. */
-    for (uint32_t i = 0; i < fe->heads && fe->display; i++)
-      vgpu_device_refresh(fe->gpu, i);
+  if (rc > 0)
+    display_events(fe, rc, false);
+  display_result(fe, rc < 0 ? rc : 0, why);
+}
+
+/* The guest asks for its modes (@scanout -1) or head @scanout's EDID:
+ * QEMU is asked and its answer awaited, bounded; until it answers, the
+ * device reports what it last had. */
+static void gpu_modes_wanted(void *user, int32_t scanout) {
+  VgpuFrontend *fe = user;
+  const char *why = NULL;
+  if (!fe->display || fe->ended)
+    return;
+  int rc = 0;
+  if (!vhu_display_ready(fe->display)) {
+    /* The guest is quicker than QEMU's handshake reply. */
+    rc = vhu_display_wait(fe->display, VHF_QUERY_WAIT_MS, &why);
+    if (rc > 0)
+      display_events(fe, rc, true);
+    if (rc < 0 || !fe->display || !vhu_display_ready(fe->display)) {
+      display_result(fe, rc < 0 ? rc : 0, why);
+      return;
+    }
   }
+  rc = scanout < 0 ? vhu_display_ask_modes(fe->display, &why)
+                   : vhu_display_ask_edid(fe->display, (uint32_t)scanout, &why);
+  if (rc > 0)
+    rc = vhu_display_wait(fe->display, VHF_QUERY_WAIT_MS, &why);
+  if (rc > 0)
+    display_events(fe, rc, true);
   display_result(fe, rc < 0 ? rc : 0, why);
 }
 

@@ -90,6 +90,11 @@ struct VgpuDevice {
   GHashTable *resources; /* id -> Res* */
   GHashTable *contexts;  /* ctx id -> Context* */
   Scanout scanouts[VGPU_CMD_MAX_SCANOUTS];
+  /* What GET_DISPLAY_INFO reports, and each head's EDID from the display
+   * (edid_len 0: one is built from the head's mode). */
+  VgpuDisplayMode modes[VGPU_CMD_MAX_SCANOUTS];
+  uint8_t edid[VGPU_CMD_MAX_SCANOUTS][VGPU_CMD_EDID_MAX];
+  size_t edid_len[VGPU_CMD_MAX_SCANOUTS];
   GQueue pending; /* Pending*, in fence order */
   uint64_t next_fence;
   bool mem_stale; /* some 3D backing needs translating again */
@@ -619,18 +624,62 @@ static size_t do_set_scanout(Ctx *x) {
 }
 
 static size_t do_display_info(Ctx *x) {
-  VgpuDisplayMode m[VGPU_CMD_MAX_SCANOUTS] = {0};
-  for (uint32_t i = 0; i < x->d->cfg.num_scanouts; i++)
-    m[i] = (VgpuDisplayMode){.r = {0, 0, x->d->cfg.width, x->d->cfg.height}, .enabled = 1};
-  int n = vgpu_resp_display_info(&x->c->hdr, m, x->d->cfg.num_scanouts, x->resp, x->cap);
+  VgpuDevice *d = x->d;
+  if (d->cfg.display.modes_wanted)
+    d->cfg.display.modes_wanted(d->cfg.display.user, -1);
+  int n = vgpu_resp_display_info(&x->c->hdr, d->modes, d->cfg.num_scanouts, x->resp, x->cap);
   return n > 0 ? (size_t)n : fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "response buffer too small");
 }
 
 static size_t do_edid(Ctx *x) {
-  uint8_t e[128];
-  edid_build(x->d->cfg.width, x->d->cfg.height, e);
-  int n = vgpu_resp_edid(&x->c->hdr, e, sizeof(e), x->resp, x->cap);
+  VgpuDevice *d = x->d;
+  uint32_t i = x->c->u.edid.scanout; /* decoded: < num_scanouts */
+  if (d->cfg.display.modes_wanted)
+    d->cfg.display.modes_wanted(d->cfg.display.user, (int32_t)i);
+  int n;
+  if (d->edid_len[i]) {
+    n = vgpu_resp_edid(&x->c->hdr, d->edid[i], d->edid_len[i], x->resp, x->cap);
+  } else {
+    /* A disabled head still describes a monitor: the configured mode. */
+    const VgpuDisplayMode *m = &d->modes[i];
+    uint8_t e[128];
+    edid_build(m->enabled ? m->r.w : d->cfg.width, m->enabled ? m->r.h : d->cfg.height, e);
+    n = vgpu_resp_edid(&x->c->hdr, e, sizeof(e), x->resp, x->cap);
+  }
   return n > 0 ? (size_t)n : fail(x, VIRTIO_GPU_RESP_ERR_UNSPEC, "response buffer too small");
+}
+
+int vgpu_device_set_modes(VgpuDevice *d, const VgpuDisplayMode *modes, uint32_t n) {
+  if (n > d->cfg.num_scanouts || (n > 0 && !modes))
+    return -EINVAL;
+  for (uint32_t i = 0; i < n; i++) {
+    const VgpuDisplayMode *m = &modes[i];
+    if (m->enabled > 1)
+      return -EINVAL;
+    if (m->enabled && (m->r.w == 0 || m->r.h == 0 || m->r.w > VGPU_DEVICE_MODE_MAX ||
+                       m->r.h > VGPU_DEVICE_MODE_MAX || m->r.x > VGPU_DEVICE_MODE_MAX ||
+                       m->r.y > VGPU_DEVICE_MODE_MAX))
+      return -EINVAL;
+  }
+  int changed = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    /* A disabled head reports zeros, as virtio-gpu devices do. */
+    VgpuDisplayMode m = modes[i].enabled ? modes[i] : (VgpuDisplayMode){0};
+    if (memcmp(&m, &d->modes[i], sizeof(m)) != 0)
+      changed = 1;
+    d->modes[i] = m;
+  }
+  return changed;
+}
+
+int vgpu_device_set_edid(VgpuDevice *d, uint32_t id, const uint8_t *edid, size_t len) {
+  if (id >= d->cfg.num_scanouts || len > VGPU_CMD_EDID_MAX || len % 128 != 0 || (len && !edid))
+    return -EINVAL;
+  int changed = len != d->edid_len[id] || (len && memcmp(d->edid[id], edid, len) != 0);
+  if (len)
+    memcpy(d->edid[id], edid, len);
+  d->edid_len[id] = len;
+  return changed;
 }
 
 /* ---- 3D commands ------------------------------------------------------- */
@@ -1071,6 +1120,10 @@ VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg) {
   features_apply(d, cfg->features);
   d->cmd_cfg.num_scanouts = cfg->num_scanouts;
   d->cmd_cfg.submit_max = cfg->submit_max;
+  uint32_t w = MIN(MAX(cfg->width, 1u), VGPU_DEVICE_MODE_MAX);
+  uint32_t h = MIN(MAX(cfg->height, 1u), VGPU_DEVICE_MODE_MAX);
+  for (uint32_t i = 0; i < cfg->num_scanouts; i++)
+    d->modes[i] = (VgpuDisplayMode){.r = {0, 0, w, h}, .enabled = 1};
   d->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
   d->contexts = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_queue_init(&d->pending);

@@ -70,14 +70,22 @@ typedef struct VgpuDisplayOps {
   /* A fenced command's response is ready: @cookie as given to
    * vgpu_device_handle(), @resp/@len the bytes to write. */
   void (*complete)(void *user, uint64_t cookie, const void *resp, size_t len);
+  /* Optional: called before the device answers GET_DISPLAY_INFO (@scanout
+   * -1) or GET_EDID (@scanout, already checked against num_scanouts), so
+   * the adapter can fetch the display's current modes and hand them in with
+   * vgpu_device_set_modes() / vgpu_device_set_edid() first.  It must not
+   * call anything else on the device. */
+  void (*modes_wanted)(void *user, int32_t scanout);
   void *user;
 } VgpuDisplayOps;
 
 typedef struct VgpuDeviceConfig {
-  uint32_t num_scanouts;  /* 1..VGPU_CMD_MAX_SCANOUTS (the profile's heads) */
-  uint32_t width, height; /* preferred mode reported for each scanout */
-  uint32_t features;      /* VGPU_CMD_F_* negotiated with the guest */
-  uint32_t submit_max;    /* cap on SUBMIT_3D bytes */
+  uint32_t num_scanouts; /* 1..VGPU_CMD_MAX_SCANOUTS (the profile's heads) */
+  /* Mode each scanout reports until vgpu_device_set_modes() says otherwise
+   * (clamped to 1..VGPU_DEVICE_MODE_MAX). */
+  uint32_t width, height;
+  uint32_t features;   /* VGPU_CMD_F_* negotiated with the guest */
+  uint32_t submit_max; /* cap on SUBMIT_3D bytes */
   /* Bound on live command-stream objects per 3D context (the profile's
    * max-stream-objects; 0: VGPU_VIRGL_DEFAULT_MAX_OBJECTS).  Every SUBMIT_3D
    * goes through a per-context stream tracker (core/virgl_stream.h) before
@@ -105,6 +113,21 @@ VgpuDevice *vgpu_device_new(const VgpuDeviceConfig *cfg);
  * for VIRGL without a renderer (nothing changes then).  Resources and
  * contexts stay. */
 int vgpu_device_set_features(VgpuDevice *d, uint32_t features);
+/* The largest width, height, x or y of a display mode. */
+#define VGPU_DEVICE_MODE_MAX 16384u
+/* The display's modes for scanouts 0..@n-1 (what GET_DISPLAY_INFO reports
+ * from now on; the other scanouts keep theirs).  An enabled mode needs
+ * 0 < w, h <= VGPU_DEVICE_MODE_MAX and x, y <= VGPU_DEVICE_MODE_MAX;
+ * enabled is 0 or 1; a disabled one is reported as zeros.  1 when a mode
+ * changed (the adapter raises the config space's DISPLAY event), 0 when
+ * none did, -EINVAL (@n over num_scanouts, a bad mode; nothing changes).
+ * Modes survive vgpu_device_reset(): they are the display's, not the
+ * guest's. */
+int vgpu_device_set_modes(VgpuDevice *d, const VgpuDisplayMode *modes, uint32_t n);
+/* Scanout @id's EDID as the display gave it (@len a multiple of 128, at
+ * most VGPU_CMD_EDID_MAX), or @len 0: GET_EDID builds one from the head's
+ * mode again.  1 changed, 0 same, -EINVAL. */
+int vgpu_device_set_edid(VgpuDevice *d, uint32_t id, const uint8_t *edid, size_t len);
 /* Releases every resource and context (charges included). */
 void vgpu_device_free(VgpuDevice *d);
 

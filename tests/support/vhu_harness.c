@@ -90,6 +90,13 @@ bool vhh_start(VhhHarness *h, const char *const *extra_args) {
 bool vhh_start_argv(VhhHarness *h, const char *const *argv) {
   memset(h, 0, sizeof(*h));
   h->sock = h->err_fd = h->disp = h->memfd = -1;
+  h->qemu_pfeatures = 0x3;
+  h->qemu_mode[0] = (VhhMode){0, 0, 1280, 800, 1};
+  /* A base block: the fixed header, zeros, the checksum byte. */
+  static const uint8_t edid_hdr[8] = {0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0};
+  memcpy(h->qemu_edid, edid_hdr, 8);
+  h->qemu_edid[127] = (uint8_t)(256 - 6 * 0xff % 256);
+  h->qemu_edid_len = 128;
   for (unsigned q = 0; q < 2; q++)
     h->vq[q].kick = h->vq[q].call = -1;
   int sv[2], ep[2];
@@ -392,20 +399,54 @@ static bool display_one(VhhHarness *h) {
   uint32_t *u = (uint32_t *)p;
   switch (hdr[0]) {
   case VHU_DISP_GET_PROTOCOL_FEATURES: {
-    /* QEMU 10's answer: EDID and DMABUF2. */
+    /* QEMU 10's answer: EDID and DMABUF2 (unless the test says other). */
     uint32_t r[3] = {VHU_DISP_GET_PROTOCOL_FEATURES, VHU_DISP_FLAG_REPLY, 8};
-    uint64_t f = 0x3;
+    uint64_t f = h->qemu_pfeatures;
     ok = write(h->disp, r, sizeof(r)) == sizeof(r) && write(h->disp, &f, 8) == 8;
     break;
   }
   case VHU_DISP_GET_DISPLAY_INFO: {
-    /* QEMU's answer for one 1280x800 head (the reference back-end asks). */
+    /* QEMU's virtio_gpu_resp_display_info for the harness's modes. */
+    h->info_asked++;
+    if (h->qemu_answer == VHH_QEMU_SILENT)
+      break;
     uint8_t r[12 + 408] = {0};
-    uint32_t rh[3] = {VHU_DISP_GET_DISPLAY_INFO, VHU_DISP_FLAG_REPLY, 408};
-    uint32_t type = 0x1101, mode[6] = {0, 0, 1280, 800, 1, 0};
+    uint32_t rsize = h->qemu_answer == VHH_QEMU_BAD_SIZE ? 407 : 408;
+    uint32_t rh[3] = {VHU_DISP_GET_DISPLAY_INFO, VHU_DISP_FLAG_REPLY, rsize};
+    uint32_t type = 0x1101;
     memcpy(r, rh, 12);
     memcpy(r + 12, &type, 4);
-    memcpy(r + 12 + 24, mode, sizeof(mode));
+    for (unsigned i = 0; i < VHH_MAX_SCANOUTS; i++) {
+      VhhMode m = h->qemu_mode[i];
+      if (i == 0 && h->qemu_answer == VHH_QEMU_BAD_MODE)
+        m = (VhhMode){0, 0, 0, 0, 1};
+      if (i == 0 && h->qemu_answer == VHH_QEMU_HUGE_MODE)
+        m = (VhhMode){0, 0, 16385, 768, 1};
+      uint32_t mode[6] = {m.x, m.y, m.w, m.h, m.enabled, 0};
+      memcpy(r + 12 + 24 + 24 * i, mode, sizeof(mode));
+    }
+    ok = write(h->disp, r, 12 + rsize) == (ssize_t)(12 + rsize);
+    if (ok && h->qemu_answer == VHH_QEMU_UNASKED_REPLY)
+      ok = write(h->disp, r, 12 + rsize) == (ssize_t)(12 + rsize);
+    break;
+  }
+  case VHU_DISP_GET_EDID: {
+    /* QEMU's virtio_gpu_resp_edid: type, size, pad, 1024 bytes. */
+    ok = size == 4;
+    if (!ok)
+      break;
+    h->edid_asked++;
+    h->edid_asked_for = u[0];
+    if (h->qemu_answer == VHH_QEMU_SILENT)
+      break;
+    uint8_t r[12 + 1056] = {0};
+    uint32_t rh[3] = {VHU_DISP_GET_EDID, VHU_DISP_FLAG_REPLY, 1056};
+    uint32_t type = 0x1104;
+    uint32_t len = h->qemu_answer == VHH_QEMU_BAD_EDID ? 129 : h->qemu_edid_len;
+    memcpy(r, rh, 12);
+    memcpy(r + 12, &type, 4);
+    memcpy(r + 12 + 24, &len, 4);
+    memcpy(r + 12 + 32, h->qemu_edid, sizeof(h->qemu_edid));
     ok = write(h->disp, r, sizeof(r)) == (ssize_t)sizeof(r);
     break;
   }

@@ -26,6 +26,21 @@ typedef struct {
 } VhhScanout;
 
 typedef struct {
+  uint32_t x, y, w, h, enabled;
+} VhhMode;
+
+/* How the harness's QEMU answers the back-end's display questions. */
+typedef enum {
+  VHH_QEMU_FINE,          /* as QEMU does */
+  VHH_QEMU_SILENT,        /* never answers GET_DISPLAY_INFO / GET_EDID */
+  VHH_QEMU_BAD_SIZE,      /* a display info reply one byte short */
+  VHH_QEMU_BAD_MODE,      /* head 0 enabled at 0x0 */
+  VHH_QEMU_HUGE_MODE,     /* head 0 enabled at 16385x768 */
+  VHH_QEMU_BAD_EDID,      /* an EDID reply whose size field is 129 */
+  VHH_QEMU_UNASKED_REPLY, /* a second, unasked display info reply */
+} VhhQemuAnswer;
+
+typedef struct {
   uint64_t desc_gpa, avail_gpa, used_gpa;
   int kick, call; /* eventfds, harness side */
   uint16_t avail_idx;
@@ -52,7 +67,18 @@ typedef struct {
   uint32_t cursor_px[64 * 64]; /* last CURSOR_UPDATE image */
   uint64_t features;           /* what GET_FEATURES offered */
   uint64_t pfeatures;          /* what GET_PROTOCOL_FEATURES offered */
-  uint64_t alloc;              /* bump allocator for request buffers */
+  /* The harness's QEMU: display protocol features it offers (default 0x3,
+   * QEMU 10's EDID | DMABUF2), its modes (default head 0 at 1280x800), the
+   * EDID it answers (default: a 128-byte block), how it answers, and what
+   * it was asked. */
+  uint64_t qemu_pfeatures;
+  VhhMode qemu_mode[VHH_MAX_SCANOUTS];
+  uint8_t qemu_edid[1024];
+  uint32_t qemu_edid_len;
+  VhhQemuAnswer qemu_answer;
+  unsigned info_asked, edid_asked;
+  uint32_t edid_asked_for; /* the last GET_EDID's scanout */
+  uint64_t alloc;          /* bump allocator for request buffers */
 } VhhHarness;
 
 /* Starts `$VGPU_WORKER --protocol=vhost-user-gpu --renderer=null` with

@@ -44,6 +44,9 @@ typedef struct {
   uint32_t cursor_px[64 * 64];
   uint32_t cursor_x, cursor_y;
   int completions;
+  int wanted_calls;
+  int32_t wanted_last;
+  VgpuDisplayMode wanted_apply; /* applied to head 0 by modes_wanted when enabled */
   uint64_t cookies[64];
   uint8_t completed[64][512];
   /* request and response */
@@ -138,6 +141,16 @@ static void d_complete(void *user, uint64_t cookie, const void *resp, size_t len
   f->completions++;
 }
 
+/* The adapter's hook: records the call and hands in a mode the way the
+ * vhost-user front-end does with what QEMU answered. */
+static void d_modes_wanted(void *user, int32_t scanout) {
+  Fix *f = user;
+  f->wanted_calls++;
+  f->wanted_last = scanout;
+  if (f->wanted_apply.enabled)
+    assert_true(vgpu_device_set_modes(f->dev, &f->wanted_apply, 1) >= 0);
+}
+
 static void on_fence(void *user, uint64_t fence) {
   vgpu_device_fence_retired(((Fix *)user)->dev, fence);
 }
@@ -184,6 +197,7 @@ static Fix *fix_new_limits(uint32_t features, uint64_t vram, uint64_t objects, u
                                       .cursor_update = d_cursor_update,
                                       .cursor_move = d_cursor_move,
                                       .complete = d_complete,
+                                      .modes_wanted = d_modes_wanted,
                                       .user = f},
                           .log_name = "test-vm"};
   f->dev = vgpu_device_new(&cfg);
@@ -587,6 +601,98 @@ static void test_edid(void **state) {
   start(VIRTIO_GPU_CMD_GET_EDID, 32);
   p32(24, 2);
   assert_int_equal(send(), VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID);
+  fix_free(f);
+}
+
+static void expect_mode(Fix *f, uint32_t i, uint32_t x, uint32_t y, uint32_t w, uint32_t h,
+                        uint32_t en) {
+  start(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, 24);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_OK_DISPLAY_INFO);
+  const uint8_t *m = f->resp + 24 + 24 * i;
+  assert_int_equal(r32(m, 0), x);
+  assert_int_equal(r32(m, 4), y);
+  assert_int_equal(r32(m, 8), w);
+  assert_int_equal(r32(m, 12), h);
+  assert_int_equal(r32(m, 16), en);
+}
+
+/* The EDID's preferred timing (first detailed descriptor) for scanout @i. */
+static void expect_edid_mode(Fix *f, uint32_t i, uint32_t w, uint32_t h) {
+  start(VIRTIO_GPU_CMD_GET_EDID, 32);
+  p32(24, i);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_OK_EDID);
+  assert_int_equal(r32(f->resp, 24), 128);
+  const uint8_t *t = f->resp + 32 + 54;
+  assert_int_equal(t[2] | (t[4] >> 4) << 8, w);
+  assert_int_equal(t[5] | (t[7] >> 4) << 8, h);
+}
+
+/* The display's modes (QEMU's, through the front-end) replace the
+ * configured one, after validation; EDID follows them unless the display
+ * gave its own. */
+static void test_set_modes(void **state) {
+  Fix *f = fix_new(VGPU_CMD_F_EDID, 0);
+  VgpuDisplayMode m[3] = {{.r = {0, 0, 1024, 768}, .enabled = 1}, {.r = {5, 6, 7, 8}}};
+  /* refused: more heads than scanouts, zero or huge sizes, odd enabled */
+  assert_int_equal(vgpu_device_set_modes(f->dev, m, 3), -EINVAL);
+  VgpuDisplayMode bad[] = {
+      {.r = {0, 0, 0, 768}, .enabled = 1},        {.r = {0, 0, 1024, 0}, .enabled = 1},
+      {.r = {0, 0, 16385, 768}, .enabled = 1},    {.r = {0, 0, 1024, 16385}, .enabled = 1},
+      {.r = {16385, 0, 1024, 768}, .enabled = 1}, {.r = {0, 0x80000000u, 8, 8}, .enabled = 1},
+      {.r = {0, 0, 1024, 768}, .enabled = 2},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    VgpuDisplayMode two[2] = {m[0], bad[i]};
+    assert_int_equal(vgpu_device_set_modes(f->dev, two, 2), -EINVAL);
+  }
+  assert_int_equal(vgpu_device_set_modes(f->dev, NULL, 1), -EINVAL);
+  expect_mode(f, 0, 0, 0, MODE_W, MODE_H, 1); /* nothing changed */
+  expect_mode(f, 1, 0, 0, MODE_W, MODE_H, 1);
+  assert_int_equal(f->wanted_last, -1);
+  /* accepted: head 0 1024x768, head 1 off (reported as zeros) */
+  assert_int_equal(vgpu_device_set_modes(f->dev, m, 2), 1);
+  assert_int_equal(vgpu_device_set_modes(f->dev, m, 2), 0);
+  expect_mode(f, 0, 0, 0, 1024, 768, 1);
+  expect_mode(f, 1, 0, 0, 0, 0, 0);
+  expect_mode(f, 2, 0, 0, 0, 0, 0);
+  /* the largest mode is fine */
+  VgpuDisplayMode big = {.r = {16384, 16384, 16384, 16384}, .enabled = 1};
+  assert_int_equal(vgpu_device_set_modes(f->dev, &big, 1), 1);
+  expect_mode(f, 0, 16384, 16384, 16384, 16384, 1);
+  assert_int_equal(vgpu_device_set_modes(f->dev, m, 1), 1);
+  /* built EDIDs follow the mode; a disabled head keeps the configured one */
+  int calls = f->wanted_calls;
+  expect_edid_mode(f, 0, 1024, 768);
+  assert_int_equal(f->wanted_calls, calls + 1);
+  assert_int_equal(f->wanted_last, 0);
+  expect_edid_mode(f, 1, MODE_W, MODE_H);
+  assert_int_equal(f->wanted_last, 1);
+  /* the display's own EDID blob, validated */
+  uint8_t blob[256];
+  for (size_t i = 0; i < sizeof(blob); i++)
+    blob[i] = (uint8_t)(i * 7 + 1);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, blob, 100), -EINVAL);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, blob, 1152), -EINVAL);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 2, blob, 128), -EINVAL);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, NULL, 128), -EINVAL);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, blob, 256), 1);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, blob, 256), 0);
+  start(VIRTIO_GPU_CMD_GET_EDID, 32);
+  assert_int_equal(send(), VIRTIO_GPU_RESP_OK_EDID);
+  assert_int_equal(r32(f->resp, 24), 256);
+  assert_memory_equal(f->resp + 32, blob, 256);
+  for (size_t i = 32 + 256; i < VGPU_RESP_EDID_SIZE; i++)
+    assert_int_equal(f->resp[i], 0);
+  assert_int_equal(vgpu_device_set_edid(f->dev, 0, NULL, 0), 1);
+  expect_edid_mode(f, 0, 1024, 768);
+  /* modes are the display's: a device reset keeps them */
+  vgpu_device_reset(f->dev);
+  expect_mode(f, 0, 0, 0, 1024, 768, 1);
+  /* the hook may hand in modes before the answer is built */
+  f->wanted_apply = (VgpuDisplayMode){.r = {0, 0, 800, 600}, .enabled = 1};
+  expect_mode(f, 0, 0, 0, 800, 600, 1);
+  f->wanted_apply = (VgpuDisplayMode){.r = {0, 0, 640, 480}, .enabled = 1};
+  expect_edid_mode(f, 0, 640, 480);
   fix_free(f);
 }
 
@@ -1205,6 +1311,7 @@ int main(void) {
     cmocka_unit_test(test_vram_limit_out_of_memory),
     cmocka_unit_test(test_cursor),
     cmocka_unit_test(test_edid),
+    cmocka_unit_test(test_set_modes),
     cmocka_unit_test(test_mem_changed),
     cmocka_unit_test(test_reset),
     cmocka_unit_test(test_3d_flow),

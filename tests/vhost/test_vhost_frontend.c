@@ -6,6 +6,7 @@
  * and QEMU hanging up (a clean exit). */
 #include <glib.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,8 @@ static void test_2d_frame(void) {
   }
   CHECK(h.features & (1ull << VHU_F_GPU_EDID), "EDID not offered");
   CHECK(!(h.features & (1ull << VHU_F_GPU_VIRGL)), "VIRGL offered by the null renderer");
-  CHECK(h.disp_acked == 0, "display features acked: %#llx", (unsigned long long)h.disp_acked);
+  /* EDID acked (QEMU answers GET_EDID), DMABUF2 not. */
+  CHECK(h.disp_acked == 1, "display features acked: %#llx", (unsigned long long)h.disp_acked);
 
   enum { W = 64, H = 48, RES = 7 };
   /* The guest's framebuffer in guest memory. */
@@ -365,6 +367,8 @@ static void test_fenced(const char *renderer) {
   VhhHarness h;
   const char *args[] = {"--virgl=on", "--heads=2", renderer, NULL};
   CHECK(vhh_start(&h, args), "cannot start the worker");
+  /* QEMU shows a second head beside the first. */
+  h.qemu_mode[1] = (VhhMode){1280, 0, 1024, 768, 1};
   CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
   CHECK(h.features & (1ull << VHU_F_GPU_VIRGL), "VIRGL not offered with --virgl=on");
   struct {
@@ -378,9 +382,11 @@ static void test_fenced(const char *renderer) {
   } di = {hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO)};
   uint8_t info[408];
   int used = vhh_submit(&h, 0, &di, sizeof(di), info, sizeof(info));
-  uint32_t enabled1;
-  memcpy(&enabled1, info + 24 + 24 + 16, 4);
-  CHECK(used == 408 && enabled1 == 1, "display info: used %d, head 1 enabled %u", used, enabled1);
+  uint32_t m1[5];
+  memcpy(m1, info + 24 + 24, sizeof(m1));
+  CHECK(used == 408 && m1[0] == 1280 && m1[2] == 1024 && m1[3] == 768 && m1[4] == 1,
+        "display info: used %d, head 1 at %u,%u %ux%u enabled %u", used, m1[0], m1[1], m1[2], m1[3],
+        m1[4]);
   struct {
     Hdr h;
     uint32_t nlen, init;
@@ -609,6 +615,134 @@ static void test_display_stall(void) {
   vhh_free(&h);
 }
 
+/* ---- QEMU's display modes and EDID reach the guest -------------------- */
+
+typedef struct {
+  Hdr h;
+  struct {
+    uint32_t x, y, w, h, enabled, flags;
+  } m[16];
+} DisplayInfo;
+
+typedef struct {
+  Hdr h;
+  uint32_t size, pad;
+  uint8_t edid[1024];
+} EdidResp;
+
+static uint32_t get_display_info(VhhHarness *h, DisplayInfo *di) {
+  Hdr req = hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO);
+  memset(di, 0, sizeof(*di));
+  int n = vhh_submit(h, 0, &req, sizeof(req), di, sizeof(*di));
+  return n == (int)sizeof(*di) ? di->h.type : 0;
+}
+
+static uint32_t get_edid(VhhHarness *h, uint32_t scanout, EdidResp *e) {
+  struct {
+    Hdr h;
+    uint32_t scanout, pad;
+  } req = {hdr(VIRTIO_GPU_CMD_GET_EDID), scanout, 0};
+  memset(e, 0, sizeof(*e));
+  int n = vhh_submit(h, 0, &req, sizeof(req), e, sizeof(*e));
+  return n == (int)sizeof(*e) ? e->h.type : 0;
+}
+
+/* QEMU 10 (EDID protocol feature): the guest sees QEMU's 1024x768 and its
+ * EDID, and a later change of QEMU's mode (a window resize) with its next
+ * GET_DISPLAY_INFO. */
+static void test_qemu_modes(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  h.qemu_mode[0] = (VhhMode){0, 0, 1024, 768, 1};
+  for (unsigned i = 0; i < 256; i++)
+    h.qemu_edid[i] = (uint8_t)(i * 13 + 5);
+  h.qemu_edid_len = 256;
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_EDID), "negotiation failed");
+  CHECK(h.disp_acked == 1, "display features acked: %#llx", (unsigned long long)h.disp_acked);
+  DisplayInfo di;
+  CHECK(get_display_info(&h, &di) == VIRTIO_GPU_RESP_OK_DISPLAY_INFO, "display info");
+  CHECK(di.m[0].w == 1024 && di.m[0].h == 768 && di.m[0].enabled == 1,
+        "head 0: %ux%u enabled %u, want QEMU's 1024x768", di.m[0].w, di.m[0].h, di.m[0].enabled);
+  CHECK(h.info_asked >= 1, "QEMU was not asked for its display info");
+  EdidResp e;
+  CHECK(get_edid(&h, 0, &e) == VIRTIO_GPU_RESP_OK_EDID, "GET_EDID");
+  CHECK(e.size == 256 && memcmp(e.edid, h.qemu_edid, 256) == 0, "EDID of %u bytes, want QEMU's 256",
+        e.size);
+  CHECK(h.edid_asked >= 1 && h.edid_asked_for == 0, "QEMU asked for EDID %u times (head %u)",
+        h.edid_asked, h.edid_asked_for);
+  /* QEMU's window changes: the guest's next question gets the new mode. */
+  h.qemu_mode[0] = (VhhMode){0, 0, 800, 600, 1};
+  CHECK(get_display_info(&h, &di) == VIRTIO_GPU_RESP_OK_DISPLAY_INFO, "display info again");
+  CHECK(di.m[0].w == 800 && di.m[0].h == 600, "head 0: %ux%u, want 800x600", di.m[0].w, di.m[0].h);
+  /* a head this device does not have is not asked about */
+  unsigned asked = h.edid_asked;
+  struct {
+    Hdr h;
+    uint32_t scanout, pad;
+  } bad = {hdr(VIRTIO_GPU_CMD_GET_EDID), 1, 0};
+  CHECK(vhh_ctrl(&h, &bad, sizeof(bad)) == VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID, "EDID head 1");
+  CHECK(h.edid_asked == asked, "QEMU asked about head 1");
+  int st = vhh_finish(&h);
+  if (st != 0)
+    dump_log(&h);
+  CHECK(st == 0, "exit status %d", st);
+  vhh_free(&h);
+}
+
+/* A QEMU without the EDID feature (QEMU 7.2) is never sent GET_EDID: the
+ * device builds the EDID from QEMU's mode; a QEMU that does not answer at
+ * all leaves the device's own mode, and the guest is still answered. */
+static void test_qemu_old_or_silent(void) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  h.qemu_pfeatures = 0;
+  h.qemu_mode[0] = (VhhMode){0, 0, 1024, 768, 1};
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_EDID), "negotiation failed");
+  CHECK(h.disp_acked == 0, "acked %#llx of nothing", (unsigned long long)h.disp_acked);
+  DisplayInfo di;
+  CHECK(get_display_info(&h, &di) == VIRTIO_GPU_RESP_OK_DISPLAY_INFO, "display info");
+  CHECK(di.m[0].w == 1024 && di.m[0].h == 768, "head 0: %ux%u", di.m[0].w, di.m[0].h);
+  EdidResp e;
+  CHECK(get_edid(&h, 0, &e) == VIRTIO_GPU_RESP_OK_EDID, "GET_EDID");
+  const uint8_t *t = e.edid + 54;
+  CHECK(e.size == 128 && (t[2] | (t[4] >> 4) << 8) == 1024 && (t[5] | (t[7] >> 4) << 8) == 768,
+        "built EDID: %u bytes, preferred %ux%u", e.size, t[2] | (t[4] >> 4) << 8,
+        t[5] | (t[7] >> 4) << 8);
+  CHECK(h.edid_asked == 0, "GET_EDID sent to a QEMU without the feature");
+  CHECK(vhh_finish(&h) == 0, "exit status");
+  vhh_free(&h);
+
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  h.qemu_answer = VHH_QEMU_SILENT;
+  h.qemu_mode[0] = (VhhMode){0, 0, 1024, 768, 1};
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_EDID), "negotiation failed");
+  CHECK(get_display_info(&h, &di) == VIRTIO_GPU_RESP_OK_DISPLAY_INFO, "display info (silent)");
+  CHECK(di.m[0].w == 1280 && di.m[0].h == 800, "head 0: %ux%u, want the default 1280x800",
+        di.m[0].w, di.m[0].h);
+  CHECK(get_edid(&h, 0, &e) == VIRTIO_GPU_RESP_OK_EDID, "GET_EDID (silent)");
+  CHECK(e.size == 128, "EDID of %u bytes", e.size);
+  int st = vhh_finish(&h);
+  if (st != 0)
+    dump_log(&h);
+  CHECK(st == 0, "exit status %d", st);
+  vhh_free(&h);
+}
+
+/* A malformed reply from QEMU is a violation: status 2, one line.  The
+ * back-end asks right after the handshake, so serving the display is
+ * enough to get the replies read. */
+static void test_qemu_bad_reply(VhhQemuAnswer how, const char *line, const char *what) {
+  VhhHarness h;
+  CHECK(vhh_start(&h, NULL), "cannot start the worker");
+  h.qemu_answer = how;
+  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_EDID), "%s: negotiation failed", what);
+  vhh_pump_display(&h, 500);
+  CHECK(h.info_asked >= 1, "%s: QEMU was not asked", what);
+  wait_worker_closed(&h);
+  expect_end(&h, VGPU_WORKER_EXIT_VIOLATION, line, what);
+  vhh_free(&h);
+}
+
 static void test_hangup_mid_message(void) {
   VhhHarness h;
   CHECK(vhh_start(&h, NULL), "cannot start the worker");
@@ -832,6 +966,9 @@ int main(int argc, char **argv) {
     printf("SKIP: VGPU_WORKER not set\n");
     return 77;
   }
+  /* A worker that ended its session closes sockets the harness may still
+   * answer on. */
+  signal(SIGPIPE, SIG_IGN);
   test_2d_frame();
   test_hostile("payload of the wrong size", hostile_bad_size);
   test_hostile("memory table without its fd", hostile_missing_fd);
@@ -851,6 +988,13 @@ int main(int argc, char **argv) {
   test_hangup_mid_message();
   test_hangup_before_anything();
   test_display_stall();
+  test_qemu_modes();
+  test_qemu_old_or_silent();
+  test_qemu_bad_reply(VHH_QEMU_BAD_SIZE, "wrong size", "display info one byte short");
+  test_qemu_bad_reply(VHH_QEMU_BAD_MODE, "mode out of range", "a 0x0 enabled mode");
+  test_qemu_bad_reply(VHH_QEMU_HUGE_MODE, "mode out of range", "a 16385-wide mode");
+  test_qemu_bad_reply(VHH_QEMU_BAD_EDID, "EDID reply is malformed", "EDID of 129 bytes");
+  test_qemu_bad_reply(VHH_QEMU_UNASKED_REPLY, "unexpected message from QEMU", "unasked reply");
   if (failures)
     fprintf(stderr, "%d check(s) failed\n", failures);
   return failures ? 1 : 0;
