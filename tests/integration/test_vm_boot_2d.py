@@ -23,6 +23,11 @@ QEMU over QMP, and check that QEMU and the back-end both ended with status
 0.  Prints the boot-to-scanout times it measured.  VGPU_VM_KEEP=1 keeps
 the work directory (serial console, logs, screendumps).
 
+--xres W --yres H give QEMU's device those properties
+(`vhost-user-gpu-pci,xres=W,yres=H`): the back-end must pass QEMU's
+display mode and EDID on to the guest, whose framebuffer must then be
+W x H.
+
 Skips (77) only when QEMU 10 (qemu-system-x86_64 >= 10 with its
 vhost-user-gpu-pci device, and for `reference` its back-end) is not
 installed, or for `vgpu` and `vgpud` while vgpud's VM path
@@ -150,10 +155,12 @@ def tail(path, n=40):
         return "(no output)\n"
 
 
-def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
+def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=None):
     """Boots the guest against the back-end listening on sock; returns
     the measured times.  while_shown() runs once the picture is shown,
-    before QEMU quits.  Raises AssertionError on any failure."""
+    before QEMU quits.  mode (W, H): QEMU's device gets xres/yres and
+    the guest's framebuffer must have that size.  Raises AssertionError on
+    any failure."""
     serial = os.path.join(work, "serial.log")
     qmp_path = os.path.join(work, "qmp.sock")
     qemu_log_path = os.path.join(work, "qemu.log")
@@ -167,7 +174,8 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
             "-machine", "pc,memory-backend=mem",
             "-nodefaults", "-no-user-config", "-vga", "none", "-display", "none", "-no-reboot",
             "-chardev", f"socket,id=vgpu,path={sock}",
-            "-device", "vhost-user-gpu-pci,chardev=vgpu",
+            "-device", "vhost-user-gpu-pci,chardev=vgpu"
+            + (f",xres={mode[0]},yres={mode[1]}" if mode else ""),
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
             "-serial", f"file:{serial}",
             "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
@@ -218,6 +226,9 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None):
         m = re.search(r"fbpattern: drew (\d+)x(\d+)", text)
         assert m, "the guest printed no geometry" + context()
         w, hgt = int(m.group(1)), int(m.group(2))
+        if mode:
+            assert (w, hgt) == tuple(mode), \
+                f"the guest's framebuffer is {w}x{hgt}, QEMU's display {mode[0]}x{mode[1]}" + context()
         up = re.search(r"pattern written uptime=([\d.]+)", text)
 
         # The framebuffer reaches the display a little after the write
@@ -301,7 +312,10 @@ def report(mode, t):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", choices=["reference", "vgpu", "vgpud"], default="reference")
+    ap.add_argument("--xres", type=int)
+    ap.add_argument("--yres", type=int)
     args = ap.parse_args()
+    mode = (args.xres, args.yres) if args.xres and args.yres else None
 
     check_qemu()
     if args.backend == "reference":
@@ -325,7 +339,7 @@ def main():
         if args.backend == "reference":
             sock = os.path.join(work, "gpu.sock")
             backend = start_backend(cmd, sock, backend_log)
-            t = boot(work, guest, sock, backend, backend_log)
+            t = boot(work, guest, sock, backend, backend_log, mode=mode)
             backend_ended(backend, backend_log)
         else:
             daemon = h.Daemon()
@@ -347,7 +361,7 @@ def main():
                 assert usage["resources"] >= 1 and usage["vram"] > 0, \
                     f"vgpu0 holds no VRAM for the guest's framebuffer: {usage}"
 
-            t = boot(work, guest, sock, backend, backend_log, tenant)
+            t = boot(work, guest, sock, backend, backend_log, tenant, mode=mode)
             if backend is not None:
                 backend_ended(backend, backend_log)
             usage = daemon.wait_idle("vgpu0")
