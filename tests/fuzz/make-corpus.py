@@ -350,3 +350,44 @@ for name, data in VGD_SEEDS.items():
     with open(os.path.join(VGD_OUT, name), "wb") as f:
         f.write(data)
 print(f"wrote {len(VGD_SEEDS)} seeds to {VGD_OUT}")
+
+# ---- fuzz-vhost_display: what QEMU writes on the display socket ----------
+# Format (tests/fuzz/fuzz_vhost_display.c): byte 0 = heads-1 (low nibble)
+# and the questions asked after the handshake (high nibble: bit 4 display
+# info, bits 5-7 EDID of heads 0-2); then QEMU's bytes.
+VDP_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "vhost_display")
+
+
+def vdp_reply(req, payload):
+    return struct.pack("<III", req, 4, len(payload)) + payload
+
+
+def vdp_info(modes):
+    body = struct.pack("<I20x", 0x1101)
+    for i in range(16):
+        body += struct.pack("<6I", *(modes[i] if i < len(modes) else (0, 0, 0, 0, 0, 0)))
+    return vdp_reply(3, body)
+
+
+def vdp_edid(n):
+    edid = bytes([0, 255, 255, 255, 255, 255, 255, 0]) + bytes(n - 8)
+    return vdp_reply(11, struct.pack("<I20xII", 0x1104, n, 0) + edid + bytes(1024 - n))
+
+
+VDP_FEATURES = vdp_reply(1, struct.pack("<Q", 3))
+VDP_SEEDS = {
+    "handshake": bytes([0x00]) + VDP_FEATURES,
+    "qemu10-one-head": bytes([0x30]) + VDP_FEATURES + vdp_info([(0, 0, 1024, 768, 1, 0)])
+    + vdp_edid(1024),
+    "two-heads": bytes([0x71]) + VDP_FEATURES
+    + vdp_info([(0, 0, 1280, 800, 1, 0), (1280, 0, 640, 480, 1, 0)]) + vdp_edid(256) + vdp_edid(128),
+    "qemu72": bytes([0x10]) + vdp_reply(1, struct.pack("<Q", 0)) + vdp_info([(0, 0, 800, 600, 1, 0)]),
+    "bad-mode": bytes([0x10]) + VDP_FEATURES + vdp_info([(0, 0, 16385, 768, 1, 0)]),
+    "unasked": bytes([0x00]) + VDP_FEATURES + vdp_info([(0, 0, 1024, 768, 1, 0)]),
+}
+
+os.makedirs(VDP_OUT, exist_ok=True)
+for name, data in VDP_SEEDS.items():
+    with open(os.path.join(VDP_OUT, name), "wb") as f:
+        f.write(data)
+print(f"wrote {len(VDP_SEEDS)} seeds to {VDP_OUT}")
