@@ -111,7 +111,7 @@ static int accept_one(const char *path) {
     fail(1, "cannot listen on %s: %s", path, g_strerror(-lfd));
     return -1;
   }
-  int c;
+  int c = -1;
   for (;;) {
     struct pollfd p = {.fd = lfd, .events = POLLIN};
     if (poll(&p, 1, -1) < 0 && errno != EINTR)
