@@ -126,17 +126,141 @@ static bool ask(VgpuLedger *l, VgpuResKind kind, uint64_t want) {
       return false;
     if (r <= 0)
       continue;
-    VgpuLedgerAnswer ans;
-    n = recv(l->sock, &ans, sizeof(ans), MSG_DONTWAIT);
+    union {
+      VgpuLedgerAnswer ans;
+      VgpuShotRequest shot;
+    } m;
+    n = recv(l->sock, &m, sizeof(m), MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
       continue;
-    if (n != (ssize_t)sizeof(ans))
+    if (n == (ssize_t)sizeof(m.shot) && m.shot.magic == VGPU_SHOT_MAGIC) {
+      /* A screenshot request: kept for the loop (vgpu_ledger_next_shot). */
+      l->shot = m.shot;
+      l->shot_pending = true;
+      continue;
+    }
+    if (n != (ssize_t)sizeof(m.ans))
       return false;
+    VgpuLedgerAnswer ans = m.ans;
     if (ans.seq != a.seq)
       continue; /* a late answer to a request that timed out */
     l->last_instance_used[kind] = ans.instance_used;
     return ans.granted == 1;
   }
+}
+
+int vgpu_ledger_fd(const VgpuLedger *l) {
+  return l ? l->sock : -1;
+}
+
+int vgpu_ledger_next_shot(VgpuLedger *l, VgpuShotRequest *out) {
+  if (l->shot_pending) {
+    *out = l->shot;
+    l->shot_pending = false;
+    return 1;
+  }
+  if (l->sock < 0)
+    return 0;
+  for (;;) {
+    union {
+      VgpuLedgerAnswer ans;
+      VgpuShotRequest shot;
+    } m;
+    ssize_t n = recv(l->sock, &m, sizeof(m), MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return errno == EAGAIN ? 0 : -errno;
+    if (n == 0)
+      return -ECONNRESET;
+    if (n == (ssize_t)sizeof(m.shot) && m.shot.magic == VGPU_SHOT_MAGIC) {
+      *out = m.shot;
+      return 1;
+    }
+    /* A late ledger answer (its request timed out): nothing to do. */
+  }
+}
+
+int vgpu_ledger_send_shot(VgpuLedger *l, const VgpuShotReply *r, int fd) {
+  if (l->sock < 0)
+    return -ENOTCONN;
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int))];
+  } ctrl;
+  struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (fd >= 0) {
+    memset(&ctrl, 0, sizeof(ctrl));
+    m.msg_control = ctrl.b;
+    m.msg_controllen = sizeof(ctrl.b);
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof(int));
+  }
+  ssize_t n;
+  do
+    n = sendmsg(l->sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return -errno;
+  return n == (ssize_t)sizeof(*r) ? 0 : -EIO;
+}
+
+bool vgpu_shot_format_known(uint32_t format) {
+  switch (format) {
+  case 1:
+  case 2:
+  case 3:
+  case 4:
+  case 67:
+  case 68:
+  case 121:
+  case 134:
+    return true;
+  default:
+    return false;
+  }
+}
+
+bool vgpu_shot_check(const VgpuShotReply *r, int fd, const char **why) {
+  uint64_t row, size;
+  if (r->width < 1 || r->height < 1 || r->width > VGPU_SHOT_MAX_DIM ||
+      r->height > VGPU_SHOT_MAX_DIM) {
+    *why = "screenshot dimensions out of range";
+    return false;
+  }
+  if (__builtin_mul_overflow((uint64_t)r->width, 4u, &row) || row != r->stride) {
+    *why = "screenshot stride is not width * 4";
+    return false;
+  }
+  if (__builtin_mul_overflow(row, (uint64_t)r->height, &size)) {
+    *why = "screenshot size overflows";
+    return false;
+  }
+  if (!vgpu_shot_format_known(r->format)) {
+    *why = "screenshot in an unknown pixel format";
+    return false;
+  }
+  if (fd < 0) {
+    *why = "screenshot reply without its memfd";
+    return false;
+  }
+  int seals = fcntl(fd, F_GET_SEALS);
+  const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  if (seals < 0 || (seals & need) != need) {
+    *why = "screenshot fd is not a memfd sealed against writes and resizing";
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+      (uint64_t)st.st_size != size) {
+    *why = "screenshot memfd size is not stride * height";
+    return false;
+  }
+  return true;
 }
 
 int vgpu_ledger_reserve(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount) {
@@ -225,6 +349,8 @@ typedef struct {
 
 struct VgpuBook {
   uint32_t max_requests_per_s;
+  VgpuBookShotFn shot_fn;
+  void *shot_user;
   void (*shrink_hook)(void);
   BookInstance inst[VGPU_LEDGER_MAX_INSTANCES];
   BookWorker w[VGPU_LEDGER_MAX_SLOTS];
@@ -606,6 +732,64 @@ static bool grant_request(VgpuBook *b, BookWorker *w, int k, uint64_t want) {
   return true;
 }
 
+/* One more message from the worker in this second; false past the cap. */
+static bool count_request(VgpuBook *b, BookWorker *w) {
+  gint64 t = g_get_monotonic_time();
+  if (t - w->window_us >= G_USEC_PER_SEC) {
+    w->window_us = t;
+    w->window_requests = 0;
+  }
+  return !(++w->window_requests > b->max_requests_per_s && b->max_requests_per_s);
+}
+
+/* recv() that keeps one fd passed along (*fd, else -1) and closes others. */
+static ssize_t recv_with_fd(int sock, void *buf, size_t len, int *fd) {
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(4 * sizeof(int))];
+  } ctrl;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
+  *fd = -1;
+  ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+  if (n < 0)
+    return n;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
+      continue;
+    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; i++) {
+      int f;
+      memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+      if (*fd < 0)
+        *fd = f;
+      else
+        vgpu_close(f);
+    }
+  }
+  return n;
+}
+
+void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user) {
+  b->shot_fn = fn;
+  b->shot_user = user;
+}
+
+int vgpu_book_worker_ask_shot(VgpuBook *b, uint32_t slot, uint32_t seq, uint32_t head) {
+  BookWorker *w = book_worker(b, slot);
+  if (!w || w->sock < 0)
+    return -ESRCH;
+  VgpuShotRequest q = {.magic = VGPU_SHOT_MAGIC, .seq = seq, .head = head};
+  ssize_t n;
+  do
+    n = send(w->sock, &q, sizeof(q), MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return -errno;
+  return n == (ssize_t)sizeof(q) ? 0 : -EIO;
+}
+
 int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why) {
   BookWorker *w = book_worker(b, slot);
   *why = "no such worker";
@@ -613,8 +797,28 @@ int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why) {
     return -EINVAL;
   /* A bounded batch per wake-up: the main loop goes on to others. */
   for (int i = 0; i < 16; i++) {
-    VgpuLedgerAsk a;
-    ssize_t n = recv(w->sock, &a, sizeof(a), MSG_DONTWAIT | MSG_TRUNC);
+    union {
+      VgpuLedgerAsk a;
+      VgpuShotReply shot;
+    } m;
+    int passed = -1;
+    ssize_t n = recv_with_fd(w->sock, &m, sizeof(m), &passed);
+    VgpuLedgerAsk a = m.a;
+    if (n == (ssize_t)sizeof(m.shot) && m.shot.magic == VGPU_SHOT_MAGIC && b->shot_fn) {
+      if (!count_request(b, w)) {
+        vgpu_close(passed);
+        *why = "flooded the ledger with requests";
+        return -EBUSY;
+      }
+      VgpuShotReply r = m.shot;
+      b->shot_fn(b->shot_user, slot, &r, passed);
+      continue;
+    }
+    if (passed >= 0) {
+      vgpu_close(passed);
+      *why = "sent an fd with a ledger request";
+      return -EPROTO;
+    }
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && errno == EAGAIN)
@@ -631,13 +835,8 @@ int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why) {
       *why = "sent a malformed ledger request";
       return -EPROTO;
     }
-    gint64 t = g_get_monotonic_time();
-    if (t - w->window_us >= G_USEC_PER_SEC) {
-      w->window_us = t;
-      w->window_requests = 0;
-    }
     w->requests++;
-    if (++w->window_requests > b->max_requests_per_s && b->max_requests_per_s) {
+    if (!count_request(b, w)) {
       *why = "flooded the ledger with requests";
       return -EBUSY;
     }

@@ -92,6 +92,39 @@ typedef struct VgpuLedgerAnswer {
   uint64_t instance_used; /* the instance's usage of that kind (messages) */
 } VgpuLedgerAnswer;
 
+/* Screenshots share the request socket (datagrams of other sizes than the
+ * ledger's).  The supervisor asks a VM worker for one scanout's image; the
+ * worker answers with the image in a memfd it sealed against writes,
+ * shrinking and growing (passed with the reply, SCM_RIGHTS), packed rows
+ * (stride == width * 4), in `format` (VIRTIO_GPU_FORMAT_*).  The reply is
+ * untrusted: the supervisor checks it with vgpu_shot_check(). */
+#define VGPU_SHOT_MAGIC 0x544f4853u /* "SHOT" */
+#define VGPU_SHOT_MAX_DIM 16384u
+typedef struct VgpuShotRequest {
+  uint32_t magic;
+  uint32_t seq;
+  uint32_t head;
+  uint32_t pad;
+  uint64_t pad2;
+} VgpuShotRequest; /* 24 bytes: never the size of a ledger message */
+
+typedef struct VgpuShotReply {
+  uint32_t magic;
+  uint32_t seq;
+  int32_t status; /* 0: the image follows; -ENOENT: the head shows nothing; other -errno */
+  uint32_t head;
+  uint32_t width, height, stride, format;
+} VgpuShotReply; /* 32 bytes */
+
+/* The pixel formats a reply may carry (4 bytes a pixel). */
+bool vgpu_shot_format_known(uint32_t format);
+/* Checks a status-0 reply and its fd: dimensions 1..VGPU_SHOT_MAX_DIM,
+ * stride == width * 4 (overflow-checked), a known format, and an fd that is
+ * a memfd sealed with F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_WRITE whose size is
+ * exactly stride * height.  Nothing is mapped.  False with *why a static
+ * sentence. */
+bool vgpu_shot_check(const VgpuShotReply *r, int fd, const char **why);
+
 /* ---- worker side ------------------------------------------------------- */
 
 typedef struct VgpuLedger {
@@ -102,6 +135,9 @@ typedef struct VgpuLedger {
   uint32_t seq;
   int ask_timeout_ms;
   uint64_t last_instance_used[VGPU_RES_N_QUOTA];
+  /* A screenshot request that arrived while waiting for an answer. */
+  bool shot_pending;
+  VgpuShotRequest shot;
 } VgpuLedger;
 
 /* Maps the fds vgpud passed (slot page read-write, grant page read-only)
@@ -126,6 +162,15 @@ uint64_t vgpu_ledger_used(const VgpuLedger *l, VgpuResKind kind);
  * instance's usage the supervisor reported with its last answer (this
  * worker's own usage when it never asked). */
 void vgpu_ledger_describe(const VgpuLedger *l, VgpuResKind kind, uint64_t *limit, uint64_t *used);
+
+/* The request socket (to watch for screenshot requests); -1 without one. */
+int vgpu_ledger_fd(const VgpuLedger *l);
+/* The next screenshot request: 1 (in *out), 0 none now, or a negative
+ * errno (-ECONNRESET: the supervisor closed the socket).  Ledger answers
+ * that arrive late are dropped here.  Never blocks. */
+int vgpu_ledger_next_shot(VgpuLedger *l, VgpuShotRequest *out);
+/* Sends a reply; fd (>= 0) goes with it and stays the caller's. */
+int vgpu_ledger_send_shot(VgpuLedger *l, const VgpuShotReply *r, int fd);
 
 /* ---- supervisor side ---------------------------------------------------- */
 
@@ -201,6 +246,13 @@ int vgpu_book_worker_fd(VgpuBook *b, uint32_t slot);
  * channel's rules (malformed message, flood, replies not read): the caller
  * kills it.  -ECONNRESET: the worker closed its end (not a fault). */
 int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why);
+/* Where vgpu_book_worker_service() hands screenshot replies (fd: the one
+ * passed with it, or -1; the hook owns it).  Without a hook a reply is a
+ * malformed message. */
+typedef void (*VgpuBookShotFn)(void *user, uint32_t slot, const VgpuShotReply *r, int fd);
+void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user);
+/* Sends a screenshot request to the worker (never blocks): 0 or -errno. */
+int vgpu_book_worker_ask_shot(VgpuBook *b, uint32_t slot, uint32_t seq, uint32_t head);
 bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out);
 /* Drops the worker: its grants return to the instance, its counters go to
  * the instance's history.  Returns the VRAM it held (clamped). */

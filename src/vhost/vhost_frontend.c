@@ -16,8 +16,10 @@
  * device, and a hostile ring (a chain outside guest memory, a loop) stops
  * that ring until the device is reset. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -84,6 +86,10 @@ struct VgpuFrontend {
   int display_watch;
   bool refresh_due;  /* the display came up while the device was busy */
   bool display_late; /* QEMU let a question wait past VHF_QUERY_WAIT_MS */
+  /* Screenshot requests from vgpud (the ledger's socket). */
+  VgpuLedger *ledger;
+  int ledger_watch;
+  struct VhfCapture *capture; /* set while a screenshot redraws a scanout */
   /* How the session ended. */
   bool ended;
   int exit_code;
@@ -161,6 +167,7 @@ static void gpu_complete(void *user, uint64_t cookie, const void *resp, size_t l
    * batch, or the fence callback. */
 }
 
+static void serve_shots(VgpuFrontend *fe);
 static void display_scanout(void *user, uint32_t id, uint32_t w, uint32_t h);
 static void display_update(void *user, uint32_t id, const VgpuRect *r, const void *pixels,
                            uint32_t stride, uint32_t format);
@@ -321,6 +328,8 @@ static void on_kick(void *user, int fd, short revents) {
     (void)revents;
     vhu_vq_kick_drain(&fe->dev, q);
     ring_run(fe, q);
+    /* A screenshot request that came while the ledger was asked. */
+    serve_shots(fe);
     return;
   }
 }
@@ -517,8 +526,122 @@ static void display_take(VgpuFrontend *fe) {
     session_end(fe, VGPU_WORKER_EXIT_ERROR, "too many fds to watch");
 }
 
+/* ---- screenshots for vgpud ---------------------------------------------- */
+
+/* One scanout's image being captured: vgpu_device_refresh() draws into it
+ * instead of the display channel. */
+typedef struct VhfCapture {
+  uint32_t head;
+  uint32_t w, h, format;
+  int fd;       /* memfd, w * h * 4 bytes */
+  uint8_t *map; /* its writable mapping while drawing */
+  bool drawn;
+  int err;
+} VhfCapture;
+
+static void capture_scanout(VhfCapture *c, uint32_t id, uint32_t w, uint32_t h) {
+  if (id != c->head || c->fd >= 0 || c->err)
+    return;
+  if (w < 1 || h < 1 || w > VGPU_SHOT_MAX_DIM || h > VGPU_SHOT_MAX_DIM) {
+    c->err = -ENOENT;
+    return;
+  }
+  size_t size = (size_t)w * h * 4u;
+  c->fd = memfd_create("vgpu-screenshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (c->fd < 0 || ftruncate(c->fd, (off_t)size) < 0) {
+    c->err = -errno;
+    return;
+  }
+  void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
+  if (m == MAP_FAILED) {
+    c->err = -errno;
+    return;
+  }
+  c->map = m;
+  c->w = w;
+  c->h = h;
+}
+
+static void capture_update(VhfCapture *c, uint32_t id, const VgpuRect *r, const void *pixels,
+                           uint32_t stride, uint32_t format) {
+  if (id != c->head || !c->map || c->err)
+    return;
+  /* The device's rectangle lies inside the scanout it announced. */
+  if (r->x > c->w || r->w > c->w - r->x || r->y > c->h || r->h > c->h - r->y)
+    return;
+  for (uint32_t y = 0; y < r->h; y++)
+    memcpy(c->map + ((size_t)(r->y + y) * c->w + r->x) * 4u,
+           (const uint8_t *)pixels + (size_t)y * stride, (size_t)r->w * 4u);
+  c->format = format;
+  c->drawn = true;
+}
+
+/* Captures head @req->head and sends the reply (with the sealed memfd). */
+static void serve_shot(VgpuFrontend *fe, const VgpuShotRequest *req) {
+  VhfCapture c = {.head = req->head, .fd = -1};
+  VgpuShotReply rep = {.magic = VGPU_SHOT_MAGIC, .seq = req->seq, .head = req->head};
+  int rc = -ENOENT;
+  if (fe->gpu && req->head < fe->heads) {
+    fe->capture = &c;
+    rc = vgpu_device_refresh(fe->gpu, req->head);
+    fe->capture = NULL;
+  }
+  if (rc == 0 && c.err)
+    rc = c.err;
+  else if (rc == 0 && !c.drawn)
+    rc = -EIO;
+  if (c.map)
+    munmap(c.map, (size_t)c.w * c.h * 4u);
+  if (rc == 0 &&
+      fcntl(c.fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+    rc = -errno;
+  rep.status = rc;
+  if (rc == 0) {
+    rep.width = c.w;
+    rep.height = c.h;
+    rep.stride = c.w * 4u;
+    rep.format = c.format;
+  }
+  int sr = vgpu_ledger_send_shot(fe->ledger, &rep, rc == 0 ? c.fd : -1);
+  if (sr < 0)
+    vgpu_warn("screenshot of head %u not sent to vgpud: %s", req->head, g_strerror(-sr));
+  if (c.fd >= 0)
+    close(c.fd);
+}
+
+/* Requests read off the socket, and one kept while the ledger waited. */
+static void serve_shots(VgpuFrontend *fe) {
+  if (!fe->ledger || fe->ended)
+    return;
+  VgpuShotRequest req;
+  for (int i = 0; i < 8; i++) {
+    int rc = vgpu_ledger_next_shot(fe->ledger, &req);
+    if (rc == 0)
+      return;
+    if (rc < 0) {
+      /* vgpud went away: the loop stops watching; the guard or the
+       * client's end stops the worker. */
+      if (fe->ledger_watch >= 0)
+        vgpu_loop_remove(fe->loop, fe->ledger_watch);
+      fe->ledger_watch = -1;
+      return;
+    }
+    serve_shot(fe, &req);
+  }
+}
+
+static void on_ledger(void *user, int fd, short revents) {
+  (void)fd;
+  (void)revents;
+  serve_shots(user);
+}
+
 static void display_scanout(void *user, uint32_t id, uint32_t w, uint32_t h) {
   VgpuFrontend *fe = user;
+  if (fe->capture) {
+    capture_scanout(fe->capture, id, w, h);
+    return;
+  }
   const char *why = NULL;
   if (fe->display && vhu_display_ready(fe->display))
     display_result(fe, vhu_display_scanout(fe->display, id, w, h, &why), why);
@@ -527,6 +650,10 @@ static void display_scanout(void *user, uint32_t id, uint32_t w, uint32_t h) {
 static void display_update(void *user, uint32_t id, const VgpuRect *r, const void *pixels,
                            uint32_t stride, uint32_t format) {
   VgpuFrontend *fe = user;
+  if (fe->capture) {
+    capture_update(fe->capture, id, r, pixels, stride, format);
+    return;
+  }
   const char *why = NULL;
   if (fe->display && vhu_display_ready(fe->display))
     display_result(
@@ -821,6 +948,7 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   fe->renderer_fd = -1;
   fe->renderer_watch = -1;
   fe->display_watch = -1;
+  fe->ledger_watch = -1;
   for (unsigned q = 0; q < VHU_MAX_QUEUES; q++)
     fe->kick_watch[q] = -1;
   fe->heads = a->heads ? a->heads : 1;
@@ -861,6 +989,12 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
     fe->renderer_watch = vgpu_loop_add(loop, fe->renderer_fd, POLLIN, on_renderer, fe);
   if (fe->client_watch < 0)
     session_end(fe, VGPU_WORKER_EXIT_ERROR, "cannot watch the client socket");
+  fe->ledger = a->ledger;
+  if (vgpu_ledger_fd(a->ledger) >= 0) {
+    fe->ledger_watch = vgpu_loop_add(loop, vgpu_ledger_fd(a->ledger), POLLIN, on_ledger, fe);
+    if (fe->ledger_watch < 0)
+      session_end(fe, VGPU_WORKER_EXIT_ERROR, "cannot watch the ledger socket");
+  }
   return fe;
 }
 
