@@ -2,11 +2,21 @@
  * one request on a fresh connection to DIR/control.sock; this file only
  * parses the command line, picks the request and prints the reply. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "vgpu-config.h"
+#if HAVE_PNG
+#include <png.h>
+#endif
+
+#include "core/ledger.h"
 
 #include "ctl/ctl_format.h"
 #include "ctl/ctl_proto.h"
@@ -16,7 +26,14 @@ enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
 /* Options that belong to one command; using one elsewhere is a usage
  * error rather than silently ignored. */
-enum { OPT_PROFILE = 1 << 0, OPT_FORCE = 1 << 1, OPT_INTERVAL = 1 << 2, OPT_ITERATIONS = 1 << 3 };
+enum {
+  OPT_PROFILE = 1 << 0,
+  OPT_FORCE = 1 << 1,
+  OPT_INTERVAL = 1 << 2,
+  OPT_ITERATIONS = 1 << 3,
+  OPT_HEAD = 1 << 4,
+  OPT_TENANT = 1 << 5,
+};
 
 typedef struct {
   char *runtime_dir;
@@ -25,7 +42,9 @@ typedef struct {
   char *profile;
   double interval;
   guint64 iterations; /* 0: until interrupted */
-  unsigned used;      /* OPT_* seen */
+  guint64 head;
+  guint64 tenant; /* 0: the instance's only VM tenant */
+  unsigned used;  /* OPT_* seen */
 } Opts;
 
 typedef struct {
@@ -228,6 +247,151 @@ static int cmd_reload(const Opts *o, char **a, guint n) {
   return admin_command(o, vgpu_ctl_request("reload", NULL), "configuration reloaded");
 }
 
+/* ---- screenshot ---------------------------------------------------------- */
+
+/* One pixel of a VIRTIO_GPU_FORMAT_* image as R, G, B (the format names the
+ * bytes in memory order). */
+static void to_rgb(uint32_t format, const uint8_t *p, uint8_t *rgb) {
+  switch (format) {
+  case 1: /* B8G8R8A8 */
+  case 2: /* B8G8R8X8 */
+    rgb[0] = p[2], rgb[1] = p[1], rgb[2] = p[0];
+    break;
+  case 3: /* A8R8G8B8 */
+  case 4: /* X8R8G8B8 */
+    rgb[0] = p[1], rgb[1] = p[2], rgb[2] = p[3];
+    break;
+  case 67:  /* R8G8B8A8 */
+  case 134: /* R8G8B8X8 */
+    rgb[0] = p[0], rgb[1] = p[1], rgb[2] = p[2];
+    break;
+  default: /* 68 X8B8G8R8, 121 A8B8G8R8 */
+    rgb[0] = p[3], rgb[1] = p[2], rgb[2] = p[1];
+    break;
+  }
+}
+
+#if HAVE_PNG
+/* Writes the image as an 8-bit RGB PNG to fd; false with *err set. */
+static bool write_png(int fd, const uint8_t *px, const VgpuShotReply *r, char **err) {
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    *err = g_strdup(g_strerror(errno));
+    close(fd);
+    return false;
+  }
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = png ? png_create_info_struct(png) : NULL;
+  uint8_t *volatile row = g_malloc((size_t)r->width * 3u);
+  if (!png || !info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    g_free(row);
+    fclose(f);
+    *err = g_strdup("libpng failed to encode the image");
+    return false;
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, r->width, r->height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (uint32_t y = 0; y < r->height; y++) {
+    const uint8_t *src = px + (size_t)y * r->stride;
+    for (uint32_t x = 0; x < r->width; x++)
+      to_rgb(r->format, src + (size_t)x * 4u, row + (size_t)x * 3u);
+    png_write_row(png, row);
+  }
+  png_write_end(png, info);
+  png_destroy_write_struct(&png, &info);
+  g_free(row);
+  if (fflush(f) != 0 || ferror(f)) {
+    *err = g_strdup(g_strerror(errno));
+    fclose(f);
+    return false;
+  }
+  if (fclose(f) != 0) {
+    *err = g_strdup(g_strerror(errno));
+    return false;
+  }
+  return true;
+}
+#endif
+
+/* Opens FILE for writing as the user: never through a symlink (O_NOFOLLOW)
+ * and only a regular file is replaced. */
+static int open_output(const char *path, char **err) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+  if (fd < 0) {
+    *err =
+        g_strdup(errno == ELOOP ? "is a symbolic link; not written through it" : g_strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    *err = g_strdup("not a regular file");
+    close(fd);
+    return -1;
+  }
+  if (ftruncate(fd, 0) < 0) {
+    *err = g_strdup(g_strerror(errno));
+    close(fd);
+    return -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0)
+    (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+static int cmd_screenshot(const Opts *o, char **a, guint n) {
+  (void)n;
+#if !HAVE_PNG
+  (void)o, (void)a;
+  return fail(EXIT_REFUSED, "this vgpuctl was built without libpng: no screenshots");
+#else
+  const char *path = a[1];
+  g_autoptr(JsonObject) req = vgpu_ctl_request("screenshot", a[0]);
+  json_object_set_int_member(req, "head", (gint64)o->head);
+  if (o->tenant)
+    json_object_set_int_member(req, "tenant", (gint64)o->tenant);
+  g_autoptr(GError) e = NULL;
+  g_autoptr(VgpuCtl) c = vgpu_ctl_connect(o->runtime_dir, &e);
+  int fd = -1;
+  /* vgpud answers within its worker timeout; this waits longer. */
+  g_autoptr(JsonObject) r = c ? vgpu_ctl_call_fd(c, req, VGPU_CTL_TIMEOUT_MS, &fd, &e) : NULL;
+  if (!r)
+    return fail(exit_code(e), "%s", e->message);
+  VgpuShotReply rep = {.width = (uint32_t)MIN(vgpu_ctl_get_u64(r, "width"), G_MAXUINT32),
+                       .height = (uint32_t)MIN(vgpu_ctl_get_u64(r, "height"), G_MAXUINT32),
+                       .stride = (uint32_t)MIN(vgpu_ctl_get_u64(r, "stride"), G_MAXUINT32),
+                       .format = (uint32_t)MIN(vgpu_ctl_get_u64(r, "format"), G_MAXUINT32)};
+  const char *why = NULL;
+  if (!vgpu_shot_check(&rep, fd, &why)) {
+    if (fd >= 0)
+      close(fd);
+    return fail(EXIT_REFUSED, "bad screenshot from vgpud: %s", why);
+  }
+  size_t size = (size_t)rep.stride * rep.height;
+  void *px = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (px == MAP_FAILED)
+    return fail(EXIT_REFUSED, "cannot map the screenshot: %s", g_strerror(errno));
+  g_autofree char *err = NULL;
+  int out = open_output(path, &err);
+  bool ok = out >= 0 && write_png(out, px, &rep, &err);
+  munmap(px, size);
+  if (!ok)
+    return fail(EXIT_REFUSED, "%s: %s", path, err);
+  if (o->json) {
+    json_object_set_string_member(r, "file", path);
+    print_json(r);
+  } else {
+    printf("wrote %s: head %u of %s, %ux%u\n", path, (unsigned)vgpu_ctl_get_u64(r, "head"), a[0],
+           rep.width, rep.height);
+  }
+  return EXIT_OK;
+#endif
+}
+
 /* ---- command line -------------------------------------------------------- */
 
 static const Command commands[] = {
@@ -274,6 +438,14 @@ static const Command commands[] = {
      "scheduler yet).\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
+    {"screenshot", "screenshot NAME [--head N] [--tenant PID] FILE.png", "a VM's screen as a PNG",
+     "Asks the instance's VM tenant for what head N (default 0) shows and writes\n"
+     "it to FILE.png (8-bit RGB) with your own permissions; FILE is never written\n"
+     "through a symbolic link.  With several VM tenants, --tenant names one by\n"
+     "its worker or QEMU pid (vgpuctl show lists them).  Admins may take any\n"
+     "VM's screen, other users only their own VMs'.  Fails when the guest has\n"
+     "set no scanout on that head or its worker does not answer within 2 s.\n",
+     2, 2, OPT_HEAD | OPT_TENANT, cmd_screenshot},
     {"reload", "reload", "re-read the configuration file (admin)",
      "Asks vgpud to re-read its configuration file, as SIGHUP does.\n", 0, 0, 0, cmd_reload},
 };
@@ -375,6 +547,14 @@ int main(int argc, char **argv) {
       if (r < 0 || !parse_interval(val, &o.interval))
         return fail(EXIT_USAGE, "--interval needs seconds between 0.1 and 3600");
       o.used |= OPT_INTERVAL;
+    } else if ((r = take_value(argv, argc, &i, "--head", NULL, &val)) != 0) {
+      if (r < 0 || !g_ascii_string_to_unsigned(val, 10, 0, 15, &o.head, NULL))
+        return fail(EXIT_USAGE, "--head needs a head number 0..15");
+      o.used |= OPT_HEAD;
+    } else if ((r = take_value(argv, argc, &i, "--tenant", NULL, &val)) != 0) {
+      if (r < 0 || !g_ascii_string_to_unsigned(val, 10, 1, G_MAXINT32, &o.tenant, NULL))
+        return fail(EXIT_USAGE, "--tenant needs a pid");
+      o.used |= OPT_TENANT;
     } else if ((r = take_value(argv, argc, &i, "--iterations", NULL, &val)) != 0) {
       if (r < 0 || !g_ascii_string_to_unsigned(val, 10, 1, G_MAXUINT32, &o.iterations, NULL))
         return fail(EXIT_USAGE, "--iterations needs a positive count");
@@ -412,6 +592,8 @@ int main(int argc, char **argv) {
     const char *opt = stray & OPT_PROFILE    ? "--profile"
                       : stray & OPT_FORCE    ? "--force"
                       : stray & OPT_INTERVAL ? "--interval"
+                      : stray & OPT_HEAD     ? "--head"
+                      : stray & OPT_TENANT   ? "--tenant"
                                              : "--iterations";
     return fail(EXIT_USAGE, "%s does not apply to %s (try vgpuctl %s --help)", opt, cmd->name,
                 cmd->name);

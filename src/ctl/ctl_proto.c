@@ -57,7 +57,44 @@ void vgpu_ctl_free(VgpuCtl *c) {
 
 /* ---- framing ------------------------------------------------------------- */
 
+/* read(), keeping the first fd passed along (SCM_RIGHTS) in *passed when
+ * it is not NULL; every other fd is closed. */
+static ssize_t read_fd(int fd, void *buf, size_t len, int *passed) {
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(4 * sizeof(int))];
+  } ctrl;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
+  ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  if (n < 0 && errno == ENOTSOCK)
+    return read(fd, buf, len);
+  if (n < 0)
+    return n;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
+      continue;
+    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; i++) {
+      int f;
+      memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+      if (passed && *passed < 0)
+        *passed = f;
+      else
+        close(f);
+    }
+  }
+  return n;
+}
+
+static char *read_line(int fd, size_t max, int timeout_ms, int *passed, GError **error);
+
 char *vgpu_ctl_read_line(int fd, size_t max, int timeout_ms, GError **error) {
+  return read_line(fd, max, timeout_ms, NULL, error);
+}
+
+static char *read_line(int fd, size_t max, int timeout_ms, int *passed, GError **error) {
   g_autoptr(GString) s = g_string_new(NULL);
   gint64 deadline = g_get_monotonic_time() + (gint64)MAX(timeout_ms, 0) * 1000;
   gsize scanned = 0;
@@ -100,7 +137,7 @@ char *vgpu_ctl_read_line(int fd, size_t max, int timeout_ms, GError **error) {
       return NULL;
     }
     char buf[16384];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = read_fd(fd, buf, sizeof(buf), passed);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
       continue;
     if (n < 0) {
@@ -180,6 +217,25 @@ JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GErro
   }
   g_autofree char *reply = vgpu_ctl_read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, error);
   return reply ? vgpu_ctl_parse_reply(reply, error) : NULL;
+}
+
+JsonObject *vgpu_ctl_call_fd(VgpuCtl *c, JsonObject *request, int timeout_ms, int *fd,
+                             GError **error) {
+  *fd = -1;
+  g_autofree char *line = vgpu_ctl_encode(request);
+  int r = send_all(c->fd, line, strlen(line));
+  if (r < 0) {
+    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "sending to vgpud at %s: %s",
+                c->path, g_strerror(-r));
+    return NULL;
+  }
+  g_autofree char *reply = read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, fd, error);
+  JsonObject *o = reply ? vgpu_ctl_parse_reply(reply, error) : NULL;
+  if (!o && *fd >= 0) {
+    close(*fd);
+    *fd = -1;
+  }
+  return o;
 }
 
 JsonObject *vgpu_ctl_transact(const char *runtime_dir, JsonObject *request, int timeout_ms,

@@ -38,6 +38,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuCtl, vgpu_ctl_free)
  * reference).  A reply with "ok": false becomes VGPU_CTL_ERROR_REFUSED with
  * the daemon's text as the message.  timeout_ms < 0 waits for ever. */
 JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GError **error);
+/* As vgpu_ctl_call(), and *fd receives the fd vgpud passed with the reply
+ * (SCM_RIGHTS; the caller's to close), or -1. */
+JsonObject *vgpu_ctl_call_fd(VgpuCtl *c, JsonObject *request, int timeout_ms, int *fd,
+                             GError **error);
 /* Connect, call, close: what a one-shot tool wants. */
 JsonObject *vgpu_ctl_transact(const char *runtime_dir, JsonObject *request, int timeout_ms,
                               GError **error);

@@ -10,6 +10,7 @@
 #include "daemon/control.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gio/gio.h>
 #include <glib-unix.h>
 #include <grp.h>
@@ -56,6 +57,9 @@ typedef struct {
   pid_t vm_worker; /* attach-vm: the worker this connection stands for */
   bool holding;    /* attach-vm: open until vm_worker ends */
   bool uncounted;  /* no longer counted against the per-uid cap */
+  guint shot;      /* screenshot: the request waiting for its worker; 0: none */
+  int out_fd;      /* sent with the byte at out_fd_at of `out` (SCM_RIGHTS); -1: none */
+  size_t out_fd_at;
   GString *in;
   GString *out;
   size_t out_off;
@@ -290,7 +294,7 @@ static char *check_member_types(JsonObject *req) {
   } members[] = {
       {"command", G_TYPE_STRING},     {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
       {"force", G_TYPE_BOOLEAN},      {"settings", G_TYPE_NONE}, {"virgl", G_TYPE_BOOLEAN},
-      {"render_node", G_TYPE_STRING},
+      {"render_node", G_TYPE_STRING}, {"head", G_TYPE_INT64},    {"tenant", G_TYPE_INT64},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
     JsonNode *n = json_object_get_member(req, members[i].name);
@@ -303,6 +307,7 @@ static char *check_member_types(JsonObject *req) {
       return reply_error("bad request: \"%s\" must be %s", members[i].name,
                          members[i].type == G_TYPE_STRING    ? "a string"
                          : members[i].type == G_TYPE_BOOLEAN ? "true or false"
+                         : members[i].type == G_TYPE_INT64   ? "an integer"
                                                              : "an object");
   }
   return NULL;
@@ -417,6 +422,7 @@ static char *cmd_set(VgpuControlRequest *r) {
 }
 
 static void conn_queue(Conn *c, const char *reply);
+static void conn_serve(Conn *c);
 static bool conn_flush(Conn *c);
 static bool conn_rewatch(Conn *c);
 static void conn_close(Conn *c);
@@ -484,6 +490,60 @@ static char *cmd_attach_vm(VgpuControlRequest *r) {
   return reply_finish(b);
 }
 
+/* The worker answered (or failed to): the reply line, with the image's
+ * memfd passed along (SCM_RIGHTS) on its first byte. */
+static void on_shot_done(const VgpuShot *shot, const char *error, gpointer user) {
+  Conn *c = user;
+  c->shot = 0;
+  g_autofree char *line = NULL;
+  if (!shot) {
+    line = reply_error("%s", error);
+  } else {
+    JsonBuilder *b = reply_ok();
+    add_u64(b, "head", shot->head);
+    add_u64(b, "width", shot->width);
+    add_u64(b, "height", shot->height);
+    add_u64(b, "stride", shot->stride);
+    add_u64(b, "format", shot->format);
+    add_u64(b, "worker_pid", (uint64_t)shot->worker_pid);
+    line = reply_finish(b);
+    int fd = fcntl(shot->fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+      g_free(line);
+      line = reply_error("cannot pass the screenshot on: %s", g_strerror(errno));
+    } else {
+      c->out_fd = fd;
+      c->out_fd_at = c->out->len;
+    }
+  }
+  conn_queue(c, line);
+  /* Requests that came meanwhile are served now. */
+  conn_serve(c);
+  if (!conn_flush(c) || !conn_rewatch(c))
+    conn_close(c);
+}
+
+/* Asks the instance's VM worker for a head's image; the reply comes when
+ * it answers (on_shot_done), or its timeout passes. */
+static char *cmd_screenshot(VgpuControlRequest *r) {
+  Conn *c = r->conn;
+  gint64 head = json_object_get_int_member_with_default(r->req, "head", 0);
+  gint64 tenant = json_object_get_int_member_with_default(r->req, "tenant", 0);
+  if (head < 0 || head >= VGPU_SHOT_MAX_HEADS)
+    return reply_error("bad request: \"head\" must be 0..%d", VGPU_SHOT_MAX_HEADS - 1);
+  if (tenant < 0 || tenant > G_MAXINT32)
+    return reply_error("bad request: \"tenant\" must be a pid");
+  if (!c)
+    return reply_error("screenshot needs a connection to pass the image on");
+  g_autoptr(GError) e = NULL;
+  guint id = vgpu_supervisor_screenshot(r->sup, r->name, (uint32_t)head, (pid_t)tenant, r->uid,
+                                        r->admin, on_shot_done, c, &e);
+  if (!id)
+    return reply_error("%s", e->message);
+  c->shot = id;
+  return NULL; /* deferred */
+}
+
 static char *cmd_reload(VgpuControlRequest *r) {
   g_autoptr(GError) e = NULL;
   g_autofree char *not_added = NULL;
@@ -505,6 +565,7 @@ static const VgpuControlCommand commands[] = {
     {"set", cmd_set, true, "name settings"},
     {"reload", cmd_reload, true, ""},
     {"attach-vm", cmd_attach_vm, true, "name virgl render_node"},
+    {"screenshot", cmd_screenshot, false, "name head tenant"},
 };
 
 const VgpuControlCommand *vgpu_control_commands(size_t *n) {
@@ -589,8 +650,12 @@ static void conn_free(gpointer p) {
     g_source_remove(c->timer);
   if (c->holding)
     vgpu_supervisor_forget_end(ctl->sup, c->vm_worker, true);
+  if (c->shot)
+    vgpu_supervisor_screenshot_cancel(ctl->sup, c->shot);
   if (c->passed_fd >= 0)
     vgpu_close(c->passed_fd);
+  if (c->out_fd >= 0)
+    vgpu_close(c->out_fd);
   vgpu_close(c->fd);
   g_string_free(c->in, TRUE);
   g_string_free(c->out, TRUE);
@@ -616,9 +681,38 @@ static size_t conn_queued(const Conn *c) {
 }
 
 /* Writes what the socket takes now.  False: the connection is broken. */
+/* send(), with out_fd attached when the bytes start where it belongs. */
+static ssize_t conn_send(Conn *c, const char *buf, size_t len) {
+  if (c->out_fd < 0 || c->out_off != c->out_fd_at)
+    return send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int))];
+  } ctrl;
+  memset(&ctrl, 0, sizeof(ctrl));
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  struct msghdr m = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
+  struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+  h->cmsg_level = SOL_SOCKET;
+  h->cmsg_type = SCM_RIGHTS;
+  h->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(h), &c->out_fd, sizeof(int));
+  ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n > 0) {
+    vgpu_close(c->out_fd);
+    c->out_fd = -1;
+  }
+  return n;
+}
+
 static bool conn_flush(Conn *c) {
   while (conn_queued(c) > 0) {
-    ssize_t n = send(c->fd, c->out->str + c->out_off, conn_queued(c), MSG_NOSIGNAL | MSG_DONTWAIT);
+    /* The fd's reply starts a send of its own. */
+    size_t len = conn_queued(c);
+    if (c->out_fd >= 0 && c->out_fd_at > c->out_off)
+      len = MIN(len, c->out_fd_at - c->out_off);
+    ssize_t n = conn_send(c, c->out->str + c->out_off, len);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -652,7 +746,7 @@ static bool conn_rewatch(Conn *c) {
   GIOCondition want = 0;
   if (conn_may_read(c))
     want |= G_IO_IN;
-  if (conn_queued(c) > 0 || (conn_has_line(c) && !c->closing))
+  if (conn_queued(c) > 0 || (conn_has_line(c) && !c->closing && !c->shot))
     want |= G_IO_OUT;
   if (!want)
     return false;
@@ -668,7 +762,7 @@ static bool conn_rewatch(Conn *c) {
 static void conn_queue(Conn *c, const char *reply) {
   if (conn_queued(c) == 0)
     c->last_out_us = g_get_monotonic_time();
-  if (c->out_off > 0 && c->out_off == c->out->len) {
+  if (c->out_off > 0 && c->out_off == c->out->len && c->out_fd < 0) {
     g_string_truncate(c->out, 0);
     c->out_off = 0;
   }
@@ -686,7 +780,7 @@ static void conn_serve(Conn *c) {
   char *nl;
   size_t done = 0;
   int served = 0;
-  while (!c->closing && !c->holding && served++ < SERVE_BATCH &&
+  while (!c->closing && !c->holding && !c->shot && served++ < SERVE_BATCH &&
          conn_queued(c) < VGPU_CONTROL_MAX_QUEUE &&
          (nl = memchr(c->in->str + done, '\n', c->in->len - done))) {
     *nl = '\0';
@@ -694,7 +788,8 @@ static void conn_serve(Conn *c) {
     done = (size_t)(nl - c->in->str) + 1;
     c->last_us = g_get_monotonic_time();
     g_autofree char *reply = handle(c->ctl->sup, line, c->uid, c->admin, c);
-    conn_queue(c, reply);
+    if (reply)
+      conn_queue(c, reply); /* else deferred: a screenshot waits for its worker */
   }
   g_string_erase(c->in, 0, (gssize)done);
   /* A connection that stands for a VM takes no more requests. */
@@ -879,6 +974,7 @@ static void on_control_client(int cfd, gpointer user) {
   c->ctl = ctl;
   c->fd = cfd;
   c->passed_fd = -1;
+  c->out_fd = -1;
   c->in = g_string_new(NULL);
   c->out = g_string_new(NULL);
   c->uid = uid;

@@ -72,7 +72,38 @@ struct VgpuSupervisor {
   VgpuControl *control;
   gint64 started_us;
   GHashTable *probes; /* renderer configuration (probe_key) -> VgpuProbe* */
+  GHashTable *shots;  /* seq -> ShotPending*: screenshots asked of workers */
+  uint32_t shot_seq;
 };
+
+/* A screenshot asked of a worker, until it answers, ends or times out. */
+typedef struct {
+  VgpuSupervisor *sup;
+  uint32_t seq;
+  uint32_t slot;
+  pid_t worker_pid;
+  uint32_t head;
+  char *instance;
+  guint timer;
+  VgpuShotDoneFunc done;
+  gpointer user;
+} ShotPending;
+
+static void shot_pending_free(gpointer p) {
+  ShotPending *sp = p;
+  if (sp->timer)
+    g_source_remove(sp->timer);
+  g_free(sp->instance);
+  g_free(sp);
+}
+
+/* Ends a pending screenshot: tells its caller (shot or error) once. */
+static void shot_finish(ShotPending *sp, const VgpuShot *shot, const char *error) {
+  VgpuShotDoneFunc done = sp->done;
+  gpointer user = sp->user;
+  g_hash_table_remove(sp->sup->shots, GUINT_TO_POINTER(sp->seq));
+  done(shot, error, user);
+}
 
 static void instance_free(VgpuInstance *in);
 
@@ -183,6 +214,23 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   }
   if (crashed)
     vgpu_book_note_crash(s->book, (uint32_t)in->ledger_index);
+  /* Screenshots it was asked for end now. */
+  for (bool again = true; again;) {
+    again = false;
+    GHashTableIter si;
+    gpointer sv;
+    g_hash_table_iter_init(&si, s->shots);
+    while (g_hash_table_iter_next(&si, NULL, &sv)) {
+      ShotPending *sp = sv;
+      if (sp->worker_pid != pid)
+        continue;
+      g_autofree char *msg = g_strdup_printf("%s: the VM's worker %d ended before it answered (%s)",
+                                             sp->instance, (int)pid, why);
+      shot_finish(sp, NULL, msg);
+      again = true;
+      break;
+    }
+  }
   uint64_t vram = vgpu_book_worker_remove(s->book, (uint32_t)w->slot);
   bool quiet = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
                (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
@@ -571,6 +619,143 @@ static void instance_drain(VgpuInstance *in) {
 
 /* ---- public --------------------------------------------------------------- */
 
+/* ---- screenshots --------------------------------------------------------- */
+
+/* A worker's screenshot reply (from the book; fd owned here).  Everything
+ * in it is untrusted: a reply that breaks the rules (vgpu_shot_check) ends
+ * that worker, and the caller gets the reason. */
+static void on_shot_reply(void *user, uint32_t slot, const VgpuShotReply *r, int fd) {
+  VgpuSupervisor *s = user;
+  ShotPending *sp = g_hash_table_lookup(s->shots, GUINT_TO_POINTER(r->seq));
+  if (!sp || sp->slot != slot) {
+    /* Late (it timed out) or not this worker's to answer. */
+    vgpu_debug("screenshot reply %u from slot %u dropped: nobody waits for it", r->seq, slot);
+    vgpu_close(fd);
+    return;
+  }
+  if (r->status != 0) {
+    vgpu_close(fd);
+    g_autofree char *msg =
+        r->status == -ENOENT
+            ? g_strdup_printf("%s: head %u shows nothing (the guest set no scanout there)",
+                              sp->instance, sp->head)
+            : g_strdup_printf(
+                  "%s: the VM's worker could not capture head %u: %s", sp->instance, sp->head,
+                  r->status < 0 && r->status > -4096 ? g_strerror(-r->status) : "bad status");
+    shot_finish(sp, NULL, msg);
+    return;
+  }
+  const char *why = NULL;
+  if (r->head != sp->head || !vgpu_shot_check(r, fd, &why)) {
+    if (!why)
+      why = "screenshot of another head than asked";
+    vgpu_warn("%s: worker %d sent a bad screenshot (%s): killed", sp->instance, (int)sp->worker_pid,
+              why);
+    vgpu_close(fd);
+    kill(sp->worker_pid, SIGKILL);
+    g_autofree char *msg =
+        g_strdup_printf("%s: the VM's worker sent a bad screenshot (%s)", sp->instance, why);
+    shot_finish(sp, NULL, msg);
+    return;
+  }
+  VgpuShot shot = {.fd = fd,
+                   .width = r->width,
+                   .height = r->height,
+                   .stride = r->stride,
+                   .format = r->format,
+                   .head = r->head,
+                   .worker_pid = sp->worker_pid};
+  shot_finish(sp, &shot, NULL);
+  vgpu_close(shot.fd);
+}
+
+static gboolean on_shot_timeout(gpointer user) {
+  ShotPending *sp = user;
+  sp->timer = 0;
+  vgpu_warn("%s: worker %d did not answer a screenshot request within %d ms", sp->instance,
+            (int)sp->worker_pid, VGPU_SHOT_TIMEOUT_MS);
+  g_autofree char *msg = g_strdup_printf("%s: the VM's worker did not answer within %d ms",
+                                         sp->instance, VGPU_SHOT_TIMEOUT_MS);
+  shot_finish(sp, NULL, msg);
+  return G_SOURCE_REMOVE;
+}
+
+guint vgpu_supervisor_screenshot(VgpuSupervisor *s, const char *name, uint32_t head, pid_t tenant,
+                                 uid_t uid, bool admin, VgpuShotDoneFunc done, gpointer user,
+                                 GError **error) {
+  VgpuInstance *in = vgpu_supervisor_find(s, name);
+  if (!in) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "no instance \"%s\" (vgpuctl list shows them)", name ? name : "");
+    return 0;
+  }
+  /* The VM tenants the caller may see: an admin all, others their own. */
+  VgpuWorker *pick = NULL;
+  guint n = 0, hidden = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, in->workers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuWorker *w = v;
+    if (w->kind != VGPU_TENANT_VM)
+      continue;
+    if (!admin && w->client_uid != uid) {
+      hidden++;
+      continue;
+    }
+    if (tenant && w->pid != tenant && w->client_pid != tenant)
+      continue;
+    n++;
+    pick = w;
+  }
+  if (!pick) {
+    if (tenant)
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                  "%s has no VM tenant with worker or QEMU pid %d%s", name, (int)tenant,
+                  hidden ? " that you may see" : "");
+    else
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "%s has no VM tenant%s", name,
+                  hidden ? " of yours (screenshots of other users' VMs need an admin)" : "");
+    return 0;
+  }
+  if (n > 1) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "%s has %u VM tenants: pick one with --tenant PID (vgpuctl show lists them)", name,
+                n);
+    return 0;
+  }
+  if (head >= VGPU_SHOT_MAX_HEADS) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s has no head %u", name, head);
+    return 0;
+  }
+  uint32_t seq = ++s->shot_seq;
+  if (seq == 0 || g_hash_table_contains(s->shots, GUINT_TO_POINTER(seq)))
+    seq = ++s->shot_seq; /* wrapped: 0 means none */
+  int rc = vgpu_book_worker_ask_shot(s->book, (uint32_t)pick->slot, seq, head);
+  if (rc < 0) {
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(-rc),
+                "%s: cannot ask the VM's worker %d: %s", name, (int)pick->pid, g_strerror(-rc));
+    return 0;
+  }
+  ShotPending *sp = g_new0(ShotPending, 1);
+  sp->sup = s;
+  sp->seq = seq;
+  sp->slot = (uint32_t)pick->slot;
+  sp->worker_pid = pick->pid;
+  sp->head = head;
+  sp->instance = g_strdup(in->cfg->name);
+  sp->done = done;
+  sp->user = user;
+  sp->timer = g_timeout_add(VGPU_SHOT_TIMEOUT_MS, on_shot_timeout, sp);
+  g_hash_table_insert(s->shots, GUINT_TO_POINTER(seq), sp);
+  return seq;
+}
+
+void vgpu_supervisor_screenshot_cancel(VgpuSupervisor *s, guint id) {
+  if (id)
+    g_hash_table_remove(s->shots, GUINT_TO_POINTER(id));
+}
+
 VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions *opt,
                                     GError **error) {
   g_autofree char *worker = find_worker(cfg, error);
@@ -589,6 +774,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->probes =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vgpu_probe_free);
   s->book = vgpu_book_new();
+  s->shots = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, shot_pending_free);
+  vgpu_book_set_shot_hook(s->book, on_shot_reply, s);
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
   s->isolation = vgpu_isolation_new(cfg, s->render_node, error);
@@ -684,6 +871,8 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
     g_hash_table_unref(s->instances);
   if (s->probes)
     g_hash_table_unref(s->probes);
+  if (s->shots)
+    g_hash_table_unref(s->shots);
   vgpu_book_free(s->book);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);

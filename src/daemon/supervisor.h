@@ -96,6 +96,28 @@ pid_t vgpu_supervisor_attach_vm(VgpuSupervisor *s, const char *name, int fd, boo
  * went away). */
 void vgpu_supervisor_forget_end(VgpuSupervisor *s, pid_t worker_pid, bool kill);
 
+/* Screenshots.  A VM tenant's worker is asked for head @head's image and
+ * has VGPU_SHOT_TIMEOUT_MS to answer; @done is called once, from the main
+ * loop, with the checked image (its fd is the callee's to dup: it is
+ * closed after the call) or a sentence saying why not. */
+#define VGPU_SHOT_TIMEOUT_MS 2000
+#define VGPU_SHOT_MAX_HEADS 16
+typedef struct VgpuShot {
+  int fd; /* sealed memfd, stride * height bytes */
+  uint32_t width, height, stride, format, head;
+  pid_t worker_pid;
+} VgpuShot;
+typedef void (*VgpuShotDoneFunc)(const VgpuShot *shot, const char *error, gpointer user);
+/* Picks the instance's VM tenant (the only one the caller may see, or the
+ * one whose worker or QEMU pid is @tenant when not 0; non-admins see their
+ * own uid's only) and asks it.  Returns the request's id, or 0 with the
+ * reason (no such instance, no VM tenant, several and no @tenant). */
+guint vgpu_supervisor_screenshot(VgpuSupervisor *s, const char *name, uint32_t head, pid_t tenant,
+                                 uid_t uid, bool admin, VgpuShotDoneFunc done, gpointer user,
+                                 GError **error);
+/* The caller left: @done will not be called. */
+void vgpu_supervisor_screenshot_cancel(VgpuSupervisor *s, guint id);
+
 /* Applies key=value settings atomically (all or none). */
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings, GError **error);
 
