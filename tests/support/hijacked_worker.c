@@ -214,7 +214,86 @@ static void attack_tty(const char *pty) {
     result_errno("tiocsti-terminal-path", ioctl(fd, TIOCSTI, &c));
 }
 
+/* Answers vgpud's next screenshot request with a bad image: "size" (a
+ * sealed memfd smaller than width * height * 4), "unsealed" (the right
+ * size, no seals), "garbage" (a pipe and nonsense dimensions) or "huge"
+ * (dimensions past the bound). */
+static void attack_bad_shot(const char *how, const char *ledger_fds) {
+  int lf[3];
+  if (!ledger_fds || sscanf(ledger_fds, "%d,%d,%d", &lf[0], &lf[1], &lf[2]) != 3) {
+    say("NOTE bad-shot: no ledger fds");
+    return;
+  }
+  g_autoptr(GError) e = NULL;
+  g_autoptr(VgpuLedger) l =
+      vgpu_ledger_attach(fcntl(lf[0], F_DUPFD_CLOEXEC, 0), fcntl(lf[1], F_DUPFD_CLOEXEC, 0),
+                         fcntl(lf[2], F_DUPFD_CLOEXEC, 0), &e);
+  if (!l) {
+    say("NOTE ledger-attach %s", e->message);
+    return;
+  }
+  say("READY bad-shot %s", how);
+  VgpuShotRequest req;
+  for (;;) {
+    struct pollfd p = {.fd = vgpu_ledger_fd(l), .events = POLLIN};
+    if (poll(&p, 1, 30000) <= 0) {
+      say("NOTE bad-shot: no request came");
+      return;
+    }
+    int r = vgpu_ledger_next_shot(l, &req);
+    if (r < 0) {
+      say("NOTE bad-shot: %s", g_strerror(-r));
+      return;
+    }
+    if (r > 0)
+      break;
+  }
+  VgpuShotReply rep = {.magic = VGPU_SHOT_MAGIC,
+                       .seq = req.seq,
+                       .head = req.head,
+                       .width = 64,
+                       .height = 48,
+                       .stride = 256,
+                       .format = 2};
+  int fd = memfd_create("bad-shot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  int pfd[2] = {-1, -1};
+  size_t size = 64u * 48u * 4u;
+  if (g_str_equal(how, "size"))
+    size -= 4;
+  if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+    say("NOTE bad-shot: memfd %s", g_strerror(errno));
+    return;
+  }
+  if (!g_str_equal(how, "unsealed"))
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  int send_fd = fd;
+  if (g_str_equal(how, "garbage")) {
+    if (pipe2(pfd, O_CLOEXEC) == 0)
+      send_fd = pfd[0];
+    rep.width = 0x7fffffffu;
+    rep.height = 3;
+    rep.stride = 0xfffffffcu;
+    rep.format = 999;
+  } else if (g_str_equal(how, "huge")) {
+    rep.width = 65536;
+    rep.height = 65536;
+    rep.stride = 262144;
+  }
+  int r = vgpu_ledger_send_shot(l, &rep, send_fd);
+  result("bad-shot-sent", r == 0, r == 0 ? how : g_strerror(-r));
+  /* vgpud ends this worker for it; wait to be killed. */
+  for (int i = 0; i < 100; i++)
+    (void)poll(NULL, 0, 100);
+  close(fd);
+  if (pfd[0] >= 0)
+    close(pfd[0]), close(pfd[1]);
+}
+
 static void run_attack(const char *name, const char *arg, const char *ledger_fds) {
+  if (g_str_equal(name, "bad-shot")) {
+    attack_bad_shot(arg, ledger_fds);
+    return;
+  }
   if (g_str_equal(name, "control"))
     attack_control(arg);
   else if (g_str_equal(name, "kill-vgpud"))

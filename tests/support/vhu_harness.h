@@ -87,6 +87,10 @@ bool vhh_start(VhhHarness *h, const char *const *extra_args);
 /* Starts any vhost-user-gpu back-end: @argv[0] is the program, the
  * vhost-user socket is its fd 3 (e.g. QEMU's reference with --fd=3). */
 bool vhh_start_argv(VhhHarness *h, const char *const *argv);
+/* Plays QEMU against a listening vhost-user socket (e.g. a vgpud
+ * instance's vhost-user.sock) instead of a worker of its own: pid 0, no
+ * log.  false if it cannot connect. */
+bool vhh_connect(VhhHarness *h, const char *path);
 /* Closes the sockets (if still open), waits for the worker (bounded;
  * killed after the timeout) and returns its exit status, or -1 for a
  * signal/timeout.  The worker's stderr is in h->log afterwards. */

@@ -967,7 +967,80 @@ static int bench(int frames, bool reference) {
   return 0;
 }
 
+/* --serve-frame SOCKET: plays QEMU on a vgpud instance's vhost-user.sock
+ * with one 64x48 scanout (B8G8R8X8) whose pixel (x, y) is red x * 4,
+ * green y * 5, blue x ^ y (each mod 256), prints "READY" once it is shown,
+ * and keeps the VM (serving its display) until standard input closes. */
+static int serve_frame(const char *path) {
+  VhhHarness h;
+  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s\n", path);
+    vhh_free(&h);
+    return 1;
+  }
+  enum { W = 64, H = 48, RES = 3 };
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  uint32_t *px = vhh_ptr(&h, fb);
+  for (uint32_t y = 0; y < H; y++)
+    for (uint32_t x = 0; x < W; x++)
+      px[y * W + x] =
+          0xff000000u | ((x * 4) & 0xff) << 16 | ((y * 5) & 0xff) << 8 | ((x ^ y) & 0xff);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  if (vhh_ctrl(&h, &create, sizeof(create)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &attach, sizeof(attach)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &xfer, sizeof(xfer)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &set, sizeof(set)) != VIRTIO_GPU_RESP_OK_NODATA ||
+      vhh_ctrl(&h, &flush, sizeof(flush)) != VIRTIO_GPU_RESP_OK_NODATA) {
+    fprintf(stderr, "the frame was not drawn\n");
+    vhh_free(&h);
+    return 1;
+  }
+  vhh_pump_display(&h, 100);
+  printf("READY\n");
+  fflush(stdout);
+  for (;;) {
+    struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = h.disp, .events = POLLIN}};
+    if (poll(p, h.disp >= 0 ? 2 : 1, -1) < 0)
+      break;
+    if (p[0].revents) {
+      char b[64];
+      if (read(0, b, sizeof(b)) <= 0)
+        break;
+    }
+    if (h.disp >= 0 && p[1].revents)
+      vhh_pump_display(&h, 0);
+  }
+  vhh_finish(&h);
+  vhh_free(&h);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 3 && strcmp(argv[1], "--serve-frame") == 0)
+    return serve_frame(argv[2]);
   if (argc == 2 && strcmp(argv[1], "--differential") == 0)
     return differential();
   if ((argc == 3 || argc == 4) && strcmp(argv[1], "--bench") == 0)
