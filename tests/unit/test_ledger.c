@@ -661,6 +661,68 @@ static void test_standalone(void **state) {
   vgpu_ledger_free(l);
 }
 
+/* A memfd of @size bytes, sealed with @seals (0: none). */
+static int shot_memfd(size_t size, int seals) {
+  int fd = memfd_create("shot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t)size), 0);
+  if (seals)
+    assert_int_equal(fcntl(fd, F_ADD_SEALS, seals), 0);
+  return fd;
+}
+
+/* What a worker's screenshot reply must be before vgpud passes it on. */
+static void test_shot_check(void **state) {
+  (void)state;
+  const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  const char *why = NULL;
+  VgpuShotReply ok = {.width = 64, .height = 48, .stride = 256, .format = 2};
+  int good = shot_memfd(256 * 48, all);
+  assert_true(vgpu_shot_check(&ok, good, &why));
+  /* each field out of its bound */
+  VgpuShotReply r = ok;
+  r.width = 0;
+  assert_false(vgpu_shot_check(&r, good, &why));
+  r = ok;
+  r.height = VGPU_SHOT_MAX_DIM + 1;
+  assert_false(vgpu_shot_check(&r, good, &why));
+  r = ok;
+  r.stride = 260; /* padded rows are not accepted */
+  assert_false(vgpu_shot_check(&r, good, &why));
+  r = ok;
+  r.width = 0x40000000u; /* width * 4 wraps 32 bits */
+  r.stride = 0;
+  assert_false(vgpu_shot_check(&r, good, &why));
+  r = ok;
+  r.format = 999;
+  assert_false(vgpu_shot_check(&r, good, &why));
+  assert_non_null(strstr(why, "format"));
+  assert_false(vgpu_shot_check(&ok, -1, &why));
+  /* the fd: size, seals, kind */
+  int small = shot_memfd(256 * 48 - 4, all);
+  assert_false(vgpu_shot_check(&ok, small, &why));
+  assert_non_null(strstr(why, "size"));
+  int big = shot_memfd(256 * 49, all);
+  assert_false(vgpu_shot_check(&ok, big, &why));
+  int unsealed = shot_memfd(256 * 48, 0);
+  assert_false(vgpu_shot_check(&ok, unsealed, &why));
+  assert_non_null(strstr(why, "sealed"));
+  int writable = shot_memfd(256 * 48, F_SEAL_SHRINK | F_SEAL_GROW);
+  assert_false(vgpu_shot_check(&ok, writable, &why));
+  int p[2];
+  assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+  assert_false(vgpu_shot_check(&ok, p[0], &why));
+  /* the largest image passes the arithmetic (its fd then decides) */
+  r = ok;
+  r.width = r.height = VGPU_SHOT_MAX_DIM;
+  r.stride = VGPU_SHOT_MAX_DIM * 4;
+  assert_false(vgpu_shot_check(&r, good, &why));
+  assert_non_null(strstr(why, "size"));
+  int fds[] = {good, small, big, unsealed, writable, p[0], p[1]};
+  for (size_t i = 0; i < G_N_ELEMENTS(fds); i++)
+    close(fds[i]);
+}
+
 static void test_instance_table_full(void **state) {
   int n = 0;
   for (int i = 0; i < VGPU_LEDGER_MAX_INSTANCES + 1; i++)
@@ -678,6 +740,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reserve_up_to_limit),
+      cmocka_unit_test(test_shot_check),
       cmocka_unit_test(test_freeze_gives_one_reading),
       cmocka_unit_test(test_two_workers_share_the_limit),
       cmocka_unit_test(test_shrink_below_use),
