@@ -2,8 +2,9 @@
 """vgpuctl screenshot: a VM tenant's scanout as a PNG.
 
 A C harness plays QEMU on an instance's vhost-user.sock (test-vhost-frontend
---serve-frame) and shows a known 64x48 frame; `vgpuctl screenshot` must
-write exactly those pixels.  Then the refusals (no such instance, no VM
+--serve-frame) and shows a known 64x48 frame, from a 2D resource and
+(with virglrenderer) from a 3D one the worker reads back; `vgpuctl
+screenshot` must write exactly those pixels.  Then the refusals (no such instance, no VM
 tenant, a head without a scanout, a symlink as FILE, a worker that does
 not answer within 2 s), and a hijacked worker that answers with a bad
 image (wrong size, unsealed memfd, garbage, huge): each is refused with a
@@ -104,9 +105,10 @@ def vm_tenants(d, name):
     return [t for t in d.show(name)["tenants"] if t["kind"] == "vm"]
 
 
-def start_frame(d, tool):
+def start_frame(d, tool, three_d=False):
     path = os.path.join(d.dir, "vgpu0", "vhost-user.sock")
-    p = subprocess.Popen([tool, "--serve-frame", path], stdin=subprocess.PIPE,
+    mode = "--serve-frame-3d" if three_d else "--serve-frame"
+    p = subprocess.Popen([tool, mode, path], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=h.sanitizer_env(dict(os.environ)))
     line = p.stdout.readline()
@@ -183,6 +185,27 @@ def test_frame(d, tool, out):
     d.wait_idle("vgpu0")
 
 
+def test_frame_3d(d, tool, out):
+    """The same frame in a 3D resource: the worker reads it back from
+    virglrenderer (llvmpipe) for the screenshot."""
+    p = start_frame(d, tool, three_d=True)
+    try:
+        png = os.path.join(out, "head0-3d.png")
+        r = vgpuctl(d, "screenshot", "vgpu0", png)
+        assert r.returncode == 0, r.stderr
+        w, hh, rows = read_png(png)
+        assert (w, hh) == (W, H), (w, hh)
+        bad = sum(1 for y in range(H) for x in range(W)
+                  if tuple(rows[y][x * 3:x * 3 + 3]) != expected_pixel(x, y))
+        assert bad == 0, f"{bad} of {W * H} pixels of the 3D scanout differ"
+        print("3D scanout screenshot: every pixel as the guest uploaded it")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert p.returncode == 0, p.stderr.read()
+    d.wait_idle("vgpu0")
+
+
 def test_bad_shots(d, out):
     png = os.path.join(out, "bad.png")
     reasons = {"size": "memfd size is not stride * height",
@@ -223,6 +246,10 @@ def main():
     d = h.Daemon(CONFIG.format(worker=worker), env={"VGPU_REAL_WORKER": real})
     try:
         test_frame(d, tool, out)
+        if os.environ.get("VGPU_HAVE_VIRGL") == "1":
+            test_frame_3d(d, tool, out)
+        else:
+            print("3D part skipped: built without virglrenderer")
         test_bad_shots(d, out)
         d.stop()
     finally:

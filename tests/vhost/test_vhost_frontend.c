@@ -967,14 +967,21 @@ static int bench(int frames, bool reference) {
   return 0;
 }
 
-/* --serve-frame SOCKET: plays QEMU on a vgpud instance's vhost-user.sock
- * with one 64x48 scanout (B8G8R8X8) whose pixel (x, y) is red x * 4,
- * green y * 5, blue x ^ y (each mod 256), prints "READY" once it is shown,
- * and keeps the VM (serving its display) until standard input closes. */
-static int serve_frame(const char *path) {
+/* --serve-frame[-3d] SOCKET: plays QEMU on a vgpud instance's
+ * vhost-user.sock with one 64x48 scanout (B8G8R8X8) whose pixel (x, y) is
+ * red x * 4, green y * 5, blue x ^ y (each mod 256), a 2D resource or, with
+ * -3d, a 3D one (VIRGL negotiated: the worker reads it back from the
+ * renderer); prints "READY" once it is shown, and keeps the VM (serving its
+ * display) until standard input closes. */
+static int serve_frame(const char *path, bool three_d) {
   VhhHarness h;
-  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
+  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, three_d ? 1ull << VHU_F_GPU_VIRGL : 0)) {
     fprintf(stderr, "cannot play QEMU on %s\n", path);
+    vhh_free(&h);
+    return 1;
+  }
+  if (three_d && !(h.features & (1ull << VHU_F_GPU_VIRGL))) {
+    fprintf(stderr, "VIRGL not offered\n");
     vhh_free(&h);
     return 1;
   }
@@ -991,10 +998,34 @@ static int serve_frame(const char *path) {
   } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
   struct {
     Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 2, 0, "3d"};
+  struct {
+    Hdr h;
+    uint32_t id, target, format, bind, w, hh, depth, array_size, last_level, nr_samples, flags;
+  } c3 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_3D),
+          RES,
+          2,
+          2,
+          (1u << 1) | (1u << 3) | (1u << 18),
+          W,
+          H,
+          1,
+          1,
+          0,
+          0,
+          0};
+  struct {
+    Hdr h;
     uint32_t id, nr;
     uint64_t addr;
     uint32_t len, pad;
   } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t id, pad;
+  } ca = {{VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 0, 0, 1, 0}, RES, 0};
   struct {
     Hdr h;
     uint32_t x, y, w, hh;
@@ -1003,17 +1034,29 @@ static int serve_frame(const char *path) {
   } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
   struct {
     Hdr h;
+    uint32_t x, y, z, w, hh, d;
+    uint64_t offset;
+    uint32_t id, level, stride, layer_stride;
+  } tr = {{VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 0, 0, 1, 0}, 0, 0, 0, W, H, 1, 0, RES, 0, W * 4, 0};
+  struct {
+    Hdr h;
     uint32_t x, y, w, hh, scanout, id;
   } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
   struct {
     Hdr h;
     uint32_t x, y, w, hh, id, pad;
   } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  if (vhh_ctrl(&h, &create, sizeof(create)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &attach, sizeof(attach)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &xfer, sizeof(xfer)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &set, sizeof(set)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &flush, sizeof(flush)) != VIRTIO_GPU_RESP_OK_NODATA) {
+  bool drawn = three_d ? vhh_ctrl(&h, &cc, sizeof(cc)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &c3, sizeof(c3)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &ca, sizeof(ca)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &tr, sizeof(tr)) == VIRTIO_GPU_RESP_OK_NODATA
+                       : vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                             vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA;
+  drawn = drawn && vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+          vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA;
+  if (!drawn) {
     fprintf(stderr, "the frame was not drawn\n");
     vhh_free(&h);
     return 1;
@@ -1040,7 +1083,9 @@ static int serve_frame(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "--serve-frame") == 0)
-    return serve_frame(argv[2]);
+    return serve_frame(argv[2], false);
+  if (argc == 3 && strcmp(argv[1], "--serve-frame-3d") == 0)
+    return serve_frame(argv[2], true);
   if (argc == 2 && strcmp(argv[1], "--differential") == 0)
     return differential();
   if ((argc == 3 || argc == 4) && strcmp(argv[1], "--bench") == 0)
