@@ -680,7 +680,6 @@ static size_t conn_queued(const Conn *c) {
   return c->out->len - c->out_off;
 }
 
-/* Writes what the socket takes now.  False: the connection is broken. */
 /* send(), with out_fd attached when the bytes start where it belongs. */
 static ssize_t conn_send(Conn *c, const char *buf, size_t len) {
   if (c->out_fd < 0 || c->out_off != c->out_fd_at)
@@ -706,6 +705,7 @@ static ssize_t conn_send(Conn *c, const char *buf, size_t len) {
   return n;
 }
 
+/* Writes what the socket takes now.  False: the connection is broken. */
 static bool conn_flush(Conn *c) {
   while (conn_queued(c) > 0) {
     /* The fd's reply starts a send of its own. */
@@ -878,7 +878,7 @@ static gboolean on_conn_timer(gpointer user) {
     return G_SOURCE_CONTINUE;
   guint timeout_s = vgpu_supervisor_config(c->ctl->sup)->control_timeout_s;
   gint64 now = g_get_monotonic_time(), idle_us = now - c->last_us;
-  bool waiting = conn_queued(c) > 0 || (conn_has_line(c) && !c->closing);
+  bool waiting = conn_queued(c) > 0 || (conn_has_line(c) && !c->closing && !c->shot);
   if (waiting && now - c->last_out_us >= VGPU_CONTROL_STALL_S * G_USEC_PER_SEC) {
     vgpu_warn("control: pid %d uid %u does not read its replies (%zu bytes queued); closed",
               (int)c->pid, (unsigned)c->uid, conn_queued(c));
