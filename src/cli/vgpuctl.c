@@ -249,6 +249,7 @@ static int cmd_reload(const Opts *o, char **a, guint n) {
 
 /* ---- screenshot ---------------------------------------------------------- */
 
+#if HAVE_PNG
 /* One pixel of a VIRTIO_GPU_FORMAT_* image as R, G, B (the format names the
  * bytes in memory order). */
 static void to_rgb(uint32_t format, const uint8_t *p, uint8_t *rgb) {
@@ -271,7 +272,6 @@ static void to_rgb(uint32_t format, const uint8_t *p, uint8_t *rgb) {
   }
 }
 
-#if HAVE_PNG
 /* Writes the image as an 8-bit RGB PNG to fd; false with *err set. */
 static bool write_png(int fd, const uint8_t *px, const VgpuShotReply *r, char **err) {
   FILE *f = fdopen(fd, "wb");
@@ -314,7 +314,6 @@ static bool write_png(int fd, const uint8_t *px, const VgpuShotReply *r, char **
   }
   return true;
 }
-#endif
 
 /* Opens FILE for writing as the user: never through a symlink (O_NOFOLLOW)
  * and only a regular file is replaced. */
@@ -341,6 +340,7 @@ static int open_output(const char *path, char **err) {
     (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   return fd;
 }
+#endif
 
 static int cmd_screenshot(const Opts *o, char **a, guint n) {
   (void)n;

@@ -239,8 +239,10 @@ def main():
     if not tool or not worker or not real:
         h.skip("VGPU_VHOST_HARNESS, VGPU_HIJACKED_WORKER and VGPU_WORKER are set by meson")
     h.need("setpriv")
-    r = subprocess.run([h.VGPUCTL, "help", "screenshot"], capture_output=True, text=True)
-    if "without libpng" in r.stdout:
+    # Without libpng vgpuctl says so before it connects anywhere.
+    r = subprocess.run([h.VGPUCTL, "--runtime-dir", "/nonexistent", "screenshot", "x", "x.png"],
+                       capture_output=True, text=True)
+    if "without libpng" in r.stderr:
         h.skip("vgpuctl was built without libpng")
     out = tempfile.mkdtemp(prefix="vgpu-shot-")
     d = h.Daemon(CONFIG.format(worker=worker), env={"VGPU_REAL_WORKER": real})
