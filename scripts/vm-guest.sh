@@ -26,6 +26,15 @@
 # console, draws the pattern, prints "vgpu-guest: pattern written" with
 # fbpattern's geometry line on the serial console, then idles until the
 # host stops the VM.  Every line it prints starts with "vgpu-guest:".
+#
+# With "vgpu.mode=3d vgpu.gl=PATH" (and drm_kms_helper.fbdev_emulation=0:
+# no framebuffer, so it waits for /dev/dri/card0 instead), /init mounts the
+# read-only 9p export tagged "rootfs" (the host's own /, which holds Mesa
+# and PATH) at /mnt with proc, sys, dev and a tmpfs /run, and in a chroot
+# there runs PATH offscreen on the render node, then "PATH --kms" on card0,
+# which holds its mode until the host stops the VM; each output line is
+# printed as "vgpu-guest: gl: LINE", and "gl offscreen done" and
+# "gl kms ended" follow each run.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -114,7 +123,7 @@ ROOT="$STAGE/root"
 mkdir -p "$ROOT/bin" "$ROOT/dev" "$ROOT/proc" "$ROOT/sys" "$ROOT/tmp" "$ROOT/mnt" \
   "$ROOT/lib/modules"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-for app in sh cat echo insmod mount sleep ls basename readlink grep cut dmesg poweroff; do
+for app in sh cat echo insmod mount sleep ls basename readlink grep cut dmesg poweroff chroot; do
   ln -s busybox "$ROOT/bin/$app"
 done
 
@@ -149,16 +158,23 @@ mount -t devtmpfs devtmpfs /dev
 say() { echo "vgpu-guest: $* uptime=$(cut -d' ' -f1 /proc/uptime)"; }
 stop() { say "$*"; while :; do sleep 3600; done; }
 mode=
+gl=
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in vgpu.mode=*) mode=${arg#vgpu.mode=} ;; esac
+  case "$arg" in
+    vgpu.mode=*) mode=${arg#vgpu.mode=} ;;
+    vgpu.gl=*) gl=${arg#vgpu.gl=} ;;
+  esac
 done
 say "init mode=$mode"
 for ko in $(cat /lib/modules/order); do
   insmod "/lib/modules/$ko" 2>/dev/null || say "insmod $ko failed"
 done
-# The driver binds asynchronously: wait (at most 20 s) for its framebuffer.
+# The driver binds asynchronously: wait (at most 20 s) for its framebuffer
+# (3d mode: for its card; the kernel then runs without fbdev emulation).
+dev=/dev/fb0
+[ "$mode" != 3d ] || dev=/dev/dri/card0
 n=0
-while [ ! -e /dev/fb0 ] && [ $n -lt 200 ]; do
+while [ ! -e $dev ] && [ $n -lt 200 ]; do
   sleep 0.1
   n=$((n + 1))
 done
@@ -170,7 +186,25 @@ done
 say "card0 driver=$drv"
 dmesg | grep -E '\[drm\]|virtio_gpu|fb0' | while read -r line; do echo "vgpu-guest: dmesg $line"; done
 [ "$drv" = virtio_gpu ] || stop "FAILED: virtio_gpu did not bind"
-[ -e /dev/fb0 ] || stop "FAILED: no /dev/fb0"
+[ -e $dev ] || stop "FAILED: no $dev"
+if [ "$mode" = 3d ]; then
+  [ -n "$gl" ] || stop "FAILED: no vgpu.gl= on the kernel command line"
+  mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose rootfs /mnt ||
+    stop "FAILED: cannot mount the 9p root"
+  for fs in proc sysfs:sys devtmpfs:dev tmpfs:run; do
+    mount -t "${fs%%:*}" "${fs%%:*}" "/mnt/${fs#*:}" || stop "FAILED: cannot mount /mnt/${fs#*:}"
+  done
+  say "9p root mounted"
+  glrun() {
+    chroot /mnt /usr/bin/env -i PATH=/usr/bin:/bin HOME=/run XDG_CACHE_HOME=/run \
+      MESA_SHADER_CACHE_DISABLE=true "$gl" "$@" 2>&1 |
+      while read -r line; do echo "vgpu-guest: gl: $line"; done
+  }
+  glrun /dev/dri/renderD128
+  say "gl offscreen done"
+  glrun --kms /dev/dri/card0 3600
+  stop "gl kms ended"
+fi
 # The console must not draw over the pattern.
 for v in /sys/class/vtconsole/vtcon*; do
   grep -q 'frame buffer' "$v/name" 2>/dev/null && echo 0 >"$v/bind"
