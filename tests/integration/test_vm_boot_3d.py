@@ -192,6 +192,7 @@ def main():
         assert "GL_RENDERER=virgl" in kms_part, "the KMS picture was not drawn by virgl" + context()
         t_set = time.monotonic() - t0
         shots = 0
+        first_wrong = ""
         while True:
             shots += 1
             shot = os.path.join(work, f"kms{shots}.ppm")
@@ -199,6 +200,7 @@ def main():
             wrong = check_triangle(shot, w, hgt)
             if not wrong:
                 break
+            first_wrong = first_wrong or wrong
             os.unlink(shot)
             if time.monotonic() > deadline:
                 raise AssertionError(f"no screendump showed the triangle in {shots} tries; the last: "
@@ -207,6 +209,8 @@ def main():
                 raise AssertionError("QEMU ended while the display was checked" + context())
             time.sleep(0.2)  # the next try; bounded by the deadline above
         t_kms = time.monotonic() - t0
+        if first_wrong:
+            print(f"screendump 1 did not match yet: {first_wrong}")
         qmp.cmd("quit")
         rc = qemu.wait(timeout=30)
         assert rc == 0, f"QEMU exited with {rc}" + context()
