@@ -1081,7 +1081,293 @@ static int serve_frame(const char *path, bool three_d) {
   return 0;
 }
 
+/* --hostile SCENARIO SOCKET: one hostile VM on a vgpud instance's
+ * vhost-user.sock (the integration test vm_hostile drives it beside a
+ * neighbour).  Prints what it saw, one "name value" per line, and exits 0
+ * when the back-end answered as it must:
+ *   outside      a descriptor outside guest memory: the control ring is
+ *                marked broken (NEEDS_RESET), the cursor ring still answers;
+ *   loop         a descriptor chain whose next points back at itself;
+ *   indirect     an indirect table whose entry chains back to itself;
+ *   huge         a 16384x16384 resource (1 GiB, beyond VRAM):
+ *                ERR_OUT_OF_MEMORY, then a small one still works;
+ *   duplicate    the same resource id twice: an error, the first lives;
+ *   scanout      set-scanout and flush rectangles out of bounds, a scanout
+ *                id beyond the heads: errors, a good frame still shows;
+ *   backing      attach-backing entries outside guest memory or wrapping:
+ *                errors, the resource can still get good backing;
+ *   vanish-msg   QEMU leaves in the middle of a vhost-user message;
+ *   vanish-fence QEMU leaves with a fenced command in flight.
+ * Each hostile VM hangs up at the end (or vanishes): the session ends. */
+static uint32_t ctrl_type(VhhHarness *h, const void *req, size_t len, const char *what) {
+  uint32_t t = vhh_ctrl(h, req, len);
+  printf("%s 0x%x\n", what, t);
+  return t;
+}
+
+typedef struct {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags, next;
+} Desc;
+
+static bool ctrl_ring_alive(VhhHarness *h) {
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } c = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 77, 2, 16, 16};
+  return ctrl_type(h, &c, sizeof(c), "probe-create") == VIRTIO_GPU_RESP_OK_NODATA;
+}
+
+/* Queues one chain on ring @q made of the descriptors @d (indices from
+ * 32 on, so vhh_post's slots are not touched) and kicks. */
+static void post_chain(VhhHarness *h, unsigned q, const Desc *d, unsigned n) {
+  VhhRing *r = &h->vq[q];
+  Desc *ring = vhh_ptr(h, r->desc_gpa);
+  for (unsigned i = 0; i < n; i++)
+    ring[32 + i] = d[i];
+  uint16_t *avail = vhh_ptr(h, r->avail_gpa);
+  avail[2 + r->avail_idx % VHH_RING_NUM] = 32;
+  __atomic_store_n(&avail[1], (uint16_t)(r->avail_idx + 1), __ATOMIC_RELEASE);
+  r->avail_idx++;
+  uint64_t one = 1;
+  (void)!write(r->kick, &one, 8);
+}
+
+static bool ring_broken_cursor_alive(VhhHarness *h) {
+  struct {
+    Hdr h;
+    uint32_t scanout, x, y, pad, id, hot_x, hot_y, pad2;
+  } move = {hdr(VIRTIO_GPU_CMD_MOVE_CURSOR), 0, 10, 10, 0, 0, 0, 0, 0};
+  uint8_t none[4];
+  int used = vhh_submit(h, 1, &move, sizeof(move), none, sizeof(none));
+  uint16_t ctrl_used = *(uint16_t *)((uint8_t *)vhh_ptr(h, h->vq[0].used_gpa) + 2);
+  printf("cursor-used-len %d\nctrl-used-idx %u (of %u posted)\n", used, ctrl_used,
+         h->vq[0].avail_idx);
+  /* The hostile chain is never answered; nothing after it on that ring. */
+  return used == 0 && ctrl_used < h->vq[0].avail_idx;
+}
+
+static int hostile_vm(const char *what, const char *path) {
+  VhhHarness h;
+  signal(SIGPIPE, SIG_IGN);
+  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s\n", path);
+    vhh_free(&h);
+    return 1;
+  }
+  enum { W = 64, H = 48, RES = 5 };
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, 0, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  bool ok = false, vanish = false;
+  const uint32_t OKT = VIRTIO_GPU_RESP_OK_NODATA;
+  if (strcmp(what, "outside") == 0) {
+    vhh_post_raw(&h, 0, VHH_MEM_SIZE + 4096, 24);
+    ok = ring_broken_cursor_alive(&h);
+  } else if (strcmp(what, "loop") == 0) {
+    uint64_t req = vhh_alloc(&h, 24);
+    memcpy(vhh_ptr(&h, req), &create, 24);
+    Desc d[2] = {{req, 24, 1 /* NEXT */, 33}, {req, 24, 1 /* NEXT */, 32}};
+    post_chain(&h, 0, d, 2);
+    ok = ring_broken_cursor_alive(&h);
+  } else if (strcmp(what, "indirect") == 0) {
+    uint64_t req = vhh_alloc(&h, sizeof(create));
+    memcpy(vhh_ptr(&h, req), &create, sizeof(create));
+    uint64_t table = vhh_alloc(&h, 2 * sizeof(Desc));
+    Desc *t = vhh_ptr(&h, table);
+    t[0] = (Desc){req, sizeof(create), 1 /* NEXT */, 1};
+    t[1] = (Desc){req, sizeof(create), 1 /* NEXT */, 0};
+    Desc d = {table, 2 * sizeof(Desc), 4 /* INDIRECT */, 0};
+    post_chain(&h, 0, &d, 1);
+    ok = ring_broken_cursor_alive(&h);
+  } else if (strcmp(what, "huge") == 0) {
+    typeof(create) big = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 9, 2, 16384, 16384};
+    ok = ctrl_type(&h, &big, sizeof(big), "create-16384x16384") ==
+             VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY &&
+         ctrl_ring_alive(&h);
+  } else if (strcmp(what, "duplicate") == 0) {
+    uint32_t a = ctrl_type(&h, &create, sizeof(create), "create");
+    typeof(create) again = create;
+    again.w = 4096; /* a different size under the same id */
+    uint32_t b = ctrl_type(&h, &again, sizeof(again), "create-same-id");
+    attach.addr = vhh_alloc(&h, W * H * 4);
+    ok = a == OKT && b == VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID &&
+         ctrl_type(&h, &attach, sizeof(attach), "attach-first") == OKT &&
+         ctrl_type(&h, &xfer, sizeof(xfer), "transfer-first") == OKT && ctrl_ring_alive(&h);
+  } else if (strcmp(what, "scanout") == 0) {
+    attach.addr = vhh_alloc(&h, W * H * 4);
+    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT &&
+                 ctrl_type(&h, &attach, sizeof(attach), "attach") == OKT;
+    typeof(set) s1 = set, s2 = set, s3 = set;
+    s1.w = W + 1;
+    s2.x = 0xffffffc0u; /* x + w wraps */
+    s3.scanout = 16;
+    typeof(flush) f1 = flush;
+    f1.y = 1, f1.hh = H;
+    typeof(xfer) x1 = xfer;
+    x1.offset = (uint64_t)W * H * 4;
+    ok = setup &&
+         ctrl_type(&h, &s1, sizeof(s1), "set-scanout-wider") ==
+             VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER &&
+         ctrl_type(&h, &s2, sizeof(s2), "set-scanout-wrapping") ==
+             VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER &&
+         ctrl_type(&h, &s3, sizeof(s3), "set-scanout-16") ==
+             VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID &&
+         ctrl_type(&h, &set, sizeof(set), "set-scanout") == OKT &&
+         ctrl_type(&h, &f1, sizeof(f1), "flush-below") == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER &&
+         ctrl_type(&h, &x1, sizeof(x1), "transfer-past-backing") != OKT &&
+         ctrl_type(&h, &flush, sizeof(flush), "flush") == OKT;
+    vhh_pump_display(&h, 50);
+    printf("scanout-0 %ux%u\n", h.scanout[0].w, h.scanout[0].h);
+    ok = ok && h.scanout[0].w == W && h.scanout[0].h == H;
+  } else if (strcmp(what, "backing") == 0) {
+    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT;
+    typeof(attach) a1 = attach, a2 = attach, a3 = attach;
+    a1.addr = VHH_MEM_SIZE - 4096;   /* runs past the end of guest memory */
+    a2.addr = 0xfffffffffffff000ull; /* addr + len wraps */
+    a3.addr = (uint64_t)1 << 40;     /* far outside */
+    ok = setup && ctrl_type(&h, &a1, sizeof(a1), "attach-past-end") != OKT &&
+         ctrl_type(&h, &a2, sizeof(a2), "attach-wrapping") != OKT &&
+         ctrl_type(&h, &a3, sizeof(a3), "attach-outside") != OKT;
+    attach.addr = vhh_alloc(&h, W * H * 4);
+    ok = ok && ctrl_type(&h, &attach, sizeof(attach), "attach-good") == OKT &&
+         ctrl_type(&h, &xfer, sizeof(xfer), "transfer") == OKT;
+  } else if (strcmp(what, "vanish-msg") == 0) {
+    uint8_t part[12 + 3] = {VHU_SET_FEATURES, 0, 0, 0, VHU_FLAG_VERSION, 0, 0, 0, 8, 0, 0, 0, 1, 2};
+    ok = write(h.sock, part, sizeof(part)) == (ssize_t)sizeof(part);
+    vanish = true;
+  } else if (strcmp(what, "vanish-fence") == 0) {
+    attach.addr = vhh_alloc(&h, W * H * 4);
+    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT &&
+                 ctrl_type(&h, &attach, sizeof(attach), "attach") == OKT;
+    typeof(xfer) fx = xfer;
+    fx.h.flags = VIRTIO_GPU_FLAG_FENCE;
+    fx.h.fence_id = 42;
+    typeof(flush) ff = flush;
+    ff.h.flags = VIRTIO_GPU_FLAG_FENCE;
+    ff.h.fence_id = 43;
+    ok = setup && vhh_post(&h, 0, &fx, sizeof(fx), 24) && vhh_post(&h, 0, &ff, sizeof(ff), 24);
+    vanish = true;
+  } else {
+    fprintf(stderr, "no scenario %s\n", what);
+    vhh_free(&h);
+    return 2;
+  }
+  if (vanish) {
+    /* Gone without a word: sockets and eventfds close with the process;
+     * the back-end must see its end of the socket close. */
+    printf("vanished\n");
+    fflush(stdout);
+    _exit(ok ? 0 : 1);
+  }
+  vhh_finish(&h);
+  vhh_free(&h);
+  printf("outcome %s\n", ok ? "as required" : "WRONG");
+  return ok ? 0 : 1;
+}
+
+/* --neighbour SOCKET: a well-behaved VM that keeps drawing: transfer and
+ * flush of a 64x48 scanout in a loop, "FRAMES n" every 10 frames, until
+ * standard input closes; exits 1 if any frame was refused. */
+static int neighbour(const char *path) {
+  VhhHarness h;
+  signal(SIGPIPE, SIG_IGN);
+  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s\n", path);
+    vhh_free(&h);
+    return 1;
+  }
+  enum { W = 64, H = 48, RES = 1 };
+  uint64_t fb = vhh_alloc(&h, W * H * 4);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  const uint32_t OKT = VIRTIO_GPU_RESP_OK_NODATA;
+  if (vhh_ctrl(&h, &create, sizeof(create)) != OKT ||
+      vhh_ctrl(&h, &attach, sizeof(attach)) != OKT || vhh_ctrl(&h, &set, sizeof(set)) != OKT) {
+    fprintf(stderr, "the neighbour's scanout was not set\n");
+    vhh_free(&h);
+    return 1;
+  }
+  printf("READY\n");
+  fflush(stdout);
+  unsigned frames = 0;
+  bool ok = true;
+  uint32_t *px = vhh_ptr(&h, fb);
+  for (;;) {
+    /* About 200 frames a second at most: a steady load, not a spin. */
+    struct pollfd p = {.fd = 0, .events = POLLIN};
+    if (poll(&p, 1, 5) > 0) {
+      char b[64];
+      if (read(0, b, sizeof(b)) <= 0)
+        break;
+    }
+    for (unsigned i = 0; i < W * H; i++)
+      px[i] = 0xff000000u | (frames * 2654435761u + i);
+    if (vhh_ctrl(&h, &xfer, sizeof(xfer)) != OKT || vhh_ctrl(&h, &flush, sizeof(flush)) != OKT) {
+      ok = false;
+      break;
+    }
+    vhh_pump_display(&h, 0);
+    if (++frames % 10 == 0) {
+      printf("FRAMES %u %u\n", frames, h.scanout[0].updates);
+      fflush(stdout);
+    }
+  }
+  vhh_finish(&h);
+  vhh_free(&h);
+  fprintf(stderr, "neighbour: %u frames, %s\n", frames, ok ? "all answered" : "one refused");
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--hostile") == 0)
+    return hostile_vm(argv[2], argv[3]);
+  if (argc == 3 && strcmp(argv[1], "--neighbour") == 0)
+    return neighbour(argv[2]);
   if (argc == 3 && strcmp(argv[1], "--serve-frame") == 0)
     return serve_frame(argv[2], false);
   if (argc == 3 && strcmp(argv[1], "--serve-frame-3d") == 0)
