@@ -403,21 +403,29 @@ static void test_fenced(const char *renderer) {
   vhh_free(&h);
 }
 
+/* Starts a worker with @args, negotiates VIRGL as QEMU does and creates
+ * the guest's 3D context 1 (named @name). */
+static void start_3d_ctx(VhhHarness *h, const char *const *args, const char *name) {
+  CHECK(vhh_start(h, args), "cannot start the worker");
+  CHECK(vhh_negotiate(h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, (uint32_t)strlen(name), 0, {0}};
+  g_strlcpy(cc.name, name, sizeof(cc.name));
+  uint32_t t = vhh_ctrl(h, &cc, sizeof(cc));
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "ctx create: %#x", t);
+}
+
 /* --max-stream-objects reaches the device: with a bound of 64, a guest's
  * 3D context may hold 64 sampler states and the 65th is refused with
  * out-of-memory, while the device goes on answering. */
 static void test_stream_bound(void) {
   VhhHarness h;
   const char *args[] = {"--virgl=on", "--max-stream-objects=64", NULL};
-  CHECK(vhh_start(&h, args), "cannot start the worker");
-  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
-  struct {
-    Hdr h;
-    uint32_t nlen, init;
-    char name[64];
-  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 4, 0, "test"};
-  uint32_t t = vhh_ctrl(&h, &cc, sizeof(cc));
-  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "ctx create: %#x", t);
+  start_3d_ctx(&h, args, "test");
+  uint32_t t;
   /* SUBMIT_3D: header, size, padding, then 10 dwords per sampler state */
   enum { PER = 10, N = 65 };
   static uint8_t req[24 + 8 + N * PER * 4];
@@ -528,15 +536,7 @@ static void test_3d_scanout(void) {
 static void test_gpu_timeout(void) {
   VhhHarness h;
   const char *args[] = {"--virgl=on", "--gpu-timeout=1", NULL};
-  CHECK(vhh_start(&h, args), "cannot start the worker");
-  CHECK(vhh_negotiate(&h, 1ull << VHU_F_GPU_VIRGL), "negotiation failed");
-  struct {
-    Hdr h;
-    uint32_t nlen, init;
-    char name[64];
-  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 4, 0, "hang"};
-  uint32_t t = vhh_ctrl(&h, &cc, sizeof(cc));
-  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "ctx create: %#x", t);
+  start_3d_ctx(&h, args, "hang");
   struct {
     Hdr h;
     uint32_t size, pad;
