@@ -15,7 +15,7 @@ BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev \
   libglib2.0-dev libjson-glib-dev libvirglrenderer-dev libpixman-1-dev \
   libseccomp-dev libsystemd-dev libcmocka-dev libpng-dev libx11-dev libgl-dev"
 RUNTIME="libvirglrenderer1 libgl1-mesa-dri libegl1 libegl-mesa0 mesa-utils \
-  virgl-server xvfb x11-utils glmark2-x11 piglit python3 procps util-linux debootstrap"
+  virgl-server xvfb x11-utils glmark2-x11 glmark2-es2-drm piglit python3 procps util-linux debootstrap"
 # The VM tests' guest: a Debian kernel with its virtio-gpu modules, a static
 # busybox for the initramfs, cpio to pack it, kmod to resolve the modules.
 GUEST="linux-image-amd64 busybox-static cpio kmod"

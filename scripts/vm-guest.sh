@@ -123,7 +123,7 @@ ROOT="$STAGE/root"
 mkdir -p "$ROOT/bin" "$ROOT/dev" "$ROOT/proc" "$ROOT/sys" "$ROOT/tmp" "$ROOT/mnt" \
   "$ROOT/lib/modules"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-for app in sh cat echo insmod mount sleep ls basename readlink grep cut dmesg poweroff chroot; do
+for app in sh cat echo insmod mount sleep ls basename readlink grep cut dmesg poweroff chroot sed; do
   ln -s busybox "$ROOT/bin/$app"
 done
 
@@ -166,8 +166,17 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 say "init mode=$mode"
+# insmod, unlike modprobe, does not read the kernel command line: hand each
+# module its "module.param=value" words (drm_kms_helper.fbdev_emulation=0).
+cmdline=$(cat /proc/cmdline)
 for ko in $(cat /lib/modules/order); do
-  insmod "/lib/modules/$ko" 2>/dev/null || say "insmod $ko failed"
+  name=$(echo "${ko%.ko}" | sed 's/-/_/g')
+  params=
+  for arg in $cmdline; do
+    case "$arg" in "$name".*=*) params="$params ${arg#"$name".}" ;; esac
+  done
+  # shellcheck disable=SC2086 # one word per parameter
+  insmod "/lib/modules/$ko" $params 2>/dev/null || say "insmod $ko failed"
 done
 # The driver binds asynchronously: wait (at most 20 s) for its framebuffer
 # (3d mode: for its card; the kernel then runs without fbdev emulation).
