@@ -742,35 +742,6 @@ static bool count_request(VgpuBook *b, BookWorker *w) {
   return !(++w->window_requests > b->max_requests_per_s && b->max_requests_per_s);
 }
 
-/* recv() that keeps one fd passed along (*fd, else -1) and closes others. */
-static ssize_t recv_with_fd(int sock, void *buf, size_t len, int *fd) {
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(4 * sizeof(int))];
-  } ctrl;
-  struct iovec iov = {.iov_base = buf, .iov_len = len};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
-  *fd = -1;
-  ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
-  if (n < 0)
-    return n;
-  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
-    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
-      continue;
-    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < nfd; i++) {
-      int f;
-      memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-      if (*fd < 0)
-        *fd = f;
-      else
-        vgpu_close(f);
-    }
-  }
-  return n;
-}
-
 void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user) {
   b->shot_fn = fn;
   b->shot_user = user;
@@ -802,7 +773,9 @@ int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why) {
       VgpuShotReply shot;
     } m;
     int passed = -1;
-    ssize_t n = recv_with_fd(w->sock, &m, sizeof(m), &passed);
+    size_t n_passed;
+    ssize_t n =
+        vgpu_recvmsg_fds(w->sock, &m, sizeof(m), MSG_DONTWAIT | MSG_TRUNC, &passed, 1, &n_passed);
     VgpuLedgerAsk a = m.a;
     if (n == (ssize_t)sizeof(m.shot) && m.shot.magic == VGPU_SHOT_MAGIC && b->shot_fn) {
       if (!count_request(b, w)) {
@@ -819,13 +792,15 @@ int vgpu_book_worker_service(VgpuBook *b, uint32_t slot, const char **why) {
       *why = "sent an fd with a ledger request";
       return -EPROTO;
     }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno == EAGAIN)
+    if (n == -EAGAIN)
       return 0;
+    if (n == -EMSGSIZE) {
+      *why = "sent fds with a ledger request";
+      return -EPROTO;
+    }
     if (n < 0) {
       *why = "ledger request socket failed";
-      return -errno;
+      return (int)n;
     }
     if (n == 0) {
       *why = "closed its ledger request socket";

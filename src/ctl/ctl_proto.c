@@ -58,33 +58,18 @@ void vgpu_ctl_free(VgpuCtl *c) {
 /* ---- framing ------------------------------------------------------------- */
 
 /* read(), keeping the first fd passed along (SCM_RIGHTS) in *passed when
- * it is not NULL; every other fd is closed. */
+ * it is not NULL and holds none yet; every other fd is closed.  Returns
+ * the byte count or -errno. */
 static ssize_t read_fd(int fd, void *buf, size_t len, int *passed) {
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(4 * sizeof(int))];
-  } ctrl;
-  struct iovec iov = {.iov_base = buf, .iov_len = len};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
-  ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-  if (n < 0 && errno == ENOTSOCK)
-    return read(fd, buf, len);
-  if (n < 0)
-    return n;
-  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
-    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
-      continue;
-    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < nfd; i++) {
-      int f;
-      memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-      if (passed && *passed < 0)
-        *passed = f;
-      else
-        close(f);
-    }
+  int got = -1;
+  size_t n_got;
+  ssize_t n = vgpu_recvmsg_fds(fd, buf, len, 0, &got, passed && *passed < 0 ? 1 : 0, &n_got);
+  if (n == -ENOTSOCK) {
+    n = read(fd, buf, len);
+    return n < 0 ? -errno : n;
   }
+  if (n_got > 0)
+    *passed = got;
   return n;
 }
 
@@ -138,11 +123,11 @@ static char *read_line(int fd, size_t max, int timeout_ms, int *passed, GError *
     }
     char buf[16384];
     ssize_t n = read_fd(fd, buf, sizeof(buf), passed);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    if (n == -EINTR || n == -EAGAIN)
       continue;
     if (n < 0) {
       g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "reading from vgpud: %s",
-                  g_strerror(errno));
+                  g_strerror((int)-n));
       return NULL;
     }
     if (n == 0) {

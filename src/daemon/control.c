@@ -806,33 +806,17 @@ static void conn_serve(Conn *c) {
   }
 }
 
-/* Reads like read(); an fd passed along (SCM_RIGHTS) is kept for the
- * request it came with, one at most: extra ones, and any fd beyond what
- * the control buffer holds, are closed. */
+/* Reads like read() but returns -errno; an fd passed along (SCM_RIGHTS)
+ * is kept for the request it came with, one at most: extra ones are
+ * closed, and so is every fd of a message with more than the control
+ * buffer holds, which fails (-EMSGSIZE). */
 static ssize_t conn_recv(Conn *c, char *buf, size_t len) {
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(4 * sizeof(int))];
-  } ctrl;
-  struct iovec iov = {.iov_base = buf, .iov_len = len};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
-  ssize_t n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  if (n < 0)
-    return n;
-  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
-    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0))
-      continue;
-    size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < nfd; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-      if (c->passed_fd < 0 && !c->holding)
-        c->passed_fd = fd;
-      else
-        vgpu_close(fd);
-    }
-  }
+  int fd = -1;
+  size_t n_fd;
+  bool want = c->passed_fd < 0 && !c->holding;
+  ssize_t n = vgpu_recvmsg_fds(c->fd, buf, len, MSG_DONTWAIT, &fd, want ? 1 : 0, &n_fd);
+  if (n_fd > 0)
+    c->passed_fd = fd;
   return n;
 }
 
@@ -843,7 +827,7 @@ static gboolean on_conn_io(gint fd, GIOCondition cond, gpointer user) {
      * held for a connection stays under VGPU_CONTROL_MAX_REQUEST + 4 KiB. */
     char buf[4096];
     ssize_t n = conn_recv(c, buf, sizeof(buf));
-    if (n < 0 && errno != EAGAIN && errno != EINTR)
+    if (n < 0 && n != -EAGAIN)
       goto close;
     if (n == 0)
       c->eof = true; /* answer what came, then close */

@@ -94,35 +94,52 @@ int vgpu_send_fd(int sock, int fd) {
   }
 }
 
-int vgpu_recv_fds(int sock, int *fds, int max_fds) {
-  char byte;
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-  char ctl[CMSG_SPACE(sizeof(int) * 16)];
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
-                       .msg_controllen = sizeof(ctl)};
+ssize_t vgpu_recvmsg_fds(int sock, void *buf, size_t len, int flags, int *fds, size_t max_fds,
+                         size_t *n_fds) {
+  union {
+    struct cmsghdr align;
+    char b[CMSG_SPACE(sizeof(int) * VGPU_RECV_FDS_MAX)];
+  } ctl;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
+  *n_fds = 0;
   ssize_t n;
   do {
-    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
   if (n < 0)
     return -errno;
-  if (n == 0)
-    return -EPIPE;
-  int got = 0;
+  bool cut = (msg.msg_flags & MSG_CTRUNC) != 0;
+  size_t got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
       continue;
-    size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < nfd; i++) {
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
       int f;
       memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      if (got < max_fds)
+      if (!cut && got < max_fds)
         fds[got++] = f;
       else
         vgpu_close(f);
     }
   }
-  return got;
+  if (cut)
+    return -EMSGSIZE; /* every fd that came is closed above */
+  *n_fds = got;
+  return n;
+}
+
+int vgpu_recv_fds(int sock, int *fds, int max_fds) {
+  char byte;
+  size_t got;
+  ssize_t n = vgpu_recvmsg_fds(sock, &byte, 1, 0, fds, max_fds > 0 ? (size_t)max_fds : 0, &got);
+  if (n < 0)
+    return (int)n;
+  if (n == 0)
+    return -EPIPE;
+  return (int)got;
 }
 
 int vgpu_set_nonblock(int fd, bool nonblock) {

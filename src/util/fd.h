@@ -31,7 +31,21 @@ int vgpu_writev_all(int fd, struct iovec *iov, int iovcnt);
 int vgpu_read_all(int fd, void *buf, size_t len);
 /* Sends one data byte (0) carrying one fd in SCM_RIGHTS. */
 int vgpu_send_fd(int sock, int fd);
-/* Receives up to max_fds fds with one byte; returns number of fds or -errno. */
+/* Most fds one vgpu_recvmsg_fds() call takes in: a message carrying more
+ * arrives truncated (MSG_CTRUNC) and is refused. */
+#define VGPU_RECV_FDS_MAX 16u
+/* recvmsg() of up to len bytes into buf, with the fds passed along
+ * (SCM_RIGHTS): the first max_fds are stored in fds[] (their number in
+ * *n_fds, 0 when none came), every further one is closed.  recvmsg()
+ * always gets MSG_CMSG_CLOEXEC, besides flags (e.g. MSG_DONTWAIT,
+ * MSG_TRUNC); EINTR is retried.  Returns what recvmsg() returned (0 at end
+ * of file) or -errno, *n_fds 0 then; control data cut short (MSG_CTRUNC:
+ * more than VGPU_RECV_FDS_MAX fds, or fds with other control data) closes
+ * every fd that arrived and returns -EMSGSIZE, the data read being lost. */
+ssize_t vgpu_recvmsg_fds(int sock, void *buf, size_t len, int flags, int *fds, size_t max_fds,
+                         size_t *n_fds);
+/* Receives up to max_fds fds with one byte; returns number of fds or -errno
+ * (-EPIPE at end of file). */
 int vgpu_recv_fds(int sock, int *fds, int max_fds);
 int vgpu_set_nonblock(int fd, bool nonblock);
 int vgpu_set_cloexec(int fd, bool cloexec);

@@ -694,19 +694,12 @@ static int recv_part(int sock, void *buf, size_t len, int *fds, size_t *nfds, bo
                      gint64 deadline_us, const char **why) {
   size_t done = 0;
   while (done < len) {
-    union {
-      struct cmsghdr align;
-      char buf[CMSG_SPACE(sizeof(int) * (VHU_MAX_FDS + 1))];
-    } cbuf;
-    struct iovec iov = {.iov_base = (uint8_t *)buf + done, .iov_len = len - done};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cbuf.buf,
-                        .msg_controllen = sizeof(cbuf.buf)};
-    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno == EAGAIN) {
+    /* One fd more than there is room for shows that too many came. */
+    int got[VHU_MAX_FDS + 1];
+    size_t n_got, room = VHU_MAX_FDS - *nfds;
+    ssize_t n = vgpu_recvmsg_fds(sock, (uint8_t *)buf + done, len - done, MSG_DONTWAIT, got,
+                                 room + 1, &n_got);
+    if (n == -EAGAIN) {
       gint64 left = (deadline_us - g_get_monotonic_time()) / 1000;
       if (left <= 0) {
         *why = "a message stopped half-way";
@@ -716,31 +709,17 @@ static int recv_part(int sock, void *buf, size_t len, int *fds, size_t *nfds, bo
       poll(&pfd, 1, (int)MIN(left, G_MAXINT));
       continue;
     }
+    if (n == -EMSGSIZE || n_got > room) {
+      close_fds(got, n_got);
+      *why = "more fds than any request carries";
+      return -EPROTO;
+    }
     if (n < 0) {
       *why = "socket error";
       return -EPIPE;
     }
-    bool bad_fds = (mh.msg_flags & MSG_CTRUNC) != 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-        continue;
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const uint8_t *data = CMSG_DATA(c);
-      for (size_t i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, data + i * sizeof(int), sizeof(int));
-        if (*nfds < VHU_MAX_FDS)
-          fds[(*nfds)++] = fd;
-        else {
-          close(fd);
-          bad_fds = true;
-        }
-      }
-    }
-    if (bad_fds) {
-      *why = "more fds than any request carries";
-      return -EPROTO;
-    }
+    memcpy(fds + *nfds, got, n_got * sizeof(int));
+    *nfds += n_got;
     if (n == 0) {
       if (first && done == 0)
         return 0;

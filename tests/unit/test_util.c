@@ -79,6 +79,83 @@ static void test_fd_passing(void **state) {
   close(sv[1]);
 }
 
+/* Sends len bytes with n copies of fd in one SCM_RIGHTS message. */
+static void send_with_fds(int sock, const void *data, size_t len, int fd, size_t n) {
+  int fds[32];
+  assert_true(n <= G_N_ELEMENTS(fds));
+  for (size_t i = 0; i < n; i++)
+    fds[i] = fd;
+  struct iovec iov = {(void *)data, len};
+  union {
+    struct cmsghdr align;
+    char b[CMSG_SPACE(sizeof(fds))];
+  } ctl;
+  memset(&ctl, 0, sizeof(ctl));
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (n > 0) {
+    m.msg_control = ctl.b;
+    m.msg_controllen = CMSG_SPACE(n * sizeof(int));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+  }
+  assert_int_equal(sendmsg(sock, &m, 0), (ssize_t)len);
+}
+
+static void test_recvmsg_fds(void **state) {
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  int before = vgpu_count_fds();
+  int f = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  char buf[16];
+  int got[2] = {-1, -1};
+  size_t n_got = 99;
+  /* Nothing queued: -EAGAIN, no fds. */
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), MSG_DONTWAIT, got, 2, &n_got),
+                   -EAGAIN);
+  assert_int_equal(n_got, 0);
+  /* No fd with the data. */
+  send_with_fds(sv[0], "abc", 3, -1, 0);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), 0, got, 2, &n_got), 3);
+  assert_int_equal(n_got, 0);
+  assert_memory_equal(buf, "abc", 3);
+  /* Three fds, room for two: two kept, close-on-exec, the third closed. */
+  send_with_fds(sv[0], "hello", 5, f, 3);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), 0, got, 2, &n_got), 5);
+  assert_int_equal(n_got, 2);
+  assert_int_equal(vgpu_count_fds(), before + 3);
+  for (int i = 0; i < 2; i++) {
+    assert_true(got[i] >= 0 && got[i] != f);
+    assert_true(fcntl(got[i], F_GETFD) & FD_CLOEXEC);
+    close(got[i]);
+  }
+  /* No room at all (and no array): every fd closed, the data still read. */
+  send_with_fds(sv[0], "xy", 2, f, 4);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), 0, NULL, 0, &n_got), 2);
+  assert_int_equal(n_got, 0);
+  assert_int_equal(vgpu_count_fds(), before + 1);
+  /* More fds than the control buffer holds: the message is refused and
+   * every fd that arrived is closed. */
+  send_with_fds(sv[0], "big", 3, f, VGPU_RECV_FDS_MAX + 4);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), 0, got, 2, &n_got), -EMSGSIZE);
+  assert_int_equal(n_got, 0);
+  assert_int_equal(vgpu_count_fds(), before + 1);
+  /* flags pass through: MSG_TRUNC gives the whole record's length. */
+  send_with_fds(sv[0], "0123456789", 10, f, 1);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, 4, MSG_TRUNC, got, 1, &n_got), 10);
+  assert_int_equal(n_got, 1);
+  close(got[0]);
+  /* End of file: 0. */
+  close(sv[0]);
+  assert_int_equal(vgpu_recvmsg_fds(sv[1], buf, sizeof(buf), 0, got, 2, &n_got), 0);
+  assert_int_equal(n_got, 0);
+  close(f);
+  close(sv[1]);
+  assert_int_equal(vgpu_count_fds(), before - 2);
+}
+
 static void test_autofd(void **state) {
   int before = vgpu_count_fds();
   {
@@ -300,6 +377,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_write_read_large),
       cmocka_unit_test(test_fd_passing),
+      cmocka_unit_test(test_recvmsg_fds),
       cmocka_unit_test(test_autofd),
       cmocka_unit_test(test_log_lines),
       cmocka_unit_test(test_listen_unix_files),
