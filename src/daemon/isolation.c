@@ -25,6 +25,9 @@ struct VgpuIsolation {
   uint32_t next;      /* round robin: a uid just freed is the last one reused */
   GHashTable *in_use; /* uid -> 1 */
   GHashTable *taken;  /* ids of the range an account owns: never given out */
+  /* The local account files, read again on a spawn once changed. */
+  const char *passwd_path, *group_path;
+  struct stat passwd_seen, group_seen;
   bool render_group;
   gid_t render_gid;
   VgpuMemCap memcap;
@@ -51,44 +54,101 @@ static bool in_range(const VgpuIsolation *iso, uint64_t id) {
   return id >= iso->first && id <= iso->last;
 }
 
-/* Whether a user or group of the system's databases (NSS: files, and
- * whatever else is configured) owns @id. */
-static bool account_owns(uint32_t id) {
-  return getpwuid((uid_t)id) != NULL || getgrgid((gid_t)id) != NULL;
+static bool take(VgpuIsolation *iso, uint32_t id) {
+  return in_range(iso, id) && g_hash_table_add(iso->taken, GUINT_TO_POINTER((guint)id));
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+         a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+         a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Sets aside the ids of the range that a local account file (group:
+ * /etc/group's format, else /etc/passwd's) gives out, once it has changed
+ * since it was last read (*seen): a stat(), and a read of a local file
+ * when it changed, never a lookup through NSS, so a spawn never waits on
+ * a network directory.  Logs each id newly set aside when @say. */
+static void scan_local_file(VgpuIsolation *iso, const char *path, struct stat *seen, bool group,
+                            bool say) {
+  struct stat st;
+  if (stat(path, &st) < 0 || same_file(&st, seen))
+    return;
+  *seen = st;
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return;
+  for (;;) {
+    uint32_t id;
+    const char *name;
+    if (group) {
+      struct group *gr = fgetgrent(f);
+      if (!gr)
+        break;
+      id = gr->gr_gid;
+      name = gr->gr_name;
+    } else {
+      struct passwd *pw = fgetpwent(f);
+      if (!pw)
+        break;
+      id = pw->pw_uid;
+      name = pw->pw_name;
+    }
+    if (take(iso, id) && say)
+      vgpu_warn("isolation: id %u of worker-uid-range now belongs to %s %s; it is never given "
+                "to a worker",
+                id, group ? "group" : "user", name);
+  }
+  fclose(f);
+}
+
+static void scan_local_files(VgpuIsolation *iso, bool say) {
+  scan_local_file(iso, iso->passwd_path, &iso->passwd_seen, false, say);
+  scan_local_file(iso, iso->group_path, &iso->group_seen, true, say);
 }
 
 /* Ids of the range that users or groups own are set aside, never given
  * to a worker (a worker's uid and gid are the same id), as systemd does
  * for its dynamic users: Debian, for one, gives packages such as
- * libvirt's fixed ids from 64000-64999, inside systemd's range.  Refuses
- * a range with fewer free ids than workers may run at once. */
-static bool collect_accounts(VgpuIsolation *iso, GError **error) {
+ * libvirt's fixed ids from 64000-64999, inside systemd's range.  The set
+ * is built anew here, at start-up and on each reload: the system's
+ * databases are listed through NSS (getpwent, getgrent) only then, never
+ * on a spawn.  Returns the number of ids no account owns. */
+static uint64_t collect_accounts(VgpuIsolation *iso) {
   g_autofree char *example = NULL;
+  g_hash_table_remove_all(iso->taken);
   setpwent();
   for (struct passwd *pw; (pw = getpwent());)
-    if (in_range(iso, pw->pw_uid) &&
-        g_hash_table_add(iso->taken, GUINT_TO_POINTER((guint)pw->pw_uid)) && !example)
+    if (take(iso, pw->pw_uid) && !example)
       example = g_strdup_printf("user %s, uid %u", pw->pw_name, (unsigned)pw->pw_uid);
   endpwent();
   setgrent();
   for (struct group *gr; (gr = getgrent());)
-    if (in_range(iso, gr->gr_gid) &&
-        g_hash_table_add(iso->taken, GUINT_TO_POINTER((guint)gr->gr_gid)) && !example)
+    if (take(iso, gr->gr_gid) && !example)
       example = g_strdup_printf("group %s, gid %u", gr->gr_name, (unsigned)gr->gr_gid);
   endgrent();
+  /* The local files too, whatever NSS lists, and their state noted for
+   * the spawns to come. */
+  iso->passwd_seen = (struct stat){0};
+  iso->group_seen = (struct stat){0};
+  scan_local_files(iso, false);
   uint64_t n = (uint64_t)iso->last - iso->first + 1, taken = g_hash_table_size(iso->taken);
-  if (n - taken < VGPU_LEDGER_MAX_SLOTS) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
-                "worker-uid-range %u-%u has %" G_GUINT64_FORMAT " ids no account owns, fewer "
-                "than the %u workers that may run at once: choose a larger range",
-                iso->first, iso->last, n - taken, VGPU_LEDGER_MAX_SLOTS);
-    return false;
-  }
   if (taken)
     vgpu_info("isolation: %" G_GUINT64_FORMAT " ids of worker-uid-range belong to accounts (%s%s) "
               "and are never given to a worker",
-              taken, example, taken > 1 ? ", ..." : "");
-  return true;
+              taken, example ? example : "in the local account files", taken > 1 ? ", ..." : "");
+  return n - taken;
+}
+
+/* Refuses a range with fewer free ids than workers may run at once. */
+static bool enough_free_ids(const VgpuIsolation *iso, uint64_t free_ids, GError **error) {
+  if (free_ids >= VGPU_LEDGER_MAX_SLOTS)
+    return true;
+  g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+              "worker-uid-range %u-%u has %" G_GUINT64_FORMAT " ids no account owns, fewer "
+              "than the %u workers that may run at once: choose a larger range",
+              iso->first, iso->last, free_ids, VGPU_LEDGER_MAX_SLOTS);
+  return false;
 }
 
 /* /etc/subuid and /etc/subgid lines "name:first:count": a user who owns
@@ -204,9 +264,11 @@ VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node
   iso->own_uids = geteuid() == 0;
   iso->in_use = g_hash_table_new(g_direct_hash, g_direct_equal);
   iso->taken = g_hash_table_new(g_direct_hash, g_direct_equal);
+  iso->passwd_path = "/etc/passwd";
+  iso->group_path = "/etc/group";
   if (iso->own_uids) {
-    if (!collect_accounts(iso, error) || !check_subids(iso, "/etc/subuid", error) ||
-        !check_subids(iso, "/etc/subgid", error)) {
+    if (!enough_free_ids(iso, collect_accounts(iso), error) ||
+        !check_subids(iso, "/etc/subuid", error) || !check_subids(iso, "/etc/subgid", error)) {
       vgpu_isolation_free(g_steal_pointer(&iso));
       return NULL;
     }
@@ -255,6 +317,21 @@ void vgpu_isolation_free(VgpuIsolation *iso) {
   g_free(iso);
 }
 
+void vgpu_isolation_reload(VgpuIsolation *iso) {
+  if (!iso->own_uids)
+    return;
+  g_autoptr(GError) e = NULL;
+  if (!enough_free_ids(iso, collect_accounts(iso), &e))
+    vgpu_warn("isolation: %s", e->message);
+}
+
+void vgpu_isolation_set_account_files(VgpuIsolation *iso, const char *passwd, const char *group) {
+  iso->passwd_path = passwd;
+  iso->group_path = group;
+  iso->passwd_seen = (struct stat){0};
+  iso->group_seen = (struct stat){0};
+}
+
 VgpuMemCap vgpu_isolation_memcap(const VgpuIsolation *iso) {
   return iso->memcap;
 }
@@ -263,21 +340,15 @@ bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, Vgp
                                    GError **error) {
   *id = (VgpuWorkerIdentity){.cgroup_procs_fd = -1};
   if (iso->own_uids) {
-    /* The next id neither a worker nor an account holds; an account
-     * made since start-up is found here and set aside for good. */
+    /* The next id neither a worker nor an account holds.  An account
+     * made since start-up in the local files is found here; one only a
+     * network directory holds, at the next reload. */
+    scan_local_files(iso, true);
     uint64_t n = (uint64_t)iso->last - iso->first + 1;
     bool found = false;
     for (uint64_t tries = 0; !found && tries < n; tries++) {
       gpointer key = GUINT_TO_POINTER(iso->next);
-      if (!g_hash_table_contains(iso->in_use, key) && !g_hash_table_contains(iso->taken, key)) {
-        found = !account_owns(iso->next);
-        if (!found) {
-          vgpu_warn("isolation: id %u of worker-uid-range now belongs to an account; it is "
-                    "never given to a worker",
-                    iso->next);
-          g_hash_table_add(iso->taken, key);
-        }
-      }
+      found = !g_hash_table_contains(iso->in_use, key) && !g_hash_table_contains(iso->taken, key);
       if (!found)
         iso->next = iso->next >= iso->last ? iso->first : iso->next + 1;
     }

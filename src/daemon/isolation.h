@@ -45,7 +45,8 @@ typedef struct VgpuWorkerIdentity {
 } VgpuWorkerIdentity;
 
 /* Sets aside the ids of worker-uid-range that users or groups own (never
- * given to a worker), refuses a range with fewer free ids than workers may
+ * given to a worker; the system's databases are listed here and on
+ * reload only, never on a spawn), refuses a range with fewer free ids than workers may
  * run at once or that overlaps /etc/subuid or /etc/subgid, finds whether
  * cgroups can be used, and logs once which measure is active and which
  * cannot apply. */
@@ -53,11 +54,20 @@ VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node
 void vgpu_isolation_free(VgpuIsolation *iso);
 
 VgpuMemCap vgpu_isolation_memcap(const VgpuIsolation *iso);
+/* Builds the set of ids that accounts own anew (configuration reload):
+ * an account made or removed since is seen from now on.  Too few free ids
+ * left is logged; the running workers keep their ids. */
+void vgpu_isolation_reload(VgpuIsolation *iso);
+/* For tests: the local files read again on a spawn once changed (by
+ * default /etc/passwd and /etc/group; the strings must outlive iso). */
+void vgpu_isolation_set_account_files(VgpuIsolation *iso, const char *passwd, const char *group);
 
-/* Picks a free uid (one no worker holds and no account owns, checked
- * again here for accounts made since start-up) and, with cgroups, creates the worker's cgroup with
- * its cap.  false (and error) when every uid of the range is in use or the cgroup cannot be made.
- */
+/* Picks a free uid (one no worker holds and no account owns) and, with
+ * cgroups, creates the worker's cgroup with its cap.  No NSS lookup: an
+ * account made since start-up or the last reload is found here only when
+ * it is in the local files (/etc/passwd, /etc/group, read again once
+ * changed), else at the next reload.  false (and error) when every uid of
+ * the range is in use or the cgroup cannot be made. */
 bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, VgpuWorkerIdentity *id,
                                    GError **error);
 /* The spawn is done (or failed): closes what only the child needed. */

@@ -935,6 +935,8 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   vgpu_config_free(s->cfg);
   s->cfg = next;
   probe_ensure(s); /* a new renderer, or sandbox setting, is probed anew */
+  if (s->isolation)
+    vgpu_isolation_reload(s->isolation); /* accounts made or removed since */
   vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
             removed, changed);
   if (not_added)
