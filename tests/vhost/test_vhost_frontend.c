@@ -44,6 +44,99 @@ static Hdr hdr(uint32_t type) {
   return (Hdr){.type = type};
 }
 
+/* The 2D requests that put one W x H B8G8R8X8 resource with its backing
+ * at fb on scanout 0 and show it (each test sends what it needs). */
+typedef struct {
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create;
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    uint64_t addr;
+    uint32_t len, pad;
+  } attach;
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer;
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set;
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush;
+} Scanout2d;
+
+static Scanout2d scanout_2d(uint32_t res, uint32_t w, uint32_t h, uint64_t fb) {
+  Scanout2d r = {
+      .create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), res, 2, w, h},
+      .attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), res, 1, fb, w * h * 4, 0},
+      .xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, w, h, 0, res, 0},
+      .set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, w, h, 0, res},
+      .flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, w, h, res, 0},
+  };
+  return r;
+}
+
+/* Creates the resource, attaches its backing and sets it on scanout 0:
+ * true when every answer is OK_NODATA. */
+static bool scanout_2d_set(VhhHarness *h, const Scanout2d *rq) {
+  return vhh_ctrl(h, &rq->create, sizeof(rq->create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+         vhh_ctrl(h, &rq->attach, sizeof(rq->attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+         vhh_ctrl(h, &rq->set, sizeof(rq->set)) == VIRTIO_GPU_RESP_OK_NODATA;
+}
+
+/* In 3D context 1 (made here, as "3d"): a w x h B8G8R8X8 render-target
+ * texture @res with rq's backing, attached to the context and uploaded
+ * whole.  Returns the first answer that is not OK_NODATA, else OK_NODATA. */
+static uint32_t upload_3d(VhhHarness *h, uint32_t res, uint32_t w, uint32_t hgt,
+                          const Scanout2d *rq) {
+  struct {
+    Hdr h;
+    uint32_t nlen, init;
+    char name[64];
+  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 2, 0, "3d"};
+  struct {
+    Hdr h;
+    uint32_t id, target, format, bind, w, hh, depth, array_size, last_level, nr_samples, flags;
+  } c3 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_3D),
+          res,
+          2,
+          2,
+          (1u << 1) | (1u << 3) | (1u << 18),
+          w,
+          hgt,
+          1,
+          1,
+          0,
+          0,
+          0};
+  struct {
+    Hdr h;
+    uint32_t id, pad;
+  } ca = {{VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 0, 0, 1, 0}, res, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, z, w, hh, d;
+    uint64_t offset;
+    uint32_t id, level, stride, layer_stride;
+  } tr = {
+      {VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 0, 0, 1, 0}, 0, 0, 0, w, hgt, 1, 0, res, 0, w * 4, 0};
+  uint32_t t;
+  if ((t = vhh_ctrl(h, &cc, sizeof(cc))) != VIRTIO_GPU_RESP_OK_NODATA ||
+      (t = vhh_ctrl(h, &c3, sizeof(c3))) != VIRTIO_GPU_RESP_OK_NODATA ||
+      (t = vhh_ctrl(h, &rq->attach, sizeof(rq->attach))) != VIRTIO_GPU_RESP_OK_NODATA ||
+      (t = vhh_ctrl(h, &ca, sizeof(ca))) != VIRTIO_GPU_RESP_OK_NODATA)
+    return t;
+  return vhh_ctrl(h, &tr, sizeof(tr));
+}
+
 static void dump_log(VhhHarness *h) {
   vhh_read_log(h);
   fprintf(stderr, "--- worker log ---\n%s------------------\n", h->log);
@@ -95,39 +188,16 @@ static void test_2d_frame(void) {
     for (uint32_t x = 0; x < W; x++)
       px[y * W + x] = 0xff000000u | (x * 4) << 16 | (y * 5) << 8 | ((x ^ y) & 0xff);
 
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  uint32_t t = vhh_ctrl(&h, &create, sizeof(create));
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
+  uint32_t t = vhh_ctrl(&h, &rq.create, sizeof(rq.create));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "create: %#x", t);
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  t = vhh_ctrl(&h, &attach, sizeof(attach));
+  t = vhh_ctrl(&h, &rq.attach, sizeof(rq.attach));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "attach: %#x", t);
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh;
-    uint64_t offset;
-    uint32_t id, pad;
-  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
-  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  t = vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "transfer: %#x", t);
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  t = vhh_ctrl(&h, &set, sizeof(set));
+  t = vhh_ctrl(&h, &rq.set, sizeof(rq.set));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "set scanout: %#x", t);
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  t = vhh_ctrl(&h, &rq.flush, sizeof(rq.flush));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "flush: %#x", t);
   /* The worker wrote the frame before it answered the flush. */
   vhh_pump_display(&h, 200);
@@ -145,11 +215,11 @@ static void test_2d_frame(void) {
   for (uint32_t y = 5; y < 15; y++)
     for (uint32_t x = 8; x < 24; x++)
       px[y * W + x] = 0xff000000u | (x * y * 977u);
-  xfer.x = 8, xfer.y = 5, xfer.w = 16, xfer.hh = 10, xfer.offset = (5 * W + 8) * 4;
-  flush.x = 8, flush.y = 5, flush.w = 16, flush.hh = 10;
+  rq.xfer.x = 8, rq.xfer.y = 5, rq.xfer.w = 16, rq.xfer.hh = 10, rq.xfer.offset = (5 * W + 8) * 4;
+  rq.flush.x = 8, rq.flush.y = 5, rq.flush.w = 16, rq.flush.hh = 10;
   unsigned updates = h.scanout[0].updates;
-  CHECK(vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+  CHECK(vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) == VIRTIO_GPU_RESP_OK_NODATA,
         "partial transfer and flush");
   for (int i = 0; i < 50 && h.scanout[0].updates == updates; i++)
     vhh_pump_display(&h, 100);
@@ -157,8 +227,8 @@ static void test_2d_frame(void) {
   for (uint32_t i = 0; i < W * H; i++)
     bad += (h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff);
   CHECK(h.scanout[0].updates > updates && bad == 0, "partial update: %u pixels differ", bad);
-  xfer.x = 0, xfer.y = 0, xfer.w = W, xfer.hh = H, xfer.offset = 0;
-  flush.x = 0, flush.y = 0, flush.w = W, flush.hh = H;
+  rq.xfer.x = 0, rq.xfer.y = 0, rq.xfer.w = W, rq.xfer.hh = H, rq.xfer.offset = 0;
+  rq.flush.x = 0, rq.flush.y = 0, rq.flush.w = W, rq.flush.hh = H;
 
   /* A format QEMU does not read as it is (R8G8B8A8): converted to
    * x8r8g8b8 on the way. */
@@ -166,17 +236,17 @@ static void test_2d_frame(void) {
   uint32_t *px2 = vhh_ptr(&h, fb2);
   for (uint32_t i = 0; i < W * H; i++)
     px2[i] = 0xff000000u | (i * 2246822519u >> 8);
-  create.id = 9, create.format = 67;
-  attach.id = 9, attach.addr = fb2;
-  xfer.id = 9;
-  set.id = 9;
-  flush.id = 9;
+  rq.create.id = 9, rq.create.format = 67;
+  rq.attach.id = 9, rq.attach.addr = fb2;
+  rq.xfer.id = 9;
+  rq.set.id = 9;
+  rq.flush.id = 9;
   updates = h.scanout[0].updates;
-  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+  CHECK(vhh_ctrl(&h, &rq.create, sizeof(rq.create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.attach, sizeof(rq.attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.set, sizeof(rq.set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) == VIRTIO_GPU_RESP_OK_NODATA,
         "R8G8B8A8 scanout");
   for (int i = 0; i < 50 && h.scanout[0].updates == updates; i++)
     vhh_pump_display(&h, 100);
@@ -188,13 +258,13 @@ static void test_2d_frame(void) {
   }
   CHECK(h.scanout[0].updates > updates && bad == 0, "R8G8B8A8: %u pixels differ", bad);
   /* Back to the first resource for what follows. */
-  create.id = RES, create.format = 2;
-  attach.id = RES, attach.addr = fb;
-  xfer.id = RES;
-  set.id = RES;
-  flush.id = RES;
-  CHECK(vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA,
+  rq.create.id = RES, rq.create.format = 2;
+  rq.attach.id = RES, rq.attach.addr = fb;
+  rq.xfer.id = RES;
+  rq.set.id = RES;
+  rq.flush.id = RES;
+  CHECK(vhh_ctrl(&h, &rq.set, sizeof(rq.set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) == VIRTIO_GPU_RESP_OK_NODATA,
         "back to the first scanout");
 
   /* The cursor queue: a 64x64 image and a move reach the display channel;
@@ -203,16 +273,16 @@ static void test_2d_frame(void) {
   uint32_t *cpx = vhh_ptr(&h, cfb);
   for (uint32_t i = 0; i < 64 * 64; i++)
     cpx[i] = 0x80000000u | i;
-  create.id = 8;
-  create.w = create.hh = 64;
-  attach.id = 8;
-  attach.addr = cfb;
-  attach.len = 64 * 64 * 4;
-  xfer.id = 8;
-  xfer.w = xfer.hh = 64;
-  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
-            vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA,
+  rq.create.id = 8;
+  rq.create.w = rq.create.hh = 64;
+  rq.attach.id = 8;
+  rq.attach.addr = cfb;
+  rq.attach.len = 64 * 64 * 4;
+  rq.xfer.id = 8;
+  rq.xfer.w = rq.xfer.hh = 64;
+  CHECK(vhh_ctrl(&h, &rq.create, sizeof(rq.create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.attach, sizeof(rq.attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+            vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) == VIRTIO_GPU_RESP_OK_NODATA,
         "cursor resource");
   struct {
     Hdr h;
@@ -232,13 +302,13 @@ static void test_2d_frame(void) {
   for (int i = 0; i < 50 && h.cursor_msgs == before + 1; i++)
     vhh_pump_display(&h, 100);
   CHECK(h.cursor_msgs == before + 2 && h.cursor_x == 30, "cursor move: at %u", h.cursor_x);
-  xfer.id = RES;
-  xfer.w = W;
-  xfer.hh = H;
+  rq.xfer.id = RES;
+  rq.xfer.w = W;
+  rq.xfer.hh = H;
 
   /* Bad guest requests only get error responses. */
-  xfer.id = 99;
-  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  rq.xfer.id = 99;
+  t = vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer));
   CHECK(t >= VIRTIO_GPU_RESP_ERR_UNSPEC, "transfer to a missing resource: %#x", t);
   uint8_t junk[8] = {1, 2, 3};
   t = vhh_ctrl(&h, junk, sizeof(junk));
@@ -247,7 +317,7 @@ static void test_2d_frame(void) {
    * ERR_UNSPEC without being read. */
   size_t big_len = 300000;
   uint8_t *big = calloc(1, big_len);
-  memcpy(big, &flush, sizeof(flush));
+  memcpy(big, &rq.flush, sizeof(rq.flush));
   t = vhh_ctrl(&h, big, big_len);
   free(big);
   CHECK(t == VIRTIO_GPU_RESP_ERR_UNSPEC, "oversized request: %#x", t);
@@ -258,7 +328,7 @@ static void test_2d_frame(void) {
   uint8_t small[16];
   int used = vhh_submit(&h, 0, &info, sizeof(info), small, sizeof(small));
   CHECK(used == (int)sizeof(small), "used length %d for a 16-byte response buffer", used);
-  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  t = vhh_ctrl(&h, &rq.flush, sizeof(rq.flush));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "after bad requests: %#x", t);
 
   /* QEMU stops the device (guest reset or VM pause) and starts it again:
@@ -277,17 +347,17 @@ static void test_2d_frame(void) {
     if ((h.scanout[0].px[i] & 0xffffff) != (px[i] & 0xffffff))
       bad++;
   CHECK(bad == 0, "%u pixels differ after the restart", bad);
-  t = vhh_ctrl(&h, &flush, sizeof(flush));
+  t = vhh_ctrl(&h, &rq.flush, sizeof(rq.flush));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "flush after the restart: %#x", t);
 
   /* A guest reboot: QEMU stops and starts the rings, with no reset; the
    * new driver starts its rings at 0 and its resource ids at 1 again. */
   CHECK(vhh_stop(&h, &next_avail), "second stop failed");
   CHECK(vhh_restart(&h, 0), "restart after reboot failed");
-  t = vhh_ctrl(&h, &create, sizeof(create));
+  t = vhh_ctrl(&h, &rq.create, sizeof(rq.create));
   CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "the new driver's first resource: %#x", t);
-  xfer.id = 8; /* the old driver's cursor resource */
-  t = vhh_ctrl(&h, &xfer, sizeof(xfer));
+  rq.xfer.id = 8; /* the old driver's cursor resource */
+  t = vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer));
   CHECK(t == VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "an old driver's resource: %#x", t);
 
   expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "QEMU hung up", "hang-up after a frame");
@@ -466,58 +536,13 @@ static void test_3d_scanout(void) {
   uint32_t *px = vhh_ptr(&h, fb);
   for (uint32_t i = 0; i < W * H; i++)
     px[i] = 0xff000000u | (i * 40503u);
-  struct {
-    Hdr h;
-    uint32_t nlen, init;
-    char name[64];
-  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 2, 0, "3d"};
-  struct {
-    Hdr h;
-    uint32_t id, target, format, bind, w, hh, depth, array_size, last_level, nr_samples, flags;
-  } c3 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_3D),
-          RES,
-          2,
-          2,
-          (1u << 1) | (1u << 3) | (1u << 18),
-          W,
-          H,
-          1,
-          1,
-          0,
-          0,
-          0};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } at = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t id, pad;
-  } ca = {{VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 0, 0, 1, 0}, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, z, w, hh, d;
-    uint64_t offset;
-    uint32_t id, level, stride, layer_stride;
-  } tr = {{VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 0, 0, 1, 0}, 0, 0, 0, W, H, 1, 0, RES, 0, W * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } ss = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } fl = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  uint32_t t;
-  CHECK((t = vhh_ctrl(&h, &cc, sizeof(cc))) == VIRTIO_GPU_RESP_OK_NODATA, "ctx: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &c3, sizeof(c3))) == VIRTIO_GPU_RESP_OK_NODATA, "create 3d: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &at, sizeof(at))) == VIRTIO_GPU_RESP_OK_NODATA, "attach: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &ca, sizeof(ca))) == VIRTIO_GPU_RESP_OK_NODATA, "ctx attach: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &tr, sizeof(tr))) == VIRTIO_GPU_RESP_OK_NODATA, "transfer: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &ss, sizeof(ss))) == VIRTIO_GPU_RESP_OK_NODATA, "scanout: %#x", t);
-  CHECK((t = vhh_ctrl(&h, &fl, sizeof(fl))) == VIRTIO_GPU_RESP_OK_NODATA, "flush: %#x", t);
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
+  uint32_t t = upload_3d(&h, RES, W, H, &rq);
+  CHECK(t == VIRTIO_GPU_RESP_OK_NODATA, "3D context, resource, backing or upload: %#x", t);
+  CHECK((t = vhh_ctrl(&h, &rq.set, sizeof(rq.set))) == VIRTIO_GPU_RESP_OK_NODATA, "scanout: %#x",
+        t);
+  CHECK((t = vhh_ctrl(&h, &rq.flush, sizeof(rq.flush))) == VIRTIO_GPU_RESP_OK_NODATA, "flush: %#x",
+        t);
   for (int i = 0; i < 50 && h.scanout[0].updates == 0; i++)
     vhh_pump_display(&h, 100);
   CHECK(h.scanout[0].w == W && h.scanout[0].h == H && h.scanout[0].updates >= 1,
@@ -586,30 +611,11 @@ static void test_display_stall(void) {
   CHECK(vhh_negotiate(&h, 0), "negotiation failed");
   enum { W = 1024, H = 1024, RES = 1 };
   uint64_t fb = vhh_alloc(&h, W * H * 4);
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  CHECK(vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA, "create");
-  CHECK(vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA, "attach");
-  CHECK(vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA, "set scanout");
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
+  CHECK(scanout_2d_set(&h, &rq), "create, attach and set scanout");
   h.disp_stalled = true;
   /* 4 MiB through a socket nobody reads: no answer, the worker ends. */
-  (void)vhh_ctrl(&h, &flush, sizeof(flush));
+  (void)vhh_ctrl(&h, &rq.flush, sizeof(rq.flush));
   wait_worker_closed(&h);
   expect_end(&h, VGPU_WORKER_EXIT_CLIENT_LEFT, "stopped reading its display", "display stall");
   vhh_free(&h);
@@ -914,39 +920,14 @@ static int bench(int frames, bool reference) {
   enum { W = 1280, H = 800, RES = 1 };
   uint64_t fb = vhh_alloc(&h, W * H * 4);
   memset(vhh_ptr(&h, fb), 0x5a, W * H * 4);
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh;
-    uint64_t offset;
-    uint32_t id, pad;
-  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  if (vhh_ctrl(&h, &create, sizeof(create)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &attach, sizeof(attach)) != VIRTIO_GPU_RESP_OK_NODATA ||
-      vhh_ctrl(&h, &set, sizeof(set)) != VIRTIO_GPU_RESP_OK_NODATA)
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
+  if (!scanout_2d_set(&h, &rq))
     return 1;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (int i = 0; i < frames; i++)
-    if (vhh_ctrl(&h, &xfer, sizeof(xfer)) != VIRTIO_GPU_RESP_OK_NODATA ||
-        vhh_ctrl(&h, &flush, sizeof(flush)) != VIRTIO_GPU_RESP_OK_NODATA)
+    if (vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) != VIRTIO_GPU_RESP_OK_NODATA ||
+        vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) != VIRTIO_GPU_RESP_OK_NODATA)
       return 1;
   vhh_pump_display(&h, 100);
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -992,70 +973,14 @@ static int serve_frame(const char *path, bool three_d) {
     for (uint32_t x = 0; x < W; x++)
       px[y * W + x] =
           0xff000000u | ((x * 4) & 0xff) << 16 | ((y * 5) & 0xff) << 8 | ((x ^ y) & 0xff);
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  struct {
-    Hdr h;
-    uint32_t nlen, init;
-    char name[64];
-  } cc = {{VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0}, 2, 0, "3d"};
-  struct {
-    Hdr h;
-    uint32_t id, target, format, bind, w, hh, depth, array_size, last_level, nr_samples, flags;
-  } c3 = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_3D),
-          RES,
-          2,
-          2,
-          (1u << 1) | (1u << 3) | (1u << 18),
-          W,
-          H,
-          1,
-          1,
-          0,
-          0,
-          0};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t id, pad;
-  } ca = {{VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE, 0, 0, 1, 0}, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh;
-    uint64_t offset;
-    uint32_t id, pad;
-  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, z, w, hh, d;
-    uint64_t offset;
-    uint32_t id, level, stride, layer_stride;
-  } tr = {{VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D, 0, 0, 1, 0}, 0, 0, 0, W, H, 1, 0, RES, 0, W * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  bool drawn = three_d ? vhh_ctrl(&h, &cc, sizeof(cc)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &c3, sizeof(c3)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &ca, sizeof(ca)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &tr, sizeof(tr)) == VIRTIO_GPU_RESP_OK_NODATA
-                       : vhh_ctrl(&h, &create, sizeof(create)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &attach, sizeof(attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
-                             vhh_ctrl(&h, &xfer, sizeof(xfer)) == VIRTIO_GPU_RESP_OK_NODATA;
-  drawn = drawn && vhh_ctrl(&h, &set, sizeof(set)) == VIRTIO_GPU_RESP_OK_NODATA &&
-          vhh_ctrl(&h, &flush, sizeof(flush)) == VIRTIO_GPU_RESP_OK_NODATA;
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
+  bool drawn = three_d
+                   ? upload_3d(&h, RES, W, H, &rq) == VIRTIO_GPU_RESP_OK_NODATA
+                   : vhh_ctrl(&h, &rq.create, sizeof(rq.create)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                         vhh_ctrl(&h, &rq.attach, sizeof(rq.attach)) == VIRTIO_GPU_RESP_OK_NODATA &&
+                         vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) == VIRTIO_GPU_RESP_OK_NODATA;
+  drawn = drawn && vhh_ctrl(&h, &rq.set, sizeof(rq.set)) == VIRTIO_GPU_RESP_OK_NODATA &&
+          vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) == VIRTIO_GPU_RESP_OK_NODATA;
   if (!drawn) {
     fprintf(stderr, "the frame was not drawn\n");
     vhh_free(&h);
@@ -1157,30 +1082,7 @@ static int hostile_vm(const char *what, const char *path) {
     return 1;
   }
   enum { W = 64, H = 48, RES = 5 };
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, 0, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh;
-    uint64_t offset;
-    uint32_t id, pad;
-  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
+  Scanout2d rq = scanout_2d(RES, W, H, 0);
   bool ok = false, vanish = false;
   const uint32_t OKT = VIRTIO_GPU_RESP_OK_NODATA;
   if (strcmp(what, "outside") == 0) {
@@ -1188,45 +1090,45 @@ static int hostile_vm(const char *what, const char *path) {
     ok = ring_broken_cursor_alive(&h);
   } else if (strcmp(what, "loop") == 0) {
     uint64_t req = vhh_alloc(&h, 24);
-    memcpy(vhh_ptr(&h, req), &create, 24);
+    memcpy(vhh_ptr(&h, req), &rq.create, 24);
     Desc d[2] = {{req, 24, 1 /* NEXT */, 33}, {req, 24, 1 /* NEXT */, 32}};
     post_chain(&h, 0, d, 2);
     ok = ring_broken_cursor_alive(&h);
   } else if (strcmp(what, "indirect") == 0) {
-    uint64_t req = vhh_alloc(&h, sizeof(create));
-    memcpy(vhh_ptr(&h, req), &create, sizeof(create));
+    uint64_t req = vhh_alloc(&h, sizeof(rq.create));
+    memcpy(vhh_ptr(&h, req), &rq.create, sizeof(rq.create));
     uint64_t table = vhh_alloc(&h, 2 * sizeof(Desc));
     Desc *t = vhh_ptr(&h, table);
-    t[0] = (Desc){req, sizeof(create), 1 /* NEXT */, 1};
-    t[1] = (Desc){req, sizeof(create), 1 /* NEXT */, 0};
+    t[0] = (Desc){req, sizeof(rq.create), 1 /* NEXT */, 1};
+    t[1] = (Desc){req, sizeof(rq.create), 1 /* NEXT */, 0};
     Desc d = {table, 2 * sizeof(Desc), 4 /* INDIRECT */, 0};
     post_chain(&h, 0, &d, 1);
     ok = ring_broken_cursor_alive(&h);
   } else if (strcmp(what, "huge") == 0) {
-    typeof(create) big = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 9, 2, 16384, 16384};
+    typeof(rq.create) big = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 9, 2, 16384, 16384};
     ok = ctrl_type(&h, &big, sizeof(big), "create-16384x16384") ==
              VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY &&
          ctrl_ring_alive(&h);
   } else if (strcmp(what, "duplicate") == 0) {
-    uint32_t a = ctrl_type(&h, &create, sizeof(create), "create");
-    typeof(create) again = create;
+    uint32_t a = ctrl_type(&h, &rq.create, sizeof(rq.create), "create");
+    typeof(rq.create) again = rq.create;
     again.w = 4096; /* a different size under the same id */
     uint32_t b = ctrl_type(&h, &again, sizeof(again), "create-same-id");
-    attach.addr = vhh_alloc(&h, W * H * 4);
+    rq.attach.addr = vhh_alloc(&h, W * H * 4);
     ok = a == OKT && b == VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID &&
-         ctrl_type(&h, &attach, sizeof(attach), "attach-first") == OKT &&
-         ctrl_type(&h, &xfer, sizeof(xfer), "transfer-first") == OKT && ctrl_ring_alive(&h);
+         ctrl_type(&h, &rq.attach, sizeof(rq.attach), "attach-first") == OKT &&
+         ctrl_type(&h, &rq.xfer, sizeof(rq.xfer), "transfer-first") == OKT && ctrl_ring_alive(&h);
   } else if (strcmp(what, "scanout") == 0) {
-    attach.addr = vhh_alloc(&h, W * H * 4);
-    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT &&
-                 ctrl_type(&h, &attach, sizeof(attach), "attach") == OKT;
-    typeof(set) s1 = set, s2 = set, s3 = set;
+    rq.attach.addr = vhh_alloc(&h, W * H * 4);
+    bool setup = ctrl_type(&h, &rq.create, sizeof(rq.create), "create") == OKT &&
+                 ctrl_type(&h, &rq.attach, sizeof(rq.attach), "attach") == OKT;
+    typeof(rq.set) s1 = rq.set, s2 = rq.set, s3 = rq.set;
     s1.w = W + 1;
     s2.x = 0xffffffc0u; /* x + w wraps */
     s3.scanout = 16;
-    typeof(flush) f1 = flush;
+    typeof(rq.flush) f1 = rq.flush;
     f1.y = 1, f1.hh = H;
-    typeof(xfer) x1 = xfer;
+    typeof(rq.xfer) x1 = rq.xfer;
     x1.offset = (uint64_t)W * H * 4;
     ok = setup &&
          ctrl_type(&h, &s1, sizeof(s1), "set-scanout-wider") ==
@@ -1235,37 +1137,37 @@ static int hostile_vm(const char *what, const char *path) {
              VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER &&
          ctrl_type(&h, &s3, sizeof(s3), "set-scanout-16") ==
              VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID &&
-         ctrl_type(&h, &set, sizeof(set), "set-scanout") == OKT &&
+         ctrl_type(&h, &rq.set, sizeof(rq.set), "set-scanout") == OKT &&
          ctrl_type(&h, &f1, sizeof(f1), "flush-below") == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER &&
          ctrl_type(&h, &x1, sizeof(x1), "transfer-past-backing") != OKT &&
-         ctrl_type(&h, &flush, sizeof(flush), "flush") == OKT;
+         ctrl_type(&h, &rq.flush, sizeof(rq.flush), "flush") == OKT;
     vhh_pump_display(&h, 50);
     printf("scanout-0 %ux%u\n", h.scanout[0].w, h.scanout[0].h);
     ok = ok && h.scanout[0].w == W && h.scanout[0].h == H;
   } else if (strcmp(what, "backing") == 0) {
-    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT;
-    typeof(attach) a1 = attach, a2 = attach, a3 = attach;
+    bool setup = ctrl_type(&h, &rq.create, sizeof(rq.create), "create") == OKT;
+    typeof(rq.attach) a1 = rq.attach, a2 = rq.attach, a3 = rq.attach;
     a1.addr = VHH_MEM_SIZE - 4096;   /* runs past the end of guest memory */
     a2.addr = 0xfffffffffffff000ull; /* addr + len wraps */
     a3.addr = (uint64_t)1 << 40;     /* far outside */
     ok = setup && ctrl_type(&h, &a1, sizeof(a1), "attach-past-end") != OKT &&
          ctrl_type(&h, &a2, sizeof(a2), "attach-wrapping") != OKT &&
          ctrl_type(&h, &a3, sizeof(a3), "attach-outside") != OKT;
-    attach.addr = vhh_alloc(&h, W * H * 4);
-    ok = ok && ctrl_type(&h, &attach, sizeof(attach), "attach-good") == OKT &&
-         ctrl_type(&h, &xfer, sizeof(xfer), "transfer") == OKT;
+    rq.attach.addr = vhh_alloc(&h, W * H * 4);
+    ok = ok && ctrl_type(&h, &rq.attach, sizeof(rq.attach), "attach-good") == OKT &&
+         ctrl_type(&h, &rq.xfer, sizeof(rq.xfer), "transfer") == OKT;
   } else if (strcmp(what, "vanish-msg") == 0) {
     uint8_t part[12 + 3] = {VHU_SET_FEATURES, 0, 0, 0, VHU_FLAG_VERSION, 0, 0, 0, 8, 0, 0, 0, 1, 2};
     ok = write(h.sock, part, sizeof(part)) == (ssize_t)sizeof(part);
     vanish = true;
   } else if (strcmp(what, "vanish-fence") == 0) {
-    attach.addr = vhh_alloc(&h, W * H * 4);
-    bool setup = ctrl_type(&h, &create, sizeof(create), "create") == OKT &&
-                 ctrl_type(&h, &attach, sizeof(attach), "attach") == OKT;
-    typeof(xfer) fx = xfer;
+    rq.attach.addr = vhh_alloc(&h, W * H * 4);
+    bool setup = ctrl_type(&h, &rq.create, sizeof(rq.create), "create") == OKT &&
+                 ctrl_type(&h, &rq.attach, sizeof(rq.attach), "attach") == OKT;
+    typeof(rq.xfer) fx = rq.xfer;
     fx.h.flags = VIRTIO_GPU_FLAG_FENCE;
     fx.h.fence_id = 42;
-    typeof(flush) ff = flush;
+    typeof(rq.flush) ff = rq.flush;
     ff.h.flags = VIRTIO_GPU_FLAG_FENCE;
     ff.h.fence_id = 43;
     ok = setup && vhh_post(&h, 0, &fx, sizeof(fx), 24) && vhh_post(&h, 0, &ff, sizeof(ff), 24);
@@ -1301,33 +1203,9 @@ static int neighbour(const char *path) {
   }
   enum { W = 64, H = 48, RES = 1 };
   uint64_t fb = vhh_alloc(&h, W * H * 4);
-  struct {
-    Hdr h;
-    uint32_t id, format, w, hh;
-  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), RES, 2, W, H};
-  struct {
-    Hdr h;
-    uint32_t id, nr;
-    uint64_t addr;
-    uint32_t len, pad;
-  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING), RES, 1, fb, W * H * 4, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, scanout, id;
-  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, RES};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh;
-    uint64_t offset;
-    uint32_t id, pad;
-  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, RES, 0};
-  struct {
-    Hdr h;
-    uint32_t x, y, w, hh, id, pad;
-  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, RES, 0};
+  Scanout2d rq = scanout_2d(RES, W, H, fb);
   const uint32_t OKT = VIRTIO_GPU_RESP_OK_NODATA;
-  if (vhh_ctrl(&h, &create, sizeof(create)) != OKT ||
-      vhh_ctrl(&h, &attach, sizeof(attach)) != OKT || vhh_ctrl(&h, &set, sizeof(set)) != OKT) {
+  if (!scanout_2d_set(&h, &rq)) {
     fprintf(stderr, "the neighbour's scanout was not set\n");
     vhh_free(&h);
     return 1;
@@ -1347,7 +1225,8 @@ static int neighbour(const char *path) {
     }
     for (unsigned i = 0; i < W * H; i++)
       px[i] = 0xff000000u | (frames * 2654435761u + i);
-    if (vhh_ctrl(&h, &xfer, sizeof(xfer)) != OKT || vhh_ctrl(&h, &flush, sizeof(flush)) != OKT) {
+    if (vhh_ctrl(&h, &rq.xfer, sizeof(rq.xfer)) != OKT ||
+        vhh_ctrl(&h, &rq.flush, sizeof(rq.flush)) != OKT) {
       ok = false;
       break;
     }
