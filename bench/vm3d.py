@@ -39,6 +39,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
+import vmlib  # noqa: E402  (QEMU's command line and the serial console, as the VM tests)
 BUILD = os.path.abspath(os.environ.get("BUILD_DIR", os.path.join(SRC, "build")))
 QEMU = os.environ.get("VGPU_QEMU", "qemu-system-x86_64")
 REF = "/usr/lib/qemu/vhost-user-gpu"
@@ -85,16 +87,6 @@ def guest_dir():
         return None, (r.stdout + r.stderr).strip().splitlines()[-1:]
     r = subprocess.run(["sh", sh, "--print"], capture_output=True, text=True, timeout=60)
     return (r.stdout.strip() or None), ["scripts/vm-guest.sh built no guest"]
-
-
-def wait_for(pred, timeout, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def mem_kib(pid):
@@ -185,25 +177,20 @@ def boot(backend, guest, client, logdir, tag):
                                   stdout=open(os.path.join(logdir, f"{tag}-backend.log"), "w"),
                                   stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(be)
-        if not wait_for(lambda: be.poll() is not None or os.path.exists(sock), 20) or \
-                be.poll() is not None:
+        try:
+            vmlib.wait_until(lambda: be.poll() is not None or os.path.exists(sock),
+                             time.monotonic() + 20, sock)
+        except vmlib.Timeout:
+            pass
+        if be.poll() is not None or not os.path.exists(sock):
             res["error"] = f"{backend} did not create {sock}"
             return res
-        kernel = os.path.join(guest, "vmlinux")
-        if not os.path.exists(kernel):
-            kernel = os.path.join(guest, "vmlinuz")
-        argv = [QEMU, "-accel", os.environ.get("VGPU_VM_ACCEL", "tcg"), "-smp", "1", "-m", MEM,
-                "-object", f"memory-backend-memfd,id=mem,size={MEM},share=on",
-                "-machine", "pc,memory-backend=mem",
-                "-nodefaults", "-no-user-config", "-vga", "none", "-display", "none", "-no-reboot",
-                "-chardev", f"socket,id=vgpu,path={sock}",
-                "-device", "vhost-user-gpu-pci,chardev=vgpu",
-                "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-                "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs",
-                "-serial", f"file:{serial}",
-                "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
-                "-append", "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
-                           f"vgpu.mode=3d vgpu.gl={client}"]
+        argv = vmlib.qemu_argv(
+            QEMU, guest, sock, serial, MEM,
+            "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
+            f"vgpu.mode=3d vgpu.gl={client}",
+            extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+                   "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
         t0 = time.monotonic()
         qemu = subprocess.Popen(argv, stdout=open(os.path.join(logdir, f"{tag}-qemu.log"), "w"),
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -222,11 +209,7 @@ def boot(backend, guest, client, logdir, tag):
                 hwm, own = mem_kib(pid)
                 peak = max(peak, hwm)
                 peak_own = max(peak_own, own)
-            try:
-                with open(serial, errors="replace") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                text = ""
+            text = vmlib.read_serial(serial) or ""
             if res["first_result_s"] is None and FPS_RE.search(text):
                 res["first_result_s"] = round(time.monotonic() - t0, 2)
             if "gl offscreen done" in text or "vgpu-guest: FAILED" in text:

@@ -33,19 +33,19 @@ vhost-user-gpu-pci device, and for `reference` its back-end) is not
 installed, or for `vgpu` and `vgpud` while vgpud's VM path
 (vgpu-vhost-gpu) is not built in this tree."""
 import argparse
-import json
 import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import harness as h
+# test_vm_libvirt.py takes kill_group and tail from here.
+from vmlib import (Qmp, end_test, kill_group, qemu_argv, tail,  # noqa: F401
+                   until_shown, wait_serial)
 
 QEMU = os.environ.get("VGPU_QEMU", "qemu-system-x86_64")
 REFERENCE = "/usr/lib/qemu/vhost-user-gpu"
@@ -89,72 +89,6 @@ def guest_dir():
     return r.stdout.strip()
 
 
-class Qmp:
-    """A QMP connection: one command at a time, events skipped."""
-
-    def __init__(self, path, deadline, proc):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-
-        def connected():
-            if proc.poll() is not None:
-                raise AssertionError(f"QEMU exited with {proc.returncode} at start")
-            return self._connect(path)
-
-        h.wait_for(connected, max(1, deadline - time.monotonic()), "QEMU's QMP socket")
-        self.buf = b""
-        self._read()  # the greeting
-        self.cmd("qmp_capabilities")
-
-    def _connect(self, path):
-        try:
-            self.sock.connect(path)
-            return True
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
-
-    def _read(self, timeout=60):
-        self.sock.settimeout(timeout)
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError("QEMU closed its QMP socket")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, timeout=60, **args):
-        req = {"execute": name}
-        if args:
-            req["arguments"] = args
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
-        while True:
-            r = self._read(timeout)
-            if "return" in r:
-                return r["return"]
-            if "error" in r:
-                raise AssertionError(f"QMP {name}: {r['error']}")
-
-    def close(self):
-        self.sock.close()
-
-
-def kill_group(p):
-    if p is not None and p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
-
-
-def tail(path, n=40):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except FileNotFoundError:
-        return "(no output)\n"
-
-
 def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=None):
     """Boots the guest against the back-end listening on sock; returns
     the measured times.  while_shown() runs once the picture is shown,
@@ -164,22 +98,9 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=No
     serial = os.path.join(work, "serial.log")
     qmp_path = os.path.join(work, "qmp.sock")
     qemu_log_path = os.path.join(work, "qemu.log")
-    accel = os.environ.get("VGPU_VM_ACCEL", "tcg")
-    # The unpacked kernel boots as a PVH guest, without decompressing itself.
-    kernel = os.path.join(guest, "vmlinux")
-    if not os.path.exists(kernel):
-        kernel = os.path.join(guest, "vmlinuz")
-    argv = [QEMU, "-accel", accel, "-smp", "1", "-m", MEM,
-            "-object", f"memory-backend-memfd,id=mem,size={MEM},share=on",
-            "-machine", "pc,memory-backend=mem",
-            "-nodefaults", "-no-user-config", "-vga", "none", "-display", "none", "-no-reboot",
-            "-chardev", f"socket,id=vgpu,path={sock}",
-            "-device", "vhost-user-gpu-pci,chardev=vgpu"
-            + (f",xres={mode[0]},yres={mode[1]}" if mode else ""),
-            "-qmp", f"unix:{qmp_path},server=on,wait=off",
-            "-serial", f"file:{serial}",
-            "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
-            "-append", "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d"]
+    argv = qemu_argv(QEMU, guest, sock, serial, MEM,
+                     "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d",
+                     device_opts=f",xres={mode[0]},yres={mode[1]}" if mode else "", qmp=qmp_path)
     qemu_log = open(qemu_log_path, "w")
     t0 = time.monotonic()
     deadline = t0 + BOOT_TIMEOUT
@@ -191,6 +112,13 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=No
         return (f"\n--- serial\n{tail(serial)}--- qemu\n{tail(qemu_log_path)}"
                 + (f"--- back-end\n{tail(backend_log)}" if backend_log else ""))
 
+    def gone(when):
+        if qemu.poll() is not None:
+            return f"QEMU exited with {qemu.returncode} {when}"
+        if backend_proc is not None and backend_proc.poll() is not None:
+            return f"the back-end exited with {backend_proc.returncode} {when}"
+        return None
+
     try:
         try:
             qmp = Qmp(qmp_path, deadline, qemu)
@@ -198,25 +126,8 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=No
             raise AssertionError(f"{e}{context()}") from None
 
         # The guest's serial console, polled until its verdict or the deadline.
-        def verdict():
-            if qemu.poll() is not None:
-                raise AssertionError(f"QEMU exited with {qemu.returncode} during boot" + context())
-            if backend_proc is not None and backend_proc.poll() is not None:
-                raise AssertionError(f"the back-end exited with {backend_proc.returncode} during boot"
-                                     + context())
-            try:
-                with open(serial, errors="replace") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                return None
-            if "vgpu-guest: FAILED" in text or "pattern written" in text:
-                return text
-            return None
-
-        try:
-            text = h.wait_for(verdict, max(1, deadline - time.monotonic()), "the guest's pattern")
-        except AssertionError as e:
-            raise AssertionError(f"{e}{context()}") from None
+        text = wait_serial(serial, ("vgpu-guest: FAILED", "pattern written"), deadline,
+                           lambda: gone("during boot"), context, "the guest's pattern")
         t_pattern = time.monotonic() - t0
         guest_lines = [l for l in text.splitlines() if l.startswith("vgpu-guest:")]
         print("\n".join(guest_lines))
@@ -233,25 +144,17 @@ def boot(work, guest, sock, backend_proc, backend_log, while_shown=None, mode=No
 
         # The framebuffer reaches the display a little after the write
         # returns: screendumps until one matches, each compared whole.
-        shots = 0
-        last = ""
-        while True:
-            shots += 1
-            shot = os.path.join(work, f"shot{shots}.ppm")
+        def shoot(n):
+            shot = os.path.join(work, f"shot{n}.ppm")
             qmp.cmd("screendump", filename=shot, format="ppm")
             r = subprocess.run([FBPATTERN, "compare", str(w), str(hgt), shot], capture_output=True,
                                text=True, timeout=60)
-            last = r.stdout + r.stderr
-            if r.returncode == 0:
-                break
-            os.unlink(shot)
-            time.sleep(0.2)  # the next try; the deadline below bounds them
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no screendump showed the pattern in {shots} tries; the last:\n"
-                                     f"{last}" + context())
-            if qemu.poll() is not None or (backend_proc is not None and backend_proc.poll() is not None):
-                raise AssertionError(f"QEMU or the back-end ended while the display was checked:\n"
-                                     f"{last}" + context())
+            if r.returncode != 0:
+                os.unlink(shot)
+            return r.returncode == 0, r.stdout + r.stderr
+
+        shots, last, _ = until_shown(shoot, deadline, lambda: gone("while the display was checked"), context,
+                                     "screendump showed the pattern")
         t_shown = time.monotonic() - t0
         print(last.strip().splitlines()[-1] + f" (screendump {shots}, {w}x{hgt})")
 
@@ -373,13 +276,7 @@ def main():
         report(args.backend, t)
     finally:
         kill_group(backend)
-        if daemon is not None:
-            print(f"--- vgpud\n{daemon.log_text()[-3000:]}")
-            daemon.kill()
-        if os.environ.get("VGPU_VM_KEEP") == "1":
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        end_test(daemon, work)
     return 0
 
 

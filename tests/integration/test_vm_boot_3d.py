@@ -35,7 +35,8 @@ import tempfile
 import time
 
 import harness as h
-from test_vm_boot_2d import QEMU, Qmp, check_qemu, guest_dir, kill_group, tail
+from test_vm_boot_2d import QEMU, check_qemu, guest_dir
+from vmlib import Qmp, end_test, kill_group, qemu_argv, tail, until_shown, wait_serial
 
 MEM = "1G"
 BOOT_TIMEOUT = float(os.environ.get("VGPU_VM_BOOT_TIMEOUT", "240"))
@@ -117,22 +118,13 @@ def main():
         serial = os.path.join(work, "serial.log")
         qmp_path = os.path.join(work, "qmp.sock")
         qemu_log_path = os.path.join(work, "qemu.log")
-        kernel = os.path.join(guest, "vmlinux")
-        if not os.path.exists(kernel):
-            kernel = os.path.join(guest, "vmlinuz")
-        argv = [QEMU, "-accel", os.environ.get("VGPU_VM_ACCEL", "tcg"), "-smp", "1", "-m", MEM,
-                "-object", f"memory-backend-memfd,id=mem,size={MEM},share=on",
-                "-machine", "pc,memory-backend=mem",
-                "-nodefaults", "-no-user-config", "-vga", "none", "-display", "none", "-no-reboot",
-                "-chardev", f"socket,id=vgpu,path={sock}",
-                "-device", "vhost-user-gpu-pci,chardev=vgpu",
-                "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-                "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs",
-                "-qmp", f"unix:{qmp_path},server=on,wait=off",
-                "-serial", f"file:{serial}",
-                "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
-                "-append", "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
-                           f"vgpu.mode=3d vgpu.gl={client}"]
+        argv = qemu_argv(QEMU, guest, sock, serial, MEM,
+                         "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
+                         f"vgpu.mode=3d vgpu.gl={client}",
+                         qmp=qmp_path,
+                         extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,"
+                                "multidevs=remap",
+                                "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
 
         def context():
             return (f"\n--- serial\n{tail(serial, 60)}--- qemu\n{tail(qemu_log_path)}"
@@ -148,23 +140,12 @@ def main():
         except AssertionError as e:
             raise AssertionError(f"{e}{context()}") from None
 
+        def gone():
+            return f"QEMU exited with {qemu.returncode}" if qemu.poll() is not None else None
+
         def serial_until(*marks):
-            def seen():
-                if qemu.poll() is not None:
-                    raise AssertionError(f"QEMU exited with {qemu.returncode}" + context())
-                try:
-                    with open(serial, errors="replace") as f:
-                        text = f.read()
-                except FileNotFoundError:
-                    return None
-                if "vgpu-guest: FAILED" in text or "gl kms ended" in text or \
-                        any(m in text for m in marks):
-                    return text
-                return None
-            try:
-                return h.wait_for(seen, max(1, deadline - time.monotonic()), f"{marks} on serial")
-            except AssertionError as e:
-                raise AssertionError(f"{e}{context()}") from None
+            return wait_serial(serial, ("vgpu-guest: FAILED", "gl kms ended") + marks, deadline,
+                               gone, context, f"{marks} on serial")
 
         text = serial_until("gl offscreen done")
         t_pass = time.monotonic() - t0
@@ -191,23 +172,17 @@ def main():
         print("\n".join(l for l in kms_part.splitlines() if l.startswith("vgpu-guest: gl:")))
         assert "GL_RENDERER=virgl" in kms_part, "the KMS picture was not drawn by virgl" + context()
         t_set = time.monotonic() - t0
-        shots = 0
-        first_wrong = ""
-        while True:
-            shots += 1
-            shot = os.path.join(work, f"kms{shots}.ppm")
+
+        def shoot(n):
+            shot = os.path.join(work, f"kms{n}.ppm")
             qmp.cmd("screendump", filename=shot, format="ppm")
             wrong = check_triangle(shot, w, hgt)
-            if not wrong:
-                break
-            first_wrong = first_wrong or wrong
-            os.unlink(shot)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no screendump showed the triangle in {shots} tries; the last: "
-                                     f"{wrong}" + context())
-            if qemu.poll() is not None:
-                raise AssertionError("QEMU ended while the display was checked" + context())
-            time.sleep(0.2)  # the next try; bounded by the deadline above
+            if wrong:
+                os.unlink(shot)
+            return not wrong, wrong
+
+        shots, _, first_wrong = until_shown(shoot, deadline, gone, context,
+                                            "screendump showed the triangle")
         t_kms = time.monotonic() - t0
         if first_wrong:
             print(f"screendump 1 did not match yet: {first_wrong}")
@@ -226,13 +201,7 @@ def main():
         if qmp is not None:
             qmp.close()
         kill_group(qemu)
-        if daemon is not None:
-            print(f"--- vgpud\n{daemon.log_text()[-3000:]}")
-            daemon.kill()
-        if os.environ.get("VGPU_VM_KEEP") == "1":
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        end_test(daemon, work)
     return 0
 
 

@@ -68,6 +68,7 @@ from xml.etree import ElementTree as ET
 
 import harness as h
 import test_vm_boot_2d as vm
+import vmlib
 
 QEMU_USER = "libvirt-qemu"
 GUEST_CMDLINE = "console=ttyS0 panic=-1 vt.global_cursor_default=0 vgpu.mode=2d"
@@ -411,23 +412,12 @@ def main():
         qemu_cmd = lv.qemu_log(name)
         assert "vhost-user-vga" in qemu_cmd, "libvirt's QEMU has no vhost-user-vga" + context()
 
-        def verdict():
+        def gone():
             st = lv.virsh("domstate", name, check=False).stdout.strip()
-            if st != "running":
-                raise AssertionError(f"the domain is {st!r} during boot" + context())
-            try:
-                with open(serial, errors="replace") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                return None
-            if "vgpu-guest: FAILED" in text or "pattern written" in text:
-                return text
-            return None
+            return f"the domain is {st!r} during boot" if st != "running" else None
 
-        try:
-            text = h.wait_for(verdict, max(1, deadline - time.monotonic()), "the guest's pattern")
-        except AssertionError as e:
-            raise AssertionError(f"{e}{context()}") from None
+        text = vmlib.wait_serial(serial, ("vgpu-guest: FAILED", "pattern written"), deadline, gone,
+                                 context, "the guest's pattern")
         t_pattern = time.monotonic() - t0
         print("\n".join(l for l in text.splitlines() if l.startswith("vgpu-guest:")))
         assert "vgpu-guest: FAILED" not in text, "the guest failed" + context()
@@ -440,10 +430,11 @@ def main():
 
         # Screenshots until one matches (the framebuffer reaches the display
         # a little after the guest's write), each compared whole.
-        shots = 0
-        while True:
-            shots += 1
-            png = os.path.join(work, f"shot{shots}.png")
+        t_shot = None
+
+        def shoot(n):
+            nonlocal t_shot
+            png = os.path.join(work, f"shot{n}.png")
             ppm = png[:-4] + ".ppm"
             r = lv.virsh("screenshot", name, png, check=False)
             assert r.returncode == 0, f"virsh screenshot: {r.stdout}{r.stderr}" + context()
@@ -456,13 +447,10 @@ def main():
                 png_to_ppm(png, ppm)
             c = subprocess.run([vm.FBPATTERN, "compare", str(w), str(hgt), ppm], capture_output=True,
                                text=True, timeout=60)
-            last = c.stdout + c.stderr
-            if c.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no screenshot showed the pattern in {shots} tries; the last:\n"
-                                     f"{last}" + context())
-            time.sleep(0.2)  # the next try; the deadline bounds them
+            return c.returncode == 0, c.stdout + c.stderr
+
+        shots, last, _ = vmlib.until_shown(shoot, deadline, lambda: None, context,
+                                           "screenshot showed the pattern")
         t_shown = t_shot  # when the matching one was taken, not compared
         print(last.strip().splitlines()[-1] + f" (virsh screenshot {shots}, {w}x{hgt})")
 
