@@ -267,46 +267,61 @@ class Bench:
         log(f"virgl_test_server pid {p.pid} on {sock}")
 
     # -- vgpud
-    def vgpud_config(self):
-        lines = []
-        worker = os.path.join(self.build, "src/worker/vgpu-worker")
+    def daemon_lines(self, build=None):
+        """The [daemon] section that points vgpud at the build tree's worker."""
+        worker = os.path.join(build or self.build, "src/worker/vgpu-worker")
         if os.access(worker, os.X_OK):
             # The build tree keeps the worker beside the sources, not beside vgpud.
-            lines += ["[daemon]", f"worker={worker}", ""]
+            return ["[daemon]", f"worker={worker}", ""]
+        return []
+
+    def vgpud_config(self):
+        lines = self.daemon_lines()
         lines += ["[profile bench]", "vram=4G", f"max-clients={TENANTS}", ""]
         for i in range(TENANTS):
             lines += [f"[instance t{i}]", "profile=bench", ""]
         return "\n".join(lines)
 
     def start_vgpud(self):
-        vgpud = os.path.join(self.build, "src/cli/vgpud")
-        if not os.access(vgpud, os.X_OK):
-            self.unavailable["vgpud"] = f"{vgpud} not built"
+        p, err = self.launch_vgpud(self.vgpud_config(), [f"t{i}" for i in range(TENANTS)],
+                                   self.vgpud_dir, "vgpud.log")
+        if err:
+            self.unavailable["vgpud"] = err
             return
-        conf = os.path.join(self.tmp, "vgpud.conf")
+        self.vgpud = (p, [os.path.join(self.vgpud_dir, f"t{i}", "vtest.sock")
+                          for i in range(TENANTS)])
+        log(f"vgpud pid {p.pid}, runtime dir {self.vgpud_dir}")
+
+    def launch_vgpud(self, conf_text, instances, runtime_dir, logname, build=None):
+        """Starts BUILD/src/cli/vgpud on conf_text; waits for every instance's
+        vtest socket.  (process, None) when up, else (None, why)."""
+        vgpud = os.path.join(build or self.build, "src/cli/vgpud")
+        if not os.access(vgpud, os.X_OK):
+            return None, f"{vgpud} not built"
+        conf = os.path.join(self.tmp, logname.removesuffix(".log") + ".conf")
         with open(conf, "w") as f:
-            f.write(self.vgpud_config())
-        p = self.spawn([vgpud, "--foreground", "--runtime-dir", self.vgpud_dir, "--config", conf],
-                       "vgpud.log")
+            f.write(conf_text)
+        p = self.spawn([vgpud, "--foreground", "--runtime-dir", runtime_dir, "--config", conf],
+                       logname)
         self.procs.append(p)
-        socks = [os.path.join(self.vgpud_dir, f"t{i}", "vtest.sock") for i in range(TENANTS)]
+        socks = [os.path.join(runtime_dir, i, "vtest.sock") for i in instances]
         ok = wait_for(lambda: p.poll() is not None or all(os.path.exists(s) for s in socks), 10)
         if not ok or p.poll() is not None:
             with open(p.logpath) as f:
                 tail = f.read().strip().splitlines()[-3:]
-            self.unavailable["vgpud"] = "vgpud did not start: " + " | ".join(tail)
             self.stop_proc(p)
-            return
-        self.vgpud = (p, socks)
-        log(f"vgpud pid {p.pid}, runtime dir {self.vgpud_dir}")
+            return None, "vgpud did not start: " + " | ".join(tail)
+        return p, None
 
-    def pick_launcher(self):
+    def pick_launcher(self, sock=None):
+        """vgpu-run when it runs a command on sock (default: the reference's)."""
         vrun = os.path.join(self.build, "src/cli/vgpu-run")
         if self.launcher_pref == "unshare":
             return
         works = False
-        if os.access(vrun, os.X_OK) and self.ref:
-            r = subprocess.run([vrun, "--socket", self.ref[1], "--", "true"],
+        sock = sock or (self.ref[1] if self.ref else None)
+        if os.access(vrun, os.X_OK) and sock:
+            r = subprocess.run([vrun, "--socket", sock, "--", "true"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             works = r.returncode == 0
         if works:
@@ -328,11 +343,17 @@ class Bench:
             sock = os.path.join(self.vgpud_dir, inst, "vtest.sock")
         if m25:
             return ["sh", IN_MESA_ROOT, "--root", self.mesa_root, sock, "--"] + cmd
+        return self.vtest_argv(sock, inst, self.vgpud_dir, cmd)
+
+    def vtest_argv(self, sock, inst, runtime_dir, cmd):
+        """argv that runs cmd (host Mesa) with its vtest connection on sock:
+        instance inst of the vgpud serving runtime_dir, or, inst None, the
+        server listening there."""
         if self.launcher == "vgpu-run":
             vrun = os.path.join(self.build, "src/cli/vgpu-run")
             if inst is None:
                 return [vrun, "--socket", sock, "--"] + cmd
-            return [vrun, "--runtime-dir", self.vgpud_dir, "--instance", inst, "--"] + cmd
+            return [vrun, "--runtime-dir", runtime_dir, "--instance", inst, "--"] + cmd
         # A private mount namespace where Mesa's fixed path is the chosen socket.
         script = ('mount --make-rprivate / && { [ -e /tmp/.virgl_test ] || '
                   'touch /tmp/.virgl_test; } && mount --bind "$0" /tmp/.virgl_test && exec "$@"')
