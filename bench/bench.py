@@ -24,6 +24,7 @@ Environment:
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -581,4 +582,5 @@ if __name__ == "__main__":
         rc = b.main()
     finally:
         b.cleanup()
+        shutil.rmtree(b.tmp, ignore_errors=True)
     sys.exit(rc)
