@@ -120,7 +120,9 @@ static int read_command(const Opts *o, JsonObject *req, char *(*human)(JsonObjec
 }
 
 static char *human_list(JsonObject *r) {
-  return vgpu_format_list(vgpu_ctl_get_array(r, "instances"));
+  g_autofree char *t = vgpu_format_list(vgpu_ctl_get_array(r, "instances"));
+  g_autofree char *gm = vgpu_format_gpu_memory(r);
+  return g_strconcat(t, gm, NULL);
 }
 static char *human_show(JsonObject *r) {
   return vgpu_format_show(vgpu_ctl_get_object(r, "instance"));
@@ -149,22 +151,25 @@ static int cmd_status(const Opts *o, char **a, guint n) {
   return read_command(o, vgpu_ctl_request("status", NULL), human_status);
 }
 
-/* --json top: the list reply with each instance's rate added, one pretty
- * object per screen (a stream jq reads as is). */
-static void print_top_json(const VgpuTop *t, JsonObject *reply) {
-  JsonArray *a = vgpu_ctl_get_array(reply, "instances");
+/* One poll of top: the list reply with each instance replaced by its
+ * `show` object (which has its tenants); an instance gone between the two
+ * requests keeps its list object.  NULL with *rc set when vgpud fails. */
+static JsonObject *top_poll(const Opts *o, int *rc) {
+  JsonObject *r = call(o, vgpu_ctl_request("list", NULL), rc);
+  JsonArray *a = r ? vgpu_ctl_get_array(r, "instances") : NULL;
   for (guint i = 0; a && i < json_array_get_length(a); i++) {
     JsonObject *in = vgpu_ctl_array_object(a, i);
     const char *name = vgpu_ctl_get_str(in, "name", NULL);
     if (!name)
       continue;
-    double fps = vgpu_top_fps(t, name);
-    if (fps < 0)
-      json_object_set_null_member(in, "frames_per_s");
-    else
-      json_object_set_double_member(in, "frames_per_s", fps);
+    g_autoptr(GError) e = NULL;
+    g_autoptr(JsonObject) req = vgpu_ctl_request("show", name);
+    g_autoptr(JsonObject) shown = vgpu_ctl_transact(o->runtime_dir, req, VGPU_CTL_TIMEOUT_MS, &e);
+    JsonObject *full = shown ? vgpu_ctl_get_object(shown, "instance") : NULL;
+    if (full)
+      json_node_set_object(json_array_get_element(a, i), full);
   }
-  print_json(reply);
+  return r;
 }
 
 static int cmd_top(const Opts *o, char **a, guint n) {
@@ -175,13 +180,21 @@ static int cmd_top(const Opts *o, char **a, guint n) {
     if (i)
       g_usleep((gulong)(o->interval * G_USEC_PER_SEC));
     int rc = EXIT_OK;
-    g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("list", NULL), &rc);
+    g_autoptr(JsonObject) r = top_poll(o, &rc);
     if (!r)
       return rc;
     g_autofree char *table =
         vgpu_top_screen(top, vgpu_ctl_get_array(r, "instances"), g_get_monotonic_time());
     if (o->json) {
-      print_top_json(top, r);
+      /* One compact object per line: a script reads line by line. */
+      if (i)
+        json_object_set_double_member(r, "elapsed_s", vgpu_top_elapsed(top));
+      else
+        json_object_set_null_member(r, "elapsed_s");
+      g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
+      json_node_set_object(node, r);
+      g_autofree char *line = json_to_string(node, FALSE);
+      puts(line);
     } else {
       /* Home and clear only on a terminal: a pipe or file gets plain
        * screens one after the other. */
@@ -189,8 +202,9 @@ static int cmd_top(const Opts *o, char **a, guint n) {
         fputs("\033[H\033[2J", stdout);
       g_autoptr(GDateTime) now = g_date_time_new_now_local();
       g_autofree char *clock = g_date_time_format(now, "%H:%M:%S");
-      printf("vgpuctl top  %s  (every %gs%s)\n%s\n", clock, o->interval,
-             o->iterations ? "" : ", Ctrl-C quits", table);
+      g_autofree char *gm = vgpu_format_gpu_memory(r);
+      printf("vgpuctl top  %s  (every %gs%s)\n%s%s\n", clock, o->interval,
+             o->iterations ? "" : ", Ctrl-C quits", gm, table);
     }
     if (fflush(stdout) != 0)
       return errno == EPIPE ? EXIT_OK : fail(EXIT_REFUSED, "writing: %s", g_strerror(errno));
@@ -397,7 +411,11 @@ static int cmd_screenshot(const Opts *o, char **a, guint n) {
 static const Command commands[] = {
     {"list", "list", "instances with usage and limits",
      "Lists every instance: profile, state, clients, VRAM used / limit, resources,\n"
-     "contexts, frames, refusals and worker crashes.  A limit of 0 reads \"unlimited\".\n",
+     "contexts, frames, refusals and worker crashes.  A limit of 0 reads \"unlimited\".\n"
+     "A line below the table gives the GPU memory ([daemon] gpu-memory), the\n"
+     "overcommit, what the instances' VRAM limits take of gpu-memory x overcommit\n"
+     "and what is free (JSON: gpu_memory, overcommit, gpu_memory_capacity,\n"
+     "gpu_memory_assigned, gpu_memory_free).\n",
      0, 0, 0, cmd_list},
     {"show", "show NAME", "one instance and its tenants",
      "Prints the instance's limits and usage, then one row per connected tenant:\n"
@@ -405,7 +423,10 @@ static const Command commands[] = {
      "uptime.\n",
      1, 1, 0, cmd_show},
     {"profiles", "profiles", "the profiles instances are cut from",
-     "Lists the profiles of vgpud's configuration with their limits.\n", 0, 0, 0, cmd_profiles},
+     "Lists the profiles of vgpud's configuration with their limits.  AVAILABLE\n"
+     "(JSON: available) is how many more instances of the profile fit the free GPU\n"
+     "memory now.\n",
+     0, 0, 0, cmd_profiles},
     {"status", "status", "the daemon; per instance its renderer, vtest protocols and capsets",
      "Prints vgpud's version, pid, uptime, runtime directory, configuration and\n"
      "renderer, then per instance what its workers offer: the renderer's\n"
@@ -414,13 +435,24 @@ static const Command commands[] = {
      "them (\"probing\" until it has answered, \"unknown\" with the reason\n"
      "when it failed).\n",
      0, 0, 0, cmd_status},
-    {"top", "top [--interval S] [--iterations N]", "refreshing view with frame rates",
-     "Polls vgpud every S seconds (default 1) and prints one table per poll:\n"
-     "clients, VRAM, resources, contexts, frames per second (from the change of\n"
-     "the frame counter), refusals and worker crashes.  The screen is cleared\n"
-     "only when standard output is a terminal.  --iterations N stops after N\n"
-     "tables.  With --json each poll prints the list reply, every instance\n"
-     "carrying \"frames_per_s\" (null on the first poll).\n",
+    {"top", "top [--interval S] [--iterations N]", "refreshing view of instances and tenants",
+     "Polls vgpud every S seconds (default 1) and prints, per poll, the GPU memory\n"
+     "line, one row per instance (clients, VRAM, resources, contexts, frames per\n"
+     "second, frames, refusals, worker crashes) and one row per tenant you may\n"
+     "see: its worker and client pid, process name (when vgpud reports one),\n"
+     "GPU BUSY (the share of the last interval its GPU work took, from busy_ns),\n"
+     "SHARE (the GPU share the scheduler gives it, from share_ppm; \"-\" when\n"
+     "none: best-effort), THROTTLED (the share of the last interval its\n"
+     "submissions were held back, from throttled_ns), FPS/CAP (frames per\n"
+     "second against the instance's fps-cap, \"-\" for none) and VRAM.  Rates\n"
+     "come from the change of the counters between two polls: \"-\" on the\n"
+     "first.  The screen is cleared only when standard output is a terminal.\n"
+     "--iterations N stops after N polls.  With --json each poll prints one\n"
+     "line: the list reply, every instance as `show` has it (with its tenants)\n"
+     "plus \"frames_per_s\", every tenant plus \"frames_per_s\",\n"
+     "\"busy_percent\", \"throttled_percent\" and \"share_percent\" (null where\n"
+     "there is no figure), and \"elapsed_s\" since the last poll (null on the\n"
+     "first); the line is flushed at once.\n",
      0, 0, OPT_INTERVAL | OPT_ITERATIONS, cmd_top},
     {"create", "create NAME --profile P", "new instance at run time (admin)",
      "Creates instance NAME from profile P; its socket appears at once.\n", 1, 1, OPT_PROFILE,

@@ -134,7 +134,38 @@ static char *num(uint64_t v) {
   return g_strdup_printf("%" G_GUINT64_FORMAT, v);
 }
 
+/* Whether o has a number member `key`. */
+static bool has_number(JsonObject *o, const char *key) {
+  JsonNode *n = o ? json_object_get_member(o, key) : NULL;
+  return n && JSON_NODE_HOLDS_VALUE(n) &&
+         (json_node_get_value_type(n) == G_TYPE_INT64 ||
+          json_node_get_value_type(n) == G_TYPE_DOUBLE);
+}
+
+static double get_double(JsonObject *o, const char *key) {
+  JsonNode *n = o ? json_object_get_member(o, key) : NULL;
+  if (!n || !JSON_NODE_HOLDS_VALUE(n))
+    return 0;
+  if (json_node_get_value_type(n) == G_TYPE_DOUBLE)
+    return json_node_get_double(n);
+  if (json_node_get_value_type(n) == G_TYPE_INT64)
+    return (double)json_node_get_int(n);
+  return 0;
+}
+
 /* ---- views --------------------------------------------------------------- */
+
+char *vgpu_format_gpu_memory(JsonObject *r) {
+  if (!has_number(r, "gpu_memory"))
+    return g_strdup("");
+  g_autofree char *gm = vgpu_format_size(vgpu_ctl_get_u64(r, "gpu_memory"), false);
+  g_autofree char *as = vgpu_format_size(vgpu_ctl_get_u64(r, "gpu_memory_assigned"), false);
+  g_autofree char *fr = vgpu_format_size(vgpu_ctl_get_u64(r, "gpu_memory_free"), false);
+  double oc = has_number(r, "overcommit") ? get_double(r, "overcommit") : 1.0;
+  g_autofree char *ocs = g_strdup_printf("%g", oc);
+  return g_strdup_printf("GPU memory %s, overcommit %s%s: %s assigned, %s free\n", gm, ocs,
+                         strchr(ocs, '.') ? "" : ".0", as, fr);
+}
 
 /* The usage cells every instance view shares, with their limits. */
 typedef struct {
@@ -272,8 +303,9 @@ char *vgpu_format_show(JsonObject *in) {
 }
 
 char *vgpu_format_profiles(JsonArray *profiles) {
-  static const char *const h[] = {"PROFILE", "VRAM",  "RESOURCES", "CONTEXTS",    "CLIENTS",
-                                  "SHARE",   "HEADS", "FPS CAP",   "DESCRIPTION", NULL};
+  static const char *const h[] = {"PROFILE",  "VRAM",        "AVAILABLE", "RESOURCES",
+                                  "CONTEXTS", "CLIENTS",     "SHARE",     "HEADS",
+                                  "FPS CAP",  "DESCRIPTION", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   guint n = profiles ? json_array_get_length(profiles) : 0;
   bool starred = false;
@@ -287,6 +319,9 @@ char *vgpu_format_profiles(JsonArray *profiles) {
     const char *fs = not_enforced(p, "fps_cap") ? "*" : "";
     starred = starred || *sh || *hs || *fs;
     g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(p, "vram"), true);
+    /* How many more instances of it fit the GPU memory ("-": not said). */
+    g_autofree char *av =
+        has_number(p, "available") ? num(vgpu_ctl_get_u64(p, "available")) : g_strdup("-");
     g_autofree char *rs = vgpu_format_limit(vgpu_ctl_get_u64(p, "resources"));
     g_autofree char *cx = vgpu_format_limit(vgpu_ctl_get_u64(p, "contexts"));
     g_autofree char *cl = vgpu_format_limit(vgpu_ctl_get_u64(p, "clients"));
@@ -301,7 +336,7 @@ char *vgpu_format_profiles(JsonArray *profiles) {
     uint64_t cap = vgpu_ctl_get_u64(p, "fps_cap");
     g_autofree char *fps =
         cap ? g_strdup_printf("%" G_GUINT64_FORMAT "%s", cap, fs) : g_strdup_printf("none%s", fs);
-    vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, rs, cx, cl, share, heads, fps,
+    vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, av, rs, cx, cl, share, heads, fps,
                    vgpu_ctl_get_str(p, "description", ""), NULL);
   }
   g_autofree char *table = vgpu_table_render(t);
@@ -371,6 +406,9 @@ char *vgpu_format_status(JsonObject *d, JsonArray *instances) {
   if (d && json_object_has_member(d, "instances"))
     g_string_append_printf(out, "instances      %" G_GUINT64_FORMAT "\n",
                            vgpu_ctl_get_u64(d, "instances"));
+  g_autofree char *gm = vgpu_format_gpu_memory(d);
+  if (*gm)
+    g_string_append_printf(out, "GPU memory     %s", gm + strlen("GPU memory "));
   guint n = instances ? json_array_get_length(instances) : 0;
   for (guint i = 0; i < n; i++) {
     JsonObject *in = vgpu_ctl_array_object(instances, i);
@@ -387,14 +425,23 @@ typedef struct {
   double fps;
 } TopEntry;
 
+/* A tenant's counters on the last screen. */
+typedef struct {
+  uint64_t frames, busy_ns, throttled_ns;
+  bool has_throttled;
+} TopTenant;
+
 struct VgpuTop {
-  GHashTable *last; /* name -> TopEntry*, the instances of the last screen */
+  GHashTable *last;    /* name -> TopEntry*, the instances of the last screen */
+  GHashTable *tenants; /* "NAME\nWORKER_PID" -> TopTenant*, likewise */
   gint64 last_us;
+  double elapsed_s; /* between the last two screens; 0 on the first */
 };
 
 VgpuTop *vgpu_top_new(void) {
   VgpuTop *t = g_new0(VgpuTop, 1);
   t->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  t->tenants = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   return t;
 }
 
@@ -402,6 +449,7 @@ void vgpu_top_free(VgpuTop *t) {
   if (!t)
     return;
   g_hash_table_unref(t->last);
+  g_hash_table_unref(t->tenants);
   g_free(t);
 }
 
@@ -410,14 +458,89 @@ double vgpu_top_fps(const VgpuTop *t, const char *name) {
   return e ? e->fps : -1;
 }
 
+double vgpu_top_elapsed(const VgpuTop *t) {
+  return t->elapsed_s;
+}
+
+/* Nanoseconds counted per second of wall time, as a percentage; -1 as
+ * rate() when there is no earlier reading. */
+static double ns_percent(uint64_t before, uint64_t after, double seconds) {
+  double r = rate(before, after, seconds);
+  return r < 0 ? -1 : r / 1e7;
+}
+
+static void set_rate(JsonObject *o, const char *key, double v) {
+  if (v < 0)
+    json_object_set_null_member(o, key);
+  else
+    json_object_set_double_member(o, key, v);
+}
+
+static char *format_percent(double v) {
+  return v < 0 ? g_strdup("-") : g_strdup_printf("%.1f%%", v);
+}
+
+/* One tenant of instance `name` (its `show` object x): rates from the
+ * counters of the last screen, written into x, and its row. */
+static void top_tenant(VgpuTop *t, GHashTable *next, VgpuTable *tab, const char *name,
+                       uint64_t fps_cap, JsonObject *x) {
+  uint64_t worker = vgpu_ctl_get_u64(x, "worker_pid");
+  char *key = g_strdup_printf("%s\n%" G_GUINT64_FORMAT, name, worker);
+  if (g_hash_table_contains(next, key)) {
+    g_free(key);
+    return;
+  }
+  TopTenant *e = g_new0(TopTenant, 1);
+  e->frames = vgpu_ctl_get_u64(x, "frames");
+  e->busy_ns = vgpu_ctl_get_u64(x, "busy_ns");
+  e->has_throttled = has_number(x, "throttled_ns");
+  e->throttled_ns = vgpu_ctl_get_u64(x, "throttled_ns");
+  const TopTenant *prev = g_hash_table_lookup(t->tenants, key);
+  double dt = t->elapsed_s;
+  double fps = prev ? rate(prev->frames, e->frames, dt) : -1;
+  double busy = prev ? ns_percent(prev->busy_ns, e->busy_ns, dt) : -1;
+  double thr = prev && prev->has_throttled && e->has_throttled
+                   ? ns_percent(prev->throttled_ns, e->throttled_ns, dt)
+                   : -1;
+  /* 0 or none: best-effort, no share is enforced. */
+  uint64_t ppm = vgpu_ctl_get_u64(x, "share_ppm");
+  double share = ppm ? (double)ppm / 1e4 : -1;
+  g_hash_table_insert(next, key, e);
+  set_rate(x, "frames_per_s", fps);
+  set_rate(x, "busy_percent", busy);
+  set_rate(x, "throttled_percent", thr);
+  set_rate(x, "share_percent", share);
+
+  g_autofree char *w = num(worker);
+  g_autofree char *cp = num(vgpu_ctl_get_u64(x, "client_pid"));
+  g_autofree char *bs = format_percent(busy);
+  g_autofree char *ss = format_percent(share);
+  g_autofree char *ts = format_percent(thr);
+  g_autofree char *fs = format_fps(fps);
+  g_autofree char *cap = fps_cap ? num(fps_cap) : g_strdup("-");
+  g_autofree char *fc = g_strdup_printf("%s/%s", fs, cap);
+  g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(x, "vram"), false);
+  const char *proc = vgpu_ctl_get_str(x, "process", NULL);
+  if (!proc)
+    proc = vgpu_ctl_get_str(x, "comm", "-");
+  vgpu_table_add(tab, name, vgpu_ctl_get_str(x, "kind", "vtest"), w, cp, proc, bs, ss, ts, fc, v,
+                 NULL);
+}
+
 char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
   static const char *const h[] = {"NAME", "CLIENTS", "VMS",      "VRAM",    "RESOURCES", "CONTEXTS",
                                   "FPS",  "FRAMES",  "REFUSALS", "CRASHES", NULL};
+  static const char *const th[] = {"INSTANCE", "KIND",     "WORKER", "CLIENT",
+                                   "PROCESS",  "GPU BUSY", "SHARE",  "THROTTLED",
+                                   "FPS/CAP",  "VRAM",     NULL};
   g_autoptr(VgpuTable) tab = vgpu_table_new(h);
-  double dt = t->last_us ? (double)(now_us - t->last_us) / G_USEC_PER_SEC : 0;
-  /* A fresh map each screen: instances destroyed meanwhile drop out, and a
-   * name that comes back starts without a stale counter. */
+  g_autoptr(VgpuTable) ttab = vgpu_table_new(th);
+  t->elapsed_s = t->last_us ? (double)(now_us - t->last_us) / G_USEC_PER_SEC : 0;
+  double dt = t->elapsed_s;
+  /* Fresh maps each screen: instances and tenants gone meanwhile drop out,
+   * and one that comes back starts without a stale counter. */
   GHashTable *next = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  GHashTable *next_tenants = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   guint n = instances ? json_array_get_length(instances) : 0;
   for (guint i = 0; i < n; i++) {
     JsonObject *in = vgpu_ctl_array_object(instances, i);
@@ -430,6 +553,7 @@ char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
     TopEntry *prev = g_hash_table_lookup(t->last, name);
     e->fps = prev ? rate(prev->frames, e->frames, dt) : -1;
     g_hash_table_insert(next, g_strdup(name), e);
+    set_rate(in, "frames_per_s", e->fps);
 
     UsageCells c;
     usage_cells(in, &c);
@@ -441,9 +565,23 @@ char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
     vgpu_table_add(tab, name, c.clients, vms, c.vram, c.resources, c.contexts, fps, frames, ref, cr,
                    NULL);
     usage_cells_clear(&c);
+
+    JsonArray *ts = vgpu_ctl_get_array(in, "tenants");
+    guint nt = ts ? json_array_get_length(ts) : 0;
+    for (guint j = 0; j < nt; j++) {
+      JsonObject *x = vgpu_ctl_array_object(ts, j);
+      if (x)
+        top_tenant(t, next_tenants, ttab, name, vgpu_ctl_get_u64(in, "fps_cap"), x);
+    }
   }
   g_hash_table_unref(t->last);
   t->last = next;
+  g_hash_table_unref(t->tenants);
+  t->tenants = next_tenants;
   t->last_us = now_us;
-  return vgpu_table_render(tab);
+  g_autofree char *s = vgpu_table_render(tab);
+  if (vgpu_table_rows(ttab) == 0)
+    return g_steal_pointer(&s);
+  g_autofree char *ts = vgpu_table_render(ttab);
+  return g_strconcat(s, "\n", ts, NULL);
 }

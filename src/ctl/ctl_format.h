@@ -37,6 +37,10 @@ char *vgpu_format_rate(uint64_t before, uint64_t after, double seconds);
 
 /* `list`: one row per instance; a hint line when there are none. */
 char *vgpu_format_list(JsonArray *instances);
+/* The GPU memory line of a `list` reply (or `status`'s daemon object):
+ * "GPU memory 11.6 GiB, overcommit 1.0: 1.3 GiB assigned, 10.3 GiB
+ * free\n"; "" when the reply has no "gpu_memory". */
+char *vgpu_format_gpu_memory(JsonObject *reply);
 /* `show`: the instance summary, a blank line, then the tenants table. */
 char *vgpu_format_show(JsonObject *instance);
 /* `profiles` */
@@ -46,15 +50,26 @@ char *vgpu_format_profiles(JsonArray *profiles);
  * capability sets it offers, or "probing" / "unknown (reason)". */
 char *vgpu_format_status(JsonObject *daemon, JsonArray *instances);
 
-/* `top`: remembers each instance's frame counter between screens so that
- * frames per second come from deltas.  The clock is passed in (monotonic
- * microseconds) to keep the function deterministic. */
+/* `top`: remembers each instance's and each tenant's counters between
+ * screens so that rates come from deltas over the time between two
+ * screens.  The clock is passed in (monotonic microseconds) to keep the
+ * function deterministic. */
 typedef struct VgpuTop VgpuTop;
 VgpuTop *vgpu_top_new(void);
 void vgpu_top_free(VgpuTop *t);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuTop, vgpu_top_free)
-/* Updates the remembered counters and returns the table. */
+/* instances: `show` instance objects (a `list` one has no "tenants").
+ * Updates the remembered counters, writes the rates into the objects
+ * (null where there is no earlier reading or a counter went back):
+ *   instance "frames_per_s";
+ *   tenant   "frames_per_s", "busy_percent" (busy_ns per second of wall
+ *            time x 100), "throttled_percent" (throttled_ns likewise; null
+ *            when the daemon does not report it), "share_percent"
+ *            (share_ppm / 10^4; null when absent or 0: best-effort),
+ * and returns the screen: the instance table, then one row per tenant. */
 char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us);
 /* Frames per second of `name` on the last screen, or -1 when it had no
  * earlier reading. */
 double vgpu_top_fps(const VgpuTop *t, const char *name);
+/* Seconds between the last two screens (0 after the first). */
+double vgpu_top_elapsed(const VgpuTop *t);

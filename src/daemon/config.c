@@ -5,6 +5,7 @@
 #include "daemon/config.h"
 
 #include "daemon/isolation.h"
+#include "core/gpumem.h"
 #include "core/virgl_stream.h"
 
 #include <errno.h>
@@ -21,6 +22,10 @@ static const char default_config[] =
     "renderer=virgl\n"
     "render-node=auto\n"
     "worker-uid-range=61184-65519\n"
+    "# The instances' vram limits together may use this much times overcommit\n"
+    "# (auto: the GPU's VRAM where its driver reports it, else half of host RAM).\n"
+    "gpu-memory=auto\n"
+    "overcommit=1.0\n"
     "\n"
     "# gpu-share, weight and fps-cap are accepted and shown but not\n"
     "# enforced: vgpud has no GPU scheduler yet.\n"
@@ -449,6 +454,18 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
         c->max_control_conns = (guint)n;
       else
         c->max_control_conns_per_uid = (guint)n;
+    } else if (g_str_equal(k, "gpu-memory")) {
+      if (g_str_equal(v, "auto")) {
+        c->gpu_memory = 0;
+      } else if (!vgpu_parse_size(v, &n, &e) || n == 0 || n > (uint64_t)G_MAXINT64) {
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for gpu-memory: %s", v,
+                       e ? e->message : "auto or a size between 1 byte and 8 EiB");
+      } else {
+        c->gpu_memory = n;
+      }
+    } else if (g_str_equal(k, "overcommit")) {
+      if (!vgpu_overcommit_parse(v, &c->overcommit_milli, &e))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for overcommit: %s", v, e->message);
     } else if (g_str_equal(k, "vm-instance")) {
       if (!vgpu_instance_name_valid(v))
         return fail_at(error, m, "daemon", k,
@@ -597,6 +614,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->control_timeout_s = 30;
   c->max_control_conns = 64;
   c->max_control_conns_per_uid = 8;
+  c->overcommit_milli = VGPU_OVERCOMMIT_DEFAULT;
   c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
 

@@ -44,6 +44,11 @@ typedef struct VgpuConfig {
   guint max_control_conns;
   guint max_control_conns_per_uid;
   char *admin_group; /* its members may use admin commands; NULL: none */
+  /* GPU memory the instances' VRAM limits are cut from (gpu-memory):
+   * 0 = auto (what the render node reports, else VGPU_GPU_MEMORY_HOST_PERCENT
+   * of host RAM); overcommit in thousandths (1000 = 1.0). */
+  uint64_t gpu_memory;
+  uint32_t overcommit_milli;
   char *vm_instance; /* where vgpu-vhost-gpu lands without --instance; NULL: first */
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */

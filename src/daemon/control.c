@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/capset.h"
+#include "core/gpumem.h"
 #include "core/profile.h"
 #include "daemon/listener.h"
 #include "daemon/supervisor.h"
@@ -232,9 +233,25 @@ static void build_renderer(JsonBuilder *b, VgpuInstance *in) {
   json_builder_end_object(b);
 }
 
-static void build_profile(JsonBuilder *b, const VgpuProfile *p) {
+/* GPU memory partitioning: the figures of `list` and `status`. */
+static void add_gpu_memory(JsonBuilder *b, VgpuSupervisor *s) {
+  uint64_t gm, assigned;
+  uint32_t milli;
+  vgpu_supervisor_gpu_memory(s, &gm, &milli, &assigned);
+  uint64_t cap = vgpu_gpumem_capacity(gm, milli);
+  add_u64(b, "gpu_memory", gm);
+  json_builder_set_member_name(b, "overcommit");
+  json_builder_add_double_value(b, milli / 1000.0);
+  add_u64(b, "gpu_memory_capacity", cap);
+  add_u64(b, "gpu_memory_assigned", assigned);
+  add_u64(b, "gpu_memory_free", vgpu_gpumem_free(cap, assigned));
+}
+
+/* available: how many more instances of the profile fit the GPU memory. */
+static void build_profile(JsonBuilder *b, const VgpuProfile *p, uint64_t available) {
   json_builder_begin_object(b);
   add_str(b, "name", p->name);
+  add_u64(b, "available", available);
   add_str(b, "description", p->description);
   add_u64(b, "vram", p->vram);
   add_u64(b, "resources", p->max_resources);
@@ -331,6 +348,7 @@ static char *cmd_status(VgpuControlRequest *r) {
   add_u64(b, "connections_shed", vgpu_listener_shed_total());
   add_u64(b, "log_lines_suppressed", vgpu_log_suppressed_total());
   add_str(b, "caller", r->admin ? "admin" : "user");
+  add_gpu_memory(b, s);
   json_builder_end_object(b);
   /* Per instance, what its workers offer. */
   json_builder_set_member_name(b, "instances");
@@ -355,6 +373,7 @@ static char *cmd_list(VgpuControlRequest *r) {
   for (guint i = 0; i < all->len; i++)
     build_instance(b, r->sup, g_ptr_array_index(all, i), false, r->uid, r->admin);
   json_builder_end_array(b);
+  add_gpu_memory(b, r->sup);
   return reply_finish(b);
 }
 
@@ -373,8 +392,15 @@ static char *cmd_profiles(VgpuControlRequest *r) {
   json_builder_set_member_name(b, "profiles");
   json_builder_begin_array(b);
   const VgpuConfig *cfg = vgpu_supervisor_config(r->sup);
-  for (guint i = 0; i < cfg->profiles->len; i++)
-    build_profile(b, g_ptr_array_index(cfg->profiles, i));
+  uint64_t gm, assigned;
+  uint32_t milli;
+  vgpu_supervisor_gpu_memory(r->sup, &gm, &milli, &assigned);
+  for (guint i = 0; i < cfg->profiles->len; i++) {
+    const VgpuProfile *p = g_ptr_array_index(cfg->profiles, i);
+    build_profile(b, p,
+                  vgpu_gpumem_available(vgpu_gpumem_capacity(gm, milli), assigned,
+                                        vgpu_gpumem_charge(p->vram, gm)));
+  }
   json_builder_end_array(b);
   return reply_finish(b);
 }

@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
                              : vgpu_config_load_default(&error);
   if (!cfg) {
     fprintf(stderr, "vgpud: %s\n", error->message);
-    return 1;
+    return fail_early(&o, NULL, 1);
   }
   VgpuLogLevel level = cfg->log_level;
   if (o.log_level && !vgpu_log_level_parse(o.log_level, &level)) {
@@ -178,14 +178,20 @@ int main(int argc, char **argv) {
   }
   vgpu_log_set_level(level);
   if (o.check_config) {
+    /* The instances must also fit this host's GPU memory. */
+    g_autofree char *gpu_memory = NULL;
+    if (!vgpu_supervisor_check_gpu_memory(cfg, &gpu_memory, &error)) {
+      fprintf(stderr, "vgpud: %s: %s\n", cfg->source, error->message);
+      return fail_early(&o, cfg, 1);
+    }
     printf("%s: OK, %u profile(s), %u instance(s)\n", cfg->source, cfg->profiles->len,
            cfg->instances->len);
+    printf("  %s\n", gpu_memory);
     for (guint i = 0; i < cfg->instances->len; i++) {
       VgpuInstanceConfig *ic = g_ptr_array_index(cfg->instances, i);
       printf("  %s: profile %s\n", ic->name, ic->profile);
     }
-    vgpu_config_free(cfg);
-    return 0;
+    return fail_early(&o, cfg, 0);
   }
 
   /* --runtime-dir, then $VGPU_RUNTIME_DIR (as vgpuctl and vgpu-run), then

@@ -19,10 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/gpumem.h"
 #include "core/profile.h"
 #include "core/worker_exit.h"
 #include "vgpu-config.h"
 #include "daemon/control.h"
+#include "daemon/gpu_memory.h"
 #include "daemon/listener.h"
 #include "daemon/probe.h"
 #include "util/fd.h"
@@ -74,6 +76,7 @@ struct VgpuSupervisor {
   GHashTable *probes; /* renderer configuration (probe_key) -> VgpuProbe* */
   GHashTable *shots;  /* seq -> ShotPending*: screenshots asked of workers */
   uint32_t shot_seq;
+  uint64_t gpu_memory; /* resolved [daemon] gpu-memory, bytes */
 };
 
 /* A screenshot asked of a worker, until it answers, ends or times out. */
@@ -756,6 +759,70 @@ void vgpu_supervisor_screenshot_cancel(VgpuSupervisor *s, guint id) {
     g_hash_table_remove(s->shots, GUINT_TO_POINTER(id));
 }
 
+/* ---- GPU memory ---------------------------------------------------------- */
+
+static void log_gpu_memory(uint64_t gpu_memory, uint32_t milli, const char *source) {
+  g_autofree char *gm = vgpu_format_size(gpu_memory, false);
+  g_autofree char *cap = vgpu_format_size(vgpu_gpumem_capacity(gpu_memory, milli), false);
+  g_autofree char *oc = vgpu_overcommit_format(milli);
+  vgpu_info("GPU memory %s (%s), overcommit %s: the instances' vram limits may add up to %s", gm,
+            source, oc, cap);
+}
+
+/* What the instances' VRAM limits take, but `skip`'s (NULL: none). */
+static uint64_t gpu_memory_assigned(VgpuSupervisor *s, const VgpuInstance *skip) {
+  uint64_t sum = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    if (v != skip)
+      sum = vgpu_gpumem_add(sum,
+                            vgpu_gpumem_charge(((VgpuInstance *)v)->cfg->eff.vram, s->gpu_memory));
+  return sum;
+}
+
+/* Whether an instance `name` with this VRAM limit fits beside the others
+ * (but `skip`, the one it replaces). */
+static bool gpu_memory_fits(VgpuSupervisor *s, const VgpuInstance *skip, const char *name,
+                            uint64_t vram, GError **error) {
+  uint64_t assigned = gpu_memory_assigned(s, skip);
+  if (vgpu_gpumem_fits(vgpu_gpumem_capacity(s->gpu_memory, s->cfg->overcommit_milli), assigned,
+                       vgpu_gpumem_charge(vram, s->gpu_memory)))
+    return true;
+  g_autofree char *msg =
+      vgpu_gpumem_refusal(name, vram, s->gpu_memory, s->cfg->overcommit_milli, assigned);
+  g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE, msg);
+  return false;
+}
+
+void vgpu_supervisor_gpu_memory(VgpuSupervisor *s, uint64_t *gpu_memory, uint32_t *milli,
+                                uint64_t *assigned) {
+  *gpu_memory = s->gpu_memory;
+  *milli = s->cfg->overcommit_milli;
+  *assigned = gpu_memory_assigned(s, NULL);
+}
+
+bool vgpu_supervisor_check_gpu_memory(const VgpuConfig *cfg, char **summary, GError **error) {
+  g_autofree char *node = find_render_node(cfg);
+  g_autofree char *source = NULL;
+  uint64_t gm = vgpu_gpu_memory_resolve(cfg, node, &source), assigned = 0;
+  if (!gm) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "GPU memory: %s", source);
+    return false;
+  }
+  if (!vgpu_gpu_memory_check(cfg->instances, gm, cfg->overcommit_milli, &assigned, error))
+    return false;
+  uint64_t cap = vgpu_gpumem_capacity(gm, cfg->overcommit_milli);
+  g_autofree char *gms = vgpu_format_size(gm, false);
+  g_autofree char *as = vgpu_format_size(assigned, false);
+  g_autofree char *fs = vgpu_format_size(vgpu_gpumem_free(cap, assigned), false);
+  g_autofree char *oc = vgpu_overcommit_format(cfg->overcommit_milli);
+  *summary = g_strdup_printf("GPU memory %s (%s), overcommit %s: %s assigned, %s free", gms, source,
+                             oc, as, fs);
+  return true;
+}
+
 VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions *opt,
                                     GError **error) {
   g_autofree char *worker = find_worker(cfg, error);
@@ -778,6 +845,15 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   vgpu_book_set_shot_hook(s->book, on_shot_reply, s);
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
+  g_autofree char *gm_source = NULL;
+  s->gpu_memory = vgpu_gpu_memory_resolve(cfg, s->render_node, &gm_source);
+  if (!s->gpu_memory) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "GPU memory: %s", gm_source);
+    s->cfg = NULL; /* the caller's again */
+    vgpu_supervisor_free(s);
+    return NULL;
+  }
+  log_gpu_memory(s->gpu_memory, cfg->overcommit_milli, gm_source);
   s->isolation = vgpu_isolation_new(cfg, s->render_node, error);
   if (!s->isolation) {
     s->cfg = NULL; /* the caller's again */
@@ -792,6 +868,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
 }
 
 bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
+  if (!vgpu_gpu_memory_check(s->cfg->instances, s->gpu_memory, s->cfg->overcommit_milli, NULL,
+                             error))
+    return false;
   for (guint i = 0; i < s->cfg->instances->len; i++) {
     const VgpuInstanceConfig *ic = g_ptr_array_index(s->cfg->instances, i);
     VgpuInstance *in = instance_new(s, ic, false, error);
@@ -884,11 +963,52 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s);
 }
 
+/* Whether the instances after a reload to `next` fit the GPU memory it
+ * names: its own instances (a run-time instance of the same name stands
+ * for the file's, as reload keeps it), run-time instances, and those it
+ * drops that still have tenants (they drain: their tenants keep their
+ * memory until they leave). */
+static bool reload_gpu_memory_fits(VgpuSupervisor *s, const VgpuConfig *next, uint64_t *gpu_memory,
+                                   GError **error) {
+  g_autofree char *source = NULL;
+  uint64_t gm = vgpu_gpu_memory_resolve(next, s->render_node, &source);
+  if (!gm) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "GPU memory: %s", source);
+    return false;
+  }
+  /* What stays first, so that the refusal names one of the file's. */
+  g_autoptr(GPtrArray) after = g_ptr_array_new();
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    if (in->runtime_origin ||
+        (!vgpu_config_find_instance(next, in->cfg->name) && g_hash_table_size(in->workers) > 0))
+      g_ptr_array_add(after, in->cfg);
+  }
+  for (guint i = 0; i < next->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(next->instances, i);
+    VgpuInstance *in = g_hash_table_lookup(s->instances, ic->name);
+    if (!in || !in->runtime_origin)
+      g_ptr_array_add(after, (gpointer)ic);
+  }
+  if (!vgpu_gpu_memory_check(after, gm, next->overcommit_milli, NULL, error))
+    return false;
+  if (gm != s->gpu_memory || next->overcommit_milli != s->cfg->overcommit_milli)
+    log_gpu_memory(gm, next->overcommit_milli, source);
+  *gpu_memory = gm;
+  return true;
+}
+
 bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
   VgpuConfig *next = s->config_path ? vgpu_config_load_file(s->config_path, error)
                                     : vgpu_config_load_default(error);
   if (!next)
     return false;
+  uint64_t next_gpu_memory = 0;
+  if (!reload_gpu_memory_fits(s, next, &next_gpu_memory, error)) {
+    vgpu_config_free(next);
+    return false;
+  }
   guint added = 0, removed = 0, changed = 0;
   g_autoptr(GString) failed = g_string_new(NULL);
   /* Removed config instances drain; runtime ones are not the file's. */
@@ -934,6 +1054,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   vgpu_log_set_level(next->log_level);
   vgpu_config_free(s->cfg);
   s->cfg = next;
+  s->gpu_memory = next_gpu_memory;
   probe_ensure(s); /* a new renderer, or sandbox setting, is probed anew */
   if (s->isolation)
     vgpu_isolation_reload(s->isolation); /* accounts made or removed since */
@@ -997,6 +1118,8 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
                 "unknown profile \"%s\" (vgpuctl profiles lists them)", profile ? profile : "");
     return NULL;
   }
+  if (!gpu_memory_fits(s, NULL, name, p->vram, error))
+    return NULL;
   VgpuInstanceConfig *ic = vgpu_instance_config_new(name, p);
   VgpuInstance *in = instance_new(s, ic, true, error);
   vgpu_instance_config_free(ic);
@@ -1178,6 +1301,10 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
       return false;
     }
     g_string_append_printf(what, " %s=%s", (char *)k, (char *)v);
+  }
+  if (next->eff.vram != in->cfg->eff.vram && !gpu_memory_fits(s, in, name, next->eff.vram, error)) {
+    vgpu_instance_config_free(next);
+    return false;
   }
   instance_apply(in, next);
   vgpu_instance_config_free(next);

@@ -118,6 +118,17 @@ guint vgpu_supervisor_screenshot(VgpuSupervisor *s, const char *name, uint32_t h
 /* The caller left: @done will not be called. */
 void vgpu_supervisor_screenshot_cancel(VgpuSupervisor *s, guint id);
 
+/* GPU memory partitioning ([daemon] gpu-memory, overcommit): the figure
+ * in force, the overcommit (thousandths) and what the instances' VRAM
+ * limits take of it (draining instances included; vram=0 counts as all of
+ * gpu_memory).  Creating, resizing and reloading beyond gpu_memory x
+ * overcommit is refused (core/gpumem.h). */
+void vgpu_supervisor_gpu_memory(VgpuSupervisor *s, uint64_t *gpu_memory, uint32_t *milli,
+                                uint64_t *assigned);
+/* vgpud --check-config: whether cfg's instances fit the GPU memory it
+ * names on this host; *summary says how much and from where. */
+bool vgpu_supervisor_check_gpu_memory(const VgpuConfig *cfg, char **summary, GError **error);
+
 /* Applies key=value settings atomically (all or none). */
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings, GError **error);
 

@@ -245,7 +245,9 @@ def test(x, d):
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["NAME", "PROFILE", "STATE"], out
     col = lines[0].index("VRAM")
-    assert all(l[col - 2:col] == "  " for l in lines[1:]), f"columns not aligned:\n{out}"
+    # The table, then the GPU memory line.
+    assert lines[-1].startswith("GPU memory "), out
+    assert all(l[col - 2:col] == "  " for l in lines[1:-1]), f"columns not aligned:\n{out}"
     assert "0 B / 256 MiB" in out, out
     rc, out, _ = ctl(d, "--json", "list")
     inst = {i["name"]: i for i in json.loads(out)["instances"]}

@@ -23,8 +23,10 @@ LONGDRAW = os.environ.get("VGPU_LONGDRAW", "")
 # Per pixel; a 256x256 frame then takes minutes on llvmpipe.
 ITERATIONS = "20000000"
 
+# Each instance's VRAM is bounded: unlimited counts as all of gpu-memory.
 CONFIG = """
 [profile test]
+vram=512M
 max-clients=2
 gpu-timeout=0
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <poll.h>
@@ -371,14 +372,17 @@ static void test_views(void **state) {
   g_autoptr(JsonArray) profiles = parse_array(
       "[{\"name\":\"small\",\"description\":\"for a desktop\",\"vram\":134217728,"
       "\"resources\":1024,\"contexts\":0,\"clients\":1,\"gpu_share\":\"fixed\",\"weight\":25,"
-      "\"fps_cap\":30,\"heads\":1},{\"name\":\"big\",\"vram\":0,\"gpu_share\":\"equal\"}]");
+      "\"fps_cap\":30,\"heads\":1,\"available\":3},{\"name\":\"big\",\"vram\":0,"
+      "\"gpu_share\":\"equal\"}]");
   g_autofree char *p = vgpu_format_profiles(profiles);
-  assert_string_equal(p, "PROFILE  VRAM       RESOURCES  CONTEXTS   CLIENTS    SHARE     HEADS  "
-                         "FPS CAP  DESCRIPTION\n"
-                         "small    128 MiB    1024       unlimited  1          fixed:25  1      "
-                         "30       for a desktop\n"
-                         "big      unlimited  unlimited  unlimited  unlimited  equal     0      "
-                         "none\n");
+  /* AVAILABLE: how many more fit the GPU memory; "-" when not said. */
+  assert_string_equal(p,
+                      "PROFILE  VRAM       AVAILABLE  RESOURCES  CONTEXTS   CLIENTS    SHARE     "
+                      "HEADS  FPS CAP  DESCRIPTION\n"
+                      "small    128 MiB    3          1024       unlimited  1          fixed:25  "
+                      "1      30       for a desktop\n"
+                      "big      unlimited  -          unlimited  unlimited  unlimited  equal     "
+                      "0      none\n");
   /* What the daemon says it does not enforce is starred, with a note. */
   g_autoptr(JsonArray) unenforced = parse_array(
       "[{\"name\":\"large\",\"vram\":0,\"gpu_share\":\"fixed\",\"weight\":200,\"heads\":1,"
@@ -386,12 +390,12 @@ static void test_views(void **state) {
       "{\"name\":\"other\",\"vram\":0,\"gpu_share\":\"equal\",\"heads\":2,\"fps_cap\":60,"
       "\"not_enforced\":[\"heads\", 7]}]");
   g_autofree char *pu = vgpu_format_profiles(unenforced);
-  assert_string_equal(pu, "PROFILE  VRAM       RESOURCES  CONTEXTS   CLIENTS    SHARE       HEADS  "
-                          "FPS CAP  DESCRIPTION\n"
-                          "large    unlimited  unlimited  unlimited  unlimited  fixed:200*  1*     "
-                          "none*\n"
-                          "other    unlimited  unlimited  unlimited  unlimited  equal       2*     "
-                          "60\n"
+  assert_string_equal(pu, "PROFILE  VRAM       AVAILABLE  RESOURCES  CONTEXTS   CLIENTS    "
+                          "SHARE       HEADS  FPS CAP  DESCRIPTION\n"
+                          "large    unlimited  -          unlimited  unlimited  unlimited  "
+                          "fixed:200*  1*     none*\n"
+                          "other    unlimited  -          unlimited  unlimited  unlimited  "
+                          "equal       2*     60\n"
                           "* not enforced: vgpud has no GPU scheduler yet\n");
   g_autoptr(JsonObject) shared = parse_object(
       INSTANCE_VGPU0 ",\"gpu_share\":\"equal\",\"weight\":100,\"not_enforced\":[\"gpu_share\"]}");
@@ -472,6 +476,96 @@ static void test_top(void **state) {
   assert_true(vgpu_top_fps(top, "b") < 0); /* back, but no earlier reading */
   assert_non_null(strstr(t4, "10.0")); /* a: 10 frames in 1 s */
   vgpu_top_free(NULL);
+}
+
+/* One instance "a" (fps-cap cap) with tenant 7 at these counters; with
+ * throttled_ns and share_ppm only when given (>= 0). */
+static JsonArray *top_tenant_sample(uint64_t frames, uint64_t busy_ns, int64_t throttled_ns,
+                                    int64_t share_ppm, uint64_t cap) {
+  g_autofree char *thr = throttled_ns >= 0
+                             ? g_strdup_printf(",\"throttled_ns\":%" G_GINT64_FORMAT, throttled_ns)
+                             : g_strdup("");
+  g_autofree char *share = share_ppm >= 0
+                               ? g_strdup_printf(",\"share_ppm\":%" G_GINT64_FORMAT, share_ppm)
+                               : g_strdup("");
+  g_autofree char *json = g_strdup_printf(
+      "[{\"name\":\"a\",\"fps_cap\":%" G_GUINT64_FORMAT ",\"usage\":{\"frames\":%" G_GUINT64_FORMAT
+      "},\"tenants\":[{\"worker_pid\":7,\"client_pid\":6,\"process\":\"glxgears\","
+      "\"frames\":%" G_GUINT64_FORMAT ",\"busy_ns\":%" G_GUINT64_FORMAT "%s%s}]}]",
+      cap, frames, frames, busy_ns, thr, share);
+  return parse_array(json);
+}
+
+static double member_double(JsonArray *instances, const char *key) {
+  JsonObject *t =
+      vgpu_ctl_array_object(vgpu_ctl_get_array(vgpu_ctl_array_object(instances, 0), "tenants"), 0);
+  JsonNode *n = json_object_get_member(t, key);
+  assert_non_null(n);
+  return JSON_NODE_HOLDS_NULL(n) ? -1 : json_node_get_double(n);
+}
+
+static void test_top_tenants(void **state) {
+  (void)state;
+  g_autoptr(VgpuTop) top = vgpu_top_new();
+  /* First screen: no rates yet, the share already (50% = 500000 ppm). */
+  g_autoptr(JsonArray) s1 = top_tenant_sample(100, 1000000000, 0, 500000, 30);
+  g_autofree char *t1 = vgpu_top_screen(top, s1, 10 * G_USEC_PER_SEC);
+  assert_true(member_double(s1, "busy_percent") < 0);
+  assert_true(member_double(s1, "frames_per_s") < 0);
+  assert_true(member_double(s1, "throttled_percent") < 0);
+  assert_true(member_double(s1, "share_percent") > 49.99 &&
+              member_double(s1, "share_percent") < 50.01);
+  assert_non_null(strstr(t1, "glxgears"));
+  assert_non_null(strstr(t1, "-/30"));
+  /* 2 s later: 60 frames in 2 s (30/s against a cap of 30), 0.5 s busy
+   * of 2 (25%), 1 s throttled of 2 (50%). */
+  g_autoptr(JsonArray) s2 = top_tenant_sample(160, 1500000000, 1000000000, 500000, 30);
+  g_autofree char *t2 = vgpu_top_screen(top, s2, 12 * G_USEC_PER_SEC);
+  assert_true(fabs(member_double(s2, "frames_per_s") - 30.0) < 1e-9);
+  assert_true(fabs(member_double(s2, "busy_percent") - 25.0) < 1e-9);
+  assert_true(fabs(member_double(s2, "throttled_percent") - 50.0) < 1e-9);
+  assert_non_null(strstr(t2, "30.0/30"));
+  assert_non_null(strstr(t2, "25.0%"));
+  assert_non_null(strstr(t2, "50.0%"));
+  /* No throttled_ns and share 0 (best-effort): "-"; no cap: "/-"; a busy
+   * counter that went back (a new worker in the same slot): no rate. */
+  g_autoptr(JsonArray) s3 = top_tenant_sample(190, 1000, -1, 0, 0);
+  g_autofree char *t3 = vgpu_top_screen(top, s3, 13 * G_USEC_PER_SEC);
+  assert_true(member_double(s3, "throttled_percent") < 0);
+  assert_true(member_double(s3, "share_percent") < 0);
+  assert_true(member_double(s3, "busy_percent") < 0);
+  assert_true(fabs(member_double(s3, "frames_per_s") - 30.0) < 1e-9);
+  assert_non_null(strstr(t3, "30.0/-"));
+  /* Counters near the largest JSON integer: only deltas are taken. */
+  g_autoptr(JsonArray) s4 = top_tenant_sample(190, (uint64_t)G_MAXINT64 - 1000000000, -1, -1, 0);
+  g_free(vgpu_top_screen(top, s4, 14 * G_USEC_PER_SEC));
+  g_autoptr(JsonArray) s5 = top_tenant_sample(190, (uint64_t)G_MAXINT64, -1, -1, 0);
+  g_free(vgpu_top_screen(top, s5, 15 * G_USEC_PER_SEC));
+  assert_true(fabs(member_double(s5, "busy_percent") - 100.0) < 1e-6);
+  assert_true(vgpu_top_elapsed(top) > 0.99 && vgpu_top_elapsed(top) < 1.01);
+}
+
+static void test_gpu_memory_line(void **state) {
+  (void)state;
+  g_autoptr(JsonObject) r =
+      parse_object("{\"gpu_memory\":12455405158,\"overcommit\":1.0,"
+                   "\"gpu_memory_assigned\":1342177280,\"gpu_memory_free\":11113227878}");
+  g_autofree char *s = vgpu_format_gpu_memory(r);
+  assert_string_equal(s, "GPU memory 11.6 GiB, overcommit 1.0: 1.2 GiB assigned, 10.3 GiB free\n");
+  g_autoptr(JsonObject) r2 = parse_object("{\"gpu_memory\":1073741824,\"overcommit\":2.5,"
+                                          "\"gpu_memory_assigned\":0,\"gpu_memory_free\":"
+                                          "2684354560}");
+  g_autofree char *s2 = vgpu_format_gpu_memory(r2);
+  assert_string_equal(s2, "GPU memory 1 GiB, overcommit 2.5: 0 B assigned, 2.5 GiB free\n");
+  g_autoptr(JsonObject) old = parse_object("{\"instances\":[]}");
+  g_autofree char *s3 = vgpu_format_gpu_memory(old);
+  assert_string_equal(s3, "");
+  g_autoptr(JsonObject) d = parse_object(
+      "{\"version\":\"0.1.0\",\"pid\":77,\"uptime_s\":5,\"gpu_memory\":1073741824,"
+      "\"overcommit\":1,\"gpu_memory_assigned\":536870912,\"gpu_memory_free\":536870912}");
+  g_autofree char *st = vgpu_format_status(d, NULL);
+  assert_non_null(
+      strstr(st, "\nGPU memory     1 GiB, overcommit 1.0: 512 MiB assigned, 512 MiB free\n"));
 }
 
 /* ---- a fake vgpud ------------------------------------------------------- */
@@ -717,7 +811,30 @@ static void test_vgpuctl_end_to_end(void **state) {
   g_auto(GStrv) screens = g_strsplit(out, "vgpuctl top", -1);
   assert_int_equal(g_strv_length(screens), 4);
   assert_non_null(strstr(screens[1], "  -  "));
+  /* The instance table (the tenants' follows a blank line) has its rate. */
+  char *blank = strstr(screens[3], "\n\n");
+  assert_non_null(blank);
+  *blank = '\0';
   assert_null(strstr(screens[3], "  -  "));
+  assert_non_null(strstr(blank + 2, "GPU BUSY"));
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  /* --json: one compact object per line, each instance as `show` has it. */
+  assert_int_equal(
+      run_ctl(&out, &err, "-r", d, "--json", "top", "--iterations", "2", "--interval", "0.1", NULL),
+      0);
+  g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
+  assert_int_equal(g_strv_length(lines), 3);
+  assert_string_equal(lines[2], "");
+  for (int i = 0; i < 2; i++) {
+    g_autoptr(JsonObject) o = parse_object(lines[i]);
+    JsonArray *ins = vgpu_ctl_get_array(o, "instances");
+    JsonObject *t0 =
+        vgpu_ctl_array_object(vgpu_ctl_get_array(vgpu_ctl_array_object(ins, 0), "tenants"), 0);
+    assert_non_null(t0);
+    assert_true(json_object_has_member(t0, "busy_percent"));
+    assert_true(json_object_has_member(o, "elapsed_s"));
+  }
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
 
@@ -771,6 +888,8 @@ int main(void) {
       cmocka_unit_test(test_units),
       cmocka_unit_test(test_views),
       cmocka_unit_test(test_top),
+      cmocka_unit_test(test_top_tenants),
+      cmocka_unit_test(test_gpu_memory_line),
       cmocka_unit_test_setup_teardown(test_client_against_fake, fake_start, fake_stop),
       cmocka_unit_test_setup_teardown(test_vgpuctl_end_to_end, fake_start, fake_stop),
   };
