@@ -79,7 +79,8 @@ uint64_t vgpu_gpu_memory_resolve(const VgpuConfig *cfg, const char *render_node,
   }
   g_autofree char *hs = vgpu_format_size(host, false);
   if (render_node)
-    *source = g_strdup_printf("auto: %u%% of host RAM (%s): %s reports no VRAM of its own",
+    *source = g_strdup_printf("auto: %u%% of host RAM (%s): the driver of %s reports no VRAM "
+                              "size in sysfs",
                               VGPU_GPU_MEMORY_HOST_PERCENT, hs, render_node);
   else
     *source = g_strdup_printf("auto: %u%% of host RAM (%s): llvmpipe renders in host memory",
