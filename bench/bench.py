@@ -269,12 +269,16 @@ class Bench:
 
     # -- vgpud
     def daemon_lines(self, build=None):
-        """The [daemon] section that points vgpud at the build tree's worker."""
+        """The [daemon] section: the build tree's worker, and GPU memory
+        given rather than taken from half of the host's RAM, so that the
+        benchmarks' instances (four of 4G here, more of 1G in sched.py) fit
+        on a small host too; partitioning is not what they measure."""
+        lines = ["[daemon]", "gpu-memory=64G"]
         worker = os.path.join(build or self.build, "src/worker/vgpu-worker")
         if os.access(worker, os.X_OK):
             # The build tree keeps the worker beside the sources, not beside vgpud.
-            return ["[daemon]", f"worker={worker}", ""]
-        return []
+            lines.append(f"worker={worker}")
+        return lines + [""]
 
     def vgpud_config(self):
         lines = self.daemon_lines()

@@ -161,7 +161,8 @@ def boot(backend, guest, client, logdir, tag):
             rdir = os.path.join(work, "run")
             conf = os.path.join(work, "vgpud.conf")
             with open(conf, "w") as f:
-                f.write(f"[daemon]\nworker={BUILD}/src/worker/vgpu-worker\nrenderer=virgl\n\n"
+                f.write(f"[daemon]\nworker={BUILD}/src/worker/vgpu-worker\nrenderer=virgl\n"
+                        "gpu-memory=4G\n\n"
                         "[profile bench]\nvram=4G\nmax-resources=65536\nmax-contexts=16\nmax-clients=1\n\n"
                         "[instance vgpu0]\nprofile=bench\n")
             be = subprocess.Popen([f"{BUILD}/src/cli/vgpud", "--foreground", "--runtime-dir", rdir,
