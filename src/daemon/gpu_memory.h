@@ -14,8 +14,9 @@
  * mem_info_vram_total), else VGPU_GPU_MEMORY_HOST_PERCENT of MemTotal in
  * /proc/meminfo (llvmpipe renders in host memory, as does a GPU without
  * VRAM of its own; a driver that does not report its VRAM there is taken
- * for one, and the log says so: set gpu-memory for it).  *source: a sentence for the log.  0 only when
- * nothing could be read (then *source says so). */
+ * for one, and the log says so: set gpu-memory for it).  *source: a
+ * sentence for the log.  0 only when nothing could be read (then *source
+ * says so). */
 uint64_t vgpu_gpu_memory_resolve(const VgpuConfig *cfg, const char *render_node, char **source);
 
 /* MemTotal of /proc/meminfo text, in bytes. */
