@@ -20,6 +20,7 @@
 
 #include "ctl/ctl_format.h"
 #include "ctl/ctl_proto.h"
+#include "cli/doctor.h"
 #include "util/runtime_dir.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -33,6 +34,7 @@ enum {
   OPT_ITERATIONS = 1 << 3,
   OPT_HEAD = 1 << 4,
   OPT_TENANT = 1 << 5,
+  OPT_ROOT = 1 << 6,
 };
 
 typedef struct {
@@ -45,6 +47,8 @@ typedef struct {
   guint64 head;
   guint64 tenant; /* 0: the instance's only VM tenant */
   unsigned used;  /* OPT_* seen */
+  /* doctor: the tree to check */
+  const char *root;
 } Opts;
 
 typedef struct {
@@ -406,6 +410,15 @@ static int cmd_screenshot(const Opts *o, char **a, guint n) {
 #endif
 }
 
+/* ---- doctor -------------------------------------------------------------- */
+
+static int cmd_doctor(const Opts *o, char **a, guint n) {
+  const char *root = o->root ? o->root : "/";
+  if (!g_file_test(root, G_FILE_TEST_IS_DIR))
+    return fail(EXIT_USAGE, "--root %s: not a directory", root);
+  return vgpu_doctor_run(root, o->json);
+}
+
 /* ---- command line -------------------------------------------------------- */
 
 static const Command commands[] = {
@@ -480,6 +493,19 @@ static const Command commands[] = {
      2, 2, OPT_HEAD | OPT_TENANT, cmd_screenshot},
     {"reload", "reload", "re-read the configuration file (admin)",
      "Asks vgpud to re-read its configuration file, as SIGHUP does.\n", 0, 0, 0, cmd_reload},
+    {"doctor", "doctor [--root DIR]", "check what a vGPU host needs (no vgpud needed)",
+     "Checks the host and prints one line per check: PASS, WARN or FAIL, what\n"
+     "was found and, unless PASS, the fix.  Checks: render node (or llvmpipe),\n"
+     "Mesa >= " VGPU_DOCTOR_MESA_MIN ", virglrenderer >= " VGPU_DOCTOR_VIRGL_MIN
+     " and QEMU (>= " VGPU_DOCTOR_QEMU_MIN_KVM " with KVM, >= " VGPU_DOCTOR_QEMU_MIN_TCG "\n"
+     "without) from dpkg's status file, /dev/kvm (a guest is created and run to\n"
+     "its first instruction), unprivileged user namespaces, seccomp, cgroup v2\n"
+     "delegation, IOMMU groups, VFIO modules, SR-IOV and mediated-device GPUs,\n"
+     "hugepages, the CPUs of the GPU's interrupts and the libvirt descriptor.\n"
+     "--root DIR reads DIR/proc, DIR/sys, DIR/dev, ... instead of the host's\n"
+     "(then /dev/kvm is not opened and no program is run).  Exit status 0 when\n"
+     "no check failed, 1 when one did.\n",
+     0, 0, OPT_ROOT, cmd_doctor},
 };
 
 static const Command *find_command(const char *name) {
@@ -587,6 +613,11 @@ int main(int argc, char **argv) {
       if (r < 0 || !g_ascii_string_to_unsigned(val, 10, 1, G_MAXINT32, &o.tenant, NULL))
         return fail(EXIT_USAGE, "--tenant needs a pid");
       o.used |= OPT_TENANT;
+    } else if ((r = take_value(argv, argc, &i, "--root", NULL, &val)) != 0) {
+      if (r < 0 || !*val)
+        return fail(EXIT_USAGE, "--root needs a directory");
+      o.root = val;
+      o.used |= OPT_ROOT;
     } else if ((r = take_value(argv, argc, &i, "--iterations", NULL, &val)) != 0) {
       if (r < 0 || !g_ascii_string_to_unsigned(val, 10, 1, G_MAXUINT32, &o.iterations, NULL))
         return fail(EXIT_USAGE, "--iterations needs a positive count");
@@ -626,6 +657,7 @@ int main(int argc, char **argv) {
                       : stray & OPT_INTERVAL ? "--interval"
                       : stray & OPT_HEAD     ? "--head"
                       : stray & OPT_TENANT   ? "--tenant"
+                      : stray & OPT_ROOT     ? "--root"
                                              : "--iterations";
     return fail(EXIT_USAGE, "%s does not apply to %s (try vgpuctl %s --help)", opt, cmd->name,
                 cmd->name);
