@@ -273,12 +273,17 @@ guint vgpu_doctor_parse_interrupts(const char *buf, gsize len, const char *const
   guint found = 0;
   *ncpus = 0;
   for (guint i = 0; lines[i]; i++) {
-    g_auto(GStrv) tok = g_strsplit_set(lines[i], " \t", -1);
+    /* Split in place into its words (a host with many CPUs has as many
+     * count columns). */
+    g_auto(GStrv) words = g_strsplit_set(lines[i], " \t", -1);
     guint ntok = 0;
-    const char *words[256];
-    for (guint k = 0; tok[k] && ntok < G_N_ELEMENTS(words); k++)
-      if (*tok[k])
-        words[ntok++] = tok[k];
+    for (guint k = 0; words[k]; k++) {
+      if (*words[k])
+        words[ntok++] = words[k];
+      else
+        g_free(words[k]);
+    }
+    words[ntok] = NULL;
     if (ntok == 0)
       continue;
     if (i == 0 && g_str_has_prefix(words[0], "CPU")) {
@@ -732,15 +737,9 @@ static void check_seccomp(Doctor *d) {
       "apt install libseccomp-dev, then rebuild and reinstall vgpu");
 #else
   add(d, "seccomp", PASS,
-      g_strdup_printf("seccomp filters available%s%s", shown ? " (actions: " : "",
-                      shown ? shown : ""),
+      shown ? g_strdup_printf("seccomp filters available (actions: %s)", shown)
+            : g_strdup("seccomp filters available"),
       NULL);
-  if (shown) {
-    Check *c = &g_array_index(d->checks, Check, d->checks->len - 1);
-    char *f = g_strconcat(c->found, ")", NULL);
-    g_free(c->found);
-    c->found = f;
-  }
 #endif
 }
 
