@@ -279,7 +279,7 @@ def test(x, d):
     t1 = json.loads(out)["instance"]
     assert t1["origin"] == "runtime" and t1["limits"]["vram"] == 64 << 20
     assert t1["limits"]["clients"] == 1
-    first = h.client(d, "t1", ["timeout", "-s", "INT", "12", "glxgears"], x.display)
+    first = h.Output(h.client(d, "t1", ["glxgears"], x.display))
     h.wait_for(lambda: d.usage("t1")["frames"] > 10, 30, "t1 to render")
     second = h.client(d, "t1", ["glxgears"], x.display)
     rc2, _ = h.finish(second, 30)
@@ -297,7 +297,7 @@ def test(x, d):
     assert "WORKER" not in out and "1 tenant(s) of other users" in out, out
     rc, _, err = ctl(d, "destroy", "t1", "--force")
     assert rc == 0, err
-    h.finish(first, 30)
+    first.stop()
     h.wait_for(lambda: not os.path.exists(d.socket("t1")), 20, "t1's socket to go")
     h.wait_for(lambda: ctl(d, "show", "t1")[0] == 1, 20, "t1 to be gone")
 
@@ -321,7 +321,7 @@ def test(x, d):
     assert not r["ok"] and "unknown command" in r["error"]
 
     # SIGHUP: add vgpu2, drop vgpu1, resize vgpu0; vgpu0's tenant runs on.
-    g = h.client(d, "vgpu0", ["timeout", "-s", "INT", "14", "glxgears"], x.display)
+    g = h.Output(h.client(d, "vgpu0", ["glxgears"], x.display))
     h.wait_for(lambda: d.usage("vgpu0")["frames"] > 10, 30, "vgpu0 to render")
     worker = d.show("vgpu0")["tenants"][0]["worker_pid"]
     with open(d.config_path, "w") as f:
@@ -332,7 +332,7 @@ def test(x, d):
     assert os.path.exists(d.socket("vgpu2")) and not os.path.exists(d.socket("vgpu1"))
     s0 = d.show("vgpu0")
     assert s0["limits"]["vram"] == 300 << 20 and s0["tenants"][0]["worker_pid"] == worker
-    vt_ok = h.finish(h.client(d, "vgpu2", ["timeout", "-s", "INT", "9", "glxgears"], x.display), 30)
+    vt_ok = h.gears(d, "vgpu2", x.display)
     assert h.fps_values(vt_ok[1]), vt_ok[1]
     # A broken file is reported with FILE:LINE and changes nothing.
     with open(d.config_path, "a") as f:
@@ -340,7 +340,10 @@ def test(x, d):
     d.proc.send_signal(signal.SIGHUP)
     d.wait_log(re.escape(d.config_path) + r":\d+: unknown key \"vrma\"")
     assert os.path.exists(d.socket("vgpu2"))
-    rc, out = h.finish(g, 60)
+    h.wait_for(lambda: len(h.fps_values(g.text())) >= 2 or g.proc.poll() is not None, 60,
+               "vgpu0's tenant to print two frame rates")
+    assert g.proc.poll() is None, f"vgpu0's tenant ended:\n{g.text()}"
+    rc, out = g.stop()
     assert len(h.fps_values(out)) >= 2, f"vgpu0's tenant was disturbed:\n{out}"
 
     # An instance that cannot be created (a file stands where its directory
