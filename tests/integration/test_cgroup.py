@@ -28,7 +28,7 @@ max-clients=4
 
 [profile one]
 gpu-share=fixed
-weight=10
+weight=100
 render-threads=1
 max-clients=4
 
@@ -207,14 +207,14 @@ def environ(pid):
 
 def test(x, d):
     tree = Tree(d)
-    total = 100 + 10 + 300  # eq, f1, f3; best-effort is not counted
+    total = 100 + 100 + 300  # eq, f1, f3; best-effort is not counted
     tree.expect("eq", 100, 0)
     tree.expect("be", 100, 0)
-    tree.expect("f1", 10, quota(10, total))
+    tree.expect("f1", 100, quota(100, total))
     tree.expect("f3", 300, quota(300, total))
     print("groups:", {i: tree.values(i) for i in ("eq", "be", "f1", "f3")})
 
-    # Two busy tenants on fixed shares 1:30, one on an equal share.
+    # Two busy tenants on fixed shares 1:3, one on an equal share.
     g1 = h.Output(h.client(d, "f1", ["glxgears"], x.display))
     g3 = h.Output(h.client(d, "f3", ["glxgears"], x.display))
     ge = h.Output(h.client(d, "eq", ["glxgears"], x.display))
@@ -233,8 +233,15 @@ def test(x, d):
     # worker is held to its ceiling (2.4% of the CPUs' time, far below
     # what rendering glxgears asks) and throttled, while the weight-300 one
     # (ceiling 73%) is not held to it.
-    h.wait_for(lambda: d.usage("f1")["frames"] > 0 and d.usage("f3")["frames"] > 0, 60,
+    h.wait_for(lambda: d.usage("f1")["frames"] > 0 and d.usage("f3")["frames"] > 0, 90,
                "both fixed-share tenants to render")
+    # vgpuctl set rewrites the weight and every fixed ceiling at once.
+    r = d.control({"command": "set", "name": "f1", "settings": {"weight": "10"}})
+    assert r["ok"], r
+    total = 100 + 10 + 300
+    tree.expect("f1", 10, quota(10, total))
+    tree.expect("f3", 300, quota(300, total))
+    tree.expect("eq", 100, 0)
     hz = os.sysconf("SC_CLK_TCK")
     t0, c1, c3, n1 = time.monotonic(), cpu_ticks(w1), cpu_ticks(w3), throttled(tree, "f1")
     time.sleep(6)
@@ -250,7 +257,6 @@ def test(x, d):
     assert 0 < u1 <= cap1 * 1.2 + 0.02, (u1, cap1)
     assert u3 > u1 * 2, (u1, u3)
 
-    # vgpuctl set rewrites the weights and every fixed ceiling.
     r = d.control({"command": "set", "name": "f1", "settings": {"weight": "200"}})
     assert r["ok"], r
     total = 100 + 200 + 300
