@@ -1106,6 +1106,9 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
     added++;
   }
+  if (next->cgroups != s->cfg->cgroups)
+    vgpu_warn("cgroups=%s: read at start-up only; the cgroups stay as they are (%s)",
+              next->cgroups ? "auto" : "off", vgpu_cgroups_describe(s->cgroups));
   vgpu_log_set_level(next->log_level);
   vgpu_config_free(s->cfg);
   s->cfg = next;
