@@ -25,23 +25,27 @@ log-level=info
 [profile eq]
 gpu-share=equal
 max-clients=4
+vram=256M
 
 [profile one]
 gpu-share=fixed
 weight=100
 render-threads=1
 max-clients=4
+vram=256M
 
 [profile three]
 gpu-share=fixed
 weight=300
 render-threads=1
 max-clients=4
+vram=256M
 
 [profile be]
 gpu-share=best-effort
 weight=5000
 max-clients=4
+vram=256M
 
 [instance eq]
 profile=eq
