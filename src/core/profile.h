@@ -36,7 +36,12 @@ typedef struct VgpuProfile {
   uint64_t max_clients_per_uid; /* 0 = unlimited */
   bool max_clients_per_uid_set;
   uint32_t gpu_timeout_s; /* a submission's longest run, 0 = none */
+  /* llvmpipe's rendering threads per worker (LP_NUM_THREADS); 0 = Mesa's
+   * default, one per CPU. */
+  uint32_t render_threads;
 } VgpuProfile;
+
+#define VGPU_RENDER_THREADS_MAX 64u
 
 #define VGPU_MAX_SYNCS_DEFAULT 1024u
 #define VGPU_MAX_SYNCS_MIN 16u

@@ -233,6 +233,15 @@ static bool not_enforced(JsonObject *o, const char *field) {
 
 #define NOT_ENFORCED_NOTE "* not enforced: vgpud has no GPU scheduler yet\n"
 
+/* llvmpipe's threads per worker: "auto" (one per CPU), N, or "-" from a
+ * daemon that does not say. */
+static char *render_threads(JsonObject *o) {
+  if (!o || !json_object_has_member(o, "render_threads"))
+    return g_strdup("-");
+  uint64_t n = vgpu_ctl_get_u64(o, "render_threads");
+  return n ? g_strdup_printf("%" G_GUINT64_FORMAT, n) : g_strdup("auto");
+}
+
 char *vgpu_format_show(JsonObject *in) {
   JsonObject *u = vgpu_ctl_get_object(in, "usage");
   UsageCells c;
@@ -251,6 +260,10 @@ char *vgpu_format_show(JsonObject *in) {
     g_string_append_printf(out, "gpu share  %s (weight %" G_GUINT64_FORMAT ")%s\n", share,
                            vgpu_ctl_get_u64(in, "weight"),
                            not_enforced(in, "gpu_share") ? ", not enforced" : "");
+  if (in && json_object_has_member(in, "render_threads")) {
+    g_autofree char *rt = render_threads(in);
+    g_string_append_printf(out, "threads    %s (llvmpipe, per worker)\n", rt);
+  }
   uint64_t vms = vgpu_ctl_get_u64(u, "vm_clients");
   g_autofree char *vm_note =
       vms ? g_strdup_printf(" (%" G_GUINT64_FORMAT " VM%s)", vms, vms == 1 ? "" : "s")
@@ -303,9 +316,9 @@ char *vgpu_format_show(JsonObject *in) {
 }
 
 char *vgpu_format_profiles(JsonArray *profiles) {
-  static const char *const h[] = {"PROFILE",  "VRAM",        "AVAILABLE", "RESOURCES",
-                                  "CONTEXTS", "CLIENTS",     "SHARE",     "HEADS",
-                                  "FPS CAP",  "DESCRIPTION", NULL};
+  static const char *const h[] = {"PROFILE",  "VRAM",    "AVAILABLE",   "RESOURCES",
+                                  "CONTEXTS", "CLIENTS", "SHARE",       "HEADS",
+                                  "FPS CAP",  "THREADS", "DESCRIPTION", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   guint n = profiles ? json_array_get_length(profiles) : 0;
   bool starred = false;
@@ -336,7 +349,8 @@ char *vgpu_format_profiles(JsonArray *profiles) {
     uint64_t cap = vgpu_ctl_get_u64(p, "fps_cap");
     g_autofree char *fps =
         cap ? g_strdup_printf("%" G_GUINT64_FORMAT "%s", cap, fs) : g_strdup_printf("none%s", fs);
-    vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, av, rs, cx, cl, share, heads, fps,
+    g_autofree char *rt = render_threads(p);
+    vgpu_table_add(t, vgpu_ctl_get_str(p, "name", "?"), v, av, rs, cx, cl, share, heads, fps, rt,
                    vgpu_ctl_get_str(p, "description", ""), NULL);
   }
   g_autofree char *table = vgpu_table_render(t);

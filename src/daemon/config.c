@@ -22,6 +22,7 @@ static const char default_config[] =
     "renderer=virgl\n"
     "render-node=auto\n"
     "worker-uid-range=61184-65519\n"
+    "cgroups=auto\n"
     "# The instances' vram limits together may use this much times overcommit\n"
     "# (auto: the GPU's VRAM where its driver reports it, else half of host RAM).\n"
     "gpu-memory=auto\n"
@@ -296,6 +297,22 @@ static bool profile_set(VgpuProfile *p, const char *key, const char *value, GErr
       p->heads = (uint32_t)v;
     return true;
   }
+  if (g_str_equal(key, "render-threads")) {
+    if (g_str_equal(value, "auto")) {
+      p->render_threads = 0;
+      return true;
+    }
+    if (!vgpu_parse_count(value, &v, error))
+      return false;
+    if (v > VGPU_RENDER_THREADS_MAX) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                  "render-threads must be auto (or 0) or between 1 and %u",
+                  VGPU_RENDER_THREADS_MAX);
+      return false;
+    }
+    p->render_threads = (uint32_t)v;
+    return true;
+  }
   if (g_str_equal(key, "gpu-timeout")) {
     if (!vgpu_parse_count(value, &v, error))
       return false;
@@ -484,6 +501,10 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
       if (e)
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for sandbox (true, false)", v);
       c->sandbox = b;
+    } else if (g_str_equal(k, "cgroups")) {
+      if (!g_str_equal(v, "auto") && !g_str_equal(v, "off"))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for cgroups (auto, off)", v);
+      c->cgroups = g_str_equal(v, "auto");
     } else {
       return fail_at(error, m, "daemon", k, "unknown key \"%s\" in [daemon]", k);
     }
@@ -607,6 +628,7 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->renderer = g_strdup("virgl");
   c->max_submit_bytes = 64u << 20;
   c->sandbox = true;
+  c->cgroups = true;
   c->worker_uid_first = VGPU_WORKER_UID_FIRST;
   c->worker_uid_last = VGPU_WORKER_UID_LAST;
   c->header_timeout_s = 10;

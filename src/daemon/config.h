@@ -32,6 +32,7 @@ typedef struct VgpuConfig {
   guint idle_timeout_s;      /* 0 = none, at most VGPU_IDLE_TIMEOUT_MAX */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
+  bool cgroups;              /* cgroups=auto (default) or off: CPU cgroups per instance */
   uint32_t worker_uid_first, worker_uid_last; /* worker-uid-range */
   /* The first command header must arrive within this (default 10; 0: none). */
   guint header_timeout_s;
@@ -71,7 +72,7 @@ VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
 void vgpu_instance_config_free(VgpuInstanceConfig *ic);
 /* One `key=value` as in an [instance] group ("vram", "max-resources",
  * "max-contexts", "max-stream-objects", "max-clients", "fps-cap", "gpu-share",
- * "weight", "heads", "gpu-timeout", "socket-mode").  Used by the loader and by
+ * "weight", "heads", "gpu-timeout", "render-threads", "socket-mode").  Used by the loader and by
  * `vgpuctl set`. */
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error);

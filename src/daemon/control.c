@@ -131,6 +131,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "fps_cap", cfg->eff.fps_cap);
   add_u64(b, "heads", cfg->eff.heads);
   add_u64(b, "gpu_timeout", cfg->eff.gpu_timeout_s);
+  add_u64(b, "render_threads", cfg->eff.render_threads);
   add_not_enforced(b);
   json_builder_set_member_name(b, "limits");
   json_builder_begin_object(b);
@@ -263,6 +264,7 @@ static void build_profile(JsonBuilder *b, const VgpuProfile *p, uint64_t availab
   add_u64(b, "fps_cap", p->fps_cap);
   add_u64(b, "heads", p->heads);
   add_u64(b, "gpu_timeout", p->gpu_timeout_s);
+  add_u64(b, "render_threads", p->render_threads);
   add_not_enforced(b);
   json_builder_end_object(b);
 }

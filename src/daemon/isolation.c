@@ -336,7 +336,8 @@ VgpuMemCap vgpu_isolation_memcap(const VgpuIsolation *iso) {
   return iso->memcap;
 }
 
-bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, VgpuWorkerIdentity *id,
+bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory,
+                                   const char *cgroup_parent, VgpuWorkerIdentity *id,
                                    GError **error) {
   *id = (VgpuWorkerIdentity){.cgroup_procs_fd = -1};
   if (iso->own_uids) {
@@ -367,9 +368,11 @@ bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, Vgp
       id->n_groups = 1;
     }
   }
-  if (iso->memcap == VGPU_MEMCAP_CGROUP) {
+  bool memcg = iso->memcap == VGPU_MEMCAP_CGROUP;
+  if (memcg || cgroup_parent) {
     static guint64 serial;
-    g_autofree char *dir = g_strdup_printf("%s/w%" G_GUINT64_FORMAT, iso->cgroup_workers, ++serial);
+    g_autofree char *dir = g_strdup_printf(
+        "%s/w%" G_GUINT64_FORMAT, cgroup_parent ? cgroup_parent : iso->cgroup_workers, ++serial);
     g_autofree char *max = g_strdup_printf("%" G_GUINT64_FORMAT, host_memory);
     /* A w<N> left behind by an earlier vgpud that did not stop cleanly is
      * empty (its workers died with it): removed and made anew. */
@@ -378,13 +381,14 @@ bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, Vgp
                   "creating the worker cgroup %s: %s", dir, g_strerror(errno));
       return false;
     }
-    if (!write_file(dir, "memory.max", max)) {
+    if (memcg && !write_file(dir, "memory.max", max)) {
       g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                   "creating the worker cgroup %s: %s", dir, g_strerror(errno));
       (void)rmdir(dir);
       return false;
     }
-    (void)write_file(dir, "memory.swap.max", "0"); /* absent without swap accounting */
+    if (memcg)
+      (void)write_file(dir, "memory.swap.max", "0"); /* absent without swap accounting */
     g_autofree char *procs = g_build_filename(dir, "cgroup.procs", NULL);
     id->cgroup_procs_fd = open(procs, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (id->cgroup_procs_fd < 0) {

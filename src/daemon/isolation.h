@@ -66,9 +66,13 @@ void vgpu_isolation_set_account_files(VgpuIsolation *iso, const char *passwd, co
  * cgroups, creates the worker's cgroup with its cap.  No NSS lookup: an
  * account made since start-up or the last reload is found here only when
  * it is in the local files (/etc/passwd, /etc/group, read again once
- * changed), else at the next reload.  false (and error) when every uid of
+ * changed), else at the next reload.  cgroup_parent (cgroup v2 only, may
+ * be NULL) is the instance's CPU cgroup (daemon/cgroup.h): the worker's
+ * cgroup is made there, with the memory cap when that is in use, and
+ * joined in the child before exec.  false (and error) when every uid of
  * the range is in use or the cgroup cannot be made. */
-bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory, VgpuWorkerIdentity *id,
+bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory,
+                                   const char *cgroup_parent, VgpuWorkerIdentity *id,
                                    GError **error);
 /* The spawn is done (or failed): closes what only the child needed. */
 void vgpu_isolation_worker_spawned(VgpuWorkerIdentity *id);

@@ -371,7 +371,7 @@ VgpuProbe *vgpu_probe_start(const VgpuProbeSpawn *sp) {
   p->out = g_string_new(NULL);
   p->id = (VgpuWorkerIdentity){.cgroup_procs_fd = -1};
   g_autoptr(GError) e = NULL;
-  if (!vgpu_isolation_worker_prepare(sp->isolation, VGPU_PROBE_HOST_MEMORY, &p->id, &e)) {
+  if (!vgpu_isolation_worker_prepare(sp->isolation, VGPU_PROBE_HOST_MEMORY, NULL, &p->id, &e)) {
     set_unknown(p, "cannot start the probe: %s", e->message);
     return p;
   }

@@ -23,6 +23,7 @@
 #include "core/profile.h"
 #include "core/worker_exit.h"
 #include "vgpu-config.h"
+#include "daemon/cgroup.h"
 #include "daemon/control.h"
 #include "daemon/gpu_memory.h"
 #include "daemon/listener.h"
@@ -69,6 +70,7 @@ struct VgpuSupervisor {
   char *render_node;
   VgpuBook *book;
   VgpuIsolation *isolation;
+  VgpuCgroups *cgroups;  /* CPU cgroups per instance and worker (may be off) */
   char **worker_env;     /* vgpud's environment, Mesa's disk cache off */
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
@@ -193,11 +195,27 @@ static void describe_exit(int status, char *buf, size_t len, bool *crashed) {
   }
 }
 
+/* Brings the instances' CPU cgroups in line with their profiles (all
+ * instances, draining ones included: their tenants still run). */
+static void cgroups_sync(VgpuSupervisor *s) {
+  if (vgpu_cgroups_mode(s->cgroups) == VGPU_CGROUPS_OFF)
+    return;
+  g_autoptr(GPtrArray) cfgs = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    g_ptr_array_add(cfgs, ((VgpuInstance *)v)->cfg);
+  vgpu_cgroups_apply(s->cgroups, (const VgpuInstanceConfig *const *)cfgs->pdata, cfgs->len);
+}
+
 static void maybe_finish_draining(VgpuInstance *in) {
   if (!in->draining || g_hash_table_size(in->workers) > 0)
     return;
+  VgpuSupervisor *s = in->sup;
   vgpu_info("%s: removed (last tenant left)", in->cfg->name);
-  g_hash_table_remove(in->sup->instances, in->cfg->name);
+  g_hash_table_remove(s->instances, in->cfg->name);
+  cgroups_sync(s);
 }
 
 static void on_worker_exit(GPid pid, gint status, gpointer user) {
@@ -207,6 +225,7 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   char why[128];
   bool crashed;
   describe_exit(status, why, sizeof(why), &crashed);
+  vgpu_cgroups_worker_gone(s->cgroups, pid);
   if (vgpu_isolation_worker_done(s->isolation, &w->id)) {
     g_autofree char *cap = vgpu_format_size(in->cfg->eff.host_memory, false);
     g_snprintf(why, sizeof(why), "killed by its host-memory cap (%s, cgroup oom_kill)", cap);
@@ -332,6 +351,20 @@ static void refuse_tenant(VgpuInstance *in, VgpuTenantKind kind, pid_t cpid, uid
   g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", in->cfg->name, why);
 }
 
+/* Whether workers render with llvmpipe: virgl on EGL surfaceless, or on a
+ * render node whose probe names llvmpipe (a software driver such as vgem's
+ * kms_swrast). */
+static bool renders_on_llvmpipe(VgpuSupervisor *s) {
+  if (!g_str_equal(s->cfg->renderer, "virgl"))
+    return false;
+  if (!s->render_node)
+    return true;
+  g_autofree char *key = probe_key(s);
+  const VgpuProbe *p = g_hash_table_lookup(s->probes, key);
+  const VgpuProbeAnswer *a = p ? vgpu_probe_answer(p) : NULL;
+  return a && a->description && strstr(a->description, "llvmpipe");
+}
+
 /* Starts the worker of one tenant on client_fd (blocking, not owned).
  * Returns its pid, or 0 with the reason logged and in *error. */
 static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid,
@@ -383,10 +416,20 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
 
   g_autoptr(GError) e = NULL;
   VgpuWorkerIdentity id;
-  if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, &id, &e)) {
+  /* cgroup v2: the worker's cgroup is made under its instance's and
+   * joined before exec; v1: it is moved there right after the spawn. */
+  const char *cg_parent = vgpu_cgroups_worker_parent(s->cgroups, in->cfg->name);
+  if (!vgpu_isolation_worker_prepare(s->isolation, in->cfg->eff.host_memory, cg_parent, &id, &e)) {
     refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_WARN, error, "%s", e->message);
     vgpu_book_worker_remove(s->book, (uint32_t)slot);
     return 0;
+  }
+  /* llvmpipe's thread count is the profile's (render-threads). */
+  g_auto(GStrv) env = g_strdupv(s->worker_env);
+  if (in->cfg->eff.render_threads && renders_on_llvmpipe(s)) {
+    char n[16];
+    g_snprintf(n, sizeof(n), "%u", in->cfg->eff.render_threads);
+    env = g_environ_setenv(env, "LP_NUM_THREADS", n, TRUE);
   }
   int source_fds[4] = {client_fd, child.slot_fd, child.grant_fd, child.sock};
   int target_fds[4] = {3, 4, 5, 6};
@@ -394,7 +437,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   /* The identity is dropped in the child, between fork and exec: the
    * worker starts as its own uid, without capabilities. */
   bool spawned = g_spawn_async_with_pipes_and_fds(
-      "/", (const char *const *)argv->pdata, (const char *const *)s->worker_env,
+      "/", (const char *const *)argv->pdata, (const char *const *)env,
       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL, vgpu_isolation_child_setup, &id, -1,
       -1, -1, source_fds, target_fds, 4, &pid, NULL, NULL, NULL, &e);
   vgpu_isolation_worker_spawned(&id);
@@ -406,6 +449,9 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
     return 0;
   }
   vgpu_book_worker_started(s->book, (uint32_t)slot, pid);
+  /* v1: until this write the worker runs in vgpud's cgroup (it is still
+   * starting: no rendering has begun). */
+  vgpu_cgroups_attach_worker(s->cgroups, in->cfg->name, pid);
   VgpuWorker *w = g_new0(VgpuWorker, 1);
   w->inst = in;
   w->pid = pid;
@@ -864,6 +910,13 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
    * and reads compiled (JIT) code from: a way for one tenant's worker to
    * plant code in another's.  Workers cannot create files anyway. */
   s->worker_env = g_environ_setenv(g_get_environ(), "MESA_SHADER_CACHE_DISABLE", "true", TRUE);
+  /* Which CPU-sharing mechanisms are active, once. */
+  s->cgroups = vgpu_cgroups_new(cfg->cgroups, s->runtime_dir);
+  vgpu_info("scheduling: %s; llvmpipe threads per profile (render-threads): %s",
+            vgpu_cgroups_describe(s->cgroups),
+            !g_str_equal(cfg->renderer, "virgl") ? "off (renderer null)"
+            : s->render_node                     ? "when the render node's driver is llvmpipe"
+                                                 : "on (EGL surfaceless: llvmpipe)");
   return s;
 }
 
@@ -882,6 +935,7 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
   if (!s->control)
     return false;
   probe_ensure(s);
+  cgroups_sync(s);
   return true;
 }
 
@@ -953,6 +1007,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   if (s->shots)
     g_hash_table_unref(s->shots);
   vgpu_book_free(s->book);
+  vgpu_cgroups_free(s->cgroups);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
@@ -1051,6 +1106,9 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
     added++;
   }
+  if (next->cgroups != s->cfg->cgroups)
+    vgpu_warn("cgroups=%s: read at start-up only; the cgroups stay as they are (%s)",
+              next->cgroups ? "auto" : "off", vgpu_cgroups_describe(s->cgroups));
   vgpu_log_set_level(next->log_level);
   vgpu_config_free(s->cfg);
   s->cfg = next;
@@ -1058,6 +1116,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   probe_ensure(s); /* a new renderer, or sandbox setting, is probed anew */
   if (s->isolation)
     vgpu_isolation_reload(s->isolation); /* accounts made or removed since */
+  cgroups_sync(s);
   vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
             removed, changed);
   if (not_added)
@@ -1127,6 +1186,7 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
     return NULL;
   g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   vgpu_info("%s: created from profile %s", name, profile);
+  cgroups_sync(s);
   return in;
 }
 
@@ -1150,6 +1210,7 @@ bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool 
   while (g_hash_table_iter_next(&it, NULL, &w))
     kill(((VgpuWorker *)w)->pid, SIGKILL);
   instance_drain(in);
+  cgroups_sync(s);
   return true;
 }
 
@@ -1309,6 +1370,7 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
   instance_apply(in, next);
   vgpu_instance_config_free(next);
   vgpu_info("%s: set%s", name, what->str);
+  cgroups_sync(s);
   return true;
 }
 

@@ -372,17 +372,18 @@ static void test_views(void **state) {
   g_autoptr(JsonArray) profiles = parse_array(
       "[{\"name\":\"small\",\"description\":\"for a desktop\",\"vram\":134217728,"
       "\"resources\":1024,\"contexts\":0,\"clients\":1,\"gpu_share\":\"fixed\",\"weight\":25,"
-      "\"fps_cap\":30,\"heads\":1,\"available\":3},{\"name\":\"big\",\"vram\":0,"
-      "\"gpu_share\":\"equal\"}]");
+      "\"fps_cap\":30,\"heads\":1,\"available\":3,\"render_threads\":4},{\"name\":\"big\",\"vram\":"
+      "0,"
+      "\"gpu_share\":\"equal\",\"render_threads\":0}]");
   g_autofree char *p = vgpu_format_profiles(profiles);
   /* AVAILABLE: how many more fit the GPU memory; "-" when not said. */
   assert_string_equal(p,
                       "PROFILE  VRAM       AVAILABLE  RESOURCES  CONTEXTS   CLIENTS    SHARE     "
-                      "HEADS  FPS CAP  DESCRIPTION\n"
+                      "HEADS  FPS CAP  THREADS  DESCRIPTION\n"
                       "small    128 MiB    3          1024       unlimited  1          fixed:25  "
-                      "1      30       for a desktop\n"
+                      "1      30       4        for a desktop\n"
                       "big      unlimited  -          unlimited  unlimited  unlimited  equal     "
-                      "0      none\n");
+                      "0      none     auto\n");
   /* What the daemon says it does not enforce is starred, with a note. */
   g_autoptr(JsonArray) unenforced = parse_array(
       "[{\"name\":\"large\",\"vram\":0,\"gpu_share\":\"fixed\",\"weight\":200,\"heads\":1,"
@@ -391,16 +392,20 @@ static void test_views(void **state) {
       "\"not_enforced\":[\"heads\", 7]}]");
   g_autofree char *pu = vgpu_format_profiles(unenforced);
   assert_string_equal(pu, "PROFILE  VRAM       AVAILABLE  RESOURCES  CONTEXTS   CLIENTS    "
-                          "SHARE       HEADS  FPS CAP  DESCRIPTION\n"
+                          "SHARE       HEADS  FPS CAP  THREADS  DESCRIPTION\n"
                           "large    unlimited  -          unlimited  unlimited  unlimited  "
-                          "fixed:200*  1*     none*\n"
+                          "fixed:200*  1*     none*    -\n"
                           "other    unlimited  -          unlimited  unlimited  unlimited  "
-                          "equal       2*     60\n"
+                          "equal       2*     60       -\n"
                           "* not enforced: vgpud has no GPU scheduler yet\n");
   g_autoptr(JsonObject) shared = parse_object(
       INSTANCE_VGPU0 ",\"gpu_share\":\"equal\",\"weight\":100,\"not_enforced\":[\"gpu_share\"]}");
   g_autofree char *ss = vgpu_format_show(shared);
   assert_non_null(strstr(ss, "\ngpu share  equal (weight 100), not enforced\n"));
+  assert_null(strstr(ss, "threads")); /* not in the reply: not shown */
+  g_autoptr(JsonObject) threaded = parse_object(INSTANCE_VGPU0 ",\"render_threads\":2}");
+  g_autofree char *sth = vgpu_format_show(threaded);
+  assert_non_null(strstr(sth, "\nthreads    2 (llvmpipe, per worker)\n"));
 
   g_autoptr(JsonObject) d = parse_object(
       "{\"version\":\"0.1.0\",\"pid\":77,\"uptime_s\":3725,\"runtime_dir\":\"/run/vgpu\","

@@ -44,20 +44,20 @@ static void test_account_ids_are_skipped(void **state) {
   assert_non_null(iso);
   VgpuWorkerIdentity *ids = g_new0(VgpuWorkerIdentity, VGPU_LEDGER_MAX_SLOTS);
   for (unsigned i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++) {
-    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, &ids[i], &e))
+    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &ids[i], &e))
       fail_msg("worker %u: %s", i, e->message);
     assert_true(ids[i].own_uid);
     assert_true(ids[i].uid >= first && ids[i].uid < ACCOUNT_ID);
     assert_int_equal(ids[i].gid, ids[i].uid);
   }
   VgpuWorkerIdentity extra;
-  assert_false(vgpu_isolation_worker_prepare(iso, 1 << 20, &extra, &e));
+  assert_false(vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &extra, &e));
   assert_non_null(strstr(e->message, "owned by accounts"));
   g_clear_error(&e);
   /* A uid given back is handed out again. */
   uint32_t back = ids[7].uid;
   vgpu_isolation_worker_done(iso, &ids[7]);
-  assert_true(vgpu_isolation_worker_prepare(iso, 1 << 20, &ids[7], &e));
+  assert_true(vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &ids[7], &e));
   assert_int_equal(ids[7].uid, back);
   for (unsigned i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++)
     vgpu_isolation_worker_done(iso, &ids[i]);
@@ -95,18 +95,18 @@ static void test_local_account_found_and_reload(void **state) {
   assert_true(g_file_set_contents(group, "", 0, NULL));
   vgpu_isolation_set_account_files(iso, passwd, group);
   VgpuWorkerIdentity *ids = g_new0(VgpuWorkerIdentity, VGPU_LEDGER_MAX_SLOTS + 1);
-  assert_true(vgpu_isolation_worker_prepare(iso, 1 << 20, &ids[0], &e));
+  assert_true(vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &ids[0], &e));
   assert_int_equal(ids[0].uid, first);
   g_autofree char *line = g_strdup_printf("late:x:%u:%u::/nonexistent:/bin/false\n", late, late);
   assert_true(g_file_set_contents(passwd, line, -1, NULL));
   for (unsigned i = 1; i < VGPU_LEDGER_MAX_SLOTS; i++) {
-    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, &ids[i], &e))
+    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &ids[i], &e))
       fail_msg("worker %u: %s", i, e->message);
     assert_int_not_equal(ids[i].uid, late);
     assert_int_not_equal(ids[i].uid, ACCOUNT_ID);
   }
   VgpuWorkerIdentity extra;
-  assert_false(vgpu_isolation_worker_prepare(iso, 1 << 20, &extra, &e));
+  assert_false(vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &extra, &e));
   g_clear_error(&e);
   for (unsigned i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++)
     vgpu_isolation_worker_done(iso, &ids[i]);
@@ -115,7 +115,7 @@ static void test_local_account_found_and_reload(void **state) {
   bool late_given = false;
   vgpu_isolation_reload(iso);
   for (unsigned i = 0; i <= VGPU_LEDGER_MAX_SLOTS; i++) {
-    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, &ids[i], &e))
+    if (!vgpu_isolation_worker_prepare(iso, 1 << 20, NULL, &ids[i], &e))
       fail_msg("worker %u after reload: %s", i, e->message);
     assert_int_not_equal(ids[i].uid, ACCOUNT_ID);
     late_given |= ids[i].uid == late;
