@@ -89,12 +89,17 @@ VIOLATION = {
 }
 
 
+# A new sanitized worker with virglrenderer on a loaded 2-core machine can
+# take more than the harness's default 10 s to answer QEMU's first message.
+SLOW = {"VHH_TIMEOUT_MS": "30000"}
+
+
 class Neighbour:
     def __init__(self, tool, path):
         self.frames = 0
         self.p = subprocess.Popen([tool, "--neighbour", path], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=h.sanitizer_env(dict(os.environ)))
+                                  env=h.sanitizer_env(dict(os.environ, **SLOW)))
         line = self.p.stdout.readline()
         if line.strip() != "READY":
             self.p.kill()
@@ -210,7 +215,7 @@ def main():
             log_at = len(d.log_text())
             p = subprocess.Popen([tool, "--hostile", name, path], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True,
-                                 env=h.sanitizer_env(dict(os.environ)))
+                                 env=h.sanitizer_env(dict(os.environ, **SLOW)))
             stdout, stderr = p.communicate(timeout=60)
             out = stdout.strip().replace("\n", ", ")
             assert p.returncode == 0, f"{name}: harness rc {p.returncode}: {out}\n{stderr}"

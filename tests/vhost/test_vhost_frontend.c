@@ -1264,8 +1264,10 @@ static bool blob_refused(VhhHarness *h) {
 static int hostile_vm(const char *what, const char *path) {
   VhhHarness h;
   signal(SIGPIPE, SIG_IGN);
-  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
-    fprintf(stderr, "cannot play QEMU on %s\n", path);
+  bool connected = vhh_connect(&h, path);
+  if (!connected || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
+            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
     vhh_free(&h);
     return 1;
   }
