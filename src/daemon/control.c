@@ -175,6 +175,8 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
       add_u64(b, "worker_pid", (uint64_t)t->worker_pid);
       add_u64(b, "client_pid", (uint64_t)t->client_pid);
       add_u64(b, "client_uid", (uint64_t)t->client_uid);
+      if (t->client_name[0])
+        add_str(b, "client_name", t->client_name);
       add_u64(b, "slot", (uint64_t)t->slot);
       add_u64(b, "vram", wu.used[VGPU_RES_VRAM]);
       add_u64(b, "peak_vram", wu.peak_vram);

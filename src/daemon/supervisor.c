@@ -13,9 +13,11 @@
 #include <glib-unix.h>
 #include <glob.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 #include "daemon/gpu_memory.h"
 #include "daemon/listener.h"
 #include "daemon/probe.h"
+#include "daemon/vm_peer.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
@@ -44,6 +47,13 @@ typedef struct VgpuWorker {
   VgpuTenantKind kind;
   VgpuWorkerEndFunc end; /* attach_vm's caller, told of the end */
   gpointer end_user;
+  char client_name[16]; /* the tenant process's name, "" when unknown */
+  /* attach-vm on a socket pair: whose end the other one is, found later. */
+  pid_t creator_pid;    /* who made the pair (SO_PEERCRED) */
+  ino_t peer_ino;       /* the other end's inode; 0: nothing to find */
+  VgpuPeerWalk *walk;   /* a /proc walk for its holders, while one runs */
+  guint resolve_source; /* the next walk's timer, or the walk's turns */
+  unsigned resolve_tries;
 } VgpuWorker;
 
 struct VgpuInstance {
@@ -458,6 +468,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->slot = slot;
   w->client_pid = cpid;
   w->client_uid = cuid;
+  vgpu_proc_name("/proc", cpid, w->client_name);
   w->id = id;
   w->kind = kind;
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
@@ -565,6 +576,9 @@ static void worker_forget(gpointer p) {
   VgpuWorker *w = p;
   if (w->watch)
     g_source_remove(w->watch);
+  if (w->resolve_source)
+    g_source_remove(w->resolve_source);
+  vgpu_peer_walk_free(w->walk);
   /* Forgotten without its exit seen (vgpud is stopping): only the memory
    * goes; its cgroup, if any, is left to the next start-up. */
   g_free(w->id.cgroup_dir);
@@ -1279,6 +1293,100 @@ static bool check_render_node(VgpuSupervisor *s, const char *path, GError **erro
   return true;
 }
 
+/* ---- the process behind a socket pair ----------------------------------- */
+
+/* Walks: the first 0.25 s after the attach, each next one twice as late;
+ * the last about four minutes (255.75 s) after the attach.  Each walk looks at a
+ * bounded number of /proc entries per main-loop turn. */
+#define RESOLVE_TRIES 10u
+#define RESOLVE_BUDGET 256u
+
+static gboolean resolve_start(gpointer user);
+
+static void resolve_later(VgpuWorker *w, const char *why) {
+  if (w->resolve_tries >= RESOLVE_TRIES) {
+    vgpu_info("%s: VM worker %d: no process other than pid %d (which made its socket pair) "
+              "found holding the other end (%s): counted under pid %d uid %u",
+              w->inst->cfg->name, (int)w->pid, (int)w->creator_pid, why, (int)w->client_pid,
+              (unsigned)w->client_uid);
+    w->peer_ino = 0;
+    w->resolve_source = 0;
+    return;
+  }
+  w->resolve_source = g_timeout_add(250u << w->resolve_tries++, resolve_start, w);
+}
+
+static gboolean resolve_turn(gpointer user) {
+  VgpuWorker *w = user;
+  if (!vgpu_peer_walk_step(w->walk, RESOLVE_BUDGET))
+    return G_SOURCE_CONTINUE;
+  const pid_t *pids;
+  const int *fds;
+  bool more;
+  unsigned n = vgpu_peer_walk_holders(w->walk, &pids, &fds, &more);
+  /* QEMU: a holder other than the pair's maker that does not run the
+   * maker's program (libvirtd's child before its exec does). */
+  unsigned others = 0, pick = 0;
+  for (unsigned i = 0; i < n; i++) {
+    if (pids[i] == w->creator_pid || pids[i] == getpid() ||
+        vgpu_proc_same_exe("/proc", pids[i], w->creator_pid))
+      continue;
+    others++;
+    pick = i;
+  }
+  VgpuProcIdentity id;
+  bool got =
+      !more && others == 1 && vgpu_proc_identity("/proc", pids[pick], fds[pick], w->peer_ino, &id);
+  vgpu_peer_walk_free(w->walk);
+  w->walk = NULL;
+  if (!got) {
+    w->resolve_source = 0;
+    resolve_later(w, more || others > 1 ? "more than one" : "none yet");
+    return G_SOURCE_REMOVE;
+  }
+  vgpu_info("%s: VM worker %d: QEMU is pid %d uid %u (%s), behind the socket pair pid %d uid "
+            "%u made: counted under QEMU from now",
+            w->inst->cfg->name, (int)w->pid, (int)id.pid, (unsigned)id.uid, id.name,
+            (int)w->client_pid, (unsigned)w->client_uid);
+  w->client_pid = id.pid;
+  w->client_uid = id.uid;
+  g_strlcpy(w->client_name, id.name, sizeof(w->client_name));
+  w->peer_ino = 0;
+  w->resolve_source = 0;
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean resolve_start(gpointer user) {
+  VgpuWorker *w = user;
+  w->walk = vgpu_peer_walk_new("/proc", w->peer_ino);
+  w->resolve_source = g_idle_add_full(G_PRIORITY_LOW, resolve_turn, w, NULL);
+  return G_SOURCE_REMOVE;
+}
+
+/* A VM socket from attach-vm: an accepted connection (it has the
+ * listening socket's name) names QEMU in SO_PEERCRED already; a socket
+ * pair (libvirt's --fd=N) names whoever made it, so the process holding
+ * the other end is looked for once QEMU has had time to start. */
+static void resolve_setup(VgpuWorker *w, int fd) {
+  struct sockaddr_un sa;
+  socklen_t len = sizeof(sa);
+  if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 ||
+      len > offsetof(struct sockaddr_un, sun_path))
+    return;
+  ino_t peer = 0;
+  int rc = vgpu_unix_peer_ino(fd, &peer);
+  if (rc < 0) {
+    vgpu_info("%s: VM worker %d: cannot find the other end of its socket pair (sock_diag: %s): "
+              "counted under pid %d uid %u, which made the pair",
+              w->inst->cfg->name, (int)w->pid, g_strerror(-rc), (int)w->client_pid,
+              (unsigned)w->client_uid);
+    return;
+  }
+  w->creator_pid = w->client_pid;
+  w->peer_ino = peer;
+  resolve_later(w, "none yet");
+}
+
 pid_t vgpu_supervisor_attach_vm(VgpuSupervisor *s, const char *name, int fd, bool virgl,
                                 const char *render_node, VgpuWorkerEndFunc end, gpointer user,
                                 char **instance, GError **error) {
@@ -1317,6 +1425,7 @@ pid_t vgpu_supervisor_attach_vm(VgpuSupervisor *s, const char *name, int fd, boo
   VgpuWorker *w = g_hash_table_lookup(in->workers, GINT_TO_POINTER(pid));
   w->end = end;
   w->end_user = user;
+  resolve_setup(w, c);
   if (instance)
     *instance = g_strdup(in->cfg->name);
   return pid;
@@ -1434,6 +1543,7 @@ GArray *vgpu_instance_tenants(const VgpuInstance *in) {
                         .client_uid = w->client_uid,
                         .slot = w->slot,
                         .kind = w->kind};
+    g_strlcpy(t.client_name, w->client_name, sizeof(t.client_name));
     g_array_append_val(a, t);
   }
   g_array_sort(a, by_slot);

@@ -37,6 +37,7 @@ typedef struct VgpuTenantInfo {
   uid_t client_uid;
   int slot;
   VgpuTenantKind kind;
+  char client_name[16]; /* the process's name (comm); "" when unknown */
 } VgpuTenantInfo;
 
 /* Called once when a worker started by vgpu_supervisor_attach_vm() ends:

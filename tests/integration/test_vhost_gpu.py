@@ -376,6 +376,42 @@ def test_real_worker():
         d.kill()
 
 
+def test_socketpair_identity(d):
+    """libvirt's way: its daemon makes the socket pair, gives one end to
+    vgpu-vhost-gpu and, afterwards, the other to the QEMU it starts (as
+    another user), then closes its own copy.  SO_PEERCRED names the pair's
+    maker; vgpud must find the process holding the other end and count the
+    VM under it."""
+    ours, p = attach(d, "--instance", "vgpu0")
+    t = wait_tenant(d, "vgpu0")
+    assert t["client_pid"] == os.getpid(), t
+    # The stand-in QEMU: another program, as nobody, holding the other end
+    # (started after the back-end, as libvirt does); this process keeps its
+    # copy for a moment, as libvirtd does until QEMU runs.
+    qemu = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             "sleep", "600"], pass_fds=(ours.fileno(),))
+    try:
+        t = wait_tenant(d, "vgpu0", lambda t: t["client_pid"] == qemu.pid)
+        ours.close()
+        assert t["client_uid"] == 65534 and t.get("client_name") == "sleep", t
+        d.wait_log(r"vgpu0: VM worker %d: QEMU is pid %d uid 65534 \(sleep\), behind the socket "
+                   r"pair pid %d uid 0 made" % (t["worker_pid"], qemu.pid, os.getpid()))
+        text = subprocess.run([h.VGPUCTL, "-r", d.dir, "show", "vgpu0"], capture_output=True,
+                              text=True).stdout
+        assert ["vm", str(t["worker_pid"]), str(qemu.pid), "65534"] in \
+            [r.split()[:4] for r in text.splitlines()], text
+    finally:
+        qemu.kill()
+        qemu.wait()
+    # QEMU gone: the other end closes, the worker and the program end.
+    rc, out, err = finish(p)
+    assert rc == 0, (rc, err)
+    d.wait_log(r"vgpu0: VM \(QEMU\) pid %d worker %d ended: client left" % (qemu.pid, t["worker_pid"]))
+    d.wait_idle("vgpu0")
+    print(f"socket pair: the VM is counted under the process holding the other end "
+          f"(pid {qemu.pid}, uid 65534, sleep), not the pair's maker (pid {os.getpid()})")
+
+
 def main():
     h.need("setpriv", VHOST_GPU)
     test_capabilities()
@@ -383,6 +419,7 @@ def main():
     d = h.Daemon(CONFIG, env={"VGPU_WORKER": SELF})
     try:
         test_handoff(d)
+        test_socketpair_identity(d)
         test_refusals(d)
         test_destroy(d)
         test_instance_socket(d)

@@ -464,6 +464,17 @@ def main():
         assert len(vms) == 1, f"vgpu0 does not show one VM tenant: {inst}" + context()
         usage = inst["usage"]
         print(f"vgpu0 while the domain runs: tenant {vms[0]}; usage {usage}")
+        # The tenant is the domain's QEMU (libvirt's pid file names it), as
+        # its user, not libvirtd, which made the socket pair.
+        with open(os.path.join(lv.dirs["/run/libvirt"], "qemu", f"{name}.pid")) as f:
+            qemu_pid = int(f.read().strip())
+        qemu_uid = pwd.getpwnam(QEMU_USER).pw_uid
+        t = vms[0]
+        assert (t["client_pid"], t["client_uid"]) == (qemu_pid, qemu_uid) and \
+            t.get("client_name", "").startswith("qemu"), \
+            f"the VM tenant is not QEMU (pid {qemu_pid}, uid {qemu_uid}): {t}" + context()
+        assert qemu_pid != lv.proc.pid and qemu_pid != backend_pid
+        print(f"tenant: QEMU pid {qemu_pid} uid {qemu_uid} ({t['client_name']})")
         assert usage["clients"] >= 1 and usage["resources"] >= 1 and usage["vram"] > 0, \
             f"vgpu0 holds nothing for the guest: {usage}" + context()
 

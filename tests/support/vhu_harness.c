@@ -68,6 +68,16 @@ unsigned vhh_log_count(const VhhHarness *h, const char *needle) {
   return n;
 }
 
+int vhh_timeout_ms(void) {
+  static int ms;
+  if (!ms) {
+    const char *e = getenv("VHH_TIMEOUT_MS");
+    long v = e ? strtol(e, NULL, 10) : 0;
+    ms = v >= 1000 && v <= 600000 ? (int)v : 10000;
+  }
+  return ms;
+}
+
 bool vhh_start(VhhHarness *h, const char *const *extra_args) {
   const char *worker = getenv("VGPU_WORKER");
   if (!worker) {

@@ -4,6 +4,7 @@
  * hostile messages from QEMU (each ends the session with the violation
  * status and one log line), guest requests that only get error responses,
  * and QEMU hanging up (a clean exit). */
+#include <errno.h>
 #include <glib.h>
 #include <poll.h>
 #include <signal.h>
@@ -1021,9 +1022,26 @@ static int serve_frame(const char *path, bool three_d) {
  *                id beyond the heads: errors, a good frame still shows;
  *   backing      attach-backing entries outside guest memory or wrapping:
  *                errors, the resource can still get good backing;
+ *   overlap      attach-backing entries that overlap each other (one
+ *                repeated, one half over another) and a second resource on
+ *                the same guest pages: accepted, and the scanout shows the
+ *                entries' bytes in entry order; entries totalling over
+ *                4 GiB: refused;
+ *   long-chain   an indirect table of 1100 chained pieces (over the 1024 a
+ *                chain may have): the ring is marked broken;
+ *   indirect-len an indirect table whose length is not a multiple of 16;
+ *   blob         blob commands (RESOURCE_CREATE_BLOB, SET_SCANOUT_BLOB,
+ *                RESOURCE_MAP_BLOB, RESOURCE_UNMAP_BLOB) although blobs are
+ *                not offered: ERR_UNSPEC each, the VM goes on;
  *   vanish-msg   QEMU leaves in the middle of a vhost-user message;
  *   vanish-fence QEMU leaves with a fenced command in flight.
- * Each hostile VM hangs up at the end (or vanishes): the session ends. */
+ * Each hostile VM hangs up at the end (or vanishes): the session ends.
+ * QEMU's own protocol violations end the session from the back-end's side
+ * ("session-ended" once its end of the socket closed):
+ *   mem-overlap  a memory table whose two regions overlap in guest memory;
+ *   mem-wrap     a memory table region whose guest address + size wraps;
+ *   ring-outside a vring address outside guest memory;
+ *   msg-size     a message header announcing a 1 MiB payload. */
 static uint32_t ctrl_type(VhhHarness *h, const void *req, size_t len, const char *what) {
   uint32_t t = vhh_ctrl(h, req, len);
   printf("%s 0x%x\n", what, t);
@@ -1073,11 +1091,183 @@ static bool ring_broken_cursor_alive(VhhHarness *h) {
   return used == 0 && ctrl_used < h->vq[0].avail_idx;
 }
 
+/* Waits (bounded) for the back-end to close its end of the socket and
+ * says so: a protocol violation ends the session from that side. */
+static bool session_ended(VhhHarness *h) {
+  for (int turns = 0; turns < 1000; turns++) {
+    struct pollfd pfd = {.fd = h->sock, .events = POLLIN};
+    if (poll(&pfd, 1, VHH_TIMEOUT_MS) <= 0)
+      break;
+    uint8_t b[256];
+    ssize_t n = recv(h->sock, b, sizeof(b), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      printf("session-ended\n");
+      return true;
+    }
+  }
+  printf("session-still-open\n");
+  return false;
+}
+
+/* QEMU's own protocol violations, sent once the device runs. */
+static void send_violation(VhhHarness *h, const char *what) {
+  struct Region {
+    uint64_t gpa, size, uva, off;
+  };
+  struct {
+    uint32_t n, pad;
+    struct Region r[2];
+  } table = {0};
+  uint64_t uva = (uint64_t)(uintptr_t)h->mem;
+  if (strcmp(what, "mem-overlap") == 0) {
+    table.n = 2;
+    table.r[0] = (struct Region){0, VHH_MEM_SIZE, uva, 0};
+    table.r[1] = (struct Region){VHH_MEM_SIZE / 2, VHH_MEM_SIZE / 2, uva + (1ull << 32), 0};
+    int fds[2] = {h->memfd, h->memfd};
+    vhh_msg(h, VHU_SET_MEM_TABLE, 0, &table, 8 + 2 * sizeof(struct Region), fds, 2, NULL, 0);
+  } else if (strcmp(what, "mem-wrap") == 0) {
+    table.n = 1;
+    table.r[0] = (struct Region){UINT64_MAX - VHH_MEM_SIZE / 2, VHH_MEM_SIZE, uva, 0};
+    vhh_msg(h, VHU_SET_MEM_TABLE, 0, &table, 8 + sizeof(struct Region), &h->memfd, 1, NULL, 0);
+  } else if (strcmp(what, "ring-outside") == 0) {
+    hostile_ring_outside(h);
+  } else if (strcmp(what, "msg-size") == 0) {
+    hostile_huge_payload(h);
+  }
+}
+
+/* Resource @id (64x48) backed by overlapping entries over a 24-row buffer
+ * B: rows 0-15 of B, the same again, and rows 8-23 of B; then a second
+ * resource backed by B's rows 0-15 (the same guest pages).  Transfers and
+ * flushes each and compares the scanout with the entries' bytes. */
+static bool overlapping_backing(VhhHarness *h) {
+  enum { W = 64, H = 48, ROW = W * 4 };
+  const uint32_t OKT = VIRTIO_GPU_RESP_OK_NODATA;
+  uint64_t b = vhh_alloc(h, 24 * ROW);
+  uint32_t *bp = vhh_ptr(h, b);
+  for (uint32_t y = 0; y < 24; y++)
+    for (uint32_t x = 0; x < W; x++)
+      bp[y * W + x] = 0xff000000u | y << 16 | x << 8 | ((x * 7 + y * 13) & 0xff);
+  struct {
+    Hdr h;
+    uint32_t id, format, w, hh;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D), 21, 2, W, H};
+  struct {
+    Hdr h;
+    uint32_t id, nr;
+    struct {
+      uint64_t addr;
+      uint32_t len, pad;
+    } e[3];
+  } attach = {hdr(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING),
+              21,
+              3,
+              {{b, 16 * ROW, 0}, {b, 16 * ROW, 0}, {b + 8 * ROW, 16 * ROW, 0}}};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id;
+  } set = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT), 0, 0, W, H, 0, 21};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh;
+    uint64_t offset;
+    uint32_t id, pad;
+  } xfer = {hdr(VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D), 0, 0, W, H, 0, 21, 0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, id, pad;
+  } flush = {hdr(VIRTIO_GPU_CMD_RESOURCE_FLUSH), 0, 0, W, H, 21, 0};
+  bool ok = ctrl_type(h, &create, sizeof(create), "create") == OKT &&
+            ctrl_type(h, &attach, sizeof(attach), "attach-overlapping") == OKT &&
+            ctrl_type(h, &xfer, sizeof(xfer), "transfer") == OKT &&
+            ctrl_type(h, &set, sizeof(set), "set-scanout") == OKT &&
+            ctrl_type(h, &flush, sizeof(flush), "flush") == OKT;
+  vhh_pump_display(h, 50);
+  VhhScanout *s = &h->scanout[0];
+  unsigned bad = 0;
+  if (!ok || !s->px || s->w != W || s->h != H)
+    return false;
+  for (uint32_t y = 0; y < H; y++) {
+    uint32_t src = y < 16 ? y : y < 32 ? y - 16 : y - 32 + 8;
+    for (uint32_t x = 0; x < W; x++)
+      bad += (s->px[y * W + x] & 0xffffff) != (bp[src * W + x] & 0xffffff);
+  }
+  printf("overlap-bad-pixels %u\n", bad);
+  /* A second resource on B's first 16 rows, shown in place of the first:
+   * its top 16 rows are B's (the rest was never transferred: zero). */
+  create.id = attach.id = set.id = xfer.id = flush.id = 22;
+  attach.nr = 1;
+  xfer.hh = flush.hh = 16;
+  ok = bad == 0 && ctrl_type(h, &create, 24 + 16, "create-second") == OKT &&
+       ctrl_type(h, &attach, 24 + 8 + 16, "attach-same-pages") == OKT &&
+       ctrl_type(h, &xfer, sizeof(xfer), "transfer-second") == OKT &&
+       ctrl_type(h, &set, sizeof(set), "set-scanout-second") == OKT &&
+       ctrl_type(h, &flush, sizeof(flush), "flush-second") == OKT;
+  vhh_pump_display(h, 50);
+  bad = 0;
+  for (uint32_t y = 0; ok && y < 16; y++)
+    for (uint32_t x = 0; x < W; x++)
+      bad += (s->px[y * W + x] & 0xffffff) != (bp[y * W + x] & 0xffffff);
+  printf("same-pages-bad-pixels %u\n", bad);
+  /* Entries whose lengths add up past 4 GiB (each inside u32, the sum
+   * not): refused before anything is mapped. */
+  create.id = attach.id = 23;
+  attach.nr = 2;
+  attach.e[0] = attach.e[1] = (typeof(attach.e[0])){0, 0xffffffffu, 0};
+  ok =
+      ok && bad == 0 && ctrl_type(h, &create, 24 + 16, "create-third") == OKT &&
+      ctrl_type(h, &attach, 24 + 8 + 32, "attach-over-4g") == VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+  return ok;
+}
+
+/* Blob commands on a device that did not offer RESOURCE_BLOB. */
+static bool blob_refused(VhhHarness *h) {
+  printf("blob-offered %d\n", (int)(h->features >> VHU_F_GPU_RESOURCE_BLOB & 1));
+  struct {
+    Hdr h;
+    uint32_t id, blob_mem, blob_flags, nr;
+    uint64_t blob_id, size;
+    uint64_t addr;
+    uint32_t len, pad;
+  } create = {hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB),
+              31,
+              1 /* GUEST */,
+              0,
+              1,
+              0,
+              4096,
+              vhh_alloc(h, 4096),
+              4096,
+              0};
+  struct {
+    Hdr h;
+    uint32_t x, y, w, hh, scanout, id, width, height, format, pad;
+    uint32_t strides[4], offsets[4];
+  } sblob = {hdr(VIRTIO_GPU_CMD_SET_SCANOUT_BLOB), 0, 0, 32, 32, 0, 31, 32, 32, 2, 0, {128}, {0}};
+  struct {
+    Hdr h;
+    uint32_t id, pad;
+    uint64_t offset;
+  } map = {hdr(VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB), 31, 0, 0};
+  struct {
+    Hdr h;
+    uint32_t id, pad;
+  } unmap = {hdr(VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB), 31, 0};
+  const uint32_t E = VIRTIO_GPU_RESP_ERR_UNSPEC;
+  return (h->features >> VHU_F_GPU_RESOURCE_BLOB & 1) == 0 &&
+         ctrl_type(h, &create, sizeof(create), "create-blob") == E &&
+         ctrl_type(h, &sblob, sizeof(sblob), "set-scanout-blob") == E &&
+         ctrl_type(h, &map, sizeof(map), "map-blob") == E &&
+         ctrl_type(h, &unmap, sizeof(unmap), "unmap-blob") == E && ctrl_ring_alive(h);
+}
+
 static int hostile_vm(const char *what, const char *path) {
   VhhHarness h;
   signal(SIGPIPE, SIG_IGN);
-  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
-    fprintf(stderr, "cannot play QEMU on %s\n", path);
+  bool connected = vhh_connect(&h, path);
+  if (!connected || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
+            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
     vhh_free(&h);
     return 1;
   }
@@ -1156,6 +1346,34 @@ static int hostile_vm(const char *what, const char *path) {
     rq.attach.addr = vhh_alloc(&h, W * H * 4);
     ok = ok && ctrl_type(&h, &rq.attach, sizeof(rq.attach), "attach-good") == OKT &&
          ctrl_type(&h, &rq.xfer, sizeof(rq.xfer), "transfer") == OKT;
+  } else if (strcmp(what, "overlap") == 0) {
+    ok = overlapping_backing(&h) && ctrl_ring_alive(&h);
+  } else if (strcmp(what, "long-chain") == 0) {
+    enum { N = 1100 };
+    uint64_t req = vhh_alloc(&h, 2 * N);
+    uint64_t table = vhh_alloc(&h, N * sizeof(Desc));
+    Desc *t = vhh_ptr(&h, table);
+    /* One byte each, a byte apart: pieces that cannot merge. */
+    for (unsigned i = 0; i < N; i++)
+      t[i] = (Desc){req + 2 * i, 1, i + 1 < N ? 1 /* NEXT */ : 0, (uint16_t)(i + 1)};
+    Desc d = {table, N * sizeof(Desc), 4 /* INDIRECT */, 0};
+    post_chain(&h, 0, &d, 1);
+    ok = ring_broken_cursor_alive(&h);
+  } else if (strcmp(what, "indirect-len") == 0) {
+    uint64_t req = vhh_alloc(&h, sizeof(rq.create));
+    memcpy(vhh_ptr(&h, req), &rq.create, sizeof(rq.create));
+    uint64_t table = vhh_alloc(&h, 2 * sizeof(Desc));
+    Desc *t = vhh_ptr(&h, table);
+    t[0] = (Desc){req, sizeof(rq.create), 0, 0};
+    Desc d = {table, sizeof(Desc) + 8, 4 /* INDIRECT */, 0};
+    post_chain(&h, 0, &d, 1);
+    ok = ring_broken_cursor_alive(&h);
+  } else if (strcmp(what, "blob") == 0) {
+    ok = blob_refused(&h);
+  } else if (strcmp(what, "mem-overlap") == 0 || strcmp(what, "mem-wrap") == 0 ||
+             strcmp(what, "ring-outside") == 0 || strcmp(what, "msg-size") == 0) {
+    send_violation(&h, what);
+    ok = session_ended(&h);
   } else if (strcmp(what, "vanish-msg") == 0) {
     uint8_t part[12 + 3] = {VHU_SET_FEATURES, 0, 0, 0, VHU_FLAG_VERSION, 0, 0, 0, 8, 0, 0, 0, 1, 2};
     ok = write(h.sock, part, sizeof(part)) == (ssize_t)sizeof(part);
