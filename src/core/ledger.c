@@ -17,8 +17,8 @@
 #endif
 
 const char *vgpu_res_kind_name(VgpuResKind kind) {
-  static const char *const names[VGPU_RES_N] = {"vram",     "resources", "contexts", "frames",
-                                                "commands", "bytes_in",  "busy_ns",  "throttled_ns"};
+  static const char *const names[VGPU_RES_N] = {
+      "vram", "resources", "contexts", "frames", "commands", "bytes_in", "busy_ns", "throttled_ns"};
   return (unsigned)kind < VGPU_RES_N ? names[kind] : "?";
 }
 
@@ -424,7 +424,7 @@ static uint64_t worker_counter(BookWorker *w, int k) {
       [VGPU_RES_FRAMES] = 100000,
       [VGPU_RES_COMMANDS] = 100000000,
       [VGPU_RES_BYTES_IN] = 100ull << 30,
-      [VGPU_RES_BUSY_NS] = 4000000000ull, /* a few threads' worth of wall time */
+      [VGPU_RES_BUSY_NS] = 4000000000ull,      /* a few threads' worth of wall time */
       [VGPU_RES_THROTTLED_NS] = 2000000000ull, /* one thread waits (with slack) */
   };
   uint64_t life_s = (now_ns() - w->started_ns) / 1000000000ull + 1, cap;

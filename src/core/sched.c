@@ -96,9 +96,12 @@ uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now) {
     return 0;
   }
   if (now >= p->next) {
-    /* Late: not delayed.  Far behind: the schedule starts again from now
-     * rather than letting frames through back to back to catch up. */
-    p->next = now - p->next > period ? now + period : p->next + period;
+    /* Late: not delayed, and the schedule is kept, so that the frames
+     * after a late one catch up and the average holds through a stall of
+     * the host.  Far behind (more than VGPU_PACER_CATCH_UP_NS): the
+     * schedule starts again from now rather than letting a long row of
+     * frames through back to back. */
+    p->next = now - p->next > VGPU_PACER_CATCH_UP_NS ? now + period : p->next + period;
     return 0;
   }
   uint64_t wait = p->next - now;

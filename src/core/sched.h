@@ -57,12 +57,17 @@ typedef struct VgpuPacer {
   uint64_t next; /* when the next frame is due */
 } VgpuPacer;
 
+/* How late a frame may be before the pacer gives up catching up and
+ * starts its schedule again from now. */
+#define VGPU_PACER_CATCH_UP_NS 500000000ull
+
 /* Called at each frame boundary: how long to wait before the frame is
  * let through, so that frames come every 1/cap seconds.  cap 0: no cap
- * (always 0).  A frame that is late is not delayed; one that is more than
- * a period late resynchronises the schedule to now, so a slow tenant
- * never builds up a burst it could spend later.  A wait never exceeds
- * one period. */
+ * (always 0).  A frame that is late is not delayed, and the frames after
+ * it are let through early until the schedule is met again (the average
+ * holds through a hiccup); one more than VGPU_PACER_CATCH_UP_NS late
+ * resynchronises the schedule to now, so a slow tenant never builds up a
+ * burst it could spend later.  A wait never exceeds one period. */
 uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now);
 
 typedef struct VgpuShareIn {

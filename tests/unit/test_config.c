@@ -452,10 +452,14 @@ static void test_ranges(void **state) {
 static void test_default_is_honest(void **state) {
   const char *t = vgpu_config_default_text();
   assert_null(strstr(t, "guarantee"));
-  assert_non_null(strstr(t, "not\n# enforced"));
+  /* The scheduler enforces the shares: nothing says otherwise, and the
+   * large profile says what it gets. */
+  assert_null(strstr(t, "not enforced"));
+  assert_null(strstr(t, "not\n# enforced"));
   VgpuConfig *c = vgpu_config_load_default(NULL);
   const VgpuProfile *large = vgpu_config_find_profile(c, "large");
-  assert_non_null(strstr(large->description, "not enforced"));
+  assert_non_null(strstr(large->description, "fixed double share"));
+  assert_int_equal(large->share, VGPU_SHARE_FIXED);
   vgpu_config_free(c);
 }
 

@@ -169,7 +169,7 @@ static void test_pacer(void **state) {
   /* A slow one (50 ms a frame) is never held. */
   now += vgpu_pacer_frame(&p, 30, now);
   now += 50 * MS;
-  for (int i = 0; i < 50; i++) {
+  for (int i = 0; i < 200; i++) {
     assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
     now += 50 * MS;
   }
@@ -177,10 +177,22 @@ static void test_pacer(void **state) {
   now += 5 * S;
   assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
   assert_int_equal(vgpu_pacer_frame(&p, 30, now + MS), period - MS);
-  /* A late frame within a period keeps the schedule (even spacing). */
+  /* A late frame keeps the schedule: the next comes at once. */
+  uint64_t base = now + period;
+  now = base + 2 * period + MS; /* frames due at base and base + period missed */
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), period - MS);
+  now += period - MS;
+  /* Late by a period and a half: one frame at once, then on schedule. */
   now += 2 * period + period / 2;
   assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
   assert_int_equal(vgpu_pacer_frame(&p, 30, now), period - period / 2);
+  /* More than VGPU_PACER_CATCH_UP_NS behind: a new schedule. */
+  now += VGPU_PACER_CATCH_UP_NS + 2 * period;
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), period);
   /* No cap: nothing; a new cap starts a new schedule; a clock that goes
    * back does not make a long wait. */
   assert_int_equal(vgpu_pacer_frame(&p, 0, now), 0);
