@@ -67,8 +67,8 @@ def tenants_frames(d, inst):
     return d.usage(inst)["frames"]
 
 
-def start(d, inst, x, n=1):
-    return [h.Output(h.client(d, inst, ["glxgears"], x.display)) for _ in range(n)]
+def start(d, inst, x, n=1, args=()):
+    return [h.Output(h.client(d, inst, ["glxgears", *args], x.display)) for _ in range(n)]
 
 
 def stop(outs):
@@ -145,8 +145,12 @@ def fixed_weights(x):
     d = h.Daemon(cfg)
     try:
         outs = []
+        # Large windows: frames the GPU (llvmpipe) is busy with, so that
+        # each tenant would take more than its share, as fixed shares are
+        # upper bounds (a tenant that wants less than its share is not
+        # held to the ratio).
         for n in ("w1", "w2", "w4"):
-            outs += start(d, n, x)
+            outs += start(d, n, x, args=("-geometry", "1200x1000"))
         try:
             warm(d, ["w1", "w2", "w4"], frames=10)
             shares = {n: d.show(n)["share_ppm"] for n in ("w1", "w2", "w4")}
@@ -191,7 +195,7 @@ def equal_share(x):
     try:
         light = start(d, "light", x)
         try:
-            warm(d, ["light"])
+            warm(d, ["light"], frames=60)  # past the first, slow frames
             solo = rates(d, ["light"])["light"]
             s = d.show("light")
             assert s["share_ppm"] == 1000000, s  # alone: the whole GPU
