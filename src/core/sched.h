@@ -27,7 +27,7 @@
 #define VGPU_SCHED_BURST_WINDOW_NS 100000000ull
 /* Debt: at most this much wall time's worth of its share is owed, so one
  * wait lasts at most this long (plus rounding). */
-#define VGPU_SCHED_DEBT_WINDOW_NS 1000000000ull
+#define VGPU_SCHED_DEBT_WINDOW_NS 2000000000ull
 
 typedef struct VgpuBucket {
   uint32_t rate_ppm; /* 0: unthrottled */

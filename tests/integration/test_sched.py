@@ -150,7 +150,7 @@ def fixed_weights(x):
         # upper bounds (a tenant that wants less than its share is not
         # held to the ratio).
         for n in ("w1", "w2", "w4"):
-            outs += start(d, n, x, args=("-geometry", "1200x1000"))
+            outs += start(d, n, x, args=("-geometry", "1000x800"))
         try:
             warm(d, ["w1", "w2", "w4"], frames=10)
             shares = {n: d.show(n)["share_ppm"] for n in ("w1", "w2", "w4")}

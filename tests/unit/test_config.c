@@ -422,7 +422,7 @@ static void test_ranges(void **state) {
   expect_error("[profile p]\nmax-resources=99999999999\n",
                "x.conf:2: bad value \"99999999999\" for max-resources");
   expect_error("[profile p]\nmax-contexts=-1\n", "x.conf:2: bad value \"-1\" for max-contexts");
-  /* Scheduling settings (stored and shown, not enforced) keep their ranges. */
+  /* Scheduling settings keep their ranges. */
   expect_ok("[profile p]\nweight=10000\nheads=16\nfps-cap=1000\n");
   expect_error("[profile p]\nweight=10001\n", "x.conf:2: bad value \"10001\" for weight");
   expect_error("[profile p]\nheads=17\n", "x.conf:2: bad value \"17\" for heads");

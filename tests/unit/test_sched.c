@@ -95,7 +95,7 @@ static void test_bucket_clock(void **state) {
   assert_int_equal(vgpu_bucket_delay(&b, now), 0);
   assert_int_equal(b.tokens, vgpu_bucket_burst(250000));
   /* A huge charge (a hijacked count, or a draw of minutes) owes at most
-   * the debt window: the wait is about a second, not hours. */
+   * the debt window: the wait is seconds, not hours. */
   vgpu_bucket_charge(&b, UINT64_MAX, now);
   d = vgpu_bucket_delay(&b, now);
   assert_true(d >= VGPU_SCHED_DEBT_WINDOW_NS && d <= VGPU_SCHED_DEBT_WINDOW_NS + 1);
@@ -113,7 +113,7 @@ static void test_bucket_rate_change(void **state) {
   uint64_t now = S;
   vgpu_bucket_init(&b, 500000, now);
   /* Deep in debt at 50%, then the share drops to 10%: the debt is cut to
-   * what 10% owes at most, so the wait stays about a second. */
+   * what 10% owes at most, so the wait stays within the window. */
   vgpu_bucket_charge(&b, 10 * S, now);
   assert_int_equal(b.tokens, -vgpu_bucket_max_debt(500000));
   vgpu_bucket_set_rate(&b, 100000, now);
