@@ -75,6 +75,7 @@ void vgpu_throttle_set_clock(VgpuThrottle *t, uint64_t (*now)(void *),
   t->pacer = (VgpuPacer){0};
 }
 
+#if VGPU_SCHEDULER
 /* One slice of a wait, outside the guard; counted as throttled time. */
 static bool doze(VgpuThrottle *t, uint64_t ns) {
   uint64_t slice = MIN(ns, (uint64_t)VGPU_THROTTLE_SLICE_MS * 1000000ull);
@@ -86,6 +87,7 @@ static bool doze(VgpuThrottle *t, uint64_t ns) {
   vgpu_ledger_count(t->ledger, 0, VGPU_RES_THROTTLED_NS, t1 > t0 ? t1 - t0 : 0);
   return ok;
 }
+#endif
 
 bool vgpu_throttle_submit(VgpuThrottle *t) {
 #if VGPU_SCHEDULER

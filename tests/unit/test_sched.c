@@ -12,6 +12,7 @@
 #include "core/ledger.h"
 #include "core/sched.h"
 #include "core/throttle.h"
+#include "vgpu-config.h"
 
 #define MS 1000000ull
 #define S 1000000000ull
@@ -301,6 +302,9 @@ static bool fake_sleep(void *user, uint64_t ns) {
 
 static void test_throttle(void **state) {
   (void)state;
+#if !VGPU_SCHEDULER
+  skip(); /* built with -Dscheduler=false: nothing waits */
+#endif
   uint64_t limits[VGPU_RES_N_QUOTA] = {0};
   VgpuLedger *l = vgpu_ledger_new_standalone(limits);
   Clock c = {.now = S, .hangup_after = -1, .ledger = l, .unthrottle_after = -1};
