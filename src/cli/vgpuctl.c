@@ -478,9 +478,8 @@ static const Command commands[] = {
      "Keys: vram, max-resources, max-contexts, max-stream-objects, max-clients,\n"
      "max-clients-per-uid, gpu-share, weight, fps-cap, heads, gpu-timeout,\n"
      "socket-mode; values as in vgpud.conf(5).  All settings are applied or none;\n"
-     "gpu-timeout and heads apply to clients that connect after it.  gpu-share,\n"
-     "weight and fps-cap are stored and shown but not enforced (no GPU\n"
-     "scheduler yet).\n"
+     "gpu-timeout and heads apply to clients that connect after it; gpu-share,\n"
+     "weight and fps-cap reach running tenants within a second.\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
     {"screenshot", "screenshot NAME [--head N] [--tenant PID] FILE.png", "a VM's screen as a PNG",

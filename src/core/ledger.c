@@ -17,8 +17,8 @@
 #endif
 
 const char *vgpu_res_kind_name(VgpuResKind kind) {
-  static const char *const names[VGPU_RES_N] = {"vram",     "resources", "contexts", "frames",
-                                                "commands", "bytes_in",  "busy_ns"};
+  static const char *const names[VGPU_RES_N] = {
+      "vram", "resources", "contexts", "frames", "commands", "bytes_in", "busy_ns", "throttled_ns"};
   return (unsigned)kind < VGPU_RES_N ? names[kind] : "?";
 }
 
@@ -303,6 +303,21 @@ void vgpu_ledger_count(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t 
   atomic_fetch_add(&l->slot->used[kind], amount);
 }
 
+uint32_t vgpu_ledger_share_ppm(const VgpuLedger *l) {
+  return atomic_load(&l->grant->share_ppm);
+}
+
+uint32_t vgpu_ledger_fps_cap(const VgpuLedger *l) {
+  return atomic_load(&l->grant->fps_cap);
+}
+
+void vgpu_ledger_standalone_set_sched(VgpuLedger *l, uint32_t share_ppm, uint32_t fps_cap) {
+  g_return_if_fail(l->standalone);
+  VgpuGrantPage *g = (VgpuGrantPage *)l->grant; /* our own memory when standalone */
+  atomic_store(&g->share_ppm, share_ppm);
+  atomic_store(&g->fps_cap, fps_cap);
+}
+
 uint64_t vgpu_ledger_used(const VgpuLedger *l, VgpuResKind kind) {
   g_return_val_if_fail((unsigned)kind < VGPU_RES_N, 0);
   return atomic_load(&l->slot->used[kind]);
@@ -409,7 +424,8 @@ static uint64_t worker_counter(BookWorker *w, int k) {
       [VGPU_RES_FRAMES] = 100000,
       [VGPU_RES_COMMANDS] = 100000000,
       [VGPU_RES_BYTES_IN] = 100ull << 30,
-      [VGPU_RES_BUSY_NS] = 4000000000ull, /* a few threads' worth of wall time */
+      [VGPU_RES_BUSY_NS] = 4000000000ull,      /* a few threads' worth of wall time */
+      [VGPU_RES_THROTTLED_NS] = 2000000000ull, /* one thread waits (with slack) */
   };
   uint64_t life_s = (now_ns() - w->started_ns) / 1000000000ull + 1, cap;
   if (__builtin_mul_overflow(max_per_s[k], life_s, &cap))
@@ -852,6 +868,21 @@ bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out
   out->client_uid = w->client_uid;
   out->instance = w->inst;
   return true;
+}
+
+void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, uint32_t fps_cap) {
+  BookWorker *w = book_worker(b, slot);
+  if (!w)
+    return;
+  if (atomic_load(&w->grant->share_ppm) != share_ppm)
+    atomic_store(&w->grant->share_ppm, share_ppm);
+  if (atomic_load(&w->grant->fps_cap) != fps_cap)
+    atomic_store(&w->grant->fps_cap, fps_cap);
+}
+
+uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot) {
+  BookWorker *w = book_worker(b, slot);
+  return w ? worker_counter(w, VGPU_RES_BUSY_NS) : 0;
 }
 
 uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot) {

@@ -31,7 +31,7 @@
 #include <sys/types.h>
 
 #define VGPU_LEDGER_MAGIC 0x5247444c55504756ull /* "VGPULDGR" */
-#define VGPU_LEDGER_VERSION 2
+#define VGPU_LEDGER_VERSION 3
 #define VGPU_LEDGER_MAX_INSTANCES 64
 #define VGPU_LEDGER_MAX_SLOTS 512
 #define VGPU_NAME_MAX 32
@@ -52,6 +52,7 @@ typedef enum {
   VGPU_RES_COMMANDS,
   VGPU_RES_BYTES_IN,
   VGPU_RES_BUSY_NS,
+  VGPU_RES_THROTTLED_NS, /* time the worker held back submissions or frames */
   VGPU_RES_N,
 } VgpuResKind;
 
@@ -77,6 +78,11 @@ typedef struct VgpuGrantPage {
   _Atomic uint32_t ask_always[VGPU_RES_N_QUOTA];
   uint32_t pad2;
   _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* for messages only; 0 = unlimited */
+  /* Scheduling: this worker's share of one GPU's wall time in parts per
+   * million (0: unthrottled) and its instance's frame-rate cap (0: none).
+   * Rewritten by the supervisor whenever shares change. */
+  _Atomic uint32_t share_ppm;
+  _Atomic uint32_t fps_cap;
 } VgpuGrantPage;
 
 /* Messages on the request socket (one per SOCK_SEQPACKET datagram). */
@@ -156,6 +162,12 @@ int vgpu_ledger_reserve(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t
 void vgpu_ledger_release(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount);
 /* Adds to a counter kind (frames, commands, bytes, busy time). */
 void vgpu_ledger_count(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t amount);
+/* The scheduling settings the supervisor wrote (0: unthrottled / no cap;
+ * a standalone ledger has neither). */
+uint32_t vgpu_ledger_share_ppm(const VgpuLedger *l);
+uint32_t vgpu_ledger_fps_cap(const VgpuLedger *l);
+/* Standalone ledgers only (tests): sets what the supervisor would write. */
+void vgpu_ledger_standalone_set_sched(VgpuLedger *l, uint32_t share_ppm, uint32_t fps_cap);
 /* What this worker holds (or has counted) of `kind`. */
 uint64_t vgpu_ledger_used(const VgpuLedger *l, VgpuResKind kind);
 /* For refusal messages: the instance limit (0 = unlimited) and the
@@ -254,6 +266,12 @@ void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user);
 /* Sends a screenshot request to the worker (never blocks): 0 or -errno. */
 int vgpu_book_worker_ask_shot(VgpuBook *b, uint32_t slot, uint32_t seq, uint32_t head);
 bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out);
+/* Writes the worker's share (ppm of one GPU's wall time, 0: unthrottled)
+ * and frame-rate cap (0: none) into its grant page. */
+void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, uint32_t fps_cap);
+/* The worker's busy_ns counter as vgpu_book_worker_usage() reads it
+ * (clamped, monotonic), without the rest. */
+uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot);
 /* Drops the worker: its grants return to the instance, its counters go to
  * the instance's history.  Returns the VRAM it held (clamped). */
 uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot);

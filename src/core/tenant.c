@@ -10,6 +10,7 @@ struct VgpuTenant {
   GHashTable *resources; /* handle -> VgpuTenantResource* */
   uint64_t vram;         /* charged for live resources */
   uint32_t contexts;
+  VgpuThrottle *throttle;
 };
 
 VgpuTenant *vgpu_tenant_new(VgpuLedger *ledger, uint32_t slot, const VgpuTenantPolicy *policy) {
@@ -19,6 +20,7 @@ VgpuTenant *vgpu_tenant_new(VgpuLedger *ledger, uint32_t slot, const VgpuTenantP
   if (policy)
     t->policy = *policy;
   t->resources = g_hash_table_new(g_direct_hash, g_direct_equal);
+  t->throttle = vgpu_throttle_new(ledger);
   return t;
 }
 
@@ -45,7 +47,12 @@ void vgpu_tenant_free(VgpuTenant *t) {
   }
   g_hash_table_unref(t->resources);
   vgpu_tenant_uncharge(t, VGPU_RES_CONTEXTS, t->contexts);
+  vgpu_throttle_free(t->throttle);
   g_free(t);
+}
+
+VgpuThrottle *vgpu_tenant_throttle(VgpuTenant *t) {
+  return t->throttle;
 }
 
 /* One sentence for a refusal: what was asked, the limit, what is in use. */

@@ -18,6 +18,7 @@
 
 #include "core/ledger.h"
 #include "core/resource.h"
+#include "core/throttle.h"
 
 typedef struct VgpuTenant VgpuTenant;
 
@@ -53,6 +54,10 @@ bool vgpu_tenant_charge(VgpuTenant *t, VgpuResKind kind, uint64_t amount, const 
 void vgpu_tenant_uncharge(VgpuTenant *t, VgpuResKind kind, uint64_t amount);
 /* Adds to a counter kind (frames, commands, bytes, busy time). */
 void vgpu_tenant_count(VgpuTenant *t, VgpuResKind kind, uint64_t amount);
+
+/* The tenant's GPU-time scheduling (core/throttle.h); never NULL.  The
+ * front-end sets what a wait watches with vgpu_throttle_watch(). */
+VgpuThrottle *vgpu_tenant_throttle(VgpuTenant *t);
 
 /* Contexts: one charge of VGPU_RES_CONTEXTS each. */
 bool vgpu_tenant_context_charge(VgpuTenant *t, const char *what);

@@ -231,7 +231,7 @@ static bool not_enforced(JsonObject *o, const char *field) {
   return false;
 }
 
-#define NOT_ENFORCED_NOTE "* not enforced: vgpud has no GPU scheduler yet\n"
+#define NOT_ENFORCED_NOTE "* not enforced: vgpud was built without the GPU scheduler\n"
 
 /* llvmpipe's threads per worker: "auto" (one per CPU), N, or "-" from a
  * daemon that does not say. */
@@ -534,7 +534,9 @@ static void top_tenant(VgpuTop *t, GHashTable *next, VgpuTable *tab, const char 
   g_autofree char *cap = fps_cap ? num(fps_cap) : g_strdup("-");
   g_autofree char *fc = g_strdup_printf("%s/%s", fs, cap);
   g_autofree char *v = vgpu_format_size(vgpu_ctl_get_u64(x, "vram"), false);
-  const char *proc = vgpu_ctl_get_str(x, "process", NULL);
+  const char *proc = vgpu_ctl_get_str(x, "client_name", NULL);
+  if (!proc || !*proc)
+    proc = vgpu_ctl_get_str(x, "process", NULL);
   if (!proc)
     proc = vgpu_ctl_get_str(x, "comm", "-");
   vgpu_table_add(tab, name, vgpu_ctl_get_str(x, "kind", "vtest"), w, cp, proc, bs, ss, ts, fc, v,

@@ -27,6 +27,7 @@
 #include "daemon/listener.h"
 #include "daemon/supervisor.h"
 #include "util/fd.h"
+#include "vgpu-config.h"
 #include "util/log.h"
 
 struct VgpuControl {
@@ -90,19 +91,28 @@ static void add_u64(JsonBuilder *b, const char *k, uint64_t v) {
   json_builder_add_int_value(b, (gint64)MIN(v, (uint64_t)G_MAXINT64));
 }
 
+static void add_bool(JsonBuilder *b, const char *k, bool v) {
+  json_builder_set_member_name(b, k);
+  json_builder_add_boolean_value(b, v);
+}
+
 static void add_str(JsonBuilder *b, const char *k, const char *v) {
   json_builder_set_member_name(b, k);
   json_builder_add_string_value(b, v ? v : "");
 }
 
-/* The scheduling settings are stored and reported but nothing enforces
- * them yet: every view that shows them says so.  (heads is enforced: a VM
- * tenant's device has that many scanouts; vtest tenants have none.) */
+/* Settings stored and reported but not enforced: the scheduling settings
+ * in a build without the scheduler (-Dscheduler=false), nothing otherwise.
+ * Every view that shows them says so. */
 static void add_not_enforced(JsonBuilder *b) {
-  static const char *const fields[] = {"gpu_share", "weight", "fps_cap"};
+#if VGPU_SCHEDULER
+  static const char *const fields[] = {NULL};
+#else
+  static const char *const fields[] = {"gpu_share", "weight", "fps_cap", NULL};
+#endif
   json_builder_set_member_name(b, "not_enforced");
   json_builder_begin_array(b);
-  for (size_t i = 0; i < G_N_ELEMENTS(fields); i++)
+  for (size_t i = 0; fields[i]; i++)
     json_builder_add_string_value(b, fields[i]);
   json_builder_end_array(b);
 }
@@ -129,6 +139,12 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_str(b, "gpu_share", vgpu_share_mode_name(cfg->eff.share));
   add_u64(b, "weight", cfg->eff.weight);
   add_u64(b, "fps_cap", cfg->eff.fps_cap);
+  /* Scheduling now: its share of one GPU's wall time (0: best-effort),
+   * whether a tenant did GPU work lately, and the time its tenants were
+   * held back (also in usage, beside busy_ns). */
+  add_u64(b, "share_ppm", vgpu_instance_share_ppm(in));
+  add_bool(b, "active", vgpu_instance_active_tenants(in) > 0);
+  add_u64(b, "throttled_ns", u.used[VGPU_RES_THROTTLED_NS]);
   add_u64(b, "heads", cfg->eff.heads);
   add_u64(b, "gpu_timeout", cfg->eff.gpu_timeout_s);
   add_u64(b, "render_threads", cfg->eff.render_threads);
@@ -152,6 +168,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "commands", u.used[VGPU_RES_COMMANDS]);
   add_u64(b, "bytes_in", u.used[VGPU_RES_BYTES_IN]);
   add_u64(b, "busy_ns", u.used[VGPU_RES_BUSY_NS]);
+  add_u64(b, "throttled_ns", u.used[VGPU_RES_THROTTLED_NS]);
   add_u64(b, "refusals", u.refusals);
   add_u64(b, "worker_crashes", u.worker_crashes);
   json_builder_end_object(b);
@@ -185,6 +202,9 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
       add_u64(b, "frames", wu.used[VGPU_RES_FRAMES]);
       add_u64(b, "commands", wu.used[VGPU_RES_COMMANDS]);
       add_u64(b, "busy_ns", wu.used[VGPU_RES_BUSY_NS]);
+      add_u64(b, "throttled_ns", wu.used[VGPU_RES_THROTTLED_NS]);
+      add_u64(b, "share_ppm", t->share_ppm);
+      add_bool(b, "active", t->active);
       add_u64(b, "uptime_s", now > wu.started_ns ? (now - wu.started_ns) / 1000000000ull : 0);
       json_builder_end_object(b);
     }

@@ -26,6 +26,7 @@
 #include "core/worker_exit.h"
 #include "vgpu-config.h"
 #include "daemon/cgroup.h"
+#include "core/sched.h"
 #include "daemon/control.h"
 #include "daemon/gpu_memory.h"
 #include "daemon/listener.h"
@@ -54,6 +55,11 @@ typedef struct VgpuWorker {
   VgpuPeerWalk *walk;   /* a /proc walk for its holders, while one runs */
   guint resolve_source; /* the next walk's timer, or the walk's turns */
   unsigned resolve_tries;
+  /* Scheduling: busy_ns at the last tick, until when the worker counts as
+   * active, and the share last written into its grant page. */
+  uint64_t sched_busy;
+  gint64 active_until_us;
+  uint32_t share_ppm;
 } VgpuWorker;
 
 struct VgpuInstance {
@@ -70,6 +76,8 @@ struct VgpuInstance {
   bool runtime_origin; /* created with vgpuctl create */
   bool draining;       /* removed: no new clients, freed when empty */
   GHashTable *workers; /* pid -> VgpuWorker* */
+  uint32_t share_ppm;  /* the instance's current share (0: best-effort) */
+  guint active_tenants;
 };
 
 struct VgpuSupervisor {
@@ -89,6 +97,10 @@ struct VgpuSupervisor {
   GHashTable *shots;  /* seq -> ShotPending*: screenshots asked of workers */
   uint32_t shot_seq;
   uint64_t gpu_memory; /* resolved [daemon] gpu-memory, bytes */
+  /* Scheduling: the tick (while there are workers) and its reused arrays. */
+  guint sched_timer;
+  GPtrArray *sched_inst;
+  GArray *sched_in, *sched_out;
 };
 
 /* A screenshot asked of a worker, until it answers, ends or times out. */
@@ -121,6 +133,82 @@ static void shot_finish(ShotPending *sp, const VgpuShot *shot, const char *error
 }
 
 static void instance_free(VgpuInstance *in);
+static void sched_update(VgpuSupervisor *s);
+
+/* ---- scheduling ----------------------------------------------------------- */
+
+/* How often shares are recomputed, and how long after its last GPU work a
+ * tenant still counts as active. */
+#define SCHED_TICK_MS 200
+#define SCHED_ACTIVE_US (750 * 1000)
+
+static gboolean on_sched_tick(gpointer user) {
+  VgpuSupervisor *s = user;
+  sched_update(s);
+  if (s->sched_timer)
+    return G_SOURCE_CONTINUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Reads each live worker's busy time (through the book: clamped and
+ * monotonic, so a worker can only make itself look busier, which lowers
+ * its own instance's tenants' shares, never others' beyond what one more
+ * active tenant does), decides who is active, computes every instance's
+ * share and writes each worker's share and frame-rate cap into its grant
+ * page.  Runs on the tick, and at once when tenants or settings change.
+ * The tick stops when no worker is left. */
+static void sched_update(VgpuSupervisor *s) {
+  gint64 now = g_get_monotonic_time();
+  g_ptr_array_set_size(s->sched_inst, 0);
+  guint workers = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    g_ptr_array_add(s->sched_inst, v);
+  g_array_set_size(s->sched_in, s->sched_inst->len);
+  g_array_set_size(s->sched_out, s->sched_inst->len);
+  for (guint i = 0; i < s->sched_inst->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(s->sched_inst, i);
+    guint active = 0;
+    GHashTableIter wi;
+    g_hash_table_iter_init(&wi, in->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &v)) {
+      VgpuWorker *w = v;
+      uint64_t busy = vgpu_book_worker_busy_ns(s->book, (uint32_t)w->slot);
+      if (busy > w->sched_busy)
+        w->active_until_us = now + SCHED_ACTIVE_US;
+      w->sched_busy = busy;
+      active += now < w->active_until_us;
+      workers++;
+    }
+    in->active_tenants = active;
+    VgpuShareIn *si = &g_array_index(s->sched_in, VgpuShareIn, i);
+    si->mode = in->cfg->eff.share;
+    si->weight = in->cfg->eff.weight;
+    si->active_tenants = active;
+  }
+  vgpu_sched_shares((const VgpuShareIn *)(void *)s->sched_in->data, s->sched_in->len,
+                    (VgpuShareOut *)(void *)s->sched_out->data);
+  for (guint i = 0; i < s->sched_inst->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(s->sched_inst, i);
+    const VgpuShareOut *so = &g_array_index(s->sched_out, VgpuShareOut, i);
+    in->share_ppm = so->instance_ppm;
+    GHashTableIter wi;
+    g_hash_table_iter_init(&wi, in->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &v)) {
+      VgpuWorker *w = v;
+      w->share_ppm = now < w->active_until_us ? so->tenant_ppm : so->idle_tenant_ppm;
+      vgpu_book_worker_set_sched(s->book, (uint32_t)w->slot, w->share_ppm, in->cfg->eff.fps_cap);
+    }
+  }
+  if (workers && !s->sched_timer)
+    s->sched_timer = g_timeout_add(SCHED_TICK_MS, on_sched_tick, s);
+  else if (!workers && s->sched_timer) {
+    g_source_remove(s->sched_timer);
+    s->sched_timer = 0;
+  }
+}
 
 const char *vgpu_tenant_kind_name(VgpuTenantKind kind) {
   return kind == VGPU_TENANT_VM ? "vm" : "vtest";
@@ -280,6 +368,7 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   w->watch = 0; /* this source ends itself after the callback */
   g_hash_table_remove(in->workers, GINT_TO_POINTER(pid));
   maybe_finish_draining(in);
+  sched_update(s); /* its share goes to the others */
 }
 
 /* The worker's ledger requests.  The socket is non-blocking and the book
@@ -475,6 +564,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
   w->ledger_watch = g_unix_fd_add(vgpu_book_worker_fd(s->book, (uint32_t)slot),
                                   G_IO_IN | G_IO_HUP | G_IO_ERR, on_ledger_request, w);
+  sched_update(s); /* its share and cap before it submits anything */
   const char *who = kind == VGPU_TENANT_VM ? "VM (QEMU)" : "client";
   if (id.own_uid)
     vgpu_info("%s: %s pid %d uid %u connected: worker %d (uid %u), slot %d", in->cfg->name, who,
@@ -669,6 +759,7 @@ static void instance_apply(VgpuInstance *in, const VgpuInstanceConfig *ic) {
               g_strerror(errno));
   vgpu_instance_config_free(in->cfg);
   in->cfg = vgpu_instance_config_copy(ic);
+  sched_update(in->sup); /* a new share mode, weight or cap holds at once */
 }
 
 static void instance_drain(VgpuInstance *in) {
@@ -902,6 +993,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vgpu_probe_free);
   s->book = vgpu_book_new();
   s->shots = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, shot_pending_free);
+  s->sched_inst = g_ptr_array_new();
+  s->sched_in = g_array_new(FALSE, TRUE, sizeof(VgpuShareIn));
+  s->sched_out = g_array_new(FALSE, TRUE, sizeof(VgpuShareOut));
   vgpu_book_set_shot_hook(s->book, on_shot_reply, s);
   vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
             s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
@@ -926,7 +1020,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->worker_env = g_environ_setenv(g_get_environ(), "MESA_SHADER_CACHE_DISABLE", "true", TRUE);
   /* Which CPU-sharing mechanisms are active, once. */
   s->cgroups = vgpu_cgroups_new(cfg->cgroups, s->runtime_dir);
-  vgpu_info("scheduling: %s; llvmpipe threads per profile (render-threads): %s",
+  vgpu_info("scheduling: GPU-time token buckets and fps caps in the workers: %s; %s; llvmpipe "
+            "threads per profile (render-threads): %s",
+            VGPU_SCHEDULER ? "on" : "off (built with -Dscheduler=false)",
             vgpu_cgroups_describe(s->cgroups),
             !g_str_equal(cfg->renderer, "virgl") ? "off (renderer null)"
             : s->render_node                     ? "when the render node's driver is llvmpipe"
@@ -1008,6 +1104,10 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
   if (n)
     vgpu_info("stopped %u worker(s)", n);
   g_hash_table_remove_all(s->instances);
+  if (s->sched_timer) {
+    g_source_remove(s->sched_timer);
+    s->sched_timer = 0;
+  }
 }
 
 void vgpu_supervisor_free(VgpuSupervisor *s) {
@@ -1020,6 +1120,14 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
     g_hash_table_unref(s->probes);
   if (s->shots)
     g_hash_table_unref(s->shots);
+  if (s->sched_timer)
+    g_source_remove(s->sched_timer);
+  if (s->sched_inst)
+    g_ptr_array_unref(s->sched_inst);
+  if (s->sched_in)
+    g_array_unref(s->sched_in);
+  if (s->sched_out)
+    g_array_unref(s->sched_out);
   vgpu_book_free(s->book);
   vgpu_cgroups_free(s->cgroups);
   vgpu_isolation_free(s->isolation);
@@ -1131,6 +1239,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   if (s->isolation)
     vgpu_isolation_reload(s->isolation); /* accounts made or removed since */
   cgroups_sync(s);
+  sched_update(s);
   vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
             removed, changed);
   if (not_added)
@@ -1201,6 +1310,7 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
   g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   vgpu_info("%s: created from profile %s", name, profile);
   cgroups_sync(s);
+  sched_update(s);
   return in;
 }
 
@@ -1225,6 +1335,7 @@ bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool 
     kill(((VgpuWorker *)w)->pid, SIGKILL);
   instance_drain(in);
   cgroups_sync(s);
+  sched_update(s);
   return true;
 }
 
@@ -1485,6 +1596,14 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
 
 /* ---- instance accessors -------------------------------------------------- */
 
+uint32_t vgpu_instance_share_ppm(const VgpuInstance *in) {
+  return in->share_ppm;
+}
+
+guint vgpu_instance_active_tenants(const VgpuInstance *in) {
+  return in->active_tenants;
+}
+
 const char *vgpu_instance_name(const VgpuInstance *in) {
   return in->cfg->name;
 }
@@ -1542,7 +1661,9 @@ GArray *vgpu_instance_tenants(const VgpuInstance *in) {
                         .client_pid = w->client_pid,
                         .client_uid = w->client_uid,
                         .slot = w->slot,
-                        .kind = w->kind};
+                        .kind = w->kind,
+                        .share_ppm = w->share_ppm,
+                        .active = g_get_monotonic_time() < w->active_until_us};
     g_strlcpy(t.client_name, w->client_name, sizeof(t.client_name));
     g_array_append_val(a, t);
   }

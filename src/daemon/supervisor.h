@@ -38,6 +38,8 @@ typedef struct VgpuTenantInfo {
   int slot;
   VgpuTenantKind kind;
   char client_name[16]; /* the process's name (comm); "" when unknown */
+  uint32_t share_ppm; /* its share of one GPU's wall time (0: unthrottled) */
+  bool active;        /* did GPU work lately */
 } VgpuTenantInfo;
 
 /* Called once when a worker started by vgpu_supervisor_attach_vm() ends:
@@ -150,5 +152,9 @@ guint vgpu_instance_n_vm_tenants(const VgpuInstance *in);
  * what they offer (NULL before the supervisor has started). */
 const char *vgpu_instance_renderer(const VgpuInstance *in);
 const VgpuProbe *vgpu_instance_probe(const VgpuInstance *in);
+/* The instance's current share of one GPU's wall time in ppm (0:
+ * best-effort), and how many of its tenants did GPU work lately. */
+uint32_t vgpu_instance_share_ppm(const VgpuInstance *in);
+guint vgpu_instance_active_tenants(const VgpuInstance *in);
 /* VgpuTenantInfo of each connected tenant, in slot order. */
 GArray *vgpu_instance_tenants(const VgpuInstance *in);

@@ -940,6 +940,7 @@ static VgpuFrontend *vhf_create(VgpuRenderer *r, VgpuLoop *loop, const VgpuFront
   if (a->ledger) {
     VgpuTenantPolicy policy = {.refused = tenant_refused, .release = tenant_release, .user = fe};
     fe->tenant = vgpu_tenant_new(a->ledger, a->slot, &policy);
+    vgpu_throttle_watch(vgpu_tenant_throttle(fe->tenant), fe->guard, fe->client_fd);
   }
 
   uint32_t capsets = fe->virgl ? (uint32_t)__builtin_popcount(vgpu_device_capset_mask(r)) : 0;

@@ -530,8 +530,10 @@ static const uint8_t *scanout_pixels(VgpuDevice *d, uint32_t i, Res *r, const Vg
   return dst;
 }
 
-/* Sends rectangle @fr (in the resource) of every scanout showing @r. */
-static void flush_scanouts(VgpuDevice *d, Res *r, const VgpuRect *fr) {
+/* Sends rectangle @fr (in the resource) of every scanout showing @r;
+ * returns how many were sent (frames). */
+static unsigned flush_scanouts(VgpuDevice *d, Res *r, const VgpuRect *fr) {
+  unsigned frames = 0;
   for (uint32_t i = 0; i < d->cfg.num_scanouts; i++) {
     Scanout *s = &d->scanouts[i];
     if (s->res_id != r->id)
@@ -552,7 +554,9 @@ static void flush_scanouts(VgpuDevice *d, Res *r, const VgpuRect *fr) {
       d->cfg.display.update(d->cfg.display.user, i, &sr, px, stride, s->format);
     if (d->cfg.tenant)
       vgpu_tenant_count(d->cfg.tenant, VGPU_RES_FRAMES, 1);
+    frames++;
   }
+  return frames;
 }
 
 static size_t do_flush(Ctx *x) {
@@ -562,7 +566,16 @@ static size_t do_flush(Ctx *x) {
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID, "unknown resource");
   if (!rect_inside(&f->r, r->desc.width, r->desc.height))
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER, "flush rectangle outside the resource");
-  flush_scanouts(x->d, r, &f->r);
+  uint64_t t0 = vgpu_throttle_now_ns();
+  unsigned frames = flush_scanouts(x->d, r, &f->r);
+  if (frames && x->d->cfg.tenant) {
+    /* The read-back waited for rendering (GPU time); the flush of a
+     * scanout is the frame boundary the frame-rate cap paces.  A hang-up
+     * during the wait is the front-end's to notice. */
+    VgpuThrottle *th = vgpu_tenant_throttle(x->d->cfg.tenant);
+    vgpu_throttle_charge(th, vgpu_throttle_now_ns() - t0);
+    vgpu_throttle_frame(th);
+  }
   return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
 }
 
@@ -937,6 +950,10 @@ static size_t do_submit(Ctx *x) {
     return fail(x, VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID, "unknown context");
   if (x->c->u.submit_3d.size == 0)
     return resp_nodata(x, VIRTIO_GPU_RESP_OK_NODATA);
+  /* Over its GPU share, the submission waits (a hang-up meanwhile is the
+   * front-end's to notice: the stream still runs, in order). */
+  VgpuThrottle *th = d->cfg.tenant ? vgpu_tenant_throttle(d->cfg.tenant) : NULL;
+  vgpu_throttle_submit(th);
   /* The books first: what the stream makes is charged and bounded like a
    * vtest tenant's.  A refusal answers this request with an error and the
    * device goes on; the commands before the refused one were taken into
@@ -969,7 +986,10 @@ static size_t do_submit(Ctx *x) {
       return resp_nodata(x, VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
     }
   }
-  if (rd->ops->submit(rd, ctx, dw, (uint32_t)ndw) < 0) {
+  uint64_t t0 = vgpu_throttle_now_ns();
+  int sr = rd->ops->submit(rd, ctx, dw, (uint32_t)ndw);
+  vgpu_throttle_charge(th, vgpu_throttle_now_ns() - t0);
+  if (sr < 0) {
     /* The books took the whole stream, the renderer ran it up to the
      * command it refused; from here on it refuses the context's streams,
      * and so does the device, so the books change no more. */

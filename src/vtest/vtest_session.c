@@ -221,6 +221,7 @@ VtestSession *vtest_session_new(VgpuRenderer *r, int sock, const VtestSessionCon
     s->cfg.max_version = VTEST_PROTOCOL_VERSION;
   VgpuTenantPolicy policy = {.refused = on_refused, .release = resource_release, .user = s};
   s->tenant = vgpu_tenant_new(cfg->ledger, cfg->slot, &policy);
+  vgpu_throttle_watch(vgpu_tenant_throttle(s->tenant), s->cfg.guard, sock);
   s->stream = stream_tracker_new(s);
   s->out = g_byte_array_sized_new(4096);
   s->client_watch = s->fence_watch = -1;
@@ -366,6 +367,21 @@ static void count(VtestSession *s, VgpuResKind kind, uint64_t amount) {
   vgpu_tenant_count(s->tenant, kind, amount);
 }
 
+/* GPU time: counted, and taken from the tenant's share. */
+static void busy(VtestSession *s, uint64_t ns) {
+  vgpu_throttle_charge(vgpu_tenant_throttle(s->tenant), ns);
+}
+
+static bool throttle_gone(VtestSession *s, const char *what) {
+  return end_session(s, VTEST_END_GONE, "client left while its %s was held back for its GPU share",
+                     what);
+}
+
+/* Holds the next submission back while the tenant is over its share. */
+static bool throttle_submit(VtestSession *s) {
+  return vgpu_throttle_submit(vgpu_tenant_throttle(s->tenant)) || throttle_gone(s, "submission");
+}
+
 static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -413,7 +429,7 @@ static bool wait_fences(VtestSession *s) {
     s->r->ops->poll(s->r);
   }
   vgpu_guard_enter(s->cfg.guard);
-  count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+  busy(s, now_ns() - t0);
   if (gone)
     return end_session(s, VTEST_END_GONE,
                        "client left while waiting for its GPU work (fence %" G_GUINT64_FORMAT
@@ -786,7 +802,7 @@ static bool cmd_submit2(VtestSession *s, const VtestCmd *cmd) {
         return unknown_sync(s, cmd, id);
     }
   }
-  if (!ensure_context(s))
+  if (!ensure_context(s) || !throttle_submit(s))
     return false;
   for (uint32_t i = 0; i < nb; i++) {
     VtestBatch b;
@@ -796,7 +812,7 @@ static bool cmd_submit2(VtestSession *s, const VtestCmd *cmd) {
       return false;
     uint64_t t0 = now_ns();
     int r = s->r->ops->submit(s->r, VTEST_CTX_ID, dw, b.cmd_size);
-    count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+    busy(s, now_ns() - t0);
     if (r < 0)
       return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
                          b.cmd_size, g_strerror(-r));
@@ -928,13 +944,21 @@ static bool cmd_transfer2(VtestSession *s, const VtestCmd *cmd, VgpuTransferDir 
                        "transfer on resource %u reaches byte %" G_GUINT64_FORMAT
                        " of a %zu-byte backing",
                        t->handle, (uint64_t)t->offset + tight, bk->shm_size);
+  uint64_t t0 = now_ns();
   int r = s->r->ops->transfer(s->r, VTEST_CTX_ID, t->handle, dir, t->level, 0, 0, &t->box,
                               t->offset, NULL, 0);
   if (r < 0)
     return end_session(s, VTEST_END_VIOLATION, "renderer refused transfer on resource %u: %s",
                        t->handle, g_strerror(-r));
-  if (dir == VGPU_TRANSFER_FROM_HOST && (res->desc.bind & VGPU_BIND_DISPLAY_TARGET))
+  /* A read-back waits for the rendering it reads: GPU time. */
+  if (dir == VGPU_TRANSFER_FROM_HOST)
+    busy(s, now_ns() - t0);
+  if (dir == VGPU_TRANSFER_FROM_HOST && (res->desc.bind & VGPU_BIND_DISPLAY_TARGET)) {
     count(s, VGPU_RES_FRAMES, 1);
+    /* The frame boundary: the frame-rate cap spaces frames here. */
+    if (!vgpu_throttle_frame(vgpu_tenant_throttle(s->tenant)))
+      return throttle_gone(s, "frame");
+  }
   return true;
 }
 
@@ -1066,7 +1090,7 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
     return false;
   uint32_t ndw = cmd->u.submit.ndw;
   const void *dw = aligned_dwords(s, cmd->u.submit.dw, ndw);
-  if (!stream_check(s, dw, ndw))
+  if (!stream_check(s, dw, ndw) || !throttle_submit(s))
     return false;
   uint64_t t0 = now_ns();
   int r = s->r->ops->submit(s->r, VTEST_CTX_ID, dw, ndw);
@@ -1074,7 +1098,7 @@ static bool cmd_submit(VtestSession *s, const VtestCmd *cmd) {
     return end_session(s, VTEST_END_VIOLATION, "renderer rejected a %u-dword command stream: %s",
                        ndw, g_strerror(-r));
   bool ok = implicit_fence(s);
-  count(s, VGPU_RES_BUSY_NS, now_ns() - t0);
+  busy(s, now_ns() - t0);
   return ok;
 }
 

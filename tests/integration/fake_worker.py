@@ -17,9 +17,9 @@ import sys
 import time
 
 SLOT_FD, GRANT_FD, SOCK_FD, CLIENT_FD = 4, 5, 6, 3
-N_KINDS = 7  # vram, resources, contexts, frames, commands, bytes_in, busy_ns
+N_KINDS = 8  # vram, resources, contexts, frames, commands, bytes_in, busy_ns, throttled_ns
 SLOT_SIZE = 8 * (N_KINDS + 1)
-GRANT_SIZE = 8 + 4 + 4 + 3 * 8 + 3 * 4 + 4 + 3 * 8
+GRANT_SIZE = 8 + 4 + 4 + 3 * 8 + 3 * 4 + 4 + 3 * 8 + 4 + 4  # ... share_ppm, fps_cap
 
 
 def say(msg):

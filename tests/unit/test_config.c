@@ -422,7 +422,7 @@ static void test_ranges(void **state) {
   expect_error("[profile p]\nmax-resources=99999999999\n",
                "x.conf:2: bad value \"99999999999\" for max-resources");
   expect_error("[profile p]\nmax-contexts=-1\n", "x.conf:2: bad value \"-1\" for max-contexts");
-  /* Scheduling settings (stored and shown, not enforced) keep their ranges. */
+  /* Scheduling settings keep their ranges. */
   expect_ok("[profile p]\nweight=10000\nheads=16\nfps-cap=1000\n");
   expect_error("[profile p]\nweight=10001\n", "x.conf:2: bad value \"10001\" for weight");
   expect_error("[profile p]\nheads=17\n", "x.conf:2: bad value \"17\" for heads");
@@ -452,10 +452,14 @@ static void test_ranges(void **state) {
 static void test_default_is_honest(void **state) {
   const char *t = vgpu_config_default_text();
   assert_null(strstr(t, "guarantee"));
-  assert_non_null(strstr(t, "not\n# enforced"));
+  /* The scheduler enforces the shares: nothing says otherwise, and the
+   * large profile says what it gets. */
+  assert_null(strstr(t, "not enforced"));
+  assert_null(strstr(t, "not\n# enforced"));
   VgpuConfig *c = vgpu_config_load_default(NULL);
   const VgpuProfile *large = vgpu_config_find_profile(c, "large");
-  assert_non_null(strstr(large->description, "not enforced"));
+  assert_non_null(strstr(large->description, "fixed double share"));
+  assert_int_equal(large->share, VGPU_SHARE_FIXED);
   vgpu_config_free(c);
 }
 

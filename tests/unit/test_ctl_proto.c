@@ -397,7 +397,7 @@ static void test_views(void **state) {
                           "fixed:200*  1*     none*    -\n"
                           "other    unlimited  -          unlimited  unlimited  unlimited  "
                           "equal       2*     60       -\n"
-                          "* not enforced: vgpud has no GPU scheduler yet\n");
+                          "* not enforced: vgpud was built without the GPU scheduler\n");
   g_autoptr(JsonObject) shared = parse_object(
       INSTANCE_VGPU0 ",\"gpu_share\":\"equal\",\"weight\":100,\"not_enforced\":[\"gpu_share\"]}");
   g_autofree char *ss = vgpu_format_show(shared);

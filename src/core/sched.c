@@ -1,0 +1,158 @@
+#include "core/sched.h"
+
+#include <string.h>
+
+/* ns of GPU time that `wall_ns` of wall time is worth at `rate_ppm`.
+ * wall_ns is bounded by the callers (at most a few seconds), so the
+ * product stays far below 2^63. */
+static int64_t worth(uint32_t rate_ppm, uint64_t wall_ns) {
+  return (int64_t)(wall_ns * (uint64_t)rate_ppm / VGPU_SCHED_PPM);
+}
+
+int64_t vgpu_bucket_burst(uint32_t rate_ppm) {
+  return worth(rate_ppm, VGPU_SCHED_BURST_WINDOW_NS);
+}
+
+int64_t vgpu_bucket_max_debt(uint32_t rate_ppm) {
+  return worth(rate_ppm, VGPU_SCHED_DEBT_WINDOW_NS);
+}
+
+static void bound(VgpuBucket *b) {
+  int64_t hi = vgpu_bucket_burst(b->rate_ppm), lo = -vgpu_bucket_max_debt(b->rate_ppm);
+  if (b->tokens > hi)
+    b->tokens = hi;
+  if (b->tokens < lo)
+    b->tokens = lo;
+}
+
+static void refill(VgpuBucket *b, uint64_t now) {
+  if (now <= b->last)
+    return; /* no time passed, or the clock went back: nothing earned */
+  uint64_t dt = now - b->last;
+  b->last = now;
+  if (b->rate_ppm == 0) {
+    b->tokens = 0;
+    return;
+  }
+  /* More than the burst and debt windows together refills everything. */
+  uint64_t full = VGPU_SCHED_BURST_WINDOW_NS + VGPU_SCHED_DEBT_WINDOW_NS;
+  if (dt > full)
+    dt = full;
+  b->tokens += worth(b->rate_ppm, dt);
+  bound(b);
+}
+
+void vgpu_bucket_init(VgpuBucket *b, uint32_t rate_ppm, uint64_t now) {
+  memset(b, 0, sizeof(*b));
+  b->rate_ppm = rate_ppm > VGPU_SCHED_PPM ? VGPU_SCHED_PPM : rate_ppm;
+  b->last = now;
+}
+
+void vgpu_bucket_set_rate(VgpuBucket *b, uint32_t rate_ppm, uint64_t now) {
+  if (rate_ppm > VGPU_SCHED_PPM)
+    rate_ppm = VGPU_SCHED_PPM;
+  refill(b, now);
+  if (rate_ppm == b->rate_ppm)
+    return;
+  if (b->rate_ppm == 0)
+    b->tokens = 0; /* nothing was kept while unthrottled */
+  b->rate_ppm = rate_ppm;
+  bound(b);
+}
+
+uint64_t vgpu_bucket_delay(VgpuBucket *b, uint64_t now) {
+  refill(b, now);
+  if (b->rate_ppm == 0 || b->tokens >= 0)
+    return 0;
+  /* Rounded up, so that after the wait the balance is not negative. */
+  uint64_t owed = (uint64_t)(-b->tokens);
+  return (owed * VGPU_SCHED_PPM + b->rate_ppm - 1) / b->rate_ppm;
+}
+
+void vgpu_bucket_charge(VgpuBucket *b, uint64_t busy_ns, uint64_t now) {
+  refill(b, now);
+  if (b->rate_ppm == 0)
+    return;
+  int64_t lo = -vgpu_bucket_max_debt(b->rate_ppm);
+  /* tokens >= lo; subtract without overflow, stopping at lo. */
+  if (busy_ns >= (uint64_t)(b->tokens - lo))
+    b->tokens = lo;
+  else
+    b->tokens -= (int64_t)busy_ns;
+}
+
+uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now) {
+  if (cap == 0) {
+    p->started = false;
+    p->cap = 0;
+    return 0;
+  }
+  uint64_t period = 1000000000ull / cap;
+  if (!p->started || p->cap != cap || now + period < p->next) {
+    /* First frame, a new cap, or a clock that went back: start here. */
+    p->started = true;
+    p->cap = cap;
+    p->next = now + period;
+    return 0;
+  }
+  if (now >= p->next) {
+    /* Late: not delayed, and the schedule is kept, so that the frames
+     * after a late one catch up and the average holds through a stall of
+     * the host.  Far behind (more than VGPU_PACER_CATCH_UP_NS): the
+     * schedule starts again from now rather than letting a long row of
+     * frames through back to back. */
+    p->next = now - p->next > VGPU_PACER_CATCH_UP_NS ? now + period : p->next + period;
+    return 0;
+  }
+  uint64_t wait = p->next - now;
+  p->next += period;
+  return wait;
+}
+
+void vgpu_sched_shares(const VgpuShareIn *in, size_t n, VgpuShareOut *out) {
+  uint64_t weights = 0, fixed_weights = 0;
+  size_t equal_active = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t w = in[i].weight ? in[i].weight : 1;
+    if (in[i].mode == VGPU_SHARE_BEST_EFFORT)
+      continue;
+    weights += w;
+    if (in[i].mode == VGPU_SHARE_FIXED)
+      fixed_weights += w;
+    else if (in[i].active_tenants > 0)
+      equal_active++;
+  }
+  uint64_t reserved = weights ? fixed_weights * VGPU_SCHED_PPM / weights : 0;
+  uint64_t left = VGPU_SCHED_PPM - reserved;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t w = in[i].weight ? in[i].weight : 1;
+    uint64_t share = 0;
+    switch (in[i].mode) {
+    case VGPU_SHARE_FIXED:
+      share = w * (uint64_t)VGPU_SCHED_PPM / weights;
+      break;
+    case VGPU_SHARE_EQUAL:
+      /* An idle one is shown what it would get by becoming active. */
+      share = left / (equal_active + (in[i].active_tenants > 0 ? 0 : 1));
+      break;
+    default:
+      share = 0;
+      break;
+    }
+    VgpuShareOut *o = &out[i];
+    o->instance_ppm = (uint32_t)share;
+    if (share == 0) {
+      o->tenant_ppm = o->idle_tenant_ppm = 0;
+      if (in[i].mode != VGPU_SHARE_BEST_EFFORT)
+        o->instance_ppm = o->tenant_ppm = o->idle_tenant_ppm = 1; /* never "unthrottled" */
+      continue;
+    }
+    uint32_t a = in[i].active_tenants;
+    o->tenant_ppm = (uint32_t)(share / (a ? a : 1));
+    o->idle_tenant_ppm = (uint32_t)(share / ((uint64_t)a + 1));
+    if (o->tenant_ppm == 0)
+      o->tenant_ppm = 1;
+    if (o->idle_tenant_ppm == 0)
+      o->idle_tenant_ppm = 1;
+  }
+}

@@ -1,0 +1,97 @@
+/* GPU-time scheduling, pure logic: no I/O, no main loop, the clock is
+ * passed in (nanoseconds of CLOCK_MONOTONIC in the callers).
+ *
+ *  - VgpuBucket: one worker's token bucket.  Its rate is a share of one
+ *    GPU's wall time in parts per million (0: unthrottled); tokens are
+ *    nanoseconds of GPU time, refilled from elapsed time at that rate and
+ *    capped at VGPU_SCHED_BURST_WINDOW_NS worth of it; measured GPU time
+ *    is charged after each submission, and the next submission waits until
+ *    the balance is back to zero.  Debt is bounded too (at
+ *    VGPU_SCHED_DEBT_WINDOW_NS worth), so no single wait is longer than
+ *    that window whatever one submission cost.
+ *  - VgpuPacer: the frame-rate cap, evenly spaced frames at 1/cap.
+ *  - vgpu_sched_shares(): what the supervisor writes into each worker's
+ *    grant page, from each instance's gpu-share mode, weight and number of
+ *    active tenants. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/profile.h"
+
+#define VGPU_SCHED_PPM 1000000u
+/* Burst: a worker that was idle may spend this much wall time's worth of
+ * its share at once (at a share of 50%, 50 ms of GPU time). */
+#define VGPU_SCHED_BURST_WINDOW_NS 100000000ull
+/* Debt: at most this much wall time's worth of its share is owed, so one
+ * wait lasts at most this long (plus rounding). */
+#define VGPU_SCHED_DEBT_WINDOW_NS 2000000000ull
+
+typedef struct VgpuBucket {
+  uint32_t rate_ppm; /* 0: unthrottled */
+  int64_t tokens;    /* ns of GPU time; negative: owed */
+  uint64_t last;     /* clock of the last refill */
+} VgpuBucket;
+
+/* Starts empty (no windfall): the first submission runs, later ones wait
+ * for what it cost. */
+void vgpu_bucket_init(VgpuBucket *b, uint32_t rate_ppm, uint64_t now);
+/* Refills at the old rate up to `now`, then bounds the balance by the new
+ * rate's burst and debt.  From unthrottled, the balance starts at zero. */
+void vgpu_bucket_set_rate(VgpuBucket *b, uint32_t rate_ppm, uint64_t now);
+/* How long the next submission must wait (0: now).  Refills first.  A
+ * clock that went backwards refills nothing; a jump forward refills at
+ * most the burst. */
+uint64_t vgpu_bucket_delay(VgpuBucket *b, uint64_t now);
+/* Subtracts measured GPU time (bounded below by the debt window). */
+void vgpu_bucket_charge(VgpuBucket *b, uint64_t busy_ns, uint64_t now);
+/* The burst and debt bounds at a rate (ns of GPU time). */
+int64_t vgpu_bucket_burst(uint32_t rate_ppm);
+int64_t vgpu_bucket_max_debt(uint32_t rate_ppm);
+
+typedef struct VgpuPacer {
+  uint32_t cap; /* frames per second the schedule was built for */
+  bool started;
+  uint64_t next; /* when the next frame is due */
+} VgpuPacer;
+
+/* How late a frame may be before the pacer gives up catching up and
+ * starts its schedule again from now. */
+#define VGPU_PACER_CATCH_UP_NS 500000000ull
+
+/* Called at each frame boundary: how long to wait before the frame is
+ * let through, so that frames come every 1/cap seconds.  cap 0: no cap
+ * (always 0).  A frame that is late is not delayed, and the frames after
+ * it are let through early until the schedule is met again (the average
+ * holds through a hiccup); one more than VGPU_PACER_CATCH_UP_NS late
+ * resynchronises the schedule to now, so a slow tenant never builds up a
+ * burst it could spend later.  A wait never exceeds one period. */
+uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now);
+
+typedef struct VgpuShareIn {
+  VgpuShareMode mode;
+  uint32_t weight;         /* fixed: 1..10000 (0 is taken as 1) */
+  uint32_t active_tenants; /* tenants that did GPU work lately */
+} VgpuShareIn;
+
+typedef struct VgpuShareOut {
+  /* The instance's share of one GPU's wall time (0: best-effort, never
+   * throttled).  For an equal instance without active tenants: what it
+   * would get if it became active. */
+  uint32_t instance_ppm;
+  /* Each active tenant's share (instance share / active tenants); an idle
+   * tenant gets what it would if it became active (instance share /
+   * (active + 1)), so a tenant that starts is paced at once and the next
+   * recomputation narrows it.  Never 0 for a throttled instance. */
+  uint32_t tenant_ppm;
+  uint32_t idle_tenant_ppm;
+} VgpuShareOut;
+
+/* best-effort: 0 (not counted).  fixed: weight / sum of the weights of
+ * every non-best-effort instance, held whether or not others are active.
+ * equal: what fixed instances do not reserve, split equally among the
+ * equal instances that have active tenants.  Total capacity is one GPU's
+ * wall time (VGPU_SCHED_PPM). */
+void vgpu_sched_shares(const VgpuShareIn *in, size_t n, VgpuShareOut *out);

@@ -1,0 +1,370 @@
+/* GPU-time scheduling: the token bucket, the frame pacer, the share
+ * computation (core/sched.c) and the worker-side waits (core/throttle.c),
+ * all on a simulated clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/ledger.h"
+#include "core/sched.h"
+#include "core/throttle.h"
+#include "vgpu-config.h"
+
+#define MS 1000000ull
+#define S 1000000000ull
+
+/* A tenant that always has work: waits as told, then spends `cost` of GPU
+ * (and wall) time per submission.  Returns the busy fraction in ppm. */
+static uint64_t run_greedy(VgpuBucket *b, uint64_t *now, uint64_t cost, uint64_t span) {
+  uint64_t end = *now + span, busy = 0;
+  while (*now < end) {
+    uint64_t d = vgpu_bucket_delay(b, *now);
+    assert_true(d <= VGPU_SCHED_DEBT_WINDOW_NS + MS);
+    *now += d;
+    *now += cost;
+    busy += cost;
+    vgpu_bucket_charge(b, cost, *now);
+  }
+  return busy * VGPU_SCHED_PPM / span;
+}
+
+static void test_bucket_steady(void **state) {
+  (void)state;
+  static const uint32_t rates[] = {1000, 142857, 250000, 500000, 900000};
+  static const uint64_t costs[] = {200000, 1 * MS, 7 * MS, 40 * MS};
+  for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)
+    for (size_t j = 0; j < sizeof(costs) / sizeof(costs[0]); j++) {
+      /* Exact while one submission costs no more than the debt bound;
+       * beyond, see test_bucket_clock. */
+      if ((int64_t)costs[j] > vgpu_bucket_max_debt(rates[i]))
+        continue;
+      VgpuBucket b;
+      uint64_t now = 5 * S;
+      vgpu_bucket_init(&b, rates[i], now);
+      uint64_t got = run_greedy(&b, &now, costs[j], 60 * S);
+      /* Within 1% of the share (plus one submission over the run). */
+      uint64_t slack = rates[i] / 100 + costs[j] * VGPU_SCHED_PPM / (60 * S) + 1;
+      assert_in_range(got, rates[i] - MIN(slack, rates[i]), rates[i] + slack);
+    }
+  /* Unthrottled: never waits, whatever it spends. */
+  VgpuBucket b;
+  vgpu_bucket_init(&b, 0, 0);
+  vgpu_bucket_charge(&b, 10 * S, 1);
+  assert_int_equal(vgpu_bucket_delay(&b, 2), 0);
+}
+
+static void test_bucket_burst(void **state) {
+  (void)state;
+  VgpuBucket b;
+  uint64_t now = S;
+  vgpu_bucket_init(&b, 500000, now);
+  /* Starts empty: no windfall. */
+  assert_int_equal(b.tokens, 0);
+  /* Idle for long: the balance stops at the burst. */
+  now += 30 * S;
+  assert_int_equal(vgpu_bucket_delay(&b, now), 0);
+  assert_int_equal(b.tokens, vgpu_bucket_burst(500000));
+  assert_int_equal(vgpu_bucket_burst(500000), 50 * MS);
+  /* The burst is spent without waiting, then waits start. */
+  vgpu_bucket_charge(&b, 50 * MS, now);
+  assert_int_equal(vgpu_bucket_delay(&b, now), 0);
+  vgpu_bucket_charge(&b, 10 * MS, now);
+  assert_int_equal(vgpu_bucket_delay(&b, now), 20 * MS);
+  /* 10 ms later at 50%: 5 ms earned, 5 ms still owed = 10 ms wait. */
+  assert_int_equal(vgpu_bucket_delay(&b, now + 10 * MS), 10 * MS);
+}
+
+static void test_bucket_clock(void **state) {
+  (void)state;
+  VgpuBucket b;
+  uint64_t now = 100 * S;
+  vgpu_bucket_init(&b, 250000, now);
+  vgpu_bucket_charge(&b, 100 * MS, now);
+  uint64_t d = vgpu_bucket_delay(&b, now);
+  assert_int_equal(d, 400 * MS);
+  /* Backwards: nothing earned, nothing lost, the wait stays bounded. */
+  assert_int_equal(vgpu_bucket_delay(&b, now - 50 * S), d);
+  assert_int_equal(vgpu_bucket_delay(&b, 0), d);
+  /* And time counts again from where it was. */
+  assert_int_equal(vgpu_bucket_delay(&b, now + 100 * MS), 300 * MS);
+  /* Forward by a day: one burst, no more. */
+  now += 86400 * S;
+  assert_int_equal(vgpu_bucket_delay(&b, now), 0);
+  assert_int_equal(b.tokens, vgpu_bucket_burst(250000));
+  /* A huge charge (a hijacked count, or a draw of minutes) owes at most
+   * the debt window: the wait is seconds, not hours. */
+  vgpu_bucket_charge(&b, UINT64_MAX, now);
+  d = vgpu_bucket_delay(&b, now);
+  assert_true(d >= VGPU_SCHED_DEBT_WINDOW_NS && d <= VGPU_SCHED_DEBT_WINDOW_NS + 1);
+  vgpu_bucket_charge(&b, UINT64_MAX, now);
+  assert_int_equal(vgpu_bucket_delay(&b, now), d);
+  /* Near the top of the clock: no overflow. */
+  vgpu_bucket_init(&b, 1000000, UINT64_MAX - S);
+  assert_int_equal(vgpu_bucket_delay(&b, UINT64_MAX), 0);
+  assert_int_equal(b.tokens, vgpu_bucket_burst(1000000));
+}
+
+static void test_bucket_rate_change(void **state) {
+  (void)state;
+  VgpuBucket b;
+  uint64_t now = S;
+  vgpu_bucket_init(&b, 500000, now);
+  /* Deep in debt at 50%, then the share drops to 10%: the debt is cut to
+   * what 10% owes at most, so the wait stays within the window. */
+  vgpu_bucket_charge(&b, 10 * S, now);
+  assert_int_equal(b.tokens, -vgpu_bucket_max_debt(500000));
+  vgpu_bucket_set_rate(&b, 100000, now);
+  assert_int_equal(b.tokens, -vgpu_bucket_max_debt(100000));
+  assert_true(vgpu_bucket_delay(&b, now) <= VGPU_SCHED_DEBT_WINDOW_NS + 1);
+  /* Full at 100%, dropped to 10%: the balance is cut to the new burst. */
+  now += 10 * S;
+  vgpu_bucket_set_rate(&b, 1000000, now);
+  now += 10 * S;
+  assert_int_equal(vgpu_bucket_delay(&b, now), 0);
+  assert_int_equal(b.tokens, vgpu_bucket_burst(1000000));
+  vgpu_bucket_set_rate(&b, 100000, now);
+  assert_int_equal(b.tokens, vgpu_bucket_burst(100000));
+  /* Unthrottled and back: nothing carried over either way. */
+  vgpu_bucket_charge(&b, 5 * S, now);
+  vgpu_bucket_set_rate(&b, 0, now);
+  assert_int_equal(vgpu_bucket_delay(&b, now), 0);
+  vgpu_bucket_charge(&b, 5 * S, now + MS);
+  vgpu_bucket_set_rate(&b, 200000, now + 2 * MS);
+  assert_int_equal(b.tokens, 0);
+  assert_int_equal(vgpu_bucket_delay(&b, now + 2 * MS), 0);
+  /* Out of range rates are taken as the whole GPU. */
+  vgpu_bucket_set_rate(&b, UINT32_MAX, now + 3 * MS);
+  assert_int_equal(b.rate_ppm, VGPU_SCHED_PPM);
+  /* Changing the share while the tenant runs: the long-run fraction
+   * follows the new share. */
+  vgpu_bucket_init(&b, 600000, now);
+  run_greedy(&b, &now, 3 * MS, 5 * S);
+  vgpu_bucket_set_rate(&b, 200000, now);
+  uint64_t got = run_greedy(&b, &now, 3 * MS, 30 * S);
+  assert_in_range(got, 196000, 204000);
+}
+
+static void test_pacer(void **state) {
+  (void)state;
+  VgpuPacer p = {0};
+  const uint64_t period = S / 30;
+  uint64_t now = 10 * S;
+  /* A fast tenant (1 ms a frame) is spaced at 1/30 s. */
+  uint64_t first = 0, last = 0;
+  for (int i = 0; i < 301; i++) {
+    uint64_t w = vgpu_pacer_frame(&p, 30, now);
+    assert_true(w <= period);
+    now += w;
+    if (i == 0)
+      first = now;
+    if (i > 1)
+      assert_int_equal(now - last, period);
+    last = now;
+    now += MS;
+  }
+  assert_int_equal(last - first, 300 * period);
+  /* A slow one (50 ms a frame) is never held. */
+  now += vgpu_pacer_frame(&p, 30, now);
+  now += 50 * MS;
+  for (int i = 0; i < 200; i++) {
+    assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+    now += 50 * MS;
+  }
+  /* After a stall it does not catch up with a burst. */
+  now += 5 * S;
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now + MS), period - MS);
+  /* A late frame keeps the schedule: the next comes at once. */
+  uint64_t base = now + period;
+  now = base + 2 * period + MS; /* frames due at base and base + period missed */
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), period - MS);
+  now += period - MS;
+  /* Late by a period and a half: one frame at once, then on schedule. */
+  now += 2 * period + period / 2;
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), period - period / 2);
+  /* More than VGPU_PACER_CATCH_UP_NS behind: a new schedule. */
+  now += VGPU_PACER_CATCH_UP_NS + 2 * period;
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 30, now), period);
+  /* No cap: nothing; a new cap starts a new schedule; a clock that goes
+   * back does not make a long wait. */
+  assert_int_equal(vgpu_pacer_frame(&p, 0, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 60, now), 0);
+  assert_int_equal(vgpu_pacer_frame(&p, 60, now), S / 60);
+  assert_true(vgpu_pacer_frame(&p, 60, now - 100 * S) <= S / 60);
+}
+
+static void shares(const VgpuShareIn *in, size_t n, VgpuShareOut *out) {
+  memset(out, 0xa5, n * sizeof(*out));
+  vgpu_sched_shares(in, n, out);
+}
+
+static void test_shares(void **state) {
+  (void)state;
+  VgpuShareOut o[4];
+  /* Equal: active instances split the GPU; idle ones give theirs away. */
+  VgpuShareIn eq[3] = {
+      {VGPU_SHARE_EQUAL, 100, 1}, {VGPU_SHARE_EQUAL, 100, 6}, {VGPU_SHARE_EQUAL, 100, 0}};
+  shares(eq, 3, o);
+  assert_int_equal(o[0].instance_ppm, 500000);
+  assert_int_equal(o[0].tenant_ppm, 500000);
+  assert_int_equal(o[1].instance_ppm, 500000);
+  assert_int_equal(o[1].tenant_ppm, 83333);
+  assert_int_equal(o[1].idle_tenant_ppm, 71428);
+  assert_int_equal(o[2].instance_ppm, 333333); /* what it would get */
+  assert_int_equal(o[2].idle_tenant_ppm, 333333);
+  /* A tenant that dies holding tokens: recomputed without it, the other
+   * tenant of its instance gets the instance's share. */
+  eq[1].active_tenants = 1;
+  shares(eq, 3, o);
+  assert_int_equal(o[1].tenant_ppm, 500000);
+  /* Its instance's last tenant gone: the light one has the GPU. */
+  eq[1].active_tenants = 0;
+  shares(eq, 3, o);
+  assert_int_equal(o[0].tenant_ppm, 1000000);
+  /* Fixed 1:2:4, held whoever is idle. */
+  VgpuShareIn fx[3] = {
+      {VGPU_SHARE_FIXED, 1, 1}, {VGPU_SHARE_FIXED, 2, 0}, {VGPU_SHARE_FIXED, 4, 2}};
+  shares(fx, 3, o);
+  assert_int_equal(o[0].instance_ppm, 142857);
+  assert_int_equal(o[1].instance_ppm, 285714);
+  assert_int_equal(o[1].idle_tenant_ppm, 285714);
+  assert_int_equal(o[2].instance_ppm, 571428);
+  assert_int_equal(o[2].tenant_ppm, 285714);
+  /* Mixed: fixed reserves its weight's part of all non-best-effort
+   * weights; equal instances split the rest among the active ones;
+   * best-effort is not counted and never throttled. */
+  VgpuShareIn mx[4] = {{VGPU_SHARE_FIXED, 200, 0},
+                       {VGPU_SHARE_EQUAL, 100, 3},
+                       {VGPU_SHARE_EQUAL, 100, 0},
+                       {VGPU_SHARE_BEST_EFFORT, 100, 5}};
+  shares(mx, 4, o);
+  assert_int_equal(o[0].instance_ppm, 500000);
+  assert_int_equal(o[1].instance_ppm, 500000);
+  assert_int_equal(o[1].tenant_ppm, 166666);
+  assert_int_equal(o[2].instance_ppm, 250000);
+  assert_int_equal(o[3].instance_ppm, 0);
+  assert_int_equal(o[3].tenant_ppm, 0);
+  assert_int_equal(o[3].idle_tenant_ppm, 0);
+  /* Only best-effort, or nothing: nothing throttled. */
+  shares(&mx[3], 1, o);
+  assert_int_equal(o[0].tenant_ppm, 0);
+  vgpu_sched_shares(NULL, 0, NULL);
+  /* A throttled share is never 0 (which would mean unthrottled), even
+   * with weights so uneven it rounds down, or a weight of 0. */
+  VgpuShareIn tiny[3] = {
+      {VGPU_SHARE_FIXED, 1, 1}, {VGPU_SHARE_FIXED, 10000, 1}, {VGPU_SHARE_FIXED, 0, 1}};
+  for (int i = 0; i < 200; i++) {
+    VgpuShareIn many[200];
+    for (int j = 0; j < 200; j++)
+      many[j] = (VgpuShareIn){VGPU_SHARE_FIXED, j == i ? 1 : 10000, 3};
+    VgpuShareOut mo[200];
+    vgpu_sched_shares(many, 200, mo);
+    assert_true(mo[i].tenant_ppm >= 1 && mo[i].idle_tenant_ppm >= 1);
+  }
+  shares(tiny, 3, o);
+  assert_int_equal(o[2].instance_ppm, o[0].instance_ppm);
+  assert_true(o[0].instance_ppm + o[1].instance_ppm + o[2].instance_ppm <= 1000000);
+}
+
+/* ---- the worker's waits ------------------------------------------------- */
+
+typedef struct {
+  uint64_t now;
+  uint64_t longest;
+  int sleeps;
+  int hangup_after; /* sleeps; -1 never */
+  VgpuLedger *ledger;
+  int unthrottle_after; /* sleeps; -1 never */
+} Clock;
+
+static uint64_t fake_now(void *user) {
+  return ((Clock *)user)->now;
+}
+
+static bool fake_sleep(void *user, uint64_t ns) {
+  Clock *c = user;
+  c->now += ns;
+  c->longest = MAX(c->longest, ns);
+  c->sleeps++;
+  if (c->unthrottle_after >= 0 && c->sleeps >= c->unthrottle_after)
+    vgpu_ledger_standalone_set_sched(c->ledger, 0, 0);
+  return c->hangup_after < 0 || c->sleeps < c->hangup_after;
+}
+
+static void test_throttle(void **state) {
+  (void)state;
+#if !VGPU_SCHEDULER
+  skip(); /* built with -Dscheduler=false: nothing waits */
+#endif
+  uint64_t limits[VGPU_RES_N_QUOTA] = {0};
+  VgpuLedger *l = vgpu_ledger_new_standalone(limits);
+  Clock c = {.now = S, .hangup_after = -1, .ledger = l, .unthrottle_after = -1};
+  VgpuThrottle *t = vgpu_throttle_new(l);
+  vgpu_throttle_set_clock(t, fake_now, fake_sleep, &c);
+  /* Unthrottled: busy time counted, no wait. */
+  vgpu_throttle_charge(t, 300 * MS);
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(c.sleeps, 0);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 300 * MS);
+  /* A 25% share: 100 ms of GPU time makes the next submission wait
+   * 400 ms, in slices of at most VGPU_THROTTLE_SLICE_MS, counted. */
+  vgpu_ledger_standalone_set_sched(l, 250000, 0);
+  assert_true(vgpu_throttle_submit(t));
+  vgpu_throttle_charge(t, 100 * MS);
+  uint64_t t0 = c.now;
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(c.now - t0, 400 * MS);
+  assert_true(c.longest <= VGPU_THROTTLE_SLICE_MS * MS);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_THROTTLED_NS), 400 * MS);
+  /* The share lifted during a wait ends it at the next slice. */
+  vgpu_throttle_charge(t, 100 * MS);
+  c.unthrottle_after = c.sleeps + 2;
+  t0 = c.now;
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(c.now - t0, 2 * VGPU_THROTTLE_SLICE_MS * MS);
+  c.unthrottle_after = -1;
+  /* A client that hangs up while held back: false at once. */
+  vgpu_ledger_standalone_set_sched(l, 100000, 0);
+  vgpu_throttle_charge(t, 500 * MS);
+  c.hangup_after = c.sleeps + 1;
+  assert_false(vgpu_throttle_submit(t));
+  c.hangup_after = -1;
+  /* Frames at a cap of 25 from a tenant that could do 1000. */
+  vgpu_ledger_standalone_set_sched(l, 0, 25);
+  c.now += 10 * S;
+  uint64_t start = 0;
+  for (int i = 0; i <= 50; i++) {
+    assert_true(vgpu_throttle_frame(t));
+    if (i == 0)
+      start = c.now;
+    c.now += MS;
+  }
+  assert_int_equal(c.now - MS - start, 2 * S);
+  /* Without a ledger nothing waits. */
+  VgpuThrottle *none = vgpu_throttle_new(NULL);
+  vgpu_throttle_charge(none, S);
+  assert_true(vgpu_throttle_submit(none));
+  assert_true(vgpu_throttle_frame(none));
+  vgpu_throttle_free(none);
+  vgpu_throttle_free(t);
+  vgpu_ledger_free(l);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bucket_steady), cmocka_unit_test(test_bucket_burst),
+      cmocka_unit_test(test_bucket_clock),  cmocka_unit_test(test_bucket_rate_change),
+      cmocka_unit_test(test_pacer),         cmocka_unit_test(test_shares),
+      cmocka_unit_test(test_throttle),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
