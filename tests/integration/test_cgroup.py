@@ -72,7 +72,7 @@ class Tree:
     """The cgroup tree vgpud announced in its start-up line."""
 
     def __init__(self, d):
-        m = d.wait_log(r"scheduling: (cgroup v([12]) cpu at (\S+) |cgroup: off \((.*)\); llvmpipe)")
+        m = d.wait_log(r"scheduling: .*?(cgroup v([12]) cpu at (\S+) |cgroup: off \((.*)\); llvmpipe)")
         if m.group(4) is not None:
             d.stop()
             h.skip(f"no cgroup cpu controller vgpud may use here: {m.group(4)}")
