@@ -26,14 +26,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <dirent.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "ctl/ctl_proto.h"
 #include "util/fd.h"
 #include "util/mesa_probe.h"
+#include "util/proc_stat.h"
 #include "util/runtime_dir.h"
+
+/* vgpu-run's own exit statuses (vgpu-run(1), EXIT STATUS). */
+enum {
+  EXIT_USAGE = 2,
+  EXIT_ENDED_BY_VGPUD = 122, /* the program ran; vgpud ended a session of it */
+  EXIT_NOT_RUN = 125,        /* like env(1): the command itself never ran */
+};
 
 #define MESA_VTEST_DIR "/tmp"
 #define MESA_VTEST_NAME ".virgl_test"
@@ -47,7 +61,7 @@ static int die(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
   va_end(ap);
-  return 125; /* like env(1): the command itself never ran */
+  return EXIT_NOT_RUN;
 }
 
 static bool write_file(const char *path, const char *text) {
@@ -206,6 +220,11 @@ static int run_command(char **command) {
   return exec_errno == ENOENT ? 127 : 126; /* as env(1) and the shells */
 }
 
+static int check_vgpud(const char *runtime_dir, const char *instance);
+static int supervise(pid_t child, const char *runtime_dir, const VgpuProcRef *self, bool verbose);
+static int start_command(char **command, const char *socket_path, const char *ns_mode,
+                         const char *mesa_root, bool verbose);
+
 int main(int argc, char **argv) {
   g_autofree char *instance = NULL, *socket_path = NULL, *runtime_dir = NULL;
   g_autofree char *ns_mode = NULL, *mesa_root = NULL;
@@ -268,8 +287,14 @@ int main(int argc, char **argv) {
       runtime_dir = vgpu_default_runtime_dir();
     socket_path = g_build_filename(runtime_dir, instance, "vtest.sock", NULL);
   }
-  /* stat() rather than a trial connect(): a connection would make vgpud
-   * start a worker only to see it hang up. */
+  /* vgpud is asked once, on its control socket, before anything starts:
+   * a connection to the instance's socket would make vgpud start a worker
+   * only to see it hang up. */
+  if (instance) {
+    int r = check_vgpud(runtime_dir, instance);
+    if (r)
+      return r;
+  }
   struct stat st;
   int stat_errno = stat(socket_path, &st) < 0 ? errno : 0;
   if (stat_errno || !S_ISSOCK(st.st_mode)) {
@@ -285,6 +310,30 @@ int main(int argc, char **argv) {
     return die("no permission to connect to %s (owner uid %u, mode %04o)", socket_path,
                (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 
+  /* The program runs as a child: once it ends, vgpud is asked why its
+   * sessions ended.  Orphans of the program become vgpu-run's children
+   * (subreaper), so a client started through a shell or `timeout` is
+   * still the program's descendant when it connects. */
+  (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  VgpuProcRef self = {0};
+  vgpu_proc_ancestry(getpid(), &self, 1);
+  fflush(NULL);
+  pid_t child = fork();
+  if (child < 0)
+    return die("cannot start %s: %s", command[0], g_strerror(errno));
+  if (child > 0)
+    return supervise(child, instance ? runtime_dir : NULL, &self, verbose);
+  prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+  if (getppid() != self.pid)
+    _exit(EXIT_NOT_RUN); /* vgpu-run already gone */
+  _exit(start_command(command, socket_path, ns_mode, mesa_root, verbose));
+}
+
+/* The child: environment, namespace, exec.  Returns only on failure, with
+ * vgpu-run's status. */
+static int start_command(char **command, const char *socket_path, const char *ns_mode,
+                         const char *mesa_root, bool verbose) {
+  struct stat st;
   g_setenv("GALLIUM_DRIVER", "virpipe", TRUE);
   g_setenv("VTEST_SOCKET_NAME", socket_path, TRUE);
   /* GALLIUM_DRIVER only steers Mesa's software loader.  Under Xvfb that is
@@ -355,4 +404,124 @@ int main(int argc, char **argv) {
               MESA_VTEST_PATH, socket_path, MESA_VTEST_DIR, shown);
   }
   return run_command(command);
+}
+
+/* Whether vgpud runs and has the instance; 0, or vgpu-run's status with
+ * the reason printed.  A control socket nobody listens on (vgpud died
+ * and left it) is "not running"; a socket vgpu-run may not use falls
+ * through to the checks of the instance's socket. */
+static int check_vgpud(const char *runtime_dir, const char *instance) {
+  g_autofree char *ctl_path = g_build_filename(runtime_dir, "control.sock", NULL);
+  struct stat st;
+  bool have = stat(ctl_path, &st) == 0 && S_ISSOCK(st.st_mode);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  if (fd < 0 || strlen(ctl_path) >= sizeof(a.sun_path)) {
+    if (fd >= 0)
+      close(fd);
+    return 0;
+  }
+  memcpy(a.sun_path, ctl_path, strlen(ctl_path));
+  int r = connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ? errno : 0;
+  close(fd);
+  if (r == ECONNREFUSED || (r == ENOENT && !have)) {
+    if (r == ECONNREFUSED)
+      return die("vgpud is not running: nothing listens on %s (a stale socket of a vgpud that "
+                 "ended; runtime dir %s)",
+                 ctl_path, runtime_dir);
+    return die("vgpud is not running: no %s (runtime dir %s; start vgpud, or give its "
+               "--runtime-dir)",
+               ctl_path, runtime_dir);
+  }
+  if (r)
+    return 0; /* e.g. no permission: the instance's socket says more */
+  g_autoptr(GError) e = NULL;
+  g_autoptr(JsonObject) req = vgpu_ctl_request("list", NULL);
+  g_autoptr(JsonObject) reply = vgpu_ctl_transact(runtime_dir, req, VGPU_CTL_TIMEOUT_MS, &e);
+  if (!reply)
+    return die("vgpud at %s does not answer: %s", ctl_path, e->message);
+  JsonArray *all = vgpu_ctl_get_array(reply, "instances");
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; all && i < json_array_get_length(all); i++) {
+    JsonObject *o = vgpu_ctl_array_object(all, i);
+    const char *name = o ? vgpu_ctl_get_str(o, "name", NULL) : NULL;
+    if (!name)
+      continue;
+    if (g_str_equal(name, instance))
+      return 0;
+    g_string_append_printf(names, "%s%s", names->len ? ", " : "", name);
+  }
+  return die("no vGPU instance '%s' in vgpud (runtime dir %s); instances: %s", instance,
+             runtime_dir, names->len ? names->str : "none");
+}
+
+static volatile sig_atomic_t child_pid;
+
+static void forward_signal(int sig) {
+  if (child_pid > 0)
+    kill(child_pid, sig);
+}
+
+/* Waits for the program (reaping orphans meanwhile), then asks vgpud why
+ * its sessions ended.  Returns vgpu-run's exit status. */
+static int supervise(pid_t child, const char *runtime_dir, const VgpuProcRef *self, bool verbose) {
+  child_pid = child;
+  /* Keyboard signals reach the program from the terminal itself; vgpu-run
+   * stays to report.  Signals sent to vgpu-run alone are passed on. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
+  struct sigaction sa = {.sa_handler = forward_signal, .sa_flags = SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  int fwd[] = {SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCONT, SIGWINCH};
+  for (size_t i = 0; i < G_N_ELEMENTS(fwd); i++)
+    sigaction(fwd[i], &sa, NULL);
+  int status = 0;
+  for (;;) {
+    pid_t p = waitpid(-1, &status, 0);
+    if (p == child)
+      break;
+    if (p < 0 && errno != EINTR)
+      return die("waiting for the program: %s", g_strerror(errno));
+  }
+  int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (!runtime_dir || self->pid <= 0 || rc == EXIT_NOT_RUN)
+    return rc;
+  /* The program's sessions may not all have ended yet in vgpud: a worker's
+   * exit reaches vgpud a moment after the client's.  Asked again while any
+   * still runs, for at most two seconds. */
+  g_autoptr(JsonObject) reply = NULL;
+  for (int tries = 0; tries < 100; tries++) {
+    g_autoptr(JsonObject) req = vgpu_ctl_request("session-end", NULL);
+    json_object_set_int_member(req, "pid", self->pid);
+    json_object_set_int_member(req, "start", (gint64)self->start);
+    g_autoptr(GError) e = NULL;
+    g_clear_pointer(&reply, json_object_unref);
+    reply = vgpu_ctl_transact(runtime_dir, req, VGPU_CTL_TIMEOUT_MS, &e);
+    if (!reply) {
+      if (verbose)
+        fprintf(stderr, "vgpu-run: cannot ask vgpud how the session ended: %s\n", e->message);
+      return rc;
+    }
+    if (vgpu_ctl_get_u64(reply, "live") == 0)
+      break;
+    g_usleep(20000);
+  }
+  JsonArray *ends = vgpu_ctl_get_array(reply, "sessions");
+  bool ended = false;
+  for (guint i = 0; ends && i < json_array_get_length(ends); i++) {
+    JsonObject *o = vgpu_ctl_array_object(ends, i);
+    if (!o)
+      continue;
+    JsonNode *by = json_object_get_member(o, "by_vgpud");
+    bool by_vgpud = by && JSON_NODE_HOLDS_VALUE(by) &&
+                    json_node_get_value_type(by) == G_TYPE_BOOLEAN && json_node_get_boolean(by);
+    const char *reason = vgpu_ctl_get_str(o, "reason", "no reason given");
+    if (by_vgpud) {
+      fprintf(stderr, "vgpu-run: session ended by vgpud: %s\n", reason);
+      ended = true;
+    } else if (verbose) {
+      fprintf(stderr, "vgpu-run: session ended: %s\n", reason);
+    }
+  }
+  return ended ? EXIT_ENDED_BY_VGPUD : rc;
 }

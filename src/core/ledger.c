@@ -360,6 +360,7 @@ typedef struct {
   gint64 window_us;
   uint32_t window_requests;
   uint64_t requests;
+  VgpuBookRefusal refusal; /* the last request refused */
 } BookWorker;
 
 struct VgpuBook {
@@ -737,6 +738,8 @@ static bool grant_request(VgpuBook *b, BookWorker *w, int k, uint64_t want) {
   }
   if (want > lim || others > lim - want) {
     in->refusals++;
+    w->refusal = (VgpuBookRefusal){
+        .valid = true, .kind = (uint32_t)k, .want = want, .limit = lim, .others = others};
     if (over)
       update_over(b, w->inst, k);
     return false;
@@ -883,6 +886,12 @@ void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, 
 uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot) {
   BookWorker *w = book_worker(b, slot);
   return w ? worker_counter(w, VGPU_RES_BUSY_NS) : 0;
+}
+
+bool vgpu_book_worker_last_refusal(VgpuBook *b, uint32_t slot, VgpuBookRefusal *out) {
+  BookWorker *w = book_worker(b, slot);
+  *out = w ? w->refusal : (VgpuBookRefusal){0};
+  return out->valid;
 }
 
 uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot) {

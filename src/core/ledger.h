@@ -272,6 +272,17 @@ void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, 
 /* The worker's busy_ns counter as vgpu_book_worker_usage() reads it
  * (clamped, monotonic), without the rest. */
 uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot);
+/* The last request of the worker's that the book refused (the figures
+ * are the book's own, never read from the worker's pages): false when
+ * none was. */
+typedef struct VgpuBookRefusal {
+  bool valid;
+  uint32_t kind;   /* < VGPU_RES_N_QUOTA */
+  uint64_t want;   /* the total the worker asked to hold */
+  uint64_t limit;  /* the instance's limit then */
+  uint64_t others; /* what the instance's other workers were granted then */
+} VgpuBookRefusal;
+bool vgpu_book_worker_last_refusal(VgpuBook *b, uint32_t slot, VgpuBookRefusal *out);
 /* Drops the worker: its grants return to the instance, its counters go to
  * the instance's history.  Returns the VRAM it held (clamped). */
 uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot);

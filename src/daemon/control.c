@@ -336,6 +336,7 @@ static char *check_member_types(JsonObject *req) {
       {"command", G_TYPE_STRING},     {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
       {"force", G_TYPE_BOOLEAN},      {"settings", G_TYPE_NONE}, {"virgl", G_TYPE_BOOLEAN},
       {"render_node", G_TYPE_STRING}, {"head", G_TYPE_INT64},    {"tenant", G_TYPE_INT64},
+      {"pid", G_TYPE_INT64},          {"start", G_TYPE_INT64},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
     JsonNode *n = json_object_get_member(req, members[i].name);
@@ -605,6 +606,42 @@ static char *cmd_reload(VgpuControlRequest *r) {
   return reply_finish(b);
 }
 
+/* Why the sessions of process "pid" (started at "start", clock ticks after
+ * boot as /proc/PID/stat has it; absent: any) and of its descendants
+ * ended, as vgpud composed it; only the caller's own uid's unless it is an
+ * admin.  "live": how many of them still run. */
+static char *cmd_session_end(VgpuControlRequest *r) {
+  gint64 pid = json_object_get_int_member_with_default(r->req, "pid", 0);
+  gint64 start = json_object_get_int_member_with_default(r->req, "start", 0);
+  if (pid <= 0 || pid > G_MAXINT32)
+    return reply_error("bad request: \"pid\" must be a process id");
+  if (start < 0)
+    return reply_error("bad request: \"start\" must not be negative");
+  VgpuProcRef who = {.pid = (pid_t)pid, .start = (uint64_t)start};
+  guint live = 0;
+  g_autoptr(GArray) ends = vgpu_supervisor_session_ends(r->sup, &who, r->uid, r->admin, &live);
+  JsonBuilder *b = reply_ok();
+  add_u64(b, "live", live);
+  json_builder_set_member_name(b, "sessions");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < ends->len; i++) {
+    const VgpuSessionEnd *e = &g_array_index(ends, VgpuSessionEnd, i);
+    json_builder_begin_object(b);
+    add_str(b, "instance", e->instance);
+    add_u64(b, "client_pid", (uint64_t)e->client_pid);
+    add_u64(b, "client_uid", (uint64_t)e->client_uid);
+    add_u64(b, "worker_pid", (uint64_t)e->worker_pid);
+    add_u64(b, "ended_ms", (uint64_t)(e->ended_us / 1000));
+    json_builder_set_member_name(b, "by_vgpud");
+    json_builder_add_boolean_value(b, e->by_vgpud);
+    add_str(b, "cause", e->cause);
+    add_str(b, "reason", e->reason);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  return reply_finish(b);
+}
+
 static const VgpuControlCommand commands[] = {
     {"status", cmd_status, false, ""},
     {"list", cmd_list, false, ""},
@@ -616,6 +653,7 @@ static const VgpuControlCommand commands[] = {
     {"reload", cmd_reload, true, ""},
     {"attach-vm", cmd_attach_vm, true, "name virgl render_node"},
     {"screenshot", cmd_screenshot, false, "name head tenant"},
+    {"session-end", cmd_session_end, false, "pid start"},
 };
 
 const VgpuControlCommand *vgpu_control_commands(size_t *n) {

@@ -32,6 +32,7 @@
 #include "daemon/listener.h"
 #include "daemon/probe.h"
 #include "daemon/vm_peer.h"
+#include "daemon/session_end.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
@@ -60,6 +61,8 @@ typedef struct VgpuWorker {
   uint64_t sched_busy;
   gint64 active_until_us;
   uint32_t share_ppm;
+  VgpuProcRef chain[VGPU_SESSION_ANCESTORS]; /* the client and its parents */
+  guint n_chain;
 } VgpuWorker;
 
 struct VgpuInstance {
@@ -101,6 +104,7 @@ struct VgpuSupervisor {
   guint sched_timer;
   GPtrArray *sched_inst;
   GArray *sched_in, *sched_out;
+  VgpuSessionRing *ends; /* why recent sessions ended */
 };
 
 /* A screenshot asked of a worker, until it answers, ends or times out. */
@@ -351,6 +355,19 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
       break;
     }
   }
+  /* Why, for the tenant's own tools: composed here, from the status and
+   * the book's last refusal, before the record goes. */
+  VgpuSessionEnd rec = {.client_pid = w->client_pid,
+                        .worker_pid = pid,
+                        .client_uid = w->client_uid,
+                        .ended_us = g_get_real_time(),
+                        .n_chain = w->n_chain};
+  g_strlcpy(rec.instance, in->cfg->name, sizeof(rec.instance));
+  memcpy(rec.chain, w->chain, sizeof(rec.chain));
+  VgpuBookRefusal refusal;
+  vgpu_book_worker_last_refusal(s->book, (uint32_t)w->slot, &refusal);
+  vgpu_session_end_compose(&rec, status, why, &refusal, in->cfg->eff.gpu_timeout_s);
+  vgpu_session_ring_add(s->ends, &rec);
   uint64_t vram = vgpu_book_worker_remove(s->book, (uint32_t)w->slot);
   bool quiet = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
                (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
@@ -447,6 +464,15 @@ static void refuse_tenant(VgpuInstance *in, VgpuTenantKind kind, pid_t cpid, uid
   va_end(ap);
   vgpu_log(lvl, "%s: refused %s pid %d uid %u: %s", in->cfg->name,
            kind == VGPU_TENANT_VM ? "VM (QEMU)" : "client", (int)cpid, (unsigned)cuid, why);
+  VgpuSessionEnd end = {.client_pid = cpid,
+                        .client_uid = cuid,
+                        .ended_us = g_get_real_time(),
+                        .by_vgpud = true,
+                        .cause = "refused"};
+  g_strlcpy(end.instance, in->cfg->name, sizeof(end.instance));
+  g_snprintf(end.reason, sizeof(end.reason), "refused by instance %s: %s", in->cfg->name, why);
+  end.n_chain = vgpu_proc_ancestry(cpid, end.chain, VGPU_SESSION_ANCESTORS);
+  vgpu_session_ring_add(in->sup->ends, &end);
   g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", in->cfg->name, why);
 }
 
@@ -560,6 +586,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   vgpu_proc_name("/proc", cpid, w->client_name);
   w->id = id;
   w->kind = kind;
+  w->n_chain = vgpu_proc_ancestry(cpid, w->chain, VGPU_SESSION_ANCESTORS);
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
   w->ledger_watch = g_unix_fd_add(vgpu_book_worker_fd(s->book, (uint32_t)slot),
@@ -992,6 +1019,7 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->probes =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vgpu_probe_free);
   s->book = vgpu_book_new();
+  s->ends = vgpu_session_ring_new();
   s->shots = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, shot_pending_free);
   s->sched_inst = g_ptr_array_new();
   s->sched_in = g_array_new(FALSE, TRUE, sizeof(VgpuShareIn));
@@ -1130,6 +1158,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
     g_array_unref(s->sched_out);
   vgpu_book_free(s->book);
   vgpu_cgroups_free(s->cgroups);
+  vgpu_session_ring_free(s->ends);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
@@ -1669,4 +1698,22 @@ GArray *vgpu_instance_tenants(const VgpuInstance *in) {
   }
   g_array_sort(a, by_slot);
   return a;
+}
+
+GArray *vgpu_supervisor_session_ends(VgpuSupervisor *s, const VgpuProcRef *who, uid_t uid,
+                                     bool admin, guint *live) {
+  *live = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    GHashTableIter wi;
+    gpointer wv;
+    g_hash_table_iter_init(&wi, ((VgpuInstance *)v)->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &wv)) {
+      const VgpuWorker *w = wv;
+      *live += (admin || w->client_uid == uid) && vgpu_session_chain_has(w->chain, w->n_chain, who);
+    }
+  }
+  return vgpu_session_ring_find(s->ends, who, uid, admin);
 }

@@ -12,6 +12,7 @@
 #include "daemon/config.h"
 #include "daemon/isolation.h"
 #include "daemon/probe.h"
+#include "daemon/session_end.h"
 
 typedef struct VgpuSupervisor VgpuSupervisor;
 
@@ -134,6 +135,13 @@ bool vgpu_supervisor_check_gpu_memory(const VgpuConfig *cfg, char **summary, GEr
 
 /* Applies key=value settings atomically (all or none). */
 bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settings, GError **error);
+
+/* Sessions whose client was process `who` or one of its descendants (its
+ * parents when it connected), that uid may see (all for an admin): the
+ * ended ones (VgpuSessionEnd, oldest first) and in *live how many still
+ * run. */
+GArray *vgpu_supervisor_session_ends(VgpuSupervisor *s, const VgpuProcRef *who, uid_t uid,
+                                     bool admin, guint *live);
 
 /* Accessors of one instance (valid until the next main-loop iteration that
  * may remove it). */

@@ -273,6 +273,18 @@ def client(daemon, instance, argv, display, **kw):
                             start_new_session=True, **kw)
 
 
+def program_pid(p, timeout=30):
+    """The pid of the program vgpu-run (started as p) runs as its child."""
+    def child():
+        try:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                kids = f.read().split()
+        except FileNotFoundError:
+            return None
+        return int(kids[0]) if kids else None
+    return wait_for(child, timeout, f"vgpu-run {p.pid} to start its program")
+
+
 def reference_client(sock, argv, display, **kw):
     env = dict(os.environ, DISPLAY=display)
     return subprocess.Popen([VGPU_RUN, "--socket", sock, "--"] + argv, stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ def test(x, d):
     # The neighbour runs until the end, however long the steps take.
     other = h.Output(h.client(d, "vgpu1", ["glxgears"], x.display))
     victim = h.client(d, "vgpu0", ["glxgears"], x.display)
+    victim_pid = h.program_pid(victim)
     h.wait_for(lambda: d.usage("vgpu0")["frames"] > 50, 30, "vgpu0 to render")
     h.wait_for(lambda: d.usage("vgpu1")["frames"] > 50, 30, "vgpu1 to render")
     tenants = d.show("vgpu0")["tenants"]
@@ -23,7 +24,7 @@ def test(x, d):
     other_worker = d.show("vgpu1")["tenants"][0]["worker_pid"]
     frames_before_kill = d.usage("vgpu1")["frames"]
     os.kill(worker, signal.SIGKILL)
-    line = d.wait_log(r"vgpu0: client pid %d worker %d ended: killed by SIGKILL" % (victim.pid, worker))
+    line = d.wait_log(r"vgpu0: client pid %d worker %d ended: killed by SIGKILL" % (victim_pid, worker))
     print("logged:", line.group(0))
     u = d.wait_idle("vgpu0")
     assert (u["vram"], u["resources"], u["contexts"], u["clients"]) == (0, 0, 0, 0), u
@@ -38,22 +39,24 @@ def test(x, d):
     # SIGTERM (an operator stopping one session) ends it with its slot
     # reclaimed, and is not counted as a crash.
     stopped = h.client(d, "vgpu0", ["glxgears"], x.display)
-    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == stopped.pid]
+    stopped_pid = h.program_pid(stopped)
+    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == stopped_pid]
     h.wait_for(mine, 30, "the new client's worker")
     worker = mine()[0]["worker_pid"]
     os.kill(worker, signal.SIGTERM)
-    d.wait_log(r"vgpu0: client pid %d worker %d ended: stopped by SIGTERM" % (stopped.pid, worker))
+    d.wait_log(r"vgpu0: client pid %d worker %d ended: stopped by SIGTERM" % (stopped_pid, worker))
     u = d.wait_idle("vgpu0")
     assert (u["vram"], u["clients"], u["worker_crashes"]) == (0, 0, 1), u
     h.finish(stopped, 30)
 
     # A worker that dies of SIGSEGV has crashed, and is counted.
     segv = h.client(d, "vgpu0", ["glxgears"], x.display)
-    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == segv.pid]
+    segv_pid = h.program_pid(segv)
+    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == segv_pid]
     h.wait_for(mine, 30, "the SIGSEGV client's worker")
     worker = mine()[0]["worker_pid"]
     os.kill(worker, signal.SIGSEGV)
-    d.wait_log(r"vgpu0: client pid %d worker %d ended: crashed by SIGSEGV" % (segv.pid, worker))
+    d.wait_log(r"vgpu0: client pid %d worker %d ended: crashed by SIGSEGV" % (segv_pid, worker))
     u = d.wait_idle("vgpu0")
     assert (u["vram"], u["clients"], u["worker_crashes"]) == (0, 0, 2), u
     h.finish(segv, 30)
