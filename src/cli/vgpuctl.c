@@ -61,15 +61,38 @@ typedef struct {
   int (*run)(const Opts *o, char **args, guint nargs);
 } Command;
 
+/* --json anywhere before "--": errors are JSON too. */
+static bool json_errors;
+
+/* Under --json, one line on stdout: {"error": TEXT, "code": STATUS,
+ * "kind": "refused"|"usage"|"unreachable"}; else "vgpuctl: TEXT" on
+ * stderr.  Returns code, the exit status either way. */
 static int fail(int code, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static int fail(int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fflush(stdout);
-  fputs("vgpuctl: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
+  fflush(stdout);
+  if (!json_errors) {
+    fprintf(stderr, "vgpuctl: %s\n", msg);
+    return code;
+  }
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "error");
+  json_builder_add_string_value(b, msg);
+  json_builder_set_member_name(b, "code");
+  json_builder_add_int_value(b, code);
+  json_builder_set_member_name(b, "kind");
+  json_builder_add_string_value(b, code == EXIT_USAGE         ? "usage"
+                                   : code == EXIT_UNREACHABLE ? "unreachable"
+                                                              : "refused");
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  g_autofree char *line = json_to_string(root, FALSE);
+  puts(line);
+  fflush(stdout);
   return code;
 }
 
@@ -572,6 +595,8 @@ int main(int argc, char **argv) {
   g_autoptr(GPtrArray) args = g_ptr_array_new();
   g_autofree char *runtime_dir = NULL, *profile = NULL;
   bool help = false, only_operands = false;
+  for (int i = 1; i < argc && !g_str_equal(argv[i], "--"); i++)
+    json_errors = json_errors || g_str_equal(argv[i], "--json");
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = NULL;
     int r;
@@ -642,6 +667,8 @@ int main(int argc, char **argv) {
     return EXIT_OK;
   }
   if (!cmd) {
+    if (json_errors)
+      return fail(EXIT_USAGE, "no command given (try --help)");
     print_usage(stderr);
     return EXIT_USAGE;
   }

@@ -28,6 +28,12 @@ profile=p
 [instance locked]
 profile=p
 socket-mode=0600
+
+[profile tiny]
+vram=1M
+
+[instance tiny]
+profile=tiny
 """
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -57,6 +63,45 @@ def vrun(args, env=None, prefix=(), timeout=60):
     p = subprocess.run(list(prefix) + [h.VGPU_RUN] + list(args), capture_output=True, text=True,
                        timeout=timeout, env=dict(os.environ, **(env or {})))
     return p.returncode, p.stdout, p.stderr
+
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def ended_by_vgpud(x, d, rd):
+    """A session vgpud ends: vgpu-run's last line gives vgpud's reason and
+    it exits 122; vgpud without instance or not running: 125 and one
+    line."""
+    rc, out, err = vrun(rd + ["--instance", "tiny", "--", "timeout", "60", "glxgears"],
+                        env={"DISPLAY": x.display}, timeout=90)
+    last = err.rstrip().splitlines()[-1]
+    assert rc == 122, (rc, err[-2000:])
+    assert re.fullmatch(r"vgpu-run: session ended by vgpud: VRAM limit 1 MiB reached on instance "
+                        r"tiny \(the session asked for [\d.]+ [KM]iB in all, other tenants held 0 B\)",
+                        last), last
+    print(f"ok: a refused tenant's last line: {last}")
+    # The same through the control socket: only the same uid (or an admin)
+    # reads it.
+    ends = d.control({"command": "session-end", "pid": 1})
+    assert ends["ok"] and isinstance(ends["sessions"], list), ends
+
+    # vgpud died and left its sockets: not started, one line naming them.
+    dead = h.Daemon(CONFIG)
+    try:
+        dead.kill()
+        rc, _, err = vrun(["--runtime-dir", dead.dir, "--", "true"])
+        assert rc == 125 and err == (f"vgpu-run: vgpud is not running: nothing listens on "
+                                     f"{dead.dir}/control.sock (a stale socket of a vgpud that "
+                                     f"ended; runtime dir {dead.dir})\n"), (rc, err)
+    finally:
+        shutil.rmtree(dead.tmp, ignore_errors=True)
+    empty = os.path.join(d.tmp, "empty-run")
+    os.mkdir(empty)
+    rc, _, err = vrun(["--runtime-dir", empty, "--", "true"])
+    assert rc == 125 and f"vgpud is not running: no {empty}/control.sock" in err, (rc, err)
+    print("ok: a stale or missing vgpud is named before anything starts")
 
 
 def userns_allowed():
@@ -173,7 +218,8 @@ def test(x, d):
 
     # Errors before the command runs: 125 and a message naming the target.
     rc, _, err = vrun(rd + ["--instance", "nosuch", "--", "true"])
-    assert rc == 125 and "no vGPU instance 'nosuch'" in err and "nosuch/vtest.sock" in err, (rc, err)
+    assert rc == 125 and err.count("\n") == 1, (rc, err)
+    assert f"no vGPU instance 'nosuch' in vgpud (runtime dir {d.dir}); instances: locked, tiny, vgpu0" in err, err
     plain = os.path.join(d.tmp, "not-a-socket")
     open(plain, "w").close()
     rc, _, err = vrun(["--socket", plain, "--", "true"])
@@ -190,23 +236,24 @@ def test(x, d):
     assert rc == 126, (rc, err)
     print("ok: exit statuses 7, 127, 126")
 
-    # exec: the command keeps vgpu-run's pid, sees the documented
-    # environment, and finds the instance's socket at Mesa's fixed path.
-    probe = ('echo pid=$$; echo gd=$GALLIUM_DRIVER; echo sw=$LIBGL_ALWAYS_SOFTWARE; '
+    # The command is vgpu-run's child, sees the documented environment,
+    # and finds the instance's socket at Mesa's fixed path.
+    probe = ('echo ppid=$PPID; echo gd=$GALLIUM_DRIVER; echo sw=$LIBGL_ALWAYS_SOFTWARE; '
              f'echo vs=$VTEST_SOCKET_NAME; stat -c type=%F {MESA_PATH}')
     p = subprocess.Popen([h.VGPU_RUN] + rd + ["--", "sh", "-c", probe], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     got = dict(line.split("=", 1) for line in out.splitlines())
-    assert got["pid"] == str(p.pid), (got, p.pid)
+    assert got["ppid"] == str(p.pid), (got, p.pid)
     assert (got["gd"], got["sw"], got["vs"]) == ("virpipe", "1", sock0), got
     assert got["type"] == "socket", got
     # The bind is private to the command: outside it Mesa's path is untouched.
     assert not os.path.exists(MESA_PATH) or not os.path.samestat(os.stat(MESA_PATH), os.stat(sock0))
-    print("ok: exec keeps the pid; environment and private bind as documented")
+    print("ok: the command is vgpu-run's child; environment and private bind as documented")
 
     namespace_choice(d, rd, sock0, x.display)
+    ended_by_vgpud(x, d, rd)
 
     # Defaults from the environment.
     rc, out, err = vrun(["--", "sh", "-c", "echo $VTEST_SOCKET_NAME"],
@@ -219,11 +266,10 @@ def test(x, d):
                                   stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **env),
                                   start_new_session=True))
     try:
-        # `timeout` (which vgpu-run became) forks glxgears: the tenant vgpud
-        # accounts is that child.
+        # vgpu-run's child `timeout` forks glxgears: the tenant vgpud
+        # accounts is that grandchild.
         tenant = h.wait_for(lambda: d.show("vgpu0")["tenants"], 30, "a tenant on vgpu0")[0]
-        with open(f"/proc/{tenant['client_pid']}/stat") as f:
-            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        ppid = parent(parent(tenant["client_pid"]))
         assert ppid == o.proc.pid, (tenant, o.proc.pid)
         h.wait_for(lambda: h.fps_values(o.text()) or o.proc.poll() is not None, 90,
                    "a frame rate from glxgears")

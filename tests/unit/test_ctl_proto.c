@@ -878,6 +878,36 @@ static void test_vgpuctl_end_to_end(void **state) {
   assert_non_null(strstr(err, "is vgpud running?"));
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
+
+  /* --json errors: one JSON object on stdout, nothing on stderr, the same
+   * status as without --json. */
+  const struct {
+    const char *argv[5];
+    int code;
+    const char *kind, *error;
+  } jerr[] = {
+      {{"-r", d, "show", "nosuch", "--json"}, 1, "refused", "no instance \"nosuch\""},
+      {{"--json", "-r", d, "bogus", NULL}, 2, "usage", "unknown command \"bogus\" (try --help)"},
+      {{"--frobnicate", "--json", NULL}, 2, "usage", "unknown option --frobnicate (try --help)"},
+      {{"--json", "-r", d, "set", "vgpu0"}, 2, "usage", NULL},
+      {{"--json", NULL}, 2, "usage", "no command given (try --help)"},
+      {{"--json", "-r", nowhere, "status", NULL}, 3, "unreachable", NULL},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(jerr); i++) {
+    const char *const *a = jerr[i].argv;
+    assert_int_equal(run_ctl(&out, &err, a[0], a[1], a[2], a[3], a[4], NULL), jerr[i].code);
+    assert_string_equal(err, "");
+    g_autoptr(JsonObject) o = parse_object(out);
+    assert_int_equal(vgpu_ctl_get_u64(o, "code"), jerr[i].code);
+    assert_string_equal(vgpu_ctl_get_str(o, "kind", ""), jerr[i].kind);
+    if (jerr[i].error)
+      assert_string_equal(vgpu_ctl_get_str(o, "error", ""), jerr[i].error);
+    else
+      assert_true(*vgpu_ctl_get_str(o, "error", ""));
+    assert_int_equal(strlen(out), strcspn(out, "\n") + 1); /* one line */
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&err, g_free);
+  }
 }
 
 int main(void) {
