@@ -76,8 +76,8 @@ void vgpu_session_end_compose(VgpuSessionEnd *e, int status, const char *why,
     int sig = WTERMSIG(status);
     e->cause = sig == SIGTERM ? "stopped" : "crash";
     if (sig == SIGTERM)
-      g_snprintf(e->reason, sizeof(e->reason), "worker stopped by vgpud or an operator on instance %s",
-                 in);
+      g_snprintf(e->reason, sizeof(e->reason),
+                 "worker stopped by vgpud or an operator on instance %s", in);
     else
       g_snprintf(e->reason, sizeof(e->reason), "worker %s on instance %s", why, in);
     return;

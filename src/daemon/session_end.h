@@ -25,8 +25,8 @@ typedef struct VgpuSessionEnd {
   pid_t client_pid;
   pid_t worker_pid; /* 0: refused before a worker was started */
   uid_t client_uid;
-  gint64 ended_us; /* wall clock (g_get_real_time) */
-  bool by_vgpud;   /* vgpud's side ended it (not the client leaving) */
+  gint64 ended_us;   /* wall clock (g_get_real_time) */
+  bool by_vgpud;     /* vgpud's side ended it (not the client leaving) */
   const char *cause; /* static: client-left, refused, quota, violation,
                         gpu-timeout, renderer, crash, stopped */
   char reason[240];
