@@ -205,8 +205,9 @@ static void test_command_table(void **state) {
   size_t n;
   const VgpuControlCommand *t = vgpu_control_commands(&n);
   const char *admin[] = {"create", "destroy", "set", "reload", "attach-vm"};
-  /* screenshot: anyone, of their own VMs only (admins: any VM). */
-  const char *read[] = {"status", "list", "show", "profiles", "screenshot"};
+  /* screenshot: anyone, of their own VMs only (admins: any VM);
+   * session-end: anyone, of their own uid's sessions only. */
+  const char *read[] = {"status", "list", "show", "profiles", "screenshot", "session-end"};
   assert_int_equal(n, G_N_ELEMENTS(admin) + G_N_ELEMENTS(read));
   for (size_t i = 0; i < G_N_ELEMENTS(admin); i++)
     assert_true(vgpu_control_command_find(admin[i])->admin);
