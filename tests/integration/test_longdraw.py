@@ -49,7 +49,8 @@ def start(d, x, inst):
     p = h.client(d, inst, [LONGDRAW, ITERATIONS], x.display)
     line = p.stdout.readline()
     assert line.strip() == "drawing", f"vgpu-longdraw did not start: {line}{p.stdout.read()}"
-    mine = lambda: [t for t in d.show(inst)["tenants"] if t["client_pid"] == p.pid]
+    p.cpid = h.program_pid(p)  # vgpu-run's child
+    mine = lambda: [t for t in d.show(inst)["tenants"] if t["client_pid"] == p.cpid]
     worker = h.wait_for(mine, 30, f"{inst}'s worker")[0]["worker_pid"]
     return p, worker
 
@@ -63,7 +64,7 @@ def killed_mid_draw(x, d):
     t0 = time.monotonic()
     u = d.wait_idle("patient", timeout=30)
     took = time.monotonic() - t0
-    d.wait_log(r"patient: client pid %d worker %d ended: client left \(exit 0\)" % (p.pid, worker))
+    d.wait_log(r"patient: client pid %d worker %d ended: client left \(exit 0\)" % (p.cpid, worker))
     assert u["worker_crashes"] == 0, u
     assert (u["vram"], u["resources"], u["contexts"]) == (0, 0, 0), u
     print(f"ok: client SIGKILLed mid-draw: worker {worker} gone, clients 0 after {took:.2f} s")
@@ -73,12 +74,16 @@ def gpu_timeout(x, d):
     p, worker = start(d, x, "strict")
     t0 = time.monotonic()
     line = d.wait_log(r"strict client %d: gpu timeout, session ended: a submission has run for "
-                      r"[\d.]+ s without completing" % p.pid, timeout=60)
+                      r"[\d.]+ s without completing" % p.cpid, timeout=60)
     took = time.monotonic() - t0
-    d.wait_log(r"strict: client pid %d worker %d ended: gpu timeout \(exit 5\)" % (p.pid, worker))
+    d.wait_log(r"strict: client pid %d worker %d ended: gpu timeout \(exit 5\)" % (p.cpid, worker))
     u = d.wait_idle("strict", timeout=30)
     assert u["worker_crashes"] == 0, u
-    h.finish(p, 30)  # Mesa aborts on the lost connection: expected
+    # Mesa aborts on the lost connection; vgpu-run's last line says why.
+    rc, out = h.finish(p, 30)
+    assert rc == 122 and out.rstrip().splitlines()[-1] == (
+        "vgpu-run: session ended by vgpud: GPU timeout on instance strict: submitted work ran "
+        "past gpu-timeout 2 s"), (rc, out[-2000:])
     print(f"ok: gpu-timeout=2 ended the session {took:.2f} s after its first draw: "
           f"{line.group(0)}")
 
