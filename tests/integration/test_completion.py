@@ -58,6 +58,8 @@ def main():
             ["big", "small"]
         assert complete(["vgpuctl", "destroy", "--f"], "vgpuctl") == ["--force"]
         assert complete(["vgpuctl", "top", "--i"], "vgpuctl") == ["--interval", "--iterations"]
+        assert complete(["vgpuctl", "doc"], "vgpuctl") == ["doctor"]
+        assert complete(["vgpuctl", "doctor", "--ro"], "vgpuctl") == ["--root"]
         # No vgpud there: no names, no error.
         assert complete(["vgpuctl", "-r", "/nonexistent", "show", ""], "vgpuctl") == []
         print("ok: vgpuctl commands, options, instances, profiles and set keys")
