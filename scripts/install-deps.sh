@@ -13,13 +13,16 @@ set -eu
 
 BUILD="meson ninja-build pkg-config gcc libc6-dev clang libclang-rt-14-dev \
   libglib2.0-dev libjson-glib-dev libvirglrenderer-dev libpixman-1-dev \
-  libseccomp-dev libsystemd-dev libcmocka-dev libpng-dev libx11-dev libgl-dev"
+  libseccomp-dev libsystemd-dev libcmocka-dev libpng-dev libx11-dev libgl-dev libmicrohttpd-dev"
 RUNTIME="libvirglrenderer1 libgl1-mesa-dri libegl1 libegl-mesa0 mesa-utils \
   virgl-server xvfb x11-utils glmark2-x11 glmark2-es2-drm piglit python3 procps util-linux debootstrap"
+# The operators' tests: a real Prometheus scrapes the metrics endpoint, and
+# headless Chromium renders the dashboard (with a font for its text).
+OPS="prometheus chromium fonts-dejavu-core"
 # The VM tests' guest: a Debian kernel with its virtio-gpu modules, a static
 # busybox for the initramfs, cpio to pack it, kmod to resolve the modules.
 GUEST="linux-image-amd64 busybox-static cpio kmod"
-PKGS="$BUILD $RUNTIME $GUEST"
+PKGS="$BUILD $RUNTIME $OPS $GUEST"
 
 # From backports, each with the lowest version the tests need (QEMU 7.2
 # refuses vhost-user-gpu without KVM; 10.0 accepts it under TCG).
