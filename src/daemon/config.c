@@ -4,6 +4,7 @@
  * the text for the group header or key line. */
 #include "daemon/config.h"
 
+#include "daemon/http.h"
 #include "daemon/isolation.h"
 #include "core/gpumem.h"
 #include "core/virgl_stream.h"
@@ -490,7 +491,13 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
                        "- and _)",
                        v);
       g_free(c->vm_instance);
+  g_free(c->metrics_listen);
       c->vm_instance = g_strdup(v);
+    } else if (g_str_equal(k, "metrics-listen")) {
+      if (!vgpu_http_address_parse(v, NULL, NULL, &e))
+        return fail_at(error, m, "daemon", k, "bad value for metrics-listen: %s", e->message);
+      g_free(c->metrics_listen);
+      c->metrics_listen = g_strdup(v);
     } else if (g_str_equal(k, "admin-group")) {
       if (!*v || strlen(v) > 64 || strpbrk(v, ":\n "))
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for admin-group (a group name)", v);

@@ -51,6 +51,9 @@ typedef struct VgpuConfig {
   uint64_t gpu_memory;
   uint32_t overcommit_milli;
   char *vm_instance; /* where vgpu-vhost-gpu lands without --instance; NULL: first */
+  /* metrics-listen: IPV4:PORT, [IPV6]:PORT or an absolute Unix socket
+   * path where /metrics and the dashboard are served; NULL: off. */
+  char *metrics_listen;
   GPtrArray *profiles;  /* VgpuProfile* */
   GPtrArray *instances; /* VgpuInstanceConfig* */
 } VgpuConfig;

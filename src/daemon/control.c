@@ -25,6 +25,7 @@
 #include "core/gpumem.h"
 #include "core/profile.h"
 #include "daemon/listener.h"
+#include "daemon/snapshot.h"
 #include "daemon/supervisor.h"
 #include "util/fd.h"
 #include "vgpu-config.h"
@@ -123,12 +124,11 @@ static void add_not_enforced(JsonBuilder *b) {
  * clamped to what each was granted. */
 static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, bool tenants,
                            uid_t viewer_uid, bool admin) {
-  VgpuBook *book = vgpu_supervisor_book(s);
   const VgpuInstanceConfig *cfg = vgpu_instance_config(in);
-  VgpuBookUsage u;
   /* The totals and the tenants below from one reading of the workers. */
-  vgpu_book_freeze(book);
-  vgpu_book_instance_usage(book, vgpu_instance_ledger_index(in), &u);
+  VgpuInstanceSnapshot snap;
+  vgpu_instance_snapshot(s, in, tenants, &snap);
+  const VgpuBookUsage u = snap.usage;
   json_builder_begin_object(b);
   add_str(b, "name", cfg->name);
   add_str(b, "profile", cfg->profile);
@@ -162,8 +162,8 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "vram", u.used[VGPU_RES_VRAM]);
   add_u64(b, "resources", u.used[VGPU_RES_OBJECTS]);
   add_u64(b, "contexts", u.used[VGPU_RES_CONTEXTS]);
-  add_u64(b, "clients", vgpu_instance_n_tenants(in));
-  add_u64(b, "vm_clients", vgpu_instance_n_vm_tenants(in));
+  add_u64(b, "clients", snap.clients);
+  add_u64(b, "vm_clients", snap.vm_clients);
   add_u64(b, "frames", u.used[VGPU_RES_FRAMES]);
   add_u64(b, "commands", u.used[VGPU_RES_COMMANDS]);
   add_u64(b, "bytes_in", u.used[VGPU_RES_BYTES_IN]);
@@ -173,20 +173,18 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "worker_crashes", u.worker_crashes);
   json_builder_end_object(b);
   if (tenants) {
-    g_autoptr(GArray) ts = vgpu_instance_tenants(in);
+    GArray *ts = snap.tenants;
     uint64_t hidden = 0;
     json_builder_set_member_name(b, "tenants");
     json_builder_begin_array(b);
     uint64_t now = now_ns();
     for (guint i = 0; i < ts->len; i++) {
-      const VgpuTenantInfo *t = &g_array_index(ts, VgpuTenantInfo, i);
+      const VgpuTenantInfo *t = &g_array_index(ts, VgpuTenantSnapshot, i).info;
+      const VgpuBookWorkerUsage wu = g_array_index(ts, VgpuTenantSnapshot, i).usage;
       if (!admin && t->client_uid != viewer_uid) {
         hidden++;
         continue;
       }
-      VgpuBookWorkerUsage wu;
-      if (!vgpu_book_worker_usage(book, (uint32_t)t->slot, &wu))
-        continue;
       json_builder_begin_object(b);
       add_str(b, "kind", vgpu_tenant_kind_name(t->kind));
       add_u64(b, "worker_pid", (uint64_t)t->worker_pid);
@@ -213,7 +211,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
     add_u64(b, "tenants_hidden", hidden);
   }
   json_builder_end_object(b);
-  vgpu_book_thaw(book);
+  vgpu_instance_snapshot_clear(&snap);
 }
 
 /* What the instance's workers offer, as their renderer probe answered:

@@ -28,6 +28,8 @@
 #include "daemon/cgroup.h"
 #include "core/sched.h"
 #include "daemon/control.h"
+#include "daemon/http.h"
+#include "daemon/metrics.h"
 #include "daemon/gpu_memory.h"
 #include "daemon/listener.h"
 #include "daemon/probe.h"
@@ -81,6 +83,7 @@ struct VgpuInstance {
   GHashTable *workers; /* pid -> VgpuWorker* */
   uint32_t share_ppm;  /* the instance's current share (0: best-effort) */
   guint active_tenants;
+  uint64_t sessions_ended; /* workers' sessions vgpud's side ended */
 };
 
 struct VgpuSupervisor {
@@ -95,6 +98,7 @@ struct VgpuSupervisor {
   char **worker_env;     /* vgpud's environment, Mesa's disk cache off */
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
+  VgpuHttp *http; /* metrics-listen; NULL: off */
   gint64 started_us;
   GHashTable *probes; /* renderer configuration (probe_key) -> VgpuProbe* */
   GHashTable *shots;  /* seq -> ShotPending*: screenshots asked of workers */
@@ -367,6 +371,8 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   VgpuBookRefusal refusal;
   vgpu_book_worker_last_refusal(s->book, (uint32_t)w->slot, &refusal);
   vgpu_session_end_compose(&rec, status, why, &refusal, in->cfg->eff.gpu_timeout_s);
+  if (rec.by_vgpud)
+    in->sessions_ended++;
   vgpu_session_ring_add(s->ends, &rec);
   uint64_t vram = vgpu_book_worker_remove(s->book, (uint32_t)w->slot);
   bool quiet = (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
@@ -1058,6 +1064,24 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   return s;
 }
 
+static char *metrics_text(gpointer user) {
+  return vgpu_metrics_text(user);
+}
+
+/* Listens on [daemon] metrics-listen (NULL: none). */
+static VgpuHttp *http_open(VgpuSupervisor *s, const char *address, GError **error) {
+  VgpuHttp *h = vgpu_http_new(address, metrics_text, s, error);
+  if (!h)
+    return NULL;
+  vgpu_info("metrics: http%s://%s%s/metrics and the dashboard at /; reads only, at most %d "
+            "connections (%d per IP address), requests up to %d bytes, connections idle for "
+            "%d s closed",
+            address[0] == '/' ? "+unix" : "", address, address[0] == '/' ? ":" : "",
+            VGPU_HTTP_MAX_CONNECTIONS, VGPU_HTTP_MAX_PER_IP, VGPU_HTTP_MEMORY_LIMIT,
+            VGPU_HTTP_TIMEOUT_S);
+  return h;
+}
+
 bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
   if (!vgpu_gpu_memory_check(s->cfg->instances, s->gpu_memory, s->cfg->overcommit_milli, NULL,
                              error))
@@ -1072,12 +1096,15 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
   s->control = vgpu_control_new(s, error);
   if (!s->control)
     return false;
+  if (s->cfg->metrics_listen && !(s->http = http_open(s, s->cfg->metrics_listen, error)))
+    return false;
   probe_ensure(s);
   cgroups_sync(s);
   return true;
 }
 
 void vgpu_supervisor_stop(VgpuSupervisor *s) {
+  g_clear_pointer(&s->http, vgpu_http_free);
   g_clear_pointer(&s->control, vgpu_control_free);
   GHashTableIter it;
   gpointer v;
@@ -1141,6 +1168,7 @@ void vgpu_supervisor_stop(VgpuSupervisor *s) {
 void vgpu_supervisor_free(VgpuSupervisor *s) {
   if (!s)
     return;
+  g_clear_pointer(&s->http, vgpu_http_free);
   g_clear_pointer(&s->control, vgpu_control_free);
   if (s->instances)
     g_hash_table_unref(s->instances);
@@ -1215,6 +1243,22 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     vgpu_config_free(next);
     return false;
   }
+  /* A new metrics-listen is opened before anything changes (a refusal
+   * leaves all as it was); the old listener goes once the reload is in. */
+  bool http_changed = g_strcmp0(next->metrics_listen, s->cfg->metrics_listen) != 0;
+  VgpuHttp *next_http = NULL;
+  if (http_changed && next->metrics_listen) {
+    /* The same Unix path or port as before is free only once the old one
+     * is closed. */
+    g_clear_pointer(&s->http, vgpu_http_free);
+    next_http = http_open(s, next->metrics_listen, error);
+    if (!next_http) {
+      if (s->cfg->metrics_listen)
+        s->http = http_open(s, s->cfg->metrics_listen, NULL);
+      vgpu_config_free(next);
+      return false;
+    }
+  }
   guint added = 0, removed = 0, changed = 0;
   g_autoptr(GString) failed = g_string_new(NULL);
   /* Removed config instances drain; runtime ones are not the file's. */
@@ -1261,6 +1305,12 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     vgpu_warn("cgroups=%s: read at start-up only; the cgroups stay as they are (%s)",
               next->cgroups ? "auto" : "off", vgpu_cgroups_describe(s->cgroups));
   vgpu_log_set_level(next->log_level);
+  if (http_changed) {
+    g_clear_pointer(&s->http, vgpu_http_free);
+    s->http = next_http;
+    if (!next->metrics_listen)
+      vgpu_info("metrics: no longer served (metrics-listen removed)");
+  }
   vgpu_config_free(s->cfg);
   s->cfg = next;
   s->gpu_memory = next_gpu_memory;
@@ -1663,6 +1713,9 @@ const char *vgpu_instance_renderer(const VgpuInstance *in) {
 }
 guint vgpu_instance_n_tenants(const VgpuInstance *in) {
   return g_hash_table_size(in->workers);
+}
+uint64_t vgpu_instance_sessions_ended(const VgpuInstance *in) {
+  return in->sessions_ended;
 }
 guint vgpu_instance_n_vm_tenants(const VgpuInstance *in) {
   guint n = 0;

@@ -156,6 +156,9 @@ uint32_t vgpu_instance_ledger_index(const VgpuInstance *in);
 guint vgpu_instance_n_tenants(const VgpuInstance *in);
 /* Of those, the virtual machines. */
 guint vgpu_instance_n_vm_tenants(const VgpuInstance *in);
+/* Sessions of its workers that vgpud's side ended (a quota, a violation,
+ * a GPU timeout, a crash...: not the client leaving), since it was made. */
+uint64_t vgpu_instance_sessions_ended(const VgpuInstance *in);
 /* The renderer its new workers start ([daemon] renderer) and the probe of
  * what they offer (NULL before the supervisor has started). */
 const char *vgpu_instance_renderer(const VgpuInstance *in);
