@@ -10,9 +10,9 @@
  * Output: "GL_RENDERER = NAME", then one CLOCK_MONOTONIC time in seconds
  * (nanosecond digits) per frame.  It stops after SECONDS, or on SIGTERM or
  * SIGINT, and exits 0 with everything written. */
+#include "glx_window.h"
+
 #include <GL/gl.h>
-#include <GL/glx.h>
-#include <X11/Xlib.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -59,29 +59,9 @@ int main(int argc, char **argv) {
   static char outbuf[1 << 20];
   setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 
-  Display *dpy = XOpenDisplay(NULL);
-  if (!dpy) {
-    fprintf(stderr, "cannot open the X display\n");
+  struct glx_window w;
+  if (!glx_window_open(&w, "vgpu-frametime", (unsigned)width, (unsigned)height))
     return 1;
-  }
-  int attrs[] = {GLX_RGBA, GLX_DOUBLEBUFFER, GLX_RED_SIZE, 8, GLX_GREEN_SIZE, 8, GLX_BLUE_SIZE, 8,
-                 None};
-  XVisualInfo *vi = glXChooseVisual(dpy, DefaultScreen(dpy), attrs);
-  if (!vi) {
-    fprintf(stderr, "no RGBA double-buffered visual\n");
-    return 1;
-  }
-  Window root = RootWindow(dpy, vi->screen);
-  XSetWindowAttributes swa = {.colormap = XCreateColormap(dpy, root, vi->visual, AllocNone)};
-  Window win = XCreateWindow(dpy, root, 0, 0, (unsigned)width, (unsigned)height, 0, vi->depth,
-                             InputOutput, vi->visual, CWColormap, &swa);
-  XStoreName(dpy, win, "vgpu-frametime");
-  XMapWindow(dpy, win);
-  GLXContext ctx = glXCreateContext(dpy, vi, NULL, True);
-  if (!ctx || !glXMakeCurrent(dpy, win, ctx)) {
-    fprintf(stderr, "cannot make a GL context current\n");
-    return 1;
-  }
   const GLubyte *renderer = glGetString(GL_RENDERER);
   printf("GL_RENDERER = %s\n", renderer ? (const char *)renderer : "(none)");
   fflush(stdout);
@@ -103,14 +83,12 @@ int main(int argc, char **argv) {
     glColor3f(0, 0, 1);
     glVertex2f(0, 0.7f);
     glEnd();
-    glXSwapBuffers(dpy, win);
+    glXSwapBuffers(w.dpy, w.win);
     double t = now();
     printf("%.9f\n", t);
     if (t - start >= seconds)
       break;
   }
-  glXMakeCurrent(dpy, None, NULL);
-  glXDestroyContext(dpy, ctx);
-  XCloseDisplay(dpy);
+  glx_window_close(&w);
   return fflush(stdout) == 0 ? 0 : 1;
 }

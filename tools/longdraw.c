@@ -7,10 +7,10 @@
  * Prints "drawing" once the shader is ready, just before the first frame,
  * then "frame" after each one completes. */
 #define GL_GLEXT_PROTOTYPES
+#include "glx_window.h"
+
 #include <GL/gl.h>
 #include <GL/glext.h>
-#include <GL/glx.h>
-#include <X11/Xlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -29,29 +29,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s [ITERATIONS]\n", argv[0]);
     return 2;
   }
-  Display *dpy = XOpenDisplay(NULL);
-  if (!dpy) {
-    fprintf(stderr, "cannot open the X display\n");
+  struct glx_window w;
+  if (!glx_window_open(&w, "vgpu-longdraw", 256, 256))
     return 1;
-  }
-  int attrs[] = {GLX_RGBA, GLX_DOUBLEBUFFER, GLX_RED_SIZE, 8, GLX_GREEN_SIZE, 8, GLX_BLUE_SIZE, 8,
-                 None};
-  XVisualInfo *vi = glXChooseVisual(dpy, DefaultScreen(dpy), attrs);
-  if (!vi) {
-    fprintf(stderr, "no RGBA double-buffered visual\n");
-    return 1;
-  }
-  Window root = RootWindow(dpy, vi->screen);
-  XSetWindowAttributes swa = {.colormap = XCreateColormap(dpy, root, vi->visual, AllocNone)};
-  Window win = XCreateWindow(dpy, root, 0, 0, 256, 256, 0, vi->depth, InputOutput, vi->visual,
-                             CWColormap, &swa);
-  XStoreName(dpy, win, "vgpu-longdraw");
-  XMapWindow(dpy, win);
-  GLXContext ctx = glXCreateContext(dpy, vi, NULL, True);
-  if (!ctx || !glXMakeCurrent(dpy, win, ctx)) {
-    fprintf(stderr, "cannot make a GL context current\n");
-    return 1;
-  }
   GLuint fs = glCreateShader(GL_FRAGMENT_SHADER);
   glShaderSource(fs, 1, &fragment_shader, NULL);
   glCompileShader(fs);
@@ -79,7 +59,7 @@ int main(int argc, char **argv) {
     glVertex2f(1, 1);
     glVertex2f(-1, 1);
     glEnd();
-    glXSwapBuffers(dpy, win);
+    glXSwapBuffers(w.dpy, w.win);
     glFinish();
     printf("frame\n");
     fflush(stdout);
