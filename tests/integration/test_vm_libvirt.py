@@ -500,13 +500,7 @@ def main():
             if defined:
                 lv.virsh("destroy", name, check=False)
             lv.stop()
-        if daemon is not None:
-            print(f"--- vgpud\n{daemon.log_text()[-3000:]}")
-            daemon.kill()
-        if os.environ.get("VGPU_VM_KEEP") == "1":
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        vmlib.end_test(daemon, work)
     return 0
 
 
