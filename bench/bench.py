@@ -577,14 +577,20 @@ def check_renderer(text, config):
     return None
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    b = Bench()
+def run_main(bench):
+    """A bench script's entry: SIGINT and SIGTERM end it with status 130
+    through the same clean-up as a normal end (bench.cleanup(), then its
+    temporary directory removed), and its exit status is bench.main()'s."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: sys.exit(130))
     try:
-        rc = b.main()
+        rc = bench.main()
     finally:
-        b.cleanup()
-        shutil.rmtree(b.tmp, ignore_errors=True)
+        bench.cleanup()
+        shutil.rmtree(bench.tmp, ignore_errors=True)
     sys.exit(rc)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    run_main(Bench())

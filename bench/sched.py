@@ -46,7 +46,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -605,12 +604,4 @@ class SchedBench(B.Bench):
 
 
 if __name__ == "__main__":
-    b = SchedBench()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: sys.exit(130))
-    try:
-        rc = b.main()
-    finally:
-        b.cleanup()
-        shutil.rmtree(b.tmp, ignore_errors=True)
-    sys.exit(rc)
+    B.run_main(SchedBench())
