@@ -3,7 +3,20 @@
 this project's back-end (QEMU on a vgpud instance's vhost-user.sock) against
 QEMU's reference /usr/lib/qemu/vhost-user-gpu --virgl forced onto software
 GBM (GBM_ALWAYS_SOFTWARE=1 --render-node=/dev/null), one paired boot each
-per round.
+per round.  Rounds alternate which back-end boots first (A B, then B A, ...)
+so that a drift over the run weighs on both alike.
+
+CPU pinning (on by default where this process may run on 2 or more CPUs):
+QEMU (its TCG vCPU, main loop and 9p) runs on one fixed set of CPUs and the
+back-end (vgpud and its worker, or the reference process, with their
+llvmpipe threads) on the disjoint rest, the same sets for both back-ends;
+without it the scheduler's placement of those threads changes the
+fragment-bound scenes' FPS between boots more than the back-end does.  The
+affinity is set in each child before it runs, so every thread it starts
+inherits it; a thread that widens its own (Mesa's shader-cache queue resets
+its thread to every CPU) is bound back at the next 0.25 s sample and named
+in the boot's "repinned" list.  Each boot records the CPUs its QEMU's and
+its back-end's threads may run on once the first result is in.
 
 The guest is scripts/vm-guest.sh's (vgpu.mode=3d): it mounts the host's /
 read-only over 9p and runs vgpu.gl=PATH there, chrooted, on the render
@@ -16,8 +29,11 @@ Per boot it records: each scene's FPS, glmark2's score, the time from
 QEMU's start to the first scene's result, and the back-end's peak RSS
 (VmHWM of the vgpu-worker serving the VM, or of the reference process),
 also without shared memory (the guest RAM both map).
-Prints ratios ours / reference per scene.  Reports, never asserts: the exit
-status is 0 unless the harness itself breaks.  A machine without QEMU 10,
+Prints ratios ours / reference per scene and round, then per scene the
+median FPS of each back-end over the rounds and their ratio (the figure the
+target is judged on), with the lowest and highest round's ratio.  Reports,
+never asserts: the exit status is 0 unless the harness itself breaks (2 for
+a BENCH_VM_PIN it cannot use).  A machine without QEMU 10,
 the guest's parts, glmark2-es2-drm or a built vgpud gets one line saying
 what is missing and exit 0.
 
@@ -25,6 +41,9 @@ Knobs (environment): BUILD_DIR (build), BENCH_ROUNDS (2),
 BENCH_VM_SCENE_SECONDS (5), BENCH_VM_SCENES (the scene list, ';'
 separated glmark2 -b values), BENCH_VM_TIMEOUT (300 s per boot),
 BENCH_OUT (out/bench; results in vm3d.json, logs in vm3d/),
+BENCH_VM_PIN (1 with 2 or more CPUs, else 0: 0 off; 1 QEMU on the first
+half of the CPUs this process may use, the back-end on the rest; QCPUS:BCPUS
+names both sets as CPU lists, e.g. 0:1 or 0-1:2-3),
 VGPU_QEMU (qemu-system-x86_64), VGPU_VM_ACCEL (tcg).
 """
 import json
@@ -32,6 +51,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +79,100 @@ SCORE_RE = re.compile(r"glmark2 Score: (\d+)")
 
 def log(msg):
     print(msg, flush=True)
+
+
+def parse_cpus(text):
+    """The CPUs a list such as '1', '0-3' or '0,2-3' names, as a sorted list;
+    ValueError when it names none or is not such a list."""
+    cpus = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if a < 0 or b < a or b >= 4096:
+            raise ValueError(f"{part!r} is not a CPU or CPU range")
+        cpus.update(range(a, b + 1))
+    return sorted(cpus)
+
+
+def format_cpus(cpus):
+    """A sorted CPU list written back as ranges: [0, 1, 2, 5] -> '0-2,5'."""
+    runs = []
+    for c in cpus:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def pin_sets(value, allowed):
+    """(QEMU's CPUs, the back-end's CPUs) for BENCH_VM_PIN=value, allowed
+    being the CPUs this process may use; None when pinning is off.
+    ValueError for a value that cannot be used here."""
+    allowed = sorted(allowed)
+    if value == "0" or (value == "" and len(allowed) < 2):
+        return None
+    if value in ("", "1"):
+        if len(allowed) < 2:
+            raise ValueError(f"pinning needs 2 CPUs, this process may use {format_cpus(allowed)}")
+        half = len(allowed) // 2
+        return allowed[:half], allowed[half:]
+    qemu, colon, backend = value.partition(":")
+    if not colon:
+        raise ValueError("expected 0, 1 or QEMU_CPUS:BACKEND_CPUS")
+    q, b = parse_cpus(qemu), parse_cpus(backend)
+    if set(q) & set(b):
+        raise ValueError(f"QEMU's and the back-end's CPUs overlap ({format_cpus(set(q) & set(b))})")
+    if not set(q + b) <= set(allowed):
+        raise ValueError(f"names CPUs outside those this process may use ({format_cpus(allowed)})")
+    return q, b
+
+
+def pinned(cpus):
+    """A preexec_fn that binds the child to cpus before it runs (None: no
+    pinning); its threads inherit the affinity."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def thread_cpus(pids):
+    """{tid: (name, CPUs)} for every thread of pids: the thread's comm and
+    the CPUs it may run on (Cpus_allowed_list) as a list."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                out[int(tid)] = (fields["Name"].strip(),
+                                 parse_cpus(fields["Cpus_allowed_list"]))
+            except (OSError, ValueError, KeyError):
+                pass
+    return out
+
+
+def hold_pin(pids, cpus, widened):
+    """Binds again to cpus any thread of pids that has widened (or moved) its
+    own affinity since it inherited cpus (Mesa's shader-cache queue, for
+    one, resets its thread to every CPU), and adds 'name (CPUs)' of each
+    such thread to the set widened.  Returns the CPUs the threads may run
+    on afterwards, as a list."""
+    allowed = set()
+    for tid, (name, have) in thread_cpus(pids).items():
+        if have != cpus:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                widened.add(f"{name} ({format_cpus(have)})")
+                have = cpus
+            except OSError:
+                pass  # the thread ended, or cannot be moved: it shows in the result
+        allowed.update(have)
+    return sorted(allowed)
 
 
 def missing():
@@ -148,14 +262,17 @@ def write_client(work):
     return path
 
 
-def boot(backend, guest, client, logdir, tag):
-    """One guest boot on backend ('vgpud' or 'reference'); returns a dict."""
+def boot(backend, guest, client, logdir, tag, pin):
+    """One guest boot on backend ('vgpud' or 'reference'), with pin None or
+    (QEMU's CPUs, the back-end's CPUs); returns a dict."""
     work = tempfile.mkdtemp(prefix=f"vgpu-vm3d-{tag}-")
     os.chmod(work, 0o755)
     serial = os.path.join(logdir, f"{tag}-serial.log")
     procs = []
     res = {"backend": backend, "scenes": {}, "score": None, "first_result_s": None,
-           "done_s": None, "rss_kib": None, "rss_noshm_kib": None, "error": None}
+           "done_s": None, "rss_kib": None, "rss_noshm_kib": None, "error": None,
+           "qemu_cpus": None, "backend_cpus": None, "repinned": []}
+    qemu_pin, backend_pin = pin if pin else (None, None)
     try:
         if backend == "vgpud":
             rdir = os.path.join(work, "run")
@@ -168,7 +285,8 @@ def boot(backend, guest, client, logdir, tag):
             be = subprocess.Popen([f"{BUILD}/src/cli/vgpud", "--foreground", "--runtime-dir", rdir,
                                    "--config", conf],
                                   stdout=open(os.path.join(logdir, f"{tag}-vgpud.log"), "w"),
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=pinned(backend_pin))
             sock = os.path.join(rdir, "vgpu0", "vhost-user.sock")
         else:
             sock = os.path.join(work, "ref.sock")
@@ -176,7 +294,8 @@ def boot(backend, guest, client, logdir, tag):
             be = subprocess.Popen([REF, "--virgl", "--render-node=/dev/null",
                                    f"--socket-path={sock}"], env=env,
                                   stdout=open(os.path.join(logdir, f"{tag}-backend.log"), "w"),
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=pinned(backend_pin))
         procs.append(be)
         try:
             vmlib.wait_until(lambda: be.poll() is not None or os.path.exists(sock),
@@ -195,7 +314,7 @@ def boot(backend, guest, client, logdir, tag):
         t0 = time.monotonic()
         qemu = subprocess.Popen(argv, stdout=open(os.path.join(logdir, f"{tag}-qemu.log"), "w"),
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=pinned(qemu_pin))
         procs.append(qemu)
 
         def rss_pids():
@@ -203,9 +322,16 @@ def boot(backend, guest, client, logdir, tag):
                 return [be.pid]
             return [c for c in children(be.pid) if comm(c) == "vgpu-worker"]
 
+        def backend_pids():
+            return [be.pid] + rss_pids() if backend == "vgpud" else [be.pid]
+
         peak = peak_own = 0
         text = ""
+        widened = set()
         while time.monotonic() - t0 < TIMEOUT:
+            if pin:
+                qemu_cpus = hold_pin([qemu.pid], qemu_pin, widened)
+                backend_cpus = hold_pin(backend_pids(), backend_pin, widened)
             for pid in rss_pids():
                 hwm, own = mem_kib(pid)
                 peak = max(peak, hwm)
@@ -213,12 +339,21 @@ def boot(backend, guest, client, logdir, tag):
             text = vmlib.read_serial(serial) or ""
             if res["first_result_s"] is None and FPS_RE.search(text):
                 res["first_result_s"] = round(time.monotonic() - t0, 2)
+                # Every thread is up by the first result: where may they run?
+                if not pin:
+                    qemu_cpus = sorted({c for _, cpus in thread_cpus([qemu.pid]).values()
+                                        for c in cpus})
+                    backend_cpus = sorted({c for _, cpus in thread_cpus(backend_pids()).values()
+                                           for c in cpus})
+                res["qemu_cpus"] = format_cpus(qemu_cpus)
+                res["backend_cpus"] = format_cpus(backend_cpus)
             if "gl offscreen done" in text or "vgpu-guest: FAILED" in text:
                 break
             if qemu.poll() is not None or be.poll() is not None:
                 break
             time.sleep(0.25)
         res["done_s"] = round(time.monotonic() - t0, 2)
+        res["repinned"] = sorted(widened)
         res["rss_kib"] = peak or None
         res["rss_noshm_kib"] = peak_own or None
         for m in FPS_RE.finditer(text):
@@ -242,7 +377,29 @@ def boot(backend, guest, client, logdir, tag):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def pair_row(first, label, a, b, mib=False, note=""):
+    """One line of the table: first (the round, or 'med'), label, the value
+    for vgpud and for the reference (KiB shown as MiB when mib), their
+    ratio, which it returns (None unless both are there), and note."""
+    def show(v):
+        return "-" if not v else f"{v / 1024:.1f}" if mib else f"{v:g}"
+
+    x = a / b if a and b else None
+    log(f"{first:<5} {label:32} {show(a):>6} {show(b):>6} {f'{x:.2f}x' if x else '-':>6}{note}")
+    return x
+
+
+def median(xs):
+    xs = [x for x in xs if x]
+    return statistics.median(xs) if xs else None
+
+
 def main():
+    try:
+        pin = pin_sets(os.environ.get("BENCH_VM_PIN", ""), os.sched_getaffinity(0))
+    except ValueError as e:
+        log(f"vm3d: BENCH_VM_PIN={os.environ.get('BENCH_VM_PIN')}: {e}")
+        return 2
     why = missing()
     if why:
         log(f"vm3d: skipped: {why}")
@@ -258,21 +415,30 @@ def main():
     client = write_client(work)
     with open("/proc/loadavg") as f:
         load0 = f.read().split()[:3]
+    pinning = f"QEMU on CPU {format_cpus(pin[0])}, back-end on CPU {format_cpus(pin[1])}" \
+        if pin else "no CPU pinning"
     log(f"vm3d: {QEMU} TCG, guest {guest}, scenes {SCENES} x {SCENE_S} s, {ROUNDS} round(s), "
-        f"load {' '.join(load0)}")
+        f"{pinning}, load {' '.join(load0)}")
     rounds = []
     try:
         for rnd in range(1, ROUNDS + 1):
             row = {}
-            for backend in ("vgpud", "reference"):
-                r = boot(backend, guest, client, logdir, f"r{rnd}-{backend}")
+            # A B, B A, A B, ...: a drift over the run falls on both back-ends.
+            order = ("vgpud", "reference") if rnd % 2 else ("reference", "vgpud")
+            for backend in order:
+                r = boot(backend, guest, client, logdir, f"r{rnd}-{backend}", pin)
                 row[backend] = r
                 log(f"round {rnd} {backend:9}: " + (f"ERROR {r['error']} " if r["error"] else "") +
                     " ".join(f"{k}={v}" for k, v in r["scenes"].items()) +
                     f" score={r['score']} first-result={r['first_result_s']}s "
                     f"done={r['done_s']}s peak-RSS={(r['rss_kib'] or 0) / 1024:.1f}MiB "
                     f"without-shmem={(r['rss_noshm_kib'] or 0) / 1024:.1f}MiB "
-                    f"renderer={r.get('renderer')}")
+                    f"renderer={r.get('renderer')} CPUs: QEMU {r['qemu_cpus']}, "
+                    f"back-end {r['backend_cpus']}")
+                if r["repinned"]:
+                    log(f"round {rnd} {backend:9}: bound again to its set: threads that had "
+                        f"widened their CPUs: {', '.join(r['repinned'])}")
+            row["order"] = list(order)
             rounds.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -281,36 +447,57 @@ def main():
 
     log("")
     log(f"{'round':5} {'scene':32} {'vgpud':>6} {'ref':>6} {'x ref':>6}")
-    ratios = []
+    scenes = []
+    for row in rounds:
+        for r in (row["vgpud"], row["reference"]):
+            scenes += [k for k in r["scenes"] if k not in scenes]
+    per_scene = {scene: [] for scene in scenes}
     for i, row in enumerate(rounds, 1):
         a, b = row["vgpud"], row["reference"]
-        for scene in list(a["scenes"]) + [k for k in b["scenes"] if k not in a["scenes"]]:
-            fa, fb = a["scenes"].get(scene), b["scenes"].get(scene)
-            x = fa / fb if fa and fb else None
+        for scene in scenes:
+            x = pair_row(i, scene, a["scenes"].get(scene), b["scenes"].get(scene))
             if x:
-                ratios.append(x)
-            log(f"{i:<5} {scene:32} {fa or '-':>6} {fb or '-':>6} "
-                f"{f'{x:.2f}x' if x else '-':>6}")
-        sa, sb = a["score"], b["score"]
-        log(f"{i:<5} {'score':32} {sa or '-':>6} {sb or '-':>6} "
-            f"{f'{sa / sb:.2f}x' if sa and sb else '-':>6}")
-        fa, fb = a["first_result_s"], b["first_result_s"]
-        log(f"{i:<5} {'QEMU start -> first result (s)':32} {fa or '-':>6} {fb or '-':>6} "
-            f"{f'{fa / fb:.2f}x' if fa and fb else '-':>6}")
-        ra, rb = a["rss_kib"], b["rss_kib"]
-        log(f"{i:<5} {'back-end peak RSS (MiB)':32} {f'{ra / 1024:.1f}' if ra else '-':>6} "
-            f"{f'{rb / 1024:.1f}' if rb else '-':>6} {f'{ra / rb:.2f}x' if ra and rb else '-':>6}")
-        ra, rb = a["rss_noshm_kib"], b["rss_noshm_kib"]
-        log(f"{i:<5} {'  without shared memory (MiB)':32} {f'{ra / 1024:.1f}' if ra else '-':>6} "
-            f"{f'{rb / 1024:.1f}' if rb else '-':>6} {f'{ra / rb:.2f}x' if ra and rb else '-':>6}")
-    if ratios:
-        lo = min(ratios)
-        log(f"target: every scene >= 1.0x reference: {'met' if lo >= 1.0 else 'MISSED'} "
-            f"(lowest {lo:.2f}x)")
+                per_scene[scene].append(x)
+        pair_row(i, "score", a["score"], b["score"])
+        pair_row(i, "QEMU start -> first result (s)", a["first_result_s"], b["first_result_s"])
+        pair_row(i, "back-end peak RSS (MiB)", a["rss_kib"], b["rss_kib"], mib=True)
+        pair_row(i, "  without shared memory (MiB)", a["rss_noshm_kib"], b["rss_noshm_kib"],
+                 mib=True)
+
+    # Per scene, the median FPS of each back-end over the rounds and their
+    # ratio: one odd boot moves a median less than it moves a round.
+    log("")
+    log(f"medians over {len(rounds)} round(s), with the lowest and highest round's ratio")
+    medians = {}
+    for scene in scenes + ["score"]:
+        if scene == "score":
+            fa = median([row["vgpud"]["score"] for row in rounds])
+            fb = median([row["reference"]["score"] for row in rounds])
+            xs = [row["vgpud"]["score"] / row["reference"]["score"] for row in rounds
+                  if row["vgpud"]["score"] and row["reference"]["score"]]
+        else:
+            fa = median([row["vgpud"]["scenes"].get(scene) for row in rounds])
+            fb = median([row["reference"]["scenes"].get(scene) for row in rounds])
+            xs = per_scene[scene]
+        x = pair_row("med", scene, fa, fb,
+                     note=f"  rounds {min(xs):.2f}-{max(xs):.2f}x" if xs else "")
+        medians[scene] = {"vgpud": fa, "reference": fb, "ratio": x,
+                          "round_ratios": [round(v, 3) for v in xs]}
+    met = [medians[s]["ratio"] for s in scenes]
+    if met and all(met):
+        lo = min(met)
+        log(f"target: every scene's median >= 1.0x reference: "
+            f"{'met' if lo >= 1.0 else 'MISSED'} (lowest {lo:.2f}x)")
+    elif scenes:
+        log("target: every scene's median >= 1.0x reference: no verdict (a scene has no FPS "
+            "from one back-end)")
     log(f"load average before {' '.join(load0)}, after {' '.join(load1)}")
     with open(os.path.join(OUT, "vm3d.json"), "w") as f:
         json.dump({"scenes": SCENES, "scene_seconds": SCENE_S, "load_before": load0,
-                   "load_after": load1, "rounds": rounds}, f, indent=1)
+                   "load_after": load1,
+                   "pin": {"qemu": format_cpus(pin[0]), "backend": format_cpus(pin[1])}
+                   if pin else None,
+                   "medians": medians, "rounds": rounds}, f, indent=1)
     log(f"results: {os.path.join(OUT, 'vm3d.json')}, logs: {logdir}")
     return 0
 
