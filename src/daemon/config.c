@@ -491,7 +491,6 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
                        "- and _)",
                        v);
       g_free(c->vm_instance);
-  g_free(c->metrics_listen);
       c->vm_instance = g_strdup(v);
     } else if (g_str_equal(k, "metrics-listen")) {
       if (!vgpu_http_address_parse(v, NULL, NULL, &e))
@@ -693,6 +692,7 @@ void vgpu_config_free(VgpuConfig *c) {
   g_free(c->render_node);
   g_free(c->worker_path);
   g_free(c->admin_group);
+  g_free(c->metrics_listen);
   g_free(c->vm_instance);
   if (c->profiles)
     g_ptr_array_unref(c->profiles);
