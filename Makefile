@@ -41,7 +41,7 @@ help:
 	@echo "make check   set up, build with ASan/UBSan, run every test but the piglit set"
 	@echo "make conformance  the piglit set (hundreds of tests, ~10 min) against stored results"
 	@echo "make check-virgl1  build and test against virglrenderer 1.x in a cached Debian 13 root"
-	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server, then GPU-time sharing (BENCH_SCHED=0|only; BENCH_VM=1: also 3D in a QEMU guest)"
+	@echo "make bench   benchmarks against native llvmpipe and virgl_test_server, then GPU-time sharing (BENCH_SCHED=0|only) and the metrics endpoint's cost (BENCH_METRICS=0|only; BENCH_VM=1: also 3D in a QEMU guest)"
 	@echo "make fuzz    run the libFuzzer targets for FUZZ_SECONDS (default 60)"
 	@echo "make mesa-root  build (once, cached) the Debian 13 root with Mesa 25's clients"
 	@echo "make vm-guest   build (once, cached) the kernel and initramfs of the real-guest tests"
