@@ -29,6 +29,8 @@ struct VgpuHttp {
   guint io_watch;
   guint timer;
   guint open;
+  GHashTable *conns; /* Conn* of the open connections */
+  guint deadline_timer;
   VgpuHttpMetricsFunc metrics;
   gpointer user;
 };
@@ -172,13 +174,68 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   return send_text(c, MHD_HTTP_NOT_FOUND, "not found: /metrics, / or /dashboard\n");
 }
 
+/* One open connection, for the deadline. */
+typedef struct {
+  int fd;          /* libmicrohttpd's: never closed here */
+  gint64 start_us; /* when it was accepted */
+  bool cut;
+} Conn;
+
+/* Once a second while connections are open: one open for longer than
+ * VGPU_HTTP_DEADLINE_S (a client trickling its request, or reading the
+ * answer slowly) is shut down; libmicrohttpd then sees it end and closes
+ * it.  The fd stays libmicrohttpd's until it reports the connection
+ * closed, so it cannot have been reused meanwhile. */
+static gboolean on_deadline(gpointer user) {
+  VgpuHttp *h = user;
+  gint64 now = g_get_monotonic_time();
+  GHashTableIter it;
+  gpointer k;
+  bool cut = false;
+  g_hash_table_iter_init(&it, h->conns);
+  while (g_hash_table_iter_next(&it, &k, NULL)) {
+    Conn *c = k;
+    if (!c->cut && now - c->start_us >= (gint64)VGPU_HTTP_DEADLINE_S * G_USEC_PER_SEC) {
+      (void)shutdown(c->fd, SHUT_RDWR);
+      c->cut = cut = true;
+    }
+  }
+  if (cut) {
+    vgpu_info("metrics: closed a connection still open after %d s (a slow client)",
+              VGPU_HTTP_DEADLINE_S);
+    vgpu_http_run(h);
+  }
+  if (g_hash_table_size(h->conns) > 0)
+    return G_SOURCE_CONTINUE;
+  h->deadline_timer = 0;
+  return G_SOURCE_REMOVE;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
   VgpuHttp *h = cls;
-  if (code == MHD_CONNECTION_NOTIFY_STARTED)
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    Conn *conn = g_new0(Conn, 1);
+    conn->fd = info ? info->connect_fd : -1;
+    conn->start_us = g_get_monotonic_time();
+    *socket_context = conn;
+    if (conn->fd >= 0)
+      g_hash_table_add(h->conns, conn);
+    if (!h->deadline_timer)
+      h->deadline_timer = g_timeout_add_seconds(1, on_deadline, h);
     h->open++;
-  else if (code == MHD_CONNECTION_NOTIFY_CLOSED && h->open > 0)
-    h->open--;
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    Conn *conn = *socket_context;
+    if (conn) {
+      g_hash_table_remove(h->conns, conn);
+      g_free(conn);
+      *socket_context = NULL;
+    }
+    if (h->open > 0)
+      h->open--;
+  }
 }
 
 /* ---- main loop ----------------------------------------------------------- */
@@ -277,6 +334,7 @@ VgpuHttp *vgpu_http_new(const char *address, VgpuHttpMetricsFunc metrics, gpoint
                         GError **error) {
   VgpuHttp *h = g_new0(VgpuHttp, 1);
   h->fd = -1;
+  h->conns = g_hash_table_new(g_direct_hash, g_direct_equal);
   h->metrics = metrics;
   h->user = user;
   if (address) {
@@ -321,7 +379,10 @@ void vgpu_http_free(VgpuHttp *h) {
   if (h->timer)
     g_source_remove(h->timer);
   if (h->mhd)
-    MHD_stop_daemon(h->mhd); /* closes its connections */
+    MHD_stop_daemon(h->mhd); /* closes its connections (and frees their Conn) */
+  if (h->deadline_timer)
+    g_source_remove(h->deadline_timer);
+  g_hash_table_unref(h->conns);
   if (h->fd >= 0)
     vgpu_close(h->fd);
   if (h->unix_path)

@@ -7,8 +7,10 @@
  * Bounds: VGPU_HTTP_MAX_CONNECTIONS open connections in all and
  * VGPU_HTTP_MAX_PER_IP from one IP address (TCP), VGPU_HTTP_MEMORY_LIMIT
  * bytes of request (line and headers) per connection (more is answered 431
- * or 414 and closed), and a connection that makes no progress for
- * VGPU_HTTP_TIMEOUT_S seconds is closed.  Accepting goes through
+ * or 414 and closed), a connection that makes no progress for
+ * VGPU_HTTP_TIMEOUT_S seconds is closed, and so is one still open after
+ * VGPU_HTTP_DEADLINE_S (a client that trickles its request or reads the
+ * answer slowly).  Accepting goes through
  * daemon/listener.c, so running out of fds sheds connections instead of
  * spinning. */
 #pragma once
@@ -21,6 +23,7 @@
 #define VGPU_HTTP_MAX_PER_IP 8
 #define VGPU_HTTP_MEMORY_LIMIT (16 * 1024)
 #define VGPU_HTTP_TIMEOUT_S 5
+#define VGPU_HTTP_DEADLINE_S 10
 
 /* Parses a metrics-listen value: IPV4:PORT, [IPV6]:PORT (numeric
  * addresses, port 1..65535) or an absolute path (a Unix socket, shorter

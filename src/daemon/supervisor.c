@@ -1074,11 +1074,11 @@ static VgpuHttp *http_open(VgpuSupervisor *s, const char *address, GError **erro
   if (!h)
     return NULL;
   vgpu_info("metrics: http%s://%s%s/metrics and the dashboard at /; reads only, at most %d "
-            "connections (%d per IP address), requests up to %d bytes, connections idle for "
-            "%d s closed",
+            "connections (%d per IP address), requests up to %d bytes, connections closed "
+            "after %d s idle or %d s open",
             address[0] == '/' ? "+unix" : "", address, address[0] == '/' ? ":" : "",
             VGPU_HTTP_MAX_CONNECTIONS, VGPU_HTTP_MAX_PER_IP, VGPU_HTTP_MEMORY_LIMIT,
-            VGPU_HTTP_TIMEOUT_S);
+            VGPU_HTTP_TIMEOUT_S, VGPU_HTTP_DEADLINE_S);
   return h;
 }
 

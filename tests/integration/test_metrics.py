@@ -24,6 +24,7 @@ PROMETHEUS = "/usr/bin/prometheus"
 MAX_CONNECTIONS = 64
 MAX_PER_IP = 8
 TIMEOUT_S = 5
+DEADLINE_S = 10
 
 INSTANCE_FAMILIES = [
     "vgpu_instance_vram_used_bytes", "vgpu_instance_vram_limit_bytes", "vgpu_instance_resources",
@@ -262,6 +263,28 @@ def hostile(d):
     assert took < TIMEOUT_S + 10, f"slow client dropped after {took:.1f} s"
     slow.close()
     print(f"slow client: dropped after {took:.1f} s (timeout {TIMEOUT_S} s); others served meanwhile")
+
+    # A client that sends a byte a second (never idle for the timeout) is
+    # cut at the deadline.
+    trickle = socket.create_connection(("127.0.0.1", PORT))
+    trickle.settimeout(1.0)
+    t0 = time.monotonic()
+    closed = None
+    for b in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 60:
+        try:
+            trickle.send(bytes([b]))
+            if trickle.recv(1) == b"":
+                closed = time.monotonic() - t0
+                break
+        except socket.timeout:
+            continue
+        except OSError:
+            closed = time.monotonic() - t0
+            break
+    trickle.close()
+    assert closed is not None and closed < DEADLINE_S + 5, f"trickling client not cut ({closed})"
+    d.wait_log(r"metrics: closed a connection still open after 10 s")
+    print(f"trickling client: cut after {closed:.1f} s (deadline {DEADLINE_S} s)")
 
     # More connections from one address than its limit: the rest of that
     # address's are refused (closed at once), scrapes from another address
