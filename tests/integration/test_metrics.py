@@ -8,11 +8,9 @@ value refused by a reload."""
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -116,10 +114,6 @@ def scrape():
     assert status == 200, (status, body[:200])
     assert hdrs["content-type"] == "text/plain; version=0.0.4; charset=utf-8", hdrs
     return parse(body.decode())
-
-
-def tenant_rows(m, family):
-    return [(l, v) for l, v in m.get(family, [])]
 
 
 def check_series(d, pids):
