@@ -322,6 +322,25 @@ def scrape_or_none():
         return None
 
 
+def crash_counted(d):
+    """A worker killed (SIGKILL) counts as a crash and as a session vgpud's
+    side ended, on its instance only."""
+    worker = d.show("vgpu1")["tenants"][0]["worker_pid"]
+    os.kill(worker, signal.SIGKILL)
+
+    def counted():
+        m = scrape()
+        by = {f: {l["instance"]: v for l, v in m[f]}
+              for f in ("vgpu_instance_crashes_total", "vgpu_instance_sessions_ended_total",
+                        "vgpu_instance_clients")}
+        return by if by["vgpu_instance_clients"]["vgpu1"] == 0 else None
+    by = h.wait_for(counted, 30, "vgpu1's killed worker to be reclaimed")
+    assert by["vgpu_instance_crashes_total"] == {"vgpu0": 0, "vgpu1": 1}, by
+    assert by["vgpu_instance_sessions_ended_total"] == {"vgpu0": 0, "vgpu1": 1}, by
+    assert not [l for l, _ in scrape()["vgpu_tenant_frames_total"] if l["instance"] == "vgpu1"]
+    print("worker killed: vgpu1 crashes_total 1, sessions_ended_total 1, its tenant series gone")
+
+
 def ipv6_loopback():
     try:
         s = socket.socket(socket.AF_INET6)
@@ -392,6 +411,7 @@ def test(x, d):
         prometheus_part(d, d.tmp)
         routes()
         hostile(d)
+        crash_counted(d)
         reloads(d)
     finally:
         a.stop()
