@@ -1253,8 +1253,9 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
     g_clear_pointer(&s->http, vgpu_http_free);
     next_http = http_open(s, next->metrics_listen, error);
     if (!next_http) {
-      if (s->cfg->metrics_listen)
-        s->http = http_open(s, s->cfg->metrics_listen, NULL);
+      g_autoptr(GError) again = NULL;
+      if (s->cfg->metrics_listen && !(s->http = http_open(s, s->cfg->metrics_listen, &again)))
+        vgpu_error("metrics: no longer served: %s", again->message);
       vgpu_config_free(next);
       return false;
     }
