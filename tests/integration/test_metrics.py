@@ -352,6 +352,18 @@ def ipv6_loopback():
 
 
 def reloads(d):
+    # An address another program holds: the reload fails, nothing changes.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    with open(d.config_path, "w") as f:
+        f.write(CONFIG.replace(f"127.0.0.1:{PORT}", f"127.0.0.1:{busy.getsockname()[1]}"))
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_log(r"reload failed, keeping the running configuration: metrics-listen 127\.0\.0\.1:\d+: "
+               r"Address already in use")
+    busy.close()
+    scrape()
+    print("reload: an address in use refused, the running one kept and served")
     if ipv6_loopback():
         port6 = free_port()
         with open(d.config_path, "w") as f:
