@@ -17,7 +17,6 @@ bench.py):
 
 import json
 import os
-import signal
 import shutil
 import socket
 import sys
@@ -175,12 +174,4 @@ class MetricsBench(S.SchedBench):
 
 
 if __name__ == "__main__":
-    b = MetricsBench()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: sys.exit(130))
-    try:
-        rc = b.main()
-    finally:
-        b.cleanup()
-        shutil.rmtree(b.tmp, ignore_errors=True)
-    sys.exit(rc)
+    B.run_main(MetricsBench())
