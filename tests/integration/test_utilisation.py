@@ -6,7 +6,9 @@
    the workers' GL context reports (the same as glxinfo's) and the
    virglrenderer version (pkg-config's) with the library file vgpu-worker
    loads (ldd's).
-2. Idle instances show 0% GPU busy in `list`, `show` and `top`.
+2. Idle instances show 0% GPU busy in `list`, `show` and `top`; so does a
+   tenant that did some work (a read-back) and then sits idle, about a
+   second later, its row naming its process (this test's python3).
 3. A glxgears tenant on vgpu0: vgpu0's and the tenant's busy % rise above
    0 while vgpu1 stays at 0; the tenant row names "glxgears"; the
    instance's figure is the sum of its tenants'; `top`'s first screen
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 
 import harness as h
+import vtest_client as vt
 
 
 def ctl(d, *args):
@@ -105,6 +108,35 @@ def test_idle(d):
     assert instance(top, "vgpu0")["busy_percent"] == 0, top
 
 
+def test_idle_tenant(d):
+    c = vt.VtestClient(d.socket("vgpu1"))
+    fd = None
+    try:
+        c.handshake(b"idle")
+        fd = c.create2(1, vt.TARGET_2D, vt.FORMAT_B8G8R8A8_UNORM,
+                       vt.BIND_DISPLAY_TARGET | vt.BIND_RENDER_TARGET, 256, 256, 256 * 256 * 4)
+        c.transfer_get2(1, (0, 0, 0, 256, 256, 1), 256 * 256 * 4)
+        assert c.busy_wait(1) == 0
+        s = h.wait_for(lambda: (lambda s: s if s["tenants"] and s["tenants"][0]["busy_ns"] > 0
+                                and s["tenants"][0]["busy_percent"] == 0 else None)(
+                                    d.show("vgpu1")), 20, "vgpu1's idle tenant to show 0%")
+        t = s["tenants"][0]
+        print(f"idle tenant: busy_ns {t['busy_ns']}, {t['busy_percent']}%")
+        assert s["busy_percent"] == 0, s
+        with open(f"/proc/{os.getpid()}/comm") as f:
+            comm = f.read().strip()
+        assert t["client_name"] == comm, (t, comm)
+        shown = ctl(d, "show", "vgpu1")
+        assert "\nGPU busy   0.0% of one GPU over the last second\n" in shown, shown
+        row = shown.split("\n\n", 1)[1].splitlines()[1].split()
+        assert row[4] == comm and row[5] == "0.0%", shown
+    finally:
+        if fd is not None:
+            os.close(fd)
+        c.close()
+    d.wait_idle("vgpu1")
+
+
 def test_busy(x, d):
     gears = h.Output(h.client(d, "vgpu0", ["glxgears"], x.display))
     try:
@@ -148,6 +180,7 @@ def test_busy(x, d):
 def test(x, d):
     test_status(x, d)
     test_idle(d)
+    test_idle_tenant(d)
     test_busy(x, d)
     test_idle(d)
 
