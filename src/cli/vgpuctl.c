@@ -447,16 +447,21 @@ static int cmd_doctor(const Opts *o, char **a, guint n) {
 static const Command commands[] = {
     {"list", "list", "instances with usage and limits",
      "Lists every instance: profile, state, clients, VRAM used / limit, resources,\n"
-     "contexts, frames, refusals and worker crashes.  A limit of 0 reads \"unlimited\".\n"
+     "contexts, GPU BUSY, frames, refusals and worker crashes.  A limit of 0 reads\n"
+     "\"unlimited\".  GPU BUSY (JSON: busy_percent) is the instance's GPU time over\n"
+     "about the last second, in % of one GPU: the sum of its tenants', so it may\n"
+     "pass 100% when tenants render at once (llvmpipe on several CPUs).\n"
      "A line below the table gives the GPU memory ([daemon] gpu-memory), the\n"
      "overcommit, what the instances' VRAM limits take of gpu-memory x overcommit\n"
      "and what is free (JSON: gpu_memory, overcommit, gpu_memory_capacity,\n"
      "gpu_memory_assigned, gpu_memory_free).\n",
      0, 0, 0, cmd_list},
     {"show", "show NAME", "one instance and its tenants",
-     "Prints the instance's limits and usage, then one row per connected tenant:\n"
-     "worker pid, client pid, uid, VRAM, peak VRAM, resources, contexts, frames,\n"
-     "uptime.\n",
+     "Prints the instance's limits, usage and GPU busy %, then one row per\n"
+     "connected tenant: worker pid, client pid, uid, process name (PROCESS, JSON:\n"
+     "client_name; \"-\" when vgpud could not read it), GPU BUSY (JSON:\n"
+     "busy_percent: its submissions and waits for the GPU over about the last\n"
+     "second, at most 100%), VRAM, peak VRAM, resources, contexts, frames, uptime.\n",
      1, 1, 0, cmd_show},
     {"profiles", "profiles", "the profiles instances are cut from",
      "Lists the profiles of vgpud's configuration with their limits.  AVAILABLE\n"
@@ -465,7 +470,13 @@ static const Command commands[] = {
      0, 0, 0, cmd_profiles},
     {"status", "status", "the daemon; per instance its renderer, vtest protocols and capsets",
      "Prints vgpud's version, pid, uptime, runtime directory, configuration and\n"
-     "renderer, then per instance what its workers offer: the renderer's\n"
+     "renderer; the render device (the render node and its kernel driver, or\n"
+     "none: EGL surfaceless, llvmpipe) with the GL renderer the workers get, the\n"
+     "Mesa version their GL context reports and the virglrenderer version the\n"
+     "worker was built against with the library file it loads (JSON: the daemon's\n"
+     "render_node and render_driver; each renderer's gl_renderer, gl_version,\n"
+     "mesa_version, virglrenderer_version, virglrenderer_library); then per\n"
+     "instance what its workers offer: the renderer's\n"
      "description, the vtest protocol versions and the capability sets with\n"
      "their versions and sizes, as a probe worker started by vgpud reported\n"
      "them (\"probing\" until it has answered, \"unknown\" with the reason\n"
@@ -473,19 +484,22 @@ static const Command commands[] = {
      0, 0, 0, cmd_status},
     {"top", "top [--interval S] [--iterations N]", "refreshing view of instances and tenants",
      "Polls vgpud every S seconds (default 1) and prints, per poll, the GPU memory\n"
-     "line, one row per instance (clients, VRAM, resources, contexts, frames per\n"
-     "second, frames, refusals, worker crashes) and one row per tenant you may\n"
-     "see: its worker and client pid, process name (when vgpud reports one),\n"
+     "line, one row per instance (clients, VRAM, resources, contexts, GPU busy,\n"
+     "frames per second, frames, refusals, worker crashes) and one row per tenant\n"
+     "you may see: its worker and client pid, process name (when vgpud reports\n"
+     "one),\n"
      "GPU BUSY (the share of the last interval its GPU work took, from busy_ns),\n"
      "SHARE (the GPU share the scheduler gives it, from share_ppm; \"-\" when\n"
      "none: best-effort), THROTTLED (the share of the last interval its\n"
      "submissions were held back, from throttled_ns), FPS/CAP (frames per\n"
      "second against the instance's fps-cap, \"-\" for none) and VRAM.  Rates\n"
      "come from the change of the counters between two polls: \"-\" on the\n"
-     "first.  The screen is cleared only when standard output is a terminal.\n"
+     "first, except GPU busy, which is vgpud's own figure over its last second\n"
+     "there.  The screen is cleared only when standard output is a terminal.\n"
      "--iterations N stops after N polls.  With --json each poll prints one\n"
      "line: the list reply, every instance as `show` has it (with its tenants)\n"
-     "plus \"frames_per_s\", every tenant plus \"frames_per_s\",\n"
+     "plus \"frames_per_s\" and \"busy_percent\" (over the poll interval), every\n"
+     "tenant plus \"frames_per_s\",\n"
      "\"busy_percent\", \"throttled_percent\" and \"share_percent\" (null where\n"
      "there is no figure), and \"elapsed_s\" since the last poll (null on the\n"
      "first); the line is flushed at once.\n",

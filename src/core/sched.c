@@ -156,3 +156,45 @@ void vgpu_sched_shares(const VgpuShareIn *in, size_t n, VgpuShareOut *out) {
       o->idle_tenant_ppm = 1;
   }
 }
+
+/* ---- utilisation ----------------------------------------------------------- */
+
+void vgpu_busy_window_init(VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns) {
+  memset(w, 0, sizeof(*w));
+  w->t_us[0] = now_us;
+  w->busy_ns[0] = busy_ns;
+  w->n = 1;
+}
+
+void vgpu_busy_window_push(VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns) {
+  if (w->n == 0 || now_us < w->t_us[w->head] || busy_ns < w->busy_ns[w->head]) {
+    vgpu_busy_window_init(w, now_us, busy_ns);
+    return;
+  }
+  if (now_us - w->t_us[w->head] < VGPU_BUSY_MIN_STEP_US)
+    return;
+  w->head = (w->head + 1) % VGPU_BUSY_SAMPLES;
+  w->t_us[w->head] = now_us;
+  w->busy_ns[w->head] = busy_ns;
+  if (w->n < VGPU_BUSY_SAMPLES)
+    w->n++;
+}
+
+uint32_t vgpu_busy_window_permille(const VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns) {
+  if (w->n == 0)
+    return 0;
+  /* From the newest sample backwards: the first one old enough, else the
+   * oldest kept. */
+  uint32_t base = w->head;
+  for (uint32_t k = 0; k < w->n; k++) {
+    base = (w->head + VGPU_BUSY_SAMPLES - k) % VGPU_BUSY_SAMPLES;
+    if (now_us - w->t_us[base] >= VGPU_BUSY_WINDOW_US)
+      break;
+  }
+  if (now_us <= w->t_us[base] || busy_ns <= w->busy_ns[base])
+    return 0;
+  /* In double: nanoseconds over microseconds, no overflow to care for. */
+  double permille =
+      (double)(busy_ns - w->busy_ns[base]) / 1e3 / (double)(now_us - w->t_us[base]) * 1000.0;
+  return permille >= 1000.0 ? 1000u : (uint32_t)(permille + 0.5);
+}

@@ -95,3 +95,34 @@ typedef struct VgpuShareOut {
  * equal instances that have active tenants.  Total capacity is one GPU's
  * wall time (VGPU_SCHED_PPM). */
 void vgpu_sched_shares(const VgpuShareIn *in, size_t n, VgpuShareOut *out);
+
+/* ---- utilisation ------------------------------------------------------------
+ * GPU busy % of one tenant over its last second or so: vgpud samples the
+ * worker's busy_ns counter (as the book reads it: clamped, monotonic) on
+ * its scheduler tick, and a view takes the change since the newest sample
+ * at least VGPU_BUSY_WINDOW_US old (or since the oldest one, for a
+ * younger tenant) against the wall time between them. */
+#define VGPU_BUSY_WINDOW_US 1000000
+/* Samples closer together than this are not kept (vgpud also updates its
+ * shares on events between ticks). */
+#define VGPU_BUSY_MIN_STEP_US 150000
+#define VGPU_BUSY_SAMPLES 8
+
+typedef struct VgpuBusyWindow {
+  int64_t t_us[VGPU_BUSY_SAMPLES]; /* monotonic */
+  uint64_t busy_ns[VGPU_BUSY_SAMPLES];
+  uint32_t head; /* index of the newest sample */
+  uint32_t n;    /* samples kept, 1..VGPU_BUSY_SAMPLES */
+} VgpuBusyWindow;
+
+/* A tenant that starts at now_us, its counter at busy_ns (0 for a new
+ * worker). */
+void vgpu_busy_window_init(VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns);
+/* Keeps a sample unless the newest is less than VGPU_BUSY_MIN_STEP_US
+ * old; a clock or counter that goes back restarts the window there. */
+void vgpu_busy_window_push(VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns);
+/* Busy time per wall time over the window ending at (now_us, busy_ns), in
+ * tenths of a percent of one GPU, 0..1000: one worker's busy time is wall
+ * time of its own submissions and waits, so more than all of it is a
+ * misstatement and is shown as 100%.  0 when no time has passed. */
+uint32_t vgpu_busy_window_permille(const VgpuBusyWindow *w, int64_t now_us, uint64_t busy_ns);

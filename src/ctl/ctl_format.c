@@ -153,6 +153,21 @@ static double get_double(JsonObject *o, const char *key) {
   return 0;
 }
 
+/* A daemon's busy_percent member: "37.5%", or "-" when it gives none. */
+static char *format_busy(JsonObject *o) {
+  if (!has_number(o, "busy_percent"))
+    return g_strdup("-");
+  return vgpu_format_busy(get_double(o, "busy_percent"));
+}
+
+char *vgpu_format_busy(double percent) {
+  if (!(percent >= 0)) /* NaN too */
+    return g_strdup("-");
+  if (percent > 0 && percent < 0.1)
+    return g_strdup("<0.1%");
+  return g_strdup_printf("%.1f%%", MIN(percent, 99999.9));
+}
+
 /* ---- views --------------------------------------------------------------- */
 
 char *vgpu_format_gpu_memory(JsonObject *r) {
@@ -192,8 +207,9 @@ static void usage_cells_clear(UsageCells *c) {
 }
 
 char *vgpu_format_list(JsonArray *instances) {
-  static const char *const h[] = {"NAME",      "PROFILE",  "STATE",  "CLIENTS",  "VMS",     "VRAM",
-                                  "RESOURCES", "CONTEXTS", "FRAMES", "REFUSALS", "CRASHES", NULL};
+  static const char *const h[] = {"NAME",     "PROFILE",   "STATE",    "CLIENTS",  "VMS",
+                                  "VRAM",     "RESOURCES", "CONTEXTS", "GPU BUSY", "FRAMES",
+                                  "REFUSALS", "CRASHES",   NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   guint n = instances ? json_array_get_length(instances) : 0;
   for (guint i = 0; i < n; i++) {
@@ -207,9 +223,10 @@ char *vgpu_format_list(JsonArray *instances) {
     g_autofree char *refusals = num(vgpu_ctl_get_u64(u, "refusals"));
     g_autofree char *crashes = num(vgpu_ctl_get_u64(u, "worker_crashes"));
     g_autofree char *vms = num(vgpu_ctl_get_u64(u, "vm_clients"));
+    g_autofree char *busy = format_busy(in);
     vgpu_table_add(t, vgpu_ctl_get_str(in, "name", "?"), vgpu_ctl_get_str(in, "profile", "-"),
                    vgpu_ctl_get_str(in, "state", "-"), c.clients, vms, c.vram, c.resources,
-                   c.contexts, frames, refusals, crashes, NULL);
+                   c.contexts, busy, frames, refusals, crashes, NULL);
     usage_cells_clear(&c);
   }
   g_autofree char *s = vgpu_table_render(t);
@@ -242,6 +259,12 @@ static char *render_threads(JsonObject *o) {
   return n ? g_strdup_printf("%" G_GUINT64_FORMAT, n) : g_strdup("auto");
 }
 
+/* The tenant's process name as vgpud read it, "-" when it could not. */
+static const char *process_name(JsonObject *x) {
+  const char *proc = vgpu_ctl_get_str(x, "client_name", NULL);
+  return proc && *proc ? proc : "-";
+}
+
 char *vgpu_format_show(JsonObject *in) {
   JsonObject *u = vgpu_ctl_get_object(in, "usage");
   UsageCells c;
@@ -270,6 +293,10 @@ char *vgpu_format_show(JsonObject *in) {
           : g_strdup("");
   g_string_append_printf(out, "clients    %s%s\nVRAM       %s\nresources  %s\ncontexts   %s\n",
                          c.clients, vm_note, c.vram, c.resources, c.contexts);
+  if (has_number(in, "busy_percent")) {
+    g_autofree char *busy = format_busy(in);
+    g_string_append_printf(out, "GPU busy   %s of one GPU over the last second\n", busy);
+  }
   g_string_append_printf(out,
                          "frames     %" G_GUINT64_FORMAT "   commands %" G_GUINT64_FORMAT
                          "   refusals %" G_GUINT64_FORMAT "   worker crashes %" G_GUINT64_FORMAT
@@ -278,8 +305,9 @@ char *vgpu_format_show(JsonObject *in) {
                          vgpu_ctl_get_u64(u, "refusals"), vgpu_ctl_get_u64(u, "worker_crashes"));
   usage_cells_clear(&c);
 
-  static const char *const h[] = {"KIND",      "WORKER",   "CLIENT", "UID",    "VRAM", "PEAK",
-                                  "RESOURCES", "CONTEXTS", "FRAMES", "UPTIME", NULL};
+  static const char *const h[] = {"KIND",     "WORKER", "CLIENT", "UID",       "PROCESS",
+                                  "GPU BUSY", "VRAM",   "PEAK",   "RESOURCES", "CONTEXTS",
+                                  "FRAMES",   "UPTIME", NULL};
   g_autoptr(VgpuTable) t = vgpu_table_new(h);
   JsonArray *ts = vgpu_ctl_get_array(in, "tenants");
   guint n = ts ? json_array_get_length(ts) : 0;
@@ -296,8 +324,10 @@ char *vgpu_format_show(JsonObject *in) {
     g_autofree char *cx = num(vgpu_ctl_get_u64(x, "contexts"));
     g_autofree char *f = num(vgpu_ctl_get_u64(x, "frames"));
     g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(x, "uptime_s"));
+    g_autofree char *busy = format_busy(x);
     /* A daemon that does not say had only vtest tenants. */
-    vgpu_table_add(t, vgpu_ctl_get_str(x, "kind", "vtest"), w, cp, uid, v, p, rs, cx, f, up, NULL);
+    vgpu_table_add(t, vgpu_ctl_get_str(x, "kind", "vtest"), w, cp, uid, process_name(x), busy, v, p,
+                   rs, cx, f, up, NULL);
   }
   uint64_t hidden = vgpu_ctl_get_u64(in, "tenants_hidden");
   if (vgpu_table_rows(t) == 0) {
@@ -409,6 +439,49 @@ static void format_renderer(GString *out, JsonObject *in) {
   g_string_append_printf(out, "  capsets          %s\n", cs->len ? cs->str : "none");
 }
 
+/* The first ready renderer object of the instances that says what it runs
+ * on (every instance's workers start the same renderer). */
+static JsonObject *probed_renderer(JsonArray *instances) {
+  guint n = instances ? json_array_get_length(instances) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *r = vgpu_ctl_get_object(vgpu_ctl_array_object(instances, i), "renderer");
+    if (r && g_str_equal(vgpu_ctl_get_str(r, "state", ""), "ready") &&
+        (json_object_has_member(r, "gl_renderer") ||
+         json_object_has_member(r, "virglrenderer_version")))
+      return r;
+  }
+  return NULL;
+}
+
+/* The render device, Mesa and virglrenderer lines of `status`: the device
+ * from the daemon (render node and driver, or none: EGL surfaceless), the
+ * rest from what a renderer probe reported. */
+static void format_device(GString *out, JsonObject *d, JsonArray *instances) {
+  if (!d || !json_object_has_member(d, "render_node"))
+    return; /* a daemon that does not say */
+  JsonObject *r = probed_renderer(instances);
+  const char *node = vgpu_ctl_get_str(d, "render_node", NULL);
+  const char *gl = vgpu_ctl_get_str(r, "gl_renderer", NULL);
+  if (node)
+    g_string_append_printf(out, "render device  %s (driver %s)%s%s\n", node,
+                           vgpu_ctl_get_str(d, "render_driver", "unknown"), gl ? ": " : "",
+                           gl ? gl : "");
+  else
+    g_string_append_printf(out, "render device  no render node, EGL surfaceless: %s\n",
+                           gl ? gl : "llvmpipe");
+  const char *glv = vgpu_ctl_get_str(r, "gl_version", NULL);
+  const char *mesa = vgpu_ctl_get_str(r, "mesa_version", NULL);
+  if (mesa)
+    g_string_append_printf(out, "Mesa           %s (OpenGL %s)\n", mesa, glv ? glv : "?");
+  else if (glv)
+    g_string_append_printf(out, "OpenGL         %s\n", glv);
+  const char *vv = vgpu_ctl_get_str(r, "virglrenderer_version", NULL);
+  const char *vl = vgpu_ctl_get_str(r, "virglrenderer_library", NULL);
+  if (vv || vl)
+    g_string_append_printf(out, "virglrenderer  %s%s%s%s\n", vv ? vv : "version unknown",
+                           vl ? " (" : "", vl ? vl : "", vl ? ")" : "");
+}
+
 char *vgpu_format_status(JsonObject *d, JsonArray *instances) {
   g_autofree char *up = vgpu_format_uptime(vgpu_ctl_get_u64(d, "uptime_s"));
   GString *out = g_string_new(NULL);
@@ -417,6 +490,7 @@ char *vgpu_format_status(JsonObject *d, JsonArray *instances) {
   g_string_append_printf(out, "runtime dir    %s\n", vgpu_ctl_get_str(d, "runtime_dir", "-"));
   g_string_append_printf(out, "configuration  %s\n", vgpu_ctl_get_str(d, "config", "-"));
   g_string_append_printf(out, "renderer       %s\n", vgpu_ctl_get_str(d, "renderer", "-"));
+  format_device(out, d, instances);
   if (d && json_object_has_member(d, "instances"))
     g_string_append_printf(out, "instances      %" G_GUINT64_FORMAT "\n",
                            vgpu_ctl_get_u64(d, "instances"));
@@ -435,7 +509,7 @@ char *vgpu_format_status(JsonObject *d, JsonArray *instances) {
 /* ---- top ----------------------------------------------------------------- */
 
 typedef struct {
-  uint64_t frames;
+  uint64_t frames, busy_ns;
   double fps;
 } TopEntry;
 
@@ -512,7 +586,15 @@ static void top_tenant(VgpuTop *t, GHashTable *next, VgpuTable *tab, const char 
   const TopTenant *prev = g_hash_table_lookup(t->tenants, key);
   double dt = t->elapsed_s;
   double fps = prev ? rate(prev->frames, e->frames, dt) : -1;
-  double busy = prev ? ns_percent(prev->busy_ns, e->busy_ns, dt) : -1;
+  /* Over the interval between two screens; on the first, vgpud's own
+   * figure over its last second. */
+  double busy = prev                            ? ns_percent(prev->busy_ns, e->busy_ns, dt)
+                : has_number(x, "busy_percent") ? get_double(x, "busy_percent")
+                                                : -1;
+  /* One worker's busy time is wall time of its own submissions and waits:
+   * more than the interval is a misstatement, shown as 100%. */
+  if (busy > 100)
+    busy = 100;
   double thr = prev && prev->has_throttled && e->has_throttled
                    ? ns_percent(prev->throttled_ns, e->throttled_ns, dt)
                    : -1;
@@ -527,7 +609,7 @@ static void top_tenant(VgpuTop *t, GHashTable *next, VgpuTable *tab, const char 
 
   g_autofree char *w = num(worker);
   g_autofree char *cp = num(vgpu_ctl_get_u64(x, "client_pid"));
-  g_autofree char *bs = format_percent(busy);
+  g_autofree char *bs = vgpu_format_busy(busy);
   g_autofree char *ss = format_percent(share);
   g_autofree char *ts = format_percent(thr);
   g_autofree char *fs = format_fps(fps);
@@ -544,8 +626,9 @@ static void top_tenant(VgpuTop *t, GHashTable *next, VgpuTable *tab, const char 
 }
 
 char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
-  static const char *const h[] = {"NAME", "CLIENTS", "VMS",      "VRAM",    "RESOURCES", "CONTEXTS",
-                                  "FPS",  "FRAMES",  "REFUSALS", "CRASHES", NULL};
+  static const char *const h[] = {"NAME",      "CLIENTS",  "VMS",      "VRAM",
+                                  "RESOURCES", "CONTEXTS", "GPU BUSY", "FPS",
+                                  "FRAMES",    "REFUSALS", "CRASHES",  NULL};
   static const char *const th[] = {"INSTANCE", "KIND",     "WORKER", "CLIENT",
                                    "PROCESS",  "GPU BUSY", "SHARE",  "THROTTLED",
                                    "FPS/CAP",  "VRAM",     NULL};
@@ -566,10 +649,16 @@ char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
     JsonObject *u = vgpu_ctl_get_object(in, "usage");
     TopEntry *e = g_new0(TopEntry, 1);
     e->frames = vgpu_ctl_get_u64(u, "frames");
+    e->busy_ns = vgpu_ctl_get_u64(u, "busy_ns");
     TopEntry *prev = g_hash_table_lookup(t->last, name);
     e->fps = prev ? rate(prev->frames, e->frames, dt) : -1;
+    /* busy_ns of the instance keeps the time of tenants gone meanwhile. */
+    double busy = prev                             ? ns_percent(prev->busy_ns, e->busy_ns, dt)
+                  : has_number(in, "busy_percent") ? get_double(in, "busy_percent")
+                                                   : -1;
     g_hash_table_insert(next, g_strdup(name), e);
     set_rate(in, "frames_per_s", e->fps);
+    set_rate(in, "busy_percent", busy);
 
     UsageCells c;
     usage_cells(in, &c);
@@ -578,8 +667,9 @@ char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us) {
     g_autofree char *ref = num(vgpu_ctl_get_u64(u, "refusals"));
     g_autofree char *cr = num(vgpu_ctl_get_u64(u, "worker_crashes"));
     g_autofree char *vms = num(vgpu_ctl_get_u64(u, "vm_clients"));
-    vgpu_table_add(tab, name, c.clients, vms, c.vram, c.resources, c.contexts, fps, frames, ref, cr,
-                   NULL);
+    g_autofree char *bs = vgpu_format_busy(busy);
+    vgpu_table_add(tab, name, c.clients, vms, c.vram, c.resources, c.contexts, bs, fps, frames, ref,
+                   cr, NULL);
     usage_cells_clear(&c);
 
     JsonArray *ts = vgpu_ctl_get_array(in, "tenants");

@@ -33,15 +33,21 @@ char *vgpu_format_uptime(uint64_t seconds);
  * there is no earlier reading, no time passed or the counter went back. */
 char *vgpu_format_rate(uint64_t before, uint64_t after, double seconds);
 
+/* GPU busy: "37.5%", "<0.1%" for a trace, "-" when negative (no figure). */
+char *vgpu_format_busy(double percent);
+
 /* ---- views of daemon replies (see docs/ARCHITECTURE.md) ------------------ */
 
-/* `list`: one row per instance; a hint line when there are none. */
+/* `list`: one row per instance (GPU BUSY: the instance's busy_percent,
+ * "-" from a daemon without it); a hint line when there are none. */
 char *vgpu_format_list(JsonArray *instances);
 /* The GPU memory line of a `list` reply (or `status`'s daemon object):
  * "GPU memory 11.6 GiB, overcommit 1.0: 1.3 GiB assigned, 10.3 GiB
  * free\n"; "" when the reply has no "gpu_memory". */
 char *vgpu_format_gpu_memory(JsonObject *reply);
-/* `show`: the instance summary, a blank line, then the tenants table. */
+/* `show`: the instance summary (with its GPU busy % when the daemon
+ * gives one), a blank line, then the tenants table (process name and GPU
+ * busy % per tenant). */
 char *vgpu_format_show(JsonObject *instance);
 /* `profiles` */
 char *vgpu_format_profiles(JsonArray *profiles);
@@ -61,12 +67,15 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuTop, vgpu_top_free)
 /* instances: `show` instance objects (a `list` one has no "tenants").
  * Updates the remembered counters, writes the rates into the objects
  * (null where there is no earlier reading or a counter went back):
- *   instance "frames_per_s";
+ *   instance "frames_per_s", "busy_percent" (its usage busy_ns, tenants
+ *            gone meanwhile included, per second of wall time x 100);
  *   tenant   "frames_per_s", "busy_percent" (busy_ns per second of wall
  *            time x 100), "throttled_percent" (throttled_ns likewise; null
  *            when the daemon does not report it), "share_percent"
  *            (share_ppm / 10^4; null when absent or 0: best-effort),
- * and returns the screen: the instance table, then one row per tenant. */
+ * busy_percent is vgpud's own (over its last second) on the first screen,
+ * where there is no earlier reading, and null only when vgpud gives none.
+ * Returns the screen: the instance table, then one row per tenant. */
 char *vgpu_top_screen(VgpuTop *t, JsonArray *instances, gint64 now_us);
 /* Frames per second of `name` on the last screen, or -1 when it had no
  * earlier reading. */

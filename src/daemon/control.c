@@ -102,6 +102,12 @@ static void add_str(JsonBuilder *b, const char *k, const char *v) {
   json_builder_add_string_value(b, v ? v : "");
 }
 
+/* Tenths of a percent as a percentage with one decimal (12.5). */
+static void add_permille(JsonBuilder *b, const char *k, uint32_t permille) {
+  json_builder_set_member_name(b, k);
+  json_builder_add_double_value(b, permille / 10.0);
+}
+
 /* Settings stored and reported but not enforced: the scheduling settings
  * in a build without the scheduler (-Dscheduler=false), nothing otherwise.
  * Every view that shows them says so. */
@@ -144,6 +150,10 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
    * held back (also in usage, beside busy_ns). */
   add_u64(b, "share_ppm", vgpu_instance_share_ppm(in));
   add_bool(b, "active", vgpu_instance_active_tenants(in) > 0);
+  /* GPU busy over about the last second: the sum of its tenants' (other
+   * users' included), in % of one GPU's wall time; more than 100 when
+   * tenants render at once (llvmpipe on several CPUs). */
+  add_permille(b, "busy_percent", snap.busy_permille);
   add_u64(b, "throttled_ns", u.used[VGPU_RES_THROTTLED_NS]);
   add_u64(b, "heads", cfg->eff.heads);
   add_u64(b, "gpu_timeout", cfg->eff.gpu_timeout_s);
@@ -200,6 +210,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
       add_u64(b, "frames", wu.used[VGPU_RES_FRAMES]);
       add_u64(b, "commands", wu.used[VGPU_RES_COMMANDS]);
       add_u64(b, "busy_ns", wu.used[VGPU_RES_BUSY_NS]);
+      add_permille(b, "busy_percent", t->busy_permille);
       add_u64(b, "throttled_ns", wu.used[VGPU_RES_THROTTLED_NS]);
       add_u64(b, "share_ppm", t->share_ppm);
       add_bool(b, "active", t->active);
@@ -231,6 +242,17 @@ static void build_renderer(JsonBuilder *b, VgpuInstance *in) {
   const VgpuProbeAnswer *a = st == VGPU_PROBE_READY ? vgpu_probe_answer(p) : NULL;
   if (a) {
     add_str(b, "description", a->description);
+    /* What it runs on, where the probe could tell. */
+    const struct {
+      const char *key, *value;
+    } texts[] = {{"gl_renderer", a->gl_renderer},
+                 {"gl_version", a->gl_version},
+                 {"mesa_version", a->mesa_version},
+                 {"virglrenderer_version", a->virgl_version},
+                 {"virglrenderer_library", a->virgl_library}};
+    for (size_t i = 0; i < G_N_ELEMENTS(texts); i++)
+      if (texts[i].value)
+        add_str(b, texts[i].key, texts[i].value);
     json_builder_set_member_name(b, "vtest_protocols");
     json_builder_begin_array(b);
     for (guint i = 0; i < a->n_versions; i++)
@@ -364,6 +386,20 @@ static char *cmd_status(VgpuControlRequest *r) {
           (uint64_t)((g_get_monotonic_time() - vgpu_supervisor_started_us(s)) / G_USEC_PER_SEC));
   add_str(b, "runtime_dir", vgpu_supervisor_runtime_dir(s));
   add_str(b, "renderer", vgpu_supervisor_config(s)->renderer);
+  /* The device: a render node and its kernel driver, or null (EGL
+   * surfaceless: llvmpipe). */
+  const char *node, *driver;
+  vgpu_supervisor_render_device(s, &node, &driver);
+  json_builder_set_member_name(b, "render_node");
+  if (node)
+    json_builder_add_string_value(b, node);
+  else
+    json_builder_add_null_value(b);
+  json_builder_set_member_name(b, "render_driver");
+  if (driver)
+    json_builder_add_string_value(b, driver);
+  else
+    json_builder_add_null_value(b);
   add_str(b, "config", vgpu_supervisor_config_source(s));
   g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
   add_u64(b, "instances", all->len);

@@ -94,6 +94,41 @@ static const char *get_string(JsonObject *o, const char *name, GError **error) {
   return json_node_get_string(n);
 }
 
+/* An optional member: absent (NULL), or a string of 1..VGPU_PROBE_MAX_TEXT
+ * printable ASCII characters (shown as it is, so nothing else passes). */
+static bool get_optional_text(JsonObject *o, const char *name, char **out, GError **error) {
+  *out = NULL;
+  if (!json_object_has_member(o, name))
+    return true;
+  const char *v = get_string(o, name, error);
+  if (!v)
+    return false;
+  size_t n = strlen(v);
+  if (n == 0 || n > VGPU_PROBE_MAX_TEXT)
+    return fail(error, "\"%s\" is not 1..%u characters", name, VGPU_PROBE_MAX_TEXT);
+  for (size_t i = 0; i < n; i++)
+    if (v[i] < 0x20 || v[i] > 0x7e)
+      return fail(error, "\"%s\" is not printable ASCII", name);
+  *out = g_strdup(v);
+  return true;
+}
+
+char *vgpu_probe_mesa_version(const char *gl_version) {
+  /* "4.5 (Core Profile) Mesa 22.3.6", "OpenGL ES 3.2 Mesa 25.0.7-2",
+   * "4.6 (Compatibility Profile) Mesa 24.1.0-devel (git-1a2b3c)". */
+  const char *m = gl_version ? strstr(gl_version, "Mesa ") : NULL;
+  while (m && m != gl_version && m[-1] != ' ')
+    m = strstr(m + 1, "Mesa ");
+  if (!m)
+    return NULL;
+  m += strlen("Mesa ");
+  size_t n = strspn(m, "0123456789.");
+  if (n == 0 || !g_ascii_isdigit(m[0]))
+    return NULL;
+  n += strspn(m + n, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-_+~");
+  return g_strndup(m, MIN(n, 64));
+}
+
 static JsonArray *get_array(JsonObject *o, const char *name, GError **error) {
   JsonNode *n = json_object_get_member(o, name);
   if (!n) {
@@ -135,6 +170,21 @@ static bool parse_object(JsonObject *root, VgpuProbeAnswer *a, GError **error) {
   }
   a->renderer = g_strdup(renderer);
   a->description = g_string_free(d, FALSE);
+  /* Optional: what the renderer runs on. */
+  struct {
+    const char *key;
+    char **out;
+  } texts[] = {{"gl_renderer", &a->gl_renderer},
+               {"gl_version", &a->gl_version},
+               {"virglrenderer_version", &a->virgl_version},
+               {"virglrenderer_library", &a->virgl_library}};
+  for (size_t i = 0; i < G_N_ELEMENTS(texts); i++)
+    if (!get_optional_text(root, texts[i].key, texts[i].out, error))
+      return false;
+  if (a->virgl_library && a->virgl_library[0] != '/')
+    return fail(error, "\"virglrenderer_library\" is not an absolute path");
+  if (a->gl_version)
+    a->mesa_version = vgpu_probe_mesa_version(a->gl_version);
 
   guint nv = json_array_get_length(vs);
   if (nv == 0 || nv > VGPU_PROBE_MAX_VERSIONS)
@@ -203,6 +253,11 @@ bool vgpu_probe_parse(const char *data, size_t len, VgpuProbeAnswer *out, GError
 void vgpu_probe_answer_clear(VgpuProbeAnswer *a) {
   g_free(a->renderer);
   g_free(a->description);
+  g_free(a->gl_renderer);
+  g_free(a->gl_version);
+  g_free(a->mesa_version);
+  g_free(a->virgl_version);
+  g_free(a->virgl_library);
   memset(a, 0, sizeof(*a));
 }
 
@@ -358,8 +413,13 @@ static void on_probe_exit(GPid pid, gint status, gpointer user) {
   g_autoptr(GString) vers = g_string_new(NULL);
   for (guint i = 0; i < p->answer.n_versions; i++)
     g_string_append_printf(vers, "%s%u", i ? ", " : "", p->answer.versions[i]);
-  vgpu_info("renderer probe (%s): %s, %s; vtest protocols %s; capsets %s", p->label,
-            p->answer.renderer, p->answer.description, vers->str, caps->len ? caps->str : "none");
+  vgpu_info("renderer probe (%s): %s, %s; vtest protocols %s; capsets %s; GL renderer %s, "
+            "version %s; virglrenderer %s (%s)",
+            p->label, p->answer.renderer, p->answer.description, vers->str,
+            caps->len ? caps->str : "none", p->answer.gl_renderer ? p->answer.gl_renderer : "-",
+            p->answer.gl_version ? p->answer.gl_version : "-",
+            p->answer.virgl_version ? p->answer.virgl_version : "-",
+            p->answer.virgl_library ? p->answer.virgl_library : "-");
 }
 
 VgpuProbe *vgpu_probe_start(const VgpuProbeSpawn *sp) {

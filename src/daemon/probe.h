@@ -25,6 +25,8 @@
 #define VGPU_PROBE_MAX_CAPSET_SIZE (1u << 20)
 #define VGPU_PROBE_MAX_NAME 32u
 #define VGPU_PROBE_MAX_DESCRIPTION 256u
+/* gl_renderer, gl_version, virglrenderer_version and _library. */
+#define VGPU_PROBE_MAX_TEXT 256u
 /* A refusal's reason: printable ASCII, at most this many bytes. */
 #define VGPU_PROBE_MAX_REASON 200u
 /* Host memory the probe may allocate once its renderer is up. */
@@ -38,7 +40,10 @@ typedef struct VgpuProbeCapset {
 
 /* A parsed answer:
  *   {"renderer": "virgl", "description": "...", "vtest_protocols": [0, 2],
- *    "capsets": [{"id": 1, "version": 1, "size": 308}, ...]}
+ *    "capsets": [{"id": 1, "version": 1, "size": 308}, ...],
+ *    "gl_renderer": "...", "gl_version": "...", "virglrenderer_version":
+ *    "0.10.4", "virglrenderer_library": "/usr/lib/..."}  (the last four
+ *    optional)
  * Members of other names are ignored. */
 typedef struct VgpuProbeAnswer {
   char *renderer;    /* 1..VGPU_PROBE_MAX_NAME of [a-z0-9_-] */
@@ -47,6 +52,13 @@ typedef struct VgpuProbeAnswer {
   uint32_t versions[VGPU_PROBE_MAX_VERSIONS];
   guint n_capsets; /* 0..VGPU_PROBE_MAX_CAPSETS, ids strictly ascending */
   VgpuProbeCapset capsets[VGPU_PROBE_MAX_CAPSETS];
+  /* Optional (NULL when absent), printable ASCII, 1..VGPU_PROBE_MAX_TEXT:
+   * the GL context's GL_RENDERER and GL_VERSION, the virglrenderer version
+   * the worker was built against and the library file it loaded (an
+   * absolute path). */
+  char *gl_renderer, *gl_version, *virgl_version, *virgl_library;
+  /* From gl_version: "22.3.6" out of "... Mesa 22.3.6"; NULL if none. */
+  char *mesa_version;
 } VgpuProbeAnswer;
 
 /* Parses len bytes (no NUL needed; one embedded is refused).  On failure
@@ -54,6 +66,9 @@ typedef struct VgpuProbeAnswer {
  * ASCII, at most VGPU_PROBE_MAX_REASON bytes. */
 bool vgpu_probe_parse(const char *data, size_t len, VgpuProbeAnswer *out, GError **error);
 void vgpu_probe_answer_clear(VgpuProbeAnswer *a);
+/* Mesa's version out of a GL_VERSION string ("4.5 (Core Profile) Mesa
+ * 22.3.6" gives "22.3.6"), or NULL when it names no Mesa. */
+char *vgpu_probe_mesa_version(const char *gl_version);
 
 typedef enum {
   VGPU_PROBE_PROBING = 0, /* started, no answer yet */

@@ -12,8 +12,10 @@ void vgpu_instance_snapshot(VgpuSupervisor *s, VgpuInstance *in, bool tenants,
   out->clients = vgpu_instance_n_tenants(in);
   out->vm_clients = vgpu_instance_n_vm_tenants(in);
   out->sessions_ended = vgpu_instance_sessions_ended(in);
+  g_autoptr(GArray) ts = vgpu_instance_tenants(in);
+  for (guint i = 0; i < ts->len; i++) /* each <= 1000, and slots are few */
+    out->busy_permille += g_array_index(ts, VgpuTenantInfo, i).busy_permille;
   if (tenants) {
-    g_autoptr(GArray) ts = vgpu_instance_tenants(in);
     out->tenants = g_array_sized_new(FALSE, TRUE, sizeof(VgpuTenantSnapshot), ts->len);
     for (guint i = 0; i < ts->len; i++) {
       VgpuTenantSnapshot t = {.info = g_array_index(ts, VgpuTenantInfo, i)};

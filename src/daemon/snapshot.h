@@ -20,6 +20,10 @@ typedef struct VgpuInstanceSnapshot {
   guint clients;           /* connected tenants */
   guint vm_clients;        /* of those, virtual machines */
   uint64_t sessions_ended; /* vgpu_instance_sessions_ended() */
+  /* GPU busy over about the last second, tenths of a percent of one GPU:
+   * the sum of every tenant's busy_permille, so more than 1000 when
+   * tenants render at once (llvmpipe on several CPUs). */
+  uint32_t busy_permille;
   GArray *tenants;         /* VgpuTenantSnapshot in slot order; NULL unless asked for */
 } VgpuInstanceSnapshot;
 

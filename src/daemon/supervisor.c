@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ typedef struct VgpuWorker {
   uint64_t sched_busy;
   gint64 active_until_us;
   uint32_t share_ppm;
+  VgpuBusyWindow busy;                       /* busy_ns samples for its utilisation */
   VgpuProcRef chain[VGPU_SESSION_ANCESTORS]; /* the client and its parents */
   guint n_chain;
 } VgpuWorker;
@@ -92,6 +94,7 @@ struct VgpuSupervisor {
   char *config_path;
   char *worker_path;
   char *render_node;
+  char *render_driver; /* the render node's kernel driver, NULL if unknown */
   VgpuBook *book;
   VgpuIsolation *isolation;
   VgpuCgroups *cgroups;  /* CPU cgroups per instance and worker (may be off) */
@@ -187,6 +190,7 @@ static void sched_update(VgpuSupervisor *s) {
       if (busy > w->sched_busy)
         w->active_until_us = now + SCHED_ACTIVE_US;
       w->sched_busy = busy;
+      vgpu_busy_window_push(&w->busy, now, busy);
       active += now < w->active_until_us;
       workers++;
     }
@@ -268,6 +272,25 @@ static char *find_render_node(const VgpuConfig *cfg) {
     globfree(&g);
   }
   return found;
+}
+
+/* The kernel driver bound to a render node, from sysfs (by device number:
+ * the path may be any name of the node), or NULL. */
+static char *render_node_driver(const char *node) {
+  struct stat st;
+  if (!node || stat(node, &st) < 0 || !S_ISCHR(st.st_mode))
+    return NULL;
+  g_autofree char *link =
+      g_strdup_printf("/sys/dev/char/%u:%u/device/driver", major(st.st_rdev), minor(st.st_rdev));
+  g_autofree char *target = g_file_read_link(link, NULL);
+  if (!target)
+    return NULL;
+  g_autofree char *name = g_path_get_basename(target);
+  /* Shown as it is: a short name of printable ASCII only. */
+  if (strlen(name) > 32 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789_-.") != strlen(name))
+    return NULL;
+  return g_steal_pointer(&name);
 }
 
 /* ---- workers ------------------------------------------------------------- */
@@ -592,6 +615,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   vgpu_proc_name("/proc", cpid, w->client_name);
   w->id = id;
   w->kind = kind;
+  vgpu_busy_window_init(&w->busy, g_get_monotonic_time(), 0);
   w->n_chain = vgpu_proc_ancestry(cpid, w->chain, VGPU_SESSION_ANCESTORS);
   g_hash_table_insert(in->workers, GINT_TO_POINTER(pid), w);
   w->watch = g_child_watch_add(pid, on_worker_exit, w);
@@ -1018,6 +1042,7 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->config_path = g_strdup(opt->config_path);
   s->worker_path = g_steal_pointer(&worker);
   s->render_node = find_render_node(cfg);
+  s->render_driver = render_node_driver(s->render_node);
   /* Keys are copies: an instance's cfg (and its name) is replaced on resize. */
   s->instances =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)instance_free);
@@ -1031,8 +1056,11 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->sched_in = g_array_new(FALSE, TRUE, sizeof(VgpuShareIn));
   s->sched_out = g_array_new(FALSE, TRUE, sizeof(VgpuShareOut));
   vgpu_book_set_shot_hook(s->book, on_shot_reply, s);
-  vgpu_info("worker %s, renderer %s on %s", s->worker_path, cfg->renderer,
-            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)");
+  vgpu_info("worker %s, renderer %s on %s%s%s%s", s->worker_path, cfg->renderer,
+            s->render_node ? s->render_node : "EGL surfaceless (llvmpipe)",
+            s->render_node ? " (driver " : "",
+            s->render_node ? (s->render_driver ? s->render_driver : "unknown") : "",
+            s->render_node ? ")" : "");
   g_autofree char *gm_source = NULL;
   s->gpu_memory = vgpu_gpu_memory_resolve(cfg, s->render_node, &gm_source);
   if (!s->gpu_memory) {
@@ -1194,6 +1222,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s->config_path);
   g_free(s->worker_path);
   g_free(s->render_node);
+  g_free(s->render_driver);
   g_free(s);
 }
 
@@ -1332,6 +1361,10 @@ const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) {
 }
 VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s) {
   return s->book;
+}
+void vgpu_supervisor_render_device(VgpuSupervisor *s, const char **node, const char **driver) {
+  *node = s->render_node;
+  *driver = s->render_driver;
 }
 const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) {
   return s->runtime_dir;
@@ -1733,8 +1766,15 @@ static gint by_slot(gconstpointer a, gconstpointer b) {
   return (x->slot > y->slot) - (x->slot < y->slot);
 }
 
+/* A tenant's GPU busy % over its last second, in tenths of a percent. */
+static uint32_t worker_busy_permille(const VgpuWorker *w, gint64 now) {
+  uint64_t busy = vgpu_book_worker_busy_ns(w->inst->sup->book, (uint32_t)w->slot);
+  return vgpu_busy_window_permille(&w->busy, now, busy);
+}
+
 GArray *vgpu_instance_tenants(const VgpuInstance *in) {
   GArray *a = g_array_new(FALSE, FALSE, sizeof(VgpuTenantInfo));
+  gint64 now = g_get_monotonic_time();
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, in->workers);
@@ -1746,7 +1786,8 @@ GArray *vgpu_instance_tenants(const VgpuInstance *in) {
                         .slot = w->slot,
                         .kind = w->kind,
                         .share_ppm = w->share_ppm,
-                        .active = g_get_monotonic_time() < w->active_until_us};
+                        .busy_permille = worker_busy_permille(w, now),
+                        .active = now < w->active_until_us};
     g_strlcpy(t.client_name, w->client_name, sizeof(t.client_name));
     g_array_append_val(a, t);
   }

@@ -40,6 +40,9 @@ typedef struct VgpuTenantInfo {
   VgpuTenantKind kind;
   char client_name[16]; /* the process's name (comm); "" when unknown */
   uint32_t share_ppm; /* its share of one GPU's wall time (0: unthrottled) */
+  /* GPU busy over about the last second, tenths of a percent of one GPU's
+   * wall time, 0..1000 (core/sched.h, "utilisation"). */
+  uint32_t busy_permille;
   bool active;        /* did GPU work lately */
 } VgpuTenantInfo;
 
@@ -73,6 +76,9 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s);
 VgpuBook *vgpu_supervisor_book(VgpuSupervisor *s);
 const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s);
+/* The render node workers render on (NULL: none, EGL surfaceless, which
+ * is llvmpipe) and its kernel driver from sysfs (NULL when unknown). */
+void vgpu_supervisor_render_device(VgpuSupervisor *s, const char **node, const char **driver);
 const char *vgpu_supervisor_config_source(VgpuSupervisor *s);
 gint64 vgpu_supervisor_started_us(VgpuSupervisor *s);
 /* Sorted by name; includes draining instances. */

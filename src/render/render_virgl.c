@@ -1,8 +1,11 @@
 /* virglrenderer back-end.  virglrenderer is process-global (one init per
  * process, one resource namespace), which is why every tenant has its own
  * worker process and this back-end can be instantiated once. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,8 +25,11 @@ typedef struct {
   VgpuRenderer base;
   char *render_node;
   char description[160];
-  uint64_t fence_reported; /* last 64-bit fence id passed to fence_cb */
-  GHashTable *backed;      /* handles with an iovec attached */
+  char *gl_renderer, *gl_version; /* from its GL context, after init */
+  char *library_path;             /* the libvirglrenderer file loaded */
+  bool versions_known;            /* the three above were looked up */
+  uint64_t fence_reported;        /* last 64-bit fence id passed to fence_cb */
+  GHashTable *backed;             /* handles with an iovec attached */
 } VirglRenderer;
 
 /* virglrenderer.h only declares struct virgl_box; this is its layout in
@@ -96,6 +102,9 @@ static void virgl_destroy(VgpuRenderer *r) {
   virgl_renderer_cleanup(v);
   g_hash_table_unref(v->backed);
   g_free(v->render_node);
+  g_free(v->gl_renderer);
+  g_free(v->gl_version);
+  g_free(v->library_path);
   g_free(v);
   the_renderer = NULL;
 }
@@ -331,6 +340,51 @@ static const char *virgl_describe(VgpuRenderer *r) {
   return ((VirglRenderer *)r)->description;
 }
 
+/* GL_RENDERER and GL_VERSION of the context virglrenderer left current
+ * after its initialisation, asked through the libEGL its libepoxy loaded
+ * (RTLD_NOLOAD: nothing new is loaded); NULL when there is none. */
+typedef const unsigned char *(*GetStringFn)(unsigned int name);
+typedef void (*(*GetProcFn)(const char *name))(void);
+#define VGPU_GL_RENDERER 0x1F01
+#define VGPU_GL_VERSION 0x1F02
+
+static void query_gl_strings(VirglRenderer *v) {
+  void *egl = dlopen("libEGL.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (!egl)
+    return;
+  GetProcFn get_proc = (GetProcFn)dlsym(egl, "eglGetProcAddress");
+  GetStringFn get_string = get_proc ? (GetStringFn)get_proc("glGetString") : NULL;
+  const unsigned char *r = get_string ? get_string(VGPU_GL_RENDERER) : NULL;
+  const unsigned char *ver = get_string ? get_string(VGPU_GL_VERSION) : NULL;
+  v->gl_renderer = r ? g_strndup((const char *)r, 200) : NULL;
+  v->gl_version = ver ? g_strndup((const char *)ver, 200) : NULL;
+  dlclose(egl); /* only drops the reference dlopen took */
+}
+
+/* The file the dynamic linker loaded virglrenderer from. */
+static void find_library(VirglRenderer *v) {
+  Dl_info info;
+  if (!dladdr((void *)virgl_renderer_init, &info) || !info.dli_fname)
+    return;
+  char real[PATH_MAX];
+  v->library_path = g_strdup(realpath(info.dli_fname, real) ? real : info.dli_fname);
+}
+
+static void virgl_versions(VgpuRenderer *r, VgpuRendererVersions *out) {
+  VirglRenderer *v = (VirglRenderer *)r;
+  /* Looked up once, when first asked (by the probe, on the thread that
+   * initialised virglrenderer, before its sandbox). */
+  if (!v->versions_known) {
+    query_gl_strings(v);
+    find_library(v);
+    v->versions_known = true;
+  }
+  out->gl_renderer = v->gl_renderer;
+  out->gl_version = v->gl_version;
+  out->library_version = VGPU_VIRGL_VERSION;
+  out->library_path = v->library_path;
+}
+
 static const VgpuRendererOps virgl_ops = {
     .name = "virgl",
     .destroy = virgl_destroy,
@@ -352,6 +406,7 @@ static const VgpuRendererOps virgl_ops = {
     .resource_info = virgl_resource_info,
     .read_back = virgl_read_back,
     .describe = virgl_describe,
+    .versions = virgl_versions,
 #if VIRGL_HAS_V3
     .resource_create_blob = virgl_resource_create_blob,
     .export_blob = virgl_export_blob,

@@ -62,6 +62,14 @@ typedef struct VgpuResourceInfo {
 #define VGPU_NULL_HANG_DW0 0x00010000u /* VIRGL_CCMD_NOP, length 1 */
 #define VGPU_NULL_HANG_DW1 0x474e4148u /* "HANG" */
 
+/* What a renderer runs on; any member may be NULL (not known). */
+typedef struct VgpuRendererVersions {
+  const char *gl_renderer;     /* GL_RENDERER of its GL context: the device */
+  const char *gl_version;      /* GL_VERSION: "4.5 (Core Profile) Mesa 22.3.6" */
+  const char *library_version; /* the virglrenderer it was built against */
+  const char *library_path;    /* the virglrenderer library file loaded */
+} VgpuRendererVersions;
+
 typedef struct VgpuRendererOps {
   const char *name;
   void (*destroy)(VgpuRenderer *r);
@@ -108,6 +116,8 @@ typedef struct VgpuRendererOps {
   /* A mergeable fence on one ring of a context; ctx_fence_cb reports it. */
   int (*context_create_fence)(VgpuRenderer *r, uint32_t ctx_id, uint32_t ring_idx,
                               uint64_t fence_id);
+  /* Optional: what the renderer runs on, for `vgpuctl status`. */
+  void (*versions)(VgpuRenderer *r, VgpuRendererVersions *out);
 } VgpuRendererOps;
 
 struct VgpuRenderer {

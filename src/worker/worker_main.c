@@ -167,7 +167,9 @@ static bool write_all(int fd, const char *buf, size_t len) {
  * renderer does not have it).  The answer (docs/ARCHITECTURE.md, "Worker
  * contract"):
  *   {"renderer": NAME, "description": TEXT, "vtest_protocols": [0, 2],
- *    "capsets": [{"id": 1, "version": 1, "size": 308}, ...]} */
+ *    "capsets": [{"id": 1, "version": 1, "size": 308}, ...],
+ *    "gl_renderer": TEXT, "gl_version": TEXT, "virglrenderer_version": TEXT,
+ *    "virglrenderer_library": PATH}  (the last four where known) */
 static int run_probe(const WorkerArgs *a) {
   g_autoptr(GError) error = NULL;
   VgpuRendererConfig rcfg = {.render_node = a->render_node, .use_thread_sync = true};
@@ -177,6 +179,11 @@ static int run_probe(const WorkerArgs *a) {
     vgpu_error("renderer: %s", error->message);
     return VGPU_WORKER_EXIT_RENDERER;
   }
+  /* What it runs on, asked before the sandbox (the library's path is
+   * resolved through the file system). */
+  VgpuRendererVersions rv = {0};
+  if (renderer->ops->versions)
+    renderer->ops->versions(renderer, &rv);
   VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a->host_memory, 0),
                           .filter = !a->no_sandbox};
   VgpuSandboxState sbs;
@@ -188,6 +195,18 @@ static int run_probe(const WorkerArgs *a) {
   json_string(out, renderer->ops->name);
   g_string_append(out, ",\"description\":");
   json_string(out, renderer->ops->describe(renderer));
+  const struct {
+    const char *key, *value;
+  } extra[] = {{"gl_renderer", rv.gl_renderer},
+               {"gl_version", rv.gl_version},
+               {"virglrenderer_version", rv.library_version},
+               {"virglrenderer_library", rv.library_path}};
+  for (size_t i = 0; i < G_N_ELEMENTS(extra); i++) {
+    if (!extra[i].value)
+      continue;
+    g_string_append_printf(out, ",\"%s\":", extra[i].key);
+    json_string(out, extra[i].value);
+  }
   g_string_append(out, ",\"vtest_protocols\":[");
   uint32_t versions[16];
   size_t nv = MIN(vtest_protocol_versions_upto(vtest_renderer_max_version(renderer), versions,

@@ -19,7 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   GError *error = NULL;
   if (!vgpu_probe_parse((const char *)data, size, &a, &error)) {
     if (!error || !*error->message || strlen(error->message) > VGPU_PROBE_MAX_REASON ||
-        a.renderer || a.description || a.n_versions || a.n_capsets)
+        a.renderer || a.description || a.n_versions || a.n_capsets || a.gl_renderer ||
+        a.gl_version || a.mesa_version || a.virgl_version || a.virgl_library)
       abort();
     for (const char *p = error->message; *p; p++)
       if (*p < 0x20 || *p > 0x7e)
@@ -42,6 +43,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         a.capsets[i].size == 0 || a.capsets[i].size > VGPU_PROBE_MAX_CAPSET_SIZE ||
         (i && a.capsets[i].id <= a.capsets[i - 1].id))
       abort();
+  /* The optional texts: printable ASCII, 1..VGPU_PROBE_MAX_TEXT; the
+   * library an absolute path; Mesa's version only out of a GL version. */
+  const char *texts[] = {a.gl_renderer, a.gl_version, a.virgl_version, a.virgl_library,
+                         a.mesa_version};
+  for (size_t i = 0; i < G_N_ELEMENTS(texts); i++) {
+    if (!texts[i])
+      continue;
+    size_t n = strlen(texts[i]);
+    if (n == 0 || n > VGPU_PROBE_MAX_TEXT)
+      abort();
+    for (const char *p = texts[i]; *p; p++)
+      if (*p < 0x20 || *p > 0x7e)
+        abort();
+  }
+  if ((a.virgl_library && a.virgl_library[0] != '/') || (a.mesa_version && !a.gl_version))
+    abort();
   vgpu_probe_answer_clear(&a);
   return 0;
 }

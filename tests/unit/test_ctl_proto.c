@@ -34,7 +34,8 @@ static JsonArray *parse_array(const char *json) {
 #define INSTANCE_VGPU0                                                                             \
   "{\"name\":\"vgpu0\",\"profile\":\"medium\",\"socket\":\"/run/vgpu/vgpu0/vtest.sock\","          \
   "\"vm_socket\":\"/run/vgpu/vgpu0/vhost-user.sock\","                                             \
-  "\"origin\":\"config\",\"state\":\"active\",\"limits\":{\"vram\":268435456,"                     \
+  "\"origin\":\"config\",\"state\":\"active\",\"busy_percent\":137.5,"                             \
+  "\"limits\":{\"vram\":268435456,"                                                                \
   "\"resources\":4096,\"contexts\":0,\"clients\":4},\"usage\":{\"vram\":13107200,"                 \
   "\"resources\":12,\"contexts\":1,\"clients\":2,\"vm_clients\":1,\"frames\":7462,"                \
   "\"commands\":90000,"                                                                            \
@@ -42,7 +43,7 @@ static JsonArray *parse_array(const char *json) {
 #define TENANT                                                                                     \
   "{\"worker_pid\":4242,\"client_pid\":4240,\"client_uid\":1000,\"vram\":13107200,"                \
   "\"peak_vram\":20971520,\"resources\":12,\"contexts\":1,\"frames\":7462,"                        \
-  "\"commands\":90000,\"uptime_s\":3720}"
+  "\"commands\":90000,\"uptime_s\":3720,\"client_name\":\"glxgears\",\"busy_percent\":12.5}"
 #define TENANT_VM                                                                                  \
   "{\"kind\":\"vm\",\"worker_pid\":4250,\"client_pid\":4249,\"client_uid\":0,\"vram\":0,"          \
   "\"peak_vram\":0,\"resources\":0,\"contexts\":0,\"frames\":0,\"commands\":0,\"uptime_s\":5}"
@@ -332,11 +333,11 @@ static void test_views(void **state) {
   g_autofree char *l = vgpu_format_list(list);
   assert_string_equal(
       l, "NAME   PROFILE  STATE   CLIENTS      VMS  VRAM                     RESOURCES    "
-         "CONTEXTS     FRAMES  REFUSALS  CRASHES\n"
+         "CONTEXTS     GPU BUSY  FRAMES  REFUSALS  CRASHES\n"
          "vgpu0  medium   active  2/4          1    12.5 MiB / 256 MiB (4%)  12/4096      "
-         "1/unlimited  7462    2         0\n"
+         "1/unlimited  137.5%    7462    2         0\n"
          "bare   -        -       0/unlimited  0    0 B / unlimited          0/unlimited  "
-         "0/unlimited  0       0         0\n");
+         "0/unlimited  -         0       0         0\n");
 
   g_autoptr(JsonArray) empty = parse_array("[]");
   g_autofree char *le = vgpu_format_list(empty);
@@ -355,14 +356,15 @@ static void test_views(void **state) {
                           "VRAM       12.5 MiB / 256 MiB (4%)\n"
                           "resources  12/4096\n"
                           "contexts   1/unlimited\n"
+                          "GPU busy   137.5% of one GPU over the last second\n"
                           "frames     7462   commands 90000   refusals 2   worker crashes 0\n"
                           "\n"
-                          "KIND   WORKER  CLIENT  UID   VRAM      PEAK    RESOURCES  CONTEXTS  "
-                          "FRAMES  UPTIME\n"
-                          "vtest  4242    4240    1000  12.5 MiB  20 MiB  12         1         "
-                          "7462    1h02m\n"
-                          "vm     4250    4249    0     0 B       0 B     0          0         "
-                          "0       5s\n");
+                          "KIND   WORKER  CLIENT  UID   PROCESS   GPU BUSY  VRAM      PEAK    "
+                          "RESOURCES  CONTEXTS  FRAMES  UPTIME\n"
+                          "vtest  4242    4240    1000  glxgears  12.5%     12.5 MiB  20 MiB  "
+                          "12         1         7462    1h02m\n"
+                          "vm     4250    4249    0     -         -         0 B       0 B     "
+                          "0          0         0       5s\n");
   g_autoptr(JsonObject) lonely = parse_object(INSTANCE_VGPU0 ",\"tenants\":[]}");
   g_autofree char *sl = vgpu_format_show(lonely);
   assert_true(g_str_has_suffix(sl, "\n\nno tenants connected\n"));
@@ -479,7 +481,7 @@ static void test_top(void **state) {
   g_autoptr(JsonArray) s4 = top_sample(260, 5, true);
   g_autofree char *t4 = vgpu_top_screen(top, s4, 14 * G_USEC_PER_SEC);
   assert_true(vgpu_top_fps(top, "b") < 0); /* back, but no earlier reading */
-  assert_non_null(strstr(t4, "10.0")); /* a: 10 frames in 1 s */
+  assert_non_null(strstr(t4, "10.0"));     /* a: 10 frames in 1 s */
   vgpu_top_free(NULL);
 }
 
@@ -548,6 +550,85 @@ static void test_top_tenants(void **state) {
   g_free(vgpu_top_screen(top, s5, 15 * G_USEC_PER_SEC));
   assert_true(fabs(member_double(s5, "busy_percent") - 100.0) < 1e-6);
   assert_true(vgpu_top_elapsed(top) > 0.99 && vgpu_top_elapsed(top) < 1.01);
+}
+
+/* GPU busy figures and what `status` says the workers run on. */
+static void test_utilisation_views(void **state) {
+  (void)state;
+  const struct {
+    double v;
+    const char *t;
+  } busy[] = {{0, "0.0%"},         {0.04, "<0.1%"}, {0.05, "<0.1%"},   {0.1, "0.1%"},
+              {37.25, "37.2%"},    {100, "100.0%"}, {250.5, "250.5%"}, {-1, "-"},
+              {1e300, "99999.9%"}, {NAN, "-"}};
+  for (size_t i = 0; i < G_N_ELEMENTS(busy); i++) {
+    g_autofree char *b = vgpu_format_busy(busy[i].v);
+    assert_string_equal(b, busy[i].t);
+  }
+
+  /* No render node: llvmpipe on EGL surfaceless, with what the probe saw. */
+  g_autoptr(JsonObject) d =
+      parse_object("{\"version\":\"0.1.0\",\"pid\":77,\"uptime_s\":5,\"renderer\":\"virgl\","
+                   "\"render_node\":null,\"render_driver\":null}");
+  g_autoptr(JsonObject) sr = parse_object(
+      "{\"instances\":[{\"name\":\"a\",\"renderer\":{\"name\":\"virgl\",\"state\":\"probing\"}},"
+      "{\"name\":\"b\",\"renderer\":{\"name\":\"virgl\",\"state\":\"ready\",\"description\":\"x\","
+      "\"gl_renderer\":\"llvmpipe (LLVM 15.0.6, 256 bits)\","
+      "\"gl_version\":\"4.5 (Core Profile) Mesa 22.3.6\",\"mesa_version\":\"22.3.6\","
+      "\"virglrenderer_version\":\"0.10.4\","
+      "\"virglrenderer_library\":\"/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1.7.7\"}}]}");
+  g_autofree char *st = vgpu_format_status(d, vgpu_ctl_get_array(sr, "instances"));
+  assert_non_null(strstr(st, "\nrenderer       virgl\n"
+                             "render device  no render node, EGL surfaceless: llvmpipe (LLVM "
+                             "15.0.6, 256 bits)\n"
+                             "Mesa           22.3.6 (OpenGL 4.5 (Core Profile) Mesa 22.3.6)\n"
+                             "virglrenderer  0.10.4 "
+                             "(/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1.7.7)\n"));
+  /* A render node with its driver; a GL version that names no Mesa. */
+  g_autoptr(JsonObject) dn = parse_object("{\"renderer\":\"virgl\",\"render_node\":\"/dev/dri/"
+                                          "renderD128\",\"render_driver\":\"i915\"}");
+  g_autoptr(JsonObject) srn = parse_object(
+      "{\"instances\":[{\"name\":\"a\",\"renderer\":{\"name\":\"virgl\",\"state\":\"ready\","
+      "\"gl_renderer\":\"Mesa Intel(R) UHD Graphics 620 (KBL GT2)\",\"gl_version\":\"4.6 x\"}}]}");
+  g_autofree char *stn = vgpu_format_status(dn, vgpu_ctl_get_array(srn, "instances"));
+  assert_non_null(strstr(stn, "\nrender device  /dev/dri/renderD128 (driver i915): Mesa Intel(R) "
+                              "UHD Graphics 620 (KBL GT2)\n"
+                              "OpenGL         4.6 x\n"));
+  assert_null(strstr(stn, "virglrenderer  "));
+  /* Nothing probed yet, driver unknown: the node alone. */
+  g_autoptr(JsonObject) du =
+      parse_object("{\"renderer\":\"virgl\",\"render_node\":\"/dev/dri/renderD129\"}");
+  g_autofree char *stu = vgpu_format_status(du, NULL);
+  assert_non_null(strstr(stu, "\nrender device  /dev/dri/renderD129 (driver unknown)\n"));
+  assert_null(strstr(stu, "Mesa"));
+  /* A daemon that does not say: no device line at all. */
+  g_autoptr(JsonObject) old = parse_object("{\"renderer\":\"virgl\"}");
+  g_autofree char *sto = vgpu_format_status(old, vgpu_ctl_get_array(sr, "instances"));
+  assert_null(strstr(sto, "render device"));
+
+  /* top: on the first screen vgpud's own figures; later the deltas. */
+  g_autoptr(VgpuTop) top = vgpu_top_new();
+  g_autoptr(JsonArray) s1 = parse_array(
+      "[{\"name\":\"a\",\"busy_percent\":40.0,\"usage\":{\"frames\":1,\"busy_ns\":1000000000},"
+      "\"tenants\":[{\"worker_pid\":7,\"client_name\":\"glxgears\",\"busy_ns\":1000000000,"
+      "\"busy_percent\":40.0}]}]");
+  g_autofree char *t1 = vgpu_top_screen(top, s1, 10 * G_USEC_PER_SEC);
+  assert_true(fabs(member_double(s1, "busy_percent") - 40.0) < 1e-9);
+  JsonNode *ib = json_object_get_member(vgpu_ctl_array_object(s1, 0), "busy_percent");
+  assert_true(fabs(json_node_get_double(ib) - 40.0) < 1e-9);
+  assert_non_null(strstr(t1, "40.0%"));
+  /* 1 s later the instance's busy_ns grew by 1.5 s (two tenants, one gone
+   * meanwhile), the tenant's by 0.5 s. */
+  g_autoptr(JsonArray) s2 = parse_array(
+      "[{\"name\":\"a\",\"busy_percent\":40.0,\"usage\":{\"frames\":1,\"busy_ns\":2500000000},"
+      "\"tenants\":[{\"worker_pid\":7,\"client_name\":\"glxgears\",\"busy_ns\":1500000000,"
+      "\"busy_percent\":40.0}]}]");
+  g_autofree char *t2 = vgpu_top_screen(top, s2, 11 * G_USEC_PER_SEC);
+  assert_true(fabs(member_double(s2, "busy_percent") - 50.0) < 1e-9);
+  ib = json_object_get_member(vgpu_ctl_array_object(s2, 0), "busy_percent");
+  assert_true(fabs(json_node_get_double(ib) - 150.0) < 1e-9);
+  assert_non_null(strstr(t2, "150.0%"));
+  assert_non_null(strstr(t2, "50.0%"));
 }
 
 static void test_gpu_memory_line(void **state) {
@@ -925,6 +1006,7 @@ int main(void) {
       cmocka_unit_test(test_top),
       cmocka_unit_test(test_top_tenants),
       cmocka_unit_test(test_gpu_memory_line),
+      cmocka_unit_test(test_utilisation_views),
       cmocka_unit_test_setup_teardown(test_client_against_fake, fake_start, fake_stop),
       cmocka_unit_test_setup_teardown(test_vgpuctl_end_to_end, fake_start, fake_stop),
   };

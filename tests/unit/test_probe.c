@@ -200,11 +200,72 @@ static void test_versions(void **state) {
   assert_int_equal(vtest_protocol_versions(v, 1), n); /* counts what did not fit */
 }
 
+/* What the renderer runs on: optional, printable ASCII, bounded; Mesa's
+ * version taken out of GL_VERSION. */
+static void test_versions_of_renderer(void **state) {
+  (void)state;
+  VgpuProbeAnswer a;
+  g_autoptr(GError) e = NULL;
+  const char *full =
+      "{\"renderer\":\"virgl\",\"description\":\"d\",\"vtest_protocols\":[0,2],\"capsets\":[],"
+      "\"gl_renderer\":\"llvmpipe (LLVM 15.0.6, 256 bits)\","
+      "\"gl_version\":\"4.5 (Core Profile) Mesa 22.3.6\",\"virglrenderer_version\":\"0.10.4\","
+      "\"virglrenderer_library\":\"/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1.7.7\"}";
+  assert_true(vgpu_probe_parse(full, strlen(full), &a, &e));
+  assert_string_equal(a.gl_renderer, "llvmpipe (LLVM 15.0.6, 256 bits)");
+  assert_string_equal(a.gl_version, "4.5 (Core Profile) Mesa 22.3.6");
+  assert_string_equal(a.mesa_version, "22.3.6");
+  assert_string_equal(a.virgl_version, "0.10.4");
+  assert_string_equal(a.virgl_library, "/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1.7.7");
+  vgpu_probe_answer_clear(&a);
+  /* Absent: NULL (GOOD has none). */
+  assert_true(vgpu_probe_parse(GOOD, strlen(GOOD), &a, NULL));
+  assert_null(a.gl_renderer);
+  assert_null(a.mesa_version);
+  assert_null(a.virgl_library);
+  vgpu_probe_answer_clear(&a);
+
+  const char *pre = "{\"renderer\":\"virgl\",\"description\":\"d\",\"vtest_protocols\":[0],"
+                    "\"capsets\":[],";
+  g_autofree char *not_string = g_strconcat(pre, "\"gl_version\":7}", NULL);
+  REFUSED(not_string, "\"gl_version\" is not a string");
+  g_autofree char *empty = g_strconcat(pre, "\"gl_renderer\":\"\"}", NULL);
+  REFUSED(empty, "\"gl_renderer\" is not 1..256 characters");
+  g_autofree char *escape = g_strconcat(pre, "\"gl_renderer\":\"a\\u001b[2J\"}", NULL);
+  REFUSED(escape, "\"gl_renderer\" is not printable ASCII");
+  g_autofree char *utf8 = g_strconcat(pre, "\"virglrenderer_version\":\"caf\xc3\xa9\"}", NULL);
+  REFUSED(utf8, "\"virglrenderer_version\" is not printable ASCII");
+  g_autofree char *long_text = g_strnfill(257, 'x');
+  g_autofree char *too_long = g_strconcat(pre, "\"gl_version\":\"", long_text, "\"}", NULL);
+  REFUSED(too_long, "\"gl_version\" is not 1..256 characters");
+  g_autofree char *relative = g_strconcat(pre, "\"virglrenderer_library\":\"lib.so\"}", NULL);
+  REFUSED(relative, "\"virglrenderer_library\" is not an absolute path");
+
+  const struct {
+    const char *gl, *mesa;
+  } m[] = {{"4.5 (Core Profile) Mesa 22.3.6", "22.3.6"},
+           {"OpenGL ES 3.2 Mesa 25.0.7-2", "25.0.7-2"},
+           {"4.6 (Compatibility Profile) Mesa 24.1.0-devel (git-1a2b3c)", "24.1.0-devel"},
+           {"4.6.0 NVIDIA 535.104.05", NULL},
+           {"4.5 NotMesa 1.0", NULL},
+           {"4.5 Mesa x", NULL},
+           {"Mesa 23.1", "23.1"},
+           {"", NULL},
+           {NULL, NULL}};
+  for (size_t i = 0; i < G_N_ELEMENTS(m); i++) {
+    g_autofree char *v = vgpu_probe_mesa_version(m[i].gl);
+    if (m[i].mesa)
+      assert_string_equal(v, m[i].mesa);
+    else
+      assert_null(v);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good),      cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_oversized), cmocka_unit_test(test_missing_and_wrong),
-      cmocka_unit_test(test_versions),
+      cmocka_unit_test(test_versions),  cmocka_unit_test(test_versions_of_renderer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -359,12 +359,67 @@ static void test_throttle(void **state) {
   vgpu_ledger_free(l);
 }
 
+/* Utilisation over the last second from samples on a 200 ms tick. */
+static void test_busy_window(void **state) {
+  (void)state;
+  VgpuBusyWindow w;
+  int64_t t = 5000000; /* monotonic microseconds */
+  vgpu_busy_window_init(&w, t, 0);
+  /* No time passed: 0. */
+  assert_int_equal(vgpu_busy_window_permille(&w, t, 0), 0);
+  /* A young tenant (0.1 s old) busy half the time: 50.0% since it began. */
+  assert_int_equal(vgpu_busy_window_permille(&w, t + 100000, 50 * MS), 500);
+  /* Idle for 2 s on the tick: 0. */
+  uint64_t busy = 0;
+  for (int i = 0; i < 10; i++) {
+    t += 200000;
+    vgpu_busy_window_push(&w, t, busy);
+  }
+  assert_int_equal(vgpu_busy_window_permille(&w, t, busy), 0);
+  /* Then busy 30% of each tick: after a second, 30.0% (the base sample is
+   * the newest at least 1 s old, so the idle past has left the window). */
+  for (int i = 0; i < 10; i++) {
+    t += 200000;
+    busy += 60 * MS;
+    vgpu_busy_window_push(&w, t, busy);
+  }
+  assert_int_equal(vgpu_busy_window_permille(&w, t, busy), 300);
+  /* Between ticks: the reading at the request counts. */
+  assert_int_equal(vgpu_busy_window_permille(&w, t + 100000, busy + 30 * MS), 300);
+  /* Going idle shows at once as a falling figure, 0 a second later. */
+  for (int i = 0; i < 2; i++) {
+    t += 200000;
+    vgpu_busy_window_push(&w, t, busy);
+  }
+  assert_int_equal(vgpu_busy_window_permille(&w, t, busy), 180);
+  for (int i = 0; i < 3; i++) {
+    t += 200000;
+    vgpu_busy_window_push(&w, t, busy);
+  }
+  assert_int_equal(vgpu_busy_window_permille(&w, t, busy), 0);
+  /* Samples closer than VGPU_BUSY_MIN_STEP_US are not kept: a burst of
+   * events does not shrink the window below a second. */
+  for (int i = 0; i < 20; i++)
+    vgpu_busy_window_push(&w, t + 1000 * i, busy);
+  t += 200000;
+  busy += 100 * MS;
+  assert_true(vgpu_busy_window_permille(&w, t, busy) <= 100);
+  /* A counter that claims more than the wall time: 100.0% at most. */
+  assert_int_equal(vgpu_busy_window_permille(&w, t, busy + 10 * S), 1000);
+  /* A counter or clock that goes back restarts the window there. */
+  vgpu_busy_window_push(&w, t, 0);
+  assert_int_equal(w.n, 1);
+  vgpu_busy_window_push(&w, t - 1, busy);
+  assert_int_equal(w.n, 1);
+  assert_int_equal(vgpu_busy_window_permille(&w, t - 1 + 200000, busy + 100 * MS), 500);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bucket_steady), cmocka_unit_test(test_bucket_burst),
       cmocka_unit_test(test_bucket_clock),  cmocka_unit_test(test_bucket_rate_change),
       cmocka_unit_test(test_pacer),         cmocka_unit_test(test_shares),
-      cmocka_unit_test(test_throttle),
+      cmocka_unit_test(test_throttle),      cmocka_unit_test(test_busy_window),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
