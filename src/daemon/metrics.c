@@ -144,12 +144,15 @@ static void value(GString *o, ValueKind kind, uint64_t v) {
     g_string_append_printf(o, "%" PRIu64, v);
 }
 
-/* "Mesa X" from the renderer's description, when it names one. */
+/* The Mesa version the probe read from the GL version string, else "Mesa X"
+ * from the renderer's description, when it names one. */
 static char *mesa_version(GPtrArray *all) {
   for (guint i = 0; i < all->len; i++) {
     const VgpuProbe *p = vgpu_instance_probe(g_ptr_array_index(all, i));
     const VgpuProbeAnswer *a =
         p && vgpu_probe_state(p) == VGPU_PROBE_READY ? vgpu_probe_answer(p) : NULL;
+    if (a && a->mesa_version)
+      return g_strdup(a->mesa_version);
     const char *m = a && a->description ? strstr(a->description, "Mesa ") : NULL;
     if (m) {
       m += 5;
