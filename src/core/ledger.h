@@ -78,7 +78,7 @@ typedef struct VgpuGrantPage {
   _Atomic uint32_t ask_always[VGPU_RES_N_QUOTA];
   uint32_t pad2;
   _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* for messages only; 0 = unlimited */
-  /* Scheduling: this worker's share of one GPU's wall time in parts per
+  /* Scheduling: this worker's share of the GPU (see cpu_milli) in parts per
    * million (0: unthrottled) and its instance's frame-rate cap (0: none).
    * Rewritten by the supervisor whenever shares change. */
   _Atomic uint32_t share_ppm;
@@ -277,7 +277,7 @@ void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user);
 /* Sends a screenshot request to the worker (never blocks): 0 or -errno. */
 int vgpu_book_worker_ask_shot(VgpuBook *b, uint32_t slot, uint32_t seq, uint32_t head);
 bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out);
-/* Writes the worker's share (ppm of one GPU's wall time, 0: unthrottled)
+/* Writes the worker's share (ppm of the GPU, 0: unthrottled)
  * and frame-rate cap (0: none) into its grant page. */
 void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, uint32_t fps_cap);
 /* Writes how the worker charges GPU time (VgpuGrantPage.cpu_milli). */
