@@ -311,6 +311,16 @@ uint32_t vgpu_ledger_fps_cap(const VgpuLedger *l) {
   return atomic_load(&l->grant->fps_cap);
 }
 
+uint32_t vgpu_ledger_cpu_milli(const VgpuLedger *l) {
+  return atomic_load(&l->grant->cpu_milli);
+}
+
+void vgpu_ledger_standalone_set_cpu_milli(VgpuLedger *l, uint32_t cpu_milli) {
+  g_return_if_fail(l->standalone);
+  VgpuGrantPage *g = (VgpuGrantPage *)l->grant; /* our own memory when standalone */
+  atomic_store(&g->cpu_milli, cpu_milli);
+}
+
 void vgpu_ledger_standalone_set_sched(VgpuLedger *l, uint32_t share_ppm, uint32_t fps_cap) {
   g_return_if_fail(l->standalone);
   VgpuGrantPage *g = (VgpuGrantPage *)l->grant; /* our own memory when standalone */
@@ -881,6 +891,12 @@ void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, 
     atomic_store(&w->grant->share_ppm, share_ppm);
   if (atomic_load(&w->grant->fps_cap) != fps_cap)
     atomic_store(&w->grant->fps_cap, fps_cap);
+}
+
+void vgpu_book_worker_set_cpu_milli(VgpuBook *b, uint32_t slot, uint32_t cpu_milli) {
+  BookWorker *w = book_worker(b, slot);
+  if (w && atomic_load(&w->grant->cpu_milli) != cpu_milli)
+    atomic_store(&w->grant->cpu_milli, cpu_milli);
 }
 
 uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot) {

@@ -31,7 +31,7 @@
 #include <sys/types.h>
 
 #define VGPU_LEDGER_MAGIC 0x5247444c55504756ull /* "VGPULDGR" */
-#define VGPU_LEDGER_VERSION 3
+#define VGPU_LEDGER_VERSION 4
 #define VGPU_LEDGER_MAX_INSTANCES 64
 #define VGPU_LEDGER_MAX_SLOTS 512
 #define VGPU_NAME_MAX 32
@@ -78,11 +78,18 @@ typedef struct VgpuGrantPage {
   _Atomic uint32_t ask_always[VGPU_RES_N_QUOTA];
   uint32_t pad2;
   _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* for messages only; 0 = unlimited */
-  /* Scheduling: this worker's share of one GPU's wall time in parts per
+  /* Scheduling: this worker's share of the GPU (see cpu_milli) in parts per
    * million (0: unthrottled) and its instance's frame-rate cap (0: none).
    * Rewritten by the supervisor whenever shares change. */
   _Atomic uint32_t share_ppm;
   _Atomic uint32_t fps_cap;
+  /* What GPU time is: 0, the wall time of the worker's GPU work (a render
+   * node: the GPU does the work); N > 0, the CPU time of the worker's
+   * process (llvmpipe renders on the worker's own threads) as a part of N
+   * thousandths of a CPU, the host capacity that counts as the whole GPU.
+   * Written before the worker starts. */
+  _Atomic uint32_t cpu_milli;
+  uint32_t pad3;
 } VgpuGrantPage;
 
 /* Messages on the request socket (one per SOCK_SEQPACKET datagram). */
@@ -166,8 +173,12 @@ void vgpu_ledger_count(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t 
  * a standalone ledger has neither). */
 uint32_t vgpu_ledger_share_ppm(const VgpuLedger *l);
 uint32_t vgpu_ledger_fps_cap(const VgpuLedger *l);
+/* How GPU time is charged (the grant page's cpu_milli): 0 wall time, else
+ * process CPU time against that many thousandths of a CPU. */
+uint32_t vgpu_ledger_cpu_milli(const VgpuLedger *l);
 /* Standalone ledgers only (tests): sets what the supervisor would write. */
 void vgpu_ledger_standalone_set_sched(VgpuLedger *l, uint32_t share_ppm, uint32_t fps_cap);
+void vgpu_ledger_standalone_set_cpu_milli(VgpuLedger *l, uint32_t cpu_milli);
 /* What this worker holds (or has counted) of `kind`. */
 uint64_t vgpu_ledger_used(const VgpuLedger *l, VgpuResKind kind);
 /* For refusal messages: the instance limit (0 = unlimited) and the
@@ -266,9 +277,11 @@ void vgpu_book_set_shot_hook(VgpuBook *b, VgpuBookShotFn fn, void *user);
 /* Sends a screenshot request to the worker (never blocks): 0 or -errno. */
 int vgpu_book_worker_ask_shot(VgpuBook *b, uint32_t slot, uint32_t seq, uint32_t head);
 bool vgpu_book_worker_usage(VgpuBook *b, uint32_t slot, VgpuBookWorkerUsage *out);
-/* Writes the worker's share (ppm of one GPU's wall time, 0: unthrottled)
+/* Writes the worker's share (ppm of the GPU, 0: unthrottled)
  * and frame-rate cap (0: none) into its grant page. */
 void vgpu_book_worker_set_sched(VgpuBook *b, uint32_t slot, uint32_t share_ppm, uint32_t fps_cap);
+/* Writes how the worker charges GPU time (VgpuGrantPage.cpu_milli). */
+void vgpu_book_worker_set_cpu_milli(VgpuBook *b, uint32_t slot, uint32_t cpu_milli);
 /* The worker's busy_ns counter as vgpu_book_worker_usage() reads it
  * (clamped, monotonic), without the rest. */
 uint64_t vgpu_book_worker_busy_ns(VgpuBook *b, uint32_t slot);

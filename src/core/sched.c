@@ -81,6 +81,22 @@ void vgpu_bucket_charge(VgpuBucket *b, uint64_t busy_ns, uint64_t now) {
     b->tokens -= (int64_t)busy_ns;
 }
 
+uint64_t vgpu_cpu_meter_read(VgpuCpuMeter *m, uint64_t cpu_now, uint32_t cpu_milli) {
+  if (!m->started || cpu_now < m->last || cpu_milli == 0) {
+    m->started = cpu_milli != 0;
+    m->last = cpu_now;
+    m->rem = 0;
+    return 0;
+  }
+  uint64_t used = cpu_now - m->last;
+  m->last = cpu_now;
+  /* 128 bits: used x 1000 does not fit 64 for very long intervals. */
+  unsigned __int128 scaled = (unsigned __int128)used * 1000u + m->rem;
+  unsigned __int128 q = scaled / cpu_milli;
+  m->rem = (uint64_t)(scaled % cpu_milli);
+  return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
+}
+
 uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now) {
   if (cap == 0) {
     p->started = false;

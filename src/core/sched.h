@@ -9,6 +9,8 @@
  *    the balance is back to zero.  Debt is bounded too (at
  *    VGPU_SCHED_DEBT_WINDOW_NS worth), so no single wait is longer than
  *    that window whatever one submission cost.
+ *  - VgpuCpuMeter: what a worker's process CPU time is worth in GPU time
+ *    where the GPU is llvmpipe on the host's CPUs (see below).
  *  - VgpuPacer: the frame-rate cap, evenly spaced frames at 1/cap.
  *  - vgpu_sched_shares(): what the supervisor writes into each worker's
  *    grant page, from each instance's gpu-share mode, weight and number of
@@ -50,6 +52,26 @@ void vgpu_bucket_charge(VgpuBucket *b, uint64_t busy_ns, uint64_t now);
 /* The burst and debt bounds at a rate (ns of GPU time). */
 int64_t vgpu_bucket_burst(uint32_t rate_ppm);
 int64_t vgpu_bucket_max_debt(uint32_t rate_ppm);
+
+/* On llvmpipe a worker's GPU work runs on its own threads, on the host's
+ * CPUs, beside every other worker's.  The wall time from submission to
+ * fence then grows with what the neighbours render at the same moment,
+ * while the CPU time the work takes does not: llvmpipe workers are charged
+ * their process CPU time instead.  The whole "GPU" is then the CPU
+ * capacity vgpud may use, cpu_milli thousandths of a CPU (2000: two CPUs),
+ * so that 1 ms of CPU time on a two-CPU host is 0.5 ms of GPU time, and a
+ * share of 50% is one CPU's worth. */
+typedef struct VgpuCpuMeter {
+  bool started;
+  uint64_t last; /* the process CPU clock at the last reading, ns */
+  uint64_t rem;  /* what the last division left, carried to the next */
+} VgpuCpuMeter;
+
+/* The GPU time (ns) that the CPU time used since the last reading is
+ * worth: (cpu_now - last) x 1000 / cpu_milli, the remainder carried.  The
+ * first reading, a clock that went backwards and cpu_milli 0 charge
+ * nothing and start again from cpu_now. */
+uint64_t vgpu_cpu_meter_read(VgpuCpuMeter *m, uint64_t cpu_now, uint32_t cpu_milli);
 
 typedef struct VgpuPacer {
   uint32_t cap; /* frames per second the schedule was built for */

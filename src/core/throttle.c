@@ -16,6 +16,10 @@ struct VgpuThrottle {
   uint64_t (*now)(void *);
   bool (*sleep)(void *, uint64_t ns);
   void *user;
+  /* llvmpipe: GPU time is the process CPU time (see core/sched.h). */
+  VgpuCpuMeter meter;
+  uint64_t (*cpu_now)(void *);
+  void *cpu_user;
 };
 
 uint64_t vgpu_throttle_now_ns(void) {
@@ -27,6 +31,28 @@ uint64_t vgpu_throttle_now_ns(void) {
 static uint64_t real_now(void *user) {
   (void)user;
   return vgpu_throttle_now_ns();
+}
+
+/* The CPU time of the whole process: the main thread's and that of every
+ * thread llvmpipe (and virglrenderer) started in it. */
+static uint64_t real_cpu_now(void *user) {
+  (void)user;
+  struct timespec ts;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+    return 0; /* reads as a clock that went back: nothing charged */
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* What the work since the last charge cost in GPU time: the wall time the
+ * caller measured, or on llvmpipe (the grant page's cpu_milli) the process
+ * CPU time used since the last reading, as a part of the CPU capacity. */
+static uint64_t cost(VgpuThrottle *t, uint64_t wall_ns) {
+  uint32_t milli = vgpu_ledger_cpu_milli(t->ledger);
+  if (milli == 0) {
+    vgpu_cpu_meter_read(&t->meter, 0, 0); /* a later switch starts afresh */
+    return wall_ns;
+  }
+  return vgpu_cpu_meter_read(&t->meter, t->cpu_now(t->cpu_user), milli);
 }
 
 /* Sleeps on the client's socket: POLLHUP (peer closed or died) ends the
@@ -53,7 +79,10 @@ VgpuThrottle *vgpu_throttle_new(VgpuLedger *ledger) {
   t->now = real_now;
   t->sleep = real_sleep;
   t->user = t;
+  t->cpu_now = real_cpu_now;
   vgpu_bucket_init(&t->bucket, ledger ? vgpu_ledger_share_ppm(ledger) : 0, t->now(t->user));
+  if (ledger)
+    (void)cost(t, 0); /* the CPU time used so far is not this tenant's work */
   return t;
 }
 
@@ -75,6 +104,24 @@ void vgpu_throttle_set_clock(VgpuThrottle *t, uint64_t (*now)(void *),
   t->pacer = (VgpuPacer){0};
 }
 
+void vgpu_throttle_set_cpu_clock(VgpuThrottle *t, uint64_t (*cpu_now)(void *), void *user) {
+  t->cpu_now = cpu_now;
+  t->cpu_user = user;
+  t->meter = (VgpuCpuMeter){0};
+  if (t->ledger)
+    (void)cost(t, 0);
+}
+
+/* Counts GPU time in the ledger and takes it from the tenant's balance. */
+static void account(VgpuThrottle *t, uint64_t gpu_ns) {
+  vgpu_ledger_count(t->ledger, 0, VGPU_RES_BUSY_NS, gpu_ns);
+#if VGPU_SCHEDULER
+  uint64_t now = t->now(t->user);
+  vgpu_bucket_set_rate(&t->bucket, vgpu_ledger_share_ppm(t->ledger), now);
+  vgpu_bucket_charge(&t->bucket, gpu_ns, now);
+#endif
+}
+
 #if VGPU_SCHEDULER
 /* One slice of a wait, outside the guard; counted as throttled time. */
 static bool doze(VgpuThrottle *t, uint64_t ns) {
@@ -93,6 +140,14 @@ bool vgpu_throttle_submit(VgpuThrottle *t) {
 #if VGPU_SCHEDULER
   if (!t || !t->ledger)
     return true;
+  /* On llvmpipe the threads may have rendered since the last charge
+   * (work submitted earlier, finished while the client was answered):
+   * that CPU time counts before the balance is looked at. */
+  if (vgpu_ledger_cpu_milli(t->ledger)) {
+    uint64_t c = cost(t, 0);
+    if (c)
+      account(t, c);
+  }
   for (;;) {
     uint64_t now = t->now(t->user);
     vgpu_bucket_set_rate(&t->bucket, vgpu_ledger_share_ppm(t->ledger), now);
@@ -111,12 +166,7 @@ bool vgpu_throttle_submit(VgpuThrottle *t) {
 void vgpu_throttle_charge(VgpuThrottle *t, uint64_t busy_ns) {
   if (!t || !t->ledger)
     return;
-  vgpu_ledger_count(t->ledger, 0, VGPU_RES_BUSY_NS, busy_ns);
-#if VGPU_SCHEDULER
-  uint64_t now = t->now(t->user);
-  vgpu_bucket_set_rate(&t->bucket, vgpu_ledger_share_ppm(t->ledger), now);
-  vgpu_bucket_charge(&t->bucket, busy_ns, now);
-#endif
+  account(t, cost(t, busy_ns));
 }
 
 bool vgpu_throttle_frame(VgpuThrottle *t) {

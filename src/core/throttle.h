@@ -4,7 +4,12 @@
  * Before a submission the front-end calls vgpu_throttle_submit(): while
  * the tenant has spent more GPU time than its share (the grant page's
  * share_ppm, read again after every slice of the wait) it waits.  After it,
- * vgpu_throttle_charge() with the GPU time it measured.  At each frame
+ * vgpu_throttle_charge() with the wall time its GPU work took.  Where the
+ * supervisor says so (the grant page's cpu_milli: llvmpipe), what is
+ * charged instead is the process CPU time used since the last charge, as
+ * a part of the host's CPU capacity (core/sched.h, VgpuCpuMeter); it is
+ * also read before each submission, so that work llvmpipe's threads did
+ * meanwhile counts.  At each frame
  * boundary vgpu_throttle_frame() paces frames to the grant page's fps_cap.
  * Waits come in slices of at most VGPU_THROTTLE_SLICE_MS, leave the guard
  * (a held-back tenant is not a GPU hang), watch the client's socket for a
@@ -36,7 +41,10 @@ void vgpu_throttle_watch(VgpuThrottle *t, VgpuGuard *guard, int hangup_fd);
 /* False when the client hung up while held back (the caller ends the
  * session as for any hang-up). */
 bool vgpu_throttle_submit(VgpuThrottle *t);
-/* Counts busy_ns in the ledger and takes it from the tenant's balance. */
+/* Counts the GPU time of the work since the last charge in the ledger
+ * (busy_ns) and takes it from the tenant's balance: busy_ns, the wall time
+ * the caller measured, or on llvmpipe the process CPU time (busy_ns is
+ * then not used). */
 void vgpu_throttle_charge(VgpuThrottle *t, uint64_t busy_ns);
 bool vgpu_throttle_frame(VgpuThrottle *t);
 /* Tests: the clock (CLOCK_MONOTONIC ns) and the sleep.  sleep returns
@@ -44,3 +52,5 @@ bool vgpu_throttle_frame(VgpuThrottle *t);
 void vgpu_throttle_set_clock(VgpuThrottle *t, uint64_t (*now)(void *),
                              bool (*sleep)(void *, uint64_t ns), void *user);
 uint64_t vgpu_throttle_now_ns(void);
+/* Tests: the process CPU clock (ns) read on llvmpipe. */
+void vgpu_throttle_set_cpu_clock(VgpuThrottle *t, uint64_t (*cpu_now)(void *), void *user);

@@ -295,7 +295,7 @@ char *vgpu_format_show(JsonObject *in) {
                          c.clients, vm_note, c.vram, c.resources, c.contexts);
   if (has_number(in, "busy_percent")) {
     g_autofree char *busy = format_busy(in);
-    g_string_append_printf(out, "GPU busy   %s of one GPU over the last second\n", busy);
+    g_string_append_printf(out, "GPU busy   %s of the GPU over the last second\n", busy);
   }
   g_string_append_printf(out,
                          "frames     %" G_GUINT64_FORMAT "   commands %" G_GUINT64_FORMAT

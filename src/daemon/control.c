@@ -151,8 +151,9 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "share_ppm", vgpu_instance_share_ppm(in));
   add_bool(b, "active", vgpu_instance_active_tenants(in) > 0);
   /* GPU busy over about the last second: the sum of its tenants' (other
-   * users' included), in % of one GPU's wall time; more than 100 when
-   * tenants render at once (llvmpipe on several CPUs). */
+   * users' included), in % of the GPU's time (on llvmpipe: CPU time over
+   * the usable CPUs); on a render node more than 100 when tenants render
+   * at once. */
   add_permille(b, "busy_percent", snap.busy_permille);
   add_u64(b, "throttled_ns", u.used[VGPU_RES_THROTTLED_NS]);
   add_u64(b, "heads", cfg->eff.heads);

@@ -27,6 +27,7 @@
 #include "core/worker_exit.h"
 #include "vgpu-config.h"
 #include "daemon/cgroup.h"
+#include "daemon/cpu_capacity.h"
 #include "core/sched.h"
 #include "daemon/control.h"
 #include "daemon/http.h"
@@ -107,6 +108,10 @@ struct VgpuSupervisor {
   GHashTable *shots;  /* seq -> ShotPending*: screenshots asked of workers */
   uint32_t shot_seq;
   uint64_t gpu_memory; /* resolved [daemon] gpu-memory, bytes */
+  /* The CPU capacity that is the whole GPU where workers render on
+   * llvmpipe (thousandths of a CPU), and where that figure came from. */
+  uint32_t cpu_milli;
+  char *cpu_desc;
   /* Scheduling: the tick (while there are workers) and its reused arrays. */
   guint sched_timer;
   GPtrArray *sched_inst;
@@ -519,6 +524,23 @@ static bool renders_on_llvmpipe(VgpuSupervisor *s) {
   return a && a->description && strstr(a->description, "llvmpipe");
 }
 
+/* The start-up log's sentence on what a worker is charged as GPU time,
+ * and why. */
+static char *charge_clock_describe(VgpuSupervisor *s) {
+  if (!g_str_equal(s->cfg->renderer, "virgl"))
+    return g_strdup("wall time of the renderer's calls (renderer null: no GPU work)");
+  if (!s->render_node)
+    return g_strdup_printf("each worker's process CPU time, with %s as the whole GPU: llvmpipe "
+                           "renders on the workers' own threads on these CPUs, where wall time to "
+                           "the fence would also count the work of neighbours rendering at the "
+                           "same moment",
+                           s->cpu_desc);
+  return g_strdup_printf("wall time from submission to fence on %s (the GPU does the work); if "
+                         "its probe names llvmpipe, each worker's process CPU time with %s as "
+                         "the whole GPU",
+                         s->render_node, s->cpu_desc);
+}
+
 /* Starts the worker of one tenant on client_fd (blocking, not owned).
  * Returns its pid, or 0 with the reason logged and in *error. */
 static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid,
@@ -536,6 +558,10 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
                   g_strerror(-slot));
     return 0;
   }
+  /* What its GPU time is, before it starts: on llvmpipe its process CPU
+   * time against the host's capacity, else wall time to the fence. */
+  uint32_t cpu_milli = renders_on_llvmpipe(s) ? s->cpu_milli : 0;
+  vgpu_book_worker_set_cpu_milli(s->book, (uint32_t)slot, cpu_milli);
   g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
   g_ptr_array_add(argv, g_strdup(s->worker_path));
   if (kind == VGPU_TENANT_VM) {
@@ -1080,6 +1106,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
    * and reads compiled (JIT) code from: a way for one tenant's worker to
    * plant code in another's.  Workers cannot create files anyway. */
   s->worker_env = g_environ_setenv(g_get_environ(), "MESA_SHADER_CACHE_DISABLE", "true", TRUE);
+  /* The capacity is read before vgpud makes its cgroups: the ceilings it
+   * writes there for fixed shares are parts of it. */
+  s->cpu_milli = vgpu_cpu_capacity_milli(&s->cpu_desc);
   /* Which CPU-sharing mechanisms are active, once. */
   s->cgroups = vgpu_cgroups_new(cfg->cgroups, s->runtime_dir);
   vgpu_info("scheduling: GPU-time token buckets and fps caps in the workers: %s; %s; llvmpipe "
@@ -1089,6 +1118,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
             !g_str_equal(cfg->renderer, "virgl") ? "off (renderer null)"
             : s->render_node                     ? "when the render node's driver is llvmpipe"
                                                  : "on (EGL surfaceless: llvmpipe)");
+  g_autofree char *charge = charge_clock_describe(s);
+  vgpu_info("scheduling: GPU time charged: %s", charge);
   return s;
 }
 
@@ -1223,6 +1254,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s->worker_path);
   g_free(s->render_node);
   g_free(s->render_driver);
+  g_free(s->cpu_desc);
   g_free(s);
 }
 

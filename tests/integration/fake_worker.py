@@ -19,7 +19,7 @@ import time
 SLOT_FD, GRANT_FD, SOCK_FD, CLIENT_FD = 4, 5, 6, 3
 N_KINDS = 8  # vram, resources, contexts, frames, commands, bytes_in, busy_ns, throttled_ns
 SLOT_SIZE = 8 * (N_KINDS + 1)
-GRANT_SIZE = 8 + 4 + 4 + 3 * 8 + 3 * 4 + 4 + 3 * 8 + 4 + 4  # ... share_ppm, fps_cap
+GRANT_SIZE = 8 + 4 + 4 + 3 * 8 + 3 * 4 + 4 + 3 * 8 + 4 + 4 + 4 + 4  # ... fps_cap, cpu_milli
 
 
 def say(msg):

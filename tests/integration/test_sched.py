@@ -51,6 +51,12 @@ vram=512M
 max-clients=8
 gpu-share=fixed
 weight=4
+
+[profile w21]
+vram=512M
+max-clients=8
+gpu-share=fixed
+weight=21
 """
 
 CONFIG = PROFILES + """
@@ -141,60 +147,90 @@ def cap_and_best_effort(x, d):
     assert u["throttled_ns"] == 0, u
 
 
+# Fixed shares 1:2:4: the GPU time each instance gets (on llvmpipe: the
+# CPU time of its worker) must keep that ratio within this fraction
+# (largest relative deviation of w2/w1 from 2 and of w4/w1 from 4), in one
+# of three windows.  Measured on the 2-core machine with a load average of
+# 17-24 from other builds and tests (ASan build, 8 s windows), largest
+# deviations per window: 5.9%, 12.5%, 3-15% over the six windows of two
+# earlier runs of the same set-up, and 35.4%, 37.1%, 19.4% with a second copy of
+# this test running beside it (the weight-4 tenant then got only 2/3 of its
+# share: the host could not give it more).  25% passes all of them in the
+# first, second or third window.
+FIXED_TOLERANCE = float(os.environ.get("SCHED_FIXED_TOLERANCE", "0.25"))
+FIXED_WINDOW = 8.0
+
+
 def fixed_weights(x):
-    cfg = PROFILES + "".join(f"\n[instance {n}]\nprofile={n}\n" for n in ("w1", "w2", "w4"))
+    # A fourth fixed instance of weight 21 that stays idle keeps 3/4 of the
+    # host: fixed shares hold while others are idle, so the three tenants'
+    # shares (1/28, 2/28, 4/28 of the CPUs) add up to a quarter of them.
+    # Shares are upper bounds: the ratio can only be the scheduler's while
+    # every tenant wants more than its share and the host can give it that
+    # much; with the whole host promised to them, a loaded CI machine
+    # cannot, and the load, not the share, sets the heaviest one's rate.
+    names = ("w1", "w2", "w4", "w21")
+    cfg = PROFILES + "".join(f"\n[instance {n}]\nprofile={n}\n" for n in names)
     d = h.Daemon(cfg)
     try:
+        # On llvmpipe a worker is charged its process CPU time (said once
+        # at start-up).
+        d.wait_log(r"GPU time charged: each worker's process CPU time, with \d+\.\d+ CPUs")
         outs = []
-        # Large windows: frames the GPU (llvmpipe) is busy with, so that
-        # each tenant would take more than its share, as fixed shares are
-        # upper bounds (a tenant that wants less than its share is not
-        # held to the ratio).
-        for n in ("w1", "w2", "w4"):
+        n3 = ("w1", "w2", "w4")
+        # Large windows: frames whose cost is the worker's rendering more
+        # than the client's and Xvfb's.
+        for n in n3:
             outs += start(d, n, x, args=("-geometry", "1200x1000"))
         try:
-            warm(d, ["w1", "w2", "w4"], frames=10)
-            shares = {n: d.show(n)["share_ppm"] for n in ("w1", "w2", "w4")}
-            assert shares == {"w1": 142857, "w2": 285714, "w4": 571428}, shares
-            # What the scheduler guarantees is GPU time: each instance's
-            # busy time stays within its share (plus the burst and one
-            # frame's overshoot).  Frame rates follow only as far as every
-            # frame costs the same, which a loaded host does not keep: they
-            # must come in the weights' order, with the ratio printed (the
-            # 10% figure is bench/sched.py's, on a quiet machine).
-            ok = False
-            for _ in range(3):
-                n3 = ("w1", "w2", "w4")
+            warm(d, n3, frames=10)
+            shares = {n: d.show(n)["share_ppm"] for n in n3}
+            assert shares == {"w1": 35714, "w2": 71428, "w4": 142857}, shares
+            # What the scheduler holds to the share is GPU time, here CPU
+            # time as a part of the host's CPUs (busy_ns): its split must
+            # be 1:2:4, and each within its share (plus the burst and one
+            # frame's overshoot).  Frame rates follow it only as far as
+            # every frame costs the same CPU time, which this loaded VM
+            # does not keep (a tenant that renders a frame every 100 ms
+            # pays up to twice the CPU time per frame of one that renders
+            # every 15 ms): they must come in the weights' order, and
+            # their ratio is printed (bench/sched.py measures it).
+            dev = None
+            for attempt in range(3):
                 b0 = {n: d.show(n)["usage"]["busy_ns"] for n in n3}
-                r = rates(d, n3, window=6.0)
+                r = rates(d, n3, window=FIXED_WINDOW)
                 b1 = {n: d.show(n)["usage"]["busy_ns"] for n in n3}
-                busy = {n: (b1[n] - b0[n]) / 6.0e9 for n in n3}
+                busy = {n: (b1[n] - b0[n]) / (FIXED_WINDOW * 1e9) for n in n3}
+                g2, g4 = busy["w2"] / max(busy["w1"], 1e-6), busy["w4"] / max(busy["w1"], 1e-6)
+                dev = max(abs(g2 / 2 - 1), abs(g4 / 4 - 1))
                 q2, q4 = r["w2"] / max(r["w1"], 0.01), r["w4"] / max(r["w1"], 0.01)
-                print(f"fixed 1:2:4: {r['w1']:.1f} {r['w2']:.1f} {r['w4']:.1f} FPS "
-                      f"(1:{q2:.2f}:{q4:.2f}), busy {busy['w1']:.3f} {busy['w2']:.3f} "
-                      f"{busy['w4']:.3f} of the GPU")
+                print(f"fixed 1:2:4 (attempt {attempt + 1}): GPU time {busy['w1']:.4f} "
+                      f"{busy['w2']:.4f} {busy['w4']:.4f} of the host's CPUs (1:{g2:.2f}:{g4:.2f}, "
+                      f"largest deviation {dev * 100:.1f}%); frames {r['w1']:.1f} {r['w2']:.1f} "
+                      f"{r['w4']:.1f} FPS (1:{q2:.2f}:{q4:.2f})")
                 for n in n3:
-                    assert busy[n] <= shares[n] / 1e6 * 1.1 + 0.1, (n, busy, shares)
-                if r["w1"] < r["w2"] < r["w4"] and q4 >= 2.0:
-                    ok = True
+                    assert busy[n] <= shares[n] / 1e6 * 1.1 + 0.02, (n, busy, shares)
+                if dev <= FIXED_TOLERANCE and r["w1"] < r["w2"] < r["w4"]:
                     break
-            assert ok, "frame rates not in the order of the weights"
-            for n in ("w1", "w2"):
+            assert dev <= FIXED_TOLERANCE, \
+                f"GPU time not 1:2:4 within {FIXED_TOLERANCE * 100:.0f}% ({dev * 100:.1f}%)"
+            assert r["w1"] < r["w2"] < r["w4"], f"frame rates not in the weights' order: {r}"
+            for n in n3:
                 assert d.show(n)["throttled_ns"] > 0, n
 
             # A weight changed while they render reaches the workers' grant
-            # pages within a second: w1 goes from 1/7 to 4/10.
+            # pages within a second: w1 goes from 1/28 to 4/31.
             t0 = time.monotonic()
             p = subprocess.run([h.VGPUCTL, "--runtime-dir", d.dir, "set", "w1", "weight=4"],
                                capture_output=True, text=True, timeout=30)
             assert p.returncode == 0, p.stderr
-            s = h.wait_for(lambda: (lambda s: s if s["share_ppm"] == 400000 and
-                                    s["tenants"][0]["share_ppm"] == 400000 else None)(d.show("w1")),
+            s = h.wait_for(lambda: (lambda s: s if s["share_ppm"] == 129032 and
+                                    s["tenants"][0]["share_ppm"] == 129032 else None)(d.show("w1")),
                            1.0 + (time.monotonic() - t0), "w1's new share")
             took = time.monotonic() - t0
             print(f"weight change: w1 share {s['share_ppm']} after {took:.2f} s")
             assert took < 1.5, took
-            assert d.show("w4")["share_ppm"] == 400000
+            assert d.show("w4")["share_ppm"] == 129032
         finally:
             stop(outs)
         d.stop()

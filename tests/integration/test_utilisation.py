@@ -103,7 +103,7 @@ def test_idle(d):
     table = ctl(d, "list")
     assert busy_column(table, "vgpu0") == "0.0%" and busy_column(table, "vgpu1") == "0.0%", table
     shown = ctl(d, "show", "vgpu0")
-    assert "\nGPU busy   0.0% of one GPU over the last second\n" in shown, shown
+    assert "\nGPU busy   0.0% of the GPU over the last second\n" in shown, shown
     top = json.loads(ctl(d, "top", "--json", "--iterations", "1").splitlines()[0])
     assert instance(top, "vgpu0")["busy_percent"] == 0, top
 
@@ -127,7 +127,7 @@ def test_idle_tenant(d):
             comm = f.read().strip()
         assert t["client_name"] == comm, (t, comm)
         shown = ctl(d, "show", "vgpu1")
-        assert "\nGPU busy   0.0% of one GPU over the last second\n" in shown, shown
+        assert "\nGPU busy   0.0% of the GPU over the last second\n" in shown, shown
         row = shown.split("\n\n", 1)[1].splitlines()[1].split()
         assert row[4] == comm and row[5] == "0.0%", shown
     finally:

@@ -11,6 +11,7 @@
 
 #include "daemon/cgroup.h"
 #include "daemon/config.h"
+#include "daemon/cpu_capacity.h"
 
 static void test_self_path(void **state) {
   (void)state;
@@ -157,11 +158,46 @@ static void test_config_keys(void **state) {
   }
 }
 
+/* The CPU capacity that is the whole GPU on llvmpipe: ceilings parsed from
+ * cgroup files, and the figure for this process. */
+static void test_cpu_capacity(void **state) {
+  (void)state;
+  assert_int_equal(vgpu_cpu_max_milli("max 100000\n"), 0);
+  assert_int_equal(vgpu_cpu_max_milli("150000 100000\n"), 1500);
+  assert_int_equal(vgpu_cpu_max_milli("50000 100000"), 500);
+  assert_int_equal(vgpu_cpu_max_milli("400000 100000\n"), 4000);
+  /* Below a thousandth: still a ceiling, not "none". */
+  assert_int_equal(vgpu_cpu_max_milli("1 1000000\n"), 1);
+  /* Not a ceiling: garbage, one field, three, a period of 0, negatives. */
+  assert_int_equal(vgpu_cpu_max_milli(NULL), 0);
+  assert_int_equal(vgpu_cpu_max_milli(""), 0);
+  assert_int_equal(vgpu_cpu_max_milli("100000"), 0);
+  assert_int_equal(vgpu_cpu_max_milli("1 2 3"), 0);
+  assert_int_equal(vgpu_cpu_max_milli("100000 0"), 0);
+  assert_int_equal(vgpu_cpu_max_milli("-5 100000"), 0);
+  assert_int_equal(vgpu_cpu_max_milli("12x 100000"), 0);
+  /* Huge quotas do not wrap. */
+  assert_int_equal(vgpu_cpu_max_milli("18446744073709551615 1"), UINT32_MAX);
+  assert_int_equal(vgpu_cpu_cfs_milli("-1\n", "100000\n"), 0);
+  assert_int_equal(vgpu_cpu_cfs_milli("200000\n", "100000\n"), 2000);
+  assert_int_equal(vgpu_cpu_cfs_milli("25000\n", "100000\n"), 250);
+  assert_int_equal(vgpu_cpu_cfs_milli(NULL, "100000"), 0);
+  assert_int_equal(vgpu_cpu_cfs_milli("100000", "0"), 0);
+  /* This process: at least the floor, at most its CPUs, and said why. */
+  g_autofree char *desc = NULL;
+  uint32_t m = vgpu_cpu_capacity_milli(&desc);
+  assert_non_null(desc);
+  assert_true(m >= VGPU_CPU_CAPACITY_MIN_MILLI);
+  assert_true(m <= g_get_num_processors() * 1000u);
+  assert_non_null(strstr(desc, "affinity"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_self_path), cmocka_unit_test(test_mount_point),
-      cmocka_unit_test(test_weights),   cmocka_unit_test(test_quota),
-      cmocka_unit_test(test_off),       cmocka_unit_test(test_config_keys),
+      cmocka_unit_test(test_self_path),    cmocka_unit_test(test_mount_point),
+      cmocka_unit_test(test_weights),      cmocka_unit_test(test_quota),
+      cmocka_unit_test(test_off),          cmocka_unit_test(test_config_keys),
+      cmocka_unit_test(test_cpu_capacity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,7 +356,7 @@ static void test_views(void **state) {
                           "VRAM       12.5 MiB / 256 MiB (4%)\n"
                           "resources  12/4096\n"
                           "contexts   1/unlimited\n"
-                          "GPU busy   137.5% of one GPU over the last second\n"
+                          "GPU busy   137.5% of the GPU over the last second\n"
                           "frames     7462   commands 90000   refusals 2   worker crashes 0\n"
                           "\n"
                           "KIND   WORKER  CLIENT  UID   PROCESS   GPU BUSY  VRAM      PEAK    "

@@ -275,6 +275,43 @@ static void test_shares(void **state) {
   assert_true(o[0].instance_ppm + o[1].instance_ppm + o[2].instance_ppm <= 1000000);
 }
 
+/* ---- CPU time as GPU time (llvmpipe) ------------------------------------ */
+
+static void test_cpu_meter(void **state) {
+  (void)state;
+  VgpuCpuMeter m = {0};
+  /* The first reading starts the meter: what came before is not charged. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 7 * S, 2000), 0);
+  /* Two CPUs: 10 ms of CPU time is 5 ms of the whole GPU's time. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 7 * S + 10 * MS, 2000), 5 * MS);
+  /* No CPU used: nothing. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 7 * S + 10 * MS, 2000), 0);
+  /* One CPU and a half: remainders are carried, nothing is lost to
+   * rounding however small the steps. */
+  VgpuCpuMeter f = {0};
+  uint64_t sum = 0, cpu = 0;
+  (void)vgpu_cpu_meter_read(&f, cpu, 1500);
+  for (int i = 0; i < 3000; i++) {
+    cpu += 1;
+    sum += vgpu_cpu_meter_read(&f, cpu, 1500);
+  }
+  assert_int_equal(sum, 2000);
+  /* A clock that goes backwards charges nothing, and the meter counts on
+   * from where it went: no huge unsigned difference, no lost start. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 3 * S, 2000), 0);
+  assert_int_equal(vgpu_cpu_meter_read(&m, 3 * S + 4 * MS, 2000), 2 * MS);
+  /* Charging switched off (wall time) and on again: a fresh start. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 9 * S, 0), 0);
+  assert_int_equal(vgpu_cpu_meter_read(&m, 10 * S, 1000), 0);
+  assert_int_equal(vgpu_cpu_meter_read(&m, 10 * S + MS, 1000), MS);
+  /* Less than a whole CPU: the capacity is smaller, each ns costs more. */
+  assert_int_equal(vgpu_cpu_meter_read(&m, 10 * S + 2 * MS, 500), 2 * MS);
+  /* An interval too long for 64-bit arithmetic saturates, it does not wrap. */
+  VgpuCpuMeter big = {0};
+  (void)vgpu_cpu_meter_read(&big, 0, 1);
+  assert_int_equal(vgpu_cpu_meter_read(&big, UINT64_MAX, 1), UINT64_MAX);
+}
+
 /* ---- the worker's waits ------------------------------------------------- */
 
 typedef struct {
@@ -414,12 +451,80 @@ static void test_busy_window(void **state) {
   assert_int_equal(vgpu_busy_window_permille(&w, t - 1 + 200000, busy + 100 * MS), 500);
 }
 
+/* On llvmpipe (a grant page with cpu_milli) the process CPU time is what a
+ * tenant is charged, whatever wall time the caller measured. */
+static uint64_t fake_cpu(void *user) {
+  return *(uint64_t *)user;
+}
+
+static void test_throttle_cpu(void **state) {
+  (void)state;
+#if !VGPU_SCHEDULER
+  skip();
+#endif
+  uint64_t limits[VGPU_RES_N_QUOTA] = {0};
+  VgpuLedger *l = vgpu_ledger_new_standalone(limits);
+  vgpu_ledger_standalone_set_cpu_milli(l, 2000); /* two CPUs are the GPU */
+  Clock c = {.now = S, .hangup_after = -1, .ledger = l, .unthrottle_after = -1};
+  uint64_t cpu = 50 * S; /* what the process used before the tenant came */
+  VgpuThrottle *t = vgpu_throttle_new(l);
+  vgpu_throttle_set_clock(t, fake_now, fake_sleep, &c);
+  vgpu_throttle_set_cpu_clock(t, fake_cpu, &cpu);
+  vgpu_ledger_standalone_set_sched(l, 250000, 0);
+  /* A frame that took 300 ms of wall time (neighbours rendered beside
+   * it) but 200 ms of CPU: 100 ms of the two-CPU GPU.  At a 25% share the
+   * next submission waits 400 ms. */
+  assert_true(vgpu_throttle_submit(t));
+  cpu += 200 * MS;
+  vgpu_throttle_charge(t, 300 * MS);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 100 * MS);
+  uint64_t t0 = c.now;
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(c.now - t0, 400 * MS);
+  /* CPU time llvmpipe's threads used after the last charge (work that
+   * finished while the client was being answered) counts at the next
+   * submission, before it may go. */
+  cpu += 40 * MS;
+  t0 = c.now;
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 120 * MS);
+  assert_int_equal(c.now - t0, 80 * MS);
+  /* The process CPU clock going backwards charges nothing (no wrap to a
+   * huge charge), and counting goes on from there. */
+  cpu -= 30 * S;
+  vgpu_throttle_charge(t, 5 * MS);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 120 * MS);
+  t0 = c.now;
+  assert_true(vgpu_throttle_submit(t));
+  assert_int_equal(c.now, t0);
+  cpu += 20 * MS;
+  vgpu_throttle_charge(t, 0);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 130 * MS);
+  assert_true(vgpu_throttle_submit(t));
+  /* Back to wall time (cpu_milli 0): what the caller measured counts, the
+   * CPU clock does not. */
+  vgpu_ledger_standalone_set_cpu_milli(l, 0);
+  cpu += S;
+  vgpu_throttle_charge(t, 7 * MS);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 137 * MS);
+  /* And to CPU time again: the second that passed meanwhile is not
+   * charged, only what follows. */
+  vgpu_ledger_standalone_set_cpu_milli(l, 1000);
+  vgpu_throttle_charge(t, 0);
+  cpu += 3 * MS;
+  vgpu_throttle_charge(t, 0);
+  assert_int_equal(vgpu_ledger_used(l, VGPU_RES_BUSY_NS), 140 * MS);
+  vgpu_throttle_free(t);
+  vgpu_ledger_free(l);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bucket_steady), cmocka_unit_test(test_bucket_burst),
       cmocka_unit_test(test_bucket_clock),  cmocka_unit_test(test_bucket_rate_change),
       cmocka_unit_test(test_pacer),         cmocka_unit_test(test_shares),
       cmocka_unit_test(test_throttle),      cmocka_unit_test(test_busy_window),
+      cmocka_unit_test(test_cpu_meter),     cmocka_unit_test(test_throttle_cpu),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,120 @@
+#include "daemon/cpu_capacity.h"
+
+#include <glib.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/cgroup.h"
+
+/* A decimal number that fills the whole of text (spaces around allowed). */
+static bool parse_u64(const char *text, uint64_t *out) {
+  if (!text)
+    return false;
+  g_autofree char *s = g_strstrip(g_strdup(text));
+  return *s && g_ascii_string_to_unsigned(s, 10, 0, UINT64_MAX, out, NULL);
+}
+
+/* quota / period CPUs in thousandths; 0 when not a ceiling. */
+static uint32_t milli_of(uint64_t quota, uint64_t period) {
+  if (quota == 0 || period == 0)
+    return 0;
+  unsigned __int128 m = (unsigned __int128)quota * 1000u / period;
+  if (m == 0)
+    return 1;
+  return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+}
+
+uint32_t vgpu_cpu_max_milli(const char *text) {
+  if (!text)
+    return 0;
+  g_autofree char *copy = g_strstrip(g_strdup(text));
+  g_auto(GStrv) f = g_strsplit_set(copy, " \t", -1);
+  uint64_t quota = 0, period = 0;
+  if (g_strv_length(f) != 2 || g_str_equal(f[0], "max") || !parse_u64(f[0], &quota) ||
+      !parse_u64(f[1], &period))
+    return 0;
+  return milli_of(quota, period);
+}
+
+uint32_t vgpu_cpu_cfs_milli(const char *quota_text, const char *period_text) {
+  uint64_t quota = 0, period = 0;
+  /* -1 (no quota) does not parse as unsigned: none. */
+  if (!parse_u64(quota_text, &quota) || !parse_u64(period_text, &period))
+    return 0;
+  return milli_of(quota, period);
+}
+
+static char *read_small(const char *dir, const char *name) {
+  g_autofree char *path = g_build_filename(dir, name, NULL);
+  char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return NULL;
+  return text;
+}
+
+/* The lowest ceiling from dir up to mnt (both absolute, dir below or at
+ * mnt), 0 when none; *where says which directory set it. */
+static uint32_t lowest_ceiling(const char *mnt, const char *dir, bool v2, char **where) {
+  uint32_t low = 0;
+  g_autofree char *d = g_strdup(dir);
+  for (int depth = 0; depth < 64; depth++) {
+    uint32_t m = 0;
+    if (v2) {
+      g_autofree char *t = read_small(d, "cpu.max");
+      m = vgpu_cpu_max_milli(t);
+    } else {
+      g_autofree char *q = read_small(d, "cpu.cfs_quota_us");
+      g_autofree char *p = read_small(d, "cpu.cfs_period_us");
+      m = vgpu_cpu_cfs_milli(q, p);
+    }
+    if (m && (!low || m < low)) {
+      low = m;
+      g_free(*where);
+      *where = g_strdup(d);
+    }
+    if (g_str_equal(d, mnt) || g_str_equal(d, "/"))
+      break;
+    char *up = g_path_get_dirname(d);
+    g_free(d);
+    d = up;
+  }
+  return low;
+}
+
+uint32_t vgpu_cpu_capacity_milli(char **desc) {
+  unsigned cpus = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    cpus = (unsigned)CPU_COUNT(&set);
+  if (cpus == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpus = n > 0 ? (unsigned)n : 1u;
+  }
+  uint64_t milli = (uint64_t)cpus * 1000u;
+  g_autofree char *mountinfo = NULL, *self = NULL, *where = NULL;
+  (void)g_file_get_contents("/proc/self/mountinfo", &mountinfo, NULL, NULL);
+  (void)g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL);
+  uint32_t ceiling = 0;
+  for (int v2 = 1; v2 >= 0 && !ceiling; v2--) {
+    g_autofree char *mnt = vgpu_cgroup_mount_point(mountinfo, v2 ? NULL : "cpu");
+    g_autofree char *path = vgpu_cgroup_self_path(self, v2 ? NULL : "cpu");
+    if (!mnt || !path)
+      continue;
+    g_autofree char *dir = g_build_filename(mnt, path, NULL);
+    g_autofree char *canon = g_canonicalize_filename(dir, NULL);
+    ceiling = lowest_ceiling(mnt, canon, v2, &where);
+  }
+  g_autofree char *limit = ceiling ? g_strdup_printf("%u.%03u CPUs by the CPU ceiling of %s",
+                                                     ceiling / 1000, ceiling % 1000, where)
+                                   : g_strdup("no cgroup CPU ceiling above vgpud");
+  if (ceiling && ceiling < milli)
+    milli = ceiling;
+  milli = MAX(milli, (uint64_t)VGPU_CPU_CAPACITY_MIN_MILLI);
+  if (desc)
+    *desc = g_strdup_printf("%u.%02u CPUs (affinity: %u CPU%s; %s)", (unsigned)(milli / 1000),
+                            (unsigned)(milli % 1000 / 10), cpus, cpus == 1 ? "" : "s", limit);
+  return (uint32_t)MIN(milli, (uint64_t)UINT32_MAX);
+}

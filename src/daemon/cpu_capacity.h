@@ -1,0 +1,27 @@
+/* The CPU capacity vgpud's workers may use, the whole "GPU" when they
+ * render with llvmpipe (core/sched.h, VgpuCpuMeter): the CPUs in vgpud's
+ * affinity mask (which a cpuset narrows too), bounded by every CPU ceiling
+ * on the way from vgpud's cgroup up to the root of its hierarchy (cgroup
+ * v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us).  Read once, at
+ * start-up, before vgpud makes its own groups below its cgroup: the
+ * ceilings of fixed shares that vgpud writes there are shares of this
+ * capacity, not limits of it. */
+#pragma once
+
+#include <stdint.h>
+
+/* Thousandths of a CPU, at least VGPU_CPU_CAPACITY_MIN_MILLI; *desc (the
+ * caller frees it) says where the figure came from, for the log. */
+uint32_t vgpu_cpu_capacity_milli(char **desc);
+
+#define VGPU_CPU_CAPACITY_MIN_MILLI 10u
+
+/* ---- pure functions (unit-tested) ---------------------------------------- */
+
+/* A cgroup v2 cpu.max ("QUOTA PERIOD" or "max PERIOD"): the ceiling in
+ * thousandths of a CPU (rounded down, at least 1), 0 for none ("max") or
+ * text that is not a ceiling. */
+uint32_t vgpu_cpu_max_milli(const char *text);
+/* The same from cgroup v1's cpu.cfs_quota_us and cpu.cfs_period_us (a
+ * quota of -1: none). */
+uint32_t vgpu_cpu_cfs_milli(const char *quota_text, const char *period_text);
