@@ -236,7 +236,9 @@ int main(int argc, char **argv) {
       {"socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path,
        "Use this vtest socket instead of an instance's", "PATH"},
       {"runtime-dir", 'r', 0, G_OPTION_ARG_FILENAME, &runtime_dir,
-       "vgpud's runtime directory (default: $VGPU_RUNTIME_DIR, then vgpud's default)", "DIR"},
+       "vgpud's runtime directory (default: $VGPU_RUNTIME_DIR, then vgpud's default, then "
+       "/run/vgpu when that has no vgpud)",
+       "DIR"},
       {"namespace", 'n', 0, G_OPTION_ARG_STRING, &ns_mode,
        "Private mount namespace for Mesa's fixed socket path: auto (default: when the "
        "program's Mesa does not read VTEST_SOCKET_NAME), always or never",
@@ -284,7 +286,7 @@ int main(int argc, char **argv) {
     if (!vgpu_instance_name_valid(instance))
       return die("invalid instance name '%s' (1-31 letters, digits, - and _)", instance);
     if (!runtime_dir)
-      runtime_dir = vgpu_default_runtime_dir();
+      runtime_dir = vgpu_client_runtime_dir();
     socket_path = g_build_filename(runtime_dir, instance, "vtest.sock", NULL);
   }
   /* vgpud is asked once, on its control socket, before anything starts:

@@ -130,19 +130,15 @@ static int accept_one(const char *path) {
   return c;
 }
 
-/* The control socket: $VGPU_RUNTIME_DIR or the built-in directory, and, when
- * that has none, the system vgpud's (/run/vgpu): QEMU and its back-ends often
- * run as a user of their own. */
+/* The control socket: --runtime-dir, else where a client finds vgpud
+ * (vgpu_client_runtime_dir(): the system vgpud's /run/vgpu when the user
+ * has none of their own): QEMU and its back-ends often run as a user of
+ * their own. */
 static char *control_path(const char *runtime_dir) {
   if (runtime_dir)
     return g_build_filename(runtime_dir, "control.sock", NULL);
-  g_autofree char *dir = vgpu_default_runtime_dir();
-  char *path = g_build_filename(dir, "control.sock", NULL);
-  struct stat st;
-  if (lstat(path, &st) == 0 || g_getenv("VGPU_RUNTIME_DIR"))
-    return path;
-  g_free(path);
-  return g_strdup("/run/vgpu/control.sock");
+  g_autofree char *dir = vgpu_client_runtime_dir();
+  return g_build_filename(dir, "control.sock", NULL);
 }
 
 /* A connection to vgpud's control socket, or -1 with one line said. */

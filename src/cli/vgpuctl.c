@@ -559,7 +559,8 @@ static void print_usage(FILE *f) {
     fprintf(f, "  %-36s %s\n", commands[i].synopsis, commands[i].summary);
   fputs("\nOptions:\n"
         "  -r, --runtime-dir DIR  vgpud's runtime directory (default: $VGPU_RUNTIME_DIR,\n"
-        "                         else /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu)\n"
+        "                         else /run/vgpu for root, $XDG_RUNTIME_DIR/vgpu or\n"
+        "                         /tmp/vgpu-UID, and /run/vgpu when that has no vgpud)\n"
         "  --json                 print vgpud's reply as JSON\n"
         "  -h, --help             this text; after a command, that command's help\n"
         "  -V, --version          the version\n"
@@ -704,7 +705,7 @@ int main(int argc, char **argv) {
   }
 
   if (!runtime_dir)
-    runtime_dir = vgpu_default_runtime_dir();
+    runtime_dir = vgpu_client_runtime_dir();
   o.runtime_dir = runtime_dir;
   o.profile = profile;
 

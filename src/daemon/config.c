@@ -85,19 +85,38 @@ const char *vgpu_config_default_text(void) {
 
 /* ---- line numbers ------------------------------------------------------- */
 
+/* Where the loader's last refusal stood: the group, and the key when
+ * it was about one key (else NULL), so that the loader can leave that
+ * out and go on to find the file's other errors. */
+typedef struct {
+  char *group, *key;
+} FailSite;
+
+/* A repeat GKeyFile would have merged: a group header ("group") or a key
+ * in one group ("group\nkey") seen again at `line`. */
+typedef struct {
+  char *what;
+  int line;
+} Repeat;
+
 typedef struct {
   GHashTable *lines; /* "group" or "group\nkey" -> line of first appearance */
   const char *source;
   /* GKeyFile silently merges a repeated group and keeps the last of a
    * repeated key, so repeats are found here and refused by the loader. */
-  char *dup_group; /* the first group header seen twice, or NULL */
-  char *dup_key;   /* the first key seen twice in one group, or NULL */
-  int dup_group_line, dup_key_line;
+  GArray *repeats; /* Repeat, in file order */
+  FailSite *site;  /* set by fail_at() */
 } LineMap;
+
+static void repeat_clear(gpointer p) {
+  g_free(((Repeat *)p)->what);
+}
 
 static void line_map_build(LineMap *m, const char *data, gssize len, const char *source) {
   memset(m, 0, sizeof(*m));
   m->lines = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  m->repeats = g_array_new(FALSE, FALSE, sizeof(Repeat));
+  g_array_set_clear_func(m->repeats, repeat_clear);
   m->source = source;
   g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
   g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
@@ -111,11 +130,11 @@ static void line_map_build(LineMap *m, const char *data, gssize len, const char 
       if (end) {
         g_free(group);
         group = g_strndup(l + 1, (size_t)(end - l - 1));
-        if (!g_hash_table_contains(m->lines, group))
+        if (!g_hash_table_contains(m->lines, group)) {
           g_hash_table_insert(m->lines, g_strdup(group), GINT_TO_POINTER(i + 1));
-        else if (!m->dup_group) {
-          m->dup_group = g_strdup(group);
-          m->dup_group_line = i + 1;
+        } else {
+          Repeat r = {g_strdup(group), i + 1};
+          g_array_append_val(m->repeats, r);
         }
       }
       continue;
@@ -124,11 +143,11 @@ static void line_map_build(LineMap *m, const char *data, gssize len, const char 
     if (eq && group) {
       g_autofree char *key = g_strstrip(g_strndup(l, (size_t)(eq - l)));
       g_autofree char *k = g_strdup_printf("%s\n%s", group, key);
-      if (!g_hash_table_contains(m->lines, k))
+      if (!g_hash_table_contains(m->lines, k)) {
         g_hash_table_insert(m->lines, g_steal_pointer(&k), GINT_TO_POINTER(i + 1));
-      else if (!m->dup_key) {
-        m->dup_key = g_steal_pointer(&k);
-        m->dup_key_line = i + 1;
+      } else {
+        Repeat r = {g_steal_pointer(&k), i + 1};
+        g_array_append_val(m->repeats, r);
       }
     }
   }
@@ -136,8 +155,7 @@ static void line_map_build(LineMap *m, const char *data, gssize len, const char 
 
 static void line_map_clear(LineMap *m) {
   g_hash_table_unref(m->lines);
-  g_free(m->dup_group);
-  g_free(m->dup_key);
+  g_array_unref(m->repeats);
 }
 
 static int line_of(const LineMap *m, const char *group, const char *key) {
@@ -169,6 +187,12 @@ static bool fail_at(GError **error, const LineMap *m, const char *group, const c
   int line = line_of(m, group, key);
   if (!line && key)
     line = line_of(m, group, NULL);
+  if (m->site) {
+    g_free(m->site->group);
+    g_free(m->site->key);
+    m->site->group = g_strdup(group);
+    m->site->key = g_strdup(key);
+  }
   return fail_line(error, m->source, line, "%s", msg);
 }
 
@@ -179,31 +203,55 @@ static bool group_known(const char *group) {
 
 static const char *group_arg(const char *group);
 
-/* Repeats GKeyFile would have merged: a group header or a key in one group. */
-static bool check_repeats(const LineMap *m, GError **error) {
-  const char *g = m->dup_group;
-  if (g && !group_known(g))
-    return fail_at(error, m, g, NULL,
-                   "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])", g);
-  if (g && !g_str_equal(g, "daemon"))
-    return fail_line(error, m->source, m->dup_group_line,
-                     "%s \"%s\" defined twice (first at line %d)",
-                     g_str_has_prefix(g, "profile ") ? "profile" : "instance", group_arg(g),
-                     line_of(m, g, NULL));
-  if (g)
-    return fail_line(error, m->source, m->dup_group_line,
-                     "[daemon] appears twice (first at line %d)", line_of(m, g, NULL));
-  if (m->dup_key) {
-    g_auto(GStrv) gk = g_strsplit(m->dup_key, "\n", 2);
-    if (!group_known(gk[0]))
-      return fail_at(error, m, gk[0], NULL,
-                     "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])",
-                     gk[0]);
-    return fail_line(error, m->source, m->dup_key_line,
-                     "key \"%s\" given twice in [%s] (first at line %d)", gk[1], gk[0],
-                     line_of(m, gk[0], gk[1]));
+/* One more error of a file, kept with its line for sorting. */
+typedef struct {
+  int line;
+  int code; /* GKeyFileError */
+  char *message;
+} ConfigError;
+
+static void config_error_clear(gpointer p) {
+  g_free(((ConfigError *)p)->message);
+}
+
+/* Takes `e` (a "FILE:LINE: reason" error) into `errs`. */
+static void collect(GArray *errs, GError *e, int line) {
+  ConfigError ce = {line, e->code, g_strdup(e->message)};
+  g_array_append_val(errs, ce);
+  g_error_free(e);
+}
+
+/* The line a "FILE:LINE: reason" message names (0 when none). */
+static int message_line(const char *msg, const char *source) {
+  size_t n = strlen(source);
+  if (strncmp(msg, source, n) != 0 || msg[n] != ':')
+    return 0;
+  return (int)g_ascii_strtoll(msg + n + 1, NULL, 10);
+}
+
+/* Repeats GKeyFile would have merged: a group header or a key in one
+ * group, each one error.  Repeats of an unknown group are left to the
+ * loader, which refuses the group itself. */
+static void check_repeats(const LineMap *m, GArray *errs) {
+  for (guint i = 0; i < m->repeats->len; i++) {
+    const Repeat *r = &g_array_index(m->repeats, Repeat, i);
+    GError *e = NULL;
+    g_auto(GStrv) gk = g_strsplit(r->what, "\n", 2);
+    const char *g = gk[0];
+    if (!group_known(g))
+      continue;
+    if (gk[1])
+      fail_line(&e, m->source, r->line, "key \"%s\" given twice in [%s] (first at line %d)", gk[1],
+                g, line_of(m, g, gk[1]));
+    else if (!g_str_equal(g, "daemon"))
+      fail_line(&e, m->source, r->line, "%s \"%s\" defined twice (first at line %d)",
+                g_str_has_prefix(g, "profile ") ? "profile" : "instance", group_arg(g),
+                line_of(m, g, NULL));
+    else
+      fail_line(&e, m->source, r->line, "[daemon] appears twice (first at line %d)",
+                line_of(m, g, NULL));
+    collect(errs, e, r->line);
   }
-  return true;
 }
 
 /* ---- values ------------------------------------------------------------- */
@@ -584,8 +632,8 @@ static bool load_instance(VgpuConfig *c, GKeyFile *kf, const char *group, const 
 
 /* The first line GKeyFile could not have parsed, for syntax errors: one
  * that is neither blank, a comment, a group header nor key=value, a key
- * before any group, an empty group name or key.  Line 1 when none stands
- * out (GKeyFile also refuses text that is not UTF-8). */
+ * before any group, an empty group name or key.  0 when none stands out
+ * (GKeyFile also refuses text that is not UTF-8). */
 static int first_bad_line(const char *data, gssize len) {
   g_autofree char *text = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
   g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
@@ -606,7 +654,36 @@ static int first_bad_line(const char *data, gssize len) {
     if (!in_group || !strchr(l, '=') || *l == '=')
       return i + 1;
   }
-  return 1;
+  return 0;
+}
+
+/* Blanks line `line` (1-based) of `text` in place, keeping the line count;
+ * a broken group header takes the keys below it (up to the next header)
+ * along, so that they are not read as keys of the group above.  false
+ * when there was nothing left to blank. */
+static bool blank_line(char *text, int line) {
+  char *p = text;
+  for (int i = 1; i < line && p; i++) {
+    p = strchr(p, '\n');
+    if (p)
+      p++;
+  }
+  if (!p)
+    return false;
+  bool header = *(p + strspn(p, " \t")) == '[', any = false;
+  for (;;) {
+    for (; *p && *p != '\n'; p++)
+      if (*p != ' ') {
+        *p = ' ';
+        any = true;
+      }
+    if (!header || !*p)
+      break;
+    p++;
+    if (*(p + strspn(p, " \t")) == '[')
+      break;
+  }
+  return any;
 }
 
 /* "profile  small" -> "small" (a pointer into the group name). */
@@ -617,18 +694,8 @@ static const char *group_arg(const char *group) {
   return p ? p : "";
 }
 
-VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source,
-                                  GError **error) {
-  g_autoptr(GKeyFile) kf = g_key_file_new();
-  g_autoptr(GError) e = NULL;
-  if (!g_key_file_load_from_data(kf, data, len < 0 ? (gsize)-1 : (gsize)len, G_KEY_FILE_NONE, &e)) {
-    g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%d: %s", source,
-                first_bad_line(data, len), e->message);
-    return NULL;
-  }
-  LineMap m;
-  line_map_build(&m, data, len, source);
-  g_autoptr(VgpuConfig) c = g_new0(VgpuConfig, 1);
+static VgpuConfig *config_new(const char *source) {
+  VgpuConfig *c = g_new0(VgpuConfig, 1);
   c->source = g_strdup(source);
   c->log_level = VGPU_LOG_INFO;
   c->renderer = g_strdup("virgl");
@@ -645,30 +712,135 @@ VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *sour
   c->overcommit_milli = VGPU_OVERCOMMIT_DEFAULT;
   c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
+  return c;
+}
 
+/* Every group of `kf` into `c`; false with the first refusal. */
+static bool load_groups(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **error) {
   g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
-  bool ok = check_repeats(&m, error);
+  bool ok = true;
   /* Profiles first: instances refer to them wherever they stand. */
   for (int pass = 0; pass < 2 && ok; pass++) {
     for (int i = 0; groups[i] && ok; i++) {
       const char *g = groups[i];
       if (g_str_equal(g, "daemon")) {
         if (pass == 0)
-          ok = load_daemon(c, kf, &m, error);
+          ok = load_daemon(c, kf, m, error);
       } else if (g_str_has_prefix(g, "profile ")) {
         if (pass == 0)
-          ok = load_profile(c, kf, g, group_arg(g), &m, error);
+          ok = load_profile(c, kf, g, group_arg(g), m, error);
       } else if (g_str_has_prefix(g, "instance ")) {
         if (pass == 1)
-          ok = load_instance(c, kf, g, group_arg(g), &m, error);
+          ok = load_instance(c, kf, g, group_arg(g), m, error);
       } else if (pass == 0) {
-        ok = fail_at(error, &m, g, NULL,
+        ok = fail_at(error, m, g, NULL,
                      "unknown group [%s] (expected [daemon], [profile NAME], [instance NAME])", g);
       }
     }
   }
-  line_map_clear(&m);
-  return ok ? g_steal_pointer(&c) : NULL;
+  return ok;
+}
+
+static gint by_line(gconstpointer a, gconstpointer b) {
+  const ConfigError *x = a, *y = b;
+  return (x->line > y->line) - (x->line < y->line);
+}
+
+/* Every error of the file, one "FILE:LINE: reason" a line, in line order:
+ * syntax errors (each bad line is blanked and the text parsed again), then
+ * repeats, then the loader's refusals (each refused key, or group, is left
+ * out and the rest loaded again), up to VGPU_CONFIG_MAX_ERRORS. */
+VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source,
+                                  GError **error) {
+  g_autoptr(GArray) errs = g_array_new(FALSE, FALSE, sizeof(ConfigError));
+  g_array_set_clear_func(errs, config_error_clear);
+  g_autoptr(GKeyFile) kf = g_key_file_new();
+  g_autofree char *fixed = NULL; /* the text with bad lines blanked */
+  bool parsed = false;
+  while (errs->len < VGPU_CONFIG_MAX_ERRORS) {
+    const char *text = fixed ? fixed : data;
+    gssize n = fixed ? -1 : len;
+    g_autoptr(GError) e = NULL;
+    if (g_key_file_load_from_data(kf, text, n < 0 ? (gsize)-1 : (gsize)n, G_KEY_FILE_NONE, &e)) {
+      parsed = true;
+      break;
+    }
+    int line = first_bad_line(text, n);
+    GError *pe = g_error_new(G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_PARSE, "%s:%d: %s", source,
+                             line ? line : 1, e->message);
+    collect(errs, pe, line ? line : 1);
+    if (!fixed)
+      fixed = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
+    if (!line || !blank_line(fixed, line))
+      break;
+  }
+  g_autoptr(VgpuConfig) c = NULL;
+  if (parsed) {
+    if (!fixed)
+      fixed = g_strndup(data, len < 0 ? strlen(data) : (size_t)len);
+    LineMap m;
+    FailSite site = {0};
+    line_map_build(&m, fixed, -1, source);
+    check_repeats(&m, errs);
+    /* A repeated key is refused as such, not also for its value: all its
+     * lines go (an instance's profile= takes its group along). */
+    bool blanked = false;
+    for (guint i = 0; i < m.repeats->len; i++) {
+      const Repeat *r = &g_array_index(m.repeats, Repeat, i);
+      g_auto(GStrv) gk = g_strsplit(r->what, "\n", 2);
+      if (!gk[1])
+        continue;
+      if (g_str_has_prefix(gk[0], "instance ") && g_str_equal(gk[1], "profile")) {
+        blank_line(fixed, line_of(&m, gk[0], NULL));
+      } else {
+        blank_line(fixed, line_of(&m, gk[0], gk[1]));
+        blank_line(fixed, r->line);
+      }
+      blanked = true;
+    }
+    m.site = &site;
+    while (errs->len < VGPU_CONFIG_MAX_ERRORS) {
+      if (blanked) {
+        /* What is left parses: only whole lines were blanked. */
+        g_key_file_unref(kf);
+        kf = g_key_file_new();
+        if (!g_key_file_load_from_data(kf, fixed, (gsize)-1, G_KEY_FILE_NONE, NULL))
+          break;
+      }
+      g_clear_pointer(&site.group, g_free);
+      g_clear_pointer(&site.key, g_free);
+      c = config_new(source);
+      GError *e = NULL;
+      if (load_groups(c, kf, &m, &e))
+        break;
+      g_clear_pointer(&c, vgpu_config_free);
+      collect(errs, e, message_line(e->message, source));
+      /* The refused key's line, else its group's (header and keys); an
+       * instance's profile= cannot go alone: the group would then be
+       * refused for lacking one. */
+      if (!site.group)
+        break;
+      bool one_key = site.key && !(g_str_has_prefix(site.group, "instance ") &&
+                                   g_str_equal(site.key, "profile"));
+      int line = one_key ? line_of(&m, site.group, site.key) : line_of(&m, site.group, NULL);
+      if (!line || !blank_line(fixed, line))
+        break;
+      blanked = true;
+    }
+    g_free(site.group);
+    g_free(site.key);
+    line_map_clear(&m);
+  }
+  if (errs->len == 0 && c)
+    return g_steal_pointer(&c);
+  g_array_sort(errs, by_line); /* stable: one line's errors stay in order */
+  g_autoptr(GString) msg = g_string_new(NULL);
+  for (guint i = 0; i < errs->len; i++)
+    g_string_append_printf(msg, "%s%s", i ? "\n" : "", g_array_index(errs, ConfigError, i).message);
+  if (errs->len >= VGPU_CONFIG_MAX_ERRORS)
+    g_string_append_printf(msg, "\n%s: stopped after %d errors", source, VGPU_CONFIG_MAX_ERRORS);
+  g_set_error_literal(error, G_KEY_FILE_ERROR, g_array_index(errs, ConfigError, 0).code, msg->str);
+  return NULL;
 }
 
 VgpuConfig *vgpu_config_load_file(const char *path, GError **error) {

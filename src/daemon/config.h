@@ -1,6 +1,8 @@
 /* vgpud configuration: a GKeyFile (vgpud.conf(5)) or the embedded default.
  * Groups: [daemon], [profile NAME], [instance NAME].  Loading fails on any
- * unknown group or key or bad value with "FILE:LINE: reason". */
+ * unknown group or key or bad value; the error's message then names every
+ * error of the file, one "FILE:LINE: reason" a line in line order (at most
+ * VGPU_CONFIG_MAX_ERRORS of them). */
 #pragma once
 
 #include <glib.h>
@@ -10,6 +12,9 @@
 #include "core/profile.h"
 #include "util/log.h"
 #include "util/runtime_dir.h" /* vgpu_instance_name_valid, runtime dir default */
+
+/* The most errors of one file that are reported. */
+#define VGPU_CONFIG_MAX_ERRORS 50
 
 /* Longest idle-timeout: the worker waits in int milliseconds (INT_MAX / 1000). */
 #define VGPU_IDLE_TIMEOUT_MAX 2147483

@@ -33,7 +33,68 @@ typedef struct {
 typedef struct {
   GMainLoop *loop;
   VgpuSupervisor *sup;
+  char *refused; /* the last reload's refusal, for STATUS=; NULL after one that worked */
+  char *status;  /* the STATUS= last sent */
 } Daemon;
+
+/* Prints a message of one or more lines (a configuration's errors, one
+ * "FILE:LINE: reason" a line) with "vgpud: " before each. */
+static void print_error(const char *prefix, const char *msg) {
+  g_auto(GStrv) lines = g_strsplit(msg, "\n", -1);
+  for (int i = 0; lines[i]; i++)
+    fprintf(stderr, "vgpud: %s%s\n", prefix, lines[i]);
+}
+
+#if HAVE_SYSTEMD
+/* systemd's STATUS=: "N instances, M tenants", and the refusal of the last
+ * reload while the running configuration is an older one.  Sent when it
+ * changed. */
+static void notify_status(Daemon *d, bool force) {
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(d->sup);
+  guint tenants = 0;
+  for (guint i = 0; i < all->len; i++)
+    tenants += vgpu_instance_n_tenants(g_ptr_array_index(all, i));
+  g_autofree char *status =
+      g_strdup_printf("%u instance%s, %u tenant%s%s%s", all->len, all->len == 1 ? "" : "s", tenants,
+                      tenants == 1 ? "" : "s", d->refused ? "; reload refused: " : "",
+                      d->refused ? d->refused : "");
+  if (!force && !g_strcmp0(status, d->status))
+    return;
+  g_free(d->status);
+  d->status = g_steal_pointer(&status);
+  sd_notifyf(0, "STATUS=%s", d->status);
+}
+
+static gboolean on_status_tick(gpointer user) {
+  notify_status(user, false);
+  return G_SOURCE_CONTINUE;
+}
+#endif
+
+/* RELOADING=1 as a reload starts, READY=1 and the outcome in STATUS= as it
+ * ends, whether it worked or not (the old configuration still runs). */
+static void on_reload(bool done, bool ok, const char *why, gpointer user) {
+  Daemon *d = user;
+  if (!done) {
+#if HAVE_SYSTEMD
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" G_GINT64_FORMAT "\nSTATUS=reloading",
+               g_get_monotonic_time());
+#endif
+    return;
+  }
+  g_clear_pointer(&d->refused, g_free);
+  if (!ok && why) {
+    /* The first error, and how many more the log names. */
+    g_auto(GStrv) lines = g_strsplit(why, "\n", -1);
+    guint n = g_strv_length(lines);
+    d->refused = n > 1 ? g_strdup_printf("%s (and %u more)", lines[0], n - 1) : g_strdup(lines[0]);
+  }
+#if HAVE_SYSTEMD
+  if (d->sup)
+    notify_status(d, true);
+  sd_notify(0, "READY=1");
+#endif
+}
 
 static gboolean on_term(gpointer user) {
   Daemon *d = user;
@@ -46,8 +107,11 @@ static gboolean on_hup(gpointer user) {
   Daemon *d = user;
   g_autoptr(GError) e = NULL;
   /* Instances that could not be added are logged by the supervisor. */
-  if (!vgpu_supervisor_reload(d->sup, NULL, &e))
-    vgpu_error("reload failed, keeping the running configuration: %s", e->message);
+  if (!vgpu_supervisor_reload(d->sup, NULL, &e)) {
+    g_auto(GStrv) lines = g_strsplit(e->message, "\n", -1);
+    for (int i = 0; lines[i]; i++)
+      vgpu_error("reload failed, keeping the running configuration: %s", lines[i]);
+  }
   return G_SOURCE_CONTINUE;
 }
 
@@ -168,7 +232,7 @@ int main(int argc, char **argv) {
   VgpuConfig *cfg = o.config ? vgpu_config_load_file(o.config, &error)
                              : vgpu_config_load_default(&error);
   if (!cfg) {
-    fprintf(stderr, "vgpud: %s\n", error->message);
+    print_error("", error->message);
     return fail_early(&o, NULL, 1);
   }
   VgpuLogLevel level = cfg->log_level;
@@ -245,8 +309,9 @@ int main(int argc, char **argv) {
   write_pid(pidfd);
   signal(SIGPIPE, SIG_IGN);
 
-  VgpuSupervisorOptions sopt = {.runtime_dir = dir, .config_path = o.config};
   Daemon d = {0};
+  VgpuSupervisorOptions sopt = {
+      .runtime_dir = dir, .config_path = o.config, .on_reload = on_reload, .on_reload_data = &d};
   d.sup = vgpu_supervisor_new(cfg, &sopt, &error);
   if (!d.sup || !vgpu_supervisor_start(d.sup, &error)) {
     vgpu_error("cannot start: %s", error->message);
@@ -269,9 +334,18 @@ int main(int argc, char **argv) {
             vgpu_supervisor_config_source(d.sup));
   report_ready(ready_fd, true);
 #if HAVE_SYSTEMD
+  guint status_timer = 0;
+  if (g_getenv("NOTIFY_SOCKET")) {
+    notify_status(&d, true);
+    status_timer = g_timeout_add_seconds(5, on_status_tick, &d);
+  }
   sd_notify(0, "READY=1");
 #endif
   g_main_loop_run(d.loop);
+#if HAVE_SYSTEMD
+  if (status_timer)
+    g_source_remove(status_timer);
+#endif
 #if HAVE_SYSTEMD
   sd_notify(0, "STOPPING=1");
 #endif
@@ -283,6 +357,8 @@ int main(int argc, char **argv) {
   if (created_dir)
     (void)rmdir(dir);
   vgpu_info("stopped");
+  g_free(d.refused);
+  g_free(d.status);
   g_free(o.config);
   g_free(o.runtime_dir);
   g_free(o.log_level);

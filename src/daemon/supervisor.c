@@ -93,6 +93,8 @@ struct VgpuSupervisor {
   VgpuConfig *cfg;
   char *runtime_dir;
   char *config_path;
+  VgpuReloadFunc on_reload; /* see VgpuSupervisorOptions */
+  gpointer on_reload_data;
   char *worker_path;
   char *render_node;
   char *render_driver; /* the render node's kernel driver, NULL if unknown */
@@ -1066,6 +1068,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->cfg = cfg;
   s->runtime_dir = g_strdup(opt->runtime_dir);
   s->config_path = g_strdup(opt->config_path);
+  s->on_reload = opt->on_reload;
+  s->on_reload_data = opt->on_reload_data;
   s->worker_path = g_steal_pointer(&worker);
   s->render_node = find_render_node(cfg);
   s->render_driver = render_node_driver(s->render_node);
@@ -1294,7 +1298,21 @@ static bool reload_gpu_memory_fits(VgpuSupervisor *s, const VgpuConfig *next, ui
   return true;
 }
 
+static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error);
+
 bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
+  if (s->on_reload)
+    s->on_reload(false, false, NULL, s->on_reload_data);
+  GError *e = NULL;
+  bool ok = supervisor_reload(s, not_added, &e);
+  if (s->on_reload)
+    s->on_reload(true, ok, e ? e->message : NULL, s->on_reload_data);
+  if (e)
+    g_propagate_error(error, e);
+  return ok;
+}
+
+static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
   VgpuConfig *next = s->config_path ? vgpu_config_load_file(s->config_path, error)
                                     : vgpu_config_load_default(error);
   if (!next)

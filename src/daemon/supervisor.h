@@ -50,9 +50,17 @@ typedef struct VgpuTenantInfo {
  * its wait status and the sentence vgpud logged about it. */
 typedef void (*VgpuWorkerEndFunc)(int status, const char *why, gpointer user);
 
+/* Told of each configuration reload, whatever asked for it (SIGHUP or
+ * the control socket): once as it starts (done false) and once as it ends
+ * (done true; ok, and when !ok the refusal, one "FILE:LINE: reason" a
+ * line).  vgpud passes these on to systemd (sd_notify). */
+typedef void (*VgpuReloadFunc)(bool done, bool ok, const char *why, gpointer user);
+
 typedef struct VgpuSupervisorOptions {
   char *runtime_dir;
   char *config_path; /* NULL: embedded default */
+  VgpuReloadFunc on_reload; /* may be NULL */
+  gpointer on_reload_data;
 } VgpuSupervisorOptions;
 
 /* Takes @cfg when it succeeds; on failure (NULL) the caller keeps it. */

@@ -35,6 +35,25 @@ char *vgpu_default_runtime_dir(void) {
   return vgpu_builtin_runtime_dir();
 }
 
+static bool has_control_socket(const char *dir) {
+  g_autofree char *path = g_build_filename(dir, "control.sock", NULL);
+  struct stat st;
+  return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+char *vgpu_client_runtime_dir_pick(const char *env, const char *own, const char *system) {
+  if (env && *env)
+    return g_strdup(env);
+  if (!has_control_socket(own) && has_control_socket(system))
+    return g_strdup(system);
+  return g_strdup(own);
+}
+
+char *vgpu_client_runtime_dir(void) {
+  g_autofree char *own = vgpu_builtin_runtime_dir();
+  return vgpu_client_runtime_dir_pick(g_getenv("VGPU_RUNTIME_DIR"), own, VGPU_SYSTEM_RUNTIME_DIR);
+}
+
 static unsigned mode_bits(const struct stat *st) {
   return (unsigned)(st->st_mode & 07777);
 }

@@ -26,6 +26,18 @@ char *vgpu_builtin_runtime_dir(void);
 /* $VGPU_RUNTIME_DIR when set and not empty, else the built-in one. */
 char *vgpu_default_runtime_dir(void);
 
+/* The system vgpud's runtime directory (systemd's RuntimeDirectory=vgpu). */
+#define VGPU_SYSTEM_RUNTIME_DIR "/run/vgpu"
+
+/* Where a client (vgpuctl, vgpu-run, vgpu-vhost-gpu) finds vgpud:
+ * $VGPU_RUNTIME_DIR when set and not empty; else the built-in directory
+ * when a control socket is there (a vgpud of the user's own); else the
+ * system vgpud's when a control socket is there; else the built-in one (so
+ * that errors name it). */
+char *vgpu_client_runtime_dir(void);
+/* The same choice with the directories given (for tests): env may be NULL. */
+char *vgpu_client_runtime_dir_pick(const char *env, const char *own, const char *system);
+
 /* Opens the directory at the absolute `path` for this process's private
  * files, creating it (and missing parents) with exactly `mode` (the umask does
  * not apply) when absent.  No

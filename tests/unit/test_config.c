@@ -385,6 +385,66 @@ static void test_errors_with_lines(void **state) {
   expect_error("[daemon]\nsandbox=maybe\n", "x.conf:2: bad value \"maybe\" for sandbox");
 }
 
+/* A file's every error, one "FILE:LINE: reason" a line in line order:
+ * syntax errors, repeats, unknown keys and groups, bad values, each
+ * reported once, and none made up by what was left out for another. */
+static void test_every_error(void **state) {
+  (void)state;
+  const char *text = "[daemon]\n"       /* 1 */
+                     "log-level=loud\n" /* 2 */
+                     "verbose=1\n"      /* 3 */
+                     "not a key\n"      /* 4 */
+                     "[profile p]\n"    /* 5 */
+                     "vram=12Q\n"       /* 6 */
+                     "max-clients=2\n"  /* 7 */
+                     "max-clients=3\n"  /* 8 */
+                     "[instance a]\n"   /* 9 */
+                     "profile=none\n"   /* 10 */
+                     "[instance b]\n"   /* 11 */
+                     "profile=p\n"      /* 12 */
+                     "weight=0\n"       /* 13 */
+                     "[bogus\n"         /* 14 */
+                     "vram=1M\n"        /* 15: under a broken header */
+                     "[instance c]\n"   /* 16 */
+                     "[unknown]\n";     /* 17 */
+  GError *e = NULL;
+  VgpuConfig *c = vgpu_config_load_data(text, -1, "x.conf", &e);
+  assert_null(c);
+  assert_non_null(e);
+  assert_true(e->domain == G_KEY_FILE_ERROR);
+  g_auto(GStrv) lines = g_strsplit(e->message, "\n", -1);
+  const char *want[] = {
+      "x.conf:2: bad value \"loud\" for log-level",
+      "x.conf:3: unknown key \"verbose\" in [daemon]",
+      "x.conf:4: ",
+      "x.conf:6: bad value \"12Q\" for vram",
+      "x.conf:8: key \"max-clients\" given twice in [profile p] (first at line 7)",
+      "x.conf:10: unknown profile \"none\"",
+      "x.conf:13: bad value \"0\" for weight",
+      "x.conf:14: ",
+      "x.conf:16: [instance c] needs a profile= key",
+      "x.conf:17: unknown group [unknown]",
+  };
+  if (g_strv_length(lines) != G_N_ELEMENTS(want))
+    fail_msg("expected %zu errors, got:\n%s", G_N_ELEMENTS(want), e->message);
+  for (size_t i = 0; i < G_N_ELEMENTS(want); i++)
+    if (!g_str_has_prefix(lines[i], want[i]))
+      fail_msg("error %zu: expected \"%s...\", got:\n%s", i + 1, want[i], e->message);
+  g_clear_error(&e);
+
+  /* Many errors: the first VGPU_CONFIG_MAX_ERRORS, then a last line. */
+  g_autoptr(GString) many = g_string_new("[daemon]\n");
+  for (int i = 0; i < VGPU_CONFIG_MAX_ERRORS + 10; i++)
+    g_string_append_printf(many, "bad-%d=1\n", i);
+  c = vgpu_config_load_data(many->str, -1, "m.conf", &e);
+  assert_null(c);
+  g_auto(GStrv) ml = g_strsplit(e->message, "\n", -1);
+  assert_int_equal(g_strv_length(ml), VGPU_CONFIG_MAX_ERRORS + 1);
+  assert_true(g_str_has_prefix(ml[0], "m.conf:2: unknown key \"bad-0\""));
+  assert_true(g_str_has_suffix(ml[VGPU_CONFIG_MAX_ERRORS], "stopped after 50 errors"));
+  g_clear_error(&e);
+}
+
 static void expect_ok(const char *text) {
   GError *e = NULL;
   VgpuConfig *c = vgpu_config_load_data(text, -1, "x.conf", &e);
@@ -849,6 +909,7 @@ int main(void) {
       cmocka_unit_test(test_profile_limits_and_copy),
       cmocka_unit_test(test_instance_settings),
       cmocka_unit_test(test_names),
+      cmocka_unit_test(test_every_error),
       cmocka_unit_test(test_runtime_dir),
       cmocka_unit_test(test_host_memory),
       cmocka_unit_test(test_worker_uid_range),

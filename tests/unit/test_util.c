@@ -373,17 +373,63 @@ static void test_runtime_dir_names(void **state) {
     assert_string_equal(c, "/run/vgpu");
 }
 
+/* A bound AF_UNIX socket at dir/control.sock (nobody needs to listen:
+ * clients look for the socket file). */
+static void make_control_socket(const char *dir) {
+  g_autofree char *path = g_build_filename(dir, "control.sock", NULL);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  assert_true(strlen(path) < sizeof(a.sun_path));
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  close(fd);
+}
+
+/* A client goes to $VGPU_RUNTIME_DIR, else its own vgpud's directory, else
+ * the system vgpud's, else its own (so that errors name it). */
+static void test_client_runtime_dir(void **state) {
+  (void)state;
+  g_autofree char *tmp = g_dir_make_tmp("vgpu-client-XXXXXX", NULL);
+  assert_non_null(tmp);
+  g_autofree char *own = g_build_filename(tmp, "own", NULL);
+  g_autofree char *sys = g_build_filename(tmp, "system", NULL);
+  assert_int_equal(mkdir(own, 0700), 0);
+  assert_int_equal(mkdir(sys, 0755), 0);
+  g_autofree char *a = vgpu_client_runtime_dir_pick(NULL, own, sys);
+  assert_string_equal(a, own); /* neither has a vgpud */
+  make_control_socket(sys);
+  g_autofree char *b = vgpu_client_runtime_dir_pick(NULL, own, sys);
+  assert_string_equal(b, sys); /* only the system one */
+  g_autofree char *c = vgpu_client_runtime_dir_pick("", own, sys);
+  assert_string_equal(c, sys); /* an empty variable is no setting */
+  g_autofree char *d = vgpu_client_runtime_dir_pick("/x/y", own, sys);
+  assert_string_equal(d, "/x/y"); /* the variable always wins */
+  /* A regular file named control.sock is no vgpud. */
+  g_autofree char *fake = g_build_filename(own, "control.sock", NULL);
+  assert_true(g_file_set_contents(fake, "", 0, NULL));
+  g_autofree char *e = vgpu_client_runtime_dir_pick(NULL, own, sys);
+  assert_string_equal(e, sys);
+  assert_int_equal(unlink(fake), 0);
+  make_control_socket(own);
+  g_autofree char *f = vgpu_client_runtime_dir_pick(NULL, own, sys);
+  assert_string_equal(f, own); /* the user's own vgpud first */
+  g_autofree char *p1 = g_build_filename(own, "control.sock", NULL);
+  g_autofree char *p2 = g_build_filename(sys, "control.sock", NULL);
+  unlink(p1);
+  unlink(p2);
+  rmdir(own);
+  rmdir(sys);
+  rmdir(tmp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_write_read_large),
-      cmocka_unit_test(test_fd_passing),
-      cmocka_unit_test(test_recvmsg_fds),
-      cmocka_unit_test(test_autofd),
-      cmocka_unit_test(test_log_lines),
-      cmocka_unit_test(test_listen_unix_files),
-      cmocka_unit_test(test_private_dir),
-      cmocka_unit_test(test_private_file),
-      cmocka_unit_test(test_runtime_dir_names),
+      cmocka_unit_test(test_write_read_large),  cmocka_unit_test(test_fd_passing),
+      cmocka_unit_test(test_recvmsg_fds),       cmocka_unit_test(test_autofd),
+      cmocka_unit_test(test_log_lines),         cmocka_unit_test(test_listen_unix_files),
+      cmocka_unit_test(test_private_dir),       cmocka_unit_test(test_private_file),
+      cmocka_unit_test(test_runtime_dir_names), cmocka_unit_test(test_client_runtime_dir),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
