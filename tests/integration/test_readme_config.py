@@ -38,6 +38,19 @@ def main():
         rc, out = check(path)
         assert rc != 0 and "inline.conf:2" in out and "1G  # note" in out, (rc, out)
         print("ok: a comment after a value is refused with FILE:LINE")
+        # Every error of a file, each on a line of its own, in line order.
+        path = os.path.join(tmp, "three.conf")
+        with open(path, "w") as f:
+            f.write("[daemon]\nlog-level=loud\nnot a line\n[profile p]\nvram=lots\n"
+                    "[instance a]\nprofile=none\n")
+        rc, out = check(path)
+        lines = [l for l in out.splitlines() if l.startswith("vgpud: ")]
+        want = ["three.conf:2: bad value \"loud\"", "three.conf:3: ",
+                "three.conf:5: bad value \"lots\"", "three.conf:7: unknown profile \"none\""]
+        assert rc == 1 and len(lines) == len(want), (rc, out)
+        for line, w in zip(lines, want):
+            assert w in line, (w, out)
+        print("ok: --check-config names all 4 errors of a file, exit status 1")
     sys.exit(0)
 
 
