@@ -296,9 +296,18 @@ VgpuState *vgpu_state_load(const char *dir, char **warning, bool *read_only) {
                                                   r == -EINVAL  ? "not a regular file"
                                                   : r == -ELOOP ? "a symbolic link"
                                                                 : g_strerror(-r));
-  g_autofree char *aside =
-      g_strdup_printf("%s.bad-%" G_GINT64_FORMAT, path, g_get_real_time() / G_USEC_PER_SEC);
-  if (rename(path, aside) == 0) {
+  /* Never over an earlier one: vgpud.state.bad-SECONDS, else -SECONDS.N. */
+  gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+  g_autofree char *aside = g_strdup_printf("%s.bad-%" G_GINT64_FORMAT, path, now);
+  int moved = -1;
+  for (int n = 1; n <= 100; n++) {
+    moved = renameat2(AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE);
+    if (moved == 0 || errno != EEXIST)
+      break;
+    g_free(aside);
+    aside = g_strdup_printf("%s.bad-%" G_GINT64_FORMAT ".%d", path, now, n);
+  }
+  if (moved == 0) {
     *warning = g_strdup_printf("%s; kept aside as %s; starting from the configuration file alone",
                                why, aside);
   } else {

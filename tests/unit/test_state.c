@@ -254,6 +254,21 @@ static void test_save_load(void **unused) {
   assert_string_equal(kept, bad);
   assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
   g_free(warning);
+  /* Another one at once: kept beside the first, never over it. */
+  assert_true(g_file_set_contents(path, "junk\n", -1, NULL));
+  g_autoptr(VgpuState) again = vgpu_state_load(dir, &warning, &ro);
+  assert_int_equal(again->entries->len, 0);
+  assert_non_null(strstr(warning, ":1: expected KEY=VALUE"));
+  aside = strstr(warning, "kept aside as ");
+  assert_non_null(aside);
+  g_autofree char *aside2 = g_strndup(aside + 14, strcspn(aside + 14, ";"));
+  assert_string_not_equal(aside2, aside_path);
+  g_free(kept);
+  kept = NULL;
+  assert_true(g_file_get_contents(aside_path, &kept, NULL, NULL));
+  assert_string_equal(kept, bad);
+  g_free(warning);
+  g_unlink(aside2);
   g_unlink(aside_path);
 
   /* A symbolic link in its place is not followed, and kept aside. */
