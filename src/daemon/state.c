@@ -411,6 +411,27 @@ static char *describe_set(const VgpuInstanceConfig *file, const VgpuStateEntry *
   return g_string_free(s, FALSE);
 }
 
+/* A created instance that cannot be applied stands for the file's of the
+ * same name, if any: that one runs meanwhile, where it fits. */
+static void file_instead(VgpuStateMerge *m, const VgpuConfig *cfg, const char *name,
+                         uint64_t gpu_memory, uint32_t milli, uint64_t cap, uint64_t *sum) {
+  const VgpuInstanceConfig *file = vgpu_config_find_instance(cfg, name);
+  if (!file || m->instances->len >= VGPU_LEDGER_MAX_INSTANCES)
+    return;
+  uint64_t charge = vgpu_gpumem_charge(file->eff.vram, gpu_memory);
+  if (!vgpu_gpumem_fits(cap, *sum, charge)) {
+    g_autofree char *why = vgpu_gpumem_refusal(name, file->eff.vram, gpu_memory, milli, *sum);
+    g_ptr_array_add(
+        m->not_applied,
+        g_strdup_printf("%s; the file's instance of that name does not fit either", why));
+    return;
+  }
+  *sum = vgpu_gpumem_add(*sum, charge);
+  merge_add(m, vgpu_instance_config_copy(file), FALSE);
+  g_ptr_array_add(m->not_applied,
+                  g_strdup_printf("%s: the file's instance of that name runs meanwhile", name));
+}
+
 VgpuStateMerge *vgpu_state_merge(const VgpuConfig *cfg, const VgpuState *st, uint64_t gpu_memory,
                                  uint32_t milli, uint64_t taken, GHashTable *keep) {
   VgpuStateMerge *m = g_new0(VgpuStateMerge, 1);
@@ -490,6 +511,7 @@ VgpuStateMerge *vgpu_state_merge(const VgpuConfig *cfg, const VgpuState *st, uin
                       g_strdup_printf("%s: not created: profile \"%s\" is not in the "
                                       "configuration; kept in the state file",
                                       e->name, e->profile));
+      file_instead(m, cfg, e->name, gpu_memory, milli, cap, &sum);
       continue;
     }
     if (m->instances->len >= VGPU_LEDGER_MAX_INSTANCES) {
@@ -507,6 +529,7 @@ VgpuStateMerge *vgpu_state_merge(const VgpuConfig *cfg, const VgpuState *st, uin
       g_ptr_array_add(m->not_applied,
                       g_strdup_printf("%s; not created, kept in the state file", why));
       vgpu_instance_config_free(ic);
+      file_instead(m, cfg, e->name, gpu_memory, milli, cap, &sum);
       continue;
     }
     sum = vgpu_gpumem_add(sum, charge);

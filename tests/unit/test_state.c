@@ -182,6 +182,17 @@ static void test_merge(void **unused) {
   g_hash_table_add(keep, (char *)"b");
   g_autoptr(VgpuStateMerge) m4 = vgpu_state_merge(c, st, 4ull << 30, 1000, 0, keep);
   assert_null(merged(m4, "b", NULL));
+
+  /* A created instance stands for the file's of that name; when it
+   * cannot be applied, the file's runs meanwhile. */
+  g_autoptr(VgpuState) st3 = parse_ok("[created b]\nprofile=big\n");
+  g_autoptr(VgpuStateMerge) m5 = vgpu_state_merge(c, st3, 4ull << 30, 1000, 0, NULL);
+  assert_true(merged(m5, "b", &created) && created);
+  assert_int_equal(merged(m5, "b", NULL)->eff.vram, 1u << 30);
+  g_autoptr(VgpuStateMerge) m6 = vgpu_state_merge(c, st3, 1ull << 30, 1000, 0, NULL);
+  assert_true(merged(m6, "b", &created) && !created);
+  assert_int_equal(merged(m6, "b", NULL)->eff.vram, 256u << 20);
+  assert_true(has_note(m6->not_applied, "b: the file's instance of that name runs meanwhile"));
 }
 
 static void test_diff(void **unused) {
