@@ -35,12 +35,14 @@ enum {
   OPT_HEAD = 1 << 4,
   OPT_TENANT = 1 << 5,
   OPT_ROOT = 1 << 6,
+  OPT_TRANSIENT = 1 << 7,
 };
 
 typedef struct {
   char *runtime_dir;
   bool json;
   bool force;
+  bool transient;
   char *profile;
   double interval;
   guint64 iterations; /* 0: until interrupted */
@@ -261,8 +263,12 @@ static int cmd_create(const Opts *o, char **a, guint n) {
   (void)n;
   if (!o->profile)
     return fail(EXIT_USAGE, "create needs --profile P (vgpuctl profiles lists them)");
-  g_autofree char *msg = g_strdup_printf("created %s from profile %s", a[0], o->profile);
-  return admin_command(o, vgpu_ctl_request_create(a[0], o->profile), msg);
+  g_autofree char *msg = g_strdup_printf("created %s from profile %s%s", a[0], o->profile,
+                                         o->transient ? " (transient: not kept)" : "");
+  JsonObject *req = vgpu_ctl_request_create(a[0], o->profile);
+  if (o->transient)
+    json_object_set_boolean_member(req, "transient", TRUE);
+  return admin_command(o, req, msg);
 }
 
 static int cmd_destroy(const Opts *o, char **a, guint n) {
@@ -283,9 +289,68 @@ static int cmd_set(const Opts *o, char **a, guint n) {
   return admin_command(o, req, msg);
 }
 
+/* A reload's or reset's report: what changed, what run-time changes stay
+ * in force, what could not be applied. */
+static void print_section(JsonObject *r, const char *member, const char *title, const char *none) {
+  JsonArray *a = vgpu_ctl_get_array(r, member);
+  guint n = a ? json_array_get_length(a) : 0;
+  if (!n && !none)
+    return;
+  printf("%s:%s\n", title, n ? "" : none);
+  for (guint i = 0; i < n; i++) {
+    JsonNode *e = json_array_get_element(a, i);
+    if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING)
+      printf("  %s\n", json_node_get_string(e));
+  }
+}
+
+static int report_command(const Opts *o, JsonObject *req, const char *done) {
+  int rc = EXIT_OK;
+  g_autoptr(JsonObject) r = call(o, req, &rc);
+  if (!r)
+    return rc;
+  if (o->json) {
+    print_json(r);
+  } else {
+    const char *source = vgpu_ctl_get_str(r, "source", NULL);
+    printf("%s%s%s\n", done, source ? " from " : "", source ? source : "");
+    print_section(r, "changed", "changed", " nothing");
+    print_section(r, "overridden", "left overridden by run-time changes (vgpuctl reset drops them)",
+                  " none");
+    print_section(r, "not_applied", "run-time changes not applied", NULL);
+  }
+  const char *warning = json_object_get_string_member_with_default(r, "warning", NULL);
+  if (warning)
+    return fail(EXIT_REFUSED, "warning: %s", warning);
+  return EXIT_OK;
+}
+
 static int cmd_reload(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  return admin_command(o, vgpu_ctl_request("reload", NULL), "configuration reloaded");
+  return report_command(o, vgpu_ctl_request("reload", NULL), "configuration reloaded");
+}
+
+static int cmd_reset(const Opts *o, char **a, guint n) {
+  JsonObject *req = vgpu_ctl_request("reset", a[0]);
+  JsonArray *keys = json_array_new();
+  for (guint i = 1; i < n; i++)
+    json_array_add_string_element(keys, a[i]);
+  json_object_set_array_member(req, "keys", keys);
+  g_autofree char *msg = g_strdup_printf("reset %s%s", a[0], n > 1 ? " (the settings named)" : "");
+  return report_command(o, req, msg);
+}
+
+static int cmd_dump_config(const Opts *o, char **a, guint n) {
+  (void)a, (void)n;
+  int rc = EXIT_OK;
+  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("dump-config", NULL), &rc);
+  if (!r)
+    return rc;
+  if (o->json)
+    print_json(r);
+  else
+    fputs(vgpu_ctl_get_str(r, "config", ""), stdout);
+  return EXIT_OK;
 }
 
 /* ---- screenshot ---------------------------------------------------------- */
@@ -504,19 +569,24 @@ static const Command commands[] = {
      "there is no figure), and \"elapsed_s\" since the last poll (null on the\n"
      "first); the line is flushed at once.\n",
      0, 0, OPT_INTERVAL | OPT_ITERATIONS, cmd_top},
-    {"create", "create NAME --profile P", "new instance at run time (admin)",
-     "Creates instance NAME from profile P; its socket appears at once.\n", 1, 1, OPT_PROFILE,
-     cmd_create},
+    {"create", "create NAME --profile P [--transient]", "new instance at run time (admin)",
+     "Creates instance NAME from profile P; its socket appears at once.  vgpud keeps\n"
+     "it in its state file: it survives reload and restart.  --transient: not kept\n"
+     "(gone when vgpud stops).\n",
+     1, 1, OPT_PROFILE | OPT_TRANSIENT, cmd_create},
     {"destroy", "destroy NAME [--force]", "remove an instance (admin)",
      "Removes instance NAME.  vgpud refuses while tenants are connected;\n"
-     "--force ends them.\n",
+     "--force ends them.  An instance of the configuration file stays removed\n"
+     "across reload and restart until vgpuctl reset NAME.\n",
      1, 1, OPT_FORCE, cmd_destroy},
     {"set", "set NAME KEY=VALUE...", "change limits at run time (admin)",
      "Keys: vram, max-resources, max-contexts, max-stream-objects, max-clients,\n"
      "max-clients-per-uid, gpu-share, weight, fps-cap, heads, gpu-timeout,\n"
      "socket-mode; values as in vgpud.conf(5).  All settings are applied or none;\n"
      "gpu-timeout and heads apply to clients that connect after it; gpu-share,\n"
-     "weight and fps-cap reach running tenants within a second.\n"
+     "weight and fps-cap reach running tenants within a second.  The settings\n"
+     "are kept in vgpud's state file: they override the configuration file across\n"
+     "reload and restart until vgpuctl reset drops them.\n"
      "Example: vgpuctl set vgpu0 vram=512M max-clients=2\n",
      2, G_MAXUINT, 0, cmd_set},
     {"screenshot", "screenshot NAME [--head N] [--tenant PID] FILE.png", "a VM's screen as a PNG",
@@ -528,7 +598,23 @@ static const Command commands[] = {
      "set no scanout on that head or its worker does not answer within 2 s.\n",
      2, 2, OPT_HEAD | OPT_TENANT, cmd_screenshot},
     {"reload", "reload", "re-read the configuration file (admin)",
-     "Asks vgpud to re-read its configuration file, as SIGHUP does.\n", 0, 0, 0, cmd_reload},
+     "Asks vgpud to re-read its configuration file, as SIGHUP does, and prints\n"
+     "what changed, the run-time changes (create, set, destroy) it left in force\n"
+     "over the file, and any it could not apply (e.g. no longer fitting the GPU\n"
+     "memory) with the reason.  JSON: changed, overridden, not_applied.\n",
+     0, 0, 0, cmd_reload},
+    {"reset", "reset NAME [KEY...]", "drop run-time changes of an instance (admin)",
+     "Drops what vgpuctl set changed on NAME (only the KEYs named, else all of\n"
+     "them): the configuration file's values (or, for an instance made with\n"
+     "create, its profile's) apply again at once.  A configuration file's\n"
+     "instance removed with destroy comes back.  Prints a report as reload does.\n",
+     1, G_MAXUINT, 0, cmd_reset},
+    {"dump-config", "dump-config", "the live configuration as vgpud.conf text (admin)",
+     "Prints vgpud's configuration with the run-time changes in force, as a\n"
+     "vgpud.conf that vgpud --check-config accepts and that starts a vgpud with\n"
+     "the same instances and limits.  Instances made or changed at run time\n"
+     "carry a comment saying so.\n",
+     0, 0, 0, cmd_dump_config},
     {"doctor", "doctor [--root DIR]", "check what a vGPU host needs (no vgpud needed)",
      "Checks the host and prints one line per check: PASS, WARN or FAIL, what\n"
      "was found and, unless PASS, the fix.  Checks: render node (or llvmpipe),\n"
@@ -626,6 +712,9 @@ int main(int argc, char **argv) {
       return EXIT_OK;
     } else if (g_str_equal(a, "--json")) {
       o.json = true;
+    } else if (g_str_equal(a, "--transient")) {
+      o.transient = true;
+      o.used |= OPT_TRANSIENT;
     } else if (g_str_equal(a, "--force")) {
       o.force = true;
       o.used |= OPT_FORCE;
@@ -693,13 +782,14 @@ int main(int argc, char **argv) {
     return fail(EXIT_USAGE, "usage: vgpuctl %s (try vgpuctl %s --help)", cmd->synopsis, cmd->name);
   unsigned stray = o.used & ~cmd->opts;
   if (stray) {
-    const char *opt = stray & OPT_PROFILE    ? "--profile"
-                      : stray & OPT_FORCE    ? "--force"
-                      : stray & OPT_INTERVAL ? "--interval"
-                      : stray & OPT_HEAD     ? "--head"
-                      : stray & OPT_TENANT   ? "--tenant"
-                      : stray & OPT_ROOT     ? "--root"
-                                             : "--iterations";
+    const char *opt = stray & OPT_PROFILE     ? "--profile"
+                      : stray & OPT_FORCE     ? "--force"
+                      : stray & OPT_INTERVAL  ? "--interval"
+                      : stray & OPT_HEAD      ? "--head"
+                      : stray & OPT_TENANT    ? "--tenant"
+                      : stray & OPT_ROOT      ? "--root"
+                      : stray & OPT_TRANSIENT ? "--transient"
+                                              : "--iterations";
     return fail(EXIT_USAGE, "%s does not apply to %s (try vgpuctl %s --help)", opt, cmd->name,
                 cmd->name);
   }

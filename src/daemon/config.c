@@ -392,14 +392,63 @@ bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const cha
       return false;
     }
     ic->socket_mode = (guint)mode;
-    return true;
-  }
-  if (g_str_equal(key, "description") || g_str_equal(key, "profile")) {
+  } else if (g_str_equal(key, "description") || g_str_equal(key, "profile")) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "\"%s\" cannot be set on an instance",
                 key);
     return false;
+  } else if (!profile_set(&ic->eff, key, value, error)) {
+    return false;
   }
-  return profile_set(&ic->eff, key, value, error);
+  if (!ic->kv)
+    ic->kv = vgpu_kv_new();
+  vgpu_kv_set(ic->kv, key, value);
+  return true;
+}
+
+/* ---- key/value lists ---------------------------------------------------- */
+
+GPtrArray *vgpu_kv_new(void) {
+  return g_ptr_array_new_with_free_func(g_free);
+}
+
+GPtrArray *vgpu_kv_copy(const GPtrArray *kv) {
+  GPtrArray *c = vgpu_kv_new();
+  for (guint i = 0; kv && i < kv->len; i++)
+    g_ptr_array_add(c, g_strdup(g_ptr_array_index(kv, i)));
+  return c;
+}
+
+void vgpu_kv_set(GPtrArray *kv, const char *key, const char *value) {
+  for (guint i = 0; i + 1 < kv->len; i += 2)
+    if (g_str_equal(g_ptr_array_index(kv, i), key)) {
+      g_free(kv->pdata[i + 1]);
+      kv->pdata[i + 1] = g_strdup(value);
+      return;
+    }
+  g_ptr_array_add(kv, g_strdup(key));
+  g_ptr_array_add(kv, g_strdup(value));
+}
+
+const char *vgpu_kv_get(const GPtrArray *kv, const char *key) {
+  for (guint i = 0; kv && i + 1 < kv->len; i += 2)
+    if (g_str_equal(g_ptr_array_index(kv, i), key))
+      return g_ptr_array_index(kv, i + 1);
+  return NULL;
+}
+
+bool vgpu_kv_remove(GPtrArray *kv, const char *key) {
+  for (guint i = 0; kv && i + 1 < kv->len; i += 2)
+    if (g_str_equal(g_ptr_array_index(kv, i), key)) {
+      g_ptr_array_remove_range(kv, i, 2);
+      return true;
+    }
+  return false;
+}
+
+char *vgpu_default_state_dir(void) {
+  if (geteuid() == 0)
+    return g_strdup("/var/lib/vgpu");
+  return g_build_filename(g_get_user_state_dir(), "vgpu", NULL);
 }
 
 static void profile_defaults(VgpuProfile *p) {
@@ -429,6 +478,7 @@ VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic) {
   g_free(c->profile);
   c->profile = g_strdup(ic->profile);
   c->socket_mode = ic->socket_mode;
+  c->kv = ic->kv ? vgpu_kv_copy(ic->kv) : NULL;
   return c;
 }
 
@@ -439,6 +489,8 @@ void vgpu_instance_config_free(VgpuInstanceConfig *ic) {
   g_free(ic->profile);
   g_free(ic->eff.name);
   g_free(ic->eff.description);
+  if (ic->kv)
+    g_ptr_array_unref(ic->kv);
   g_free(ic);
 }
 
@@ -451,7 +503,13 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
     g_autofree char *v = g_key_file_get_value(kf, "daemon", k, NULL);
     g_autoptr(GError) e = NULL;
     uint64_t n;
-    if (g_str_equal(k, "runtime-dir")) {
+    vgpu_kv_set(c->daemon_kv, k, v);
+    if (g_str_equal(k, "state-dir")) {
+      if (!g_path_is_absolute(v))
+        return fail_at(error, m, "daemon", k, "state-dir must be an absolute path");
+      g_free(c->state_dir);
+      c->state_dir = g_strdup(v);
+    } else if (g_str_equal(k, "runtime-dir")) {
       if (!g_path_is_absolute(v))
         return fail_at(error, m, "daemon", k, "runtime-dir must be an absolute path");
       if (strlen(v) > VGPU_RUNTIME_DIR_MAX)
@@ -576,10 +634,12 @@ static bool load_profile(VgpuConfig *c, GKeyFile *kf, const char *group, const c
   g_autoptr(VgpuProfile) p = g_new0(VgpuProfile, 1);
   profile_defaults(p);
   p->name = g_strdup(name);
+  g_autoptr(GPtrArray) kv = vgpu_kv_new();
   g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
   for (int i = 0; keys && keys[i]; i++) {
     g_autofree char *v = g_key_file_get_value(kf, group, keys[i], NULL);
     g_autoptr(GError) e = NULL;
+    vgpu_kv_set(kv, keys[i], v);
     if (g_str_equal(keys[i], "description")) {
       g_free(p->description);
       p->description = g_strdup(v);
@@ -591,6 +651,7 @@ static bool load_profile(VgpuConfig *c, GKeyFile *kf, const char *group, const c
     }
   }
   g_ptr_array_add(c->profiles, g_steal_pointer(&p));
+  g_ptr_array_add(c->profile_kv, g_steal_pointer(&kv));
   return true;
 }
 
@@ -712,6 +773,8 @@ static VgpuConfig *config_new(const char *source) {
   c->overcommit_milli = VGPU_OVERCOMMIT_DEFAULT;
   c->profiles = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_profile_free);
   c->instances = g_ptr_array_new_with_free_func((GDestroyNotify)vgpu_instance_config_free);
+  c->daemon_kv = vgpu_kv_new();
+  c->profile_kv = g_ptr_array_new_with_free_func((GDestroyNotify)g_ptr_array_unref);
   return c;
 }
 
@@ -860,6 +923,7 @@ void vgpu_config_free(VgpuConfig *c) {
     return;
   g_free(c->source);
   g_free(c->runtime_dir);
+  g_free(c->state_dir);
   g_free(c->renderer);
   g_free(c->render_node);
   g_free(c->worker_path);
@@ -870,7 +934,38 @@ void vgpu_config_free(VgpuConfig *c) {
     g_ptr_array_unref(c->profiles);
   if (c->instances)
     g_ptr_array_unref(c->instances);
+  if (c->daemon_kv)
+    g_ptr_array_unref(c->daemon_kv);
+  if (c->profile_kv)
+    g_ptr_array_unref(c->profile_kv);
   g_free(c);
+}
+
+static void format_kv(GString *out, const GPtrArray *kv) {
+  for (guint i = 0; i < vgpu_kv_len(kv); i++)
+    g_string_append_printf(out, "%s=%s\n", vgpu_kv_key(kv, i), vgpu_kv_value(kv, i));
+}
+
+char *vgpu_config_format(const VgpuConfig *c, GPtrArray *instances, GPtrArray *notes,
+                         const char *header) {
+  GString *out = g_string_new(header);
+  g_string_append(out, "[daemon]\n");
+  format_kv(out, c->daemon_kv);
+  for (guint i = 0; i < c->profiles->len; i++) {
+    const VgpuProfile *p = g_ptr_array_index(c->profiles, i);
+    g_string_append_printf(out, "\n[profile %s]\n", p->name);
+    format_kv(out, g_ptr_array_index(c->profile_kv, i));
+  }
+  for (guint i = 0; i < instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(instances, i);
+    const char *note = notes && i < notes->len ? g_ptr_array_index(notes, i) : NULL;
+    g_string_append_c(out, '\n');
+    if (note)
+      g_string_append_printf(out, "# %s\n", note);
+    g_string_append_printf(out, "[instance %s]\nprofile=%s\n", ic->name, ic->profile);
+    format_kv(out, ic->kv);
+  }
+  return g_string_free(out, FALSE);
 }
 
 const VgpuProfile *vgpu_config_find_profile(const VgpuConfig *c, const char *name) {

@@ -23,17 +23,22 @@ typedef struct VgpuInstanceConfig {
   char *name;    /* [a-zA-Z0-9_-]{1,31} */
   char *profile; /* name of a profile in the same config */
   /* Effective settings: the profile's, overridden by keys in the group. */
-  VgpuProfile eff; /* eff.name is the profile name */
+  VgpuProfile eff;   /* eff.name is the profile name */
   guint socket_mode; /* default 0666 */
+  /* The keys set on top of the profile, as written (key, value, key,
+   * value, ...; each key once, in the order first set): what
+   * vgpu_instance_config_set accepted.  vgpuctl dump-config prints them. */
+  GPtrArray *kv;
 } VgpuInstanceConfig;
 
 typedef struct VgpuConfig {
   char *source;      /* file path or "<embedded>" */
   char *runtime_dir; /* NULL: the default (see vgpu_default_runtime_dir) */
+  char *state_dir;   /* NULL: the default (see vgpu_default_state_dir) */
   VgpuLogLevel log_level;
-  char *renderer;    /* "virgl" (default) or "null" */
-  char *render_node; /* NULL or "auto": first /dev/dri/renderD*, else surfaceless */
-  char *worker_path; /* NULL: vgpu-worker beside vgpud, then VGPU_LIBEXECDIR */
+  char *renderer;            /* "virgl" (default) or "null" */
+  char *render_node;         /* NULL or "auto": first /dev/dri/renderD*, else surfaceless */
+  char *worker_path;         /* NULL: vgpu-worker beside vgpud, then VGPU_LIBEXECDIR */
   guint idle_timeout_s;      /* 0 = none, at most VGPU_IDLE_TIMEOUT_MAX */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
@@ -59,13 +64,16 @@ typedef struct VgpuConfig {
   /* metrics-listen: IPV4:PORT, [IPV6]:PORT or an absolute Unix socket
    * path where /metrics and the dashboard are served; NULL: off. */
   char *metrics_listen;
-  GPtrArray *profiles;  /* VgpuProfile* */
-  GPtrArray *instances; /* VgpuInstanceConfig* */
+  GPtrArray *profiles; /* VgpuProfile* */
+  /* The [daemon] keys and each profile's keys as written (key, value,
+   * ...), for vgpuctl dump-config: profile_kv[i] belongs to profiles[i]. */
+  GPtrArray *daemon_kv;
+  GPtrArray *profile_kv; /* GPtrArray* */
+  GPtrArray *instances;  /* VgpuInstanceConfig* */
 } VgpuConfig;
 
 VgpuConfig *vgpu_config_load_file(const char *path, GError **error);
-VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source,
-                                  GError **error);
+VgpuConfig *vgpu_config_load_data(const char *data, gssize len, const char *source, GError **error);
 VgpuConfig *vgpu_config_load_default(GError **error);
 const char *vgpu_config_default_text(void);
 void vgpu_config_free(VgpuConfig *c);
@@ -78,9 +86,34 @@ const VgpuInstanceConfig *vgpu_config_find_instance(const VgpuConfig *c, const c
 VgpuInstanceConfig *vgpu_instance_config_new(const char *name, const VgpuProfile *p);
 VgpuInstanceConfig *vgpu_instance_config_copy(const VgpuInstanceConfig *ic);
 void vgpu_instance_config_free(VgpuInstanceConfig *ic);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuInstanceConfig, vgpu_instance_config_free)
 /* One `key=value` as in an [instance] group ("vram", "max-resources",
  * "max-contexts", "max-stream-objects", "max-clients", "fps-cap", "gpu-share",
  * "weight", "heads", "gpu-timeout", "render-threads", "socket-mode").  Used by the loader and by
  * `vgpuctl set`. */
 bool vgpu_instance_config_set(VgpuInstanceConfig *ic, const char *key, const char *value,
                               GError **error);
+
+/* Ordered key/value lists (GPtrArray of g_free'd strings: key, value, ...). */
+GPtrArray *vgpu_kv_new(void);
+GPtrArray *vgpu_kv_copy(const GPtrArray *kv);
+/* Replaces key's value, or appends key=value. */
+void vgpu_kv_set(GPtrArray *kv, const char *key, const char *value);
+const char *vgpu_kv_get(const GPtrArray *kv, const char *key);
+/* Whether key was there. */
+bool vgpu_kv_remove(GPtrArray *kv, const char *key);
+#define vgpu_kv_len(kv) ((kv) ? (kv)->len / 2 : 0)
+#define vgpu_kv_key(kv, i) ((const char *)g_ptr_array_index((kv), 2 * (i)))
+#define vgpu_kv_value(kv, i) ((const char *)g_ptr_array_index((kv), 2 * (i) + 1))
+
+/* Where run-time changes are kept when neither --state-dir nor [daemon]
+ * state-dir says: /var/lib/vgpu for root, else $XDG_STATE_HOME/vgpu
+ * (~/.local/state/vgpu). */
+char *vgpu_default_state_dir(void);
+
+/* The configuration `c` as vgpud.conf text, with `instances`
+ * (VgpuInstanceConfig*, each with a comment line or NULL in `notes` at the
+ * same index; notes may be NULL) in place of c's own.  Values are printed
+ * as they were written, so the text loads into the same settings. */
+char *vgpu_config_format(const VgpuConfig *c, GPtrArray *instances, GPtrArray *notes,
+                         const char *header);

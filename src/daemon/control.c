@@ -141,6 +141,8 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_str(b, "socket", vgpu_instance_socket_path(in));
   add_str(b, "vm_socket", vgpu_instance_vm_socket_path(in));
   add_str(b, "origin", vgpu_instance_is_runtime(in) ? "runtime" : "config");
+  json_builder_set_member_name(b, "transient");
+  json_builder_add_boolean_value(b, vgpu_instance_is_transient(in));
   add_str(b, "state", vgpu_instance_is_draining(in) ? "draining" : "active");
   add_str(b, "gpu_share", vgpu_share_mode_name(cfg->eff.share));
   add_u64(b, "weight", cfg->eff.weight);
@@ -352,25 +354,28 @@ static char *reply_finish(JsonBuilder *b) {
 static char *check_member_types(JsonObject *req) {
   static const struct {
     const char *name;
-    GType type; /* G_TYPE_NONE: a JSON object */
+    GType type; /* G_TYPE_NONE: a JSON object; G_TYPE_POINTER: an array */
   } members[] = {
       {"command", G_TYPE_STRING},     {"name", G_TYPE_STRING},   {"profile", G_TYPE_STRING},
       {"force", G_TYPE_BOOLEAN},      {"settings", G_TYPE_NONE}, {"virgl", G_TYPE_BOOLEAN},
       {"render_node", G_TYPE_STRING}, {"head", G_TYPE_INT64},    {"tenant", G_TYPE_INT64},
-      {"pid", G_TYPE_INT64},          {"start", G_TYPE_INT64},
+      {"pid", G_TYPE_INT64},          {"start", G_TYPE_INT64},   {"transient", G_TYPE_BOOLEAN},
+      {"keys", G_TYPE_POINTER},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(members); i++) {
     JsonNode *n = json_object_get_member(req, members[i].name);
     if (!n)
       continue;
-    bool right = members[i].type == G_TYPE_NONE
-                     ? JSON_NODE_HOLDS_OBJECT(n)
+    bool right = members[i].type == G_TYPE_NONE ? JSON_NODE_HOLDS_OBJECT(n)
+                 : members[i].type == G_TYPE_POINTER
+                     ? JSON_NODE_HOLDS_ARRAY(n)
                      : JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == members[i].type;
     if (!right)
       return reply_error("bad request: \"%s\" must be %s", members[i].name,
                          members[i].type == G_TYPE_STRING    ? "a string"
                          : members[i].type == G_TYPE_BOOLEAN ? "true or false"
                          : members[i].type == G_TYPE_INT64   ? "an integer"
+                         : members[i].type == G_TYPE_POINTER ? "an array of strings"
                                                              : "an object");
   }
   return NULL;
@@ -465,13 +470,48 @@ static char *cmd_profiles(VgpuControlRequest *r) {
   return reply_finish(b);
 }
 
+/* "warning": a change in force that the state file does not keep. */
+static void add_state_warning(JsonBuilder *b, VgpuSupervisor *s) {
+  const char *why = vgpu_supervisor_state_error(s);
+  if (why)
+    add_str(b, "warning", why);
+}
+
+static void add_strings(JsonBuilder *b, const char *k, GPtrArray *a) {
+  json_builder_set_member_name(b, k);
+  json_builder_begin_array(b);
+  for (guint i = 0; i < a->len; i++)
+    json_builder_add_string_value(b, g_ptr_array_index(a, i));
+  json_builder_end_array(b);
+}
+
+/* A reload's or a reset's report: "changed", "overridden", "not_applied"
+ * (arrays of sentences) and "warning" for instances that could not be
+ * made. */
+static char *reply_report(VgpuSupervisor *s, const VgpuReloadReport *rep) {
+  JsonBuilder *b = reply_ok();
+  add_str(b, "source", vgpu_supervisor_config_source(s));
+  add_strings(b, "changed", rep->changed);
+  add_strings(b, "overridden", rep->overridden);
+  add_strings(b, "not_applied", rep->not_applied);
+  const char *kept = vgpu_supervisor_state_error(s);
+  if (rep->not_added || kept) {
+    g_autofree char *w =
+        g_strjoin("; ", rep->not_added ? rep->not_added : kept, rep->not_added ? kept : NULL, NULL);
+    add_str(b, "warning", w);
+  }
+  return reply_finish(b);
+}
+
 static char *cmd_create(VgpuControlRequest *r) {
   g_autoptr(GError) e = NULL;
   const char *profile = json_object_get_string_member_with_default(r->req, "profile", NULL);
-  VgpuInstance *in = vgpu_supervisor_create_instance(r->sup, r->name, profile, &e);
+  bool transient = json_object_get_boolean_member_with_default(r->req, "transient", FALSE);
+  VgpuInstance *in = vgpu_supervisor_create_instance(r->sup, r->name, profile, transient, &e);
   if (!in)
     return reply_error("%s", e->message);
   JsonBuilder *b = reply_ok();
+  add_state_warning(b, r->sup);
   json_builder_set_member_name(b, "instance");
   build_instance(b, r->sup, in, false, r->uid, r->admin);
   return reply_finish(b);
@@ -482,7 +522,9 @@ static char *cmd_destroy(VgpuControlRequest *r) {
   bool force = json_object_get_boolean_member_with_default(r->req, "force", FALSE);
   if (!vgpu_supervisor_destroy_instance(r->sup, r->name, force, &e))
     return reply_error("%s", e->message);
-  return reply_finish(reply_ok());
+  JsonBuilder *b = reply_ok();
+  add_state_warning(b, r->sup);
+  return reply_finish(b);
 }
 
 static char *cmd_set(VgpuControlRequest *r) {
@@ -502,6 +544,7 @@ static char *cmd_set(VgpuControlRequest *r) {
   if (!vgpu_supervisor_set(r->sup, r->name, kv, &e))
     return reply_error("%s", e->message);
   JsonBuilder *b = reply_ok();
+  add_state_warning(b, r->sup);
   json_builder_set_member_name(b, "instance");
   build_instance(b, r->sup, vgpu_supervisor_find(r->sup, r->name), false, r->uid, r->admin);
   return reply_finish(b);
@@ -632,12 +675,39 @@ static char *cmd_screenshot(VgpuControlRequest *r) {
 
 static char *cmd_reload(VgpuControlRequest *r) {
   g_autoptr(GError) e = NULL;
-  g_autofree char *not_added = NULL;
-  if (!vgpu_supervisor_reload(r->sup, &not_added, &e))
+  g_autoptr(VgpuReloadReport) rep = NULL;
+  if (!vgpu_supervisor_reload(r->sup, &rep, &e))
     return reply_error("reload failed, configuration unchanged: %s", e->message);
+  return reply_report(r->sup, rep);
+}
+
+/* Drops run-time changes: "keys" (setting names) or, absent or empty, all
+ * of the instance's. */
+static char *cmd_reset(VgpuControlRequest *r) {
+  g_autoptr(GError) e = NULL;
+  JsonNode *kn = json_object_get_member(r->req, "keys");
+  JsonArray *ka = kn ? json_node_get_array(kn) : NULL;
+  guint n = ka ? json_array_get_length(ka) : 0;
+  if (n > 64)
+    return reply_error("bad request: at most 64 \"keys\"");
+  g_autofree const char **keys = g_new0(const char *, n + 1);
+  for (guint i = 0; i < n; i++) {
+    JsonNode *k = json_array_get_element(ka, i);
+    if (!JSON_NODE_HOLDS_VALUE(k) || json_node_get_value_type(k) != G_TYPE_STRING)
+      return reply_error("bad request: \"keys\" must be an array of strings");
+    keys[i] = json_node_get_string(k);
+  }
+  g_autoptr(VgpuReloadReport) rep = NULL;
+  if (!vgpu_supervisor_reset(r->sup, r->name, keys, &rep, &e))
+    return reply_error("%s", e->message);
+  return reply_report(r->sup, rep);
+}
+
+/* The live instances as vgpud.conf text ("config"). */
+static char *cmd_dump_config(VgpuControlRequest *r) {
+  g_autofree char *text = vgpu_supervisor_dump_config(r->sup);
   JsonBuilder *b = reply_ok();
-  if (not_added)
-    add_str(b, "warning", not_added);
+  add_str(b, "config", text);
   return reply_finish(b);
 }
 
@@ -682,10 +752,12 @@ static const VgpuControlCommand commands[] = {
     {"list", cmd_list, false, ""},
     {"show", cmd_show, false, "name"},
     {"profiles", cmd_profiles, false, ""},
-    {"create", cmd_create, true, "name profile"},
+    {"create", cmd_create, true, "name profile transient"},
     {"destroy", cmd_destroy, true, "name force"},
     {"set", cmd_set, true, "name settings"},
     {"reload", cmd_reload, true, ""},
+    {"reset", cmd_reset, true, "name keys"},
+    {"dump-config", cmd_dump_config, true, ""},
     {"attach-vm", cmd_attach_vm, true, "name virgl render_node"},
     {"screenshot", cmd_screenshot, false, "name head tenant"},
     {"session-end", cmd_session_end, false, "pid start"},

@@ -23,6 +23,7 @@
 typedef struct {
   char *config;
   char *runtime_dir;
+  char *state_dir;
   gboolean foreground;
   char *log_level;
   gboolean check_config;
@@ -179,6 +180,7 @@ static int fail_early(Options *o, VgpuConfig *cfg, int rc) {
   vgpu_config_free(cfg);
   g_free(o->config);
   g_free(o->runtime_dir);
+  g_free(o->state_dir);
   g_free(o->log_level);
   return rc;
 }
@@ -199,6 +201,10 @@ int main(int argc, char **argv) {
       {"runtime-dir", 'r', 0, G_OPTION_ARG_FILENAME, &o.runtime_dir,
        "Sockets and pid file (default: $VGPU_RUNTIME_DIR, the configuration's runtime-dir, "
        "/run/vgpu for root, else $XDG_RUNTIME_DIR/vgpu or /tmp/vgpu-UID)",
+       "DIR"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir,
+       "Where run-time changes are kept (default: the configuration's state-dir, /var/lib/vgpu "
+       "for root, else $XDG_STATE_HOME/vgpu)",
        "DIR"},
       {"foreground", 'f', 0, G_OPTION_ARG_NONE, &o.foreground,
        "Stay in the foreground and log to stderr", NULL},
@@ -309,9 +315,17 @@ int main(int argc, char **argv) {
   write_pid(pidfd);
   signal(SIGPIPE, SIG_IGN);
 
+  /* --state-dir, then the configuration's state-dir, then the default. */
+  g_autofree char *state_dir = o.state_dir      ? g_canonicalize_filename(o.state_dir, NULL)
+                               : cfg->state_dir ? g_strdup(cfg->state_dir)
+                                                : vgpu_default_state_dir();
   Daemon d = {0};
   VgpuSupervisorOptions sopt = {
-      .runtime_dir = dir, .config_path = o.config, .on_reload = on_reload, .on_reload_data = &d};
+      .runtime_dir = dir,
+      .config_path = o.config,
+      .state_dir = state_dir,
+      .on_reload = on_reload,
+      .on_reload_data = &d};
   d.sup = vgpu_supervisor_new(cfg, &sopt, &error);
   if (!d.sup || !vgpu_supervisor_start(d.sup, &error)) {
     vgpu_error("cannot start: %s", error->message);
@@ -330,8 +344,8 @@ int main(int argc, char **argv) {
   g_unix_signal_add(SIGTERM, on_term, &d);
   g_unix_signal_add(SIGINT, on_term, &d);
   g_unix_signal_add(SIGHUP, on_hup, &d);
-  vgpu_info("vgpud %s ready: runtime dir %s, configuration %s", VGPU_VERSION, dir,
-            vgpu_supervisor_config_source(d.sup));
+  vgpu_info("vgpud %s ready: runtime dir %s, configuration %s, run-time changes kept in %s",
+            VGPU_VERSION, dir, vgpu_supervisor_config_source(d.sup), state_dir);
   report_ready(ready_fd, true);
 #if HAVE_SYSTEMD
   guint status_timer = 0;
@@ -361,6 +375,7 @@ int main(int argc, char **argv) {
   g_free(d.status);
   g_free(o.config);
   g_free(o.runtime_dir);
+  g_free(o.state_dir);
   g_free(o.log_level);
   return 0;
 }

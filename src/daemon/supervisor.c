@@ -37,6 +37,7 @@
 #include "daemon/probe.h"
 #include "daemon/vm_peer.h"
 #include "daemon/session_end.h"
+#include "daemon/state.h"
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
@@ -82,6 +83,7 @@ struct VgpuInstance {
   char *socket_path;
   char *vm_socket_path;
   bool runtime_origin; /* created with vgpuctl create */
+  bool transient;      /* create --transient: not in the state file */
   bool draining;       /* removed: no new clients, freed when empty */
   GHashTable *workers; /* pid -> VgpuWorker* */
   uint32_t share_ppm;  /* the instance's current share (0: best-effort) */
@@ -119,6 +121,12 @@ struct VgpuSupervisor {
   GPtrArray *sched_inst;
   GArray *sched_in, *sched_out;
   VgpuSessionRing *ends; /* why recent sessions ended */
+  /* Run-time changes (daemon/state.h), kept in state_dir when it is set
+   * and the file there could be read or moved aside (!state_read_only). */
+  VgpuState *state;
+  char *state_dir;
+  bool state_read_only;
+  char *state_error; /* why the last change was not kept, or NULL */
 };
 
 /* A screenshot asked of a worker, until it answers, ends or times out. */
@@ -1070,6 +1078,8 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   s->config_path = g_strdup(opt->config_path);
   s->on_reload = opt->on_reload;
   s->on_reload_data = opt->on_reload_data;
+  s->state_dir = g_strdup(opt->state_dir);
+  s->state = vgpu_state_new();
   s->worker_path = g_steal_pointer(&worker);
   s->render_node = find_render_node(cfg);
   s->render_driver = render_node_driver(s->render_node);
@@ -1149,11 +1159,34 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error) {
   if (!vgpu_gpu_memory_check(s->cfg->instances, s->gpu_memory, s->cfg->overcommit_milli, NULL,
                              error))
     return false;
-  for (guint i = 0; i < s->cfg->instances->len; i++) {
-    const VgpuInstanceConfig *ic = g_ptr_array_index(s->cfg->instances, i);
-    VgpuInstance *in = instance_new(s, ic, false, error);
-    if (!in)
+  if (s->state_dir) {
+    g_autofree char *warning = NULL;
+    vgpu_state_free(s->state);
+    s->state = vgpu_state_load(s->state_dir, &warning, &s->state_read_only);
+    if (warning)
+      vgpu_warn("run-time changes: %s", warning);
+  }
+  /* The file's instances with the run-time changes over them. */
+  g_autoptr(VgpuStateMerge) m =
+      vgpu_state_merge(s->cfg, s->state, s->gpu_memory, s->cfg->overcommit_milli, 0, NULL);
+  for (guint i = 0; i < m->overridden->len; i++)
+    vgpu_info("run-time change: %s", (char *)g_ptr_array_index(m->overridden, i));
+  for (guint i = 0; i < m->not_applied->len; i++)
+    vgpu_warn("run-time change not applied: %s", (char *)g_ptr_array_index(m->not_applied, i));
+  for (guint i = 0; i < m->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(m->instances, i);
+    bool created = g_array_index(m->created, gboolean, i);
+    g_autoptr(GError) e = NULL;
+    VgpuInstance *in = instance_new(s, ic, created, &e);
+    if (!in && !created) {
+      g_propagate_error(error, g_steal_pointer(&e));
       return false;
+    }
+    if (!in) { /* reported, kept in the state file */
+      vgpu_warn("run-time change not applied: %s: not created: %s; kept in the state file",
+                ic->name, e->message);
+      continue;
+    }
     g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
   }
   s->control = vgpu_control_new(s, error);
@@ -1250,6 +1283,9 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   vgpu_book_free(s->book);
   vgpu_cgroups_free(s->cgroups);
   vgpu_session_ring_free(s->ends);
+  vgpu_state_free(s->state);
+  g_free(s->state_dir);
+  g_free(s->state_error);
   vgpu_isolation_free(s->isolation);
   g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
@@ -1262,11 +1298,98 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s);
 }
 
-/* Whether the instances after a reload to `next` fit the GPU memory it
- * names: its own instances (a run-time instance of the same name stands
- * for the file's, as reload keeps it), run-time instances, and those it
- * drops that still have tenants (they drain: their tenants keep their
- * memory until they leave). */
+void vgpu_reload_report_free(VgpuReloadReport *r) {
+  if (!r)
+    return;
+  g_ptr_array_unref(r->changed);
+  g_ptr_array_unref(r->overridden);
+  g_ptr_array_unref(r->not_applied);
+  g_free(r->not_added);
+  g_free(r);
+}
+
+static VgpuReloadReport *report_new(void) {
+  VgpuReloadReport *r = g_new0(VgpuReloadReport, 1);
+  r->changed = g_ptr_array_new_with_free_func(g_free);
+  r->overridden = g_ptr_array_new_with_free_func(g_free);
+  r->not_applied = g_ptr_array_new_with_free_func(g_free);
+  return r;
+}
+
+static void take_all(GPtrArray *to, GPtrArray *from) {
+  for (guint i = 0; i < from->len; i++)
+    g_ptr_array_add(to, g_strdup(g_ptr_array_index(from, i)));
+}
+
+/* Writes the state file after a change; the change holds either way, and
+ * s->state_error says when it is not kept. */
+static void state_commit(VgpuSupervisor *s) {
+  g_clear_pointer(&s->state_error, g_free);
+  if (!s->state_dir)
+    return;
+  g_autoptr(GError) e = NULL;
+  if (s->state_read_only)
+    s->state_error = g_strdup_printf("not kept: %s/" VGPU_STATE_FILE " could not be read nor moved "
+                                     "aside (see vgpud's log)",
+                                     s->state_dir);
+  else if (!vgpu_state_save(s->state, s->state_dir, &e))
+    s->state_error = g_strdup_printf("not kept: %s", e->message);
+  if (s->state_error)
+    vgpu_warn("run-time change %s", s->state_error);
+}
+
+const char *vgpu_supervisor_state_error(VgpuSupervisor *s) {
+  return s->state_error;
+}
+
+/* What `next` with the run-time changes gives, within gpu_memory: the
+ * transient instances stay (their names in *keep), as do the tenants of
+ * instances that drain (their memory is taken until they leave). */
+static VgpuStateMerge *reload_merge(VgpuSupervisor *s, const VgpuConfig *next, uint64_t gpu_memory,
+                                    GHashTable **keep_out) {
+  GHashTable *keep = g_hash_table_new(g_str_hash, g_str_equal);
+  uint64_t taken = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuInstance *in = v;
+    if (in->transient && !in->draining)
+      g_hash_table_add(keep, in->cfg->name);
+    if ((in->transient && !in->draining) || (in->draining && g_hash_table_size(in->workers)))
+      taken = vgpu_gpumem_add(taken, vgpu_gpumem_charge(in->cfg->eff.vram, gpu_memory));
+  }
+  VgpuStateMerge *m = NULL;
+  /* Instances the merge leaves out drain and keep their tenants' memory:
+   * merged again with that taken, until nothing more is left out. */
+  for (int round = 0; round < 4; round++) {
+    if (m)
+      vgpu_state_merge_free(m);
+    m = vgpu_state_merge(next, s->state, gpu_memory, next->overcommit_milli, taken, keep);
+    uint64_t dropped = 0;
+    g_hash_table_iter_init(&it, s->instances);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+      VgpuInstance *in = v;
+      if (in->draining || in->transient || !g_hash_table_size(in->workers))
+        continue;
+      bool stays = false;
+      for (guint i = 0; i < m->instances->len && !stays; i++)
+        stays = g_str_equal(((VgpuInstanceConfig *)g_ptr_array_index(m->instances, i))->name,
+                            in->cfg->name);
+      if (!stays)
+        dropped = vgpu_gpumem_add(dropped, vgpu_gpumem_charge(in->cfg->eff.vram, gpu_memory));
+    }
+    if (!dropped || round == 3)
+      break;
+    taken = vgpu_gpumem_add(taken, dropped);
+  }
+  *keep_out = keep;
+  return m;
+}
+
+/* Whether the file's own instances fit the GPU memory it names beside the
+ * transient instances and the tenants of draining ones; the run-time
+ * changes then fit in what is left, or are reported (vgpu_state_merge). */
 static bool reload_gpu_memory_fits(VgpuSupervisor *s, const VgpuConfig *next, uint64_t *gpu_memory,
                                    GError **error) {
   g_autofree char *source = NULL;
@@ -1275,19 +1398,17 @@ static bool reload_gpu_memory_fits(VgpuSupervisor *s, const VgpuConfig *next, ui
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "GPU memory: %s", source);
     return false;
   }
-  /* What stays first, so that the refusal names one of the file's. */
   g_autoptr(GPtrArray) after = g_ptr_array_new();
   g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
   for (guint i = 0; i < all->len; i++) {
     VgpuInstance *in = g_ptr_array_index(all, i);
-    if (in->runtime_origin ||
-        (!vgpu_config_find_instance(next, in->cfg->name) && g_hash_table_size(in->workers) > 0))
+    if ((in->transient && !in->draining) || (in->draining && g_hash_table_size(in->workers) > 0))
       g_ptr_array_add(after, in->cfg);
   }
   for (guint i = 0; i < next->instances->len; i++) {
     const VgpuInstanceConfig *ic = g_ptr_array_index(next->instances, i);
     VgpuInstance *in = g_hash_table_lookup(s->instances, ic->name);
-    if (!in || !in->runtime_origin)
+    if (!in || !in->transient)
       g_ptr_array_add(after, (gpointer)ic);
   }
   if (!vgpu_gpu_memory_check(after, gm, next->overcommit_milli, NULL, error))
@@ -1298,13 +1419,97 @@ static bool reload_gpu_memory_fits(VgpuSupervisor *s, const VgpuConfig *next, ui
   return true;
 }
 
-static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error);
+static bool kv_equal(const GPtrArray *a, const GPtrArray *b) {
+  if (vgpu_kv_len(a) != vgpu_kv_len(b))
+    return false;
+  for (guint i = 0; i < vgpu_kv_len(a); i++)
+    if (g_strcmp0(vgpu_kv_key(a, i), vgpu_kv_key(b, i)) ||
+        g_strcmp0(vgpu_kv_value(a, i), vgpu_kv_value(b, i)))
+      return false;
+  return true;
+}
 
-bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
+/* Brings the live instances to `next` under the run-time changes: new ones
+ * are made, those left out drain (their tenants keep running), the others
+ * take their new limits. */
+static void reconcile(VgpuSupervisor *s, const VgpuConfig *next, uint64_t gpu_memory,
+                      VgpuReloadReport *r) {
+  g_autoptr(GHashTable) keep = NULL;
+  g_autoptr(VgpuStateMerge) m = reload_merge(s, next, gpu_memory, &keep);
+  take_all(r->overridden, m->overridden);
+  take_all(r->not_applied, m->not_applied);
+  g_autoptr(GHashTable) wanted = g_hash_table_new(g_str_hash, g_str_equal);
+  for (guint i = 0; i < m->instances->len; i++)
+    g_hash_table_add(wanted, ((VgpuInstanceConfig *)g_ptr_array_index(m->instances, i))->name);
+  g_autoptr(GString) failed = g_string_new(NULL);
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    if (in->draining || in->transient || g_hash_table_contains(wanted, in->cfg->name))
+      continue;
+    guint n = g_hash_table_size(in->workers);
+    const VgpuStateEntry *e = vgpu_state_find(s->state, in->cfg->name);
+    const char *why = e && e->kind == VGPU_STATE_CREATED
+                          ? "its run-time entry cannot be applied now"
+                      : e && e->kind == VGPU_STATE_DESTROYED ? "destroyed at run time"
+                                                             : "no longer in the configuration";
+    g_ptr_array_add(r->changed,
+                    g_strdup_printf("%s: removed (%s)%s", in->cfg->name, why,
+                                    n ? "; its tenants keep running until they leave" : ""));
+    r->removed++;
+    instance_drain(in);
+  }
+  for (guint i = 0; i < m->instances->len; i++) {
+    const VgpuInstanceConfig *ic = g_ptr_array_index(m->instances, i);
+    bool created = g_array_index(m->created, gboolean, i);
+    VgpuInstance *in = g_hash_table_lookup(s->instances, ic->name);
+    if (in && in->transient)
+      continue;
+    if (in && in->draining) {
+      vgpu_warn("%s: still draining; re-added once its last tenant leaves", ic->name);
+      g_ptr_array_add(r->not_applied,
+                      g_strdup_printf("%s: still draining; not added until its last tenant "
+                                      "leaves (then reload again)",
+                                      ic->name));
+      continue;
+    }
+    if (in) {
+      in->runtime_origin = created;
+      g_autofree char *diff = vgpu_instance_config_diff(in->cfg, ic);
+      if (diff) {
+        g_ptr_array_add(r->changed, g_strdup_printf("%s: %s", ic->name, diff));
+        r->changed_limits++;
+      }
+      if (diff || !kv_equal(in->cfg->kv, ic->kv))
+        instance_apply(in, ic);
+      continue;
+    }
+    g_autoptr(GError) e = NULL;
+    in = instance_new(s, ic, created, &e);
+    if (!in) {
+      vgpu_error("%s: cannot add: %s", ic->name, e->message);
+      g_string_append_printf(failed, "%s%s: %s", failed->len ? "; " : "", ic->name, e->message);
+      continue;
+    }
+    g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
+    g_ptr_array_add(r->changed, g_strdup_printf("%s: added (profile %s)", ic->name, ic->profile));
+    r->added++;
+  }
+  for (guint i = 0; i < r->changed->len; i++)
+    vgpu_info("reload: %s", (char *)g_ptr_array_index(r->changed, i));
+  for (guint i = 0; i < r->not_applied->len; i++)
+    vgpu_warn("run-time change not applied: %s", (char *)g_ptr_array_index(r->not_applied, i));
+  if (failed->len)
+    r->not_added = g_strdup(failed->str);
+}
+
+static bool supervisor_reload(VgpuSupervisor *s, VgpuReloadReport **report, GError **error);
+
+bool vgpu_supervisor_reload(VgpuSupervisor *s, VgpuReloadReport **report, GError **error) {
   if (s->on_reload)
     s->on_reload(false, false, NULL, s->on_reload_data);
   GError *e = NULL;
-  bool ok = supervisor_reload(s, not_added, &e);
+  bool ok = supervisor_reload(s, report, &e);
   if (s->on_reload)
     s->on_reload(true, ok, e ? e->message : NULL, s->on_reload_data);
   if (e)
@@ -1312,7 +1517,7 @@ bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error)
   return ok;
 }
 
-static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error) {
+static bool supervisor_reload(VgpuSupervisor *s, VgpuReloadReport **report, GError **error) {
   VgpuConfig *next = s->config_path ? vgpu_config_load_file(s->config_path, error)
                                     : vgpu_config_load_default(error);
   if (!next)
@@ -1339,48 +1544,8 @@ static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **erro
       return false;
     }
   }
-  guint added = 0, removed = 0, changed = 0;
-  g_autoptr(GString) failed = g_string_new(NULL);
-  /* Removed config instances drain; runtime ones are not the file's. */
-  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
-  for (guint i = 0; i < all->len; i++) {
-    VgpuInstance *in = g_ptr_array_index(all, i);
-    if (!in->runtime_origin && !in->draining && !vgpu_config_find_instance(next, in->cfg->name)) {
-      instance_drain(in);
-      removed++;
-    }
-  }
-  for (guint i = 0; i < next->instances->len; i++) {
-    const VgpuInstanceConfig *ic = g_ptr_array_index(next->instances, i);
-    VgpuInstance *in = g_hash_table_lookup(s->instances, ic->name);
-    if (in && in->draining) {
-      vgpu_warn("%s: still draining; re-added once its last tenant leaves", ic->name);
-      continue;
-    }
-    if (in) {
-      if (in->runtime_origin) {
-        vgpu_warn("%s: defined in %s and created at run time; keeping the run-time one", ic->name,
-                  next->source);
-        continue;
-      }
-      if (memcmp(&in->cfg->eff.vram, &ic->eff.vram,
-                 sizeof(VgpuProfile) - G_STRUCT_OFFSET(VgpuProfile, vram)) != 0 ||
-          in->cfg->socket_mode != ic->socket_mode || g_strcmp0(in->cfg->profile, ic->profile)) {
-        instance_apply(in, ic);
-        changed++;
-      }
-      continue;
-    }
-    g_autoptr(GError) e = NULL;
-    in = instance_new(s, ic, false, &e);
-    if (!in) {
-      vgpu_error("%s: cannot add: %s", ic->name, e->message);
-      g_string_append_printf(failed, "%s%s: %s", failed->len ? "; " : "", ic->name, e->message);
-      continue;
-    }
-    g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
-    added++;
-  }
+  g_autoptr(VgpuReloadReport) r = report_new();
+  reconcile(s, next, next_gpu_memory, r);
   if (next->cgroups != s->cfg->cgroups)
     vgpu_warn("cgroups=%s: read at start-up only; the cgroups stay as they are (%s)",
               next->cgroups ? "auto" : "off", vgpu_cgroups_describe(s->cgroups));
@@ -1399,11 +1564,84 @@ static bool supervisor_reload(VgpuSupervisor *s, char **not_added, GError **erro
     vgpu_isolation_reload(s->isolation); /* accounts made or removed since */
   cgroups_sync(s);
   sched_update(s);
-  vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed", next->source, added,
-            removed, changed);
-  if (not_added)
-    *not_added = failed->len ? g_strdup(failed->str) : NULL;
+  vgpu_info("reloaded %s: %u instance(s) added, %u removed, %u changed; %u run-time change(s) "
+            "left in force, %u not applied",
+            next->source, r->added, r->removed, r->changed_limits, r->overridden->len,
+            r->not_applied->len);
+  if (report)
+    *report = g_steal_pointer(&r);
   return true;
+}
+
+bool vgpu_supervisor_reset(VgpuSupervisor *s, const char *name, const char *const *keys,
+                           VgpuReloadReport **report, GError **error) {
+  VgpuInstance *in = vgpu_supervisor_find(s, name);
+  if (in && in->transient && !in->draining) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "\"%s\" is transient: none of its settings are kept (vgpuctl destroy removes it)",
+                name);
+    return false;
+  }
+  VgpuStateEntry *e = vgpu_state_find(s->state, name);
+  if (!e) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "\"%s\" has no run-time changes",
+                name ? name : "");
+    return false;
+  }
+  bool all = !keys || !keys[0];
+  if (!all && e->kind == VGPU_STATE_DESTROYED) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "\"%s\" was destroyed at run time: it has no settings (vgpuctl reset %s brings it "
+                "back)",
+                name, name);
+    return false;
+  }
+  for (guint i = 0; !all && keys[i]; i++)
+    if (!vgpu_kv_get(e->kv, keys[i])) {
+      g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "\"%s\" has no run-time setting \"%s\"",
+                  name, keys[i]);
+      return false;
+    }
+  if (all && e->kind == VGPU_STATE_CREATED)
+    g_ptr_array_set_size(e->kv, 0); /* back to its profile */
+  else if (all)
+    vgpu_state_remove(s->state, name);
+  for (guint i = 0; !all && keys[i]; i++)
+    vgpu_kv_remove(e->kv, keys[i]);
+  if (!all && e->kind == VGPU_STATE_SET && !vgpu_kv_len(e->kv))
+    vgpu_state_remove(s->state, name);
+  vgpu_info("%s: run-time changes reset%s", name, all ? "" : " (some)");
+  state_commit(s);
+  g_autoptr(VgpuReloadReport) r = report_new();
+  reconcile(s, s->cfg, s->gpu_memory, r);
+  cgroups_sync(s);
+  sched_update(s);
+  if (report)
+    *report = g_steal_pointer(&r);
+  return true;
+}
+
+char *vgpu_supervisor_dump_config(VgpuSupervisor *s) {
+  g_autoptr(GPtrArray) all = vgpu_supervisor_instances(s);
+  g_autoptr(GPtrArray) cfgs = g_ptr_array_new();
+  g_autoptr(GPtrArray) notes = g_ptr_array_new();
+  for (guint i = 0; i < all->len; i++) {
+    VgpuInstance *in = g_ptr_array_index(all, i);
+    if (in->draining)
+      continue;
+    g_ptr_array_add(cfgs, in->cfg);
+    g_ptr_array_add(notes, in->transient        ? "created with vgpuctl create --transient"
+                           : in->runtime_origin ? "created with vgpuctl create"
+                           : vgpu_state_find(s->state, in->cfg->name) ? "changed with vgpuctl set"
+                                                                      : NULL);
+  }
+  g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+  g_autofree char *when = g_date_time_format_iso8601(now);
+  g_autofree char *header =
+      g_strdup_printf("# vgpud's live configuration, printed by vgpuctl dump-config at %s:\n"
+                      "# %s with the run-time changes in force.  See vgpud.conf(5).\n\n",
+                      when, s->cfg->source);
+  return vgpu_config_format(s->cfg, cfgs, notes, header);
 }
 
 const VgpuConfig *vgpu_supervisor_config(VgpuSupervisor *s) {
@@ -1447,7 +1685,7 @@ VgpuInstance *vgpu_supervisor_find(VgpuSupervisor *s, const char *name) {
 }
 
 VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *name,
-                                              const char *profile, GError **error) {
+                                              const char *profile, bool transient, GError **error) {
   if (!vgpu_instance_name_valid(name)) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                 "invalid instance name \"%s\" (1-31 letters, digits, - and _)", name ? name : "");
@@ -1470,8 +1708,16 @@ VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *nam
   vgpu_instance_config_free(ic);
   if (!in)
     return NULL;
+  in->transient = transient;
   g_hash_table_insert(s->instances, g_strdup(in->cfg->name), in);
-  vgpu_info("%s: created from profile %s", name, profile);
+  vgpu_info("%s: created from profile %s%s", name, profile, transient ? " (transient)" : "");
+  g_clear_pointer(&s->state_error, g_free);
+  if (!transient) {
+    VgpuStateEntry *e = vgpu_state_entry(s->state, name, VGPU_STATE_CREATED);
+    g_free(e->profile);
+    e->profile = g_strdup(profile);
+    state_commit(s);
+  }
   cgroups_sync(s);
   sched_update(s);
   return in;
@@ -1496,6 +1742,14 @@ bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool 
   g_hash_table_iter_init(&it, in->workers);
   while (g_hash_table_iter_next(&it, NULL, &w))
     kill(((VgpuWorker *)w)->pid, SIGKILL);
+  g_clear_pointer(&s->state_error, g_free);
+  if (!in->transient) {
+    if (in->runtime_origin)
+      vgpu_state_remove(s->state, name);
+    else
+      vgpu_state_entry(s->state, name, VGPU_STATE_DESTROYED);
+    state_commit(s);
+  }
   instance_drain(in);
   cgroups_sync(s);
   sched_update(s);
@@ -1753,6 +2007,15 @@ bool vgpu_supervisor_set(VgpuSupervisor *s, const char *name, GHashTable *settin
   instance_apply(in, next);
   vgpu_instance_config_free(next);
   vgpu_info("%s: set%s", name, what->str);
+  g_clear_pointer(&s->state_error, g_free);
+  if (!in->transient) {
+    VgpuStateEntry *e =
+        vgpu_state_entry(s->state, name, in->runtime_origin ? VGPU_STATE_CREATED : VGPU_STATE_SET);
+    g_hash_table_iter_init(&it, settings);
+    while (g_hash_table_iter_next(&it, &k, &v))
+      vgpu_kv_set(e->kv, k, v);
+    state_commit(s);
+  }
   cgroups_sync(s);
   return true;
 }
@@ -1781,6 +2044,9 @@ const char *vgpu_instance_vm_socket_path(const VgpuInstance *in) {
 }
 bool vgpu_instance_is_runtime(const VgpuInstance *in) {
   return in->runtime_origin;
+}
+bool vgpu_instance_is_transient(const VgpuInstance *in) {
+  return in->transient;
 }
 bool vgpu_instance_is_draining(const VgpuInstance *in) {
   return in->draining;

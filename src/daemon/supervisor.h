@@ -61,7 +61,21 @@ typedef struct VgpuSupervisorOptions {
   char *config_path; /* NULL: embedded default */
   VgpuReloadFunc on_reload; /* may be NULL */
   gpointer on_reload_data;
+  /* Where run-time changes are kept (DIR/vgpud.state, daemon/state.h);
+   * NULL: they last until vgpud stops (reloads keep them). */
+  char *state_dir;
 } VgpuSupervisorOptions;
+
+/* What a reload (or a reset) did, as sentences (char*). */
+typedef struct VgpuReloadReport {
+  GPtrArray *changed;     /* instances added, removed or with new limits */
+  GPtrArray *overridden;  /* run-time changes left in force */
+  GPtrArray *not_applied; /* run-time changes that could not be applied, and why */
+  char *not_added;        /* "NAME: reason; ..." for instances that could not be made, or NULL */
+  guint added, removed, changed_limits; /* instances */
+} VgpuReloadReport;
+void vgpu_reload_report_free(VgpuReloadReport *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuReloadReport, vgpu_reload_report_free)
 
 /* Takes @cfg when it succeeds; on failure (NULL) the caller keeps it. */
 VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions *opt,
@@ -73,11 +87,21 @@ bool vgpu_supervisor_start(VgpuSupervisor *s, GError **error);
 void vgpu_supervisor_stop(VgpuSupervisor *s);
 void vgpu_supervisor_free(VgpuSupervisor *s);
 
-/* Re-reads the configuration; on error nothing changes.  An instance the
- * new configuration adds but that cannot be created (no ledger room, its
- * socket cannot be made) is left out and the rest applied: *not_added
- * (when given) is then set to "NAME: reason; ..." and NULL otherwise. */
-bool vgpu_supervisor_reload(VgpuSupervisor *s, char **not_added, GError **error);
+/* Re-reads the configuration and applies it under the run-time changes
+ * (daemon/state.h); on error nothing changes.  An instance that cannot be
+ * created (no ledger room, its socket cannot be made) is left out and the
+ * rest applied.  *report (when given) says what happened. */
+bool vgpu_supervisor_reload(VgpuSupervisor *s, VgpuReloadReport **report, GError **error);
+/* Drops run-time changes of instance `name`: the given setting keys (NULL
+ * or empty: all of them; a destroyed instance of the file comes back) and
+ * applies the result as a reload does, without re-reading the file. */
+bool vgpu_supervisor_reset(VgpuSupervisor *s, const char *name, const char *const *keys,
+                           VgpuReloadReport **report, GError **error);
+/* The live instances as vgpud.conf text (vgpuctl dump-config). */
+char *vgpu_supervisor_dump_config(VgpuSupervisor *s);
+/* Why the last create, set, destroy or reset is in force but not kept on
+ * disk (the state file could not be written), or NULL when it was kept. */
+const char *vgpu_supervisor_state_error(VgpuSupervisor *s);
 
 /* For the control server. */
 
@@ -92,8 +116,9 @@ gint64 vgpu_supervisor_started_us(VgpuSupervisor *s);
 /* Sorted by name; includes draining instances. */
 GPtrArray *vgpu_supervisor_instances(VgpuSupervisor *s);
 VgpuInstance *vgpu_supervisor_find(VgpuSupervisor *s, const char *name);
+/* transient: not kept in the state file (gone when vgpud stops). */
 VgpuInstance *vgpu_supervisor_create_instance(VgpuSupervisor *s, const char *name,
-                                              const char *profile, GError **error);
+                                              const char *profile, bool transient, GError **error);
 bool vgpu_supervisor_destroy_instance(VgpuSupervisor *s, const char *name, bool force,
                                       GError **error);
 /* A VM connection handed over by a caller (vgpu-vhost-gpu): fd is a
@@ -164,7 +189,8 @@ const VgpuInstanceConfig *vgpu_instance_config(const VgpuInstance *in);
 const char *vgpu_instance_socket_path(const VgpuInstance *in);
 /* DIR/NAME/vhost-user.sock: where QEMU connects a vhost-user-gpu device. */
 const char *vgpu_instance_vm_socket_path(const VgpuInstance *in);
-bool vgpu_instance_is_runtime(const VgpuInstance *in); /* created with vgpuctl create */
+bool vgpu_instance_is_runtime(const VgpuInstance *in);   /* created with vgpuctl create */
+bool vgpu_instance_is_transient(const VgpuInstance *in); /* create --transient */
 bool vgpu_instance_is_draining(const VgpuInstance *in);
 uint32_t vgpu_instance_ledger_index(const VgpuInstance *in);
 guint vgpu_instance_n_tenants(const VgpuInstance *in);

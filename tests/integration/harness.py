@@ -153,13 +153,18 @@ profile=test
 class Daemon:
     """vgpud --foreground on a private runtime directory."""
 
-    def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None, ctty=None):
+    def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None, ctty=None,
+                 state_dir=None):
         self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
         os.chmod(self.tmp, 0o755)  # tests also act as an unprivileged user
         self.dir = os.path.join(self.tmp, "run")
         self.config_path = os.path.join(self.tmp, "vgpud.conf")
         self.log_path = os.path.join(self.tmp, "vgpud.log")
-        args = [VGPUD, "--foreground", "--runtime-dir", self.dir, "--log-level", log_level]
+        # Run-time changes (create, set, destroy) are kept here, never in
+        # the host's /var/lib/vgpu; a test that restarts vgpud passes its own.
+        self.state_dir = state_dir or os.path.join(self.tmp, "state")
+        args = [VGPUD, "--foreground", "--runtime-dir", self.dir, "--log-level", log_level,
+                "--state-dir", self.state_dir]
         if config is not None:
             with open(self.config_path, "w") as f:
                 f.write(config)

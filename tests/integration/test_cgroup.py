@@ -305,7 +305,8 @@ def test(x, d):
     stray = subprocess.Popen(["sleep", "120"])
     orphan = stray.pid
     write(os.path.join(tree.group("eq"), "cgroup.procs"), str(orphan))
-    args = [h.VGPUD, "--foreground", "--runtime-dir", d.dir, "--config", d.config_path]
+    args = [h.VGPUD, "--foreground", "--runtime-dir", d.dir, "--config", d.config_path,
+            "--state-dir", d.state_dir]
     d.log = open(d.log_path, "w")
     d.proc = subprocess.Popen(args, stdout=d.log, stderr=subprocess.STDOUT,
                               env=h.sanitizer_env(dict(os.environ)), start_new_session=True)

@@ -48,7 +48,8 @@ def main():
     try:
         rd = ["-r", d.dir]
         got = complete(["vgpuctl", ""], "vgpuctl")
-        assert {"list", "show", "set", "create", "destroy", "top", "reload"} <= set(got), got
+        assert {"list", "show", "set", "create", "destroy", "top", "reload", "reset",
+                "dump-config"} <= set(got), got
         assert complete(["vgpuctl", "sh"], "vgpuctl") == ["show"]
         assert complete(["vgpuctl"] + rd + ["show", ""], "vgpuctl") == ["alpha", "beta"]
         assert complete(["vgpuctl"] + rd + ["set", "a"], "vgpuctl") == ["alpha"]
@@ -60,6 +61,10 @@ def main():
         assert complete(["vgpuctl", "top", "--i"], "vgpuctl") == ["--interval", "--iterations"]
         assert complete(["vgpuctl", "doc"], "vgpuctl") == ["doctor"]
         assert complete(["vgpuctl", "doctor", "--ro"], "vgpuctl") == ["--root"]
+        assert complete(["vgpuctl", "create", "t1", "--t"], "vgpuctl") == ["--transient"]
+        assert complete(["vgpuctl", "dump"], "vgpuctl") == ["dump-config"]
+        assert complete(["vgpuctl"] + rd + ["reset", "b"], "vgpuctl") == ["beta"]
+        assert complete(["vgpuctl"] + rd + ["reset", "beta", "fps"], "vgpuctl") == ["fps-cap"]
         # No vgpud there: no names, no error.
         assert complete(["vgpuctl", "-r", "/nonexistent", "show", ""], "vgpuctl") == []
         print("ok: vgpuctl commands, options, instances, profiles and set keys")

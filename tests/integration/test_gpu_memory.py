@@ -4,8 +4,9 @@
 With [daemon] gpu-memory=1G (explicit, so nothing depends on this host's
 RAM): creating, resizing and reloading instances whose VRAM limits together
 exceed gpu-memory x overcommit is refused with the free figure, the state
-before is kept, `vgpuctl profiles` counts down how many more instances of
-each profile fit, `vgpuctl list` shows the free GPU memory, and start-up
+before is kept (a reload whose file fits applies: run-time changes that no
+longer fit are reported and kept for later), `vgpuctl profiles` counts down
+how many more instances of each profile fit, `vgpuctl list` shows the free GPU memory, and start-up
 (and --check-config) refuses a file that does not fit.  Then
 `vgpuctl top --json` streams one parseable object per line with the rates
 of a rendering tenant."""
@@ -95,18 +96,34 @@ def test(x, d):
     assert ctl(d, "set", "vgpu0", "vram=384M")[0] == 0
     assert memory(d)[2:] == (896 * MiB, 128 * MiB), memory(d)
 
-    # A reload that does not fit is refused and nothing changes.
+    # A reload whose file alone does not fit is refused and nothing changes.
+    big = CONFIG.replace("[instance vgpu1]\nprofile=p", "[instance vgpu1]\nprofile=big")
     with open(d.config_path, "w") as f:
-        f.write(CONFIG.replace("[instance vgpu1]\nprofile=p", "[instance vgpu1]\nprofile=big"))
-    refused(d, ["reload"], "reload failed, configuration unchanged: vgpu1: vram 768 MiB does not "
-                           "fit: 512 MiB of 1 GiB GPU memory free (overcommit 1.0)")
+        f.write(big + "\n[instance vgpu2]\nprofile=p\n")
+    refused(d, ["reload"], "reload failed, configuration unchanged: vgpu2: vram 256 MiB does not "
+                           "fit: 0 B of 1 GiB GPU memory free (overcommit 1.0)")
     assert d.show("vgpu1")["profile"] == "p" and d.show("vgpu0")["limits"]["vram"] == 384 * MiB
-    # With overcommit 2.0 it fits (vgpu0 goes back to the file's 256 MiB).
+    # A file that fits but leaves no room for the run-time changes applies;
+    # t1 and vgpu0's vram=384M are reported, not applied, and kept.
     with open(d.config_path, "w") as f:
-        f.write(CONFIG.replace("[instance vgpu1]\nprofile=p", "[instance vgpu1]\nprofile=big")
-                .replace("gpu-memory=1G", "gpu-memory=1G\novercommit=2.0"))
-    rc, _, err = ctl(d, "reload")
+        f.write(big)
+    rc, out, err = ctl(d, "reload")
     assert rc == 0, err
+    assert "vgpu0: vram 384 MiB does not fit: 256 MiB of 1 GiB GPU memory free (overcommit " \
+        "1.0); run-time vram=384M not applied" in out, out
+    assert "t1: vram 256 MiB does not fit: 0 B of 1 GiB GPU memory free (overcommit 1.0); not " \
+        "created, kept in the state file" in out, out
+    assert d.show("vgpu1")["profile"] == "big" and d.show("vgpu0")["limits"]["vram"] == 256 * MiB
+    assert "t1" not in {i["name"] for i in ctl_json(d, "list")["instances"]}
+    # With overcommit 2.0 they fit again; vgpu0 goes back to the file's
+    # 256 MiB once its run-time vram is reset.
+    with open(d.config_path, "w") as f:
+        f.write(big.replace("gpu-memory=1G", "gpu-memory=1G\novercommit=2.0"))
+    rc, out, err = ctl(d, "reload")
+    assert rc == 0 and "t1: added (profile p)" in out and "vgpu0: vram 256 MiB -> 384 MiB" in out, \
+        out + err
+    rc, out, err = ctl(d, "reset", "vgpu0", "vram")
+    assert rc == 0 and "vgpu0: vram 384 MiB -> 256 MiB" in out, out + err
     assert memory(d) == (1 << 30, 2.0, 1280 * MiB, 768 * MiB), memory(d)
     assert available(d) == {"p": 3, "big": 1}
     assert ctl(d, "create", "t4", "--profile", "big")[0] == 0

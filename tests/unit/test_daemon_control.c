@@ -204,7 +204,7 @@ static void test_command_table(void **state) {
   (void)state;
   size_t n;
   const VgpuControlCommand *t = vgpu_control_commands(&n);
-  const char *admin[] = {"create", "destroy", "set", "reload", "attach-vm"};
+  const char *admin[] = {"create", "destroy", "set", "reload", "reset", "dump-config", "attach-vm"};
   /* screenshot: anyone, of their own VMs only (admins: any VM);
    * session-end: anyone, of their own uid's sessions only. */
   const char *read[] = {"status", "list", "show", "profiles", "screenshot", "session-end"};
