@@ -285,8 +285,18 @@ static int cmd_set(const Opts *o, char **a, guint n) {
   JsonObject *req = vgpu_ctl_request_set(a[0], kv, &e);
   if (!req)
     return fail(exit_code(e), "%s", e->message);
-  g_autofree char *msg = g_strdup_printf("updated %s", a[0]);
-  return admin_command(o, req, msg);
+  int rc = EXIT_OK;
+  g_autoptr(JsonObject) r = call(o, req, &rc);
+  if (!r)
+    return rc;
+  if (o->json) {
+    print_json(r);
+    return EXIT_OK;
+  }
+  /* A limit now below what the tenants hold is said with the figures. */
+  g_autofree char *over = vgpu_format_over_limit(vgpu_ctl_get_object(r, "instance"));
+  printf("updated %s\n%s", a[0], over);
+  return EXIT_OK;
 }
 
 /* A reload's or reset's report: what changed, what run-time changes stay

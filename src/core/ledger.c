@@ -279,9 +279,14 @@ int vgpu_ledger_reserve(VgpuLedger *l, uint32_t slot, VgpuResKind kind, uint64_t
      * either this read sees the new grant or it sees this add. */
     uint64_t now = atomic_fetch_add(&l->slot->used[kind], amount) + amount;
     uint64_t grant = atomic_load(&l->grant->grant[kind]);
-    if (now <= grant && !atomic_load(&l->grant->ask_always[kind])) {
+    if (now <= grant) {
       if (kind == VGPU_RES_VRAM && now > atomic_load(&l->slot->peak_vram))
         atomic_store(&l->slot->peak_vram, now);
+      /* The supervisor zeroes it on its tick: a compare-exchange, so that
+       * neither side's write is lost. */
+      uint64_t p = atomic_load(&l->slot->recent_peak[kind]);
+      while (now > p && !atomic_compare_exchange_weak(&l->slot->recent_peak[kind], &p, now))
+        ;
       return 0;
     }
     atomic_fetch_sub(&l->slot->used[kind], amount);
@@ -361,12 +366,16 @@ typedef struct {
   uint64_t grant_of[VGPU_RES_N_QUOTA]; /* the truth; the page mirrors it */
   uint64_t max_grant_vram;
   uint64_t peak_vram;
+  /* Per quota kind, the peak usage of each of the last ticks (a ring
+   * indexed by the book's tick count): what the worker keeps while its
+   * instance is over its limit. */
+  uint64_t recent[VGPU_RES_N_QUOTA][VGPU_LEDGER_HOLD_TICKS];
   uint64_t seen[VGPU_RES_N]; /* counters: highest value read */
   /* While the book is frozen: what the quota counters read then. */
   bool frozen;
   uint64_t frozen_used[VGPU_RES_N_QUOTA];
-  int sock;                  /* our end, non-blocking */
-  VgpuBookChildFds child;    /* until the worker has its copies */
+  int sock;               /* our end, non-blocking */
+  VgpuBookChildFds child; /* until the worker has its copies */
   gint64 window_us;
   uint32_t window_requests;
   uint64_t requests;
@@ -378,6 +387,7 @@ struct VgpuBook {
   VgpuBookShotFn shot_fn;
   void *shot_user;
   void (*shrink_hook)(void);
+  uint32_t ticks;
   BookInstance inst[VGPU_LEDGER_MAX_INSTANCES];
   BookWorker w[VGPU_LEDGER_MAX_SLOTS];
 };
@@ -418,13 +428,25 @@ static BookWorker *book_worker(VgpuBook *b, uint32_t slot) {
 /* A quota kind as the worker reports it, clamped to [0, grant]: a worker
  * cannot claim more than it was granted, and a "negative" value (a release
  * it never reserved) counts as nothing. */
-static uint64_t worker_quota_used(const BookWorker *w, int k) {
-  if (w->frozen)
-    return w->frozen_used[k];
-  uint64_t u = atomic_load(&w->slot->used[k]);
+static uint64_t clamp_used(const BookWorker *w, int k, uint64_t u) {
   if (u > (uint64_t)INT64_MAX)
     return 0;
   return MIN(u, w->grant_of[k]);
+}
+
+static uint64_t worker_quota_used(const BookWorker *w, int k) {
+  if (w->frozen)
+    return w->frozen_used[k];
+  return clamp_used(w, k, atomic_load(&w->slot->used[k]));
+}
+
+/* What the worker held lately: the peak of the last ticks and of the
+ * reservations since the last tick, within its grant. */
+static uint64_t recent_peak(const BookWorker *w, int k) {
+  uint64_t p = clamp_used(w, k, atomic_load(&w->slot->recent_peak[k]));
+  for (int i = 0; i < VGPU_LEDGER_HOLD_TICKS; i++)
+    p = MAX(p, w->recent[k][i]);
+  return p;
 }
 
 /* A counter as the worker reports it, never going backwards and never
@@ -460,13 +482,25 @@ static void set_grant(BookWorker *w, int k, uint64_t g) {
     w->max_grant_vram = g;
 }
 
-/* Takes back what a worker was granted but does not use, never below what
- * it holds.  Write the smaller grant, then re-read `used`: a reservation
- * racing with this either read the new grant (and undid itself) or its add
- * is in the second reading, and the grant is raised back to cover it. */
-static void shrink_to_use(VgpuBook *b, BookWorker *w, int k) {
+/* What the worker held lately, as it reports it (raw: a hostile value
+ * only stops its own grant from shrinking). */
+static uint64_t held_lately(const BookWorker *w, int k) {
+  return MAX(atomic_load(&w->slot->used[k]), recent_peak(w, k));
+}
+
+/* Takes back what a worker was granted beyond what it held lately, never
+ * below what it holds, never raising the grant.  With `cushion` (its
+ * instance is over its limit) it keeps an eighth more, for the ups and
+ * downs of a real program's usage (how many buffers are in flight varies
+ * with timing).  Write the smaller grant, then re-read `used`: a
+ * reservation racing with this either read the new grant (and undid
+ * itself) or its add is in the second reading, and the grant is raised
+ * back to cover it. */
+static void shrink_to_held(VgpuBook *b, BookWorker *w, int k, bool cushion) {
   uint64_t old = w->grant_of[k];
-  uint64_t u = atomic_load(&w->slot->used[k]);
+  uint64_t u = held_lately(w, k);
+  if (cushion)
+    u = sat_add(u, u / 8);
   if (u >= old)
     return;
   if (b->shrink_hook)
@@ -500,16 +534,37 @@ static unsigned count_workers(VgpuBook *b, uint32_t inst) {
   return n;
 }
 
-/* While an instance's grants add up to more than its limit (the limit was
- * lowered below use), every reservation of that kind goes through us. */
-static void update_over(VgpuBook *b, uint32_t inst, int k) {
+/* The instance's grants of kind k add up to more than its limit: it was
+ * lowered below what the workers held. */
+static bool over_limit(VgpuBook *b, uint32_t inst, int k) {
   uint64_t lim = b->inst[inst].limit[k];
-  bool over = lim && sum_grants(b, inst, k, NULL) > lim;
+  return lim && sum_grants(b, inst, k, NULL) > lim;
+}
+
+/* What the instance's workers held lately, each within its grant, and how
+ * many held some. */
+static uint64_t sum_held(VgpuBook *b, uint32_t inst, int k, uint32_t *holders) {
+  uint64_t sum = 0;
+  *holders = 0;
   for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++) {
-    BookWorker *w = &b->w[i];
-    if (w->live && w->inst == inst)
-      atomic_store(&w->grant->ask_always[k], over ? 1u : 0u);
+    const BookWorker *w = &b->w[i];
+    if (!w->live || w->inst != inst)
+      continue;
+    uint64_t h = MIN(held_lately(w, k), w->grant_of[k]);
+    sum = sat_add(sum, h);
+    *holders += h > 0;
   }
+  return sum;
+}
+
+/* Shrinks every grant of the instance to what its worker held lately: with
+ * the cushion while that does not fit the limit. */
+static void shrink_all_to_held(VgpuBook *b, uint32_t inst, int k) {
+  uint32_t holders;
+  bool cushion = sum_held(b, inst, k, &holders) > b->inst[inst].limit[k];
+  for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++)
+    if (b->w[i].live && b->w[i].inst == inst)
+      shrink_to_held(b, &b->w[i], k, cushion);
 }
 
 int vgpu_book_instance_add(VgpuBook *b, const char *name, const uint64_t limits[VGPU_RES_N_QUOTA]) {
@@ -540,10 +595,9 @@ void vgpu_book_instance_set_limits(VgpuBook *b, uint32_t inst,
       atomic_store(&w->grant->limit[k], lim);
       if (lim == 0)
         set_grant(w, k, UINT64_MAX);
-      else if (old == 0 || lim < old)
-        shrink_to_use(b, w, k); /* they ask again for what they need */
     }
-    update_over(b, inst, k);
+    if (lim && (old == 0 || lim < old))
+      shrink_all_to_held(b, inst, k); /* they ask again for more */
   }
 }
 
@@ -587,9 +641,38 @@ bool vgpu_book_instance_usage(VgpuBook *b, uint32_t inst, VgpuBookUsage *out) {
     for (int k = VGPU_RES_N_QUOTA; k < VGPU_RES_N; k++)
       out->used[k] = sat_add(out->used[k], worker_counter(w, k));
   }
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++) {
+    uint32_t holders;
+    uint64_t held = sum_held(b, inst, k, &holders);
+    if (in->limit[k] && held > in->limit[k] && over_limit(b, inst, k)) {
+      out->held[k] = held;
+      out->holders[k] = holders;
+    }
+  }
   out->refusals = in->refusals;
   out->worker_crashes = in->crashes;
   return true;
+}
+
+void vgpu_book_tick(VgpuBook *b) {
+  uint32_t at = b->ticks++ % VGPU_LEDGER_HOLD_TICKS;
+  for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++) {
+    BookWorker *w = &b->w[i];
+    if (!w->live)
+      continue;
+    for (int k = 0; k < VGPU_RES_N_QUOTA; k++) {
+      uint64_t peak = atomic_exchange(&w->slot->recent_peak[k], 0);
+      w->recent[k][at] =
+          MAX(clamp_used(w, k, peak), clamp_used(w, k, atomic_load(&w->slot->used[k])));
+    }
+  }
+  for (uint32_t inst = 0; inst < VGPU_LEDGER_MAX_INSTANCES; inst++) {
+    if (!b->inst[inst].in_use)
+      continue;
+    for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
+      if (over_limit(b, inst, k))
+        shrink_all_to_held(b, inst, k);
+  }
 }
 
 void vgpu_book_note_refusal(VgpuBook *b, uint32_t inst) {
@@ -680,7 +763,6 @@ int vgpu_book_worker_add(VgpuBook *b, uint32_t inst, pid_t client_pid, uid_t cli
       uint64_t taken = sum_grants(b, inst, k, NULL);
       bool alone = count_workers(b, inst) == 0;
       set_grant(w, k, taken >= lim ? 0 : MIN(alone ? lim : slack(lim), lim - taken));
-      atomic_store(&w->grant->ask_always[k], taken > lim ? 1u : 0u);
     }
     if (fcntl(gfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | F_SEAL_FUTURE_WRITE) <
         0)
@@ -726,7 +808,10 @@ int vgpu_book_worker_fd(VgpuBook *b, uint32_t slot) {
 }
 
 /* Covers `want` of kind k for w if the instance has room, taking back
- * what other workers of the instance were granted and do not use. */
+ * what other workers of the instance were granted beyond what they held
+ * lately.  The grant grows only so far that the instance's grants fit its
+ * limit: while they do not (it was lowered), every request for more than
+ * the grant is refused. */
 static bool grant_request(VgpuBook *b, BookWorker *w, int k, uint64_t want) {
   BookInstance *in = &b->inst[w->inst];
   uint64_t lim = in->limit[k];
@@ -734,30 +819,24 @@ static bool grant_request(VgpuBook *b, BookWorker *w, int k, uint64_t want) {
     set_grant(w, k, UINT64_MAX);
     return true;
   }
-  bool over = atomic_load(&w->grant->ask_always[k]) != 0;
-  if (want <= w->grant_of[k] && !over)
+  if (want <= w->grant_of[k])
     return true;
-  if (over)
-    shrink_to_use(b, w, k); /* what it released must be asked for again */
   uint64_t others = sum_grants(b, w->inst, k, w);
   if (want > lim || others > lim - want) {
+    bool over = over_limit(b, w->inst, k);
     for (int i = 0; i < VGPU_LEDGER_MAX_SLOTS; i++)
       if (b->w[i].live && b->w[i].inst == w->inst && &b->w[i] != w)
-        shrink_to_use(b, &b->w[i], k);
+        shrink_to_held(b, &b->w[i], k, over);
     others = sum_grants(b, w->inst, k, w);
   }
   if (want > lim || others > lim - want) {
     in->refusals++;
     w->refusal = (VgpuBookRefusal){
         .valid = true, .kind = (uint32_t)k, .want = want, .limit = lim, .others = others};
-    if (over)
-      update_over(b, w->inst, k);
     return false;
   }
   bool alone = count_workers(b, w->inst) == 1;
   set_grant(w, k, alone ? lim - others : MIN(sat_add(want, slack(lim)), lim - others));
-  if (over)
-    update_over(b, w->inst, k);
   return true;
 }
 
@@ -926,8 +1005,5 @@ uint64_t vgpu_book_worker_remove(VgpuBook *b, uint32_t slot) {
   close_child_fds(w);
   memset(w, 0, sizeof(*w));
   w->sock = w->child.slot_fd = w->child.grant_fd = w->child.sock = -1;
-  if (in)
-    for (int k = 0; k < VGPU_RES_N_QUOTA; k++)
-      update_over(b, inst, k);
   return vram;
 }

@@ -21,7 +21,17 @@
  * clamped to the worker's grant, every counter is kept monotonic, and
  * nothing read from a page is ever used as an index or a pointer.  There is
  * no lock a worker could hold: grants shrink with a write-then-re-read
- * (both sequentially consistent) against the worker's add-then-read. */
+ * (both sequentially consistent) against the worker's add-then-read.
+ *
+ * A limit lowered below what an instance's workers hold ends no one: each
+ * worker keeps a grant of what it held lately (the peak of its usage over
+ * the last VGPU_LEDGER_HOLD_TICKS ticks) and an eighth more, so it can go
+ * on freeing and re-creating up to that, while a request for more is
+ * refused until the instance fits its limit again.  On every tick of an
+ * instance that is over its limit the grants fall to that, so the
+ * effective limit follows usage down; once what the workers held lately
+ * fits the limit, the eighth goes too.  A grant never grows while its
+ * instance is over. */
 #pragma once
 
 #include <glib.h>
@@ -31,7 +41,7 @@
 #include <sys/types.h>
 
 #define VGPU_LEDGER_MAGIC 0x5247444c55504756ull /* "VGPULDGR" */
-#define VGPU_LEDGER_VERSION 4
+#define VGPU_LEDGER_VERSION 5
 #define VGPU_LEDGER_MAX_INSTANCES 64
 #define VGPU_LEDGER_MAX_SLOTS 512
 #define VGPU_NAME_MAX 32
@@ -42,6 +52,9 @@
  * above what a session needs (it asks only when its allowance runs out,
  * and each allowance covers at least an eighth of the limit). */
 #define VGPU_LEDGER_MAX_REQUESTS_PER_S 20000
+/* How many supervisor ticks (vgpu_book_tick) a worker's recent peak usage
+ * covers: vgpud ticks every 200 ms, so 2 s. */
+#define VGPU_LEDGER_HOLD_TICKS 10
 
 typedef enum {
   VGPU_RES_VRAM = 0, /* bytes */
@@ -60,10 +73,14 @@ const char *vgpu_res_kind_name(VgpuResKind kind);
 
 /* ---- shared pages (layout known to both sides) -------------------------- */
 
-/* Written by the worker only; read by the supervisor as untrusted input. */
+/* Written by the worker; read by the supervisor as untrusted input (the
+ * supervisor writes only recent_peak, back to 0 on each tick). */
 typedef struct VgpuSlotPage {
   _Atomic uint64_t used[VGPU_RES_N];
   _Atomic uint64_t peak_vram;
+  /* The highest `used` a reservation reached since the supervisor's last
+   * tick, per quota kind. */
+  _Atomic uint64_t recent_peak[VGPU_RES_N_QUOTA];
 } VgpuSlotPage;
 
 /* Written by the supervisor only; the worker's mapping is read-only. */
@@ -72,11 +89,6 @@ typedef struct VgpuGrantPage {
   uint32_t version;
   uint32_t pad;
   _Atomic uint64_t grant[VGPU_RES_N_QUOTA]; /* UINT64_MAX: unlimited */
-  /* Set while the instance holds more than its limit (it was lowered
-   * below use): every reservation of that kind must ask, so that what is
-   * released cannot be taken again until usage is back under the limit. */
-  _Atomic uint32_t ask_always[VGPU_RES_N_QUOTA];
-  uint32_t pad2;
   _Atomic uint64_t limit[VGPU_RES_N_QUOTA]; /* for messages only; 0 = unlimited */
   /* Scheduling: this worker's share of the GPU (see cpu_milli) in parts per
    * million (0: unthrottled) and its instance's frame-rate cap (0: none).
@@ -211,6 +223,11 @@ typedef struct VgpuBookUsage {
   uint64_t limit[VGPU_RES_N_QUOTA]; /* 0 = unlimited */
   uint64_t used[VGPU_RES_N];        /* quota kinds: live workers, clamped;
                                        counters: history + live */
+  /* Kinds whose limit is below what the workers held lately (it was
+   * lowered): the sum of that (> limit, each within its grant) and how many
+   * workers held some; 0 for kinds within their limit. */
+  uint64_t held[VGPU_RES_N_QUOTA];
+  uint32_t holders[VGPU_RES_N_QUOTA];
   uint64_t clients, refusals, worker_crashes;
 } VgpuBookUsage;
 
@@ -237,9 +254,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VgpuBook, vgpu_book_free)
 
 /* Claims an instance record; returns its index or -ENOSPC. */
 int vgpu_book_instance_add(VgpuBook *b, const char *name, const uint64_t limits[VGPU_RES_N_QUOTA]);
-/* A smaller limit shrinks the workers' grants towards what they hold; what
- * they hold beyond it is not taken away, new reservations are refused until
- * usage falls below it. */
+/* A smaller limit shrinks each worker's grant to what it held lately (its
+ * peak over the last VGPU_LEDGER_HOLD_TICKS ticks, never below what it
+ * holds now; an eighth more while that does not fit the limit): nothing is
+ * taken away, each may re-allocate up to that, and requests for more are
+ * refused while the instance is over the limit. */
 void vgpu_book_instance_set_limits(VgpuBook *b, uint32_t inst,
                                    const uint64_t limits[VGPU_RES_N_QUOTA]);
 /* Frees the record; callers remove its workers first. */
@@ -251,6 +270,12 @@ bool vgpu_book_instance_usage(VgpuBook *b, uint32_t inst, VgpuBookUsage *out);
  * building a report (nothing may reserve or reclaim meanwhile). */
 void vgpu_book_freeze(VgpuBook *b);
 void vgpu_book_thaw(VgpuBook *b);
+/* The supervisor's tick (every 200 ms while workers live): records each
+ * worker's peak usage since the last tick, and, for every instance and
+ * quota kind whose grants add up to more than its limit, shrinks each
+ * worker's grant to its peak over the last VGPU_LEDGER_HOLD_TICKS ticks
+ * (an eighth more while those peaks together exceed the limit). */
+void vgpu_book_tick(VgpuBook *b);
 void vgpu_book_note_refusal(VgpuBook *b, uint32_t inst);
 void vgpu_book_note_crash(VgpuBook *b, uint32_t inst);
 

@@ -265,6 +265,34 @@ static const char *process_name(JsonObject *x) {
   return proc && *proc ? proc : "-";
 }
 
+char *vgpu_format_over_limit(JsonObject *in) {
+  GString *out = g_string_new(NULL);
+  JsonArray *a = vgpu_ctl_get_array(in, "over_limit");
+  guint n = a ? json_array_get_length(a) : 0;
+  for (guint i = 0; i < n; i++) {
+    JsonObject *x = vgpu_ctl_array_object(a, i);
+    if (!x)
+      continue;
+    const char *kind = vgpu_ctl_get_str(x, "kind", "?");
+    bool bytes = g_str_equal(kind, "vram");
+    uint64_t limit = vgpu_ctl_get_u64(x, "limit"), held = vgpu_ctl_get_u64(x, "held");
+    uint64_t tenants = vgpu_ctl_get_u64(x, "tenants");
+    g_autofree char *l = bytes ? vgpu_format_size(limit, false) : num(limit);
+    g_autofree char *h = bytes ? vgpu_format_size(held, false) : num(held);
+    g_autofree char *who = tenants == 1
+                               ? g_strdup("its tenant holds")
+                               : g_strdup_printf("its %" G_GUINT64_FORMAT " tenants hold", tenants);
+    bool one = tenants == 1;
+    g_string_append_printf(out,
+                           "%s: %s limit %s is below the %s %s: %s; growth is refused until %s "
+                           "less than %s\n",
+                           vgpu_ctl_get_str(in, "name", "?"), kind, l, h, who,
+                           one ? "it keeps what it holds" : "they keep what they hold",
+                           one ? "it holds" : "they hold", l);
+  }
+  return g_string_free(out, FALSE);
+}
+
 char *vgpu_format_show(JsonObject *in) {
   JsonObject *u = vgpu_ctl_get_object(in, "usage");
   UsageCells c;
@@ -304,6 +332,12 @@ char *vgpu_format_show(JsonObject *in) {
                          vgpu_ctl_get_u64(u, "frames"), vgpu_ctl_get_u64(u, "commands"),
                          vgpu_ctl_get_u64(u, "refusals"), vgpu_ctl_get_u64(u, "worker_crashes"));
   usage_cells_clear(&c);
+  g_autofree char *over = vgpu_format_over_limit(in);
+  if (*over) {
+    /* Before the blank line that ends the summary. */
+    g_string_truncate(out, out->len - 1);
+    g_string_append_printf(out, "%s\n", over);
+  }
 
   static const char *const h[] = {"KIND",     "WORKER", "CLIENT", "UID",       "PROCESS",
                                   "GPU BUSY", "VRAM",   "PEAK",   "RESOURCES", "CONTEXTS",

@@ -49,6 +49,9 @@ char *vgpu_format_gpu_memory(JsonObject *reply);
  * gives one), a blank line, then the tenants table (process name and GPU
  * busy % per tenant). */
 char *vgpu_format_show(JsonObject *instance);
+/* One line per limit the instance's tenants hold more than (its
+ * "over_limit"), each ending in a newline; "" when none. */
+char *vgpu_format_over_limit(JsonObject *instance);
 /* `profiles` */
 char *vgpu_format_profiles(JsonArray *profiles);
 /* `status`: the daemon object, then per instance (instances may be NULL)

@@ -185,6 +185,23 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_u64(b, "refusals", u.refusals);
   add_u64(b, "worker_crashes", u.worker_crashes);
   json_builder_end_object(b);
+  /* Limits lowered below what the tenants hold: they keep it, and growth
+   * is refused until they hold less than the limit. */
+  json_builder_set_member_name(b, "over_limit");
+  json_builder_begin_array(b);
+  static const char *const quota_key[VGPU_RES_N_QUOTA] = {"vram", "resources", "contexts"};
+  for (int k = 0; k < VGPU_RES_N_QUOTA; k++) {
+    if (!u.held[k])
+      continue;
+    json_builder_begin_object(b);
+    add_str(b, "kind", quota_key[k]);
+    add_u64(b, "limit", u.limit[k]);
+    add_u64(b, "held", u.held[k]);
+    add_u64(b, "used", u.used[k]);
+    add_u64(b, "tenants", u.holders[k]);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
   if (tenants) {
     GArray *ts = snap.tenants;
     uint64_t hidden = 0;

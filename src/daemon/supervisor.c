@@ -167,9 +167,15 @@ static void sched_update(VgpuSupervisor *s);
  * tenant still counts as active. */
 #define SCHED_TICK_MS 200
 #define SCHED_ACTIVE_US (750 * 1000)
+/* The ledger ticks with it: a worker over a lowered limit keeps what it
+ * held in the last 2 s (the docs say so). */
+G_STATIC_ASSERT(SCHED_TICK_MS *VGPU_LEDGER_HOLD_TICKS == 2000);
 
 static gboolean on_sched_tick(gpointer user) {
   VgpuSupervisor *s = user;
+  /* The ledger's tick too: recent peaks, and grants of instances over a
+   * lowered limit falling with usage. */
+  vgpu_book_tick(s->book);
   sched_update(s);
   if (s->sched_timer)
     return G_SOURCE_CONTINUE;

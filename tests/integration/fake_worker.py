@@ -18,8 +18,11 @@ import time
 
 SLOT_FD, GRANT_FD, SOCK_FD, CLIENT_FD = 4, 5, 6, 3
 N_KINDS = 8  # vram, resources, contexts, frames, commands, bytes_in, busy_ns, throttled_ns
-SLOT_SIZE = 8 * (N_KINDS + 1)
-GRANT_SIZE = 8 + 4 + 4 + 3 * 8 + 3 * 4 + 4 + 3 * 8 + 4 + 4 + 4 + 4  # ... fps_cap, cpu_milli
+N_QUOTA = 3  # vram, resources, contexts
+SLOT_SIZE = 8 * (N_KINDS + 1 + N_QUOTA)  # used, peak_vram, recent_peak
+# magic, version, pad, grant, limit, share_ppm, fps_cap, cpu_milli, pad3
+GRANT_SIZE = 8 + 4 + 4 + N_QUOTA * 8 + N_QUOTA * 8 + 4 + 4 + 4 + 4
+LIMIT_OFFSET = 8 + 4 + 4 + N_QUOTA * 8
 
 
 def say(msg):
@@ -43,7 +46,10 @@ def main():
     slot[8:16] = struct.pack("<Q", 2**63 + 5)       # resources: "negative"
     slot[16:24] = struct.pack("<Q", 2**64 - 3)      # contexts
     slot[24:32] = struct.pack("<Q", 2**64 - 1)      # frames
-    slot[8 * N_KINDS:] = struct.pack("<Q", 2**64 - 1)  # peak
+    slot[8 * N_KINDS:8 * N_KINDS + 8] = struct.pack("<Q", 2**64 - 1)  # peak
+    for k in range(N_QUOTA):  # recent peaks: far past any grant
+        off = 8 * (N_KINDS + 1 + k)
+        slot[off:off + 8] = struct.pack("<Q", 2**63 - 1)
     try:
         mmap.mmap(GRANT_FD, GRANT_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         say("grant page writable: yes")
@@ -55,7 +61,7 @@ def main():
     except OSError as e:
         say(f"grant page write(): no ({e.strerror})")
     grant = mmap.mmap(GRANT_FD, GRANT_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
-    limit = struct.unpack_from("<Q", grant, 56)[0]
+    limit = struct.unpack_from("<Q", grant, LIMIT_OFFSET)[0]
     sock.send(struct.pack("<IIQ", 1, 0, limit + 1))
     select.select([sock], [], [], 10)
     seq, granted, used = struct.unpack("<IIQ", sock.recv(16))

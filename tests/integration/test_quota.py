@@ -60,8 +60,8 @@ def test(x, d):
     rc, out = h.gears(d, "tiny", x.display)
     assert h.fps_values(out), f"tiny did not render after the resize:\n{out}"
 
-    # Shrinking below use kills nobody: it refuses allocations that no
-    # longer fit.  A scripted client holds exactly 4 MiB: a 2 MiB texture
+    # Shrinking below use kills nobody: it refuses growth past what the
+    # tenants held.  A scripted client holds exactly 4 MiB: a 2 MiB texture
     # and its 2 MiB backing (a real program's usage moves from frame to
     # frame, which would make the check racy).
     holder = VtestClient(d.socket("tiny"))
@@ -76,9 +76,10 @@ def test(x, d):
     assert holder.busy_wait(1) == 0, "the holder was ended by the shrink"
     rc, out = h.finish(h.client(d, "tiny", ["glxgears"], x.display), 60)
     assert rc != 0, "a new client was admitted past the shrunk limit"
-    # The holder's next allocation no longer fits: refused, session ended.
-    holder.send(cmd(RESOURCE_CREATE2, (2, 2, 1, 2, 64, 64, 1, 1, 0, 0, 64 * 64 * 4)))
-    assert holder.closed_by_server(), "an allocation past the shrunk limit was accepted"
+    # It keeps what it held and an eighth more (4.5 MiB): a 1 MiB texture
+    # with its 1 MiB backing is growth past that: refused, session ended.
+    holder.send(cmd(RESOURCE_CREATE2, (2, 2, 1, 2, 512, 512, 1, 1, 0, 0, 512 * 512 * 4)))
+    assert holder.closed_by_server(), "an allocation past what the holder held was accepted"
     holder.close()
     os.close(fd)
     d.wait_log(r"tiny client %d: holder: quota exceeded" % os.getpid())

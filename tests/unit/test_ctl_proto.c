@@ -370,6 +370,26 @@ static void test_views(void **state) {
   assert_true(g_str_has_suffix(sl, "\n\nno tenants connected\n"));
   g_autofree char *snull = vgpu_format_show(NULL); /* reply without "instance" */
   assert_non_null(strstr(snull, "instance   ?"));
+  /* Limits lowered below what the tenants hold: one line each, in show
+   * (before the tenants) and for set. */
+  g_autoptr(JsonObject) over = parse_object(
+      INSTANCE_VGPU0 ",\"tenants\":[],\"over_limit\":["
+                     "{\"kind\":\"vram\",\"limit\":1048576,\"held\":42152346,\"used\":40000000,"
+                     "\"tenants\":2},"
+                     "{\"kind\":\"resources\",\"limit\":10,\"held\":25,\"used\":25,"
+                     "\"tenants\":1}]}");
+  g_autofree char *ol = vgpu_format_over_limit(over);
+  assert_string_equal(ol, "vgpu0: vram limit 1 MiB is below the 40.2 MiB its 2 tenants hold: they "
+                          "keep what they hold; growth is refused until they hold less than 1 MiB\n"
+                          "vgpu0: resources limit 10 is below the 25 its tenant holds: it keeps "
+                          "what it holds; growth is refused until it holds less than 10\n");
+  g_autofree char *so = vgpu_format_show(over);
+  assert_non_null(strstr(so, "worker crashes 0\nvgpu0: vram limit 1 MiB"));
+  assert_true(g_str_has_suffix(so, "less than 10\n\nno tenants connected\n"));
+  g_autofree char *none = vgpu_format_over_limit(lonely);
+  assert_string_equal(none, "");
+  g_autofree char *onull = vgpu_format_over_limit(NULL);
+  assert_string_equal(onull, "");
 
   g_autoptr(JsonArray) profiles = parse_array(
       "[{\"name\":\"small\",\"description\":\"for a desktop\",\"vram\":134217728,"

@@ -29,7 +29,8 @@ enum {
   OP_RESERVE,
   OP_RELEASE,
   OP_COUNT,
-  OP_POKE,        /* raw store into used[kind] (kind VGPU_RES_N: peak) */
+  OP_POKE,        /* raw store into used[kind] (kind VGPU_RES_N: peak_vram,
+                     VGPU_RES_N + 1 + k: recent_peak[k]) */
   OP_TRY_WRITES,  /* tries every way to write the grant page or resize a page */
   OP_SEND_RAW,    /* sends `amount` bytes of junk on the request socket */
   OP_FLOOD,       /* sends valid requests without reading answers */
@@ -195,6 +196,8 @@ static void remote_main(VgpuBookChildFds *c, int cmd_r, int res_w) {
     case OP_POKE:
       if (m.kind == VGPU_RES_N)
         atomic_store(&l->slot->peak_vram, m.amount);
+      else if (m.kind > VGPU_RES_N)
+        atomic_store(&l->slot->recent_peak[m.kind - VGPU_RES_N - 1], m.amount);
       else
         atomic_store(&l->slot->used[m.kind], m.amount);
       break;
@@ -409,33 +412,154 @@ static void test_two_workers_share_the_limit(void **state) {
   assert_int_equal(granted(inst, VGPU_RES_OBJECTS), 0);
 }
 
+static void ticks(int n) {
+  for (int i = 0; i < n; i++)
+    vgpu_book_tick(book);
+}
+
+static void set_limits(int i, uint64_t vram) {
+  uint64_t l[VGPU_RES_N_QUOTA];
+  memcpy(l, lim, sizeof(l));
+  l[VGPU_RES_VRAM] = vram;
+  vgpu_book_instance_set_limits(book, (uint32_t)i, l);
+}
+
+static uint64_t vram_grant(const Remote *r) {
+  return wusage(r).grant[VGPU_RES_VRAM];
+}
+
+/* What a worker keeps of what it held lately while what its instance's
+ * workers held exceeds a lowered limit. */
+static uint64_t keep(uint64_t held) {
+  return held + held / 8;
+}
+
+/* A limit lowered below use ends no one: the worker goes on freeing and
+ * re-creating up to what it held (and an eighth more), without even
+ * asking; growth beyond is refused; what it gives back for good (held for
+ * no tick of the last VGPU_LEDGER_HOLD_TICKS) is gone; once what it holds
+ * fits the limit, the cushion goes and the limit holds as before. */
 static void test_shrink_below_use(void **state) {
   Remote a = remote_new(inst);
   assert_int_equal(reserve(&a, VGPU_RES_VRAM, 800), 0);
-  uint64_t smaller[VGPU_RES_N_QUOTA] = {[VGPU_RES_VRAM] = 500, [VGPU_RES_OBJECTS] = 3};
-  vgpu_book_instance_set_limits(book, (uint32_t)inst, smaller);
-  assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 800); /* nothing taken away */
-  assert_int_equal(usage(inst).limit[VGPU_RES_VRAM], 500);
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), -EDQUOT);
-  release(&a, VGPU_RES_VRAM, 400);
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 100), 0); /* back at the limit */
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), -EDQUOT);
-  /* What it releases cannot be taken again past the limit. */
-  release(&a, VGPU_RES_VRAM, 100);
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 101), -EDQUOT);
+  ticks(1);
+  set_limits(inst, 500);
+  VgpuBookUsage u = usage(inst);
+  assert_int_equal(u.used[VGPU_RES_VRAM], 800); /* nothing taken away */
+  assert_int_equal(u.limit[VGPU_RES_VRAM], 500);
+  assert_int_equal(u.held[VGPU_RES_VRAM], 800);
+  assert_int_equal(u.holders[VGPU_RES_VRAM], 1);
+  assert_int_equal(u.held[VGPU_RES_OBJECTS], 0);
+  assert_int_equal(vram_grant(&a), keep(800));
+  uint64_t asked = wusage(&a).requests;
+  for (int i = 0; i < 3 * VGPU_LEDGER_HOLD_TICKS; i++) {
+    release(&a, VGPU_RES_VRAM, 300);
+    assert_int_equal(reserve(&a, VGPU_RES_VRAM, 300), 0);
+    ticks(1);
+  }
+  assert_int_equal(wusage(&a).requests, asked);
+  assert_int_equal(vram_grant(&a), keep(800));
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, keep(800) - 800 + 1), -EDQUOT);
+  /* 200 given back: kept for the window, then gone. */
+  release(&a, VGPU_RES_VRAM, 200);
+  ticks(VGPU_LEDGER_HOLD_TICKS - 1);
+  assert_int_equal(vram_grant(&a), keep(800));
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 200), 0);
+  release(&a, VGPU_RES_VRAM, 200);
+  /* The tick after that peak is the first of the window. */
+  ticks(VGPU_LEDGER_HOLD_TICKS);
+  assert_int_equal(vram_grant(&a), keep(800));
+  ticks(1);
+  assert_int_equal(vram_grant(&a), keep(600));
+  assert_int_equal(usage(inst).held[VGPU_RES_VRAM], 600);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, keep(600) - 600 + 1), -EDQUOT);
+  /* Below the limit again: the instance is no longer over, and the
+   * worker may grow up to the limit. */
+  release(&a, VGPU_RES_VRAM, 200);
+  ticks(VGPU_LEDGER_HOLD_TICKS);
+  assert_int_equal(vram_grant(&a), 400);
+  assert_int_equal(usage(inst).held[VGPU_RES_VRAM], 0);
   assert_int_equal(reserve(&a, VGPU_RES_VRAM, 100), 0);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), -EDQUOT);
   /* Unlimited, then limited again: grants follow. */
   uint64_t none[VGPU_RES_N_QUOTA] = {0};
   vgpu_book_instance_set_limits(book, (uint32_t)inst, none);
   assert_int_equal(reserve(&a, VGPU_RES_VRAM, 100000), 0);
   vgpu_book_instance_set_limits(book, (uint32_t)inst, lim);
-  assert_int_equal(wusage(&a).grant[VGPU_RES_VRAM], 100500); /* what it holds */
+  assert_int_equal(vram_grant(&a), keep(100500)); /* what it holds */
   assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 100500);
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), -EDQUOT);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, keep(100500) - 100500 + 1), -EDQUOT);
   release(&a, VGPU_RES_VRAM, 100000);
-  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), 0);
+  ticks(VGPU_LEDGER_HOLD_TICKS + 1);
+  assert_int_equal(vram_grant(&a), 500);
+  assert_int_equal(usage(inst).held[VGPU_RES_VRAM], 0);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 500), 0); /* asks: up to the limit */
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 1), -EDQUOT);
   remote_end(&a, 0);
   assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 0);
+}
+
+/* Two workers over a lowered limit keep what they hold; a newcomer gets
+ * nothing until they hold less than the limit, and a worker that writes
+ * anything into its page cannot grow past what it was granted. */
+static void test_shrink_below_use_shared(void **state) {
+  Remote a = remote_new(inst), b = remote_new(inst);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, 600), 0);
+  assert_int_equal(reserve(&b, VGPU_RES_VRAM, 300), 0); /* a's grant falls to 600 */
+  uint64_t ga = vram_grant(&a), gb = vram_grant(&b);
+  assert_int_equal(ga, 600);
+  assert_true(gb >= 300 && ga + gb <= 1000);
+  ticks(1);
+  set_limits(inst, 500);
+  assert_int_equal(vram_grant(&a), ga);
+  assert_int_equal(vram_grant(&b), MIN(gb, keep(300)));
+  gb = vram_grant(&b);
+  VgpuBookUsage u = usage(inst);
+  assert_int_equal(u.held[VGPU_RES_VRAM], 900);
+  assert_int_equal(u.holders[VGPU_RES_VRAM], 2);
+  Remote c = remote_new(inst);
+  assert_int_equal(vram_grant(&c), 0);
+  assert_int_equal(reserve(&c, VGPU_RES_VRAM, 1), -EDQUOT);
+  VgpuBookRefusal r;
+  assert_true(vgpu_book_worker_last_refusal(book, (uint32_t)c.slot, &r));
+  assert_int_equal(r.limit, 500);
+  assert_int_equal(r.others, ga + gb);
+  /* b churns, then gives everything back; a cannot grow meanwhile. */
+  release(&b, VGPU_RES_VRAM, 300);
+  assert_int_equal(reserve(&b, VGPU_RES_VRAM, 300), 0);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, ga - 600 + 1), -EDQUOT);
+  release(&b, VGPU_RES_VRAM, 300);
+  ticks(VGPU_LEDGER_HOLD_TICKS + 1);
+  assert_int_equal(vram_grant(&b), 0);
+  assert_int_equal(vram_grant(&a), ga); /* more than 500: still over */
+  assert_int_equal(reserve(&c, VGPU_RES_VRAM, 1), -EDQUOT);
+  /* a lies about its usage and recent peak: it keeps no more than its
+   * grant, and its grant does not grow. */
+  const uint64_t garbage[] = {UINT64_MAX, (uint64_t)-5, 1ull << 63, 123456789};
+  for (size_t g = 0; g < G_N_ELEMENTS(garbage); g++) {
+    call(&a, OP_POKE, VGPU_RES_VRAM, garbage[g]);
+    call(&a, OP_POKE, VGPU_RES_N + 1 + VGPU_RES_VRAM, garbage[g]);
+    ticks(VGPU_LEDGER_HOLD_TICKS + 1);
+    assert_true(vram_grant(&a) <= ga);
+    assert_true(usage(inst).used[VGPU_RES_VRAM] <= ga);
+    assert_true(granted(inst, VGPU_RES_VRAM) <= ga);
+  }
+  call(&a, OP_POKE, VGPU_RES_VRAM, 600);
+  call(&a, OP_POKE, VGPU_RES_N + 1 + VGPU_RES_VRAM, 0);
+  assert_int_equal(reserve(&a, VGPU_RES_VRAM, ga - 600 + 1), -EDQUOT);
+  /* a gives back 200 for good: the instance fits, c gets the rest. */
+  release(&a, VGPU_RES_VRAM, 200);
+  ticks(VGPU_LEDGER_HOLD_TICKS);
+  assert_int_equal(vram_grant(&a), 400);
+  assert_int_equal(usage(inst).held[VGPU_RES_VRAM], 0);
+  assert_int_equal(reserve(&c, VGPU_RES_VRAM, 100), 0);
+  assert_int_equal(reserve(&c, VGPU_RES_VRAM, 1), -EDQUOT);
+  remote_end(&a, 0);
+  remote_end(&b, SIGKILL);
+  remote_end(&c, 0);
+  vgpu_book_instance_set_limits(book, (uint32_t)inst, lim);
+  assert_int_equal(usage(inst).used[VGPU_RES_VRAM], 0);
+  assert_int_equal(granted(inst, VGPU_RES_VRAM), 0);
 }
 
 static void test_counters_are_not_limited(void **state) {
@@ -545,8 +669,9 @@ static void test_hostile_worker(void **state) {
   assert_int_equal(call(&h, OP_TRY_WRITES, 0, 0), 0);
   const uint64_t garbage[] = {UINT64_MAX, (uint64_t)-5, 1ull << 63, 0, 123456789};
   for (size_t g = 0; g < G_N_ELEMENTS(garbage); g++) {
-    for (int k = 0; k <= VGPU_RES_N; k++)
+    for (int k = 0; k <= VGPU_RES_N + VGPU_RES_N_QUOTA; k++)
       call(&h, OP_POKE, k, garbage[g]);
+    vgpu_book_tick(book);
     VgpuBookUsage u = usage(inst);
     for (int k = 0; k < VGPU_RES_N_QUOTA; k++) {
       uint64_t cap = wusage(&h).grant[k];
@@ -744,6 +869,7 @@ int main(void) {
       cmocka_unit_test(test_freeze_gives_one_reading),
       cmocka_unit_test(test_two_workers_share_the_limit),
       cmocka_unit_test(test_shrink_below_use),
+      cmocka_unit_test(test_shrink_below_use_shared),
       cmocka_unit_test(test_counters_are_not_limited),
       cmocka_unit_test(test_concurrent_race),
       cmocka_unit_test(test_kill_mid_reservation),
