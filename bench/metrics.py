@@ -18,7 +18,6 @@ bench.py):
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -26,20 +25,15 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+import harness as h  # noqa: E402
 import sched as S  # noqa: E402
 from report import fmt, verdict  # noqa: E402
 
 TENANTS = 8
 GOAL_RATIO = 0.99
 GOAL_SUP_CPU = 1.0  # % of one core
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Scraper(threading.Thread):
@@ -83,7 +77,7 @@ class MetricsBench(S.SchedBench):
         return lines
 
     def one(self, case, rnd):
-        port = free_port() if case == "on" else None
+        port = h.free_port() if case == "on" else None
         self.listen = f"127.0.0.1:{port}" if port else None
         B.log(f"[pair {rnd}] metrics {case}: {TENANTS} tenants ...")
         p, rd = self.daemon(f"metrics-{case}-{rnd}", {"p": {"gpu-share": "equal"}},

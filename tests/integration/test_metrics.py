@@ -37,15 +37,7 @@ TENANT_FAMILIES = [
     "vgpu_tenant_throttled_seconds_total"]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-PORT = free_port()
+PORT = h.free_port()
 CONFIG = h.DEFAULT_CONFIG.replace("[profile test]", f"[daemon]\nmetrics-listen=127.0.0.1:{PORT}\n\n[profile test]")
 
 
@@ -146,7 +138,7 @@ def check_series(d, pids):
 
 
 def start_prometheus(tmp):
-    port = free_port()
+    port = h.free_port()
     cfg = os.path.join(tmp, "prometheus.yml")
     with open(cfg, "w") as f:
         f.write(f"""global:
@@ -365,7 +357,7 @@ def reloads(d):
     scrape()
     print("reload: an address in use refused, the running one kept and served")
     if ipv6_loopback():
-        port6 = free_port()
+        port6 = h.free_port()
         with open(d.config_path, "w") as f:
             f.write(CONFIG.replace(f"127.0.0.1:{PORT}", f"[::1]:{port6}"))
         d.proc.send_signal(signal.SIGHUP)
