@@ -17,7 +17,6 @@ import html.parser
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -99,14 +98,6 @@ class Dom(html.parser.HTMLParser):
             self.cur.text += data
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def cards(dom):
     """Per instance card: its text, tenants {pid: row cells} and, per plot,
     per series, the point counts of its runs."""
@@ -181,7 +172,7 @@ def main():
     if os.environ.get("VGPU_HAVE_VIRGL") == "0":
         h.skip("vgpu was built without virglrenderer (-Dvirgl=disabled): no client can render")
     h.need("Xvfb", "glxgears")
-    port = free_port()
+    port = h.free_port()
     config = CONFIG.format(port=port)
     x = h.Xvfb()
     d = h.Daemon(config)
