@@ -320,7 +320,10 @@ def test(x, d):
     print(f"stray process {orphan} moved to {where}")
     stray.kill()
     stray.wait()
-    tree.expect("eq", 100, 0)
+    # The run-time changes above (eq made fixed, f1's weight) outlive the
+    # restart (the state file): the new tree has them.
+    tree.expect("eq", 100, quota(100, 100 + 200 + 300))
+    tree.expect("f1", 200, quota(200, 100 + 200 + 300))
 
     d.stop()
     assert not os.path.exists(tree.path), f"{tree.path} left after vgpud stopped"

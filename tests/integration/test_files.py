@@ -12,11 +12,14 @@ shared /tmp as it found it.
 
 Everything runs in a mount namespace of its own with a fresh tmpfs on /tmp,
 so the hostile names never appear in the machine's real /tmp."""
+import atexit
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 
 import harness as h
 
@@ -35,13 +38,28 @@ socket-mode=0660
 VICTIM_TEXT = "victim's own data\n"
 
 
+def state_dir(as_nobody):
+    """Root's vgpud keeps run-time changes in a directory of this test's,
+    never in the host's /var/lib/vgpu (nobody's goes to its own default)."""
+    if as_nobody:
+        return []
+    global STATE_DIR
+    if STATE_DIR is None:
+        STATE_DIR = tempfile.mkdtemp(prefix="vgpu-files-state-")
+        atexit.register(shutil.rmtree, STATE_DIR, True)
+    return ["--state-dir", STATE_DIR]
+
+
+STATE_DIR = None
+
+
 def vgpud(args, as_nobody=False, env=None, timeout=30):
     """A start-up that is expected to be refused (a started vgpud runs on)."""
     e = h.sanitizer_env(dict(os.environ, **(env or {})))
     e.pop("XDG_RUNTIME_DIR", None)
     e.pop("VGPU_RUNTIME_DIR", None)
     e.update(env or {})
-    cmd = (NOBODY if as_nobody else []) + [h.VGPUD, "--config", CONF] + args
+    cmd = (NOBODY if as_nobody else []) + [h.VGPUD, "--config", CONF] + state_dir(as_nobody) + args
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
     except subprocess.TimeoutExpired:
@@ -84,7 +102,7 @@ def start_stop(args, as_nobody=False, env=None):
     e.pop("XDG_RUNTIME_DIR", None)
     e.pop("VGPU_RUNTIME_DIR", None)
     e.update(env or {})
-    cmd = (NOBODY if as_nobody else []) + [h.VGPUD, "--foreground", "--config", CONF] + args
+    cmd = (NOBODY if as_nobody else []) + [h.VGPUD, "--foreground", "--config", CONF] + state_dir(as_nobody) + args
     log = open("/tmp/vgpud-files.log", "w+")
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=e)
     p.log = log

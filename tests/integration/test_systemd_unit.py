@@ -124,9 +124,12 @@ def families(settings):
 # /tmp and /home.
 SANDBOX_SH = r"""
 set -e
+# StateDirectory=vgpu: writable, and here empty (never the host's state).
+mkdir -p /var/lib/vgpu
+mount -t tmpfs -o mode=700 tmpfs /var/lib/vgpu
 findmnt -rn -o TARGET | while read -r t; do
   case "$t" in
-    /run/vgpu|/run/vgpu/*|/proc|/proc/*|/dev|/dev/*|/sys/fs/cgroup|/sys/fs/cgroup/*) continue ;;
+    /run/vgpu|/run/vgpu/*|/var/lib/vgpu|/proc|/proc/*|/dev|/dev/*|/sys/fs/cgroup|/sys/fs/cgroup/*) continue ;;
   esac
   mount -o remount,bind,ro "$t" 2>/dev/null || true
 done
