@@ -76,7 +76,7 @@ VGPU_ROOT_PACKAGES="meson,ninja-build,pkgconf,gcc,libc6-dev,libglib2.0-dev,libjs
 # gir1.2-gio-2.0-dev and gir1.2-gobject-2.0-dev libjson-glib-dev needs)
 VGPU_ROOT_PACKAGES="$VGPU_ROOT_PACKAGES,gir1.2-glib-2.0,gir1.2-glib-2.0-dev"
 VGPU_ROOT_PACKAGES="$VGPU_ROOT_PACKAGES,libvirglrenderer-dev,libvirglrenderer1,libseccomp-dev"
-VGPU_ROOT_PACKAGES="$VGPU_ROOT_PACKAGES,libsystemd-dev,libcmocka-dev,libpng-dev,libx11-dev,libgl-dev,libpixman-1-dev"
+VGPU_ROOT_PACKAGES="$VGPU_ROOT_PACKAGES,libsystemd-dev,libcmocka-dev,libpng-dev,libx11-dev,libgl-dev,libpixman-1-dev,libmicrohttpd-dev"
 VGPU_ROOT_PACKAGES="$VGPU_ROOT_PACKAGES,mesa-utils,libgl1-mesa-dri,libegl-mesa0,virgl-server,python3,procps,strace"
 export VGPU_ROOT_PACKAGES
 if ! sh scripts/mesa-root.sh --print "$ROOT" >/dev/null &&
