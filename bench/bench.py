@@ -308,6 +308,7 @@ class Bench:
             f.write(conf_text)
         p = self.spawn([vgpud, "--foreground", "--runtime-dir", runtime_dir, "--config", conf],
                        logname)
+        p.confpath = conf  # what a reload re-reads
         self.procs.append(p)
         socks = [os.path.join(runtime_dir, i, "vtest.sock") for i in instances]
         ok = wait_for(lambda: p.poll() is not None or all(os.path.exists(s) for s in socks), 10)

@@ -1,23 +1,92 @@
 #!/usr/bin/env python3
-"""What serving metrics costs: eight glxgears tenants on two
-gpu-share=equal instances, served by a vgpud without metrics-listen
-(off) and by one with it on 127.0.0.1 and /metrics scraped once a second
-(on), interleaved off, on, off, on.  Reported: the tenants' aggregate
-frame rate on / off (goal >= 0.99) and vgpud's CPU (utime + stime over
-the measured window, % of one core) with the endpoint on (goal < 1%).
-Goals are reported, never asserted: the exit status is 0 whenever the
-harness itself worked.
+"""What serving metrics costs the tenants and vgpud.
+
+One vgpud and one set of eight glxgears tenants (four on each of two
+gpu-share=equal instances) run for the whole measurement; only the
+metrics endpoint changes.  Before every window the harness installs one
+of two configuration files as vgpud's --config, identical but for
+`metrics-listen=127.0.0.1:PORT` (on) or its absence (off), and runs
+`vgpuctl reload`: vgpud opens or closes its listener as it does for an
+operator.  In "on" windows a thread of the harness fetches /metrics once
+a second (a real HTTP GET); in "off" windows nothing scrapes, and a
+connection to PORT must be refused (the switch is checked, not assumed).
+
+Windows are BENCH_METRICS_SECONDS long, each after its reload and a
+settling gap of GAP_S (neither measured), in quartets A B B A (odd
+rounds) or B A A B (even rounds, so that a window's place in its
+quartet weighs on A and B alike).  A is off; B is on in a test quartet
+and off again in a control quartet (the A/A control: the same reloads
+and schedule, the endpoint never on).  A round is one quartet of each,
+in alternating order from round to round; BENCH_METRICS_ROUNDS rounds.
+Each quartet gives two pairs (A, B) of adjacent windows, so a drift of
+the machine over a quartet weighs on both sides alike.
+
+Frames are counted by vgpud itself: each tenant's `frames` counter (one
+per frame read back to the client, i.e. per glXSwapBuffers under
+virpipe), read with `show` for both instances on one connection to
+vgpud's control socket at each window's edges; the edge's time is the
+midpoint of that request.  glxgears prints a frame rate only every 5 s,
+on its own clock, so its lines cannot be cut at window edges; the
+counters can, to the frame (some 600-1000 frames a second here), and
+they also show that every tenant rendered in every window and stayed
+the same process all along.  The socket is read directly rather than
+through vgpuctl so that an edge costs one round trip, not a process
+start (the reloads, in the gaps, go through the vgpuctl binary).
+
+CPU placement (BENCH_METRICS_PIN, on by default where the harness may
+use two or more CPUs): tenant i's glxgears and its worker, every thread
+of both, run on CPU i modulo the CPUs (client: bound before it runs;
+worker, started by vgpud: bound once every tenant has connected); a
+thread that widens its own affinity later (Mesa's disk-cache thread
+does) is bound again before the next window and named in the report.
+vgpud and Xvfb are not pinned.  Unpinned on 2 CPUs, the kernel's
+placement of 8 clients and 8 workers made the fastest tenant of a 4 s
+window 2.4 times as fast as the slowest (median over windows) and
+moved the aggregate rate of adjacent windows by 6.6% (median); pinned,
+1.2-1.4 times and 3-4% on the same, shared, machine.
+
+BENCH_METRICS_AUTOGROUP_NICE (unset: left alone): with the kernel's
+autogroups (sched_autogroup_enabled) CPU time is shared between
+sessions, not processes, so `nice` hardly shields the bench from other
+sessions' work; this writes the value to /proc/PID/autogroup of every
+process the bench runs (root may give a negative one), at the cost of
+whatever else runs on the machine.  It leaves the figures' meaning as
+it is; it is for a machine that other work shares.
+
+Reported, for on/off and for the A/A control: the ratio of sums (B
+frames / B seconds over A frames / A seconds), the median of the
+per-pair ratios, and a bootstrap 95% interval of the ratio of sums over
+pairs (BOOTSTRAP resamples of the pairs, fixed seed).  The A/A interval
+is the bench's own noise floor: where it reaches further than RESOLVE
+from 1 the on/off verdict is "n/a" (not resolved), neither met nor
+missed.  The same figures per CPU-second (frames over the CPU time of
+everything the bench runs: vgpud, workers, clients, Xvfb and the
+harness with its scraper, from /proc/PID/task/*/schedstat) tell CPU
+taken from the tenants apart from work done less efficiently.  vgpud's
+CPU over the "on" windows in % of one core (goal < 1%; the "off"
+windows beside it), the scrapes that succeeded and failed.  Goals are
+reported, never asserted: the exit status is 0 whenever the harness
+itself worked.
 
 Environment (besides BUILD_DIR, BENCH_OUT and BENCH_LAUNCHER as for
 bench.py):
-  BENCH_METRICS_SECONDS  measured time per run after glxgears' first 5 s
-                         line (default 10; in 5 s lines)
-  BENCH_METRICS_ROUNDS   off/on pairs (default 2)
+  BENCH_METRICS_SECONDS  length of one window (default 4)
+  BENCH_METRICS_ROUNDS   rounds of one test and one control quartet
+                         (default 5: 10 on/off and 10 A/A pairs, about
+                         3.5 minutes in all)
+  BENCH_METRICS_PIN      1 (default where 2+ CPUs): tenant i on CPU i
+                         modulo the usable CPUs; 0: no pinning; a CPU
+                         list (e.g. 2-3): tenants spread over those
+  BENCH_METRICS_AUTOGROUP_NICE  autogroup nice value for the bench's
+                         processes (default: unset, left alone)
 """
 
 import json
 import os
+import random
 import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -29,11 +98,22 @@ import bench as B  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness as h  # noqa: E402
 import sched as S  # noqa: E402
+import vm3d as V  # noqa: E402  (CPU pinning helpers)
 from report import fmt, verdict  # noqa: E402
 
 TENANTS = 8
+INSTANCES = ("m0", "m1")
 GOAL_RATIO = 0.99
 GOAL_SUP_CPU = 1.0  # % of one core
+RESOLVE = 0.01  # the A/A interval must lie within 1 +- this to judge the ratio
+GAP_S = 0.5  # after a reload, before a window starts
+BOOTSTRAP = 2000
+# Roles in a quartet: odd rounds A B B A, even rounds B A A B, so that a
+# window's place in its quartet weighs on A and B alike.  A is "off"; B
+# is "on" in test quartets and "off" again in control quartets.
+ORDERS = (("A", "B", "B", "A"), ("B", "A", "A", "B"))
+CASE = {("test", "A"): "off", ("test", "B"): "on", ("control", "A"): "off",
+        ("control", "B"): "off"}
 
 
 class Scraper(threading.Thread):
@@ -45,6 +125,7 @@ class Scraper(threading.Thread):
         self.stop_ev = threading.Event()
         self.ok = self.failed = 0
         self.bytes = 0
+        self.last_error = None
 
     def run(self):
         while not self.stop_ev.is_set():
@@ -53,9 +134,104 @@ class Scraper(threading.Thread):
                     body = r.read()
                     self.ok += 1
                     self.bytes = len(body)
-            except OSError:
+            except OSError as e:
                 self.failed += 1
+                self.last_error = str(e)
             self.stop_ev.wait(1.0)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join(10)
+
+
+def control(runtime_dir, requests, timeout=10):
+    """Replies to requests (dicts) sent on one connection to vgpud's
+    control socket: one JSON line each way per request."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(os.path.join(runtime_dir, "control.sock"))
+        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        data = b""
+        while data.count(b"\n") < len(requests):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return [json.loads(line) for line in data.splitlines()[:len(requests)]]
+
+
+def ratio_of_sums(pairs):
+    """pairs: ((A frames, A s), (B frames, B s)); B's rate over A's."""
+    af = sum(a[0] for a, _ in pairs)
+    at = sum(a[1] for a, _ in pairs)
+    bf = sum(b[0] for _, b in pairs)
+    bt = sum(b[1] for _, b in pairs)
+    return (bf / bt) / (af / at) if af and at and bt else None
+
+
+def pair_stats(pairs, seed=1):
+    """Ratio of sums, median of the per-pair ratios and a percentile
+    bootstrap 95% interval of the ratio of sums, resampling pairs."""
+    if not pairs:
+        return {"pairs": 0, "ratio": None, "median": None, "ci95": None, "per_pair": []}
+    per = [(b[0] / b[1]) / (a[0] / a[1]) if a[0] else None for a, b in pairs]
+    ok = sorted(r for r in per if r is not None)
+    med = None
+    if ok:
+        n = len(ok)
+        med = ok[n // 2] if n % 2 else (ok[n // 2 - 1] + ok[n // 2]) / 2
+    rng = random.Random(seed)
+    boots = sorted(r for r in (ratio_of_sums([rng.choice(pairs) for _ in pairs])
+                               for _ in range(BOOTSTRAP)) if r is not None)
+    ci = ([boots[int(0.025 * (len(boots) - 1))], boots[int(0.975 * (len(boots) - 1))]]
+          if len(pairs) > 1 and boots else None)
+    return {"pairs": len(pairs), "ratio": ratio_of_sums(pairs), "median": med, "ci95": ci,
+            "per_pair": per}
+
+
+def half_width(ci):
+    """How far from 1 the interval reaches (None: no interval)."""
+    return max(abs(ci[0] - 1.0), abs(ci[1] - 1.0)) if ci else None
+
+
+def ancestors(pid):
+    """The pids above pid, nearest first, up to init."""
+    out = []
+    while pid > 1:
+        st = B.proc_stat(pid)
+        if not st:
+            break
+        pid = st[0]
+        out.append(pid)
+    return out
+
+
+def thread_ns(pids):
+    """{(pid, tid): ns on a CPU} of every thread of pids, from
+    /proc/PID/task/TID/schedstat (nanoseconds, not clock ticks)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    out[(pid, tid)] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def cpu_delta(a, b):
+    """Seconds on a CPU between two thread_ns() samples: threads started
+    in between count whole; those gone by b are lost (none in the
+    processes sampled here, whose threads live as long as they do)."""
+    return sum(v - a.get(k, 0) for k, v in b.items()) / 1e9
 
 
 class MetricsBench(S.SchedBench):
@@ -65,56 +241,235 @@ class MetricsBench(S.SchedBench):
         self.json_path = os.path.join(base, "metrics.json")
         self.out = os.path.join(base, "metrics")
         os.makedirs(self.out, exist_ok=True)
-        self.seconds = B.env_int("BENCH_METRICS_SECONDS", 10)
-        self.lines = max(1, self.seconds // 5)
-        self.pairs = B.env_int("BENCH_METRICS_ROUNDS", 2)
+        self.seconds = B.env_int("BENCH_METRICS_SECONDS", 4)
+        self.rounds = B.env_int("BENCH_METRICS_ROUNDS", 5)
+        self.vgpuctl = os.path.join(self.build, "src/cli/vgpuctl")
         self.listen = None
+        self.port = None
+        self.vgpud = None
+        self.rd = None
+        self.conf = {}  # "on"/"off" -> the configuration file's text
+        self.windows = []
+        self.scrapes = {"ok": 0, "failed": 0, "bytes": 0, "last_error": None}
+        try:
+            self.pin = self.pin_plan(os.environ.get("BENCH_METRICS_PIN", ""),
+                                     sorted(os.sched_getaffinity(0)))
+        except ValueError as e:
+            raise SystemExit(f"BENCH_METRICS_PIN: {e}")
+        self.repinned = set()
+        nice = os.environ.get("BENCH_METRICS_AUTOGROUP_NICE", "")
+        try:
+            self.ag_nice = int(nice) if nice else None
+        except ValueError:
+            raise SystemExit(f"BENCH_METRICS_AUTOGROUP_NICE: {nice!r} is not a number")
+        self.ag_set = None  # what setting it did, for the report
+        self.clients_by_index = []  # vgpud's client pid of tenant i
+        self.held_ns = 0  # the tenants' throttled_ns at the last edge
+        self.who = None  # client pid -> (instance, worker pid), as at the start
 
     def daemon_lines(self, build=None):
         lines = super().daemon_lines(build)
+        # Never the host's /var/lib/vgpu: run-time changes there would
+        # change the instances under test.
+        lines.insert(len(lines) - 1, f"state-dir={os.path.join(self.tmp, 'state')}")
         if self.listen:
             lines.insert(len(lines) - 1, f"metrics-listen={self.listen}")
         return lines
 
-    def one(self, case, rnd):
-        port = h.free_port() if case == "on" else None
-        self.listen = f"127.0.0.1:{port}" if port else None
-        B.log(f"[pair {rnd}] metrics {case}: {TENANTS} tenants ...")
-        p, rd = self.daemon(f"metrics-{case}-{rnd}", {"p": {"gpu-share": "equal"}},
-                            {"m0": "p", "m1": "p"})
-        scraper = Scraper(port) if port else None
-        try:
-            if scraper:
-                scraper.start()
-            fps, errors, sup = self.gears(p, rd, [f"m{i % 2}" for i in range(TENANTS)],
-                                          f"metrics-{case}")
-        finally:
-            if scraper:
-                scraper.stop_ev.set()
-                scraper.join(10)
-            self.stop_daemon(p)
-        if scraper and scraper.ok == 0:
-            errors.append(f"no scrape of {scraper.url} succeeded")
-        agg = sum(f for f in fps if f) if all(fps) else None
-        r = self.record("metrics", case, round=rnd, fps=fps, fps_agg=agg, errors=errors,
-                        supervisor_cpu_pct=sup,
-                        scrapes=scraper.ok if scraper else None,
-                        scrape_failures=scraper.failed if scraper else None,
-                        scrape_bytes=scraper.bytes if scraper else None)
-        B.log(f"    aggregate {fmt(agg, '.1f')} FPS, vgpud {fmt(sup, '.2f')}% of a core"
-              + (f", {scraper.ok} scrapes ({scraper.failed} failed, {scraper.bytes} B)"
-                 if scraper else ""))
-        return r
+    # ------------------------------------------------------------ parts
+    @staticmethod
+    def pin_plan(value, allowed):
+        """The CPU of each tenant (list, by tenant index) for
+        BENCH_METRICS_PIN=value, or None: no pinning."""
+        if value == "0" or (value in ("", "1") and len(allowed) < 2):
+            return None
+        cpus = allowed if value in ("", "1") else V.parse_cpus(value)
+        if not set(cpus) <= set(allowed):
+            raise ValueError(f"names CPUs outside those this process may use "
+                             f"({V.format_cpus(allowed)})")
+        return [cpus[i % len(cpus)] for i in range(TENANTS)]
 
+    def set_autogroups(self):
+        """BENCH_METRICS_AUTOGROUP_NICE: the scheduler autogroup of every
+        process the bench runs (each session started here is one) gets
+        that nice value, i.e. its weight against other sessions' groups."""
+        if self.ag_nice is None:
+            return
+        done, failed = 0, []
+        for pid in sorted({p for ps in self.cpu_groups().values() for p in ps}):
+            try:
+                with open(f"/proc/{pid}/autogroup", "w") as f:
+                    f.write(str(self.ag_nice))
+                done += 1
+            except OSError as e:
+                failed.append(f"{pid}: {e.strerror}")
+        self.ag_set = f"autogroup nice {self.ag_nice} for {done} processes" + (
+            f" (not for {', '.join(failed)})" if failed else "")
+        B.log(f"metrics: {self.ag_set}")
+
+    def hold_pins(self, widened=None):
+        """Tenant i's client and worker (all their threads) on CPU pin[i]:
+        the worker, started by vgpud, is bound at the first call; later,
+        any thread that widened its own affinity is bound again and named
+        in widened (default self.repinned)."""
+        if not self.pin:
+            return
+        for i, client in enumerate(self.clients_by_index):
+            V.hold_pin([client, self.who[client][1]], [self.pin[i]],
+                       self.repinned if widened is None else widened)
+
+    def make_configs(self):
+        profiles = {"p": {"gpu-share": "equal"}}
+        insts = {i: "p" for i in INSTANCES}
+        self.port = h.free_port()
+        self.listen = f"127.0.0.1:{self.port}"
+        self.conf["on"] = self.daemon_config(profiles, insts)
+        self.listen = None
+        self.conf["off"] = self.daemon_config(profiles, insts)
+        return profiles, insts
+
+    def switch(self, case):
+        """Installs the case's configuration and reloads vgpud; checks that
+        an "off" endpoint refuses connections.  None, or what went wrong."""
+        path = self.vgpud.confpath
+        with open(path + ".new", "w") as f:
+            f.write(self.conf[case])
+        os.replace(path + ".new", path)
+        r = subprocess.run([self.vgpuctl, "--runtime-dir", self.rd, "reload"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            return f"vgpuctl reload ({case}) exited {r.returncode}: {(r.stdout + r.stderr).strip()}"
+        if case == "off":
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+                return f"127.0.0.1:{self.port} still accepts connections after the reload to off"
+            except ConnectionRefusedError:
+                pass
+            except OSError as e:
+                return f"127.0.0.1:{self.port} after the reload to off: {e}"
+        return None
+
+    def edge(self):
+        """(time, {client pid: frames}, {client pid: (instance, worker pid)})
+        from vgpud's counters now."""
+        t0 = time.monotonic()
+        replies = control(self.rd, [{"command": "show", "name": i} for i in INSTANCES])
+        t1 = time.monotonic()
+        frames, who = {}, {}
+        self.held_ns = 0
+        for inst, r in zip(INSTANCES, replies):
+            if not r.get("ok"):
+                raise S.Unavailable(f"show {inst}: {r.get('error', r)}")
+            for t in r["instance"].get("tenants", []):
+                frames[t["client_pid"]] = t["frames"]
+                who[t["client_pid"]] = (inst, t["worker_pid"])
+                self.held_ns += t.get("throttled_ns", 0)
+        return (t0 + t1) / 2, frames, who
+
+    def cpu_groups(self):
+        """{group: pids} whose CPU time is sampled at window edges."""
+        return {"vgpud": [self.vgpud.pid], "workers": [w for _, w in self.who.values()],
+                "clients": list(self.who), "xvfb": [self.xvfb_pid], "harness": [os.getpid()]}
+
+    def cpu_sample(self):
+        return {g: thread_ns(pids) for g, pids in self.cpu_groups().items()}
+
+    def window(self, idx, rnd, kind, pos, role):
+        """One window: switch, settle, count.  Its record."""
+        case = CASE[(kind, role)]
+        err = self.switch(case)
+        if err:
+            raise S.Unavailable(err)
+        self.hold_pins()
+        scraper = Scraper(self.port) if case == "on" else None
+        if scraper:
+            scraper.start()
+        time.sleep(GAP_S)
+        # CPU, then frames, at both edges: the same lag on each side.
+        c0 = self.cpu_sample()
+        t0, f0, _ = self.edge()
+        held0 = self.held_ns
+        time.sleep(self.seconds)
+        c1 = self.cpu_sample()
+        t1, f1, who = self.edge()
+        held = (self.held_ns - held0) / 1e9
+        if scraper:
+            scraper.finish()
+            self.scrapes["ok"] += scraper.ok
+            self.scrapes["failed"] += scraper.failed
+            self.scrapes["bytes"] = scraper.bytes or self.scrapes["bytes"]
+            self.scrapes["last_error"] = scraper.last_error or self.scrapes["last_error"]
+        errors = []
+        if who != self.who or set(f0) != set(self.who):
+            errors.append(f"tenants changed: {sorted(self.who.items())} at the start, "
+                          f"{sorted(who.items())} now")
+        per = {pid: f1[pid] - f0[pid] for pid in f0 if pid in f1}
+        errors += [f"tenant {pid} on {who.get(pid, ('?',))[0]} rendered no frame"
+                   for pid, n in per.items() if n <= 0]
+        dt = t1 - t0
+        frames = sum(per.values())
+        cpu = {g: cpu_delta(c0[g], c1[g]) for g in c0}
+        w = {"index": idx, "round": rnd, "quartet": kind, "position": pos, "role": role,
+             "case": case,
+             "start_s": t0 - self.t_first, "seconds": dt, "frames": frames,
+             "fps": frames / dt if dt > 0 else None,
+             "tenant_fps": {str(pid): n / dt for pid, n in sorted(per.items())},
+             "cpu_s": cpu, "cpu_s_all": sum(cpu.values()),
+             "throttled_s": held,
+             "scrapes": scraper.ok if scraper else 0,
+             "scrape_failures": scraper.failed if scraper else 0,
+             "errors": errors}
+        for e in errors:
+            B.log(f"    error: {e}")
+        self.windows.append(w)
+        return w
+
+    def schedule(self):
+        """(round, quartet kind, position, role) in the order run."""
+        out = []
+        for rnd in range(1, self.rounds + 1):
+            kinds = ("test", "control") if rnd % 2 else ("control", "test")
+            order = ORDERS[(rnd - 1) % 2]
+            for kind in kinds:
+                out += [(rnd, kind, pos, role) for pos, role in enumerate(order)]
+        return out
+
+    def pairs_of(self, kind, per="seconds"):
+        """((A frames, A per), (B frames, B per)) of each pair of kind's
+        quartets, the windows at positions (0, 1) and (3, 2); per:
+        "seconds" (wall time) or "cpu_s_all" (CPU time of everything the
+        bench runs)."""
+        by = {}
+        for w in self.windows:
+            if w["quartet"] == kind:
+                by[(w["round"], w["position"])] = w
+        out = []
+        for rnd in range(1, self.rounds + 1):
+            for x, y in ((0, 1), (3, 2)):
+                wa, wb = by.get((rnd, x)), by.get((rnd, y))
+                if wa and wb and wa["role"] == "B":
+                    wa, wb = wb, wa
+                if wa and wb and wa["frames"] and wb["frames"] and wa[per] and wb[per]:
+                    out.append(((wa["frames"], wa[per]), (wb["frames"], wb[per])))
+        return out
+
+    def cpu_pct(self, sel, group="vgpud"):
+        ws = [w for w in self.windows if sel(w)]
+        t = sum(w["seconds"] for w in ws)
+        return 100.0 * sum(w["cpu_s"][group] for w in ws) / t if t else None
+
+    # ------------------------------------------------------------ main
     def main(self):
         for tool in ("Xvfb", "glxgears", "unshare"):
             if not shutil.which(tool):
                 B.log(f"metrics: skipped: {tool} not found (see bench/README.md)")
                 return 0
-        if not os.access(os.path.join(self.build, "src/cli/vgpud"), os.X_OK):
-            B.log(f"metrics: skipped: {self.build}/src/cli/vgpud not built (make build)")
-            return 0
+        for prog in ("vgpud", "vgpuctl"):
+            if not os.access(os.path.join(self.build, "src/cli", prog), os.X_OK):
+                B.log(f"metrics: skipped: {self.build}/src/cli/{prog} not built (make build)")
+                return 0
         t_start = time.monotonic()
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         self.start_xvfb()
         try:
             p, rd = self.daemon("probe", {"p": {}}, {"probe": "p"})
@@ -123,48 +478,171 @@ class MetricsBench(S.SchedBench):
             return 0
         self.pick_launcher(os.path.join(rd, "probe", "vtest.sock"))
         self.stop_daemon(p)
+        profiles, insts = self.make_configs()
+        try:
+            self.vgpud, self.rd = self.daemon("metrics", profiles, insts)
+        except S.Unavailable as e:
+            B.log(f"metrics: skipped: {e}")
+            return 0
+        B.log(f"metrics: {TENANTS} glxgears on {', '.join(INSTANCES)}; endpoint "
+              f"127.0.0.1:{self.port} switched by vgpuctl reload; {self.rounds} rounds of "
+              f"{self.seconds} s windows")
+        placement = [INSTANCES[i % len(INSTANCES)] for i in range(TENANTS)]
+        clients = [self.tenant(self.rd, inst, ["glxgears", "-info"], f"metrics-{inst}-{i}",
+                               preexec_fn=V.pinned([self.pin[i]] if self.pin else None))
+                   for i, inst in enumerate(placement)]
+        # Warm-up: every tenant has printed its first 5 s frame rate.
+        errors = []
+        if not self.wait_logs(clients, lambda t: " frames in " in t, 120):
+            errors.append("a tenant printed no frame rate within 120 s")
+        errors += [f"{os.path.basename(c.logpath)}: exited (status {c.returncode}) during the "
+                   "warm-up" for c in clients if c.poll() is not None]
+        if not errors:
+            _, _, self.who = self.edge()
+            if len(self.who) != TENANTS:
+                errors.append(f"vgpud shows {len(self.who)} tenants, not {TENANTS}")
+            # Tenant i: the client whose process descends from clients[i].
+            self.clients_by_index = []
+            for c in clients:
+                pid = next((p for p in self.who if c.pid in (p, *ancestors(p))), None)
+                if pid is None:
+                    errors.append(f"{os.path.basename(c.logpath)}: not among vgpud's tenants")
+                self.clients_by_index.append(pid)
+            if not errors:
+                self.hold_pins(widened=set())
+                self.set_autogroups()
+                time.sleep(GAP_S)
         load0 = os.getloadavg()
-        for rnd in range(1, self.pairs + 1):
-            for case in ("off", "on"):
+        self.t_first = time.monotonic()
+        failed = None
+        if not errors:
+            plan = self.schedule()
+            for idx, (rnd, kind, pos, role) in enumerate(plan):
                 try:
-                    self.one(case, rnd)
-                except S.Unavailable as e:
-                    B.log(f"metrics: skipped: {e}")
-                    return 0
+                    w = self.window(idx, rnd, kind, pos, role)
+                except (S.Unavailable, OSError, ValueError, subprocess.SubprocessError) as e:
+                    failed = f"window {idx + 1} ({kind}, {CASE[(kind, role)]}): {e}"
+                    break
+                if pos == 3:
+                    B.log(f"[round {rnd}/{self.rounds}] {kind:7s} "
+                          + " ".join(f"{x['role']}:{x['case']:3s} {x['fps']:6.1f}"
+                                     for x in self.windows[-4:]) + " FPS")
+                errors += [f"window {idx + 1}: {e}" for e in w["errors"]]
+                if any(c.poll() is not None for c in clients):
+                    failed = "a tenant exited during the measurement"
+                    break
         load1 = os.getloadavg()
-        off = [r["fps_agg"] for r in self.runs if r["case"] == "off"]
-        on = [r["fps_agg"] for r in self.runs if r["case"] == "on"]
-        m_off, m_on = S.mean(off), S.mean(on)
-        ratio = m_on / m_off if m_on and m_off else None
-        sup_on = max((r["supervisor_cpu_pct"] for r in self.runs
-                      if r["case"] == "on" and r["supervisor_cpu_pct"] is not None), default=None)
-        sup_off = max((r["supervisor_cpu_pct"] for r in self.runs
-                       if r["case"] == "off" and r["supervisor_cpu_pct"] is not None), default=None)
-        goals = [(ratio is not None and ratio >= GOAL_RATIO,
-                  f"aggregate FPS with metrics scraped / without: {fmt(ratio, '.3f')} "
-                  f"(goal >= {GOAL_RATIO})"),
-                 (sup_on is not None and sup_on < GOAL_SUP_CPU,
+        for c in clients:
+            self.stop_proc(c)
+        for c in clients:
+            text = self.read_log(c)
+            err = B.check_renderer(text, "vgpud")
+            if err:
+                errors.append(f"{os.path.basename(c.logpath)}: {err}")
+        if self.vgpud.poll() is not None:
+            errors.append(f"vgpud exited ({self.vgpud.returncode}); see {self.vgpud.logpath}")
+        self.stop_daemon(self.vgpud)
+        if failed:
+            errors.append(failed)
+        for e in errors:
+            B.log(f"metrics: error: {e}")
+
+        onoff = pair_stats(self.pairs_of("test"))
+        aa = pair_stats(self.pairs_of("control"))
+        onoff_cpu = pair_stats(self.pairs_of("test", "cpu_s_all"))
+        aa_cpu = pair_stats(self.pairs_of("control", "cpu_s_all"))
+        tot = sum(w["seconds"] for w in self.windows)
+        bench_cpus = sum(w["cpu_s_all"] for w in self.windows) / tot if tot else None
+        noise = half_width(aa["ci95"])
+        resolved = noise is not None and noise <= RESOLVE and not errors
+        sup_on = self.cpu_pct(lambda w: w["case"] == "on")
+        sup_off = self.cpu_pct(lambda w: w["case"] == "off")
+
+        def fps_of(sel):
+            ws = [w for w in self.windows if sel(w)]
+            t = sum(w["seconds"] for w in ws)
+            return sum(w["frames"] for w in ws) / t if t else None
+
+        fps_on = fps_of(lambda w: w["case"] == "on")
+        fps_off = fps_of(lambda w: w["quartet"] == "test" and w["case"] == "off")
+        ratio = onoff["ratio"]
+        ci = onoff["ci95"]
+        if errors:
+            why = "; not judged: errors above"
+        elif not resolved:
+            why = (f"; not resolved: the A/A control's interval reaches "
+                   f"{fmt(noise and 100 * noise, '.1f')}% from 1, more than {100 * RESOLVE:.0f}%")
+        else:
+            why = ""
+        goals = [(None if not resolved or ratio is None else ratio >= GOAL_RATIO,
+                  f"aggregate FPS with metrics scraped / without: {fmt(ratio, '.3f')}, 95% "
+                  f"interval {fmt(ci and ci[0], '.3f')}..{fmt(ci and ci[1], '.3f')} "
+                  f"(goal >= {GOAL_RATIO}){why}"),
+                 (None if errors or sup_on is None else sup_on < GOAL_SUP_CPU,
                   f"vgpud with metrics scraped every second: {fmt(sup_on, '.2f')}% of a core "
-                  f"(goal < {GOAL_SUP_CPU}%; {fmt(sup_off, '.2f')}% without)")]
-        meta = {"cpus": os.cpu_count(), "seconds": self.seconds, "pairs": self.pairs,
-                "tenants": TENANTS, "launcher": self.launcher, "build": self.build,
+                  f"(goal < {GOAL_SUP_CPU}%; {fmt(sup_off, '.2f')}% in the off windows)")]
+        meta = {"started": started, "cpus": os.cpu_count(), "window_s": self.seconds,
+                "gap_s": GAP_S, "rounds": self.rounds, "tenants": TENANTS,
+                "instances": list(INSTANCES), "launcher": self.launcher, "build": self.build,
+                "listen": f"127.0.0.1:{self.port}", "bootstrap": BOOTSTRAP,
+                "pin": self.pin, "repinned": sorted(self.repinned), "autogroup": self.ag_set,
+                "frames_from": "vgpud per-tenant frames counters (control socket, show)",
                 "loadavg_start": load0, "loadavg_end": load1,
-                "wall_s": time.monotonic() - t_start}
-        fig = {"fps_off": m_off, "fps_on": m_on, "ratio": ratio,
-               "supervisor_cpu_pct_on": sup_on, "supervisor_cpu_pct_off": sup_off}
+                "wall_s": time.monotonic() - t_start, "errors": errors}
+        fig = {"on_off": onoff, "aa": aa, "on_off_per_cpu_s": onoff_cpu, "aa_per_cpu_s": aa_cpu,
+               "bench_cpus": bench_cpus,
+               "cpu_pct_by_group": {g: self.cpu_pct(lambda w: True, g)
+                                    for g in (self.windows[0]["cpu_s"] if self.windows else {})},
+               "fps_on": fps_on, "fps_off": fps_off,
+               "aa_half_width": noise, "resolved": resolved,
+               "supervisor_cpu_pct_on": sup_on, "supervisor_cpu_pct_off": sup_off,
+               "scrapes": self.scrapes}
         with open(self.json_path, "w") as f:
             json.dump({"meta": meta, "figures": fig,
                        "goals": [{"met": ok, "text": t} for ok, t in goals],
-                       "runs": self.runs}, f, indent=1)
+                       "windows": self.windows}, f, indent=1)
+        self.print_report(meta, fig, goals)
+        B.log(f"logs in {self.out}, results in {self.json_path}")
+        return 1 if failed else 0
+
+    def print_report(self, meta, fig, goals):
         print()
-        print(f"metrics endpoint cost ({TENANTS} glxgears on 2 instances, {self.pairs} off/on "
-              f"pairs, {self.seconds} s each; load {load0[0]:.2f} -> {load1[0]:.2f}, "
-              f"{os.cpu_count()} CPUs)")
-        print(f"  aggregate FPS off {fmt(m_off, '.1f')}, on {fmt(m_on, '.1f')}")
+        print(f"metrics endpoint cost ({TENANTS} glxgears on {len(INSTANCES)} instances, one "
+              f"vgpud and one set of tenants; {self.rounds} rounds of {self.seconds} s windows, "
+              f"endpoint switched by vgpuctl reload; load {meta['loadavg_start'][0]:.2f} -> "
+              f"{meta['loadavg_end'][0]:.2f}, {meta['cpus']} CPUs, {meta['wall_s']:.0f} s)")
+        if self.pin:
+            print(f"  pinned: tenant i (glxgears and its worker) on CPU "
+                  f"{'/'.join(str(c) for c in self.pin)}"
+                  + (f"; bound again: {', '.join(meta['repinned'])}" if meta["repinned"] else ""))
+        else:
+            print("  not pinned")
+        if meta["autogroup"]:
+            print(f"  {meta['autogroup']}")
+        print(f"  {'':22s} {'pairs':>5s} {'sum ratio':>9s} {'median':>7s}  "
+              f"{'95% interval':13s} {'pair range':13s}")
+
+        def row(label, st):
+            ci, per = st["ci95"], [r for r in st["per_pair"] if r is not None]
+            print(f"  {label:22s} {st['pairs']:5d} {fmt(st['ratio'], '9.3f'):>9s} "
+                  f"{fmt(st['median'], '7.3f'):>7s}  "
+                  f"{(fmt(ci[0], '.3f') + '..' + fmt(ci[1], '.3f')) if ci else '-':13s} "
+                  f"{(format(min(per), '.3f') + '..' + format(max(per), '.3f')) if per else '-':13s}")
+
+        row("on / off", fig["on_off"])
+        row("A/A control (off/off)", fig["aa"])
+        row("on / off, per CPU-s", fig["on_off_per_cpu_s"])
+        row("A/A, per CPU-s", fig["aa_per_cpu_s"])
+        print(f"  the bench's processes used {fmt(fig['bench_cpus'], '.2f')} CPUs: "
+              + ", ".join(f"{g} {fmt(v, '.1f')}%" for g, v in fig["cpu_pct_by_group"].items()))
+        print(f"  aggregate FPS: off {fmt(fig['fps_off'], '.1f')}, on {fmt(fig['fps_on'], '.1f')}"
+              f" (frames counted by vgpud)")
+        sc = fig["scrapes"]
+        print(f"  scrapes: {sc['ok']} ok, {sc['failed']} failed"
+              + (f" (last error: {sc['last_error']})" if sc["last_error"] else "")
+              + f", {sc['bytes']} B each")
         for ok, text in goals:
             print(f"  {verdict(ok)} {text}")
-        B.log(f"logs in {self.out}, results in {self.json_path}")
-        return 0
 
 
 if __name__ == "__main__":

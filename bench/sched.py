@@ -159,9 +159,9 @@ class SchedBench(B.Bench):
         self.sched_built = None  # BUILD_DIR's -Dscheduler, when the option exists
 
     # ------------------------------------------------------------ parts
-    def daemon(self, tag, profiles, instances, build=None):
-        """A vgpud of its own: profiles {name: {key: value}} (over
-        BASE_PROFILE), instances {name: profile}.  (process, runtime dir)."""
+    def daemon_config(self, profiles, instances, build=None):
+        """vgpud.conf text: daemon_lines(), profiles {name: {key: value}}
+        (over BASE_PROFILE), instances {name: profile}."""
         lines = self.daemon_lines(build)
         for name, keys in profiles.items():
             lines.append(f"[profile {name}]")
@@ -169,9 +169,14 @@ class SchedBench(B.Bench):
             lines.append("")
         for name, prof in instances.items():
             lines += [f"[instance {name}]", f"profile={prof}", ""]
+        return "\n".join(lines)
+
+    def daemon(self, tag, profiles, instances, build=None):
+        """A vgpud of its own on daemon_config(profiles, instances, build).
+        (process, runtime dir); the process's confpath is its file."""
         rd = os.path.join(self.tmp, tag)
-        p, err = self.launch_vgpud("\n".join(lines), list(instances), rd, f"{tag}-vgpud.log",
-                                   build)
+        p, err = self.launch_vgpud(self.daemon_config(profiles, instances, build),
+                                   list(instances), rd, f"{tag}-vgpud.log", build)
         if err:
             raise Unavailable(err)
         if self.first_log is None and build is None and tag != "probe":
@@ -192,11 +197,12 @@ class SchedBench(B.Bench):
         if p in self.procs:
             self.procs.remove(p)
 
-    def tenant(self, rd, inst, cmd, tag):
+    def tenant(self, rd, inst, cmd, tag, **kw):
+        """cmd as a tenant of instance inst; kw as for subprocess.Popen."""
         self.seq += 1
         sock = os.path.join(rd, inst, "vtest.sock")
         p = self.spawn(self.vtest_argv(sock, inst, rd, cmd), f"{self.seq:03d}-{tag}.log",
-                       env=self.client_env("vgpud"))
+                       env=self.client_env("vgpud"), **kw)
         self.procs.append(p)  # stopped on the way out, whatever happens
         return p
 
