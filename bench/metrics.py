@@ -405,6 +405,9 @@ class MetricsBench(S.SchedBench):
             self.scrapes["bytes"] = scraper.bytes or self.scrapes["bytes"]
             self.scrapes["last_error"] = scraper.last_error or self.scrapes["last_error"]
         errors = []
+        if scraper and (scraper.failed or not scraper.ok):
+            errors.append(f"{scraper.ok} scrapes of {scraper.url} succeeded, {scraper.failed} "
+                          f"failed ({scraper.last_error})")
         if who != self.who or set(f0) != set(self.who):
             errors.append(f"tenants changed: {sorted(self.who.items())} at the start, "
                           f"{sorted(who.items())} now")
