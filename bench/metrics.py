@@ -40,10 +40,14 @@ worker, started by vgpud: bound once every tenant has connected); a
 thread that widens its own affinity later (Mesa's disk-cache thread
 does) is bound again before the next window and named in the report.
 vgpud and Xvfb are not pinned.  Unpinned on 2 CPUs, the kernel's
-placement of 8 clients and 8 workers made the fastest tenant of a 4 s
-window 2.4 times as fast as the slowest (median over windows) and
-moved the aggregate rate of adjacent windows by 6.6% (median); pinned,
-1.2-1.4 times and 3-4% on the same, shared, machine.
+placement of 8 clients and 8 workers made the fastest tenant of a
+window 2.4-3.2 times as fast as the slowest (median over windows),
+moved the aggregate rate of adjacent windows by 6.4-6.6% (median) and
+the frames per CPU-second by 12% (coefficient of variation); pinned,
+1.2-1.45 times, 3-4% and 7% on the same, shared, machine.  Pinned
+tenants cannot leave a CPU that other work holds, so on a shared
+machine they get less CPU time (there 1.3 CPUs against 1.7): the
+figures are ratios within the run, never absolute frame rates.
 
 BENCH_METRICS_AUTOGROUP_NICE (unset: left alone): with the kernel's
 autogroups (sched_autogroup_enabled) CPU time is shared between
