@@ -203,6 +203,15 @@ static bool setup_v2(VgpuCgroups *cg, const char *mountinfo, const char *self, c
     return false;
   }
   g_autofree char *own = g_build_filename(mnt, path, NULL);
+  /* The host-memory cap (daemon/isolation.c) is set up first and may
+   * have moved vgpud into <own>/daemon already: the delegated cgroup is
+   * then the parent. */
+  g_autofree char *base = g_path_get_basename(own);
+  g_autofree char *parent = g_path_get_dirname(own);
+  if (g_str_equal(base, "daemon") && !delegated(own) && delegated(parent)) {
+    g_free(own);
+    own = g_steal_pointer(&parent);
+  }
   g_autofree char *have = read_file(own, "cgroup.controllers");
   if (!have || !list_has(g_strstrip(have), "cpu", " ")) {
     *why = g_strdup_printf("no cpu controller in %s/cgroup.controllers", own);
