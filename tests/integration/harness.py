@@ -163,7 +163,7 @@ class Daemon:
     """vgpud --foreground on a private runtime directory."""
 
     def __init__(self, config=DEFAULT_CONFIG, log_level="info", env=None, ctty=None,
-                 state_dir=None):
+                 state_dir=None, cgroup=None, start_timeout=30):
         self.tmp = tempfile.mkdtemp(prefix="vgpu-test-")
         os.chmod(self.tmp, 0o755)  # tests also act as an unprivileged user
         self.dir = os.path.join(self.tmp, "run")
@@ -180,15 +180,24 @@ class Daemon:
             args += ["--config", self.config_path]
         self.log = open(self.log_path, "w")
         # ctty: a terminal fd that becomes vgpud's controlling terminal.
+        # cgroup: a cgroup v2 directory vgpud joins before it runs (the one a
+        # service manager would have delegated to it).
         tty_kw = {}
         if ctty is not None:
             tty_kw = {"pass_fds": (ctty,),
                       "preexec_fn": lambda: fcntl.ioctl(ctty, termios.TIOCSCTTY, 0)}
+        elif cgroup is not None:
+            procs = os.path.join(cgroup, "cgroup.procs")
+
+            def join():
+                with open(procs, "w") as f:
+                    f.write("0")
+            tty_kw = {"preexec_fn": join}
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=sanitizer_env(dict(os.environ, **(env or {}))),
                                      start_new_session=True, **tty_kw)
         wait_for(lambda: os.path.exists(os.path.join(self.dir, "control.sock")) or self.proc.poll() is not None,
-                 30, "vgpud's control socket")
+                 start_timeout, "vgpud's control socket")
         if self.proc.poll() is not None:
             raise AssertionError(f"vgpud exited at start:\n{self.log_text()}")
 
