@@ -31,7 +31,8 @@ struct VgpuIsolation {
   bool render_group;
   gid_t render_gid;
   VgpuMemCap memcap;
-  char *cgroup_workers; /* <vgpud's cgroup>/workers, with cgroups */
+  char *cgroup_workers;     /* <vgpud's cgroup>/workers, with cgroups */
+  bool cgroup_workers_made; /* made at the first worker that needs it */
 };
 
 bool vgpu_uid_range_parse(const char *s, uint32_t *first, uint32_t *last) {
@@ -206,7 +207,10 @@ static char *cgroup2_mount(void) {
  * controller and is delegated to it (systemd's Delegate=yes marks it with
  * the trusted.delegate or user.delegate attribute); *why says otherwise
  * why not.  Moves vgpud into <cg>/daemon, since a cgroup with processes
- * cannot hand controllers to its children, and makes <cg>/workers. */
+ * cannot hand controllers to its children.  <cg>/workers, where workers
+ * go when CPU cgroups do not place them under their instance's group
+ * (daemon/cgroup.c) and the renderer probe always, is made at the first
+ * such worker and removed at exit. */
 static void cgroup_setup(VgpuIsolation *iso, char **why) {
   g_autofree char *mnt = cgroup2_mount();
   g_autofree char *self = NULL;
@@ -244,10 +248,8 @@ static void cgroup_setup(VgpuIsolation *iso, char **why) {
   g_autofree char *daemon = g_build_filename(dir, "daemon", NULL);
   g_autofree char *workers = g_build_filename(dir, "workers", NULL);
   if ((mkdir(daemon, 0755) < 0 && errno != EEXIST) || !write_file(daemon, "cgroup.procs", "0") ||
-      !write_file(dir, "cgroup.subtree_control", "+memory") ||
-      (mkdir(workers, 0755) < 0 && errno != EEXIST) ||
-      !write_file(workers, "cgroup.subtree_control", "+memory")) {
-    *why = g_strdup_printf("setting up %s: %s", workers, g_strerror(errno));
+      !write_file(dir, "cgroup.subtree_control", "+memory")) {
+    *why = g_strdup_printf("setting up %s: %s", dir, g_strerror(errno));
     return;
   }
   iso->cgroup_workers = g_steal_pointer(&workers);
@@ -296,10 +298,12 @@ VgpuIsolation *vgpu_isolation_new(const VgpuConfig *cfg, const char *render_node
     vgpu_info("isolation: workers install a seccomp allow-list once their renderer is up");
   g_autofree char *why = NULL;
   cgroup_setup(iso, &why);
-  if (iso->memcap == VGPU_MEMCAP_CGROUP)
-    vgpu_info("isolation: host-memory cap: cgroup v2 memory.max per worker under %s",
-              iso->cgroup_workers);
-  else
+  if (iso->memcap == VGPU_MEMCAP_CGROUP) {
+    g_autofree char *below = g_path_get_dirname(iso->cgroup_workers);
+    vgpu_info("isolation: host-memory cap: cgroup v2 memory.max in each worker's own cgroup "
+              "below %s",
+              below);
+  } else
     vgpu_info("isolation: host-memory cap: RLIMIT_DATA set by each worker once its renderer is "
               "up (no cgroup: %s)",
               why);
@@ -313,6 +317,10 @@ void vgpu_isolation_free(VgpuIsolation *iso) {
     g_hash_table_unref(iso->in_use);
   if (iso->taken)
     g_hash_table_unref(iso->taken);
+  /* Empty once every worker (the renderer probe among them) is reaped;
+   * one still running keeps it, and the next vgpud reuses it. */
+  if (iso->cgroup_workers_made && rmdir(iso->cgroup_workers) < 0 && errno != ENOENT)
+    vgpu_warn("removing %s: %s", iso->cgroup_workers, g_strerror(errno));
   g_free(iso->cgroup_workers);
   g_free(iso);
 }
@@ -369,6 +377,15 @@ bool vgpu_isolation_worker_prepare(VgpuIsolation *iso, uint64_t host_memory,
     }
   }
   bool memcg = iso->memcap == VGPU_MEMCAP_CGROUP;
+  if (memcg && !cgroup_parent && !iso->cgroup_workers_made) {
+    if ((mkdir(iso->cgroup_workers, 0755) < 0 && errno != EEXIST) ||
+        !write_file(iso->cgroup_workers, "cgroup.subtree_control", "+memory")) {
+      g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "setting up %s: %s",
+                  iso->cgroup_workers, g_strerror(errno));
+      return false;
+    }
+    iso->cgroup_workers_made = true;
+  }
   if (memcg || cgroup_parent) {
     static guint64 serial;
     g_autofree char *dir = g_strdup_printf(
