@@ -65,8 +65,11 @@ profile=fx
 """
 
 
+T0 = time.monotonic()
+
+
 def say(text):
-    print(f"vgpu-cg: {text}", flush=True)
+    print(f"vgpu-cg: [{time.monotonic() - T0:5.1f}] {text}", flush=True)
 
 
 def read(*parts):
@@ -168,12 +171,14 @@ def run(facts):
             }
             say(f"{inst}: worker {pid} in {where} after {time.monotonic() - t1:.1f} s")
 
+        say("vgpuctl set fx weight=50")
         r = subprocess.run([h.VGPUCTL, "--runtime-dir", d.dir, "set", "fx", "weight=50"],
                            capture_output=True, text=True, timeout=60)
         facts["set"] = {"rc": r.returncode, "out": (r.stdout + r.stderr).strip()}
         # The control request returns once the groups are rewritten.
         facts["groups_after_set"] = {i: group(i) for i in INSTANCES}
 
+        say("the tenants leave")
         leaves = [os.path.join(CG, w["cgroup"].lstrip("/")) for w in facts["workers"].values()]
         for c, fd in clients:
             os.close(fd)
@@ -189,7 +194,9 @@ def run(facts):
         facts["leaves_left"] = [p for p in leaves if os.path.exists(p)]
         facts["instance_groups_left"] = subdirs(TREE)
         facts["vgpud_log"] = d.log_text()
+        say("stopping vgpud")
         d.stop()
+        say("vgpud stopped")
         d = None
         facts["service_left"] = subdirs(SERVICE)
     finally:
