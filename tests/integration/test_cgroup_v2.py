@@ -8,7 +8,9 @@ it) with cgroup2 at /sys/fs/cgroup, where no v1 hierarchy holds the cpu
 controller, and runs cgroup_v2_guest.py there.  That script delegates a
 cgroup to vgpud the way systemd's Delegate=yes does, starts vgpud in it
 with an equal-share and a fixed-share (weight 300) instance, connects a
-vtest tenant to each and prints what it saw; this side checks:
+vtest tenant to each (renderer null: real workers that take submissions
+but start no llvmpipe, which under TCG would take most of the test's
+time) and prints what it saw; this side checks:
   - vgpud's start-up line names cgroup v2 at <delegated>/instances, and
     vgpud moved itself into <delegated>/daemon;
   - cpu.weight and cpu.max of each instance's group as cgroup.h maps the
@@ -21,8 +23,8 @@ vtest tenant to each and prints what it saw; this side checks:
   - the workers' cgroups go when their tenants leave, and the whole tree
     when vgpud stops (only daemon, where vgpud itself still is, stays).
 Skips (77) when QEMU or its virtio-9p-pci device is missing, or the guest
-reports that its kernel has no cgroup2 (or no cpu controller in
-it) or its root (the host's) no /usr/bin/python3.  A missing guest kernel
+reports that its kernel has no cgroup2 (or no cpu controller in it) or
+its root (the host's) no /usr/bin/python3.  A missing guest kernel
 or busybox is not a skip: as in the other real-guest tests it fails."""
 import gzip
 import json
