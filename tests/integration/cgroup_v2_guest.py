@@ -108,6 +108,32 @@ def uid_of(pid):
     return None
 
 
+def as_uid(uid, tries):
+    """What of tries (name -> function) a process of uid may do: each runs
+    in a child that dropped to uid; names of those that did not raise
+    PermissionError are returned."""
+    allowed = []
+    for name, fn in tries.items():
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                try:
+                    fn()
+                    code = 1
+                except PermissionError:
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            allowed.append(name)
+    return allowed
+
+
 def tenant(d, inst):
     """A vtest tenant on inst that has made its worker render: the
     handshake, a display-sized resource, a command submission and a wait
@@ -171,6 +197,20 @@ def run(facts):
             }
             say(f"{inst}: worker {pid} in {where} after {time.monotonic() - t1:.1f} s")
 
+        # A hijacked worker can neither raise its share nor leave its cgroup.
+        w = facts["workers"]["fx"]
+        leaf = os.path.join(CG, w["cgroup"].lstrip("/"))
+        fx = os.path.join(TREE, "fx")
+        facts["worker_may"] = as_uid(w["uid"], {
+            "write fx's cpu.weight": lambda: write(os.path.join(fx, "cpu.weight"), "10000"),
+            "write fx's cpu.max": lambda: write(os.path.join(fx, "cpu.max"), "max"),
+            "move into fx's group": lambda: write(os.path.join(fx, "cgroup.procs"), str(w["pid"])),
+            "move into the delegated cgroup": lambda: write(os.path.join(SERVICE, "cgroup.procs"),
+                                                            str(w["pid"])),
+            "move into the root cgroup": lambda: write(os.path.join(CG, "cgroup.procs"),
+                                                       str(w["pid"])),
+            "make a cgroup": lambda: os.mkdir(os.path.join(leaf, "escape")),
+        })
         say("vgpuctl set fx weight=50")
         r = subprocess.run([h.VGPUCTL, "--runtime-dir", d.dir, "set", "fx", "weight=50"],
                            capture_output=True, text=True, timeout=60)

@@ -19,6 +19,9 @@ time) and prints what it saw; this side checks:
   - each worker runs under its own uid in a cgroup of its own (w<N>, root's)
     directly under its instance's group, with memory.max its host-memory
     cap (2G by default) where the memory controller is delegated too;
+  - fx's worker uid can neither write its group's cpu.weight or cpu.max,
+    move itself (into its instance's group, the delegated one or the
+    root), nor make a cgroup;
   - `vgpuctl set fx weight=50` rewrites fx's cpu.weight and ceiling at once;
   - the workers' cgroups go when their tenants leave, and the whole tree
     when vgpud stops (only daemon, where vgpud itself still is, stays).
@@ -141,6 +144,7 @@ def check(facts):
                 f"{inst}: the worker's cgroup has memory.max {w['memory.max']}, not 2G"
         uids.add(w["uid"])
     assert len(uids) == 2, f"the two workers share a uid: {facts['workers']}"
+    assert facts["worker_may"] == [], f"fx's worker uid may {facts['worker_may']}"
     assert facts["set"]["rc"] == 0, f"vgpuctl set fx weight=50 failed: {facts['set']['out']}"
     after = {"eq": want["eq"],
              "fx": {"cpu.weight": "50", "cpu.max": f"{quota(50, 150, n)} {PERIOD}"}}
@@ -153,6 +157,7 @@ def check(facts):
     assert facts["service_left"] == ["daemon"], \
         f"{svc} holds {facts['service_left']} after vgpud stopped, not only daemon"
     return [f"groups at start: {facts['groups']}",
+            "fx's worker uid: cannot write weights or ceilings, move, or make cgroups",
             f"workers: " + ", ".join(f"{i} pid {w['pid']} uid {w['uid']} in {w['cgroup']} "
                                      f"(memory.max {w['memory.max']})"
                                      for i, w in facts["workers"].items()),
