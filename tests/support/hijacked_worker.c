@@ -327,6 +327,18 @@ static void run_attack(const char *name, const char *arg, const char *ledger_fds
     say("NOTE unknown attack %s", name);
 }
 
+/* Becomes the real worker ($VGPU_REAL_WORKER) with the same arguments;
+ * returns 1 only when that fails. */
+static int exec_real(char **args) {
+  const char *real = g_getenv("VGPU_REAL_WORKER");
+  if (!real)
+    return 1;
+  g_free(args[0]);
+  args[0] = g_strdup(real);
+  execv(real, args);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   gint client_fd = -1;
   g_autofree char *ledger_fds = NULL;
@@ -347,12 +359,7 @@ int main(int argc, char **argv) {
     return 1;
   if (client_fd < 0) {
     /* vgpud's renderer probe (--probe) has no client: the real worker's. */
-    const char *real = g_getenv("VGPU_REAL_WORKER");
-    if (!real)
-      return 1;
-    args[0] = g_strdup(real);
-    execv(real, args);
-    return 1;
+    return exec_real(args);
   }
   client = client_fd;
   signal(SIGPIPE, SIG_IGN);
@@ -362,12 +369,7 @@ int main(int argc, char **argv) {
   struct pollfd pfd = {.fd = client, .events = POLLIN};
   if (poll(&pfd, 1, 30000) <= 0 || recv(client, head, 7, MSG_PEEK) != 7 ||
       memcmp(head, "ATTACK ", 7) != 0) {
-    const char *real = g_getenv("VGPU_REAL_WORKER");
-    if (!real)
-      return 1;
-    args[0] = g_strdup(real);
-    execv(real, args);
-    return 1;
+    return exec_real(args);
   }
   char line[512];
   ssize_t n = 0;
