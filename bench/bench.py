@@ -186,6 +186,20 @@ class Bench:
         self.results = []
         self.run_id = 0
 
+    def require(self, name, tools, built=("vgpud",)):
+        """True when every one of tools is on PATH and every program of
+        built is in this build's src/cli; else logs "NAME: skipped: why"
+        and returns False, and the bench ends there with status 0."""
+        for tool in tools:
+            if not shutil.which(tool):
+                log(f"{name}: skipped: {tool} not found (see bench/README.md)")
+                return False
+        for prog in built:
+            if not os.access(os.path.join(self.build, "src/cli", prog), os.X_OK):
+                log(f"{name}: skipped: {self.build}/src/cli/{prog} not built (make build)")
+                return False
+        return True
+
     # -- process bookkeeping
     def spawn(self, argv, logname, env=None, **kw):
         logf = open(os.path.join(self.out, logname), "w")
@@ -463,11 +477,9 @@ class Bench:
 
     # ------------------------------------------------------------ main
     def main(self):
-        for tool in ("Xvfb", "glxgears", "glmark2", "virgl_test_server", "unshare"):
-            if not any(os.access(os.path.join(d, tool), os.X_OK)
-                       for d in os.environ.get("PATH", "").split(":")):
-                log(f"bench: {tool} not found; install it (see bench/README.md)")
-                return 0
+        if not self.require("bench", ("Xvfb", "glxgears", "glmark2", "virgl_test_server",
+                                      "unshare"), built=()):
+            return 0
         self.start_xvfb()
         if any(c.startswith(("reference", "vgpud")) for c in self.configs):
             self.start_reference()

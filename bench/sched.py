@@ -45,7 +45,6 @@ Environment:
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -548,12 +547,7 @@ class SchedBench(B.Bench):
 
     # ------------------------------------------------------------ main
     def main(self):
-        for tool in ("Xvfb", "glxgears", "glmark2", "unshare", "meson", "ninja"):
-            if not shutil.which(tool):
-                B.log(f"sched: skipped: {tool} not found (see bench/README.md)")
-                return 0
-        if not os.access(os.path.join(self.build, "src/cli/vgpud"), os.X_OK):
-            B.log(f"sched: skipped: {self.build}/src/cli/vgpud not built (make build)")
+        if not self.require("sched", ("Xvfb", "glxgears", "glmark2", "unshare", "meson", "ninja")):
             return 0
         t_start = time.monotonic()
         if "overhead" in self.scenarios:

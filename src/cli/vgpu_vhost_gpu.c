@@ -165,23 +165,12 @@ static int connect_ctl(const char *path) {
 /* Sends the request line with fd attached to its first byte. */
 static bool send_with_fd(int sock, const char *line, int fd) {
   size_t len = strlen(line), off = 0;
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(sizeof(int))];
-  } ctrl;
-  memset(&ctrl, 0, sizeof(ctrl));
+  VgpuFdControl ctrl;
   while (off < len) {
     struct iovec iov = {.iov_base = (char *)line + off, .iov_len = len - off};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (off == 0) {
-      m.msg_control = ctrl.b;
-      m.msg_controllen = sizeof(ctrl.b);
-      struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-      h->cmsg_level = SOL_SOCKET;
-      h->cmsg_type = SCM_RIGHTS;
-      h->cmsg_len = CMSG_LEN(sizeof(int));
-      memcpy(CMSG_DATA(h), &fd, sizeof(int));
-    }
+    if (off == 0)
+      vgpu_msg_set_fd(&m, &ctrl, fd);
     ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR)
       continue;

@@ -133,10 +133,15 @@ static void print_owned(char *s) {
   g_free(s);
 }
 
-/* ---- read commands ------------------------------------------------------- */
+/* The text printed for a reply without --json (to g_free), from the reply
+ * and the command's own words (`done`, NULL for the read commands). */
+typedef char *(*HumanFn)(JsonObject *reply, const char *done);
 
-/* Asks, prints the reply as JSON under --json, else hands it to `human`. */
-static int read_command(const Opts *o, JsonObject *req, char *(*human)(JsonObject *reply)) {
+/* Sends `req` (consumed) and prints the reply: the daemon's object under
+ * --json, else what `human` makes of it.  A reply's "warning" (done, but
+ * not all of it: a reload that could not add an instance, a change in
+ * force that the state file does not keep) follows it and gives 1. */
+static int reply_command(const Opts *o, JsonObject *req, HumanFn human, const char *done) {
   int rc = EXIT_OK;
   g_autoptr(JsonObject) r = call(o, req, &rc);
   if (!r)
@@ -144,40 +149,49 @@ static int read_command(const Opts *o, JsonObject *req, char *(*human)(JsonObjec
   if (o->json)
     print_json(r);
   else
-    print_owned(human(r));
+    print_owned(human(r, done));
+  const char *warning = json_object_get_string_member_with_default(r, "warning", NULL);
+  if (warning)
+    return fail(EXIT_REFUSED, "warning: %s", warning);
   return EXIT_OK;
 }
 
-static char *human_list(JsonObject *r) {
+/* ---- read commands ------------------------------------------------------- */
+
+static char *human_list(JsonObject *r, const char *done) {
+  (void)done;
   g_autofree char *t = vgpu_format_list(vgpu_ctl_get_array(r, "instances"));
   g_autofree char *gm = vgpu_format_gpu_memory(r);
   return g_strconcat(t, gm, NULL);
 }
-static char *human_show(JsonObject *r) {
+static char *human_show(JsonObject *r, const char *done) {
+  (void)done;
   return vgpu_format_show(vgpu_ctl_get_object(r, "instance"));
 }
-static char *human_profiles(JsonObject *r) {
+static char *human_profiles(JsonObject *r, const char *done) {
+  (void)done;
   return vgpu_format_profiles(vgpu_ctl_get_array(r, "profiles"));
 }
-static char *human_status(JsonObject *r) {
+static char *human_status(JsonObject *r, const char *done) {
+  (void)done;
   return vgpu_format_status(vgpu_ctl_get_object(r, "daemon"), vgpu_ctl_get_array(r, "instances"));
 }
 
 static int cmd_list(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  return read_command(o, vgpu_ctl_request("list", NULL), human_list);
+  return reply_command(o, vgpu_ctl_request("list", NULL), human_list, NULL);
 }
 static int cmd_show(const Opts *o, char **a, guint n) {
   (void)n;
-  return read_command(o, vgpu_ctl_request("show", a[0]), human_show);
+  return reply_command(o, vgpu_ctl_request("show", a[0]), human_show, NULL);
 }
 static int cmd_profiles(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  return read_command(o, vgpu_ctl_request("profiles", NULL), human_profiles);
+  return reply_command(o, vgpu_ctl_request("profiles", NULL), human_profiles, NULL);
 }
 static int cmd_status(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  return read_command(o, vgpu_ctl_request("status", NULL), human_status);
+  return reply_command(o, vgpu_ctl_request("status", NULL), human_status, NULL);
 }
 
 /* One poll of top: the list reply with each instance replaced by its
@@ -243,20 +257,10 @@ static int cmd_top(const Opts *o, char **a, guint n) {
 
 /* ---- admin commands ------------------------------------------------------ */
 
-static int admin_command(const Opts *o, JsonObject *req, const char *done) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, req, &rc);
-  if (!r)
-    return rc;
-  if (o->json)
-    print_json(r);
-  else
-    puts(done);
-  /* Done, but not all of it (a reload that could not add an instance). */
-  const char *warning = json_object_get_string_member_with_default(r, "warning", NULL);
-  if (warning)
-    return fail(EXIT_REFUSED, "warning: %s", warning);
-  return EXIT_OK;
+/* `done` alone on its line. */
+static char *human_done(JsonObject *r, const char *done) {
+  (void)r;
+  return g_strconcat(done, "\n", NULL);
 }
 
 static int cmd_create(const Opts *o, char **a, guint n) {
@@ -268,13 +272,19 @@ static int cmd_create(const Opts *o, char **a, guint n) {
   JsonObject *req = vgpu_ctl_request_create(a[0], o->profile);
   if (o->transient)
     json_object_set_boolean_member(req, "transient", TRUE);
-  return admin_command(o, req, msg);
+  return reply_command(o, req, human_done, msg);
 }
 
 static int cmd_destroy(const Opts *o, char **a, guint n) {
   (void)n;
   g_autofree char *msg = g_strdup_printf("destroyed %s", a[0]);
-  return admin_command(o, vgpu_ctl_request_destroy(a[0], o->force), msg);
+  return reply_command(o, vgpu_ctl_request_destroy(a[0], o->force), human_done, msg);
+}
+
+/* `done`, then a limit now below what the tenants hold, with the figures. */
+static char *human_set(JsonObject *r, const char *done) {
+  g_autofree char *over = vgpu_format_over_limit(vgpu_ctl_get_object(r, "instance"));
+  return g_strdup_printf("%s\n%s", done, over);
 }
 
 static int cmd_set(const Opts *o, char **a, guint n) {
@@ -285,59 +295,40 @@ static int cmd_set(const Opts *o, char **a, guint n) {
   JsonObject *req = vgpu_ctl_request_set(a[0], kv, &e);
   if (!req)
     return fail(exit_code(e), "%s", e->message);
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, req, &rc);
-  if (!r)
-    return rc;
-  if (o->json) {
-    print_json(r);
-    return EXIT_OK;
-  }
-  /* A limit now below what the tenants hold is said with the figures. */
-  g_autofree char *over = vgpu_format_over_limit(vgpu_ctl_get_object(r, "instance"));
-  printf("updated %s\n%s", a[0], over);
-  return EXIT_OK;
+  g_autofree char *msg = g_strdup_printf("updated %s", a[0]);
+  return reply_command(o, req, human_set, msg);
 }
 
 /* A reload's or reset's report: what changed, what run-time changes stay
  * in force, what could not be applied. */
-static void print_section(JsonObject *r, const char *member, const char *title, const char *none) {
+static void add_section(GString *out, JsonObject *r, const char *member, const char *title,
+                        const char *none) {
   JsonArray *a = vgpu_ctl_get_array(r, member);
   guint n = a ? json_array_get_length(a) : 0;
   if (!n && !none)
     return;
-  printf("%s:%s\n", title, n ? "" : none);
+  g_string_append_printf(out, "%s:%s\n", title, n ? "" : none);
   for (guint i = 0; i < n; i++) {
     JsonNode *e = json_array_get_element(a, i);
     if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING)
-      printf("  %s\n", json_node_get_string(e));
+      g_string_append_printf(out, "  %s\n", json_node_get_string(e));
   }
 }
 
-static int report_command(const Opts *o, JsonObject *req, const char *done) {
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, req, &rc);
-  if (!r)
-    return rc;
-  if (o->json) {
-    print_json(r);
-  } else {
-    const char *source = vgpu_ctl_get_str(r, "source", NULL);
-    printf("%s%s%s\n", done, source ? " from " : "", source ? source : "");
-    print_section(r, "changed", "changed", " nothing");
-    print_section(r, "overridden", "left overridden by run-time changes (vgpuctl reset drops them)",
-                  " none");
-    print_section(r, "not_applied", "run-time changes not applied", NULL);
-  }
-  const char *warning = json_object_get_string_member_with_default(r, "warning", NULL);
-  if (warning)
-    return fail(EXIT_REFUSED, "warning: %s", warning);
-  return EXIT_OK;
+static char *human_report(JsonObject *r, const char *done) {
+  GString *out = g_string_new(NULL);
+  const char *source = vgpu_ctl_get_str(r, "source", NULL);
+  g_string_append_printf(out, "%s%s%s\n", done, source ? " from " : "", source ? source : "");
+  add_section(out, r, "changed", "changed", " nothing");
+  add_section(out, r, "overridden",
+              "left overridden by run-time changes (vgpuctl reset drops them)", " none");
+  add_section(out, r, "not_applied", "run-time changes not applied", NULL);
+  return g_string_free(out, FALSE);
 }
 
 static int cmd_reload(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  return report_command(o, vgpu_ctl_request("reload", NULL), "configuration reloaded");
+  return reply_command(o, vgpu_ctl_request("reload", NULL), human_report, "configuration reloaded");
 }
 
 static int cmd_reset(const Opts *o, char **a, guint n) {
@@ -347,20 +338,17 @@ static int cmd_reset(const Opts *o, char **a, guint n) {
     json_array_add_string_element(keys, a[i]);
   json_object_set_array_member(req, "keys", keys);
   g_autofree char *msg = g_strdup_printf("reset %s%s", a[0], n > 1 ? " (the settings named)" : "");
-  return report_command(o, req, msg);
+  return reply_command(o, req, human_report, msg);
+}
+
+static char *human_config(JsonObject *r, const char *done) {
+  (void)done;
+  return g_strdup(vgpu_ctl_get_str(r, "config", ""));
 }
 
 static int cmd_dump_config(const Opts *o, char **a, guint n) {
   (void)a, (void)n;
-  int rc = EXIT_OK;
-  g_autoptr(JsonObject) r = call(o, vgpu_ctl_request("dump-config", NULL), &rc);
-  if (!r)
-    return rc;
-  if (o->json)
-    print_json(r);
-  else
-    fputs(vgpu_ctl_get_str(r, "config", ""), stdout);
-  return EXIT_OK;
+  return reply_command(o, vgpu_ctl_request("dump-config", NULL), human_config, NULL);
 }
 
 /* ---- screenshot ---------------------------------------------------------- */

@@ -184,22 +184,11 @@ int vgpu_ledger_next_shot(VgpuLedger *l, VgpuShotRequest *out) {
 int vgpu_ledger_send_shot(VgpuLedger *l, const VgpuShotReply *r, int fd) {
   if (l->sock < 0)
     return -ENOTCONN;
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(sizeof(int))];
-  } ctrl;
+  VgpuFdControl ctrl;
   struct iovec iov = {.iov_base = (void *)r, .iov_len = sizeof(*r)};
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    memset(&ctrl, 0, sizeof(ctrl));
-    m.msg_control = ctrl.b;
-    m.msg_controllen = sizeof(ctrl.b);
-    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-    h->cmsg_level = SOL_SOCKET;
-    h->cmsg_type = SCM_RIGHTS;
-    h->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(h), &fd, sizeof(int));
-  }
+  if (fd >= 0)
+    vgpu_msg_set_fd(&m, &ctrl, fd);
   ssize_t n;
   do
     n = sendmsg(l->sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);

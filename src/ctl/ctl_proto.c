@@ -192,14 +192,21 @@ static int send_all(int fd, const char *buf, size_t len) {
   return 0;
 }
 
-JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GError **error) {
+/* Sends the request's line; false with *error set (a CONNECT error). */
+static bool send_request(VgpuCtl *c, JsonObject *request, GError **error) {
   g_autofree char *line = vgpu_ctl_encode(request);
   int r = send_all(c->fd, line, strlen(line));
   if (r < 0) {
     g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "sending to vgpud at %s: %s",
                 c->path, g_strerror(-r));
-    return NULL;
+    return false;
   }
+  return true;
+}
+
+JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GError **error) {
+  if (!send_request(c, request, error))
+    return NULL;
   g_autofree char *reply = vgpu_ctl_read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, error);
   return reply ? vgpu_ctl_parse_reply(reply, error) : NULL;
 }
@@ -207,13 +214,8 @@ JsonObject *vgpu_ctl_call(VgpuCtl *c, JsonObject *request, int timeout_ms, GErro
 JsonObject *vgpu_ctl_call_fd(VgpuCtl *c, JsonObject *request, int timeout_ms, int *fd,
                              GError **error) {
   *fd = -1;
-  g_autofree char *line = vgpu_ctl_encode(request);
-  int r = send_all(c->fd, line, strlen(line));
-  if (r < 0) {
-    g_set_error(error, VGPU_CTL_ERROR, VGPU_CTL_ERROR_CONNECT, "sending to vgpud at %s: %s",
-                c->path, g_strerror(-r));
+  if (!send_request(c, request, error))
     return NULL;
-  }
   g_autofree char *reply = read_line(c->fd, VGPU_CTL_MAX_REPLY, timeout_ms, fd, error);
   JsonObject *o = reply ? vgpu_ctl_parse_reply(reply, error) : NULL;
   if (!o && *fd >= 0) {

@@ -11,6 +11,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
+#include "util/small_file.h"
 
 /* What was last written to an instance's group, to log only changes. */
 typedef struct {
@@ -119,13 +120,9 @@ static int write_file(const char *dir, const char *name, const char *text) {
   return vgpu_write_all(fd, text, strlen(text));
 }
 
-static char *read_file(const char *dir, const char *name) {
-  g_autofree char *path = g_build_filename(dir, name, NULL);
-  char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return NULL;
-  return text;
-}
+/* cgroup.procs never holds more: one line of at most 7 digits and a
+ * newline for each of the 4194304 pids the kernel can hand out. */
+#define PROCS_MAX ((size_t)8 << 22)
 
 /* Moves the processes of dir (and of its descendants) to @home and
  * removes the directories.  Returns the number of processes moved; *busy
@@ -141,7 +138,7 @@ static guint empty_and_remove(const char *dir, const char *home, bool *busy) {
     if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
       moved += empty_and_remove(sub, home, busy);
   }
-  g_autofree char *procs = read_file(dir, "cgroup.procs");
+  g_autofree char *procs = vgpu_read_small(dir, "cgroup.procs", PROCS_MAX);
   g_auto(GStrv) pids = g_strsplit(procs ? procs : "", "\n", -1);
   for (int i = 0; pids[i]; i++)
     if (*pids[i] && write_file(home, "cgroup.procs", pids[i]) == 0)
@@ -154,7 +151,7 @@ static guint empty_and_remove(const char *dir, const char *home, bool *busy) {
 /* Enables whichever of cpu and memory dir's parent hands down in dir's
  * subtree, so its children get them too. */
 static int enable_controllers(const char *dir) {
-  g_autofree char *have = read_file(dir, "cgroup.controllers");
+  g_autofree char *have = vgpu_read_small(dir, "cgroup.controllers", VGPU_SMALL_FILE_MAX);
   if (!have)
     return -errno;
   g_strstrip(have);
@@ -212,7 +209,7 @@ static bool setup_v2(VgpuCgroups *cg, const char *mountinfo, const char *self, c
     g_free(own);
     own = g_steal_pointer(&parent);
   }
-  g_autofree char *have = read_file(own, "cgroup.controllers");
+  g_autofree char *have = vgpu_read_small(own, "cgroup.controllers", VGPU_SMALL_FILE_MAX);
   if (!have || !list_has(g_strstrip(have), "cpu", " ")) {
     *why = g_strdup_printf("no cpu controller in %s/cgroup.controllers", own);
     return false;

@@ -896,19 +896,10 @@ static size_t conn_queued(const Conn *c) {
 static ssize_t conn_send(Conn *c, const char *buf, size_t len) {
   if (c->out_fd < 0 || c->out_off != c->out_fd_at)
     return send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(sizeof(int))];
-  } ctrl;
-  memset(&ctrl, 0, sizeof(ctrl));
+  VgpuFdControl ctrl;
   struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-  struct msghdr m = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b, .msg_controllen = sizeof(ctrl.b)};
-  struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-  h->cmsg_level = SOL_SOCKET;
-  h->cmsg_type = SCM_RIGHTS;
-  h->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(h), &c->out_fd, sizeof(int));
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  vgpu_msg_set_fd(&m, &ctrl, c->out_fd);
   ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n > 0) {
     vgpu_close(c->out_fd);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "daemon/cgroup.h"
+#include "util/small_file.h"
 
 /* A decimal number that fills the whole of text (spaces around allowed). */
 static bool parse_u64(const char *text, uint64_t *out) {
@@ -46,14 +47,6 @@ uint32_t vgpu_cpu_cfs_milli(const char *quota_text, const char *period_text) {
   return milli_of(quota, period);
 }
 
-static char *read_small(const char *dir, const char *name) {
-  g_autofree char *path = g_build_filename(dir, name, NULL);
-  char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return NULL;
-  return text;
-}
-
 /* The lowest ceiling from dir up to mnt (both absolute, dir below or at
  * mnt), 0 when none; *where says which directory set it. */
 static uint32_t lowest_ceiling(const char *mnt, const char *dir, bool v2, char **where) {
@@ -62,11 +55,11 @@ static uint32_t lowest_ceiling(const char *mnt, const char *dir, bool v2, char *
   for (int depth = 0; depth < 64; depth++) {
     uint32_t m = 0;
     if (v2) {
-      g_autofree char *t = read_small(d, "cpu.max");
+      g_autofree char *t = vgpu_read_small(d, "cpu.max", VGPU_SMALL_FILE_MAX);
       m = vgpu_cpu_max_milli(t);
     } else {
-      g_autofree char *q = read_small(d, "cpu.cfs_quota_us");
-      g_autofree char *p = read_small(d, "cpu.cfs_period_us");
+      g_autofree char *q = vgpu_read_small(d, "cpu.cfs_quota_us", VGPU_SMALL_FILE_MAX);
+      g_autofree char *p = vgpu_read_small(d, "cpu.cfs_period_us", VGPU_SMALL_FILE_MAX);
       m = vgpu_cpu_cfs_milli(q, p);
     }
     if (m && (!low || m < low)) {

@@ -9,6 +9,7 @@
 
 #include "core/gpumem.h"
 #include "core/profile.h"
+#include "util/small_file.h"
 
 bool vgpu_meminfo_total(const char *text, uint64_t *bytes) {
   const char *p = text ? strstr(text, "MemTotal:") : NULL;
@@ -25,22 +26,6 @@ bool vgpu_meminfo_total(const char *text, uint64_t *bytes) {
   return true;
 }
 
-/* A small sysfs or procfs file (never more than 64 KiB is read). */
-static char *read_small(const char *path) {
-  g_autoptr(GFile) f = g_file_new_for_path(path);
-  g_autoptr(GFileInputStream) in = g_file_read(f, NULL, NULL);
-  if (!in)
-    return NULL;
-  char *buf = g_malloc0(65536);
-  gsize got = 0;
-  if (!g_input_stream_read_all(G_INPUT_STREAM(in), buf, 65535, &got, NULL, NULL)) {
-    g_free(buf);
-    return NULL;
-  }
-  buf[got] = '\0';
-  return buf;
-}
-
 /* The render node's VRAM as its driver reports it in sysfs, found through
  * the device number (so that a /dev/dri/by-path link works too). */
 static bool render_node_vram(const char *node, uint64_t *bytes) {
@@ -49,7 +34,7 @@ static bool render_node_vram(const char *node, uint64_t *bytes) {
     return false;
   g_autofree char *path = g_strdup_printf("/sys/dev/char/%u:%u/device/mem_info_vram_total",
                                           major(st.st_rdev), minor(st.st_rdev));
-  g_autofree char *text = read_small(path);
+  g_autofree char *text = vgpu_read_small(NULL, path, VGPU_SMALL_FILE_MAX);
   if (!text)
     return false;
   char *end = NULL;
@@ -70,7 +55,7 @@ uint64_t vgpu_gpu_memory_resolve(const VgpuConfig *cfg, const char *render_node,
     *source = g_strdup_printf("auto: VRAM of %s as its driver reports it", render_node);
     return v;
   }
-  g_autofree char *mi = read_small("/proc/meminfo");
+  g_autofree char *mi = vgpu_read_small(NULL, "/proc/meminfo", VGPU_SMALL_FILE_MAX);
   uint64_t host;
   if (!mi || !vgpu_meminfo_total(mi, &host)) {
     *source = g_strdup("auto: neither the GPU nor /proc/meminfo says how much memory there is; "

@@ -69,21 +69,23 @@ int vgpu_read_all(int fd, void *buf, size_t len) {
   return 0;
 }
 
-int vgpu_send_fd(int sock, int fd) {
-  char byte = 0;
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-  union {
-    struct cmsghdr h;
-    char buf[CMSG_SPACE(sizeof(int))];
-  } ctl;
-  memset(&ctl, 0, sizeof(ctl));
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof(ctl.buf)};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+void vgpu_msg_set_fd(struct msghdr *m, VgpuFdControl *ctl, int fd) {
+  memset(ctl, 0, sizeof(*ctl));
+  m->msg_control = ctl->buf;
+  m->msg_controllen = sizeof(ctl->buf);
+  struct cmsghdr *c = CMSG_FIRSTHDR(m);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &fd, sizeof(int));
+}
+
+int vgpu_send_fd(int sock, int fd) {
+  char byte = 0;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  VgpuFdControl ctl;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  vgpu_msg_set_fd(&msg, &ctl, fd);
   for (;;) {
     ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n == 1)

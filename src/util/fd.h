@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -29,6 +30,15 @@ static inline void vgpu_closep(int *fd) {
 int vgpu_write_all(int fd, const void *buf, size_t len);
 int vgpu_writev_all(int fd, struct iovec *iov, int iovcnt);
 int vgpu_read_all(int fd, void *buf, size_t len);
+/* Room for the control data that carries one fd (SCM_RIGHTS), aligned as
+ * a cmsghdr needs. */
+typedef union {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(int))];
+} VgpuFdControl;
+/* Points m's control data at ctl (cleared) and puts fd there as
+ * SCM_RIGHTS: sendmsg(m) then passes a copy of fd with its first byte. */
+void vgpu_msg_set_fd(struct msghdr *m, VgpuFdControl *ctl, int fd);
 /* Sends one data byte (0) carrying one fd in SCM_RIGHTS. */
 int vgpu_send_fd(int sock, int fd);
 /* Most fds one vgpu_recvmsg_fds() call takes in: a message carrying more

@@ -580,14 +580,20 @@ static int h_rem_mem_reg(Msg *m) {
   return fail(m, -ENOENT, "no such memory region");
 }
 
-static int h_vring_num(Msg *m) {
+/* A ring-state payload (ring index, number) and the ring it names. */
+static int state_queue(Msg *m, WireState *s, VhuQueue **vq) {
   int rc = expect_size(m, 8);
   if (rc < 0)
     return rc;
+  memcpy(s, m->p, 8);
+  return get_queue(m, s->index, vq);
+}
+
+static int h_vring_num(Msg *m) {
   WireState s;
-  memcpy(&s, m->p, 8);
   VhuQueue *vq;
-  if ((rc = get_queue(m, s.index, &vq)) < 0)
+  int rc = state_queue(m, &s, &vq);
+  if (rc < 0)
     return rc;
   if (vq->started)
     return fail(m, -EBUSY, "ring size changed while the ring runs");
@@ -633,13 +639,10 @@ static int h_vring_addr(Msg *m) {
 }
 
 static int h_vring_base(Msg *m) {
-  int rc = expect_size(m, 8);
-  if (rc < 0)
-    return rc;
   WireState s;
-  memcpy(&s, m->p, 8);
   VhuQueue *vq;
-  if ((rc = get_queue(m, s.index, &vq)) < 0)
+  int rc = state_queue(m, &s, &vq);
+  if (rc < 0)
     return rc;
   if (vq->started)
     return fail(m, -EBUSY, "ring base changed while the ring runs");
@@ -652,13 +655,10 @@ static int h_vring_base(Msg *m) {
 }
 
 static int h_get_vring_base(Msg *m) {
-  int rc = expect_size(m, 8);
-  if (rc < 0)
-    return rc;
   WireState s;
-  memcpy(&s, m->p, 8);
   VhuQueue *vq;
-  if ((rc = get_queue(m, s.index, &vq)) < 0)
+  int rc = state_queue(m, &s, &vq);
+  if (rc < 0)
     return rc;
   vq->started = false;
   vq->kick_set = false;
@@ -709,13 +709,10 @@ static int h_vring_fd(Msg *m) {
 }
 
 static int h_vring_enable(Msg *m) {
-  int rc = expect_size(m, 8);
-  if (rc < 0)
-    return rc;
   WireState s;
-  memcpy(&s, m->p, 8);
   VhuQueue *vq;
-  if ((rc = get_queue(m, s.index, &vq)) < 0)
+  int rc = state_queue(m, &s, &vq);
+  if (rc < 0)
     return rc;
   if (s.num > 1)
     return fail(m, -EINVAL, "ring enable value not 0 or 1");

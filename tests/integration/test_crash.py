@@ -11,6 +11,21 @@ import socket
 import harness as h
 
 
+def signal_worker(x, d, sig, ended, crashes):
+    """A new glxgears client on vgpu0 whose worker gets sig: the log says
+    how it ended, the instance is idle again, worker_crashes is crashes."""
+    client = h.client(d, "vgpu0", ["glxgears"], x.display)
+    pid = h.program_pid(client)
+    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == pid]
+    h.wait_for(mine, 30, f"the worker of the client to get {sig.name}")
+    worker = mine()[0]["worker_pid"]
+    os.kill(worker, sig)
+    d.wait_log(r"vgpu0: client pid %d worker %d ended: %s" % (pid, worker, ended))
+    u = d.wait_idle("vgpu0")
+    assert (u["vram"], u["clients"], u["worker_crashes"]) == (0, 0, crashes), u
+    h.finish(client, 30)
+
+
 def test(x, d):
     # The neighbour runs until the end, however long the steps take.
     other = h.Output(h.client(d, "vgpu1", ["glxgears"], x.display))
@@ -38,28 +53,9 @@ def test(x, d):
 
     # SIGTERM (an operator stopping one session) ends it with its slot
     # reclaimed, and is not counted as a crash.
-    stopped = h.client(d, "vgpu0", ["glxgears"], x.display)
-    stopped_pid = h.program_pid(stopped)
-    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == stopped_pid]
-    h.wait_for(mine, 30, "the new client's worker")
-    worker = mine()[0]["worker_pid"]
-    os.kill(worker, signal.SIGTERM)
-    d.wait_log(r"vgpu0: client pid %d worker %d ended: stopped by SIGTERM" % (stopped_pid, worker))
-    u = d.wait_idle("vgpu0")
-    assert (u["vram"], u["clients"], u["worker_crashes"]) == (0, 0, 1), u
-    h.finish(stopped, 30)
-
+    signal_worker(x, d, signal.SIGTERM, "stopped by SIGTERM", 1)
     # A worker that dies of SIGSEGV has crashed, and is counted.
-    segv = h.client(d, "vgpu0", ["glxgears"], x.display)
-    segv_pid = h.program_pid(segv)
-    mine = lambda: [t for t in d.show("vgpu0")["tenants"] if t["client_pid"] == segv_pid]
-    h.wait_for(mine, 30, "the SIGSEGV client's worker")
-    worker = mine()[0]["worker_pid"]
-    os.kill(worker, signal.SIGSEGV)
-    d.wait_log(r"vgpu0: client pid %d worker %d ended: crashed by SIGSEGV" % (segv_pid, worker))
-    u = d.wait_idle("vgpu0")
-    assert (u["vram"], u["clients"], u["worker_crashes"]) == (0, 0, 2), u
-    h.finish(segv, 30)
+    signal_worker(x, d, signal.SIGSEGV, "crashed by SIGSEGV", 2)
 
     # A client that sends half a header and hangs up has only left.
     c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

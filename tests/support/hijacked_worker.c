@@ -121,20 +121,33 @@ static void attack_proc(void) {
   result_errno("open-/proc/1/mem", open("/proc/1/mem", O_RDONLY | O_CLOEXEC));
 }
 
+/* The ledger through copies of the fds --ledger-fds names (freeing the
+ * ledger closes the fds it was given); NULL, with a NOTE, when it cannot be
+ * attached, or when no fds were given (the NOTE then only when `what`
+ * names the attack). */
+static VgpuLedger *attach_ledger(const char *ledger_fds, const char *what) {
+  int lf[3];
+  if (!ledger_fds || sscanf(ledger_fds, "%d,%d,%d", &lf[0], &lf[1], &lf[2]) != 3) {
+    if (what)
+      say("NOTE %s: no ledger fds", what);
+    return NULL;
+  }
+  g_autoptr(GError) e = NULL;
+  VgpuLedger *l =
+      vgpu_ledger_attach(fcntl(lf[0], F_DUPFD_CLOEXEC, 0), fcntl(lf[1], F_DUPFD_CLOEXEC, 0),
+                         fcntl(lf[2], F_DUPFD_CLOEXEC, 0), &e);
+  if (!l)
+    say("NOTE ledger-attach %s", e->message);
+  return l;
+}
+
 /* The ledger asked for more than any instance may have, then every
  * shared mapping it can make from an inherited fd overwritten with
  * garbage (its ledger pages among them, whatever their layout). */
 static void attack_scribble(const char *ledger_fds) {
-  int lf[3];
-  if (ledger_fds && sscanf(ledger_fds, "%d,%d,%d", &lf[0], &lf[1], &lf[2]) == 3) {
-    g_autoptr(GError) e = NULL;
-    /* Copies: freeing the ledger closes the fds it was given. */
-    g_autoptr(VgpuLedger) l =
-        vgpu_ledger_attach(fcntl(lf[0], F_DUPFD_CLOEXEC, 0), fcntl(lf[1], F_DUPFD_CLOEXEC, 0),
-                           fcntl(lf[2], F_DUPFD_CLOEXEC, 0), &e);
-    if (!l) {
-      say("NOTE ledger-attach %s", e->message);
-    } else {
+  { /* detached again before the scribbling */
+    g_autoptr(VgpuLedger) l = attach_ledger(ledger_fds, NULL);
+    if (l) {
       int r = vgpu_ledger_reserve(l, 0, VGPU_RES_VRAM, 1ull << 40);
       result("ledger-reserve-1TiB", r == 0, r == 0 ? "charged" : g_strerror(-r));
     }
@@ -219,19 +232,9 @@ static void attack_tty(const char *pty) {
  * size, no seals), "garbage" (a pipe and nonsense dimensions) or "huge"
  * (dimensions past the bound). */
 static void attack_bad_shot(const char *how, const char *ledger_fds) {
-  int lf[3];
-  if (!ledger_fds || sscanf(ledger_fds, "%d,%d,%d", &lf[0], &lf[1], &lf[2]) != 3) {
-    say("NOTE bad-shot: no ledger fds");
+  g_autoptr(VgpuLedger) l = attach_ledger(ledger_fds, "bad-shot");
+  if (!l)
     return;
-  }
-  g_autoptr(GError) e = NULL;
-  g_autoptr(VgpuLedger) l =
-      vgpu_ledger_attach(fcntl(lf[0], F_DUPFD_CLOEXEC, 0), fcntl(lf[1], F_DUPFD_CLOEXEC, 0),
-                         fcntl(lf[2], F_DUPFD_CLOEXEC, 0), &e);
-  if (!l) {
-    say("NOTE ledger-attach %s", e->message);
-    return;
-  }
   say("READY bad-shot %s", how);
   VgpuShotRequest req;
   for (;;) {
@@ -324,6 +327,18 @@ static void run_attack(const char *name, const char *arg, const char *ledger_fds
     say("NOTE unknown attack %s", name);
 }
 
+/* Becomes the real worker ($VGPU_REAL_WORKER) with the same arguments;
+ * returns 1 only when that fails. */
+static int exec_real(char **args) {
+  const char *real = g_getenv("VGPU_REAL_WORKER");
+  if (!real)
+    return 1;
+  g_free(args[0]);
+  args[0] = g_strdup(real);
+  execv(real, args);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   gint client_fd = -1;
   g_autofree char *ledger_fds = NULL;
@@ -344,12 +359,7 @@ int main(int argc, char **argv) {
     return 1;
   if (client_fd < 0) {
     /* vgpud's renderer probe (--probe) has no client: the real worker's. */
-    const char *real = g_getenv("VGPU_REAL_WORKER");
-    if (!real)
-      return 1;
-    args[0] = g_strdup(real);
-    execv(real, args);
-    return 1;
+    return exec_real(args);
   }
   client = client_fd;
   signal(SIGPIPE, SIG_IGN);
@@ -359,12 +369,7 @@ int main(int argc, char **argv) {
   struct pollfd pfd = {.fd = client, .events = POLLIN};
   if (poll(&pfd, 1, 30000) <= 0 || recv(client, head, 7, MSG_PEEK) != 7 ||
       memcmp(head, "ATTACK ", 7) != 0) {
-    const char *real = g_getenv("VGPU_REAL_WORKER");
-    if (!real)
-      return 1;
-    args[0] = g_strdup(real);
-    execv(real, args);
-    return 1;
+    return exec_real(args);
   }
   char line[512];
   ssize_t n = 0;

@@ -78,6 +78,19 @@ int vhh_timeout_ms(void) {
   return ms;
 }
 
+/* The guest's memory: a memfd shared with the back-end, mapped here, its
+ * request area allocated from the start. */
+static bool guest_memory(VhhHarness *h) {
+  h->memfd = memfd_create("vhh-guest", MFD_CLOEXEC);
+  if (h->memfd < 0 || ftruncate(h->memfd, VHH_MEM_SIZE) < 0)
+    return false;
+  h->mem = mmap(NULL, VHH_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd, 0);
+  if (h->mem == MAP_FAILED)
+    return false;
+  h->alloc = REQ_AREA_START;
+  return true;
+}
+
 bool vhh_start(VhhHarness *h, const char *const *extra_args) {
   const char *worker = getenv("VGPU_WORKER");
   if (!worker) {
@@ -129,14 +142,7 @@ bool vhh_start_argv(VhhHarness *h, const char *const *argv) {
   h->sock = sv[0];
   h->err_fd = ep[0];
   fcntl(h->err_fd, F_SETFL, O_NONBLOCK);
-  h->memfd = memfd_create("vhh-guest", MFD_CLOEXEC);
-  if (h->memfd < 0 || ftruncate(h->memfd, VHH_MEM_SIZE) < 0)
-    return false;
-  h->mem = mmap(NULL, VHH_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd, 0);
-  if (h->mem == MAP_FAILED)
-    return false;
-  h->alloc = REQ_AREA_START;
-  return true;
+  return guest_memory(h);
 }
 
 bool vhh_connect(VhhHarness *h, const char *path) {
@@ -151,14 +157,7 @@ bool vhh_connect(VhhHarness *h, const char *path) {
   h->sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (h->sock < 0 || connect(h->sock, (struct sockaddr *)&a, sizeof(a)) < 0)
     return false;
-  h->memfd = memfd_create("vhh-guest", MFD_CLOEXEC);
-  if (h->memfd < 0 || ftruncate(h->memfd, VHH_MEM_SIZE) < 0)
-    return false;
-  h->mem = mmap(NULL, VHH_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd, 0);
-  if (h->mem == MAP_FAILED)
-    return false;
-  h->alloc = REQ_AREA_START;
-  return true;
+  return guest_memory(h);
 }
 
 int vhh_finish(VhhHarness *h) {

@@ -704,6 +704,10 @@ static char *fake_reply(FakeDaemon *f, JsonObject *req) {
   }
   if (g_str_equal(cmd, "show") && name && g_str_equal(name, "vgpu0"))
     return g_strdup("{\"ok\":true,\"instance\":" INSTANCE_VGPU0 ",\"tenants\":[" TENANT "]}}");
+  /* Applied, but the state file could not keep it. */
+  if (g_str_equal(cmd, "set") && name && g_str_equal(name, "vgpu0"))
+    return g_strdup("{\"ok\":true,\"instance\":{\"name\":\"vgpu0\"},"
+                    "\"warning\":\"not kept: No space left on device\"}");
   if (g_str_equal(cmd, "show") || g_str_equal(cmd, "set") || g_str_equal(cmd, "destroy"))
     return g_strdup_printf("{\"ok\":false,\"error\":\"no instance \\\"%s\\\"\"}", name ? name : "");
   if (g_str_equal(cmd, "status"))
@@ -907,6 +911,13 @@ static void test_vgpuctl_end_to_end(void **state) {
   g_autofree char *set = fake_last_request(f);
   assert_string_equal(set, "{\"command\":\"set\",\"name\":\"nope\",\"settings\":"
                            "{\"vram\":\"1G\",\"heads\":\"2\"}}");
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  /* A change in force but not kept: done, the warning, and 1 (as for
+   * create, destroy, reload and reset). */
+  assert_int_equal(run_ctl(&out, &err, "-r", d, "set", "vgpu0", "vram=1G", NULL), 1);
+  assert_string_equal(out, "updated vgpu0\n");
+  assert_string_equal(err, "vgpuctl: warning: not kept: No space left on device\n");
   g_clear_pointer(&out, g_free);
   g_clear_pointer(&err, g_free);
 

@@ -59,18 +59,23 @@ static void fences_64(VgpuRenderer *r, uint64_t *seen) {
   assert_true(*seen > UINT32_MAX);
 }
 
+/* A WxH B8G8R8A8 2D texture, rendered to and sampled from. */
+static VgpuResourceDesc texture_desc(uint32_t handle) {
+  return (VgpuResourceDesc){.handle = handle,
+                            .target = 2 /* TEXTURE_2D */,
+                            .format = 1 /* B8G8R8A8 */,
+                            .bind = 2 | 8 /* render target, sampler view */,
+                            .width = W,
+                            .height = H,
+                            .depth = 1,
+                            .array_size = 1};
+}
+
 /* What virtio-gpu needs beyond vtest: backing attached and detached after
  * creation, resource info, read-back of a scanout into plain memory. */
 static void virtio_ops(VgpuRenderer *r, uint32_t *backing, bool check_pixels) {
   assert_int_equal(r->ops->context_create(r, 1, 0, "unit"), 0);
-  VgpuResourceDesc d = {.handle = 9,
-                        .target = 2 /* TEXTURE_2D */,
-                        .format = 1 /* B8G8R8A8 */,
-                        .bind = 2 | 8 /* render target, sampler view */,
-                        .width = W,
-                        .height = H,
-                        .depth = 1,
-                        .array_size = 1};
+  VgpuResourceDesc d = texture_desc(9);
   assert_int_equal(r->ops->resource_create(r, &d, NULL, 0), 0);
   assert_int_equal(r->ops->ctx_attach_resource(r, 1, 9), 0);
   VgpuResourceInfo info;
@@ -131,14 +136,7 @@ static void virtio_ops(VgpuRenderer *r, uint32_t *backing, bool check_pixels) {
  * it, wipes the backing and reads the texture back into it. */
 static void roundtrip(VgpuRenderer *r, uint32_t *backing, bool check_pixels) {
   assert_int_equal(r->ops->context_create(r, 1, 0, "unit"), 0);
-  VgpuResourceDesc d = {.handle = 5,
-                        .target = 2 /* TEXTURE_2D */,
-                        .format = 1 /* B8G8R8A8 */,
-                        .bind = 2 | 8 /* render target, sampler view */,
-                        .width = W,
-                        .height = H,
-                        .depth = 1,
-                        .array_size = 1};
+  VgpuResourceDesc d = texture_desc(5);
   struct iovec iov = {backing, W * H * 4};
   assert_int_equal(r->ops->resource_create(r, &d, &iov, 1), 0);
   assert_int_equal(r->ops->ctx_attach_resource(r, 1, 5), 0);

@@ -1,5 +1,7 @@
-/* util: fd helpers over real sockets, the log line format, and the
- * runtime-directory checks against hostile files. */
+/* util: fd helpers over real sockets, the log line format, the
+ * runtime-directory checks against hostile files, and the bounded reader
+ * of small files. */
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include "util/fd.h"
 #include "util/log.h"
 #include "util/runtime_dir.h"
+#include "util/small_file.h"
 
 static void test_write_read_large(void **state) {
   int sv[2];
@@ -423,6 +426,55 @@ static void test_client_runtime_dir(void **state) {
   rmdir(tmp);
 }
 
+/* The whole file up to its ceiling, from dir/name or from a path alone;
+ * one byte over the ceiling is refused whole, never cut. */
+static void test_read_small(void **state) {
+  (void)state;
+  g_autofree char *tmp = g_dir_make_tmp("vgpu-small-XXXXXX", NULL);
+  assert_non_null(tmp);
+  g_autofree char *path = g_build_filename(tmp, "f", NULL);
+  /* Larger than the first buffer, so the reader has to grow it. */
+  size_t n = 10000;
+  g_autofree char *want = g_malloc(n);
+  for (size_t i = 0; i < n; i++)
+    want[i] = (char)('a' + i % 26);
+  assert_true(g_file_set_contents(path, want, (gssize)n, NULL));
+
+  g_autofree char *a = vgpu_read_small(tmp, "f", n);
+  assert_non_null(a);
+  assert_memory_equal(a, want, n);
+  assert_int_equal(a[n], '\0');
+  g_autofree char *b = vgpu_read_small(NULL, path, n + 1);
+  assert_non_null(b);
+  assert_memory_equal(b, want, n);
+  assert_int_equal(strlen(b), n);
+
+  errno = 0;
+  assert_null(vgpu_read_small(tmp, "f", n - 1));
+  assert_int_equal(errno, EFBIG);
+  errno = 0;
+  assert_null(vgpu_read_small(NULL, path, 0));
+  assert_int_equal(errno, EFBIG);
+  errno = 0;
+  assert_null(vgpu_read_small(tmp, "missing", 100));
+  assert_int_equal(errno, ENOENT);
+
+  /* An empty file is an empty string, not a failure. */
+  assert_true(g_file_set_contents(path, "", 0, NULL));
+  g_autofree char *c = vgpu_read_small(tmp, "f", 0);
+  assert_non_null(c);
+  assert_string_equal(c, "");
+
+  /* procfs gives no size in stat(): the text is read to its end. */
+  g_autofree char *st = vgpu_read_small("/proc/self", "status", VGPU_SMALL_FILE_MAX);
+  assert_non_null(st);
+  assert_true(g_str_has_prefix(st, "Name:\t"));
+  assert_non_null(strstr(st, "\nUid:\t"));
+
+  unlink(path);
+  rmdir(tmp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_write_read_large),  cmocka_unit_test(test_fd_passing),
@@ -430,6 +482,7 @@ int main(void) {
       cmocka_unit_test(test_log_lines),         cmocka_unit_test(test_listen_unix_files),
       cmocka_unit_test(test_private_dir),       cmocka_unit_test(test_private_file),
       cmocka_unit_test(test_runtime_dir_names), cmocka_unit_test(test_client_runtime_dir),
+      cmocka_unit_test(test_read_small),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
