@@ -93,7 +93,6 @@ bench.py):
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -472,14 +471,8 @@ class MetricsBench(S.SchedBench):
 
     # ------------------------------------------------------------ main
     def main(self):
-        for tool in ("Xvfb", "glxgears", "unshare"):
-            if not shutil.which(tool):
-                B.log(f"metrics: skipped: {tool} not found (see bench/README.md)")
-                return 0
-        for prog in ("vgpud", "vgpuctl"):
-            if not os.access(os.path.join(self.build, "src/cli", prog), os.X_OK):
-                B.log(f"metrics: skipped: {self.build}/src/cli/{prog} not built (make build)")
-                return 0
+        if not self.require("metrics", ("Xvfb", "glxgears", "unshare"), built=("vgpud", "vgpuctl")):
+            return 0
         t_start = time.monotonic()
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         self.start_xvfb()
