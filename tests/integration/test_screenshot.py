@@ -110,7 +110,10 @@ def start_frame(d, tool, three_d=False):
     mode = "--serve-frame-3d" if three_d else "--serve-frame"
     p = subprocess.Popen([tool, mode, path], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=h.sanitizer_env(dict(os.environ)))
+                         # A worker that starts its renderer on a loaded
+                         # machine may take longer than the harness's
+                         # default 10 s to answer QEMU's start sequence.
+                         env=h.sanitizer_env(dict(os.environ, VHH_TIMEOUT_MS="30000")))
     line = p.stdout.readline()
     if line.strip() != "READY":
         p.kill()
