@@ -957,8 +957,10 @@ static int bench(int frames, bool reference) {
  * display) until standard input closes. */
 static int serve_frame(const char *path, bool three_d) {
   VhhHarness h;
-  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, three_d ? 1ull << VHU_F_GPU_VIRGL : 0)) {
-    fprintf(stderr, "cannot play QEMU on %s\n", path);
+  bool connected = vhh_connect(&h, path);
+  if (!connected || !vhh_negotiate(&h, three_d ? 1ull << VHU_F_GPU_VIRGL : 0)) {
+    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
+            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
     vhh_free(&h);
     return 1;
   }
@@ -1414,8 +1416,10 @@ static int hostile_vm(const char *what, const char *path) {
 static int neighbour(const char *path) {
   VhhHarness h;
   signal(SIGPIPE, SIG_IGN);
-  if (!vhh_connect(&h, path) || !vhh_negotiate(&h, 0)) {
-    fprintf(stderr, "cannot play QEMU on %s\n", path);
+  bool connected = vhh_connect(&h, path);
+  if (!connected || !vhh_negotiate(&h, 0)) {
+    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
+            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
     vhh_free(&h);
     return 1;
   }
