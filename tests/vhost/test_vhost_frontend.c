@@ -949,6 +949,18 @@ static int bench(int frames, bool reference) {
   return 0;
 }
 
+/* Connects to a vhost-user.sock and plays QEMU's start sequence; on
+ * failure says which step failed (and frees @h). */
+static bool play_qemu(VhhHarness *h, const char *path, uint64_t want_gpu_features) {
+  bool connected = vhh_connect(h, path);
+  if (connected && vhh_negotiate(h, want_gpu_features))
+    return true;
+  fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
+          connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
+  vhh_free(h);
+  return false;
+}
+
 /* --serve-frame[-3d] SOCKET: plays QEMU on a vgpud instance's
  * vhost-user.sock with one 64x48 scanout (B8G8R8X8) whose pixel (x, y) is
  * red x * 4, green y * 5, blue x ^ y (each mod 256), a 2D resource or, with
@@ -957,13 +969,8 @@ static int bench(int frames, bool reference) {
  * display) until standard input closes. */
 static int serve_frame(const char *path, bool three_d) {
   VhhHarness h;
-  bool connected = vhh_connect(&h, path);
-  if (!connected || !vhh_negotiate(&h, three_d ? 1ull << VHU_F_GPU_VIRGL : 0)) {
-    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
-            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
-    vhh_free(&h);
+  if (!play_qemu(&h, path, three_d ? 1ull << VHU_F_GPU_VIRGL : 0))
     return 1;
-  }
   if (three_d && !(h.features & (1ull << VHU_F_GPU_VIRGL))) {
     fprintf(stderr, "VIRGL not offered\n");
     vhh_free(&h);
@@ -1266,13 +1273,8 @@ static bool blob_refused(VhhHarness *h) {
 static int hostile_vm(const char *what, const char *path) {
   VhhHarness h;
   signal(SIGPIPE, SIG_IGN);
-  bool connected = vhh_connect(&h, path);
-  if (!connected || !vhh_negotiate(&h, 0)) {
-    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
-            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
-    vhh_free(&h);
+  if (!play_qemu(&h, path, 0))
     return 1;
-  }
   enum { W = 64, H = 48, RES = 5 };
   Scanout2d rq = scanout_2d(RES, W, H, 0);
   bool ok = false, vanish = false;
@@ -1416,13 +1418,8 @@ static int hostile_vm(const char *what, const char *path) {
 static int neighbour(const char *path) {
   VhhHarness h;
   signal(SIGPIPE, SIG_IGN);
-  bool connected = vhh_connect(&h, path);
-  if (!connected || !vhh_negotiate(&h, 0)) {
-    fprintf(stderr, "cannot play QEMU on %s: %s\n", path,
-            connected ? "QEMU's start sequence was not answered in time" : "cannot connect");
-    vhh_free(&h);
+  if (!play_qemu(&h, path, 0))
     return 1;
-  }
   enum { W = 64, H = 48, RES = 1 };
   uint64_t fb = vhh_alloc(&h, W * H * 4);
   Scanout2d rq = scanout_2d(RES, W, H, fb);
