@@ -28,7 +28,9 @@ is read.
 Per boot it records: each scene's FPS, glmark2's score, the time from
 QEMU's start to the first scene's result, and the back-end's peak RSS
 (VmHWM of the vgpu-worker serving the VM, or of the reference process),
-also without shared memory (the guest RAM both map).
+also without shared memory (the guest RAM both map), and per scene the
+CPU time the back-end and QEMU used per frame (from glmark2's start or the
+previous result to this scene's result, over its frames: set-up included).
 Prints ratios ours / reference per scene and round, then per scene the
 median FPS of each back-end over the rounds and their ratio (the figure the
 target is judged on), with the lowest and highest round's ratio.  Reports,
@@ -40,6 +42,9 @@ what is missing and exit 0.
 Knobs (environment): BUILD_DIR (build), BENCH_ROUNDS (2),
 BENCH_VM_SCENE_SECONDS (5), BENCH_VM_SCENES (the scene list, ';'
 separated glmark2 -b values), BENCH_VM_TIMEOUT (300 s per boot),
+BENCH_VM_PROFILE (perf: perf record -g of the back-end's process, strace:
+strace -c -f, from glmark2's start to the first result, into
+BENCH_OUT/vm3d/TAG.perf or TAG.strace; '' none),
 BENCH_OUT (out/bench; results in vm3d.json, logs in vm3d/),
 BENCH_VM_PIN (1 with 2 or more CPUs, else 0: 0 off; 1 QEMU on the first
 half of the CPUs this process may use, the back-end on the rest; QCPUS:BCPUS
@@ -73,6 +78,9 @@ SCENES = [s for s in os.environ.get(
 ).split(";") if s]
 TIMEOUT = float(os.environ.get("BENCH_VM_TIMEOUT", "300"))
 OUT = os.path.abspath(os.environ.get("BENCH_OUT", os.path.join(SRC, "out", "bench")))
+# A profiler attached to the back-end while glmark2 renders: 'perf'
+# (perf record -g), 'strace' (strace -c -f) or '' (none).
+PROFILE = os.environ.get("BENCH_VM_PROFILE", "")
 FPS_RE = re.compile(r"vgpu-guest: gl: \[(\w+)\] (.*?): FPS: (\d+) FrameTime: ([\d.]+) ms")
 SCORE_RE = re.compile(r"glmark2 Score: (\d+)")
 
@@ -219,6 +227,23 @@ def mem_kib(pid):
     return v.get("VmHWM", 0), v.get("RssAnon", 0) + v.get("RssFile", 0)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pids):
+    """User + system CPU time of pids (each with all its threads), in
+    clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def children(pid):
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -249,6 +274,29 @@ def stop(p):
         p.wait()
 
 
+def profiler_start(kind, pids, out):
+    """Attaches kind ('perf' or 'strace') to every thread of pids, writing
+    to out (perf's data, or strace's summary); returns the Popen."""
+    if kind == "perf":
+        argv = ["perf", "record", "-g", "-F", "499", "-o", out, "-p", ",".join(map(str, pids))]
+    else:
+        argv = ["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", str(p))]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def profiler_stop(p):
+    """Detaches the profiler (SIGINT: perf and strace write what they have)."""
+    if p is None or p.poll() is not None:
+        return
+    os.killpg(p.pid, signal.SIGINT)
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
 def write_client(work):
     """The script the guest runs as vgpu.gl (first with the render node as
     its argument, then with --kms, which it declines)."""
@@ -273,6 +321,7 @@ def boot(backend, guest, client, logdir, tag, pin):
            "done_s": None, "rss_kib": None, "rss_noshm_kib": None, "error": None,
            "qemu_cpus": None, "backend_cpus": None, "repinned": []}
     qemu_pin, backend_pin = pin if pin else (None, None)
+    prof = None  # the profiler, while one runs
     try:
         if backend == "vgpud":
             rdir = os.path.join(work, "run")
@@ -280,7 +329,10 @@ def boot(backend, guest, client, logdir, tag, pin):
             with open(conf, "w") as f:
                 f.write(f"[daemon]\nworker={BUILD}/src/worker/vgpu-worker\nrenderer=virgl\n"
                         "gpu-memory=4G\n\n"
-                        "[profile bench]\nvram=4G\nmax-resources=65536\nmax-contexts=16\nmax-clients=1\n\n"
+                        "[profile bench]\nvram=4G\nmax-resources=65536\nmax-contexts=16\nmax-clients=1\n"
+                        # The guest's shader set-up, JIT-compiled on one
+                        # busy CPU, can outlast the default 10 s.
+                        "gpu-timeout=120\n\n"
                         "[instance vgpu0]\nprofile=bench\n")
             be = subprocess.Popen([f"{BUILD}/src/cli/vgpud", "--foreground", "--runtime-dir", rdir,
                                    "--config", conf],
@@ -328,6 +380,10 @@ def boot(backend, guest, client, logdir, tag, pin):
         peak = peak_own = 0
         text = ""
         widened = set()
+        # CPU time (back-end, QEMU) when glmark2 started and at each scene's
+        # result: per scene, what a frame cost each side in CPU time, a
+        # figure a busy machine moves far less than it moves FPS.
+        cpu_marks = []
         while time.monotonic() - t0 < TIMEOUT:
             if pin:
                 qemu_cpus = hold_pin([qemu.pid], qemu_pin, widened)
@@ -337,6 +393,16 @@ def boot(backend, guest, client, logdir, tag, pin):
                 peak = max(peak, hwm)
                 peak_own = max(peak_own, own)
             text = vmlib.read_serial(serial) or ""
+            # glmark2 prints its renderer before its first scene and a
+            # scene's FPS after it: the profile covers the rendering.
+            if PROFILE and prof is None and "GL_RENDERER" in text and rss_pids():
+                prof = profiler_start(PROFILE, [p for p in backend_pids() if p != be.pid or
+                                                backend == "reference"],
+                                      os.path.join(logdir, f"{tag}.{PROFILE}"))
+            if "GL_RENDERER" in text and len(cpu_marks) <= len(FPS_RE.findall(text)):
+                cpu_marks.append((cpu_ticks(backend_pids()), cpu_ticks([qemu.pid])))
+            if prof is not None and FPS_RE.search(text):
+                profiler_stop(prof)
             if res["first_result_s"] is None and FPS_RE.search(text):
                 res["first_result_s"] = round(time.monotonic() - t0, 2)
                 # Every thread is up by the first result: where may they run?
@@ -356,9 +422,17 @@ def boot(backend, guest, client, logdir, tag, pin):
         res["repinned"] = sorted(widened)
         res["rss_kib"] = peak or None
         res["rss_noshm_kib"] = peak_own or None
-        for m in FPS_RE.finditer(text):
+        res["cpu_ms_per_frame"] = {}
+        for i, m in enumerate(FPS_RE.finditer(text)):
             opts = [o for o in m.group(2).split(":") if not o.startswith("duration=")]
-            res["scenes"][":".join([m.group(1)] + opts)] = int(m.group(3))
+            scene = ":".join([m.group(1)] + opts)
+            res["scenes"][scene] = int(m.group(3))
+            frames = int(m.group(3)) * SCENE_S
+            if i + 1 < len(cpu_marks) and frames:
+                # The window also holds the scene's set-up (shaders, model).
+                res["cpu_ms_per_frame"][scene] = {
+                    side: round((cpu_marks[i + 1][k] - cpu_marks[i][k]) * 1000 / CLK_TCK / frames,
+                                2) for k, side in enumerate(("backend", "qemu"))}
         m = SCORE_RE.search(text)
         res["score"] = int(m.group(1)) if m else None
         if "gl offscreen done" not in text:
@@ -372,6 +446,8 @@ def boot(backend, guest, client, logdir, tag, pin):
         res["renderer"] = r.group(1).strip() if r else None
         return res
     finally:
+        if prof is not None:
+            profiler_stop(prof)
         for p in reversed(procs):
             stop(p)
         shutil.rmtree(work, ignore_errors=True)
@@ -435,6 +511,9 @@ def main():
                     f"without-shmem={(r['rss_noshm_kib'] or 0) / 1024:.1f}MiB "
                     f"renderer={r.get('renderer')} CPUs: QEMU {r['qemu_cpus']}, "
                     f"back-end {r['backend_cpus']}")
+                for scene, c in r.get("cpu_ms_per_frame", {}).items():
+                    log(f"round {rnd} {backend:9}: {scene}: CPU per frame: back-end "
+                        f"{c['backend']:.2f} ms, QEMU {c['qemu']:.2f} ms")
                 if r["repinned"]:
                     log(f"round {rnd} {backend:9}: bound again to its set: threads that had "
                         f"widened their CPUs: {', '.join(r['repinned'])}")
@@ -458,6 +537,10 @@ def main():
             x = pair_row(i, scene, a["scenes"].get(scene), b["scenes"].get(scene))
             if x:
                 per_scene[scene].append(x)
+            ca = a.get("cpu_ms_per_frame", {}).get(scene, {})
+            cb = b.get("cpu_ms_per_frame", {}).get(scene, {})
+            pair_row(i, "  CPU ms/frame: back-end", ca.get("backend"), cb.get("backend"))
+            pair_row(i, "  CPU ms/frame: QEMU", ca.get("qemu"), cb.get("qemu"))
         pair_row(i, "score", a["score"], b["score"])
         pair_row(i, "QEMU start -> first result (s)", a["first_result_s"], b["first_result_s"])
         pair_row(i, "back-end peak RSS (MiB)", a["rss_kib"], b["rss_kib"], mib=True)
@@ -483,6 +566,15 @@ def main():
                      note=f"  rounds {min(xs):.2f}-{max(xs):.2f}x" if xs else "")
         medians[scene] = {"vgpud": fa, "reference": fb, "ratio": x,
                           "round_ratios": [round(v, 3) for v in xs]}
+        if scene != "score":
+            # CPU per frame: lower is better, so the ratio is reference / ours.
+            ca = median([row["vgpud"].get("cpu_ms_per_frame", {}).get(scene, {}).get("backend")
+                         for row in rounds])
+            cb = median([row["reference"].get("cpu_ms_per_frame", {}).get(scene, {})
+                         .get("backend") for row in rounds])
+            pair_row("med", "  back-end CPU ms/frame", ca, cb,
+                     note="  (ref / ours: " + (f"{cb / ca:.2f}x)" if ca and cb else "-)"))
+            medians[scene]["backend_cpu_ms_per_frame"] = {"vgpud": ca, "reference": cb}
     met = [medians[s]["ratio"] for s in scenes]
     if met and all(met):
         lo = min(met)

@@ -5,6 +5,7 @@
  * With --probe it serves nobody: it starts its renderer as a serving
  * worker would and writes on stdout what it offers. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +233,24 @@ static int run_probe(const WorkerArgs *a) {
   return 0;
 }
 
+/* llvmpipe allocates and frees megabytes of scene data every frame.
+ * With glibc's defaults the freed top of the heap goes back to the kernel
+ * (trimmed) and comes back on the next frame one zero-filled page fault at
+ * a time, a large part of a frame's CPU time in a VM.  Kept: up to
+ * VGPU_WORKER_TRIM_BYTES of freed heap stays mapped for the next frame,
+ * and allocations up to glibc's largest mmap threshold come from the heap
+ * rather than from an mmap a free unmaps.  What the worker may allocate is
+ * still bounded by --host-memory (RLIMIT_DATA counts the heap whether in
+ * use or kept). */
+#define VGPU_WORKER_TRIM_BYTES (64 << 20)
+#define VGPU_WORKER_MMAP_THRESHOLD (32 << 20) /* glibc's upper bound on 64-bit */
+
+static void keep_freed_memory(void) {
+  if (!mallopt(M_MMAP_THRESHOLD, VGPU_WORKER_MMAP_THRESHOLD) ||
+      !mallopt(M_TRIM_THRESHOLD, VGPU_WORKER_TRIM_BYTES))
+    vgpu_debug("malloc tuning not taken: freed memory goes back to the kernel");
+}
+
 int main(int argc, char **argv) {
   __attribute__((cleanup(args_clear))) WorkerArgs a = {.client_fd = -1, .slot = -1, .client_pid = 0};
   g_autoptr(GError) error = NULL;
@@ -342,6 +361,7 @@ int main(int argc, char **argv) {
   }
   fa.guard = guard;
 
+  keep_freed_memory();
   VgpuRendererConfig rcfg = {.render_node = a.render_node, .use_thread_sync = true};
   g_autoptr(VgpuRenderer) renderer =
       vgpu_renderer_new(a.renderer ? a.renderer : "virgl", &rcfg, NULL, NULL, &error);
