@@ -195,7 +195,12 @@ def fixed_weights(x):
             # does not keep (a tenant that renders a frame every 100 ms
             # pays up to twice the CPU time per frame of one that renders
             # every 15 ms): they must come in the weights' order, and
-            # their ratio is printed (bench/sched.py measures it).
+            # their ratio is printed (bench/sched.py measures it).  With
+            # the measured CPU capacity, three runs on the loaded 2-core
+            # machine gave GPU time 1:1.98:3.92, 1:1.98:4.26, 1:2.01:4.26
+            # and frames 1:1.84:3.91, 1:1.71:6.60, 1:1.79:7.55 (the tenant
+            # at 5 FPS paid 1.8x the CPU time per frame of the one at 40):
+            # too wide a spread for a frame-rate assertion here.
             dev = None
             for attempt in range(3):
                 b0 = {n: d.show(n)["usage"]["busy_ns"] for n in n3}
