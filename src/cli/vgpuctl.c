@@ -512,7 +512,7 @@ static const Command commands[] = {
      "Lists every instance: profile, state, clients, VRAM used / limit, resources,\n"
      "contexts, GPU BUSY, frames, refusals and worker crashes.  A limit of 0 reads\n"
      "\"unlimited\".  GPU BUSY (JSON: busy_percent) is the instance's GPU time over\n"
-     "about the last second, in % of the GPU (on llvmpipe: of the usable CPUs):\n"
+     "about the last second, in % of the GPU (on llvmpipe: of the CPU capacity):\n"
      "the sum of its tenants'.\n"
      "A line below the table gives the GPU memory ([daemon] gpu-memory), the\n"
      "overcommit, what the instances' VRAM limits take of gpu-memory x overcommit\n"

@@ -98,8 +98,10 @@ typedef struct VgpuGrantPage {
   /* What GPU time is: 0, the wall time of the worker's GPU work (a render
    * node: the GPU does the work); N > 0, the CPU time of the worker's
    * process (llvmpipe renders on the worker's own threads) as a part of N
-   * thousandths of a CPU, the host capacity that counts as the whole GPU.
-   * Written before the worker starts. */
+   * thousandths of a CPU, the CPU capacity that counts as the whole GPU.
+   * Written before the worker starts; on llvmpipe rewritten on the
+   * supervisor's tick as the measured capacity changes (core/sched.h,
+   * VgpuCapacity). */
   _Atomic uint32_t cpu_milli;
   uint32_t pad3;
 } VgpuGrantPage;

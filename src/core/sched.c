@@ -97,6 +97,58 @@ uint64_t vgpu_cpu_meter_read(VgpuCpuMeter *m, uint64_t cpu_now, uint32_t cpu_mil
   return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
 }
 
+void vgpu_capacity_init(VgpuCapacity *c, uint32_t nominal_milli) {
+  memset(c, 0, sizeof(*c));
+  c->nominal_milli = nominal_milli ? nominal_milli : 1;
+  uint64_t f = (uint64_t)c->nominal_milli * VGPU_CAPACITY_FLOOR_PERMILLE / 1000u;
+  c->floor_milli = f ? (uint32_t)f : 1;
+  c->milli = c->nominal_milli;
+}
+
+uint32_t vgpu_capacity_milli(const VgpuCapacity *c) {
+  double m = c->milli + 0.5;
+  if (m >= c->nominal_milli)
+    return c->nominal_milli;
+  if (m <= c->floor_milli)
+    return c->floor_milli;
+  return (uint32_t)m;
+}
+
+uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
+                            uint64_t workers_ns, uint32_t active_ppm) {
+  bool restart =
+      !c->started || wall_ns <= c->last_wall || wall_ns - c->last_wall > 10 * VGPU_CAPACITY_TAU_NS;
+  uint64_t dt = restart ? 0 : wall_ns - c->last_wall;
+  uint64_t idle = idle_ns >= c->last_idle ? idle_ns - c->last_idle : 0;
+  c->started = true;
+  c->last_wall = wall_ns;
+  c->last_idle = idle_ns;
+  if (restart)
+    return vgpu_capacity_milli(c);
+  /* In double: a window is at most 10 s, the counters' changes are
+   * bounded by the caller's CPUs times that. */
+  double window = ((double)idle + (double)workers_ns) * 1000.0 / (double)dt;
+  if (active_ppm > 0 && active_ppm < VGPU_SCHED_PPM)
+    window = window * VGPU_SCHED_PPM / active_ppm;
+  if (window > c->nominal_milli)
+    window = c->nominal_milli;
+  /* dt / (tau + dt): a first-order low-pass (1 - exp(-dt / tau) for
+   * short windows), without libm. */
+  double alpha = (double)dt / ((double)VGPU_CAPACITY_TAU_NS + (double)dt);
+  c->milli += alpha * (window - c->milli);
+  if (c->milli > c->nominal_milli)
+    c->milli = c->nominal_milli;
+  if (c->milli < c->floor_milli)
+    c->milli = c->floor_milli;
+  return vgpu_capacity_milli(c);
+}
+
+uint64_t vgpu_cpu_delta(uint64_t *last, uint64_t now) {
+  uint64_t d = now >= *last ? now - *last : 0;
+  *last = now;
+  return d;
+}
+
 uint64_t vgpu_pacer_frame(VgpuPacer *p, uint32_t cap, uint64_t now) {
   if (cap == 0) {
     p->started = false;

@@ -73,6 +73,60 @@ typedef struct VgpuCpuMeter {
  * nothing and start again from cpu_now. */
 uint64_t vgpu_cpu_meter_read(VgpuCpuMeter *m, uint64_t cpu_now, uint32_t cpu_milli);
 
+/* ---- measured CPU capacity (llvmpipe) ---------------------------------------
+ * What a share of an llvmpipe "GPU" is a share of: the CPU time that was
+ * available to GPU work, measured by vgpud on its scheduler tick as the
+ * CPU time its workers used plus the idle time of the CPUs it may use,
+ * over the tick's window.  CPU time that other processes (the tenants'
+ * clients, an X server, anything else on the host) take is then nobody's
+ * share: every share shrinks in proportion and the weights' ratio holds.
+ * Idle CPU counts, so a fixed share stays its weight of the whole capacity
+ * when the others are idle (not work-conserving).  The figure is smoothed
+ * (an exponential average with time constant VGPU_CAPACITY_TAU_NS) and
+ * kept within [floor, nominal], nominal being the capacity the CPUs and
+ * cgroup ceilings allow (daemon/cpu_capacity.h). */
+#define VGPU_CAPACITY_TAU_NS 1000000000ull
+/* The figure never goes below this part of the nominal capacity (in
+ * thousandths): CPU time at most 20x dearer than on an idle host.  A low
+ * figure is what a host that others keep busy gives (the workers' CPU
+ * time is all there is), and any wait stays bounded by the debt window. */
+#define VGPU_CAPACITY_FLOOR_PERMILLE 50u
+
+typedef struct VgpuCapacity {
+  uint32_t nominal_milli; /* the ceiling, thousandths of a CPU */
+  uint32_t floor_milli;   /* the floor */
+  bool started;
+  uint64_t last_wall; /* the clock at the last tick, ns */
+  uint64_t last_idle; /* the idle counter at the last tick, ns */
+  double milli;       /* the smoothed figure */
+} VgpuCapacity;
+
+/* Starts at the nominal capacity; the floor is VGPU_CAPACITY_FLOOR_PERMILLE
+ * of it (at least 1). */
+void vgpu_capacity_init(VgpuCapacity *c, uint32_t nominal_milli);
+/* One tick: wall_ns the clock, idle_ns the idle time of the CPUs summed
+ * (a counter), workers_ns the CPU time the workers used since the last
+ * tick (the caller's sum of vgpu_cpu_delta()), and active_ppm the part of
+ * the capacity that the shares of the instances whose workers used CPU
+ * time in the window hold (fixed and equal shares; 0 or more than
+ * VGPU_SCHED_PPM: all of it).  The window's figure is (workers + idle) /
+ * wall, divided by that part, at most nominal: a fixed share held for an
+ * idle instance is capacity too, which idle CPU shows on a quiet host but
+ * not where other processes take every idle moment (without it the figure
+ * would shrink to what the active shares used, again and again, down to
+ * the floor).  It moves the average by
+ * window / (tau + window).  The first tick, a clock that did not move
+ * forward and a window longer than 10 tau only start the window again
+ * (the figure stays); an idle counter that went back counts no idle time
+ * for that window.  Returns the current figure, thousandths of a CPU. */
+uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
+                            uint64_t workers_ns, uint32_t active_ppm);
+/* The current figure, rounded, within [floor, nominal]. */
+uint32_t vgpu_capacity_milli(const VgpuCapacity *c);
+/* How much a CPU-time counter grew since *last (then *last = now); one
+ * that went back (a counter that started again) grew by 0. */
+uint64_t vgpu_cpu_delta(uint64_t *last, uint64_t now);
+
 typedef struct VgpuPacer {
   uint32_t cap; /* frames per second the schedule was built for */
   bool started;

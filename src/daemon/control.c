@@ -154,7 +154,7 @@ static void build_instance(JsonBuilder *b, VgpuSupervisor *s, VgpuInstance *in, 
   add_bool(b, "active", vgpu_instance_active_tenants(in) > 0);
   /* GPU busy over about the last second: the sum of its tenants' (other
    * users' included), in % of the GPU's time (on llvmpipe: CPU time over
-   * the usable CPUs); on a render node more than 100 when tenants render
+   * the measured CPU capacity); on a render node more than 100 when tenants render
    * at once. */
   add_permille(b, "busy_percent", snap.busy_permille);
   add_u64(b, "throttled_ns", u.used[VGPU_RES_THROTTLED_NS]);
@@ -431,6 +431,15 @@ static char *cmd_status(VgpuControlRequest *r) {
   add_u64(b, "log_lines_suppressed", vgpu_log_suppressed_total());
   add_str(b, "caller", r->admin ? "admin" : "user");
   add_gpu_memory(b, s);
+  /* On llvmpipe, the CPU capacity shares are parts of (null otherwise). */
+  uint32_t cap_now = 0, cap_nominal = 0;
+  bool cpu_charged = vgpu_supervisor_cpu_capacity(s, &cap_now, &cap_nominal);
+  json_builder_set_member_name(b, "cpu_capacity_milli");
+  if (cpu_charged)
+    json_builder_add_int_value(b, cap_now);
+  else
+    json_builder_add_null_value(b);
+  add_u64(b, "cpu_capacity_nominal_milli", cap_nominal);
   json_builder_end_object(b);
   /* Per instance, what its workers offer. */
   json_builder_set_member_name(b, "instances");

@@ -1,5 +1,7 @@
 #include "daemon/cpu_capacity.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -7,6 +9,7 @@
 #include <unistd.h>
 
 #include "daemon/cgroup.h"
+#include "util/proc_stat.h"
 #include "util/small_file.h"
 
 /* A decimal number that fills the whole of text (spaces around allowed). */
@@ -110,4 +113,64 @@ uint32_t vgpu_cpu_capacity_milli(char **desc) {
     *desc = g_strdup_printf("%u.%02u CPUs (affinity: %u CPU%s; %s)", (unsigned)(milli / 1000),
                             (unsigned)(milli % 1000 / 10), cpus, cpus == 1 ? "" : "s", limit);
   return (uint32_t)MIN(milli, (uint64_t)UINT32_MAX);
+}
+
+void vgpu_cpu_affinity(cpu_set_t *set) {
+  CPU_ZERO(set);
+  if (sched_getaffinity(0, sizeof(*set), set) == 0 && CPU_COUNT(set) > 0)
+    return;
+  for (int i = 0; i < CPU_SETSIZE; i++)
+    CPU_SET(i, set);
+}
+
+/* Clock ticks (USER_HZ) to ns. */
+static uint64_t ticks_ns(uint64_t ticks) {
+  static uint64_t per_tick;
+  if (!per_tick) {
+    long hz = sysconf(_SC_CLK_TCK);
+    per_tick = hz > 0 && hz <= 1000000000 ? 1000000000ull / (uint64_t)hz : 10000000ull;
+  }
+  return ticks > UINT64_MAX / per_tick ? UINT64_MAX : ticks * per_tick;
+}
+
+/* Reads a small /proc file into buf (NUL-terminated); its length or -1. */
+static ssize_t read_proc(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return -1;
+  size_t got = 0;
+  while (got < size - 1) {
+    ssize_t n = read(fd, buf + got, size - 1 - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    got += (size_t)n;
+  }
+  close(fd);
+  buf[got] = '\0';
+  return (ssize_t)got;
+}
+
+bool vgpu_cpu_idle_ns(const cpu_set_t *set, uint64_t *ns) {
+  /* The cpuN lines come first; the interrupt counts after them make the
+   * file long on a host with many CPUs and interrupts. */
+  g_autofree char *text = vgpu_read_small("/proc", "stat", (size_t)4 * 1024 * 1024);
+  uint64_t ticks = 0;
+  unsigned n = 0;
+  if (!text || !vgpu_proc_stat_idle(text, strlen(text), set, &ticks, &n) || n == 0)
+    return false;
+  *ns = ticks_ns(ticks);
+  return true;
+}
+
+bool vgpu_proc_cpu_ns(pid_t pid, uint64_t *ns) {
+  char path[32], buf[1024];
+  g_snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  ssize_t len = read_proc(path, buf, sizeof(buf));
+  uint64_t ticks = 0;
+  if (len <= 0 || !vgpu_proc_stat_cpu(buf, (size_t)len, &ticks))
+    return false;
+  *ns = ticks_ns(ticks);
+  return true;
 }

@@ -8,13 +8,27 @@
  * capacity, not limits of it. */
 #pragma once
 
+#include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Thousandths of a CPU, at least VGPU_CPU_CAPACITY_MIN_MILLI; *desc (the
  * caller frees it) says where the figure came from, for the log. */
 uint32_t vgpu_cpu_capacity_milli(char **desc);
 
 #define VGPU_CPU_CAPACITY_MIN_MILLI 10u
+
+/* ---- what the measured capacity reads (core/sched.h, VgpuCapacity) ------- */
+
+/* vgpud's affinity mask (all CPUs when it cannot be read). */
+void vgpu_cpu_affinity(cpu_set_t *set);
+/* The idle (and iowait) time of the CPUs in set from /proc/stat, in ns;
+ * false when it cannot be read. */
+bool vgpu_cpu_idle_ns(const cpu_set_t *set, uint64_t *ns);
+/* The CPU time of process pid (all its threads) from /proc/PID/stat, in
+ * ns; false when it cannot be read (it ended and was reaped). */
+bool vgpu_proc_cpu_ns(pid_t pid, uint64_t *ns);
 
 /* ---- pure functions (unit-tested) ---------------------------------------- */
 

@@ -66,6 +66,7 @@ typedef struct VgpuWorker {
   uint64_t sched_busy;
   gint64 active_until_us;
   uint32_t share_ppm;
+  uint64_t cpu_ns;                           /* its CPU time at the last tick (kernel's) */
   VgpuBusyWindow busy;                       /* busy_ns samples for its utilisation */
   VgpuProcRef chain[VGPU_SESSION_ANCESTORS]; /* the client and its parents */
   guint n_chain;
@@ -116,6 +117,13 @@ struct VgpuSupervisor {
    * llvmpipe (thousandths of a CPU), and where that figure came from. */
   uint32_t cpu_milli;
   char *cpu_desc;
+  /* On llvmpipe, the capacity that is the whole GPU is measured on the
+   * tick (core/sched.h, VgpuCapacity): what was available to GPU work
+   * within cpu_milli, on the CPUs of vgpud's affinity mask. */
+  VgpuCapacity capacity;
+  cpu_set_t cpus;
+  uint32_t cpu_milli_written; /* the figure in the workers' grant pages */
+  bool idle_warned;
   /* Scheduling: the tick (while there are workers) and its reused arrays. */
   guint sched_timer;
   GPtrArray *sched_inst;
@@ -171,11 +179,76 @@ static void sched_update(VgpuSupervisor *s);
  * held in the last 2 s (the docs say so). */
 G_STATIC_ASSERT(SCHED_TICK_MS *VGPU_LEDGER_HOLD_TICKS == 2000);
 
+static bool renders_on_llvmpipe(VgpuSupervisor *s);
+
+/* What a worker's CPU time is charged against now (0: it is charged wall
+ * time). */
+static uint32_t charge_cpu_milli(VgpuSupervisor *s) {
+  return renders_on_llvmpipe(s) ? vgpu_capacity_milli(&s->capacity) : 0;
+}
+
+/* On llvmpipe: measures the CPU time that was available to GPU work since
+ * the last tick, the workers' CPU time (the kernel's count, which a
+ * worker cannot make larger or smaller than what it ran) plus the idle
+ * time of vgpud's CPUs, and writes the smoothed figure into every
+ * worker's grant page when it changed. */
+static void capacity_tick(VgpuSupervisor *s) {
+  if (!renders_on_llvmpipe(s))
+    return;
+  uint64_t idle = 0;
+  if (!vgpu_cpu_idle_ns(&s->cpus, &idle)) {
+    /* The figure stays; the window goes on to the next tick that reads. */
+    if (!s->idle_warned)
+      vgpu_warn("scheduling: cannot read the CPUs' idle time from /proc/stat: the CPU capacity "
+                "stays at %u.%03u CPUs",
+                vgpu_capacity_milli(&s->capacity) / 1000, vgpu_capacity_milli(&s->capacity) % 1000);
+    s->idle_warned = true;
+    return;
+  }
+  uint64_t used = 0, active_ppm = 0;
+  GHashTableIter it, wi;
+  gpointer v;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuInstance *in = v;
+    uint64_t inst_used = 0;
+    g_hash_table_iter_init(&wi, in->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &v)) {
+      VgpuWorker *w = v;
+      uint64_t ns = 0;
+      /* One that ended since the last tick and was reaped is gone from
+       * here: its last window's CPU time is not counted (the figure is a
+       * little low for one tick). */
+      if (vgpu_proc_cpu_ns(w->pid, &ns))
+        inst_used += vgpu_cpu_delta(&w->cpu_ns, ns);
+    }
+    used += inst_used;
+    /* The part of the capacity the shares of instances that rendered hold
+     * (by the kernel's count, so a worker cannot hide that it ran; one
+     * that spins only makes the figure smaller). */
+    if (inst_used > 0 && in->cfg->eff.share != VGPU_SHARE_BEST_EFFORT)
+      active_ppm += in->share_ppm;
+  }
+  uint32_t milli = vgpu_capacity_tick(&s->capacity, (uint64_t)g_get_monotonic_time() * 1000u, idle,
+                                      used, (uint32_t)MIN(active_ppm, UINT32_MAX));
+  if (milli == s->cpu_milli_written)
+    return;
+  s->cpu_milli_written = milli;
+  g_hash_table_iter_init(&it, s->instances);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    VgpuInstance *in = v;
+    g_hash_table_iter_init(&wi, in->workers);
+    while (g_hash_table_iter_next(&wi, NULL, &v))
+      vgpu_book_worker_set_cpu_milli(s->book, (uint32_t)((VgpuWorker *)v)->slot, milli);
+  }
+}
+
 static gboolean on_sched_tick(gpointer user) {
   VgpuSupervisor *s = user;
   /* The ledger's tick too: recent peaks, and grants of instances over a
    * lowered limit falling with usage. */
   vgpu_book_tick(s->book);
+  capacity_tick(s);
   sched_update(s);
   if (s->sched_timer)
     return G_SOURCE_CONTINUE;
@@ -545,16 +618,22 @@ static bool renders_on_llvmpipe(VgpuSupervisor *s) {
 static char *charge_clock_describe(VgpuSupervisor *s) {
   if (!g_str_equal(s->cfg->renderer, "virgl"))
     return g_strdup("wall time of the renderer's calls (renderer null: no GPU work)");
+  unsigned n = (unsigned)CPU_COUNT(&s->cpus);
+  g_autofree char *measured = g_strdup_printf(
+      "the CPU time available to GPU work as the whole GPU, measured every %d ms as the "
+      "workers' CPU time (/proc/PID/stat) plus the idle time of the %u CPU%s of vgpud's "
+      "affinity mask (/proc/stat), averaged over about %llu s and kept between %u.%03u CPUs and "
+      "the nominal %s (CPU time other processes take is no tenant's share)",
+      SCHED_TICK_MS, n, n == 1 ? "" : "s", VGPU_CAPACITY_TAU_NS / 1000000000ull,
+      s->capacity.floor_milli / 1000, s->capacity.floor_milli % 1000, s->cpu_desc);
   if (!s->render_node)
-    return g_strdup_printf("each worker's process CPU time, with %s as the whole GPU: llvmpipe "
-                           "renders on the workers' own threads on these CPUs, where wall time to "
-                           "the fence would also count the work of neighbours rendering at the "
-                           "same moment",
-                           s->cpu_desc);
+    return g_strdup_printf("each worker's process CPU time, with %s: llvmpipe renders on the "
+                           "workers' own threads on these CPUs, where wall time to the fence "
+                           "would also count the work of neighbours rendering at the same moment",
+                           measured);
   return g_strdup_printf("wall time from submission to fence on %s (the GPU does the work); if "
-                         "its probe names llvmpipe, each worker's process CPU time with %s as "
-                         "the whole GPU",
-                         s->render_node, s->cpu_desc);
+                         "its probe names llvmpipe, each worker's process CPU time with %s",
+                         s->render_node, measured);
 }
 
 /* Starts the worker of one tenant on client_fd (blocking, not owned).
@@ -575,9 +654,9 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
     return 0;
   }
   /* What its GPU time is, before it starts: on llvmpipe its process CPU
-   * time against the host's capacity, else wall time to the fence. */
-  uint32_t cpu_milli = renders_on_llvmpipe(s) ? s->cpu_milli : 0;
-  vgpu_book_worker_set_cpu_milli(s->book, (uint32_t)slot, cpu_milli);
+   * time against the measured capacity (rewritten on the tick), else wall
+   * time to the fence. */
+  vgpu_book_worker_set_cpu_milli(s->book, (uint32_t)slot, charge_cpu_milli(s));
   g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
   g_ptr_array_add(argv, g_strdup(s->worker_path));
   if (kind == VGPU_TENANT_VM) {
@@ -1129,6 +1208,9 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
   /* The capacity is read before vgpud makes its cgroups: the ceilings it
    * writes there for fixed shares are parts of it. */
   s->cpu_milli = vgpu_cpu_capacity_milli(&s->cpu_desc);
+  vgpu_capacity_init(&s->capacity, s->cpu_milli);
+  s->cpu_milli_written = s->cpu_milli;
+  vgpu_cpu_affinity(&s->cpus);
   /* Which CPU-sharing mechanisms are active, once. */
   s->cgroups = vgpu_cgroups_new(cfg->cgroups, s->runtime_dir);
   vgpu_info("scheduling: GPU-time token buckets and fps caps in the workers: %s; %s; llvmpipe "
@@ -1666,6 +1748,12 @@ const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s) {
 const char *vgpu_supervisor_config_source(VgpuSupervisor *s) {
   return s->cfg->source;
 }
+bool vgpu_supervisor_cpu_capacity(VgpuSupervisor *s, uint32_t *measured, uint32_t *nominal) {
+  *nominal = s->cpu_milli;
+  *measured = vgpu_capacity_milli(&s->capacity);
+  return renders_on_llvmpipe(s);
+}
+
 gint64 vgpu_supervisor_started_us(VgpuSupervisor *s) {
   return s->started_us;
 }

@@ -112,6 +112,10 @@ const char *vgpu_supervisor_runtime_dir(VgpuSupervisor *s);
  * is llvmpipe) and its kernel driver from sysfs (NULL when unknown). */
 void vgpu_supervisor_render_device(VgpuSupervisor *s, const char **node, const char **driver);
 const char *vgpu_supervisor_config_source(VgpuSupervisor *s);
+/* The CPU capacity that is the whole GPU on llvmpipe, thousandths of a
+ * CPU: the measured figure now and the nominal one it stays within.
+ * False when workers are charged wall time (not llvmpipe). */
+bool vgpu_supervisor_cpu_capacity(VgpuSupervisor *s, uint32_t *measured, uint32_t *nominal);
 gint64 vgpu_supervisor_started_us(VgpuSupervisor *s);
 /* Sorted by name; includes draining instances. */
 GPtrArray *vgpu_supervisor_instances(VgpuSupervisor *s);

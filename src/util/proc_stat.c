@@ -5,17 +5,19 @@
 #include <string.h>
 #include <unistd.h>
 
-bool vgpu_proc_stat_parse(const char *text, size_t len, pid_t *ppid, uint64_t *start) {
+/* Fields 3..last of /proc/PID/stat (after the command name): the
+ * numbers of the fields named in want[] (ascending, 4 or more) into
+ * out[]. */
+static bool stat_fields(const char *text, size_t len, const int *want, size_t n, uint64_t *out) {
   const char *close = NULL;
   for (size_t i = 0; i < len; i++)
     if (text[i] == ')')
       close = text + i;
-  if (!close)
+  if (!close || n == 0)
     return false;
-  /* After ") ": field 3 (state), 4 (ppid), ... 22 (starttime). */
   const char *p = close + 1, *end = text + len;
-  guint64 field_ppid = 0, field_start = 0;
-  for (int field = 3; field <= 22; field++) {
+  size_t k = 0;
+  for (int field = 3; k < n; field++) {
     while (p < end && *p == ' ')
       p++;
     const char *tok = p;
@@ -23,27 +25,83 @@ bool vgpu_proc_stat_parse(const char *text, size_t len, pid_t *ppid, uint64_t *s
       p++;
     if (p == tok)
       return false;
-    if (field == 4 || field == 22) {
+    if (field == want[k]) {
       char num[24];
-      size_t n = (size_t)(p - tok);
-      if (n >= sizeof(num))
+      size_t l = (size_t)(p - tok);
+      if (l >= sizeof(num))
         return false;
-      memcpy(num, tok, n);
-      num[n] = '\0';
-      guint64 v;
-      if (!g_ascii_string_to_unsigned(num, 10, 0, G_MAXUINT64, &v, NULL))
+      memcpy(num, tok, l);
+      num[l] = '\0';
+      if (!g_ascii_string_to_unsigned(num, 10, 0, G_MAXUINT64, &out[k], NULL))
         return false;
-      if (field == 4)
-        field_ppid = v;
-      else
-        field_start = v;
+      k++;
     }
   }
-  if (field_ppid > G_MAXINT32)
-    return false;
-  *ppid = (pid_t)field_ppid;
-  *start = field_start;
   return true;
+}
+
+bool vgpu_proc_stat_parse(const char *text, size_t len, pid_t *ppid, uint64_t *start) {
+  /* Field 4 (ppid), 22 (starttime). */
+  static const int want[] = {4, 22};
+  uint64_t v[2];
+  if (!stat_fields(text, len, want, 2, v) || v[0] > G_MAXINT32)
+    return false;
+  *ppid = (pid_t)v[0];
+  *start = v[1];
+  return true;
+}
+
+bool vgpu_proc_stat_cpu(const char *text, size_t len, uint64_t *ticks) {
+  /* Field 14 (utime), 15 (stime). */
+  static const int want[] = {14, 15};
+  uint64_t v[2];
+  if (!stat_fields(text, len, want, 2, v) || v[0] > UINT64_MAX - v[1])
+    return false;
+  *ticks = v[0] + v[1];
+  return true;
+}
+
+bool vgpu_proc_stat_idle(const char *text, size_t len, const cpu_set_t *mask, uint64_t *ticks,
+                         unsigned *ncpus) {
+  const char *p = text, *end = text + len;
+  uint64_t sum = 0;
+  unsigned n = 0;
+  bool any = false;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *line_end = eol ? eol : end;
+    size_t l = (size_t)(line_end - p);
+    /* "cpuN user nice system idle iowait ...": the first four numbers
+     * after the name are user, nice, system, idle; the fifth iowait. */
+    if (l > 3 && memcmp(p, "cpu", 3) == 0 && g_ascii_isdigit(p[3]) && l < 512) {
+      char line[512];
+      memcpy(line, p, l);
+      line[l] = '\0';
+      g_auto(GStrv) f = g_strsplit_set(line, " ", -1);
+      guint64 cpu = 0, v[5] = {0};
+      guint got = 0;
+      bool ok = g_ascii_string_to_unsigned(f[0] + 3, 10, 0, CPU_SETSIZE - 1, &cpu, NULL);
+      for (guint i = 1; ok && f[i] && got < 5; i++) {
+        if (!*f[i])
+          continue; /* runs of spaces */
+        ok = g_ascii_string_to_unsigned(f[i], 10, 0, G_MAXUINT64, &v[got], NULL);
+        got++;
+      }
+      if (ok && got == 5) {
+        any = true;
+        if (!mask || CPU_ISSET((int)cpu, mask)) {
+          /* Saturating: a sum past 2^64 ticks is no real reading. */
+          uint64_t idle = v[3] > UINT64_MAX - v[4] ? UINT64_MAX : v[3] + v[4];
+          sum = idle > UINT64_MAX - sum ? UINT64_MAX : sum + idle;
+          n++;
+        }
+      }
+    }
+    p = eol ? eol + 1 : end;
+  }
+  *ticks = sum;
+  *ncpus = n;
+  return any;
 }
 
 guint vgpu_proc_ancestry(pid_t pid, VgpuProcRef *out, guint max) {

@@ -175,7 +175,8 @@ def fixed_weights(x):
     try:
         # On llvmpipe a worker is charged its process CPU time (said once
         # at start-up).
-        d.wait_log(r"GPU time charged: each worker's process CPU time, with \d+\.\d+ CPUs")
+        d.wait_log(r"GPU time charged: each worker.s process CPU time, with the CPU time available "
+                   r"to GPU work as the whole GPU, measured")
         outs = []
         n3 = ("w1", "w2", "w4")
         # Large windows: frames whose cost is the worker's rendering more
@@ -194,7 +195,12 @@ def fixed_weights(x):
             # does not keep (a tenant that renders a frame every 100 ms
             # pays up to twice the CPU time per frame of one that renders
             # every 15 ms): they must come in the weights' order, and
-            # their ratio is printed (bench/sched.py measures it).
+            # their ratio is printed (bench/sched.py measures it).  With
+            # the measured CPU capacity, three runs on the loaded 2-core
+            # machine gave GPU time 1:1.98:3.92, 1:1.98:4.26, 1:2.01:4.26
+            # and frames 1:1.84:3.91, 1:1.71:6.60, 1:1.79:7.55 (the tenant
+            # at 5 FPS paid 1.8x the CPU time per frame of the one at 40):
+            # too wide a spread for a frame-rate assertion here.
             dev = None
             for attempt in range(3):
                 b0 = {n: d.show(n)["usage"]["busy_ns"] for n in n3}
@@ -217,6 +223,12 @@ def fixed_weights(x):
             assert r["w1"] < r["w2"] < r["w4"], f"frame rates not in the weights' order: {r}"
             for n in n3:
                 assert d.show(n)["throttled_ns"] > 0, n
+            # The capacity the shares are parts of, as measured now: within
+            # [nominal / 20, nominal].
+            st = d.control({"command": "status"})["daemon"]
+            cap, nominal = st["cpu_capacity_milli"], st["cpu_capacity_nominal_milli"]
+            print(f"CPU capacity: {cap} of {nominal} thousandths of a CPU")
+            assert nominal > 0 and nominal // 20 <= cap <= nominal, st
 
             # A weight changed while they render reaches the workers' grant
             # pages within a second: w1 goes from 1/28 to 4/31.

@@ -312,6 +312,124 @@ static void test_cpu_meter(void **state) {
   assert_int_equal(vgpu_cpu_meter_read(&big, UINT64_MAX, 1), UINT64_MAX);
 }
 
+/* ---- the measured CPU capacity (llvmpipe) -------------------------------- */
+
+/* Ticks of 200 ms, each with `idle` and `workers` ns in its window, for
+ * `n` ticks; returns the last figure. */
+static uint32_t cap_run_part(VgpuCapacity *c, uint64_t *wall, uint64_t *idle_ctr, uint64_t idle,
+                             uint64_t workers, uint32_t active_ppm, int n) {
+  uint32_t m = 0;
+  for (int i = 0; i < n; i++) {
+    *wall += 200 * MS;
+    *idle_ctr += idle;
+    m = vgpu_capacity_tick(c, *wall, *idle_ctr, workers, active_ppm);
+  }
+  return m;
+}
+
+static uint32_t cap_run(VgpuCapacity *c, uint64_t *wall, uint64_t *idle_ctr, uint64_t idle,
+                        uint64_t workers, int n) {
+  return cap_run_part(c, wall, idle_ctr, idle, workers, 0, n);
+}
+
+static void test_capacity(void **state) {
+  (void)state;
+  VgpuCapacity c;
+  vgpu_capacity_init(&c, 2000);
+  /* Before any window: the nominal capacity; the floor is 1/20 of it. */
+  assert_int_equal(vgpu_capacity_milli(&c), 2000);
+  assert_int_equal(c.floor_milli, 100);
+  uint64_t wall = 5 * S, idle = 77 * S;
+  /* The first tick only starts the window, whatever the counters say. */
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle, 123 * S, 0), 2000);
+  /* All idle (two CPUs, 200 ms: 400 ms idle), no worker: the whole
+   * machine. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 400 * MS, 0, 10), 2000);
+  /* No idle time, the workers used one CPU of the two (the rest went to
+   * other processes): one step moves the figure by 200 / (1000 + 200) of
+   * the way, then it settles at one CPU. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 0, 200 * MS, 1), 1833);
+  assert_int_equal(cap_run(&c, &wall, &idle, 0, 200 * MS, 60), 1000);
+  /* Workers and idle together: half a CPU each. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 100 * MS, 100 * MS, 60), 1000);
+  /* Counters that say more than the CPUs could (tick-granular counts
+   * land in one window or the next): at most the nominal capacity. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 400 * MS, 400 * MS, 60), 2000);
+  /* No idle and no worker time (others take everything): the floor, not
+   * zero. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 0, 0, 100), 100);
+  /* Back to one CPU. */
+  assert_int_equal(cap_run(&c, &wall, &idle, 200 * MS, 0, 60), 1000);
+  /* An idle counter that goes back (a CPU went offline): that window
+   * counts no idle time (the figure drops a step, no huge unsigned
+   * difference), and the next window counts from the new value. */
+  uint32_t m = vgpu_capacity_tick(&c, wall += 200 * MS, idle - 30 * S, 0, 0);
+  assert_int_equal(m, 833);
+  idle -= 30 * S;
+  assert_int_equal(cap_run(&c, &wall, &idle, 200 * MS, 0, 60), 1000);
+  /* A clock that did not move or went back changes nothing, and the next
+   * window runs from where it went. */
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 400 * MS, 0, 0), 1000);
+  assert_int_equal(vgpu_capacity_tick(&c, wall - S, idle + 400 * MS, 0, 0), 1000);
+  wall -= S;
+  idle += 400 * MS;
+  assert_int_equal(cap_run(&c, &wall, &idle, 200 * MS, 0, 1), 1000);
+  /* A window longer than ten time constants (vgpud was stopped): it only
+   * starts a new one. */
+  wall += 60 * S;
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 120 * S, 0, 0), 1000);
+  /* Shares held for idle instances: the active ones hold a quarter of the
+   * capacity and use it (a quarter of one CPU), other processes take every
+   * idle moment.  The figure stays at one CPU rather than shrinking by a
+   * quarter each window; the whole of it (VGPU_SCHED_PPM, or 0) changes
+   * nothing. */
+  assert_int_equal(cap_run_part(&c, &wall, &idle, 0, 50 * MS, 250000, 60), 1000);
+  assert_int_equal(cap_run_part(&c, &wall, &idle, 0, 200 * MS, VGPU_SCHED_PPM, 60), 1000);
+  assert_int_equal(cap_run_part(&c, &wall, &idle, 0, 200 * MS, 2 * VGPU_SCHED_PPM, 60), 1000);
+  /* On a quiet host the held part shows as idle time too: at most the
+   * nominal capacity. */
+  assert_int_equal(cap_run_part(&c, &wall, &idle, 300 * MS, 50 * MS, 250000, 60), 2000);
+  /* A smaller nominal capacity (a cgroup ceiling of half a CPU): the
+   * measured figure never goes above it. */
+  VgpuCapacity h;
+  vgpu_capacity_init(&h, 500);
+  uint64_t hw = 0, hi = 0;
+  (void)vgpu_capacity_tick(&h, hw, hi, 0, 0);
+  assert_int_equal(cap_run(&h, &hw, &hi, 400 * MS, 0, 20), 500);
+  assert_int_equal(h.floor_milli, 25);
+  /* A tiny nominal figure still has a floor of at least 1. */
+  VgpuCapacity t;
+  vgpu_capacity_init(&t, 1);
+  assert_int_equal(t.floor_milli, 1);
+  assert_int_equal(vgpu_capacity_milli(&t), 1);
+}
+
+/* The workers' part of a window: each worker's kernel CPU counter, as the
+ * change since the last tick. */
+static void test_cpu_delta(void **state) {
+  (void)state;
+  /* A worker that just started counts from zero: its whole CPU time falls
+   * in the window it started in. */
+  uint64_t a = 0, b = 0;
+  assert_int_equal(vgpu_cpu_delta(&a, 30 * MS), 30 * MS);
+  assert_int_equal(vgpu_cpu_delta(&b, 50 * MS), 50 * MS);
+  assert_int_equal(vgpu_cpu_delta(&a, 130 * MS) + vgpu_cpu_delta(&b, 60 * MS), 110 * MS);
+  /* A counter that went back grows by nothing, and counts on from there. */
+  assert_int_equal(vgpu_cpu_delta(&a, 10 * MS), 0);
+  assert_int_equal(a, 10 * MS);
+  assert_int_equal(vgpu_cpu_delta(&a, 25 * MS), 15 * MS);
+  /* A worker that vanished (reaped, not read any more): the window holds
+   * only the others' time, and the figure stays within its bounds. */
+  VgpuCapacity c;
+  vgpu_capacity_init(&c, 2000);
+  uint64_t wall = S, idle = 0;
+  (void)vgpu_capacity_tick(&c, wall, idle, 0, 0);
+  uint64_t used = vgpu_cpu_delta(&b, 60 * MS + 200 * MS); /* b alone: a is gone */
+  assert_int_equal(used, 200 * MS);
+  uint32_t m = cap_run(&c, &wall, &idle, 0, used, 60);
+  assert_int_equal(m, 1000);
+}
+
 /* ---- the worker's waits ------------------------------------------------- */
 
 typedef struct {
@@ -525,6 +643,7 @@ int main(void) {
       cmocka_unit_test(test_pacer),         cmocka_unit_test(test_shares),
       cmocka_unit_test(test_throttle),      cmocka_unit_test(test_busy_window),
       cmocka_unit_test(test_cpu_meter),     cmocka_unit_test(test_throttle_cpu),
+      cmocka_unit_test(test_capacity),      cmocka_unit_test(test_cpu_delta),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

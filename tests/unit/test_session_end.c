@@ -33,6 +33,50 @@ static void test_proc_stat_parse(void **state) {
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
     assert_false(vgpu_proc_stat_parse(bad[i], strlen(bad[i]), &ppid, &start));
 
+  /* utime + stime (fields 14 and 15): the process's CPU time in ticks. */
+  uint64_t ticks = 0;
+  assert_true(vgpu_proc_stat_cpu(plain, strlen(plain), &ticks));
+  assert_int_equal(ticks, 3);
+  const char *busy = "9 (vgpu-worker) R 1 9 9 0 -1 0 0 0 0 0 1500 250 0 0 20 0 9 0 5 0\n";
+  assert_true(vgpu_proc_stat_cpu(busy, strlen(busy), &ticks));
+  assert_int_equal(ticks, 1750);
+  static const char overflow[] =
+      "9 (w) R 1 9 9 0 -1 0 0 0 0 0 18446744073709551615 1 0 0 20 0 9 0 5 0\n";
+  const char *bad_cpu[] = {"", "9 (w) R 1 9 9 0 -1 0 0 0 0 0 15",
+                           "9 (w) R 1 9 9 0 -1 0 0 0 0 0 x 2", overflow};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad_cpu); i++)
+    assert_false(vgpu_proc_stat_cpu(bad_cpu[i], strlen(bad_cpu[i]), &ticks));
+
+  /* /proc/stat: idle + iowait of the CPUs in the mask. */
+  const char *stat = "cpu  900 0 300 5000 70 0 5 0 0 0\n"
+                     "cpu0 400 0 100 2000 30 0 2 0 0 0\n"
+                     "cpu1 500 0 200 3000 40 0 3 0 0 0\n"
+                     "cpu3 1 0 1 100000 1 0 0 0 0 0\n"
+                     "intr 12345 1 2 3\nctxt 99\n";
+  unsigned ncpus = 0;
+  assert_true(vgpu_proc_stat_idle(stat, strlen(stat), NULL, &ticks, &ncpus));
+  assert_int_equal(ticks, 2030 + 3040 + 100001);
+  assert_int_equal(ncpus, 3);
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  CPU_SET(1, &mask);
+  CPU_SET(2, &mask); /* offline: no line, not counted */
+  assert_true(vgpu_proc_stat_idle(stat, strlen(stat), &mask, &ticks, &ncpus));
+  assert_int_equal(ticks, 3040);
+  assert_int_equal(ncpus, 1);
+  /* Lines that are not well-formed are skipped; none at all: false. */
+  const char *odd = "cpu0 1 2 3\ncpu1 1 2 3 x 5\ncpux 1 2 3 4 5\ncpu2  7 0 0 8  9\n";
+  assert_true(vgpu_proc_stat_idle(odd, strlen(odd), NULL, &ticks, &ncpus));
+  assert_int_equal(ticks, 17);
+  assert_int_equal(ncpus, 1);
+  const char *none = "cpu 1 2 3 4 5\nintr 1\n";
+  assert_false(vgpu_proc_stat_idle(none, strlen(none), NULL, &ticks, &ncpus));
+  assert_false(vgpu_proc_stat_idle("", 0, NULL, &ticks, &ncpus));
+  /* Counts past 2^64 saturate. */
+  const char *huge = "cpu0 0 0 0 18446744073709551615 5\ncpu1 0 0 0 3 4\n";
+  assert_true(vgpu_proc_stat_idle(huge, strlen(huge), NULL, &ticks, &ncpus));
+  assert_int_equal(ticks, UINT64_MAX);
+
   /* This process: itself, then its parent. */
   VgpuProcRef chain[4];
   guint n = vgpu_proc_ancestry(getpid(), chain, 4);
