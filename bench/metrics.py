@@ -221,17 +221,12 @@ def thread_ns(pids):
     """{(pid, tid): ns on a CPU} of every thread of pids, from
     /proc/PID/task/TID/schedstat (nanoseconds, not clock ticks)."""
     out = {}
-    for pid in pids:
+    for pid, tid in V.threads(pids):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    out[(pid, tid)] = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[(pid, tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
     return out
 
 

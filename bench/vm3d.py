@@ -144,23 +144,30 @@ def pinned(cpus):
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-def thread_cpus(pids):
-    """{tid: (name, CPUs)} for every thread of pids: the thread's comm and
-    the CPUs it may run on (Cpus_allowed_list) as a list."""
-    out = {}
+def threads(pids):
+    """(pid, tid) of every thread of pids that still exist (tid as the
+    name of its /proc/PID/task entry)."""
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if ":" in line)
-                out[int(tid)] = (fields["Name"].strip(),
-                                 parse_cpus(fields["Cpus_allowed_list"]))
-            except (OSError, ValueError, KeyError):
-                pass
+            yield pid, tid
+
+
+def thread_cpus(pids):
+    """{tid: (name, CPUs)} for every thread of pids: the thread's comm and
+    the CPUs it may run on (Cpus_allowed_list) as a list."""
+    out = {}
+    for pid, tid in threads(pids):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            out[int(tid)] = (fields["Name"].strip(),
+                             parse_cpus(fields["Cpus_allowed_list"]))
+        except (OSError, ValueError, KeyError):
+            pass
     return out
 
 
