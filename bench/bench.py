@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -546,6 +547,25 @@ def wait_for(cond, seconds):
             return True
         time.sleep(0.1)
     return cond()
+
+
+def control(runtime_dir, requests, timeout=10):
+    """Replies to requests (dicts) sent on one connection to vgpud's
+    control socket: one JSON line each way per request."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(os.path.join(runtime_dir, "control.sock"))
+        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        data = b""
+        while data.count(b"\n") < len(requests):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return [json.loads(line) for line in data.splitlines()[:len(requests)]]
 
 
 def parse_gears(text, lines):

@@ -154,25 +154,6 @@ class Scraper(threading.Thread):
         self.join(10)
 
 
-def control(runtime_dir, requests, timeout=10):
-    """Replies to requests (dicts) sent on one connection to vgpud's
-    control socket: one JSON line each way per request."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.settimeout(timeout)
-    try:
-        s.connect(os.path.join(runtime_dir, "control.sock"))
-        s.sendall(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
-        data = b""
-        while data.count(b"\n") < len(requests):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    return [json.loads(line) for line in data.splitlines()[:len(requests)]]
-
-
 def ratio_of_sums(pairs):
     """pairs: ((A frames, A s), (B frames, B s)); B's rate over A's."""
     af = sum(a[0] for a, _ in pairs)
@@ -358,7 +339,7 @@ class MetricsBench(S.SchedBench):
         """(time, {client pid: frames}, {client pid: (instance, worker pid)})
         from vgpud's counters now."""
         t0 = time.monotonic()
-        replies = control(self.rd, [{"command": "show", "name": i} for i in INSTANCES])
+        replies = B.control(self.rd, [{"command": "show", "name": i} for i in INSTANCES])
         t1 = time.monotonic()
         frames, who = {}, {}
         self.held_ns = 0

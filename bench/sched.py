@@ -11,8 +11,15 @@ Scenarios (BENCH_SCHED_SCENARIOS, comma list):
   noisy       glxgears victim alone on instance `victim`, then beside six
               heavy glmark2 tenants on instance `crowd`: victim FPS over half
               its solo FPS; once with gpu-share=equal, once best-effort
-  weights     gpu-share=fixed, weights 1:2:4 on three instances, one
-              glxgears each: FPS ratios and the largest deviation from 1:2:4
+  weights     gpu-share=fixed, weights 1:2:4 on three instances, one tenant
+              each, frames and charged GPU time counted by vgpud: FPS ratios
+              and the largest deviation from 1:2:4.  The goal's case has
+              GPU-bound tenants (glmark2 BENCH_SCHED_WEIGHTS_SCENE, one scene
+              for the whole run: glmark2 sets a scene up again every time it
+              restarts it, CPU time that is no frame's); glxgears is shown
+              beside it (a frame is ~1 ms of GPU work and as much of round
+              trips, X and cache refills, so its ratios say as much about
+              those)
   fpscap      tools/vgpu-frametime (one timestamp per frame) uncapped, then
               on an instance with fps-cap=30: mean FPS, frame-time stddev
   overhead    four glxgears on four best-effort instances, served by BUILD_DIR
@@ -32,6 +39,7 @@ Environment:
   BENCH_SCHED_OVERHEAD_ROUNDS  on/off pairs of the overhead scenario (default 2)
   BENCH_SCHED_HEAVY            glmark2 scene of the heavy tenants (default refract)
   BENCH_SCHED_HEAVY_TENANTS    how many (default 6)
+  BENCH_SCHED_WEIGHTS_SCENE    glmark2 scene of the weights goal (default refract)
   BENCH_SCHED_WARMUP           seconds the heavy tenants render before the
                                victim starts, and seconds of frame times
                                discarded at the start of a frame-time run
@@ -140,6 +148,7 @@ class SchedBench(B.Bench):
         self.pairs = B.env_int("BENCH_SCHED_OVERHEAD_ROUNDS", 2)
         self.heavy_scene = os.environ.get("BENCH_SCHED_HEAVY", "refract")
         self.heavy_n = B.env_int("BENCH_SCHED_HEAVY_TENANTS", 6)
+        self.weights_scene = os.environ.get("BENCH_SCHED_WEIGHTS_SCENE", "refract")
         self.warmup = env_nonneg("BENCH_SCHED_WARMUP", 2)
         self.ft_skip = self.warmup
         self.scenarios = [s for s in os.environ.get("BENCH_SCHED_SCENARIOS",
@@ -315,16 +324,72 @@ class SchedBench(B.Bench):
             finally:
                 self.stop_daemon(p)
 
+    def counted(self, vgpud, rd, placement, tag, cmd):
+        """cmd as a tenant of each instance of placement, all at once; once
+        every one has drawn frames for self.warmup s, vgpud's own counters
+        over self.seconds: per tenant frames per second and the part of the
+        charged GPU time it got (None where it failed), errors, and vgpud's
+        CPU (% of one core) over that window."""
+        clients = [self.tenant(rd, inst, cmd, f"{tag}-{inst}-{i}")
+                   for i, inst in enumerate(placement)]
+        errors = []
+
+        def sample():
+            replies = B.control(rd, [{"command": "show", "name": i} for i in placement])
+            out = []
+            for inst, r in zip(placement, replies):
+                ts = r.get("instance", {}).get("tenants", []) if r.get("ok") else []
+                out.append(ts[0] if len(ts) == 1 else None)
+            return time.monotonic(), out
+
+        deadline = time.monotonic() + 120
+        while True:
+            _, now = sample()
+            if all(t and t["frames"] > 0 for t in now):
+                break
+            if any(c.poll() is not None for c in clients) or time.monotonic() > deadline:
+                errors.append("a tenant drew no frame within 120 s, or exited")
+                break
+            time.sleep(0.25)
+        fps, busy, sup = [None] * len(placement), [None] * len(placement), None
+        if not errors:
+            time.sleep(self.warmup)
+            s0, (t0, a) = B.proc_stat(vgpud.pid), sample()
+            time.sleep(self.seconds)
+            s1, (t1, z) = B.proc_stat(vgpud.pid), sample()
+            sup = (100.0 * (s1[1] - s0[1]) / B.CLK_TCK / (t1 - t0)) if s0 and s1 else None
+            for k, (x, y) in enumerate(zip(a, z)):
+                if not x or not y or x["worker_pid"] != y["worker_pid"]:
+                    errors.append(f"{placement[k]}: its tenant changed during the window")
+                    continue
+                fps[k] = (y["frames"] - x["frames"]) / (t1 - t0)
+                busy[k] = (y["busy_ns"] - x["busy_ns"]) / 1e9 / (t1 - t0)
+        for c in clients:
+            self.stop_proc(c)
+        for c in clients:
+            err = B.check_renderer(self.read_log(c), "vgpud")
+            if err:
+                errors.append(f"{os.path.basename(c.logpath)}: {err}")
+        if vgpud.poll() is not None:
+            errors.append(f"vgpud exited ({vgpud.returncode}); see {vgpud.logpath}")
+        return fps, busy, errors, sup
+
     def run_weights(self, rnd):
-        B.log(f"[round {rnd}] weights {':'.join(map(str, WEIGHTS))} ...")
         profiles = {f"w{w}": {"gpu-share": "fixed", "weight": str(w)} for w in WEIGHTS}
-        p, rd = self.daemon(f"weights-{rnd}", profiles, {f"w{w}": f"w{w}" for w in WEIGHTS})
-        try:
-            fps, errors, sup = self.gears(p, rd, [f"w{w}" for w in WEIGHTS], "weights")
-        finally:
-            self.stop_daemon(p)
-        self.record("weights", "fixed", round=rnd, weights=WEIGHTS, fps=fps, errors=errors,
-                    supervisor_cpu_pct=sup)
+        placement = [f"w{w}" for w in WEIGHTS]
+        for case, cmd in (("gpu-bound", ["glmark2", "--size", "400x300", "--run-forever",
+                                          "-b", f"{self.weights_scene}:duration=3600"]),
+                          ("glxgears", ["glxgears", "-info"])):
+            B.log(f"[round {rnd}] weights {':'.join(map(str, WEIGHTS))}, {case} "
+                  f"({' '.join(cmd[:1] + cmd[-1:])}) ...")
+            p, rd = self.daemon(f"weights-{case}-{rnd}", profiles,
+                                {i: i for i in placement})
+            try:
+                fps, busy, errors, sup = self.counted(p, rd, placement, f"weights-{case}", cmd)
+            finally:
+                self.stop_daemon(p)
+            self.record("weights", case, round=rnd, weights=WEIGHTS, fps=fps, busy=busy,
+                        errors=errors, client=" ".join(cmd), supervisor_cpu_pct=sup)
 
     def run_fpscap(self, rnd):
         if not os.access(self.frametime, os.X_OK):
@@ -439,17 +504,32 @@ class SchedBench(B.Bench):
                 else:
                     goals.append((None, f"noisy neighbour, best-effort: {fmt(ratio, '.2f')}x "
                                         "(no goal: shown beside equal)"))
-        ws = sel("weights")
-        if ws:
-            per = [mean([r["fps"][i] for r in ws]) for i in range(len(WEIGHTS))]
-            norm = ([f / per[0] for f in per] if None not in per and per[0] else None)
+        def ratios(xs):
+            """xs over the first; the largest deviation from WEIGHTS, %."""
+            norm = [x / xs[0] for x in xs] if None not in xs and xs[0] else None
             dev = (max(abs(n / (w / WEIGHTS[0]) - 1.0) for n, w in zip(norm, WEIGHTS)) * 100.0
                    if norm else None)
-            fig["weights"] = {"fps": per, "normalised": norm, "worst_dev_pct": dev}
-            goals.append((None if dev is None else dev <= GOAL_WEIGHT_DEV,
-                          f"fixed shares {':'.join(map(str, WEIGHTS))}: "
-                          f"{':'.join(fmt(n, '.2f') for n in norm) if norm else '-'}, largest "
-                          f"deviation {fmt(dev, '.1f')}%, goal <= {GOAL_WEIGHT_DEV:.0f}%"))
+            return norm, dev
+
+        for case in ("gpu-bound", "glxgears"):
+            ws = [r for r in sel("weights", case) if not r["errors"]]
+            if not sel("weights", case):
+                continue
+            per = [mean([r["fps"][i] for r in ws]) for i in range(len(WEIGHTS))]
+            busy = [mean([r["busy"][i] for r in ws]) for i in range(len(WEIGHTS))]
+            norm, dev = ratios(per)
+            bnorm, bdev = ratios(busy)
+            fig[f"weights {case}"] = {"fps": per, "normalised": norm, "worst_dev_pct": dev,
+                                      "busy": busy, "busy_normalised": bnorm,
+                                      "busy_worst_dev_pct": bdev}
+            text = (f"fixed shares {':'.join(map(str, WEIGHTS))}, {case}: FPS "
+                    f"{':'.join(fmt(n, '.2f') for n in norm) if norm else '-'}, largest "
+                    f"deviation {fmt(dev, '.1f')}%")
+            if case == "gpu-bound":
+                goals.append((None if dev is None else dev <= GOAL_WEIGHT_DEV,
+                              text + f", goal <= {GOAL_WEIGHT_DEV:.0f}%"))
+            else:
+                goals.append((None, text + " (no goal: shown beside the GPU-bound case)"))
         for inst in ("free", "capped"):
             rs = sel("fpscap", inst)
             if rs:
@@ -514,12 +594,18 @@ class SchedBench(B.Bench):
                     1 + self.heavy_n, fmt(f["victim_fps"], ".1f"),
                     f"{fmt(f['ratio_to_half_solo'], '.2f')}x half solo; crowd "
                     f"{fmt(f['heavy_fps_agg'], '.0f')}", f["sup"])
-        f = fig.get("weights")
-        if f:
-            row("weights", f"fixed {':'.join(map(str, WEIGHTS))}", len(WEIGHTS),
-                "/".join(fmt(x, ".0f") for x in f["fps"]),
-                (":".join(fmt(n, ".2f") for n in f["normalised"]) if f["normalised"] else "-")
-                + f", dev {fmt(f['worst_dev_pct'], '.1f')}%")
+        for case in ("gpu-bound", "glxgears"):
+            f = fig.get(f"weights {case}")
+            if f:
+                row("weights", f"fixed {':'.join(map(str, WEIGHTS))}, {case}", len(WEIGHTS),
+                    "/".join(fmt(x, ".1f" if case == "gpu-bound" else ".0f") for x in f["fps"]),
+                    (":".join(fmt(n, ".2f") for n in f["normalised"]) if f["normalised"] else "-")
+                    + f", dev {fmt(f['worst_dev_pct'], '.1f')}%")
+                row("", "  charged GPU time", len(WEIGHTS),
+                    "/".join(fmt(x, ".3f") for x in f["busy"]),
+                    (":".join(fmt(n, ".2f") for n in f["busy_normalised"])
+                     if f["busy_normalised"] else "-")
+                    + f", dev {fmt(f['busy_worst_dev_pct'], '.1f')}%")
         for inst, label in (("free", "no cap"), ("capped", f"fps-cap={FPS_CAP}")):
             f = fig.get(f"fpscap {inst}")
             if f:

@@ -115,7 +115,7 @@ uint32_t vgpu_capacity_milli(const VgpuCapacity *c) {
 }
 
 uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
-                            uint64_t workers_ns, uint32_t active_ppm) {
+                            uint64_t workers_ns, uint32_t active_ppm, bool starved) {
   bool restart =
       !c->started || wall_ns <= c->last_wall || wall_ns - c->last_wall > 10 * VGPU_CAPACITY_TAU_NS;
   uint64_t dt = restart ? 0 : wall_ns - c->last_wall;
@@ -127,7 +127,7 @@ uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
     return vgpu_capacity_milli(c);
   /* In double: a window is at most 10 s, the counters' changes are
    * bounded by the caller's CPUs times that. */
-  double window = ((double)idle + (double)workers_ns) * 1000.0 / (double)dt;
+  double window = ((double)(starved ? 0 : idle) + (double)workers_ns) * 1000.0 / (double)dt;
   if (active_ppm > 0 && active_ppm < VGPU_SCHED_PPM)
     window = window * VGPU_SCHED_PPM / active_ppm;
   if (window > c->nominal_milli)
@@ -141,6 +141,17 @@ uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
   if (c->milli < c->floor_milli)
     c->milli = c->floor_milli;
   return vgpu_capacity_milli(c);
+}
+
+bool vgpu_capacity_starved(uint64_t used_ns, uint64_t delay_ns, uint64_t window_ns,
+                           uint32_t share_ppm, uint32_t cap_milli) {
+  if (window_ns == 0 || share_ppm == 0 || cap_milli == 0)
+    return false;
+  /* In double: the window is at most seconds, the counters' changes
+   * bounded by the CPUs times that. */
+  double due = (double)window_ns * share_ppm / VGPU_SCHED_PPM * cap_milli / 1000.0;
+  return (double)used_ns * 1000.0 < due * VGPU_CAPACITY_STARVED_PERMILLE &&
+         (double)delay_ns * 1000.0 >= (double)window_ns * VGPU_CAPACITY_WAIT_PERMILLE;
 }
 
 uint64_t vgpu_cpu_delta(uint64_t *last, uint64_t now) {

@@ -106,7 +106,10 @@ typedef struct VgpuCapacity {
 void vgpu_capacity_init(VgpuCapacity *c, uint32_t nominal_milli);
 /* One tick: wall_ns the clock, idle_ns the idle time of the CPUs summed
  * (a counter), workers_ns the CPU time the workers used since the last
- * tick (the caller's sum of vgpu_cpu_delta()), and active_ppm the part of
+ * tick (the caller's sum of vgpu_cpu_delta()), starved whether an
+ * instance's workers waited for a CPU while under their share in the
+ * window (vgpu_capacity_starved(): then no tenant could use the idle time,
+ * which does not count), and active_ppm the part of
  * the capacity that the shares of the instances whose workers used CPU
  * time in the window hold (fixed and equal shares; 0 or more than
  * VGPU_SCHED_PPM: all of it).  The window's figure is (workers + idle) /
@@ -120,7 +123,21 @@ void vgpu_capacity_init(VgpuCapacity *c, uint32_t nominal_milli);
  * (the figure stays); an idle counter that went back counts no idle time
  * for that window.  Returns the current figure, thousandths of a CPU. */
 uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
-                            uint64_t workers_ns, uint32_t active_ppm);
+                            uint64_t workers_ns, uint32_t active_ppm, bool starved);
+/* Whether an instance was starved in a window of window_ns: its workers
+ * used used_ns of CPU time, less than VGPU_CAPACITY_STARVED_PERMILLE of
+ * what share_ppm of cap_milli was worth, while their threads waited
+ * delay_ns for a CPU (the kernel's run delay, /proc/PID/task/N/schedstat),
+ * at least VGPU_CAPACITY_WAIT_PERMILLE of the window.  Idle CPU time is
+ * then fragments between other workers' runs that the instance's
+ * threads, serialised by their own rendering, could not take: counting it
+ * would promise shares the CPUs cannot give, and the instances that can
+ * take their share would take the starved one's part of it.  Without the
+ * wait (a tenant that renders little) the instance is merely light. */
+bool vgpu_capacity_starved(uint64_t used_ns, uint64_t delay_ns, uint64_t window_ns,
+                           uint32_t share_ppm, uint32_t cap_milli);
+#define VGPU_CAPACITY_STARVED_PERMILLE 950u
+#define VGPU_CAPACITY_WAIT_PERMILLE 200u
 /* The current figure, rounded, within [floor, nominal]. */
 uint32_t vgpu_capacity_milli(const VgpuCapacity *c);
 /* How much a CPU-time counter grew since *last (then *last = now); one

@@ -1,5 +1,6 @@
 #include "daemon/cpu_capacity.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -133,25 +134,6 @@ static uint64_t ticks_ns(uint64_t ticks) {
   return ticks > UINT64_MAX / per_tick ? UINT64_MAX : ticks * per_tick;
 }
 
-/* Reads a small /proc file into buf (NUL-terminated); its length or -1. */
-static ssize_t read_proc(const char *path, char *buf, size_t size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0)
-    return -1;
-  size_t got = 0;
-  while (got < size - 1) {
-    ssize_t n = read(fd, buf + got, size - 1 - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  close(fd);
-  buf[got] = '\0';
-  return (ssize_t)got;
-}
-
 bool vgpu_cpu_idle_ns(const cpu_set_t *set, uint64_t *ns) {
   /* The cpuN lines come first; the interrupt counts after them make the
    * file long on a host with many CPUs and interrupts. */
@@ -167,10 +149,44 @@ bool vgpu_cpu_idle_ns(const cpu_set_t *set, uint64_t *ns) {
 bool vgpu_proc_cpu_ns(pid_t pid, uint64_t *ns) {
   char path[32], buf[1024];
   g_snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-  ssize_t len = read_proc(path, buf, sizeof(buf));
+  ssize_t len = vgpu_read_small_into(AT_FDCWD, path, buf, sizeof(buf));
   uint64_t ticks = 0;
   if (len <= 0 || !vgpu_proc_stat_cpu(buf, (size_t)len, &ticks))
     return false;
   *ns = ticks_ns(ticks);
   return true;
+}
+
+bool vgpu_proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *delay_ns) {
+  char path[32];
+  g_snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+  if (dfd < 0)
+    return false;
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return false;
+  }
+  uint64_t run_sum = 0, delay_sum = 0;
+  unsigned threads = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    char rel[64], buf[128];
+    g_snprintf(rel, sizeof(rel), "%s/schedstat", e->d_name);
+    uint64_t run = 0, delay = 0;
+    ssize_t len = vgpu_read_small_into(dirfd(d), rel, buf, sizeof(buf));
+    /* A thread that ended meanwhile has nothing to add. */
+    if (len > 0 && vgpu_proc_schedstat(buf, (size_t)len, &run, &delay)) {
+      run_sum = run > UINT64_MAX - run_sum ? UINT64_MAX : run_sum + run;
+      delay_sum = delay > UINT64_MAX - delay_sum ? UINT64_MAX : delay_sum + delay;
+      threads++;
+    }
+  }
+  closedir(d);
+  *run_ns = run_sum;
+  *delay_ns = delay_sum;
+  return threads > 0;
 }

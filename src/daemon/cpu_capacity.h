@@ -29,6 +29,12 @@ bool vgpu_cpu_idle_ns(const cpu_set_t *set, uint64_t *ns);
 /* The CPU time of process pid (all its threads) from /proc/PID/stat, in
  * ns; false when it cannot be read (it ended and was reaped). */
 bool vgpu_proc_cpu_ns(pid_t pid, uint64_t *ns);
+/* The CPU time of process pid's live threads and the time they waited for
+ * a CPU (the sums of their /proc/PID/task/N/schedstat), in ns, to the ns
+ * (/proc/PID/stat counts clock ticks); false when they cannot be read (it
+ * ended, or the kernel keeps no schedstats).  Threads that ended take
+ * theirs with them: the sums may go back. */
+bool vgpu_proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *delay_ns);
 
 /* ---- pure functions (unit-tested) ---------------------------------------- */
 

@@ -67,6 +67,7 @@ typedef struct VgpuWorker {
   gint64 active_until_us;
   uint32_t share_ppm;
   uint64_t cpu_ns;                           /* its CPU time at the last tick (kernel's) */
+  uint64_t run_ns, delay_ns; /* its live threads' CPU time and run delay then (kernel's) */
   VgpuBusyWindow busy;                       /* busy_ns samples for its utilisation */
   VgpuProcRef chain[VGPU_SESSION_ANCESTORS]; /* the client and its parents */
   guint n_chain;
@@ -205,13 +206,19 @@ static void capacity_tick(VgpuSupervisor *s) {
     s->idle_warned = true;
     return;
   }
+  uint64_t now = (uint64_t)g_get_monotonic_time() * 1000u;
+  uint64_t window = s->capacity.started && now > s->capacity.last_wall
+                        ? now - s->capacity.last_wall
+                        : 0;
+  uint32_t cap_now = vgpu_capacity_milli(&s->capacity);
   uint64_t used = 0, active_ppm = 0;
+  bool starved = false;
   GHashTableIter it, wi;
   gpointer v;
   g_hash_table_iter_init(&it, s->instances);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     VgpuInstance *in = v;
-    uint64_t inst_used = 0;
+    uint64_t inst_used = 0, inst_run = 0, inst_delay = 0;
     g_hash_table_iter_init(&wi, in->workers);
     while (g_hash_table_iter_next(&wi, NULL, &v)) {
       VgpuWorker *w = v;
@@ -221,16 +228,27 @@ static void capacity_tick(VgpuSupervisor *s) {
        * little low for one tick). */
       if (vgpu_proc_cpu_ns(w->pid, &ns))
         inst_used += vgpu_cpu_delta(&w->cpu_ns, ns);
+      uint64_t run = 0, delay = 0;
+      if (vgpu_proc_sched_ns(w->pid, &run, &delay)) {
+        inst_run += vgpu_cpu_delta(&w->run_ns, run);
+        inst_delay += vgpu_cpu_delta(&w->delay_ns, delay);
+      }
     }
     used += inst_used;
     /* The part of the capacity the shares of instances that rendered hold
      * (by the kernel's count, so a worker cannot hide that it ran; one
      * that spins only makes the figure smaller). */
-    if (inst_used > 0 && in->cfg->eff.share != VGPU_SHARE_BEST_EFFORT)
+    if (inst_used > 0 && in->cfg->eff.share != VGPU_SHARE_BEST_EFFORT) {
       active_ppm += in->share_ppm;
+      /* Both counts are the kernel's too: a worker that makes itself wait
+       * while under its share only withholds idle time it could not have
+       * used; the others' shares stay shares of what the workers ran. */
+      if (vgpu_capacity_starved(inst_run, inst_delay, window, in->share_ppm, cap_now))
+        starved = true;
+    }
   }
-  uint32_t milli = vgpu_capacity_tick(&s->capacity, (uint64_t)g_get_monotonic_time() * 1000u, idle,
-                                      used, (uint32_t)MIN(active_ppm, UINT32_MAX));
+  uint32_t milli = vgpu_capacity_tick(&s->capacity, now, idle, used,
+                                      (uint32_t)MIN(active_ppm, UINT32_MAX), starved);
   if (milli == s->cpu_milli_written)
     return;
   s->cpu_milli_written = milli;

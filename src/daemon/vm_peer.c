@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "util/fd.h"
+#include "util/small_file.h"
 
 #define MAX_HOLDERS 8u
 
@@ -203,24 +204,6 @@ unsigned vgpu_peer_walk_holders(const VgpuPeerWalk *w, const pid_t **pids, const
   return w->n;
 }
 
-/* A small /proc file's text, NUL-terminated; false if unreadable. */
-static bool read_small(const char *path, char *buf, size_t cap) {
-  vgpu_autofd int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0)
-    return false;
-  size_t got = 0;
-  while (got < cap - 1) {
-    ssize_t n = read(fd, buf + got, cap - 1 - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  buf[got] = 0;
-  return got > 0;
-}
-
 bool vgpu_proc_status_uid(const char *text, uid_t *uid) {
   /* "Uid:\tREAL\tEFFECTIVE\tSAVED\tFS" on a line of its own */
   const char *u = strstr(text, "\nUid:\t");
@@ -254,14 +237,14 @@ void vgpu_proc_name(const char *root, pid_t pid, char name[16]) {
   if (pid <= 0)
     return;
   g_snprintf(path, sizeof(path), "%s/%d/comm", root, (int)pid);
-  if (read_small(path, text, sizeof(text)))
+  if (vgpu_read_small_into(AT_FDCWD, path, text, sizeof(text)) > 0)
     vgpu_proc_comm_name(text, name);
 }
 
 bool vgpu_proc_identity(const char *root, pid_t pid, int fd, ino_t ino, VgpuProcIdentity *out) {
   char path[PATH_MAX], text[4096];
   g_snprintf(path, sizeof(path), "%s/%d/status", root, (int)pid);
-  if (!read_small(path, text, sizeof(text)))
+  if (vgpu_read_small_into(AT_FDCWD, path, text, sizeof(text)) <= 0)
     return false;
   uid_t uid;
   if (!vgpu_proc_status_uid(text, &uid))

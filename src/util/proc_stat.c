@@ -61,6 +61,35 @@ bool vgpu_proc_stat_cpu(const char *text, size_t len, uint64_t *ticks) {
   return true;
 }
 
+bool vgpu_proc_schedstat(const char *text, size_t len, uint64_t *run_ns, uint64_t *delay_ns) {
+  /* Three decimal numbers separated by single spaces, a newline at most
+   * after them. */
+  uint64_t v[3];
+  size_t p = 0;
+  for (int k = 0; k < 3; k++) {
+    if (k > 0) {
+      if (p >= len || text[p] != ' ')
+        return false;
+      p++;
+    }
+    char num[24];
+    size_t l = 0;
+    while (p < len && text[p] >= '0' && text[p] <= '9') {
+      if (l + 1 >= sizeof(num))
+        return false;
+      num[l++] = text[p++];
+    }
+    num[l] = '\0';
+    if (l == 0 || !g_ascii_string_to_unsigned(num, 10, 0, G_MAXUINT64, &v[k], NULL))
+      return false;
+  }
+  if (p < len && !(text[p] == '\n' && p + 1 == len))
+    return false;
+  *run_ns = v[0];
+  *delay_ns = v[1];
+  return true;
+}
+
 bool vgpu_proc_stat_idle(const char *text, size_t len, const cpu_set_t *mask, uint64_t *ticks,
                          unsigned *ncpus) {
   const char *p = text, *end = text + len;

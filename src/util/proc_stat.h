@@ -30,6 +30,12 @@ bool vgpu_proc_stat_cpu(const char *text, size_t len, uint64_t *ticks);
 bool vgpu_proc_stat_idle(const char *text, size_t len, const cpu_set_t *mask, uint64_t *ticks,
                          unsigned *ncpus);
 
+/* The text of /proc/PID/task/TID/schedstat ("RUN_NS DELAY_NS SLICES"):
+ * the first number, the thread's CPU time, and the second, the time it
+ * waited on a run queue for a CPU, both in ns.  The kernel keeps them.
+ * False when the text is not that format. */
+bool vgpu_proc_schedstat(const char *text, size_t len, uint64_t *run_ns, uint64_t *delay_ns);
+
 /* pid, its parent, its parent's parent ... (at most max entries, ending at
  * pid 1 or where /proc cannot be read).  Returns how many were filled. */
 guint vgpu_proc_ancestry(pid_t pid, VgpuProcRef *out, guint max);

@@ -42,3 +42,30 @@ char *vgpu_read_small(const char *dir, const char *name, size_t max) {
   buf[len] = '\0';
   return buf;
 }
+
+ssize_t vgpu_read_small_into(int dirfd, const char *path, char *buf, size_t size) {
+  if (size == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  vgpu_autofd int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return -1;
+  size_t got = 0;
+  while (got < size - 1) {
+    ssize_t n = read(fd, buf + got, size - 1 - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int e = errno;
+      buf[got] = '\0';
+      errno = e;
+      return -1;
+    }
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  buf[got] = '\0';
+  return (ssize_t)got;
+}

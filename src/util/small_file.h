@@ -14,3 +14,11 @@
  * open() or read() failed with, or EFBIG when the file holds more than max
  * bytes (nothing of it is returned then).  EINTR is retried. */
 char *vgpu_read_small(const char *dir, const char *name, size_t max);
+
+/* Reads path (relative to dirfd, or AT_FDCWD; a final symlink is not
+ * followed) into buf, at most size - 1 bytes, NUL-terminated: for /proc
+ * files read often, without an allocation.  Returns how many bytes (a
+ * longer file is cut there), or -1 with errno from open() or read().
+ * EINTR is retried. */
+#include <sys/types.h>
+ssize_t vgpu_read_small_into(int dirfd, const char *path, char *buf, size_t size);

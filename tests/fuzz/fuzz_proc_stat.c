@@ -1,7 +1,8 @@
 /* libFuzzer target for /proc/PID/stat text as vgpud reads it about a
  * client and its parents, and about its workers' CPU time (the command
  * name in it is the process's to choose): a parse either fails or gives a
- * parent pid that fits pid_t; and for /proc/stat's per-CPU lines. */
+ * parent pid that fits pid_t; for /proc/stat's per-CPU lines; and for a
+ * thread's schedstat line. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -25,5 +26,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CPU_SET(1, &mask);
   if (!vgpu_proc_stat_idle((const char *)data, size, &mask, &ticks, &n) && n != 0)
     abort(); /* no well-formed line: none counted */
+  (void)vgpu_proc_schedstat((const char *)data, size, &ticks, &start);
   return 0;
 }

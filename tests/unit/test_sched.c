@@ -322,7 +322,7 @@ static uint32_t cap_run_part(VgpuCapacity *c, uint64_t *wall, uint64_t *idle_ctr
   for (int i = 0; i < n; i++) {
     *wall += 200 * MS;
     *idle_ctr += idle;
-    m = vgpu_capacity_tick(c, *wall, *idle_ctr, workers, active_ppm);
+    m = vgpu_capacity_tick(c, *wall, *idle_ctr, workers, active_ppm, false);
   }
   return m;
 }
@@ -341,7 +341,7 @@ static void test_capacity(void **state) {
   assert_int_equal(c.floor_milli, 100);
   uint64_t wall = 5 * S, idle = 77 * S;
   /* The first tick only starts the window, whatever the counters say. */
-  assert_int_equal(vgpu_capacity_tick(&c, wall, idle, 123 * S, 0), 2000);
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle, 123 * S, 0, false), 2000);
   /* All idle (two CPUs, 200 ms: 400 ms idle), no worker: the whole
    * machine. */
   assert_int_equal(cap_run(&c, &wall, &idle, 400 * MS, 0, 10), 2000);
@@ -363,21 +363,21 @@ static void test_capacity(void **state) {
   /* An idle counter that goes back (a CPU went offline): that window
    * counts no idle time (the figure drops a step, no huge unsigned
    * difference), and the next window counts from the new value. */
-  uint32_t m = vgpu_capacity_tick(&c, wall += 200 * MS, idle - 30 * S, 0, 0);
+  uint32_t m = vgpu_capacity_tick(&c, wall += 200 * MS, idle - 30 * S, 0, 0, false);
   assert_int_equal(m, 833);
   idle -= 30 * S;
   assert_int_equal(cap_run(&c, &wall, &idle, 200 * MS, 0, 60), 1000);
   /* A clock that did not move or went back changes nothing, and the next
    * window runs from where it went. */
-  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 400 * MS, 0, 0), 1000);
-  assert_int_equal(vgpu_capacity_tick(&c, wall - S, idle + 400 * MS, 0, 0), 1000);
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 400 * MS, 0, 0, false), 1000);
+  assert_int_equal(vgpu_capacity_tick(&c, wall - S, idle + 400 * MS, 0, 0, false), 1000);
   wall -= S;
   idle += 400 * MS;
   assert_int_equal(cap_run(&c, &wall, &idle, 200 * MS, 0, 1), 1000);
   /* A window longer than ten time constants (vgpud was stopped): it only
    * starts a new one. */
   wall += 60 * S;
-  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 120 * S, 0, 0), 1000);
+  assert_int_equal(vgpu_capacity_tick(&c, wall, idle + 120 * S, 0, 0, false), 1000);
   /* Shares held for idle instances: the active ones hold a quarter of the
    * capacity and use it (a quarter of one CPU), other processes take every
    * idle moment.  The figure stays at one CPU rather than shrinking by a
@@ -394,7 +394,7 @@ static void test_capacity(void **state) {
   VgpuCapacity h;
   vgpu_capacity_init(&h, 500);
   uint64_t hw = 0, hi = 0;
-  (void)vgpu_capacity_tick(&h, hw, hi, 0, 0);
+  (void)vgpu_capacity_tick(&h, hw, hi, 0, 0, false);
   assert_int_equal(cap_run(&h, &hw, &hi, 400 * MS, 0, 20), 500);
   assert_int_equal(h.floor_milli, 25);
   /* A tiny nominal figure still has a floor of at least 1. */
@@ -402,6 +402,65 @@ static void test_capacity(void **state) {
   vgpu_capacity_init(&t, 1);
   assert_int_equal(t.floor_milli, 1);
   assert_int_equal(vgpu_capacity_milli(&t), 1);
+}
+
+/* An instance under its share whose threads waited for a CPU: idle time
+ * is fragments it could not take, and does not count. */
+static void test_capacity_starved(void **state) {
+  (void)state;
+  const uint64_t win = 200 * MS;
+  /* Share 4/7 of 2 CPUs over 200 ms: 228.6 ms due; 95% is 217.1 ms. */
+  const uint32_t four7 = 4 * VGPU_SCHED_PPM / 7;
+  assert_true(vgpu_capacity_starved(150 * MS, 100 * MS, win, four7, 2000));
+  /* Waited, but used its share (it was throttled): not starved. */
+  assert_false(vgpu_capacity_starved(230 * MS, 100 * MS, win, four7, 2000));
+  assert_false(vgpu_capacity_starved(218 * MS, 100 * MS, win, four7, 2000));
+  assert_true(vgpu_capacity_starved(217 * MS, 100 * MS, win, four7, 2000));
+  /* Under its share without waiting (it renders little): light, not
+   * starved; the wait must be a fifth of the window (40 ms). */
+  assert_false(vgpu_capacity_starved(10 * MS, 0, win, four7, 2000));
+  assert_false(vgpu_capacity_starved(10 * MS, 39 * MS, win, four7, 2000));
+  assert_true(vgpu_capacity_starved(10 * MS, 40 * MS, win, four7, 2000));
+  /* No window (the first tick), no share, no capacity: never. */
+  assert_false(vgpu_capacity_starved(0, S, 0, four7, 2000));
+  assert_false(vgpu_capacity_starved(0, S, win, 0, 2000));
+  assert_false(vgpu_capacity_starved(0, S, win, four7, 0));
+  /* Counters at their limits: no overflow. */
+  assert_false(vgpu_capacity_starved(UINT64_MAX, UINT64_MAX, win, VGPU_SCHED_PPM, UINT32_MAX));
+  assert_true(vgpu_capacity_starved(0, UINT64_MAX, UINT64_MAX, VGPU_SCHED_PPM, UINT32_MAX));
+
+  /* Starved windows count the workers' time alone: with 100 ms idle and
+   * 350 ms of workers per 200 ms window, 1.75 CPUs rather than the two
+   * (of 2.25) the idle time would add up to. */
+  VgpuCapacity c;
+  vgpu_capacity_init(&c, 2000);
+  uint64_t wall = S, idle = 0;
+  (void)vgpu_capacity_tick(&c, wall, idle, 0, 0, false);
+  uint32_t m = 0;
+  for (int i = 0; i < 60; i++) {
+    wall += win;
+    idle += 100 * MS;
+    m = vgpu_capacity_tick(&c, wall, idle, 350 * MS, 0, true);
+  }
+  assert_int_equal(m, 1750);
+  /* The same windows not starved: the idle time counts again (capped at
+   * the nominal two CPUs). */
+  for (int i = 0; i < 60; i++) {
+    wall += win;
+    idle += 100 * MS;
+    m = vgpu_capacity_tick(&c, wall, idle, 300 * MS, 0, false);
+  }
+  assert_int_equal(m, 2000);
+  /* The idle counter is followed through starved windows: no window after
+   * one counts the idle time of the starved one. */
+  wall += win;
+  idle += 100 * MS;
+  (void)vgpu_capacity_tick(&c, wall, idle, 0, 0, true);
+  for (int i = 0; i < 60; i++) {
+    wall += win;
+    m = vgpu_capacity_tick(&c, wall, idle, 200 * MS, 0, false);
+  }
+  assert_int_equal(m, 1000);
 }
 
 /* The workers' part of a window: each worker's kernel CPU counter, as the
@@ -423,7 +482,7 @@ static void test_cpu_delta(void **state) {
   VgpuCapacity c;
   vgpu_capacity_init(&c, 2000);
   uint64_t wall = S, idle = 0;
-  (void)vgpu_capacity_tick(&c, wall, idle, 0, 0);
+  (void)vgpu_capacity_tick(&c, wall, idle, 0, 0, false);
   uint64_t used = vgpu_cpu_delta(&b, 60 * MS + 200 * MS); /* b alone: a is gone */
   assert_int_equal(used, 200 * MS);
   uint32_t m = cap_run(&c, &wall, &idle, 0, used, 60);
@@ -643,7 +702,8 @@ int main(void) {
       cmocka_unit_test(test_pacer),         cmocka_unit_test(test_shares),
       cmocka_unit_test(test_throttle),      cmocka_unit_test(test_busy_window),
       cmocka_unit_test(test_cpu_meter),     cmocka_unit_test(test_throttle_cpu),
-      cmocka_unit_test(test_capacity),      cmocka_unit_test(test_cpu_delta),
+      cmocka_unit_test(test_capacity),      cmocka_unit_test(test_capacity_starved),
+      cmocka_unit_test(test_cpu_delta),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

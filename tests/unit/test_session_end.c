@@ -77,6 +77,24 @@ static void test_proc_stat_parse(void **state) {
   assert_true(vgpu_proc_stat_idle(huge, strlen(huge), NULL, &ticks, &ncpus));
   assert_int_equal(ticks, UINT64_MAX);
 
+  /* schedstat: the run delay, the second of three numbers. */
+  uint64_t run = 0, delay = 0;
+  const char *ss = "123456789 9876543 42\n";
+  assert_true(vgpu_proc_schedstat(ss, strlen(ss), &run, &delay));
+  assert_int_equal(run, 123456789);
+  assert_int_equal(delay, 9876543);
+  assert_true(vgpu_proc_schedstat("1 2 3", 5, &run, &delay));
+  assert_int_equal(run, 1);
+  assert_int_equal(delay, 2);
+  const char *bad_ss[] = {"", "1 2", "1 2 3 4", "1  2 3", " 1 2 3", "1 -2 3", "1 2 3\n\n",
+                          "1 2 3x", "1 18446744073709551616 3", "1 2 3\nx"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad_ss); i++)
+    assert_false(vgpu_proc_schedstat(bad_ss[i], strlen(bad_ss[i]), &run, &delay));
+  /* Not NUL-terminated: only len bytes are read. */
+  assert_true(vgpu_proc_schedstat("7 8 9999", 5, &run, &delay));
+  assert_int_equal(run, 7);
+  assert_int_equal(delay, 8);
+
   /* This process: itself, then its parent. */
   VgpuProcRef chain[4];
   guint n = vgpu_proc_ancestry(getpid(), chain, 4);
