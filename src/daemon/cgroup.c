@@ -374,25 +374,44 @@ static Group *group_get(VgpuCgroups *cg, const char *name) {
   return g;
 }
 
+/* The burst of a ceiling (VGPU_CGROUP_PERIOD_US): the kernel refuses one
+ * above the quota, so it is cleared before the quota changes and set
+ * after.  Kernels before 5.14 have no burst file: nothing to write. */
+static int burst_write(Group *g, const char *name, uint64_t burst) {
+  char b[32];
+  g_snprintf(b, sizeof(b), "%" G_GUINT64_FORMAT, burst);
+  int r = write_file(g->dir, name, b);
+  return r == -ENOENT ? 0 : r;
+}
+
 static int group_write(VgpuCgroups *cg, Group *g, uint32_t weight, uint64_t quota) {
   char w[32], q[48];
-  if (cg->mode == VGPU_CGROUPS_V2) {
+  bool v2 = cg->mode == VGPU_CGROUPS_V2;
+  const char *burst = v2 ? "cpu.max.burst" : "cpu.cfs_burst_us";
+  int r = burst_write(g, burst, 0);
+  if (r < 0)
+    return r;
+  if (v2) {
     g_snprintf(w, sizeof(w), "%u", weight);
     if (quota)
       g_snprintf(q, sizeof(q), "%" G_GUINT64_FORMAT " %u", quota, VGPU_CGROUP_PERIOD_US);
     else
       g_snprintf(q, sizeof(q), "max %u", VGPU_CGROUP_PERIOD_US);
-    int r = write_file(g->dir, "cpu.weight", w);
-    return r < 0 ? r : write_file(g->dir, "cpu.max", q);
+    r = write_file(g->dir, "cpu.weight", w);
+    if (r == 0)
+      r = write_file(g->dir, "cpu.max", q);
+  } else {
+    g_snprintf(w, sizeof(w), "%" G_GUINT64_FORMAT, vgpu_cgroup_v1_shares(weight));
+    g_snprintf(q, sizeof(q), quota ? "%" G_GUINT64_FORMAT : "-1", quota);
+    char p[16];
+    g_snprintf(p, sizeof(p), "%u", VGPU_CGROUP_PERIOD_US);
+    r = write_file(g->dir, "cpu.shares", w);
+    if (r == 0)
+      r = write_file(g->dir, "cpu.cfs_period_us", p);
+    if (r == 0)
+      r = write_file(g->dir, "cpu.cfs_quota_us", q);
   }
-  g_snprintf(w, sizeof(w), "%" G_GUINT64_FORMAT, vgpu_cgroup_v1_shares(weight));
-  g_snprintf(q, sizeof(q), quota ? "%" G_GUINT64_FORMAT : "-1", quota);
-  char p[16];
-  g_snprintf(p, sizeof(p), "%u", VGPU_CGROUP_PERIOD_US);
-  int r = write_file(g->dir, "cpu.shares", w);
-  if (r == 0)
-    r = write_file(g->dir, "cpu.cfs_period_us", p);
-  return r < 0 ? r : write_file(g->dir, "cpu.cfs_quota_us", q);
+  return r < 0 || !quota ? r : burst_write(g, burst, quota);
 }
 
 static void retry_rmdirs(VgpuCgroups *cg) {

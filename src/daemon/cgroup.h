@@ -41,8 +41,16 @@ typedef enum {
   VGPU_CGROUPS_V2 = 2,
 } VgpuCgroupsMode;
 
-/* The period of every CPU ceiling (cpu.max, cpu.cfs_period_us). */
-#define VGPU_CGROUP_PERIOD_US 100000u
+/* The period of every CPU ceiling (cpu.max, cpu.cfs_period_us), and the
+ * burst (cpu.max.burst, cpu.cfs_burst_us) a ceiling gets: as much again,
+ * so that what a worker left unused in one period it may use in the next.
+ * A ceiling is the bound on a worker that ignores its GPU-time tokens;
+ * one that keeps them renders in bursts (a frame's tens of ms on all its
+ * threads, then a wait), which a 100 ms period without a burst cut: a
+ * 1/28 share of two CPUs (7 ms a period) got 75-84% of its share under
+ * load.  Over any run of periods a worker still gets at most its ceiling
+ * plus one period's worth. */
+#define VGPU_CGROUP_PERIOD_US 1000000u
 /* The smallest ceiling the kernel accepts. */
 #define VGPU_CGROUP_MIN_QUOTA_US 1000u
 

@@ -84,7 +84,8 @@ def write(path, text):
 
 def group(inst):
     """What vgpud wrote into an instance's group."""
-    return {"cpu.weight": read(TREE, inst, "cpu.weight"), "cpu.max": read(TREE, inst, "cpu.max")}
+    return {"cpu.weight": read(TREE, inst, "cpu.weight"), "cpu.max": read(TREE, inst, "cpu.max"),
+            "cpu.max.burst": read(TREE, inst, "cpu.max.burst")}
 
 
 def subdirs(path):

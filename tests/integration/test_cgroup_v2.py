@@ -14,8 +14,9 @@ time) and prints what it saw; this side checks:
   - vgpud's start-up line names cgroup v2 at <delegated>/instances, and
     vgpud moved itself into <delegated>/daemon;
   - cpu.weight and cpu.max of each instance's group as cgroup.h maps the
-    profile: equal 100 and "max 100000", fixed 300 and a ceiling of
-    300 / (100 + 300) x CPUs per 100 ms period;
+    profile: equal 100 and "max 1000000", fixed 300 and a ceiling of
+    300 / (100 + 300) x CPUs per 1 s period, with as much again of burst
+    (cpu.max.burst; 0 without a ceiling);
   - each worker runs under its own uid in a cgroup of its own (w<N>, root's)
     directly under its instance's group, with memory.max its host-memory
     cap (2G by default) where the memory controller is delegated too;
@@ -49,7 +50,7 @@ MEM = "1G"
 # that while other builds and tests load it.
 TIMEOUT = float(os.environ.get("VGPU_VM_BOOT_TIMEOUT", "240"))
 GUEST_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroup_v2_guest.py")
-PERIOD = 100000
+PERIOD = 1000000
 
 # The guest's /init: the initramfs's busybox and 9p modules, the host's /
 # at /mnt, cgroup2 there, the parameters (/params.json) in its /run, then
@@ -128,8 +129,9 @@ def check(facts):
         f"vgpud runs in {facts['vgpud_cgroup']}, not {svc}/daemon"
     assert "cpu" in facts["service_subtree"], facts["service_subtree"]
     n = facts["ncpu"]
-    want = {"eq": {"cpu.weight": "100", "cpu.max": f"max {PERIOD}"},
-            "fx": {"cpu.weight": "300", "cpu.max": f"{quota(300, 400, n)} {PERIOD}"}}
+    want = {"eq": {"cpu.weight": "100", "cpu.max": f"max {PERIOD}", "cpu.max.burst": "0"},
+            "fx": {"cpu.weight": "300", "cpu.max": f"{quota(300, 400, n)} {PERIOD}",
+                   "cpu.max.burst": str(quota(300, 400, n))}}
     assert facts["groups"] == want, f"the groups hold {facts['groups']}, not {want}"
     uids = set()
     for inst, w in facts["workers"].items():
@@ -147,7 +149,8 @@ def check(facts):
     assert facts["worker_may"] == [], f"fx's worker uid may {facts['worker_may']}"
     assert facts["set"]["rc"] == 0, f"vgpuctl set fx weight=50 failed: {facts['set']['out']}"
     after = {"eq": want["eq"],
-             "fx": {"cpu.weight": "50", "cpu.max": f"{quota(50, 150, n)} {PERIOD}"}}
+             "fx": {"cpu.weight": "50", "cpu.max": f"{quota(50, 150, n)} {PERIOD}",
+                    "cpu.max.burst": str(quota(50, 150, n))}}
     assert facts["groups_after_set"] == after, \
         f"after vgpuctl set the groups hold {facts['groups_after_set']}, not {after}"
     assert not facts["leaves_left"], f"workers' cgroups left after their tenants: {facts['leaves_left']}"

@@ -292,6 +292,22 @@ static void attack_bad_shot(const char *how, const char *ledger_fds) {
     close(pfd[0]), close(pfd[1]);
 }
 
+/* Ignores its GPU-time tokens and takes every CPU cycle it can for
+ * SECONDS (default 10): only the kernel's ceiling of its instance's
+ * cgroup holds it to its share.  No system call in the loop (the clock
+ * comes from the vDSO). */
+static void attack_spin(const char *arg) {
+  int secs = arg && *arg ? atoi(arg) : 10;
+  secs = CLAMP(secs, 1, 120);
+  say("NOTE spinning for %d s", secs);
+  gint64 until = g_get_monotonic_time() + (gint64)secs * G_USEC_PER_SEC;
+  volatile uint64_t spins = 0;
+  while (g_get_monotonic_time() < until)
+    for (int i = 0; i < 100000; i++)
+      spins++;
+  say("NOTE spun for %d s", secs);
+}
+
 static void run_attack(const char *name, const char *arg, const char *ledger_fds) {
   if (g_str_equal(name, "bad-shot")) {
     attack_bad_shot(arg, ledger_fds);
@@ -323,6 +339,8 @@ static void run_attack(const char *name, const char *arg, const char *ledger_fds
     attack_memory();
   else if (g_str_equal(name, "tty"))
     attack_tty(arg);
+  else if (g_str_equal(name, "spin"))
+    attack_spin(arg);
   else
     say("NOTE unknown attack %s", name);
 }
