@@ -124,7 +124,8 @@ void vgpu_capacity_init(VgpuCapacity *c, uint32_t nominal_milli);
  * for that window.  Returns the current figure, thousandths of a CPU. */
 uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
                             uint64_t workers_ns, uint32_t active_ppm, bool starved);
-/* Whether an instance was starved in a window of window_ns: its workers
+/* Whether an instance was starved in a window of window_ns (vgpud checks
+ * once a second): its workers
  * used used_ns of CPU time, less than VGPU_CAPACITY_STARVED_PERMILLE of
  * what share_ppm of cap_milli was worth, while their threads waited
  * delay_ns for a CPU (the kernel's run delay, /proc/PID/task/N/schedstat),
@@ -136,7 +137,7 @@ uint32_t vgpu_capacity_tick(VgpuCapacity *c, uint64_t wall_ns, uint64_t idle_ns,
  * wait (a tenant that renders little) the instance is merely light. */
 bool vgpu_capacity_starved(uint64_t used_ns, uint64_t delay_ns, uint64_t window_ns,
                            uint32_t share_ppm, uint32_t cap_milli);
-#define VGPU_CAPACITY_STARVED_PERMILLE 950u
+#define VGPU_CAPACITY_STARVED_PERMILLE 990u
 #define VGPU_CAPACITY_WAIT_PERMILLE 200u
 /* The current figure, rounded, within [floor, nominal]. */
 uint32_t vgpu_capacity_milli(const VgpuCapacity *c);

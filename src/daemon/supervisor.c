@@ -125,6 +125,12 @@ struct VgpuSupervisor {
   cpu_set_t cpus;
   uint32_t cpu_milli_written; /* the figure in the workers' grant pages */
   bool idle_warned;
+  /* Whether an instance was starved (vgpu_capacity_starved()) over the
+   * last STARVE_TICKS ticks, and when that window began: its threads'
+   * schedstat files are read once a window, not every tick. */
+  bool starved;
+  guint starve_ticks;
+  uint64_t starve_since_ns;
   /* Scheduling: the tick (while there are workers) and its reused arrays. */
   guint sched_timer;
   GPtrArray *sched_inst;
@@ -179,6 +185,8 @@ static void sched_update(VgpuSupervisor *s);
 /* The ledger ticks with it: a worker over a lowered limit keeps what it
  * held in the last 2 s (the docs say so). */
 G_STATIC_ASSERT(SCHED_TICK_MS *VGPU_LEDGER_HOLD_TICKS == 2000);
+/* Ticks per window of the starved-instance check: a second. */
+#define STARVE_TICKS 5u
 
 static bool renders_on_llvmpipe(VgpuSupervisor *s);
 
@@ -207,18 +215,24 @@ static void capacity_tick(VgpuSupervisor *s) {
     return;
   }
   uint64_t now = (uint64_t)g_get_monotonic_time() * 1000u;
-  uint64_t window = s->capacity.started && now > s->capacity.last_wall
-                        ? now - s->capacity.last_wall
-                        : 0;
   uint32_t cap_now = vgpu_capacity_milli(&s->capacity);
   uint64_t used = 0, active_ppm = 0;
-  bool starved = false;
+  /* Once a second: whether an instance was starved in that second. */
+  bool check = ++s->starve_ticks >= STARVE_TICKS;
+  uint64_t starve_window = 0;
+  if (check) {
+    s->starve_ticks = 0;
+    starve_window = s->starve_since_ns && now > s->starve_since_ns ? now - s->starve_since_ns : 0;
+    s->starve_since_ns = now;
+    s->starved = false;
+  }
   GHashTableIter it, wi;
   gpointer v;
   g_hash_table_iter_init(&it, s->instances);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     VgpuInstance *in = v;
     uint64_t inst_used = 0, inst_run = 0, inst_delay = 0;
+    bool shared = in->cfg->eff.share != VGPU_SHARE_BEST_EFFORT;
     g_hash_table_iter_init(&wi, in->workers);
     while (g_hash_table_iter_next(&wi, NULL, &v)) {
       VgpuWorker *w = v;
@@ -229,7 +243,7 @@ static void capacity_tick(VgpuSupervisor *s) {
       if (vgpu_proc_cpu_ns(w->pid, &ns))
         inst_used += vgpu_cpu_delta(&w->cpu_ns, ns);
       uint64_t run = 0, delay = 0;
-      if (vgpu_proc_sched_ns(w->pid, &run, &delay)) {
+      if (check && shared && vgpu_proc_sched_ns(w->pid, &run, &delay)) {
         inst_run += vgpu_cpu_delta(&w->run_ns, run);
         inst_delay += vgpu_cpu_delta(&w->delay_ns, delay);
       }
@@ -238,17 +252,17 @@ static void capacity_tick(VgpuSupervisor *s) {
     /* The part of the capacity the shares of instances that rendered hold
      * (by the kernel's count, so a worker cannot hide that it ran; one
      * that spins only makes the figure smaller). */
-    if (inst_used > 0 && in->cfg->eff.share != VGPU_SHARE_BEST_EFFORT) {
+    if (inst_used > 0 && shared)
       active_ppm += in->share_ppm;
-      /* Both counts are the kernel's too: a worker that makes itself wait
-       * while under its share only withholds idle time it could not have
-       * used; the others' shares stay shares of what the workers ran. */
-      if (vgpu_capacity_starved(inst_run, inst_delay, window, in->share_ppm, cap_now))
-        starved = true;
-    }
+    /* Both counts are the kernel's too: a worker that makes itself wait
+     * while under its share only withholds idle time it could not have
+     * used; the others' shares stay shares of what the workers ran. */
+    if (check && shared && inst_run > 0 &&
+        vgpu_capacity_starved(inst_run, inst_delay, starve_window, in->share_ppm, cap_now))
+      s->starved = true;
   }
   uint32_t milli = vgpu_capacity_tick(&s->capacity, now, idle, used,
-                                      (uint32_t)MIN(active_ppm, UINT32_MAX), starved);
+                                      (uint32_t)MIN(active_ppm, UINT32_MAX), s->starved);
   if (milli == s->cpu_milli_written)
     return;
   s->cpu_milli_written = milli;
