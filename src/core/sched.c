@@ -42,15 +42,23 @@ static void refill(VgpuBucket *b, uint64_t now) {
   bound(b);
 }
 
+/* A share of the whole GPU (or more) leaves no one's time to keep: such a
+ * tenant is not throttled.  Kept as a whole-GPU bucket instead, a tenant
+ * alone on the GPU that always has work would spend exactly what it
+ * earns, and each error of the measured capacity (llvmpipe) or of the
+ * fence's time (a real GPU) would stop it for a wait the GPU spends idle. */
+static uint32_t throttled_rate(uint32_t rate_ppm) {
+  return rate_ppm >= VGPU_SCHED_PPM ? 0 : rate_ppm;
+}
+
 void vgpu_bucket_init(VgpuBucket *b, uint32_t rate_ppm, uint64_t now) {
   memset(b, 0, sizeof(*b));
-  b->rate_ppm = rate_ppm > VGPU_SCHED_PPM ? VGPU_SCHED_PPM : rate_ppm;
+  b->rate_ppm = throttled_rate(rate_ppm);
   b->last = now;
 }
 
 void vgpu_bucket_set_rate(VgpuBucket *b, uint32_t rate_ppm, uint64_t now) {
-  if (rate_ppm > VGPU_SCHED_PPM)
-    rate_ppm = VGPU_SCHED_PPM;
+  rate_ppm = throttled_rate(rate_ppm);
   refill(b, now);
   if (rate_ppm == b->rate_ppm)
     return;

@@ -32,7 +32,7 @@
 #define VGPU_SCHED_DEBT_WINDOW_NS 2000000000ull
 
 typedef struct VgpuBucket {
-  uint32_t rate_ppm; /* 0: unthrottled */
+  uint32_t rate_ppm; /* 0: unthrottled (a share of the whole GPU is too) */
   int64_t tokens;    /* ns of GPU time; negative: owed */
   uint64_t last;     /* clock of the last refill */
 } VgpuBucket;
@@ -41,7 +41,9 @@ typedef struct VgpuBucket {
  * for what it cost. */
 void vgpu_bucket_init(VgpuBucket *b, uint32_t rate_ppm, uint64_t now);
 /* Refills at the old rate up to `now`, then bounds the balance by the new
- * rate's burst and debt.  From unthrottled, the balance starts at zero. */
+ * rate's burst and debt.  From unthrottled, the balance starts at zero.
+ * A rate of VGPU_SCHED_PPM or more (the whole GPU) is unthrottled, as in
+ * vgpu_bucket_init(). */
 void vgpu_bucket_set_rate(VgpuBucket *b, uint32_t rate_ppm, uint64_t now);
 /* How long the next submission must wait (0: now).  Refills first.  A
  * clock that went backwards refills nothing; a jump forward refills at

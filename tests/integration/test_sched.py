@@ -265,6 +265,8 @@ def equal_share(x):
             solo = rates(d, ["light"])["light"]
             s = d.show("light")
             assert s["share_ppm"] == 1000000, s  # alone: the whole GPU
+            # ... and so never made to wait: no one's time to keep.
+            assert s["throttled_ns"] == 0, s
             crowd = start(d, "crowd", x, n=3)
             try:
                 warm(d, ["crowd", "light"], frames=10)

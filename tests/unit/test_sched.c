@@ -103,9 +103,9 @@ static void test_bucket_clock(void **state) {
   vgpu_bucket_charge(&b, UINT64_MAX, now);
   assert_int_equal(vgpu_bucket_delay(&b, now), d);
   /* Near the top of the clock: no overflow. */
-  vgpu_bucket_init(&b, 1000000, UINT64_MAX - S);
+  vgpu_bucket_init(&b, 999999, UINT64_MAX - S);
   assert_int_equal(vgpu_bucket_delay(&b, UINT64_MAX), 0);
-  assert_int_equal(b.tokens, vgpu_bucket_burst(1000000));
+  assert_int_equal(b.tokens, vgpu_bucket_burst(999999));
 }
 
 static void test_bucket_rate_change(void **state) {
@@ -122,10 +122,10 @@ static void test_bucket_rate_change(void **state) {
   assert_true(vgpu_bucket_delay(&b, now) <= VGPU_SCHED_DEBT_WINDOW_NS + 1);
   /* Full at 100%, dropped to 10%: the balance is cut to the new burst. */
   now += 10 * S;
-  vgpu_bucket_set_rate(&b, 1000000, now);
+  vgpu_bucket_set_rate(&b, 900000, now);
   now += 10 * S;
   assert_int_equal(vgpu_bucket_delay(&b, now), 0);
-  assert_int_equal(b.tokens, vgpu_bucket_burst(1000000));
+  assert_int_equal(b.tokens, vgpu_bucket_burst(900000));
   vgpu_bucket_set_rate(&b, 100000, now);
   assert_int_equal(b.tokens, vgpu_bucket_burst(100000));
   /* Unthrottled and back: nothing carried over either way. */
@@ -136,9 +136,24 @@ static void test_bucket_rate_change(void **state) {
   vgpu_bucket_set_rate(&b, 200000, now + 2 * MS);
   assert_int_equal(b.tokens, 0);
   assert_int_equal(vgpu_bucket_delay(&b, now + 2 * MS), 0);
-  /* Out of range rates are taken as the whole GPU. */
-  vgpu_bucket_set_rate(&b, UINT32_MAX, now + 3 * MS);
-  assert_int_equal(b.rate_ppm, VGPU_SCHED_PPM);
+  /* A share of the whole GPU, or an out of range one, is not throttled:
+   * a tenant alone on the GPU never waits, whatever its measured cost. */
+  vgpu_bucket_set_rate(&b, 200000, now + 3 * MS);
+  vgpu_bucket_charge(&b, 2 * S, now + 3 * MS);
+  assert_true(vgpu_bucket_delay(&b, now + 3 * MS) > 0);
+  vgpu_bucket_set_rate(&b, VGPU_SCHED_PPM, now + 3 * MS);
+  assert_int_equal(b.rate_ppm, 0);
+  vgpu_bucket_charge(&b, 10 * S, now + 4 * MS);
+  assert_int_equal(vgpu_bucket_delay(&b, now + 4 * MS), 0);
+  vgpu_bucket_set_rate(&b, UINT32_MAX, now + 5 * MS);
+  assert_int_equal(b.rate_ppm, 0);
+  vgpu_bucket_init(&b, VGPU_SCHED_PPM, now);
+  assert_int_equal(b.rate_ppm, 0);
+  /* Back under the whole GPU: paced again, from a zero balance. */
+  vgpu_bucket_set_rate(&b, 500000, now + 6 * MS);
+  assert_int_equal(b.tokens, 0);
+  vgpu_bucket_charge(&b, 10 * MS, now + 6 * MS);
+  assert_int_equal(vgpu_bucket_delay(&b, now + 6 * MS), 20 * MS);
   /* Changing the share while the tenant runs: the long-run fraction
    * follows the new share. */
   vgpu_bucket_init(&b, 600000, now);
