@@ -95,7 +95,6 @@ bench.py):
 
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -105,6 +104,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402
+from pairs import BOOTSTRAP, half_width, pair_stats  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness as h  # noqa: E402
@@ -117,7 +117,6 @@ INSTANCES = ("m0", "m1")
 GOAL_RATIO = 0.99
 GOAL_SUP_CPU = 1.0  # % of one core
 GAP_S = 0.5  # after a reload, before a window starts
-BOOTSTRAP = 2000
 # Roles in a quartet: odd rounds A B B A, even rounds B A A B, so that a
 # window's place in its quartet weighs on A and B alike.  A is "off"; B
 # is "on" in test quartets and "off" again in control quartets.
@@ -152,40 +151,6 @@ class Scraper(threading.Thread):
     def finish(self):
         self.stop_ev.set()
         self.join(10)
-
-
-def ratio_of_sums(pairs):
-    """pairs: ((A frames, A s), (B frames, B s)); B's rate over A's."""
-    af = sum(a[0] for a, _ in pairs)
-    at = sum(a[1] for a, _ in pairs)
-    bf = sum(b[0] for _, b in pairs)
-    bt = sum(b[1] for _, b in pairs)
-    return (bf / bt) / (af / at) if af and at and bt else None
-
-
-def pair_stats(pairs, seed=1):
-    """Ratio of sums, median of the per-pair ratios and a percentile
-    bootstrap 95% interval of the ratio of sums, resampling pairs."""
-    if not pairs:
-        return {"pairs": 0, "ratio": None, "median": None, "ci95": None, "per_pair": []}
-    per = [(b[0] / b[1]) / (a[0] / a[1]) if a[0] else None for a, b in pairs]
-    ok = sorted(r for r in per if r is not None)
-    med = None
-    if ok:
-        n = len(ok)
-        med = ok[n // 2] if n % 2 else (ok[n // 2 - 1] + ok[n // 2]) / 2
-    rng = random.Random(seed)
-    boots = sorted(r for r in (ratio_of_sums([rng.choice(pairs) for _ in pairs])
-                               for _ in range(BOOTSTRAP)) if r is not None)
-    ci = ([boots[int(0.025 * (len(boots) - 1))], boots[int(0.975 * (len(boots) - 1))]]
-          if len(pairs) > 1 and boots else None)
-    return {"pairs": len(pairs), "ratio": ratio_of_sums(pairs), "median": med, "ci95": ci,
-            "per_pair": per}
-
-
-def half_width(ci):
-    """How far from 1 the interval reaches (None: no interval)."""
-    return max(abs(ci[0] - 1.0), abs(ci[1] - 1.0)) if ci else None
 
 
 def ancestors(pid):

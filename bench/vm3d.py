@@ -2,9 +2,23 @@
 """3D in a real guest: glmark2-es2-drm --off-screen under QEMU 10 (TCG),
 this project's back-end (QEMU on a vgpud instance's vhost-user.sock) against
 QEMU's reference /usr/lib/qemu/vhost-user-gpu --virgl forced onto software
-GBM (GBM_ALWAYS_SOFTWARE=1 --render-node=/dev/null), one paired boot each
-per round.  Rounds alternate which back-end boots first (A B, then B A, ...)
-so that a drift over the run weighs on both alike.
+GBM (GBM_ALWAYS_SOFTWARE=1 --render-node=/dev/null).
+
+Paired (BENCH_VM_MODE=paired, the default): both guests boot once and stay
+up; each reads 'N SCENE' lines from its serial console (a socket QEMU
+listens on) and runs glmark2 on that one scene.  Per round, every scene
+runs as a quartet of 5 s windows, B A A B and A B B A in turn (B: the
+first of BENCH_VM_SIDES, vgpud; A: the second, the reference), then one
+A/A control quartet on one side's guest alone.  Per scene: B's rate over
+A's as the ratio of sums over the pairs of neighbouring windows, the
+median pair and a bootstrap 95% interval (bench/pairs.py), and the A/A
+control's, which shows the noise floor.  The machine's speed drifts over
+minutes by more than the back-ends differ; neighbouring windows share it.
+
+Boots (BENCH_VM_MODE=boots): one paired boot each per round, one glmark2
+run over all scenes per boot.  Rounds alternate which back-end boots
+first (A B, then B A, ...) so that a drift over the run weighs on both
+alike.  The rest of this text describes that mode unless it says paired.
 
 CPU pinning (on by default where this process may run on 2 or more CPUs):
 QEMU (its TCG vCPU, main loop and 9p) runs on one fixed set of CPUs and the
@@ -39,10 +53,13 @@ a BENCH_VM_PIN it cannot use).  A machine without QEMU 10,
 the guest's parts, glmark2-es2-drm or a built vgpud gets one line saying
 what is missing and exit 0.
 
-Knobs (environment): BUILD_DIR (build), BENCH_ROUNDS (2),
+Knobs (environment): BUILD_DIR (build), BENCH_VM_MODE (paired | boots),
+BENCH_VM_SIDES (paired: two sides, ';' separated, each 'vgpud' or
+'reference' then VAR=VALUE words for that back-end's environment;
+default 'vgpud;reference'), BENCH_ROUNDS (3 paired, 2 boots),
 BENCH_VM_SCENE_SECONDS (5), BENCH_VM_SCENES (the scene list, ';'
-separated glmark2 -b values), BENCH_VM_TIMEOUT (300 s per boot),
-BENCH_VM_PROFILE (perf: perf record -g of the back-end's process, strace:
+separated glmark2 -b values), BENCH_VM_TIMEOUT (300 s per boot or window),
+BENCH_VM_PROFILE (boots only; perf: perf record -g of the back-end's process, strace:
 strace -c -f, from glmark2's start to the first result, into
 BENCH_OUT/vm3d/TAG.perf or TAG.strace; '' none),
 BENCH_OUT (out/bench; results in vm3d.json, logs in vm3d/),
@@ -55,7 +72,9 @@ import json
 import os
 import re
 import shutil
+import select
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,12 +85,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 import vmlib  # noqa: E402  (QEMU's command line and the serial console, as the VM tests)
+from pairs import half_width, pair_stats  # noqa: E402
 BUILD = os.path.abspath(os.environ.get("BUILD_DIR", os.path.join(SRC, "build")))
 QEMU = os.environ.get("VGPU_QEMU", "qemu-system-x86_64")
 REF = "/usr/lib/qemu/vhost-user-gpu"
 GLMARK = "/usr/bin/glmark2-es2-drm"
 MEM = "1G"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+MODE = os.environ.get("BENCH_VM_MODE", "paired")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3" if MODE == "paired" else "2"))
+SIDES = os.environ.get("BENCH_VM_SIDES", "vgpud;reference").split(";")
 SCENE_S = int(os.environ.get("BENCH_VM_SCENE_SECONDS", "5"))
 SCENES = [s for s in os.environ.get(
     "BENCH_VM_SCENES", "build:use-vbo=true;texture;shading:shading=phong;bump:bump-render=normals"
@@ -317,6 +339,37 @@ def write_client(work):
     return path
 
 
+def start_backend(backend, work, logdir, tag, cpus, env=None):
+    """Starts backend ('vgpud': a vgpud with one instance, or 'reference'),
+    bound to cpus (None: unbound), with env (a dict) added to its
+    environment; returns (its Popen, the vhost-user socket QEMU connects
+    to)."""
+    if backend == "vgpud":
+        rdir = os.path.join(work, "run")
+        conf = os.path.join(work, "vgpud.conf")
+        with open(conf, "w") as f:
+            f.write(f"[daemon]\nworker={BUILD}/src/worker/vgpu-worker\nrenderer=virgl\n"
+                    "gpu-memory=4G\n\n"
+                    "[profile bench]\nvram=4G\nmax-resources=65536\nmax-contexts=16\nmax-clients=1\n"
+                    # The guest's shader set-up, JIT-compiled on one
+                    # busy CPU, can outlast the default 10 s.
+                    "gpu-timeout=120\n\n"
+                    "[instance vgpu0]\nprofile=bench\n")
+        be = subprocess.Popen([f"{BUILD}/src/cli/vgpud", "--foreground", "--runtime-dir", rdir,
+                               "--config", conf], env={**os.environ, **(env or {})},
+                              stdout=open(os.path.join(logdir, f"{tag}-vgpud.log"), "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True,
+                              preexec_fn=pinned(cpus))
+        return be, os.path.join(rdir, "vgpu0", "vhost-user.sock")
+    sock = os.path.join(work, "ref.sock")
+    be = subprocess.Popen([REF, "--virgl", "--render-node=/dev/null", f"--socket-path={sock}"],
+                          env={**os.environ, "GBM_ALWAYS_SOFTWARE": "1", **(env or {})},
+                          stdout=open(os.path.join(logdir, f"{tag}-backend.log"), "w"),
+                          stderr=subprocess.STDOUT, start_new_session=True,
+                          preexec_fn=pinned(cpus))
+    return be, sock
+
+
 def boot(backend, guest, client, logdir, tag, pin):
     """One guest boot on backend ('vgpud' or 'reference'), with pin None or
     (QEMU's CPUs, the back-end's CPUs); returns a dict."""
@@ -330,31 +383,7 @@ def boot(backend, guest, client, logdir, tag, pin):
     qemu_pin, backend_pin = pin if pin else (None, None)
     prof = None  # the profiler, while one runs
     try:
-        if backend == "vgpud":
-            rdir = os.path.join(work, "run")
-            conf = os.path.join(work, "vgpud.conf")
-            with open(conf, "w") as f:
-                f.write(f"[daemon]\nworker={BUILD}/src/worker/vgpu-worker\nrenderer=virgl\n"
-                        "gpu-memory=4G\n\n"
-                        "[profile bench]\nvram=4G\nmax-resources=65536\nmax-contexts=16\nmax-clients=1\n"
-                        # The guest's shader set-up, JIT-compiled on one
-                        # busy CPU, can outlast the default 10 s.
-                        "gpu-timeout=120\n\n"
-                        "[instance vgpu0]\nprofile=bench\n")
-            be = subprocess.Popen([f"{BUILD}/src/cli/vgpud", "--foreground", "--runtime-dir", rdir,
-                                   "--config", conf],
-                                  stdout=open(os.path.join(logdir, f"{tag}-vgpud.log"), "w"),
-                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                  preexec_fn=pinned(backend_pin))
-            sock = os.path.join(rdir, "vgpu0", "vhost-user.sock")
-        else:
-            sock = os.path.join(work, "ref.sock")
-            env = dict(os.environ, GBM_ALWAYS_SOFTWARE="1")
-            be = subprocess.Popen([REF, "--virgl", "--render-node=/dev/null",
-                                   f"--socket-path={sock}"], env=env,
-                                  stdout=open(os.path.join(logdir, f"{tag}-backend.log"), "w"),
-                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                  preexec_fn=pinned(backend_pin))
+        be, sock = start_backend(backend, work, logdir, tag, backend_pin)
         procs.append(be)
         try:
             vmlib.wait_until(lambda: be.poll() is not None or os.path.exists(sock),
@@ -460,6 +489,328 @@ def boot(backend, guest, client, logdir, tag, pin):
         shutil.rmtree(work, ignore_errors=True)
 
 
+class Broken(Exception):
+    """A paired guest that cannot go on: its QEMU or back-end ended, or it
+    did not answer in time."""
+
+
+def write_paired_client(work):
+    """The script a paired guest runs as vgpu.gl: it reads 'N SCENE' lines
+    from the serial console (its standard input) and runs glmark2 on that
+    one scene for each, between 'vm3d: begin N' and 'vm3d: end N' lines;
+    with --kms (after the console closes) it declines."""
+    path = os.path.join(work, "vm3d-paired.sh")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n"
+                "[ \"$1\" != --kms ] || exit 0\n"
+                "echo 'vm3d: ready'\n"
+                "while read -r n scene; do\n"
+                "  echo \"vm3d: begin $n\"\n"
+                f"  {GLMARK} --off-screen -b \"$scene:duration={SCENE_S}\"\n"
+                "  echo \"vm3d: end $n status=$?\"\n"
+                "done\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def parse_side(text):
+    """'BACKEND [VAR=VALUE ...]' -> (text, backend, {VAR: VALUE}):
+    the back-end ('vgpud' or 'reference') and what to add to its
+    environment.  ValueError for anything else."""
+    words = text.split()
+    if not words or words[0] not in ("vgpud", "reference"):
+        raise ValueError(f"{text!r}: a side is 'vgpud' or 'reference', then VAR=VALUE words")
+    env = {}
+    for w in words[1:]:
+        k, eq, v = w.partition("=")
+        if not eq or not k:
+            raise ValueError(f"{w!r} is not VAR=VALUE")
+        env[k] = v
+    return " ".join(words), words[0], env
+
+
+class Guest:
+    """One guest kept running for the whole paired run on one back-end,
+    its serial console a socket the bench writes commands to and reads
+    results from; the CPU sets are held and the back-end's peak RSS taken
+    while it waits."""
+
+    def __init__(self, side, guest, client, logdir, tag, pin):
+        self.label, self.backend, self.env = side
+        self.guest, self.client, self.logdir, self.tag = guest, client, logdir, tag
+        self.qemu_pin, self.backend_pin = pin if pin else (None, None)
+        self.work = tempfile.mkdtemp(prefix=f"vgpu-vm3d-{tag}-")
+        os.chmod(self.work, 0o755)
+        self.log = open(os.path.join(logdir, f"{tag}-serial.log"), "w")
+        self.text = ""
+        self.sock = self.be = self.qemu = None
+        self.widened = set()
+        self.peak = self.peak_own = 0
+        self.ready_s = None
+
+    def backend_pids(self):
+        if self.backend == "reference":
+            return [self.be.pid]
+        return [self.be.pid] + [c for c in children(self.be.pid) if comm(c) == "vgpu-worker"]
+
+    def rss_pids(self):
+        return self.backend_pids()[1:] if self.backend == "vgpud" else [self.be.pid]
+
+    def gone(self):
+        for name, p in (("QEMU", self.qemu), ("back-end", self.be)):
+            if p is not None and p.poll() is not None:
+                return f"{name} exited {p.returncode}"
+        return None
+
+    def pump(self, wait_s):
+        """Reads what the console has (waiting up to wait_s for it), holds
+        the CPU sets and samples the back-end's RSS."""
+        if self.sock is not None and select.select([self.sock], [], [], wait_s)[0]:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self.sock.close()
+                self.sock = None
+            else:
+                chunk = data.decode(errors="replace")
+                self.text += chunk
+                self.log.write(chunk)
+                self.log.flush()
+        elif self.sock is None:
+            time.sleep(wait_s)
+        if self.qemu_pin:
+            hold_pin([self.qemu.pid], self.qemu_pin, self.widened)
+            hold_pin(self.backend_pids(), self.backend_pin, self.widened)
+        for pid in self.rss_pids():
+            hwm, own = mem_kib(pid)
+            self.peak = max(self.peak, hwm)
+            self.peak_own = max(self.peak_own, own)
+
+    def wait_for(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            why = self.gone() or ("the console closed" if self.sock is None else None)
+            if why or time.monotonic() > deadline:
+                raise Broken(f"{self.label}: {why or 'timed out'} waiting for {what}; "
+                             f"see {self.log.name}")
+            self.pump(0.25)
+
+    def start(self):
+        """Boots the guest; returns once its client is ready."""
+        self.be, vsock = start_backend(self.backend, self.work, self.logdir, self.tag,
+                                       self.backend_pin, self.env)
+        try:
+            vmlib.wait_until(lambda: self.be.poll() is not None or os.path.exists(vsock),
+                             time.monotonic() + 20, vsock)
+        except vmlib.Timeout:
+            pass
+        if self.be.poll() is not None or not os.path.exists(vsock):
+            raise Broken(f"{self.label}: the back-end did not create {vsock}")
+        console = os.path.join(self.work, "console.sock")
+        argv = vmlib.qemu_argv(
+            QEMU, self.guest, vsock, f"socket:{console}", MEM,
+            "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
+            f"vgpu.mode=3d vgpu.gl={self.client}",
+            extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+                   "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
+        t0 = time.monotonic()
+        self.qemu = subprocess.Popen(
+            argv, stdout=open(os.path.join(self.logdir, f"{self.tag}-qemu.log"), "w"),
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=pinned(self.qemu_pin))
+        # QEMU waits for this connection before it starts the guest.
+        try:
+            vmlib.wait_until(lambda: self.qemu.poll() is not None or os.path.exists(console),
+                             time.monotonic() + 30, console)
+        except vmlib.Timeout:
+            pass
+        if self.qemu.poll() is not None or not os.path.exists(console):
+            raise Broken(f"{self.label}: QEMU did not create {console}")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(console)
+        self.wait_for(lambda: "vgpu-guest: gl: vm3d: ready" in self.text or
+                      "vgpu-guest: FAILED" in self.text, TIMEOUT, "the guest's client")
+        if "vgpu-guest: FAILED" in self.text:
+            raise Broken(f"{self.label}: the guest FAILED; see {self.log.name}")
+        self.ready_s = round(time.monotonic() - t0, 2)
+
+    def run(self, n, scene):
+        """Runs scene as window n; returns its figures."""
+        start = len(self.text)
+        pids = self.backend_pids()
+        c0 = (cpu_ticks(pids), cpu_ticks([self.qemu.pid]))
+        t0 = time.monotonic()
+        self.sock.sendall(f"{n} {scene}\n".encode())
+        end = re.compile(rf"vgpu-guest: gl: vm3d: end {n} status=(\d+)")
+        self.wait_for(lambda: end.search(self.text, start), TIMEOUT, f"window {n} ({scene})")
+        wall = time.monotonic() - t0
+        c1 = (cpu_ticks(pids), cpu_ticks([self.qemu.pid]))
+        seg = self.text[start:]
+        m = FPS_RE.search(seg)
+        if not m or end.search(seg).group(1) != "0":
+            raise Broken(f"{self.label}: window {n} ({scene}) gave no FPS line or glmark2 "
+                         f"failed; see {self.log.name}")
+        frametime = float(m.group(4))
+        rate = 1000.0 / frametime if frametime > 0 else 0.0
+        frames = rate * SCENE_S
+        cpu = [(c1[k] - c0[k]) * 1000 / CLK_TCK / frames if frames else None for k in (0, 1)]
+        return {"fps": int(m.group(3)), "frametime_ms": frametime, "rate": round(rate, 3),
+                "frames": round(frames, 1), "wall_s": round(wall, 2),
+                "cpu_ms_per_frame": {"backend": round(cpu[0], 2) if cpu[0] else None,
+                                     "qemu": round(cpu[1], 2) if cpu[1] else None}}
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        for p in (self.qemu, self.be):
+            stop(p)
+        self.log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+# A quartet's order: B A A B and A B B A in turn, so that a window's place
+# in its quartet weighs on both sides alike.  B is the first side (the one
+# measured), A the second (the baseline): ratios are B's rate over A's.
+ORDERS = (("B", "A", "A", "B"), ("A", "B", "B", "A"))
+
+
+def quartet_pairs(windows):
+    """((A frames, A s), (B frames, B s)) for the windows at positions
+    (0, 1) and (3, 2) of each quartet in windows."""
+    by = {}
+    for w in windows:
+        by.setdefault(w["quartet"], {})[w["position"]] = w
+    out = []
+    for q in by.values():
+        for x, y in ((0, 1), (3, 2)):
+            a, b = q.get(x), q.get(y)
+            if a and b and a["role"] == "B":
+                a, b = b, a
+            if a and b and a["frames"] and b["frames"]:
+                out.append(((a["frames"], SCENE_S), (b["frames"], SCENE_S)))
+    return out
+
+
+def show_ci(st):
+    return f"{st['ci95'][0]:.3f}..{st['ci95'][1]:.3f}" if st["ci95"] else "-"
+
+
+def paired_main(guest, logdir, pin, work):
+    """Both sides' guests booted once and kept up; each scene run on them
+    in quartets, ROUNDS times, with one A/A control quartet a round."""
+    try:
+        sides = [parse_side(s) for s in SIDES]
+        if len(sides) != 2:
+            raise ValueError("BENCH_VM_SIDES names two sides, ';' separated")
+    except ValueError as e:
+        log(f"vm3d: BENCH_VM_SIDES: {e}")
+        return 2
+    client = write_paired_client(work)
+    with open("/proc/loadavg") as f:
+        load0 = f.read().split()[:3]
+    pinning = f"both QEMUs on CPU {format_cpus(pin[0])}, both back-ends on CPU " \
+        f"{format_cpus(pin[1])}" if pin else "no CPU pinning"
+    log(f"vm3d: paired: {QEMU} TCG, guest {guest}, B = {sides[0][0]!r} against A = "
+        f"{sides[1][0]!r}, scenes {SCENES} x {SCENE_S} s, {ROUNDS} round(s) of a quartet per "
+        f"scene and one A/A control quartet, {pinning}, load {' '.join(load0)}")
+    guests = {}
+    windows = []
+    error = None
+    try:
+        for role, side in (("B", sides[0]), ("A", sides[1])):
+            g = Guest(side, guest, client, logdir, f"paired-{role}-{side[1]}", pin)
+            guests[role] = g
+            g.start()
+            log(f"{role} {g.label}: ready {g.ready_s} s after QEMU started")
+        n = q = 0
+        for rnd in range(1, ROUNDS + 1):
+            plan = [("test", scene, None) for scene in SCENES]
+            # The control: one side's guest in both roles, the two sides
+            # and the scenes in turn.
+            plan.append(("control", SCENES[(rnd - 1) % len(SCENES)], "BA"[(rnd - 1) % 2]))
+            for kind, scene, on in plan:
+                order = ORDERS[q % 2]
+                q += 1
+                for pos, role in enumerate(order):
+                    n += 1
+                    g = guests[on or role]
+                    w = g.run(n, scene)
+                    w.update({"window": n, "round": rnd, "kind": kind, "quartet": q,
+                              "position": pos, "role": role, "scene": scene, "side": g.label})
+                    windows.append(w)
+                    log(f"window {n:3} round {rnd} {kind:7} {scene:28} {role} {g.label:12} "
+                        f"{w['rate']:7.2f} FPS  back-end {w['cpu_ms_per_frame']['backend']} "
+                        f"ms/frame  QEMU {w['cpu_ms_per_frame']['qemu']} ms/frame  "
+                        f"{w['wall_s']} s")
+    except Broken as e:
+        error = str(e)
+        log(f"vm3d: paired run stopped: {error}")
+    finally:
+        figures = {role: {"side": g.label, "ready_s": g.ready_s,
+                          "rss_kib": g.peak or None, "rss_noshm_kib": g.peak_own or None,
+                          "repinned": sorted(g.widened)} for role, g in guests.items()}
+        for g in guests.values():
+            g.close()
+    with open("/proc/loadavg") as f:
+        load1 = f.read().split()[:3]
+
+    log("")
+    log(f"B = {sides[0][0]}, A = {sides[1][0]}: per scene, B's frame rate over A's "
+        "(ratio of sums over pairs of neighbouring windows), the median pair and a "
+        f"bootstrap 95% interval")
+    log(f"{'scene':28} {'B FPS':>7} {'A FPS':>7} {'B / A':>6} {'median':>6} {'95% interval':>13}"
+        f" {'pairs':>5}  back-end CPU ms/frame B / A")
+    results = {}
+    for scene in SCENES + ["A/A control"]:
+        sel = [w for w in windows if (w["kind"] == "control" if scene == "A/A control"
+                                      else w["kind"] == "test" and w["scene"] == scene)]
+        st = pair_stats(quartet_pairs(sel))
+
+        def mean_of(role, key):
+            xs = [key(w) for w in sel if w["role"] == role and key(w)]
+            return sum(xs) / len(xs) if xs else None
+        fb, fa = mean_of("B", lambda w: w["rate"]), mean_of("A", lambda w: w["rate"])
+        cb = mean_of("B", lambda w: w["cpu_ms_per_frame"]["backend"])
+        ca = mean_of("A", lambda w: w["cpu_ms_per_frame"]["backend"])
+        results[scene] = dict(st, fps_b=fb, fps_a=fa, backend_cpu_ms_per_frame_b=cb,
+                              backend_cpu_ms_per_frame_a=ca)
+        log(f"{scene:28} {fb or 0:7.2f} {fa or 0:7.2f} "
+            f"{(st['ratio'] or 0):6.3f} {(st['median'] or 0):6.3f} {show_ci(st):>13} "
+            f"{st['pairs']:5}  {cb or 0:.2f} / {ca or 0:.2f}")
+    for role in ("B", "A"):
+        f = figures.get(role)
+        if f:
+            log(f"{role} {f['side']}: QEMU start -> client ready {f['ready_s']} s, back-end peak "
+                f"RSS {(f['rss_kib'] or 0) / 1024:.1f} MiB (without shared memory "
+                f"{(f['rss_noshm_kib'] or 0) / 1024:.1f} MiB)" +
+                (f"; bound again: {', '.join(f['repinned'])}" if f["repinned"] else ""))
+    lows = [results[s]["ratio"] for s in SCENES]
+    aa = results["A/A control"]
+    if not error and lows and all(lows):
+        lo = min(lows)
+        log(f"target: every scene at least 1.0x (ratio of sums): "
+            f"{'met' if lo >= 1.0 else 'MISSED'} (lowest {lo:.3f}x); intervals above 1.0: "
+            f"{sum(1 for s in SCENES if results[s]['ci95'] and results[s]['ci95'][0] >= 1.0)} "
+            f"of {len(SCENES)}, below: "
+            f"{sum(1 for s in SCENES if results[s]['ci95'] and results[s]['ci95'][1] < 1.0)}; "
+            f"A/A control {aa['ratio'] or 0:.3f} ({show_ci(aa)}, noise floor "
+            f"{(half_width(aa['ci95']) or 0) * 100:.1f}%)")
+    else:
+        log("target: no verdict (the run did not finish)")
+    log(f"load average before {' '.join(load0)}, after {' '.join(load1)}")
+    with open(os.path.join(OUT, "vm3d.json"), "w") as f:
+        json.dump({"mode": "paired", "sides": {"B": sides[0][0], "A": sides[1][0]},
+                   "scenes": SCENES, "scene_seconds": SCENE_S, "rounds": ROUNDS,
+                   "load_before": load0, "load_after": load1, "error": error,
+                   "pin": {"qemu": format_cpus(pin[0]), "backend": format_cpus(pin[1])}
+                   if pin else None, "results": results, "guests": figures,
+                   "windows": windows}, f, indent=1)
+    log(f"results: {os.path.join(OUT, 'vm3d.json')}, logs: {logdir}")
+    return 0
+
+
 def pair_row(first, label, a, b, mib=False, note=""):
     """One line of the table: first (the round, or 'med'), label, the value
     for vgpud and for the reference (KiB shown as MiB when mib), their
@@ -495,6 +846,14 @@ def main():
     os.makedirs(logdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="vgpu-vm3d-client-")
     os.chmod(work, 0o755)
+    if MODE == "paired":
+        try:
+            return paired_main(guest, logdir, pin, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if MODE != "boots":
+        log(f"vm3d: BENCH_VM_MODE={MODE}: expected paired or boots")
+        return 2
     client = write_client(work)
     with open("/proc/loadavg") as f:
         load0 = f.read().split()[:3]
@@ -592,7 +951,8 @@ def main():
             "from one back-end)")
     log(f"load average before {' '.join(load0)}, after {' '.join(load1)}")
     with open(os.path.join(OUT, "vm3d.json"), "w") as f:
-        json.dump({"scenes": SCENES, "scene_seconds": SCENE_S, "load_before": load0,
+        json.dump({"mode": "boots", "scenes": SCENES, "scene_seconds": SCENE_S,
+                   "load_before": load0,
                    "load_after": load1,
                    "pin": {"qemu": format_cpus(pin[0]), "backend": format_cpus(pin[1])}
                    if pin else None,

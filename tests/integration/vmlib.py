@@ -38,7 +38,9 @@ def qemu_argv(qemu, guest, sock, serial, mem, append, device_opts="", qmp=None, 
     """QEMU (TCG unless $VGPU_VM_ACCEL says otherwise) booting guest's
     kernel and initramfs with memfd guest memory, the vhost-user-gpu-pci
     device on sock (device_opts appended to it), the serial console into
-    the file serial, QMP on the socket qmp when given, then extra."""
+    the file serial (or, as "socket:PATH", on a socket QEMU listens on and
+    waits for a client on before it starts the guest: the console both
+    ways), QMP on the socket qmp when given, then extra."""
     # The unpacked kernel boots as a PVH guest, without decompressing itself.
     kernel = os.path.join(guest, "vmlinux")
     if not os.path.exists(kernel):
@@ -51,8 +53,12 @@ def qemu_argv(qemu, guest, sock, serial, mem, append, device_opts="", qmp=None, 
             "-device", "vhost-user-gpu-pci,chardev=vgpu" + device_opts, *extra]
     if qmp:
         argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
-    return argv + ["-serial", f"file:{serial}",
-                   "-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
+    if serial.startswith("socket:"):
+        argv += ["-chardev", f"socket,id=console,path={serial[7:]},server=on,wait=on",
+                 "-serial", "chardev:console"]
+    else:
+        argv += ["-serial", f"file:{serial}"]
+    return argv + ["-kernel", kernel, "-initrd", os.path.join(guest, "initrd.gz"),
                    "-append", append]
 
 
