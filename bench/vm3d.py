@@ -370,6 +370,37 @@ def start_backend(backend, work, logdir, tag, cpus, env=None):
     return be, sock
 
 
+def loadavg():
+    """The 1, 5 and 15 minute load averages, as strings."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
+def appeared(proc, path, seconds):
+    """Whether path exists while proc still runs, waiting up to seconds."""
+    try:
+        vmlib.wait_until(lambda: proc.poll() is not None or os.path.exists(path),
+                         time.monotonic() + seconds, path)
+    except vmlib.Timeout:
+        pass
+    return proc.poll() is None and os.path.exists(path)
+
+
+def start_qemu(guest, vsock, serial, client, logdir, tag, cpus):
+    """QEMU booting the 3D guest on the vhost-user socket vsock, its
+    console on serial (vmlib.qemu_argv's), running client as vgpu.gl,
+    bound to cpus; returns the Popen."""
+    argv = vmlib.qemu_argv(
+        QEMU, guest, vsock, serial, MEM,
+        "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
+        f"vgpu.mode=3d vgpu.gl={client}",
+        extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+               "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
+    return subprocess.Popen(argv, stdout=open(os.path.join(logdir, f"{tag}-qemu.log"), "w"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=pinned(cpus))
+
+
 def boot(backend, guest, client, logdir, tag, pin):
     """One guest boot on backend ('vgpud' or 'reference'), with pin None or
     (QEMU's CPUs, the back-end's CPUs); returns a dict."""
@@ -385,24 +416,11 @@ def boot(backend, guest, client, logdir, tag, pin):
     try:
         be, sock = start_backend(backend, work, logdir, tag, backend_pin)
         procs.append(be)
-        try:
-            vmlib.wait_until(lambda: be.poll() is not None or os.path.exists(sock),
-                             time.monotonic() + 20, sock)
-        except vmlib.Timeout:
-            pass
-        if be.poll() is not None or not os.path.exists(sock):
+        if not appeared(be, sock, 20):
             res["error"] = f"{backend} did not create {sock}"
             return res
-        argv = vmlib.qemu_argv(
-            QEMU, guest, sock, serial, MEM,
-            "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
-            f"vgpu.mode=3d vgpu.gl={client}",
-            extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-                   "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
         t0 = time.monotonic()
-        qemu = subprocess.Popen(argv, stdout=open(os.path.join(logdir, f"{tag}-qemu.log"), "w"),
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=pinned(qemu_pin))
+        qemu = start_qemu(guest, sock, serial, client, logdir, tag, qemu_pin)
         procs.append(qemu)
 
         def rss_pids():
@@ -601,32 +619,14 @@ class Guest:
         """Boots the guest; returns once its client is ready."""
         self.be, vsock = start_backend(self.backend, self.work, self.logdir, self.tag,
                                        self.backend_pin, self.env)
-        try:
-            vmlib.wait_until(lambda: self.be.poll() is not None or os.path.exists(vsock),
-                             time.monotonic() + 20, vsock)
-        except vmlib.Timeout:
-            pass
-        if self.be.poll() is not None or not os.path.exists(vsock):
+        if not appeared(self.be, vsock, 20):
             raise Broken(f"{self.label}: the back-end did not create {vsock}")
         console = os.path.join(self.work, "console.sock")
-        argv = vmlib.qemu_argv(
-            QEMU, self.guest, vsock, f"socket:{console}", MEM,
-            "console=ttyS0 panic=-1 drm_kms_helper.fbdev_emulation=0 "
-            f"vgpu.mode=3d vgpu.gl={self.client}",
-            extra=["-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-                   "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs"])
         t0 = time.monotonic()
-        self.qemu = subprocess.Popen(
-            argv, stdout=open(os.path.join(self.logdir, f"{self.tag}-qemu.log"), "w"),
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=pinned(self.qemu_pin))
+        self.qemu = start_qemu(self.guest, vsock, f"socket:{console}", self.client, self.logdir,
+                               self.tag, self.qemu_pin)
         # QEMU waits for this connection before it starts the guest.
-        try:
-            vmlib.wait_until(lambda: self.qemu.poll() is not None or os.path.exists(console),
-                             time.monotonic() + 30, console)
-        except vmlib.Timeout:
-            pass
-        if self.qemu.poll() is not None or not os.path.exists(console):
+        if not appeared(self.qemu, console, 30):
             raise Broken(f"{self.label}: QEMU did not create {console}")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(console)
@@ -708,8 +708,7 @@ def paired_main(guest, logdir, pin, work):
         log(f"vm3d: BENCH_VM_SIDES: {e}")
         return 2
     client = write_paired_client(work)
-    with open("/proc/loadavg") as f:
-        load0 = f.read().split()[:3]
+    load0 = loadavg()
     pinning = f"both QEMUs on CPU {format_cpus(pin[0])}, both back-ends on CPU " \
         f"{format_cpus(pin[1])}" if pin else "no CPU pinning"
     log(f"vm3d: paired: {QEMU} TCG, guest {guest}, B = {sides[0][0]!r} against A = "
@@ -753,8 +752,7 @@ def paired_main(guest, logdir, pin, work):
                           "repinned": sorted(g.widened)} for role, g in guests.items()}
         for g in guests.values():
             g.close()
-    with open("/proc/loadavg") as f:
-        load1 = f.read().split()[:3]
+    load1 = loadavg()
 
     log("")
     log(f"B = {sides[0][0]}, A = {sides[1][0]}: per scene, B's frame rate over A's "
@@ -855,8 +853,7 @@ def main():
         log(f"vm3d: BENCH_VM_MODE={MODE}: expected paired or boots")
         return 2
     client = write_client(work)
-    with open("/proc/loadavg") as f:
-        load0 = f.read().split()[:3]
+    load0 = loadavg()
     pinning = f"QEMU on CPU {format_cpus(pin[0])}, back-end on CPU {format_cpus(pin[1])}" \
         if pin else "no CPU pinning"
     log(f"vm3d: {QEMU} TCG, guest {guest}, scenes {SCENES} x {SCENE_S} s, {ROUNDS} round(s), "
@@ -887,8 +884,7 @@ def main():
             rounds.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    with open("/proc/loadavg") as f:
-        load1 = f.read().split()[:3]
+    load1 = loadavg()
 
     log("")
     log(f"{'round':5} {'scene':32} {'vgpud':>6} {'ref':>6} {'x ref':>6}")
