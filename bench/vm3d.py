@@ -642,7 +642,12 @@ class Guest:
         pids = self.backend_pids()
         c0 = (cpu_ticks(pids), cpu_ticks([self.qemu.pid]))
         t0 = time.monotonic()
-        self.sock.sendall(f"{n} {scene}\n".encode())
+        try:
+            if self.sock is None:
+                raise OSError("the console closed")
+            self.sock.sendall(f"{n} {scene}\n".encode())
+        except OSError as e:
+            raise Broken(f"{self.label}: cannot send window {n}: {e}") from e
         end = re.compile(rf"vgpu-guest: gl: vm3d: end {n} status=(\d+)")
         self.wait_for(lambda: end.search(self.text, start), TIMEOUT, f"window {n} ({scene})")
         wall = time.monotonic() - t0
