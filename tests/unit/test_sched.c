@@ -120,7 +120,7 @@ static void test_bucket_rate_change(void **state) {
   vgpu_bucket_set_rate(&b, 100000, now);
   assert_int_equal(b.tokens, -vgpu_bucket_max_debt(100000));
   assert_true(vgpu_bucket_delay(&b, now) <= VGPU_SCHED_DEBT_WINDOW_NS + 1);
-  /* Full at 100%, dropped to 10%: the balance is cut to the new burst. */
+  /* Full at 90%, dropped to 10%: the balance is cut to the new burst. */
   now += 10 * S;
   vgpu_bucket_set_rate(&b, 900000, now);
   now += 10 * S;
