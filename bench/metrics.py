@@ -104,7 +104,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402
-from pairs import BOOTSTRAP, half_width, pair_stats  # noqa: E402
+from pairs import BOOTSTRAP, half_width, pair_stats, quartet_pairs  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness as h  # noqa: E402
@@ -393,19 +393,9 @@ class MetricsBench(S.SchedBench):
         quartets, the windows at positions (0, 1) and (3, 2); per:
         "seconds" (wall time) or "cpu_s_all" (CPU time of everything the
         bench runs)."""
-        by = {}
-        for w in self.windows:
-            if w["quartet"] == kind:
-                by[(w["round"], w["position"])] = w
-        out = []
-        for rnd in range(1, self.rounds + 1):
-            for x, y in ((0, 1), (3, 2)):
-                wa, wb = by.get((rnd, x)), by.get((rnd, y))
-                if wa and wb and wa["role"] == "B":
-                    wa, wb = wb, wa
-                if wa and wb and wa["frames"] and wb["frames"] and wa[per] and wb[per]:
-                    out.append(((wa["frames"], wa[per]), (wb["frames"], wb[per])))
-        return out
+        return quartet_pairs([w for w in self.windows if w["quartet"] == kind],
+                             lambda w: w["round"],
+                             lambda w: (w["frames"], w[per]) if w["frames"] and w[per] else None)
 
     def cpu_pct(self, sel, group="vgpud"):
         ws = [w for w in self.windows if sel(w)]

@@ -7,6 +7,27 @@ import random
 BOOTSTRAP = 2000  # resamples of the pairs, fixed seed
 
 
+def quartet_pairs(windows, key, measure):
+    """The pairs of neighbouring windows of each quartet in windows: those
+    at positions (0, 1) and (3, 2), as ((A count, A per), (B count, B
+    per)).  key(w) names w's quartet, w["position"] is its place in it
+    (0-3) and w["role"] "A" or "B"; measure(w) is (count, per), or None
+    for a window that measured nothing (its pair is left out)."""
+    by = {}
+    for w in windows:
+        by.setdefault(key(w), {})[w["position"]] = w
+    out = []
+    for q in by.values():
+        for x, y in ((0, 1), (3, 2)):
+            a, b = q.get(x), q.get(y)
+            if a and b and a["role"] == "B":
+                a, b = b, a
+            ma, mb = (measure(a), measure(b)) if a and b else (None, None)
+            if ma and mb:
+                out.append((ma, mb))
+    return out
+
+
 def ratio_of_sums(pairs):
     """pairs: ((A frames, A s), (B frames, B s)); B's rate over A's."""
     af = sum(a[0] for a, _ in pairs)

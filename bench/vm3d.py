@@ -85,7 +85,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 import vmlib  # noqa: E402  (QEMU's command line and the serial console, as the VM tests)
-from pairs import half_width, pair_stats  # noqa: E402
+from pairs import half_width, pair_stats, quartet_pairs  # noqa: E402
 BUILD = os.path.abspath(os.environ.get("BUILD_DIR", os.path.join(SRC, "build")))
 QEMU = os.environ.get("VGPU_QEMU", "qemu-system-x86_64")
 REF = "/usr/lib/qemu/vhost-user-gpu"
@@ -370,6 +370,28 @@ def start_backend(backend, work, logdir, tag, cpus, env=None):
     return be, sock
 
 
+def serving_pids(backend, be):
+    """The process that serves the VM: the reference's own, or vgpud's
+    vgpu-worker child (none before QEMU connects); its RSS is measured."""
+    if backend == "reference":
+        return [be.pid]
+    return [c for c in children(be.pid) if comm(c) == "vgpu-worker"]
+
+
+def backend_pids(backend, be):
+    """Every process of the back-end: vgpud and its worker, or the
+    reference; their CPU time is measured and their CPUs held."""
+    return [be.pid] + serving_pids(backend, be) if backend == "vgpud" else [be.pid]
+
+
+def peak_rss(pids, peak, peak_own):
+    """(peak, peak_own) raised to what mem_kib() reads for pids now."""
+    for pid in pids:
+        hwm, own = mem_kib(pid)
+        peak, peak_own = max(peak, hwm), max(peak_own, own)
+    return peak, peak_own
+
+
 def loadavg():
     """The 1, 5 and 15 minute load averages, as strings."""
     with open("/proc/loadavg") as f:
@@ -423,14 +445,6 @@ def boot(backend, guest, client, logdir, tag, pin):
         qemu = start_qemu(guest, sock, serial, client, logdir, tag, qemu_pin)
         procs.append(qemu)
 
-        def rss_pids():
-            if backend == "reference":
-                return [be.pid]
-            return [c for c in children(be.pid) if comm(c) == "vgpu-worker"]
-
-        def backend_pids():
-            return [be.pid] + rss_pids() if backend == "vgpud" else [be.pid]
-
         peak = peak_own = 0
         text = ""
         widened = set()
@@ -441,20 +455,16 @@ def boot(backend, guest, client, logdir, tag, pin):
         while time.monotonic() - t0 < TIMEOUT:
             if pin:
                 qemu_cpus = hold_pin([qemu.pid], qemu_pin, widened)
-                backend_cpus = hold_pin(backend_pids(), backend_pin, widened)
-            for pid in rss_pids():
-                hwm, own = mem_kib(pid)
-                peak = max(peak, hwm)
-                peak_own = max(peak_own, own)
+                backend_cpus = hold_pin(backend_pids(backend, be), backend_pin, widened)
+            peak, peak_own = peak_rss(serving_pids(backend, be), peak, peak_own)
             text = vmlib.read_serial(serial) or ""
             # glmark2 prints its renderer before its first scene and a
             # scene's FPS after it: the profile covers the rendering.
-            if PROFILE and prof is None and "GL_RENDERER" in text and rss_pids():
-                prof = profiler_start(PROFILE, [p for p in backend_pids() if p != be.pid or
-                                                backend == "reference"],
+            if PROFILE and prof is None and "GL_RENDERER" in text and serving_pids(backend, be):
+                prof = profiler_start(PROFILE, serving_pids(backend, be),
                                       os.path.join(logdir, f"{tag}.{PROFILE}"))
             if "GL_RENDERER" in text and len(cpu_marks) <= len(FPS_RE.findall(text)):
-                cpu_marks.append((cpu_ticks(backend_pids()), cpu_ticks([qemu.pid])))
+                cpu_marks.append((cpu_ticks(backend_pids(backend, be)), cpu_ticks([qemu.pid])))
             if prof is not None and FPS_RE.search(text):
                 profiler_stop(prof)
             if res["first_result_s"] is None and FPS_RE.search(text):
@@ -463,7 +473,8 @@ def boot(backend, guest, client, logdir, tag, pin):
                 if not pin:
                     qemu_cpus = sorted({c for _, cpus in thread_cpus([qemu.pid]).values()
                                         for c in cpus})
-                    backend_cpus = sorted({c for _, cpus in thread_cpus(backend_pids()).values()
+                    backend_cpus = sorted({c for _, cpus in
+                                           thread_cpus(backend_pids(backend, be)).values()
                                            for c in cpus})
                 res["qemu_cpus"] = format_cpus(qemu_cpus)
                 res["backend_cpus"] = format_cpus(backend_cpus)
@@ -566,14 +577,6 @@ class Guest:
         self.peak = self.peak_own = 0
         self.ready_s = None
 
-    def backend_pids(self):
-        if self.backend == "reference":
-            return [self.be.pid]
-        return [self.be.pid] + [c for c in children(self.be.pid) if comm(c) == "vgpu-worker"]
-
-    def rss_pids(self):
-        return self.backend_pids()[1:] if self.backend == "vgpud" else [self.be.pid]
-
     def gone(self):
         for name, p in (("QEMU", self.qemu), ("back-end", self.be)):
             if p is not None and p.poll() is not None:
@@ -600,11 +603,9 @@ class Guest:
             time.sleep(wait_s)
         if self.qemu_pin:
             hold_pin([self.qemu.pid], self.qemu_pin, self.widened)
-            hold_pin(self.backend_pids(), self.backend_pin, self.widened)
-        for pid in self.rss_pids():
-            hwm, own = mem_kib(pid)
-            self.peak = max(self.peak, hwm)
-            self.peak_own = max(self.peak_own, own)
+            hold_pin(backend_pids(self.backend, self.be), self.backend_pin, self.widened)
+        self.peak, self.peak_own = peak_rss(serving_pids(self.backend, self.be), self.peak,
+                                            self.peak_own)
 
     def wait_for(self, pred, timeout, what):
         deadline = time.monotonic() + timeout
@@ -639,7 +640,7 @@ class Guest:
     def run(self, n, scene):
         """Runs scene as window n; returns its figures."""
         start = len(self.text)
-        pids = self.backend_pids()
+        pids = backend_pids(self.backend, self.be)
         c0 = (cpu_ticks(pids), cpu_ticks([self.qemu.pid]))
         t0 = time.monotonic()
         try:
@@ -681,21 +682,11 @@ class Guest:
 ORDERS = (("B", "A", "A", "B"), ("A", "B", "B", "A"))
 
 
-def quartet_pairs(windows):
-    """((A frames, A s), (B frames, B s)) for the windows at positions
-    (0, 1) and (3, 2) of each quartet in windows."""
-    by = {}
-    for w in windows:
-        by.setdefault(w["quartet"], {})[w["position"]] = w
-    out = []
-    for q in by.values():
-        for x, y in ((0, 1), (3, 2)):
-            a, b = q.get(x), q.get(y)
-            if a and b and a["role"] == "B":
-                a, b = b, a
-            if a and b and a["frames"] and b["frames"]:
-                out.append(((a["frames"], SCENE_S), (b["frames"], SCENE_S)))
-    return out
+def window_pairs(windows):
+    """((A frames, A s), (B frames, B s)) of the neighbouring windows of
+    each quartet in windows."""
+    return quartet_pairs(windows, lambda w: w["quartet"],
+                         lambda w: (w["frames"], SCENE_S) if w["frames"] else None)
 
 
 def show_ci(st):
@@ -769,7 +760,7 @@ def paired_main(guest, logdir, pin, work):
     for scene in SCENES + ["A/A control"]:
         sel = [w for w in windows if (w["kind"] == "control" if scene == "A/A control"
                                       else w["kind"] == "test" and w["scene"] == scene)]
-        st = pair_stats(quartet_pairs(sel))
+        st = pair_stats(window_pairs(sel))
 
         def mean_of(role, key):
             xs = [key(w) for w in sel if w["role"] == role and key(w)]
