@@ -617,6 +617,11 @@ static bool load_daemon(VgpuConfig *c, GKeyFile *kf, const LineMap *m, GError **
       if (!g_str_equal(v, "auto") && !g_str_equal(v, "off"))
         return fail_at(error, m, "daemon", k, "bad value \"%s\" for cgroups (auto, off)", v);
       c->cgroups = g_str_equal(v, "auto");
+    } else if (g_str_equal(k, "shader-cache")) {
+      if (!g_str_equal(v, "private") && !g_str_equal(v, "off"))
+        return fail_at(error, m, "daemon", k, "bad value \"%s\" for shader-cache (private, off)",
+                       v);
+      c->shader_cache = g_str_equal(v, "private");
     } else {
       return fail_at(error, m, "daemon", k, "unknown key \"%s\" in [daemon]", k);
     }
@@ -762,6 +767,7 @@ static VgpuConfig *config_new(const char *source) {
   c->renderer = g_strdup("virgl");
   c->max_submit_bytes = 64u << 20;
   c->sandbox = true;
+  c->shader_cache = true;
   c->cgroups = true;
   c->worker_uid_first = VGPU_WORKER_UID_FIRST;
   c->worker_uid_last = VGPU_WORKER_UID_LAST;

@@ -42,6 +42,7 @@ typedef struct VgpuConfig {
   guint idle_timeout_s;      /* 0 = none, at most VGPU_IDLE_TIMEOUT_MAX */
   uint32_t max_submit_bytes; /* per SUBMIT_CMD */
   bool sandbox;              /* seccomp in workers (default true) */
+  bool shader_cache;         /* a private shader cache per worker (default true) */
   bool cgroups;              /* cgroups=auto (default) or off: CPU cgroups per instance */
   uint32_t worker_uid_first, worker_uid_last; /* worker-uid-range */
   /* The first command header must arrive within this (default 10; 0: none). */

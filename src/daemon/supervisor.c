@@ -37,6 +37,7 @@
 #include "daemon/probe.h"
 #include "daemon/vm_peer.h"
 #include "daemon/session_end.h"
+#include "daemon/shader_cache.h"
 #include "daemon/state.h"
 #include "util/fd.h"
 #include "util/log.h"
@@ -50,6 +51,7 @@ typedef struct VgpuWorker {
   uid_t client_uid;
   guint watch;
   VgpuWorkerIdentity id; /* the uid it runs as, its cgroup */
+  bool shader_cache;     /* its private shader cache directory was made */
   guint ledger_watch;    /* the worker's ledger request socket */
   VgpuTenantKind kind;
   VgpuWorkerEndFunc end; /* attach_vm's caller, told of the end */
@@ -106,6 +108,7 @@ struct VgpuSupervisor {
   VgpuIsolation *isolation;
   VgpuCgroups *cgroups;  /* CPU cgroups per instance and worker (may be off) */
   char **worker_env;     /* vgpud's environment, Mesa's disk cache off */
+  VgpuShaderCache *shader_cache; /* DIR/shader-cache; NULL without own uids */
   GHashTable *instances; /* name -> VgpuInstance* */
   VgpuControl *control;
   VgpuHttp *http; /* metrics-listen; NULL: off */
@@ -481,6 +484,9 @@ static void on_worker_exit(GPid pid, gint status, gpointer user) {
   bool crashed;
   describe_exit(status, why, sizeof(why), &crashed);
   vgpu_cgroups_worker_gone(s->cgroups, pid);
+  /* Before its uid can be handed out again. */
+  if (w->shader_cache)
+    vgpu_shader_cache_remove(s->shader_cache, w->id.uid);
   if (vgpu_isolation_worker_done(s->isolation, &w->id)) {
     g_autofree char *cap = vgpu_format_size(in->cfg->eff.host_memory, false);
     g_snprintf(why, sizeof(why), "killed by its host-memory cap (%s, cgroup oom_kill)", cap);
@@ -719,7 +725,6 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   if (s->cfg->header_timeout_s && kind == VGPU_TENANT_VTEST)
     g_ptr_array_add(argv, g_strdup_printf("--header-timeout=%u", s->cfg->header_timeout_s));
   g_ptr_array_add(argv, g_strdup_printf("--gpu-timeout=%u", in->cfg->eff.gpu_timeout_s));
-  g_ptr_array_add(argv, NULL);
 
   g_autoptr(GError) e = NULL;
   VgpuWorkerIdentity id;
@@ -731,6 +736,20 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
     vgpu_book_worker_remove(s->book, (uint32_t)slot);
     return 0;
   }
+  /* Its private shader cache (daemon/shader_cache.h); without one the
+   * worker runs with Mesa's cache off, as before. */
+  bool shader_cache = false;
+  if (s->shader_cache && s->cfg->shader_cache && id.own_uid) {
+    g_autofree char *dir = vgpu_shader_cache_make(s->shader_cache, id.uid, &e);
+    if (dir) {
+      g_ptr_array_add(argv, g_strdup_printf("--shader-cache=%s", dir));
+      shader_cache = true;
+    } else {
+      vgpu_warn("%s: worker without a shader cache: %s", in->cfg->name, e->message);
+      g_clear_error(&e);
+    }
+  }
+  g_ptr_array_add(argv, NULL);
   /* llvmpipe's thread count is the profile's (render-threads). */
   g_auto(GStrv) env = g_strdupv(s->worker_env);
   if (in->cfg->eff.render_threads && renders_on_llvmpipe(s)) {
@@ -751,6 +770,8 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   if (!spawned) {
     refuse_tenant(in, kind, cpid, cuid, VGPU_LOG_ERROR, error, "cannot start a worker: %s",
                   e->message);
+    if (shader_cache)
+      vgpu_shader_cache_remove(s->shader_cache, id.uid);
     vgpu_isolation_worker_done(s->isolation, &id);
     vgpu_book_worker_remove(s->book, (uint32_t)slot);
     return 0;
@@ -767,6 +788,7 @@ static GPid spawn_worker(VgpuInstance *in, int client_fd, pid_t cpid, uid_t cuid
   w->client_uid = cuid;
   vgpu_proc_name("/proc", cpid, w->client_name);
   w->id = id;
+  w->shader_cache = shader_cache;
   w->kind = kind;
   vgpu_busy_window_init(&w->busy, g_get_monotonic_time(), 0);
   w->n_chain = vgpu_proc_ancestry(cpid, w->chain, VGPU_SESSION_ANCESTORS);
@@ -1237,6 +1259,21 @@ VgpuSupervisor *vgpu_supervisor_new(VgpuConfig *cfg, const VgpuSupervisorOptions
    * and reads compiled (JIT) code from: a way for one tenant's worker to
    * plant code in another's.  Workers cannot create files anyway. */
   s->worker_env = g_environ_setenv(g_get_environ(), "MESA_SHADER_CACHE_DISABLE", "true", TRUE);
+  /* What a worker compiles stays in a cache of its own instead
+   * (daemon/shader_cache.h), where workers have uids of their own. */
+  if (geteuid() == 0) {
+    g_autoptr(GError) ce = NULL;
+    s->shader_cache = vgpu_shader_cache_new(s->runtime_dir, &ce);
+    if (!s->shader_cache)
+      vgpu_warn("shader cache: off: %s", ce->message);
+  }
+  if (s->shader_cache)
+    vgpu_info("shader cache: %s", cfg->shader_cache
+                                      ? "private to each worker, for its session only"
+                                      : "off (shader-cache=off)");
+  else if (geteuid() != 0)
+    vgpu_info("shader cache: off (workers compile every program they are given; a private "
+              "cache per worker needs workers with uids of their own: vgpud as root)");
   /* The capacity is read before vgpud makes its cgroups: the ceilings it
    * writes there for fixed shares are parts of it. */
   s->cpu_milli = vgpu_cpu_capacity_milli(&s->cpu_desc);
@@ -1407,6 +1444,7 @@ void vgpu_supervisor_free(VgpuSupervisor *s) {
   g_free(s->state_dir);
   g_free(s->state_error);
   vgpu_isolation_free(s->isolation);
+  vgpu_shader_cache_free(s->shader_cache);
   g_strfreev(s->worker_env);
   vgpu_config_free(s->cfg);
   g_free(s->runtime_dir);
@@ -1669,6 +1707,10 @@ static bool supervisor_reload(VgpuSupervisor *s, VgpuReloadReport **report, GErr
   if (next->cgroups != s->cfg->cgroups)
     vgpu_warn("cgroups=%s: read at start-up only; the cgroups stay as they are (%s)",
               next->cgroups ? "auto" : "off", vgpu_cgroups_describe(s->cgroups));
+  if (next->shader_cache != s->cfg->shader_cache)
+    vgpu_info("shader-cache=%s: for workers started from now on%s",
+              next->shader_cache ? "private" : "off",
+              s->shader_cache || !next->shader_cache ? "" : " (still off: vgpud is not root)");
   vgpu_log_set_level(next->log_level);
   if (http_changed) {
     g_clear_pointer(&s->http, vgpu_http_free);

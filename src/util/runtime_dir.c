@@ -1,5 +1,6 @@
 #include "util/runtime_dir.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -185,4 +186,51 @@ int vgpu_private_file_open(int dirfd, const char *name, const char *path, int fl
   if (r < 0)
     return fail_errno(error, -r, "%s: %s", path, g_strerror(-r));
   return vgpu_steal_fd(&fd);
+}
+
+#define VGPU_REMOVE_TREE_DEPTH 16
+
+/* Empties the directory open at fd (taken over). */
+static int remove_contents(int fd, int depth) {
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  int r = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (g_str_equal(de->d_name, ".") || g_str_equal(de->d_name, ".."))
+      continue;
+    if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+      continue;
+    int rr = -errno;
+    if (rr == -EISDIR) {
+      int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0)
+        rr = -errno;
+      else if (depth <= 0) {
+        close(sub);
+        rr = -ELOOP;
+      } else
+        rr = remove_contents(sub, depth - 1);
+      if (rr == 0 && unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) < 0)
+        rr = -errno;
+    }
+    if (rr < 0 && r == 0)
+      r = rr;
+  }
+  closedir(d);
+  return r;
+}
+
+int vgpu_remove_tree_at(int dirfd, const char *name, bool keep_top) {
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : -errno;
+  int r = remove_contents(fd, VGPU_REMOVE_TREE_DEPTH);
+  if (r == 0 && !keep_top && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+    r = -errno;
+  return r;
 }

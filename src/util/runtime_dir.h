@@ -58,3 +58,10 @@ int vgpu_private_dir_open(const char *path, mode_t mode, bool *created, GError *
  * O_APPEND.  Returns the fd (close-on-exec) or -1 with the error set. */
 int vgpu_private_file_open(int dirfd, const char *name, const char *path, int flags, mode_t mode,
                            GError **error);
+
+/* Removes the directory `name` in dirfd (AT_FDCWD: a path) with all it
+ * holds, or only what it holds when keep_top.  Symbolic links are
+ * removed, never followed, and nothing deeper than 16 levels is entered.
+ * A missing directory is success.  Returns 0 or the first failure's
+ * negative errno (it goes on with the rest). */
+int vgpu_remove_tree_at(int dirfd, const char *name, bool keep_top);

@@ -5,6 +5,7 @@
  * With --probe it serves nobody: it starts its renderer as a serving
  * worker would and writes on stdout what it offers. */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "render/renderer.h"
 #include "util/fd.h"
 #include "util/log.h"
+#include "util/runtime_dir.h"
 #include "util/sanitize.h"
 #include "vtest/vtest_session.h"
 #include "vtest/vtest_version.h"
@@ -71,6 +73,7 @@ typedef struct {
   gchar *protocol;
   gint heads;
   gchar *virgl;
+  gchar *shader_cache;
   gboolean no_sandbox;
   gboolean probe;
   gboolean version;
@@ -84,6 +87,7 @@ static void args_clear(WorkerArgs *a) {
   g_free(a->log_level);
   g_free(a->protocol);
   g_free(a->virgl);
+  g_free(a->shader_cache);
 }
 
 static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
@@ -122,6 +126,10 @@ static bool parse_args(int argc, char **argv, WorkerArgs *a, GError **error) {
       {"virgl", 0, 0, G_OPTION_ARG_STRING, &a->virgl,
        "vhost-user-gpu: offer the guest 3D (VIRGL); default on when the renderer is virgl",
        "on|off"},
+      {"shader-cache", 0, 0, G_OPTION_ARG_FILENAME, &a->shader_cache,
+       "Keep compiled shaders for this session in files Mesa opens in DIR, an empty directory "
+       "of this uid's alone (mode 0700), and which are removed once open",
+       "DIR"},
       {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &a->no_sandbox, "Do not install seccomp", NULL},
       {"probe", 0, 0, G_OPTION_ARG_NONE, &a->probe,
        "Serve no client: start the renderer (with --renderer, --render-node, --host-memory, "
@@ -231,6 +239,38 @@ static int run_probe(const WorkerArgs *a) {
     return VGPU_WORKER_EXIT_ERROR;
   }
   return 0;
+}
+
+/* --shader-cache: Mesa's single-file shader cache in dir, which vgpud
+ * made for this worker alone (daemon/shader_cache.h).  Refused, and the
+ * cache left off, unless dir is a directory of this uid's that nobody
+ * else may enter.  Called before any thread starts (setenv). */
+static bool shader_cache_setup(const char *dir) {
+  vgpu_autofd int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    vgpu_warn("shader cache %s: %s; compiling without one", dir, g_strerror(errno));
+    return false;
+  }
+  if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+    vgpu_warn("shader cache %s: owned by uid %u with mode %04o, not this worker's alone (uid %u, "
+              "0700); compiling without one",
+              dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+    return false;
+  }
+  setenv("MESA_SHADER_CACHE_DIR", dir, 1);
+  setenv("MESA_DISK_CACHE_SINGLE_FILE", "1", 1);
+  unsetenv("MESA_SHADER_CACHE_DISABLE");
+  return true;
+}
+
+/* Once the renderer is up, Mesa holds its cache files open: the names
+ * go, before the sandbox and before any command is read, so that the
+ * cache is in this process's open files only and ends with it. */
+static void shader_cache_unlink(const char *dir) {
+  int r = vgpu_remove_tree_at(AT_FDCWD, dir, true);
+  if (r < 0)
+    vgpu_warn("emptying the shader cache %s: %s", dir, g_strerror(-r));
 }
 
 /* llvmpipe allocates and frees megabytes of scene data every frame.
@@ -351,6 +391,8 @@ int main(int argc, char **argv) {
   if (!fe_ops->await_client(&fa))
     return VGPU_WORKER_EXIT_CLIENT_LEFT;
 
+  bool shader_cache = a.shader_cache && shader_cache_setup(a.shader_cache);
+
   /* The guard ends the worker when its client hangs up while the main
    * thread is stuck in the renderer, or when GPU work outlives
    * --gpu-timeout.  Started before the sandbox (it is a thread). */
@@ -369,6 +411,8 @@ int main(int argc, char **argv) {
     vgpu_error("renderer: %s", error->message);
     return VGPU_WORKER_EXIT_RENDERER;
   }
+  if (shader_cache)
+    shader_cache_unlink(a.shader_cache);
 
   VgpuSandboxConfig sb = {.host_memory = (uint64_t)MAX(a.host_memory, 0),
                            .filter = !a.no_sandbox};

@@ -156,6 +156,16 @@ def attacks(x, d):
         assert not os.path.exists("/tmp/vgpu-hijacked")
         assert not os.path.exists("/tmp/vgpu-hijacked-exec")
         assert not os.path.exists(os.path.join(d.dir, "hijacked"))
+        # Another worker's private shader cache, and its own to plant in.
+        nb_uid = os.stat(f"/proc/{nb_worker}").st_uid
+        results, ended, _ = attack(d, "shader-cache", f"{d.dir} {nb_uid}")
+        assert ended, "shader-cache: the worker died"
+        expect_refused(results, "shader-cache")
+        assert {r[0] for r in results} == {
+            "list-shader-caches", "open-neighbour-cache", "create-in-neighbour-cache",
+            "create-in-own-cache", "mkdir-in-own-cache"}, results
+        nb_cache = os.path.join(d.dir, "shader-cache", str(nb_uid))
+        assert os.listdir(nb_cache) == [], os.listdir(nb_cache)
         typed = pending_input(TTY_SLAVE)
         assert not typed, f"the worker typed {typed!r} into vgpud's terminal"
 

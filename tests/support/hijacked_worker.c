@@ -111,6 +111,31 @@ static void attack_files(const char *runtime_dir) {
   result_errno("create-in-/tmp", fd);
 }
 
+/* arg: "DIR UID", vgpud's runtime directory and a neighbour worker's uid.
+ * Another worker's shader cache, the list of all, and its own directory
+ * (own_cache, from --shader-cache) to plant something in. */
+static void attack_shader_cache(const char *arg, const char *own_cache) {
+  g_auto(GStrv) w = g_strsplit(arg, " ", 2);
+  if (!w[0] || !w[1]) {
+    say("NOTE shader-cache needs DIR UID");
+    return;
+  }
+  g_autofree char *all = g_build_filename(w[0], "shader-cache", NULL);
+  g_autofree char *theirs = g_build_filename(all, w[1], NULL);
+  result_errno("list-shader-caches", open(all, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  result_errno("open-neighbour-cache", open(theirs, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  g_autofree char *plant = g_build_filename(theirs, "foz_cache.foz", NULL);
+  result_errno("create-in-neighbour-cache", open(plant, O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!own_cache) {
+    say("NOTE no --shader-cache of its own");
+    return;
+  }
+  g_autofree char *mine = g_build_filename(own_cache, "planted.foz", NULL);
+  result_errno("create-in-own-cache", open(mine, O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  g_autofree char *sub = g_build_filename(own_cache, "mesa_shader_cache_sf", NULL);
+  result_errno("mkdir-in-own-cache", mkdir(sub, 0700));
+}
+
 static void attack_proc(void) {
   pid_t vgpud = getppid();
   char path[64];
@@ -308,7 +333,8 @@ static void attack_spin(const char *arg) {
   say("NOTE spun for %d s", secs);
 }
 
-static void run_attack(const char *name, const char *arg, const char *ledger_fds) {
+static void run_attack(const char *name, const char *arg, const char *ledger_fds,
+                       const char *own_cache) {
   if (g_str_equal(name, "bad-shot")) {
     attack_bad_shot(arg, ledger_fds);
     return;
@@ -328,6 +354,8 @@ static void run_attack(const char *name, const char *arg, const char *ledger_fds
       result_errno("pidfd-getfd-vgpud", (int)syscall(SYS_pidfd_getfd, pfd, 0, 0));
   } else if (g_str_equal(name, "files"))
     attack_files(arg);
+  else if (g_str_equal(name, "shader-cache"))
+    attack_shader_cache(arg, own_cache);
   else if (g_str_equal(name, "exec")) {
     char *const argv[] = {"/bin/sh", "-c", "id > /tmp/vgpu-hijacked-exec", NULL};
     result_errno("exec-shell", execve(argv[0], argv, NULL));
@@ -362,10 +390,13 @@ int main(int argc, char **argv) {
   g_autofree char *ledger_fds = NULL;
   gint64 host_memory = 0;
   gboolean no_sandbox = FALSE;
+  g_autofree char *shader_cache = NULL;
   GOptionEntry entries[] = {{"client-fd", 0, 0, G_OPTION_ARG_INT, &client_fd, NULL, NULL},
                             {"ledger-fds", 0, 0, G_OPTION_ARG_STRING, &ledger_fds, NULL, NULL},
                             {"host-memory", 0, 0, G_OPTION_ARG_INT64, &host_memory, NULL, NULL},
                             {"no-sandbox", 0, 0, G_OPTION_ARG_NONE, &no_sandbox, NULL, NULL},
+                            {"shader-cache", 0, 0, G_OPTION_ARG_FILENAME, &shader_cache, NULL,
+                             NULL},
                             {NULL, 0, 0, 0, NULL, NULL, NULL}};
   g_auto(GStrv) args = g_strdupv(argv);
   g_autoptr(GOptionContext) ctx = g_option_context_new(NULL);
@@ -406,7 +437,8 @@ int main(int argc, char **argv) {
   }
   say("NOTE sandbox uid %u gid %u filter %s data-limit %" G_GUINT64_FORMAT, (unsigned)getuid(),
       (unsigned)getgid(), sbs.filtered ? "yes" : "no", sbs.data_limit);
-  run_attack(words[0] ? words[0] : "", words[0] && words[1] ? words[1] : "", ledger_fds);
+  run_attack(words[0] ? words[0] : "", words[0] && words[1] ? words[1] : "", ledger_fds,
+             shader_cache);
   say("END");
   return 0;
 }

@@ -67,6 +67,7 @@ static void check_default_shape(const VgpuConfig *c) {
   assert_int_equal(c->idle_timeout_s, 0);
   assert_int_equal(c->max_submit_bytes, 64u << 20);
   assert_true(c->sandbox);
+  assert_true(c->shader_cache);
   assert_int_equal(c->worker_uid_first, 61184);
   assert_int_equal(c->worker_uid_last, 65519);
   assert_int_equal(vgpu_config_find_profile(c, "small")->host_memory, 2ull << 30);
@@ -188,7 +189,7 @@ static void test_daemon_keys(void **state) {
   const char *text = "[daemon]\nruntime-dir=/srv/vgpu\nlog-level=debug\nrenderer=null\n"
                      "render-node=/dev/dri/renderD129\nworker=/opt/vgpu/vgpu-worker\n"
                      "idle-timeout=30\nmax-submit-bytes=1M\nsandbox=false\n"
-                     "worker-uid-range=70000-70099\n";
+                     "worker-uid-range=70000-70099\nshader-cache=off\n";
   GError *e = NULL;
   VgpuConfig *c = vgpu_config_load_data(text, -1, "d.conf", &e);
   if (!c)
@@ -201,6 +202,7 @@ static void test_daemon_keys(void **state) {
   assert_int_equal(c->idle_timeout_s, 30);
   assert_int_equal(c->max_submit_bytes, 1u << 20);
   assert_false(c->sandbox);
+  assert_false(c->shader_cache);
   assert_int_equal(c->worker_uid_first, 70000);
   assert_int_equal(c->worker_uid_last, 70099);
   /* Not given: the defaults. */
@@ -383,6 +385,8 @@ static void test_errors_with_lines(void **state) {
   expect_error("[daemon]\nmax-submit-bytes=2G\n",
                "x.conf:2: bad value \"2G\" for max-submit-bytes");
   expect_error("[daemon]\nsandbox=maybe\n", "x.conf:2: bad value \"maybe\" for sandbox");
+  expect_error("[daemon]\nshader-cache=shared\n",
+               "x.conf:2: bad value \"shared\" for shader-cache (private, off)");
 }
 
 /* A file's every error, one "FILE:LINE: reason" a line in line order:

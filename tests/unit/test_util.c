@@ -356,6 +356,57 @@ static void test_private_file(void **state) {
   rm_rf(d);
 }
 
+/* vgpu_remove_tree_at: a tree with files, directories and links to
+ * things outside it goes, the outside stays; keep_top keeps the
+ * directory itself; a missing one is success; a directory nested deeper
+ * than it enters is left, with ELOOP. */
+static void test_remove_tree(void **state) {
+  g_autofree char *d = scratch_dir();
+  g_autofree char *outside = g_build_filename(d, "outside", NULL);
+  g_autofree char *victim = g_build_filename(outside, "victim", NULL);
+  assert_int_equal(mkdir(outside, 0700), 0);
+  assert_true(g_file_set_contents(victim, "keep", -1, NULL));
+  int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  assert_true(dfd >= 0);
+  assert_int_equal(mkdirat(dfd, "t", 0700), 0);
+  assert_int_equal(mkdirat(dfd, "t/a", 0700), 0);
+  assert_int_equal(mkdirat(dfd, "t/a/b", 0700), 0);
+  g_autofree char *f1 = g_build_filename(d, "t/a/b/f", NULL);
+  g_autofree char *f2 = g_build_filename(d, "t/g", NULL);
+  assert_true(g_file_set_contents(f1, "x", -1, NULL));
+  assert_true(g_file_set_contents(f2, "y", -1, NULL));
+  assert_int_equal(symlinkat(outside, dfd, "t/dirlink"), 0);
+  assert_int_equal(symlinkat(victim, dfd, "t/a/filelink"), 0);
+  assert_int_equal(vgpu_remove_tree_at(dfd, "t", true), 0);
+  struct stat st;
+  assert_int_equal(fstatat(dfd, "t", &st, AT_SYMLINK_NOFOLLOW), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  assert_int_equal(st.st_nlink, 2); /* nothing left below it */
+  assert_int_equal(fstatat(dfd, "t/g", &st, 0), -1);
+  g_autofree char *t = read_text(victim);
+  assert_string_equal(t, "keep");
+  assert_int_equal(vgpu_remove_tree_at(dfd, "t", false), 0);
+  assert_int_equal(fstatat(dfd, "t", &st, AT_SYMLINK_NOFOLLOW), -1);
+  assert_int_equal(vgpu_remove_tree_at(dfd, "t", false), 0); /* already gone */
+  /* The top itself a link: not entered, refused. */
+  assert_int_equal(symlinkat(outside, dfd, "top"), 0);
+  assert_int_equal(vgpu_remove_tree_at(dfd, "top", false), -ENOTDIR);
+  assert_int_equal(unlinkat(dfd, "top", 0), 0);
+  /* 20 levels: the deepest are left alone, and said so. */
+  g_autoptr(GString) deep = g_string_new("deep");
+  assert_int_equal(mkdirat(dfd, deep->str, 0700), 0);
+  for (int i = 0; i < 20; i++) {
+    g_string_append(deep, "/x");
+    assert_int_equal(mkdirat(dfd, deep->str, 0700), 0);
+  }
+  assert_int_equal(vgpu_remove_tree_at(dfd, "deep", false), -ELOOP);
+  assert_int_equal(fstatat(dfd, "deep", &st, AT_SYMLINK_NOFOLLOW), 0);
+  g_autofree char *t2 = read_text(victim);
+  assert_string_equal(t2, "keep");
+  close(dfd);
+  rm_rf(d);
+}
+
 static void test_runtime_dir_names(void **state) {
   assert_true(vgpu_instance_name_valid("vgpu0"));
   assert_true(vgpu_instance_name_valid("a-b_C9"));
@@ -482,7 +533,7 @@ int main(void) {
       cmocka_unit_test(test_log_lines),         cmocka_unit_test(test_listen_unix_files),
       cmocka_unit_test(test_private_dir),       cmocka_unit_test(test_private_file),
       cmocka_unit_test(test_runtime_dir_names), cmocka_unit_test(test_client_runtime_dir),
-      cmocka_unit_test(test_read_small),
+      cmocka_unit_test(test_read_small),        cmocka_unit_test(test_remove_tree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
